@@ -1,0 +1,161 @@
+//! The command line: global options, the subcommands, and how results become exit codes.
+
+mod export;
+mod keys;
+mod migrate;
+mod overrides;
+mod reconcile;
+mod validate;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::desired::{LoadError, Loaded};
+use crate::store::{DEFAULT_DATABASE_URL, Db};
+
+/// valhalla-ops: the GitOps control plane of the Valhalla API platform.
+#[derive(Debug, Parser)]
+#[command(name = "valhalla-ops", version, about, long_about = None)]
+pub struct Cli {
+    /// Database: postgres://… in production, or a SQLite file (the default, created on first use).
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true, hide_env_values = true)]
+    pub database_url: String,
+
+    /// Directory of the desired state: every *.yaml/*.yml file below it is read.
+    #[arg(long, env = "VALHALLA_STATE", default_value = "state", global = true)]
+    pub state: PathBuf,
+
+    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the state directory offline (no database).
+    Validate(validate::Args),
+    /// Plan the state against the database and apply the difference in one transaction.
+    Reconcile(reconcile::Args),
+    /// Write the database's resources as state files that reconcile loads back.
+    Export(export::Args),
+    /// Apply pending database migrations.
+    Migrate,
+    /// List or clear emergency overrides.
+    #[command(subcommand)]
+    Overrides(overrides::Command),
+    /// Generate API keys.
+    #[command(subcommand)]
+    Keys(keys::Command),
+}
+
+/// What a subcommand ended with, when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    /// `--detailed-exitcode` and the plan has changes.
+    Changes,
+}
+
+impl Cli {
+    /// Runs the chosen subcommand.
+    pub async fn run(self) -> anyhow::Result<Status> {
+        match self.command {
+            Command::Validate(args) => args.run(&self.state),
+            Command::Reconcile(args) => args.run(&self.state, &self.database_url).await,
+            Command::Export(args) => args.run(&self.database_url).await,
+            Command::Migrate => migrate::run(&self.database_url).await,
+            Command::Overrides(cmd) => cmd.run(&self.database_url).await,
+            Command::Keys(cmd) => cmd.run(),
+        }
+    }
+}
+
+/// Maps the outcome to the documented exit codes: 0 ok, 1 error, 2 changes.
+pub fn exit_code(result: anyhow::Result<Status>) -> ExitCode {
+    match result {
+        Ok(Status::Ok) => ExitCode::SUCCESS,
+        Ok(Status::Changes) => ExitCode::from(2),
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "valhalla-ops: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Opens the store of `url` (migrating it), with the URL in the error.
+async fn open(url: &str) -> anyhow::Result<Db> {
+    Db::open(url).await.context("cannot open the store")
+}
+
+/// Loads the state directory, printing warnings, and every error when it is invalid.
+fn load(state: &std::path::Path, now: chrono::DateTime<chrono::Utc>) -> anyhow::Result<Loaded> {
+    let print = |kind: &str, diags: &[crate::desired::Diagnostic]| {
+        let mut err = anstream::stderr();
+        for d in diags {
+            let _ = writeln!(
+                err,
+                "{}:{}:{}: {kind}: {}",
+                d.file.display(),
+                d.pos.line,
+                d.pos.column,
+                d.message
+            );
+        }
+    };
+    match crate::desired::load_dir(state, now) {
+        Ok(loaded) => {
+            print("warning", &loaded.warnings);
+            Ok(loaded)
+        }
+        Err(LoadError::Invalid { errors, warnings }) => {
+            print("error", &errors);
+            print("warning", &warnings);
+            let n = errors.len();
+            anyhow::bail!(
+                "{} is invalid ({n} error{}); nothing was written",
+                state.display(),
+                if n == 1 { "" } else { "s" }
+            )
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes to stdout through `anstream` (styles stripped for pipes and `NO_COLOR`); a closed
+/// pipe (`| head`) is not an error.
+fn print_out(text: &str) -> anyhow::Result<()> {
+    let mut out = anstream::stdout();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// Whether stdout shows colours.
+fn stdout_color() -> bool {
+    anstream::AutoStream::choice(&std::io::stdout()) != anstream::ColorChoice::Never
+}
+
+/// The actor recorded for CLI runs when `--actor` is not given.
+fn default_actor() -> String {
+    std::env::var("USER")
+        .map(|u| format!("cli:{u}"))
+        .unwrap_or_else(|_| "cli".into())
+}
+
+/// Current time at the precision the store keeps.
+fn now() -> chrono::DateTime<chrono::Utc> {
+    crate::domain::normalize_time(chrono::Utc::now())
+}

@@ -1,0 +1,88 @@
+//! `reconcile`: plan the state against the store, render it, and apply it unless a dry run.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+use super::Status;
+use crate::plan::PlanOptions;
+use crate::plan::render::{Format, PlanDocument, render};
+use crate::reconcile::{Request, read_saved, reconcile};
+
+/// Options of `reconcile`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Show the plan; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Also remove api-owned resources that git does not declare.
+    #[arg(long)]
+    prune: bool,
+    /// Exit 2 when the plan has changes (0 when it has none).
+    #[arg(long)]
+    detailed_exitcode: bool,
+    /// How to print the plan.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Who is reconciling, recorded in the audit log [default: cli:$USER].
+    #[arg(long, env = "VALHALLA_ACTOR")]
+    actor: Option<String>,
+    /// With --dry-run: save the plan to apply it later with --plan.
+    #[arg(long, value_name = "PLAN", requires = "dry_run")]
+    out: Option<PathBuf>,
+    /// Apply exactly this saved plan; refused if the store or the state changed since.
+    #[arg(long, value_name = "PLAN", conflicts_with_all = ["dry_run", "prune"])]
+    plan: Option<PathBuf>,
+    /// Allow a plan that removes more than half (and more than 5) of the resources of a kind.
+    #[arg(long)]
+    allow_mass_removal: bool,
+}
+
+impl Args {
+    /// Runs one reconcile.
+    pub async fn run(self, state: &Path, database_url: &str) -> anyhow::Result<Status> {
+        let now = super::now();
+        let saved = self.plan.as_deref().map(read_saved).transpose()?;
+        let loaded = super::load(state, now)?;
+        let store = super::open(database_url).await?;
+        let request = Request {
+            dry_run: self.dry_run,
+            options: PlanOptions { prune: self.prune },
+            allow_mass_removal: self.allow_mass_removal,
+            saved,
+            actor: self.actor.unwrap_or_else(super::default_actor),
+            source: "cli".into(),
+        };
+        let outcome = reconcile(&store, &loaded.state, &request, now).await?;
+        let doc = PlanDocument::new(&outcome.plan, loaded.state.fingerprint());
+        super::print_out(&render(&doc, self.format, super::stdout_color()))?;
+        if let Some(out) = &self.out {
+            std::fs::write(out, crate::plan::render::json(&doc))
+                .with_context(|| format!("cannot write the plan to {}", out.display()))?;
+            tracing::info!(
+                "plan saved to {}; apply it with `reconcile --plan {}`",
+                out.display(),
+                out.display()
+            );
+        }
+        if let Some(run) = outcome.run_id {
+            let message = match doc.summary.changes() {
+                0 => format!("Nothing to apply (run #{run} recorded)."),
+                n => format!(
+                    "Applied {n} change{} in one transaction (run #{run}).",
+                    if n == 1 { "" } else { "s" }
+                ),
+            };
+            if self.format == Format::Text {
+                super::print_out(&format!("{message}\n"))?;
+            } else {
+                tracing::info!("{message}");
+            }
+        }
+        Ok(if self.detailed_exitcode && doc.has_changes {
+            Status::Changes
+        } else {
+            Status::Ok
+        })
+    }
+}

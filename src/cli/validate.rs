@@ -1,0 +1,36 @@
+//! `validate`: check the state directory offline.
+
+use std::path::Path;
+
+use super::Status;
+
+/// Options of `validate`.
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+impl Args {
+    /// Loads the state and prints what it declares.
+    pub fn run(self, state: &Path) -> anyhow::Result<Status> {
+        let loaded = super::load(state, super::now())?;
+        let s = &loaded.state;
+        super::print_out(&format!(
+            "{} is valid: {} file{}, {} rate-limit rules, {} clients, {} maintenance windows, {} feature flags{}{}\n",
+            state.display(),
+            loaded.files,
+            if loaded.files == 1 { "" } else { "s" },
+            s.rules.len(),
+            s.clients.len(),
+            s.windows.len(),
+            s.flags.len(),
+            s.maintenance
+                .as_ref()
+                .map(|m| format!(", mode {}", m.mode))
+                .unwrap_or_default(),
+            s.profile
+                .as_ref()
+                .map(|p| format!(", profile {}", p.name))
+                .unwrap_or_default(),
+        ))?;
+        Ok(Status::Ok)
+    }
+}

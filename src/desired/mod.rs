@@ -1,0 +1,518 @@
+//! The desired state: every YAML file of a state directory, validated all-or-nothing.
+
+pub mod export;
+pub mod position;
+pub mod raw;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_yaml::Value;
+use sha2::{Digest, Sha256};
+
+use crate::domain::{ParseError, RuleKey, Scope, WindowSeconds, parse_time};
+use crate::model::{Client, FeatureFlag, Maintenance, Profile, RateLimitRule, Resource, Window};
+use position::{Pos, PositionIndex, join};
+use raw::{RawClient, RawFile, RawFlag, RawProfile, RawRule, RawWindow};
+
+/// The validated desired state of a whole directory; collections sorted by key.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DesiredState {
+    pub rules: Vec<RateLimitRule>,
+    pub clients: Vec<Client>,
+    pub windows: Vec<Window>,
+    pub flags: Vec<FeatureFlag>,
+    /// `None` when no file declares the mode: the stored mode is left as it is.
+    pub maintenance: Option<Maintenance>,
+    /// `None` when no file declares it: the stored profile is left as it is.
+    pub profile: Option<Profile>,
+}
+
+impl DesiredState {
+    /// A digest of the whole state, so a saved plan can tell that the files changed since.
+    pub fn fingerprint(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        format!("{:x}", Sha256::digest(json))
+    }
+}
+
+/// A message about a place in a state file.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Diagnostic {
+    pub file: PathBuf,
+    pub pos: Pos,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Pos { line, column } = self.pos;
+        write!(f, "{}:{line}:{column}: {}", self.file.display(), self.message)
+    }
+}
+
+/// A state directory that loaded, with its warnings.
+#[derive(Debug)]
+pub struct Loaded {
+    pub state: DesiredState,
+    pub warnings: Vec<Diagnostic>,
+    /// How many files were read.
+    pub files: usize,
+}
+
+/// Why a state directory could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read state directory {}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("the desired state is invalid ({} error{})", errors.len(), if errors.len() == 1 { "" } else { "s" })]
+    Invalid {
+        errors: Vec<Diagnostic>,
+        warnings: Vec<Diagnostic>,
+    },
+}
+
+/// Reads and validates every `*.yaml`/`*.yml` file under `dir`, in sorted path order.
+pub fn load_dir(dir: &Path, now: DateTime<Utc>) -> Result<Loaded, LoadError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| LoadError::Io { path, source }
+    };
+    let mut files = Vec::new();
+    collect_yaml_files(dir, &mut files).map_err(io(dir))?;
+    files.sort();
+    let mut loader = Loader::new(now);
+    for file in &files {
+        let text = std::fs::read_to_string(file).map_err(io(file))?;
+        loader.add_file(file, &text);
+    }
+    loader.finish()
+}
+
+fn collect_yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let name = entry.file_name();
+        // Hidden entries are editors' swap files and tools' folders, never state.
+        if name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            collect_yaml_files(&path, out)?;
+        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Where a resource was declared, for duplicate and reference messages.
+#[derive(Debug, Clone)]
+struct Place {
+    file: PathBuf,
+    pos: Pos,
+}
+
+impl fmt::Display for Place {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.pos.line, self.pos.column)
+    }
+}
+
+/// Accumulates files, then validates across them; usable on in-memory text for tests.
+pub struct Loader {
+    now: DateTime<Utc>,
+    files: usize,
+    errors: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
+    rules: Vec<(RateLimitRule, Place)>,
+    clients: Vec<(Client, Place)>,
+    windows: Vec<(Window, Place)>,
+    flags: Vec<(FeatureFlag, Place)>,
+    modes: Vec<(Maintenance, Place)>,
+    profiles: Vec<(Profile, Place)>,
+}
+
+/// One file being read: its name and position index, to turn paths into diagnostics.
+struct FileCx<'a> {
+    file: &'a Path,
+    index: PositionIndex,
+}
+
+impl FileCx<'_> {
+    fn at(&self, path: &str) -> Place {
+        Place {
+            file: self.file.to_owned(),
+            pos: self.index.value(path),
+        }
+    }
+    fn diag(&self, path: &str, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            file: self.file.to_owned(),
+            pos: self.index.value(path),
+            message: message.into(),
+        }
+    }
+}
+
+impl Loader {
+    /// A loader that judges windows against `now`.
+    pub fn new(now: DateTime<Utc>) -> Loader {
+        Loader {
+            now,
+            files: 0,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            rules: Vec::new(),
+            clients: Vec::new(),
+            windows: Vec::new(),
+            flags: Vec::new(),
+            modes: Vec::new(),
+            profiles: Vec::new(),
+        }
+    }
+
+    /// Reads one file's text; problems are collected, never returned early.
+    pub fn add_file(&mut self, file: &Path, text: &str) {
+        self.files += 1;
+        let value: Value = match serde_yaml::from_str(text) {
+            Ok(v) => v,
+            Err(e) => {
+                let pos = e
+                    .location()
+                    .map(|l| Pos {
+                        line: l.line(),
+                        column: l.column(),
+                    })
+                    .unwrap_or(Pos { line: 1, column: 1 });
+                let message = strip_location(&e.to_string());
+                self.errors.push(Diagnostic {
+                    file: file.to_owned(),
+                    pos,
+                    message,
+                });
+                return;
+            }
+        };
+        if value.is_null() {
+            return; // An empty file, or one with only comments, declares nothing.
+        }
+        let cx = FileCx {
+            file,
+            index: PositionIndex::build(text),
+        };
+        let Some(raw) = self.parse::<RawFile>(&cx, &value, "") else {
+            return;
+        };
+        if let Some(v) = raw.version.filter(|v| *v != 1) {
+            self.errors.push(cx.diag(
+                "version",
+                format!("unsupported version {v}; this valhalla-ops reads version 1"),
+            ));
+        }
+        for (i, item) in raw.rate_limits.iter().flatten().enumerate() {
+            self.add_rule(&cx, &format!("rate_limits[{i}]"), item);
+        }
+        for (i, item) in raw.clients.iter().flatten().enumerate() {
+            self.add_client(&cx, &format!("clients[{i}]"), item);
+        }
+        if let Some(m) = raw.maintenance {
+            if m.mode.is_some() || m.reason.is_some() {
+                let path = if m.mode.is_some() {
+                    "maintenance.mode"
+                } else {
+                    "maintenance.reason"
+                };
+                let value = Maintenance {
+                    mode: m.mode.unwrap_or(crate::domain::Mode::Normal),
+                    reason: m.reason.unwrap_or_default(),
+                };
+                self.modes.push((value, cx.at(path)));
+            }
+            for (i, item) in m.windows.iter().flatten().enumerate() {
+                self.add_window(&cx, &format!("maintenance.windows[{i}]"), item);
+            }
+        }
+        for (i, item) in raw.feature_flags.iter().flatten().enumerate() {
+            let path = format!("feature_flags[{i}]");
+            if let Some(f) = self.parse::<RawFlag>(&cx, item, &path) {
+                let flag = FeatureFlag {
+                    name: f.name,
+                    enabled: f.enabled,
+                    description: f.description,
+                };
+                self.flags.push((flag, cx.at(&join(&path, "name"))));
+            }
+        }
+        if let Some(item) = &raw.deployment_profile
+            && let Some(name) = self.parse::<RawProfile>(&cx, item, "deployment_profile")
+        {
+            self.profiles
+                .push((Profile { name }, cx.at("deployment_profile")));
+        }
+    }
+
+    /// Deserializes the node at `path`, recording a positioned error when it does not fit.
+    fn parse<T: DeserializeOwned>(&mut self, cx: &FileCx, value: &Value, path: &str) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let mut at = path.to_owned();
+                for seg in e.path().iter() {
+                    use serde_path_to_error::Segment;
+                    match seg {
+                        Segment::Seq { index } => at.push_str(&format!("[{index}]")),
+                        Segment::Map { key } => at = join(&at, key),
+                        Segment::Enum { variant } => at = join(&at, variant),
+                        Segment::Unknown => {}
+                    }
+                }
+                let message = strip_location(&e.inner().to_string());
+                // An unknown field is reported at the field's own key, named in the message.
+                let pos = match message
+                    .strip_prefix("unknown field `")
+                    .and_then(|m| m.split('`').next())
+                {
+                    Some(field) => cx.index.key(&join(&at, field)),
+                    None => cx.index.value(&at),
+                };
+                let message = if message.starts_with("unknown field")
+                    || message.starts_with("missing field")
+                    || at.is_empty()
+                {
+                    message
+                } else {
+                    format!("{at}: {message}")
+                };
+                self.errors.push(Diagnostic {
+                    file: cx.file.to_owned(),
+                    pos,
+                    message,
+                });
+                None
+            }
+        }
+    }
+
+    fn add_rule(&mut self, cx: &FileCx, path: &str, item: &Value) {
+        let Some(r) = self.parse::<RawRule>(cx, item, path) else {
+            return;
+        };
+        let key_path = join(path, "key");
+        let key = match (r.key.as_deref(), r.scope) {
+            (None, Scope::Global) => RuleKey::parse(Scope::Global, RuleKey::GLOBAL),
+            (None, scope) => Err(ParseError(format!("a rule of scope {scope} needs a key"))),
+            (Some(k), scope) => RuleKey::parse(scope, k),
+        };
+        let window = WindowSeconds::new(r.window_seconds.into());
+        let (key, window_seconds) = match (key, window) {
+            (Ok(k), Ok(w)) => (k, w),
+            (k, w) => {
+                if let Err(e) = k {
+                    let at = if r.key.is_some() { key_path.as_str() } else { path };
+                    self.errors.push(cx.diag(at, e.0));
+                }
+                if let Err(e) = w {
+                    self.errors.push(cx.diag(&join(path, "window_seconds"), e.0));
+                }
+                return;
+            }
+        };
+        let rule = RateLimitRule {
+            scope: r.scope,
+            key,
+            window_seconds,
+            max_requests: r.max_requests,
+            enabled: r.enabled,
+            shadow: r.shadow,
+            description: r.description,
+        };
+        if !rule.enabled {
+            self.warnings.push(cx.diag(
+                &join(path, "enabled"),
+                format!("rule {} is declared but disabled", rule.key()),
+            ));
+        }
+        let at = if r.key.is_some() {
+            key_path
+        } else {
+            join(path, "scope")
+        };
+        self.rules.push((rule, cx.at(&at)));
+    }
+
+    fn add_client(&mut self, cx: &FileCx, path: &str, item: &Value) {
+        let Some(c) = self.parse::<RawClient>(cx, item, path) else {
+            return;
+        };
+        let client = Client {
+            name: c.name,
+            client_type: c.client_type,
+            role: c.role,
+            key_sha256: c.key_sha256,
+            active: c.active,
+            description: c.description,
+        };
+        self.clients.push((client, cx.at(&join(path, "name"))));
+    }
+
+    fn add_window(&mut self, cx: &FileCx, path: &str, item: &Value) {
+        let Some(w) = self.parse::<RawWindow>(cx, item, path) else {
+            return;
+        };
+        let starts = parse_time(&w.starts_at).map_err(|e| cx.diag(&join(path, "starts_at"), e.0));
+        let ends = parse_time(&w.ends_at).map_err(|e| cx.diag(&join(path, "ends_at"), e.0));
+        let (starts_at, ends_at) = match (starts, ends) {
+            (Ok(s), Ok(e)) if e > s => (s, e),
+            (Ok(_), Ok(_)) => {
+                self.errors.push(cx.diag(
+                    &join(path, "ends_at"),
+                    format!("window {}: ends_at must be after starts_at", w.name),
+                ));
+                return;
+            }
+            (s, e) => {
+                self.errors.extend(s.err().into_iter().chain(e.err()));
+                return;
+            }
+        };
+        if ends_at <= self.now {
+            self.warnings.push(cx.diag(
+                &join(path, "ends_at"),
+                format!("window {} is wholly in the past", w.name),
+            ));
+        }
+        let window = Window {
+            name: w.name,
+            starts_at,
+            ends_at,
+            mode: w.mode,
+            active: true,
+            description: w.description,
+        };
+        self.windows.push((window, cx.at(&join(path, "name"))));
+    }
+
+    /// Validates across files and returns the state, or every error found.
+    pub fn finish(mut self) -> Result<Loaded, LoadError> {
+        let rules = unique(&mut self.errors, "rate-limit rule", self.rules);
+        let clients = unique(&mut self.errors, "client", self.clients);
+        let windows = unique(&mut self.errors, "maintenance window", self.windows);
+        let flags = unique(&mut self.errors, "feature flag", self.flags);
+        let maintenance = single(&mut self.errors, "maintenance mode", self.modes);
+        let profile = single(&mut self.errors, "deployment_profile", self.profiles);
+
+        let names: HashMap<String, &Place> = clients.iter().map(|(c, p)| (c.key(), p)).collect();
+        for (rule, place) in &rules {
+            if rule.scope == Scope::ApiKey && !names.contains_key(rule.key.as_str()) {
+                self.errors.push(Diagnostic {
+                    file: place.file.clone(),
+                    pos: place.pos,
+                    message: format!(
+                        "rule {} names client `{}`, which no state file declares",
+                        rule.key(),
+                        rule.key
+                    ),
+                });
+            }
+        }
+        let mut hashes: HashMap<&str, &Client> = HashMap::new();
+        for (client, place) in &clients {
+            if let Some(other) = hashes.insert(client.key_sha256.as_str(), client) {
+                self.errors.push(Diagnostic {
+                    file: place.file.clone(),
+                    pos: place.pos,
+                    message: format!(
+                        "clients {} and {} have the same key_sha256; every client needs its own key",
+                        other.name, client.name
+                    ),
+                });
+            }
+        }
+        let mut by_start: Vec<&(Window, Place)> = windows.iter().collect();
+        by_start.sort_by_key(|(w, _)| (w.starts_at, w.ends_at));
+        for pair in by_start.windows(2) {
+            let ((a, _), (b, place)) = (pair[0], pair[1]);
+            if b.starts_at < a.ends_at {
+                self.warnings.push(Diagnostic {
+                    file: place.file.clone(),
+                    pos: place.pos,
+                    message: format!("window {} overlaps window {}", b.name, a.name),
+                });
+            }
+        }
+
+        self.warnings.sort();
+        if !self.errors.is_empty() {
+            self.errors.sort();
+            return Err(LoadError::Invalid {
+                errors: self.errors,
+                warnings: self.warnings,
+            });
+        }
+        Ok(Loaded {
+            state: DesiredState {
+                rules: strip(rules),
+                clients: strip(clients),
+                windows: strip(windows),
+                flags: strip(flags),
+                maintenance,
+                profile,
+            },
+            warnings: self.warnings,
+            files: self.files,
+        })
+    }
+}
+
+fn strip<T>(items: Vec<(T, Place)>) -> Vec<T> {
+    items.into_iter().map(|(item, _)| item).collect()
+}
+
+/// Sorts resources by key and reports each one declared again, naming both places.
+fn unique<T: Resource>(errors: &mut Vec<Diagnostic>, what: &str, items: Vec<(T, Place)>) -> Vec<(T, Place)> {
+    let mut seen: BTreeMap<String, (T, Place)> = BTreeMap::new();
+    for (item, place) in items {
+        let key = item.key();
+        if let Some((_, first)) = seen.get(&key) {
+            errors.push(Diagnostic {
+                file: place.file.clone(),
+                pos: place.pos,
+                message: format!("{what} {key} is declared twice (first at {first})"),
+            });
+        } else {
+            seen.insert(key, (item, place));
+        }
+    }
+    seen.into_values().collect()
+}
+
+/// Takes a setting that at most one file may declare.
+fn single<T>(errors: &mut Vec<Diagnostic>, what: &str, mut items: Vec<(T, Place)>) -> Option<T> {
+    let rest = items.split_off(items.len().min(1));
+    let (value, first) = items.pop()?;
+    for (_, place) in rest {
+        errors.push(Diagnostic {
+            file: place.file.clone(),
+            pos: place.pos,
+            message: format!("{what} is declared twice (first at {first})"),
+        });
+    }
+    Some(value)
+}
+
+/// Drops the " at line L column C" serde_yaml appends; diagnostics carry their own position.
+fn strip_location(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) if message[i..].contains(" column ") => message[..i].to_owned(),
+        _ => message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,117 @@
+//! The state files' serde model, field for field as written in YAML, before validation.
+
+use serde::{Deserialize, Serialize};
+use serde_yaml::Value;
+
+use crate::domain::{
+    ClientName, ClientType, FlagName, KeySha256, Mode, ProfileName, Role, Scope, WindowMode, WindowName,
+};
+
+/// One state file. Sections hold raw items so that each item is checked on its own and every
+/// bad item is reported, not only the first.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFile {
+    pub version: Option<u32>,
+    pub rate_limits: Option<Vec<Value>>,
+    pub clients: Option<Vec<Value>>,
+    pub maintenance: Option<RawMaintenance>,
+    pub feature_flags: Option<Vec<Value>>,
+    pub deployment_profile: Option<Value>,
+}
+
+/// The `maintenance:` section: the steady mode and the scheduled windows.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMaintenance {
+    pub mode: Option<Mode>,
+    pub reason: Option<String>,
+    pub windows: Option<Vec<Value>>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn is_true(b: &bool) -> bool {
+    *b
+}
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+fn sixty() -> u32 {
+    60
+}
+fn is_sixty(n: &u32) -> bool {
+    *n == 60
+}
+fn default_window_mode() -> WindowMode {
+    WindowMode::Maintenance
+}
+
+/// A rate-limit rule as written.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub scope: Scope,
+    /// Optional only for the global scope, whose key is `*`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default = "sixty", skip_serializing_if = "is_sixty")]
+    pub window_seconds: u32,
+    #[serde(default = "sixty", skip_serializing_if = "is_sixty")]
+    pub max_requests: u32,
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub shadow: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
+/// A client as written.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClient {
+    pub name: ClientName,
+    #[serde(rename = "type")]
+    pub client_type: ClientType,
+    /// Least privilege when omitted.
+    #[serde(default = "reader")]
+    pub role: Role,
+    pub key_sha256: KeySha256,
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub active: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
+fn reader() -> Role {
+    Role::Reader
+}
+
+/// A maintenance window as written; times stay text until checked for an offset.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWindow {
+    pub name: WindowName,
+    pub starts_at: String,
+    pub ends_at: String,
+    #[serde(default = "default_window_mode")]
+    pub mode: WindowMode,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
+/// A feature flag as written; off unless enabled.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFlag {
+    pub name: FlagName,
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
+/// A deployment profile as written.
+pub type RawProfile = ProfileName;

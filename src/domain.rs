@@ -1,0 +1,449 @@
+//! Domain newtypes and enums shared by every layer: parsed once at the edge, valid everywhere after.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Why a value could not become a domain type; the message is written for the person who typed it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseError(pub String);
+
+/// Declares a closed set of lowercase names that (de)serialize as strings and list the valid
+/// choices when parsing fails.
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident, $what:literal { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            /// Every variant, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The name used in YAML, JSON and the database.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ParseError;
+            fn from_str(s: &str) -> Result<Self, ParseError> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(ParseError(format!(
+                        concat!("unknown ", $what, " `{}`, expected one of: {}"),
+                        s,
+                        [$($text),+].join(", ")
+                    ))),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// What a rate-limit rule counts requests by.
+    Scope, "scope" { Ip => "ip", User => "user", ApiKey => "api_key", Global => "global" }
+);
+string_enum!(
+    /// The kind of software a client is.
+    ClientType, "client type" {
+        Weweb => "weweb", Heimdall => "heimdall", Tyr => "tyr", Script => "script", Integration => "integration",
+    }
+);
+string_enum!(
+    /// What a client may do: reader (GET), operator (+ writes under /system/), admin (+ /admin/ops/).
+    Role, "role" { Reader => "reader", Operator => "operator", Admin => "admin" }
+);
+string_enum!(
+    /// The platform's maintenance mode.
+    Mode, "mode" { Normal => "normal", Maintenance => "maintenance", ReadOnly => "read_only" }
+);
+string_enum!(
+    /// The mode a maintenance window puts the platform in while it is open.
+    WindowMode, "window mode" { Maintenance => "maintenance", ReadOnly => "read_only" }
+);
+string_enum!(
+    /// Who owns a stored resource: the reconciler (declared in git) or the HTTP API.
+    Owner, "owner" { Git => "git", Api => "api" }
+);
+
+impl From<WindowMode> for Mode {
+    fn from(m: WindowMode) -> Mode {
+        match m {
+            WindowMode::Maintenance => Mode::Maintenance,
+            WindowMode::ReadOnly => Mode::ReadOnly,
+        }
+    }
+}
+
+/// Checks the name pattern shared by clients, windows and flags: `[a-z0-9][a-z0-9_-]{0,63}`.
+fn check_name(what: &str, s: &str) -> Result<(), ParseError> {
+    let mut chars = s.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if first_ok && rest_ok && s.len() <= 64 {
+        Ok(())
+    } else {
+        Err(ParseError(format!(
+            "invalid {what} `{s}`: use 1 to 64 characters of a-z, 0-9, `_` and `-`, starting with a letter or digit"
+        )))
+    }
+}
+
+/// Declares a validated name newtype over `String`.
+macro_rules! name_type {
+    ($(#[$meta:meta])* $name:ident, $what:literal) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Parses a name, rejecting anything outside the documented pattern.
+            pub fn parse(s: impl Into<String>) -> Result<Self, ParseError> {
+                let s = s.into();
+                check_name($what, &s)?;
+                Ok(Self(s))
+            }
+
+            /// The name as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                Self::parse(String::deserialize(d)?).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+name_type!(
+    /// A client's unique name; also the key of `api_key` rate-limit rules.
+    ClientName, "client name"
+);
+name_type!(
+    /// A maintenance window's unique name.
+    WindowName, "window name"
+);
+name_type!(
+    /// A feature flag's unique name.
+    FlagName, "feature flag name"
+);
+name_type!(
+    /// The deployment profile, a free-form name such as `production`.
+    ProfileName, "deployment profile"
+);
+
+/// The key of a rate-limit rule, canonical for its scope so that equal keys compare equal:
+/// an IP address or CIDR network, a user id, a client name, or `*` for the global scope.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct RuleKey(String);
+
+impl RuleKey {
+    /// The only key a global rule may have.
+    pub const GLOBAL: &'static str = "*";
+
+    /// Parses `raw` as a key of `scope`, normalising addresses (`10.0.0.1/32` is `10.0.0.1`,
+    /// IPv6 in its compressed lowercase form).
+    pub fn parse(scope: Scope, raw: &str) -> Result<Self, ParseError> {
+        match scope {
+            Scope::Global if raw == Self::GLOBAL => Ok(Self(raw.to_owned())),
+            Scope::Global => Err(ParseError(format!(
+                "a global rule's key must be `*`, not `{raw}`"
+            ))),
+            Scope::Ip => parse_ip_key(raw).map(Self),
+            Scope::ApiKey => ClientName::parse(raw)
+                .map(|n| Self(n.0))
+                .map_err(|e| ParseError(format!("an api_key rule's key must be a client name: {e}"))),
+            Scope::User => {
+                let ok = !raw.is_empty()
+                    && raw.len() <= 256
+                    && raw.trim() == raw
+                    && !raw.chars().any(char::is_control);
+                if ok {
+                    Ok(Self(raw.to_owned()))
+                } else {
+                    Err(ParseError(format!(
+                        "invalid user id `{raw}`: use 1 to 256 characters, no control characters or surrounding spaces"
+                    )))
+                }
+            }
+        }
+    }
+
+    /// The key as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn parse_ip_key(raw: &str) -> Result<String, ParseError> {
+    if let Ok(addr) = raw.parse::<IpAddr>() {
+        return Ok(addr.to_string());
+    }
+    let net: IpNet = raw.parse().map_err(|_| {
+        ParseError(format!(
+            "invalid ip key `{raw}`: expected an address (203.0.113.7) or a CIDR network (203.0.113.0/24)"
+        ))
+    })?;
+    if net.trunc() != net {
+        return Err(ParseError(format!(
+            "invalid ip key `{raw}`: host bits are set; did you mean `{}`?",
+            net.trunc()
+        )));
+    }
+    if net.prefix_len() == net.max_prefix_len() {
+        Ok(net.addr().to_string())
+    } else {
+        Ok(net.to_string())
+    }
+}
+
+impl fmt::Display for RuleKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The length of a rate-limit window in seconds, `1..=86400`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct WindowSeconds(u32);
+
+impl WindowSeconds {
+    /// The default window of the documented schema.
+    pub const DEFAULT: WindowSeconds = WindowSeconds(60);
+
+    /// Accepts `1..=86400` (one second to one day).
+    pub fn new(secs: i64) -> Result<Self, ParseError> {
+        match u32::try_from(secs) {
+            Ok(s @ 1..=86_400) => Ok(Self(s)),
+            _ => Err(ParseError(format!(
+                "window_seconds must be between 1 and 86400, not {secs}"
+            ))),
+        }
+    }
+
+    /// The number of seconds.
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+/// The SHA-256 of a client's API key as 64 lowercase hex digits. The key itself is never held;
+/// `Debug` shows only a short prefix so the hash does not spread through logs either.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct KeySha256(String);
+
+impl KeySha256 {
+    /// Parses 64 hex digits (either case; stored lowercase).
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
+        if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(Self(s.to_ascii_lowercase()))
+        } else {
+            Err(ParseError(
+                "key_sha256 must be the 64 hex digits of the key's SHA-256 (see `valhalla-ops keys generate`)"
+                    .into(),
+            ))
+        }
+    }
+
+    /// The hash of `key`.
+    pub fn of_key(key: &str) -> Self {
+        use sha2::{Digest, Sha256};
+        Self(format!("{:x}", Sha256::digest(key.as_bytes())))
+    }
+
+    /// The full hex digest, for storage and export only.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A short, non-reversible label for audit records: the first 12 hex digits.
+    pub fn short(&self) -> &str {
+        &self.0[..12]
+    }
+}
+
+impl fmt::Debug for KeySha256 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeySha256({}…)", self.short())
+    }
+}
+
+impl<'de> Deserialize<'de> for KeySha256 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Self::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A freshly generated API key: `vk_` and 256 random bits in hex. Shown once, never stored.
+pub struct NewKey {
+    pub key: String,
+    pub sha256: KeySha256,
+}
+
+impl NewKey {
+    /// Draws a key from the operating system's random source.
+    pub fn generate() -> Result<NewKey, getrandom::Error> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes)?;
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let key = format!("vk_{hex}");
+        let sha256 = KeySha256::of_key(&key);
+        Ok(NewKey { key, sha256 })
+    }
+
+    /// The part of the key that may be displayed to tell keys apart.
+    pub fn prefix(&self) -> &str {
+        &self.key[..10]
+    }
+}
+
+/// Truncates a time to microseconds, the precision Postgres keeps, so a time read back from
+/// either database compares equal to the one written.
+pub fn normalize_time(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.trunc_subsecs(6)
+}
+
+/// Parses an RFC 3339 time that carries an offset; a naive time is ambiguous and refused.
+pub fn parse_time(s: &str) -> Result<DateTime<Utc>, ParseError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| normalize_time(t.with_timezone(&Utc)))
+        .map_err(|_| {
+            ParseError(format!(
+                "invalid time `{s}`: use RFC 3339 with an offset, e.g. 2026-12-01T02:00:00Z"
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_documented_pattern() {
+        assert!(ClientName::parse("heimdall").is_ok());
+        assert!(ClientName::parse("0ps_bot-2").is_ok());
+        assert!(ClientName::parse("a".repeat(64)).is_ok());
+        for bad in ["", "Heimdall", "-x", "_x", "a b", "é", &"a".repeat(65)] {
+            assert!(ClientName::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn enums_round_trip_and_list_choices() {
+        for s in Scope::ALL {
+            assert_eq!(s.as_str().parse::<Scope>().unwrap(), *s);
+        }
+        let err = "ipp".parse::<Scope>().unwrap_err().0;
+        assert_eq!(
+            err,
+            "unknown scope `ipp`, expected one of: ip, user, api_key, global"
+        );
+        assert_eq!(Mode::from(WindowMode::ReadOnly), Mode::ReadOnly);
+    }
+
+    #[test]
+    fn ip_keys_are_canonical() {
+        let k = |s| RuleKey::parse(Scope::Ip, s).map(|k| k.0);
+        assert_eq!(k("203.0.113.0/24").unwrap(), "203.0.113.0/24");
+        assert_eq!(k("10.0.0.1/32").unwrap(), "10.0.0.1");
+        assert_eq!(k("2001:DB8:0:0::1").unwrap(), "2001:db8::1");
+        assert_eq!(k("2001:db8::/32").unwrap(), "2001:db8::/32");
+        assert!(k("203.0.113.5/24").unwrap_err().0.contains("203.0.113.0/24"));
+        assert!(k("not-an-ip").is_err());
+        assert!(k("10.0.0.0/33").is_err());
+    }
+
+    #[test]
+    fn other_scopes_check_their_keys() {
+        assert!(RuleKey::parse(Scope::Global, "*").is_ok());
+        assert!(RuleKey::parse(Scope::Global, "all").is_err());
+        assert!(RuleKey::parse(Scope::ApiKey, "heimdall").is_ok());
+        assert!(RuleKey::parse(Scope::ApiKey, "Heimdall").is_err());
+        assert!(RuleKey::parse(Scope::User, "user-42").is_ok());
+        assert!(RuleKey::parse(Scope::User, " padded").is_err());
+        assert!(RuleKey::parse(Scope::User, "").is_err());
+    }
+
+    #[test]
+    fn window_seconds_bounds() {
+        assert!(WindowSeconds::new(0).is_err());
+        assert_eq!(WindowSeconds::new(1).unwrap().get(), 1);
+        assert_eq!(WindowSeconds::new(86_400).unwrap().get(), 86_400);
+        assert!(WindowSeconds::new(86_401).is_err());
+        assert!(WindowSeconds::new(-1).is_err());
+    }
+
+    #[test]
+    fn key_hash_is_lowercase_hex_and_debug_is_short() {
+        let k = KeySha256::parse(&"AB".repeat(32)).unwrap();
+        assert_eq!(k.as_str(), "ab".repeat(32));
+        assert_eq!(format!("{k:?}"), "KeySha256(abababababab…)");
+        assert!(KeySha256::parse("abc").is_err());
+        assert!(KeySha256::parse(&"zz".repeat(32)).is_err());
+        // The SHA-256 of "test", a published vector.
+        assert_eq!(
+            KeySha256::of_key("test").as_str(),
+            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+        );
+    }
+
+    #[test]
+    fn generated_keys_are_random_and_hash_to_their_sha256() {
+        let a = NewKey::generate().unwrap();
+        let b = NewKey::generate().unwrap();
+        assert_ne!(a.key, b.key);
+        assert!(a.key.starts_with("vk_") && a.key.len() == 67);
+        assert_eq!(a.sha256, KeySha256::of_key(&a.key));
+        assert_eq!(a.prefix(), &a.key[..10]);
+    }
+
+    #[test]
+    fn times_need_an_offset_and_keep_microseconds() {
+        let t = parse_time("2026-12-01T02:00:00.123456789+01:00").unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-12-01T01:00:00.123456+00:00");
+        assert!(parse_time("2026-12-01T02:00:00").is_err());
+        assert!(parse_time("2026-12-01").is_err());
+    }
+}

@@ -1,0 +1,23 @@
+//! valhalla-ops: the operations control plane of the Valhalla API platform.
+//!
+//! The desired state (rate-limit rules, clients, maintenance, feature flags, the deployment
+//! profile) lives in YAML in git; the reconciler makes the database match it, atomically, and
+//! leaves emergency overrides made over HTTP alone while they last.
+//!
+//! # Layout
+//!
+//! - [`domain`]: validated newtypes and enums (`ClientName`, `Scope`, `Mode`, …).
+//! - [`model`]: the resources, as the desired state and the store both hold them.
+//! - [`desired`]: the state files: loading with positioned errors, and export.
+//! - [`plan`]: the pure planner, `plan(desired, actual, now)`, and its renderers.
+//! - [`store`]: the `Store` trait and its PostgreSQL and SQLite backends.
+//! - [`reconcile`]: load → plan → apply under the single-writer lock; saved plans.
+//! - [`cli`]: the command line, one module per subcommand.
+
+pub mod cli;
+pub mod desired;
+pub mod domain;
+pub mod model;
+pub mod plan;
+pub mod reconcile;
+pub mod store;

@@ -1,0 +1,312 @@
+//! The resources valhalla-ops manages, as both the desired state and the store hold them.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{
+    ClientName, ClientType, FlagName, KeySha256, Mode, Owner, ProfileName, Role, RuleKey, Scope, WindowMode,
+    WindowName, WindowSeconds,
+};
+
+/// The kinds of resource, in the order plans list them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    RateLimitRule,
+    Client,
+    MaintenanceWindow,
+    FeatureFlag,
+    MaintenanceMode,
+    DeploymentProfile,
+}
+
+impl Kind {
+    /// Every kind, in plan order.
+    pub const ALL: [Kind; 6] = [
+        Kind::RateLimitRule,
+        Kind::Client,
+        Kind::MaintenanceWindow,
+        Kind::FeatureFlag,
+        Kind::MaintenanceMode,
+        Kind::DeploymentProfile,
+    ];
+
+    /// The stable identifier used in JSON plans, the overrides table and the audit log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::RateLimitRule => "rate_limit_rule",
+            Kind::Client => "client",
+            Kind::MaintenanceWindow => "maintenance_window",
+            Kind::FeatureFlag => "feature_flag",
+            Kind::MaintenanceMode => "maintenance_mode",
+            Kind::DeploymentProfile => "deployment_profile",
+        }
+    }
+
+    /// A heading for people.
+    pub fn title(self) -> &'static str {
+        match self {
+            Kind::RateLimitRule => "Rate-limit rules",
+            Kind::Client => "Clients",
+            Kind::MaintenanceWindow => "Maintenance windows",
+            Kind::FeatureFlag => "Feature flags",
+            Kind::MaintenanceMode => "Maintenance mode",
+            Kind::DeploymentProfile => "Deployment profile",
+        }
+    }
+
+    /// Parses [`Kind::as_str`] back.
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One field of a resource as people read it; `secret` fields never show their value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Field {
+    pub name: &'static str,
+    pub value: String,
+    pub secret: bool,
+}
+
+impl Field {
+    fn plain(name: &'static str, value: impl ToString) -> Field {
+        Field {
+            name,
+            value: value.to_string(),
+            secret: false,
+        }
+    }
+}
+
+/// What the planner needs from every kind of resource.
+pub trait Resource: Clone + PartialEq + fmt::Debug {
+    /// The kind, for plans and overrides.
+    const KIND: Kind;
+    /// The identity within the kind, unique in the store.
+    fn key(&self) -> String;
+    /// The fields a plan compares and shows, in display order.
+    fn fields(&self) -> Vec<Field>;
+}
+
+/// A rate-limit rule, identified by (scope, key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RateLimitRule {
+    pub scope: Scope,
+    pub key: RuleKey,
+    pub window_seconds: WindowSeconds,
+    /// Requests allowed per window; 0 blocks the key entirely.
+    pub max_requests: u32,
+    pub enabled: bool,
+    /// Counted and reported, never enforced.
+    pub shadow: bool,
+    pub description: String,
+}
+
+impl Resource for RateLimitRule {
+    const KIND: Kind = Kind::RateLimitRule;
+    fn key(&self) -> String {
+        format!("{}:{}", self.scope, self.key)
+    }
+    fn fields(&self) -> Vec<Field> {
+        vec![
+            Field::plain("window_seconds", self.window_seconds.get()),
+            Field::plain("max_requests", self.max_requests),
+            Field::plain("enabled", self.enabled),
+            Field::plain("shadow", self.shadow),
+            Field::plain("description", &self.description),
+        ]
+    }
+}
+
+/// An API client, identified by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Client {
+    pub name: ClientName,
+    pub client_type: ClientType,
+    pub role: Role,
+    pub key_sha256: KeySha256,
+    pub active: bool,
+    pub description: String,
+}
+
+impl Resource for Client {
+    const KIND: Kind = Kind::Client;
+    fn key(&self) -> String {
+        self.name.to_string()
+    }
+    fn fields(&self) -> Vec<Field> {
+        vec![
+            Field::plain("type", self.client_type),
+            Field::plain("role", self.role),
+            Field {
+                name: "key_sha256",
+                value: self.key_sha256.as_str().to_owned(),
+                secret: true,
+            },
+            Field::plain("active", self.active),
+            Field::plain("description", &self.description),
+        ]
+    }
+}
+
+/// A scheduled maintenance window, identified by name. Invariant: `ends_at > starts_at`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Window {
+    pub name: WindowName,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub mode: WindowMode,
+    /// Windows removed from git are deactivated, not deleted, to keep their history.
+    pub active: bool,
+    pub description: String,
+}
+
+impl Resource for Window {
+    const KIND: Kind = Kind::MaintenanceWindow;
+    fn key(&self) -> String {
+        self.name.to_string()
+    }
+    fn fields(&self) -> Vec<Field> {
+        let time = |t: &DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+        vec![
+            Field::plain("starts_at", time(&self.starts_at)),
+            Field::plain("ends_at", time(&self.ends_at)),
+            Field::plain("mode", self.mode),
+            Field::plain("active", self.active),
+            Field::plain("description", &self.description),
+        ]
+    }
+}
+
+/// A feature flag, identified by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FeatureFlag {
+    pub name: FlagName,
+    pub enabled: bool,
+    pub description: String,
+}
+
+impl Resource for FeatureFlag {
+    const KIND: Kind = Kind::FeatureFlag;
+    fn key(&self) -> String {
+        self.name.to_string()
+    }
+    fn fields(&self) -> Vec<Field> {
+        vec![
+            Field::plain("enabled", self.enabled),
+            Field::plain("description", &self.description),
+        ]
+    }
+}
+
+/// The steady maintenance mode (a single row in the store).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Maintenance {
+    pub mode: Mode,
+    pub reason: String,
+}
+
+impl Resource for Maintenance {
+    const KIND: Kind = Kind::MaintenanceMode;
+    fn key(&self) -> String {
+        "mode".into()
+    }
+    fn fields(&self) -> Vec<Field> {
+        vec![
+            Field::plain("mode", self.mode),
+            Field::plain("reason", &self.reason),
+        ]
+    }
+}
+
+/// The deployment profile setting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Profile {
+    pub name: ProfileName,
+}
+
+impl Resource for Profile {
+    const KIND: Kind = Kind::DeploymentProfile;
+    fn key(&self) -> String {
+        "profile".into()
+    }
+    fn fields(&self) -> Vec<Field> {
+        vec![Field::plain("name", &self.name)]
+    }
+}
+
+/// A resource as stored: its row id and owner around the value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Stored<T> {
+    pub id: i64,
+    pub owner: Owner,
+    pub value: T,
+}
+
+/// An emergency change made over HTTP that the reconciler must leave alone while it lasts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Override {
+    pub id: i64,
+    pub kind: Kind,
+    /// The resource's key, as [`Resource::key`] gives it.
+    pub key: String,
+    /// The client that made the change.
+    pub actor: String,
+    pub reason: String,
+    pub created_at: DateTime<Utc>,
+    /// `None` lasts until cleared.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Overrides made together (a lockdown) share a group and are cleared together.
+    pub group_id: Option<String>,
+}
+
+impl Override {
+    /// Whether the override still holds at `now`.
+    pub fn is_active(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_none_or(|t| t > now)
+    }
+}
+
+/// What an override to be recorded says; the store assigns id and creation time.
+#[derive(Debug, Clone)]
+pub struct NewOverride {
+    pub kind: Kind,
+    pub key: String,
+    pub actor: String,
+    pub reason: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub group_id: Option<String>,
+}
+
+/// Everything the store holds that a plan depends on, read in one snapshot.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct Actual {
+    pub rules: Vec<Stored<RateLimitRule>>,
+    pub clients: Vec<Stored<Client>>,
+    pub windows: Vec<Stored<Window>>,
+    pub flags: Vec<Stored<FeatureFlag>>,
+    /// The single maintenance_state row (the migration creates it).
+    pub maintenance: Option<Stored<Maintenance>>,
+    pub profile: Option<Stored<Profile>>,
+    /// Overrides not cleared yet; whether each still holds depends on the time of the plan.
+    pub overrides: Vec<Override>,
+}
+
+impl Actual {
+    /// A digest of the snapshot, overrides included, that changes whenever the store does:
+    /// a saved plan is applied only to the store it was computed against.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        format!("{:x}", Sha256::digest(json))
+    }
+}

@@ -1,0 +1,298 @@
+//! Renders a plan for people (text, markdown) and machines (json, also the saved-plan format).
+
+use std::fmt::Write as _;
+
+use anstyle::{AnsiColor, Style};
+use serde::{Deserialize, Serialize};
+use similar::{ChangeTag, TextDiff};
+
+use super::{Action, Change, FieldChange, MassRemoval, Plan, PlanOptions, Summary};
+use crate::model::Kind;
+
+/// The output formats of `reconcile` and `diff`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+    Markdown,
+}
+
+/// The JSON form of a plan: `--format json` prints it and `--out` saves it. Stable: fields are
+/// only ever added. It carries no secret, only fingerprints of the inputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanDocument {
+    /// Always `valhalla-ops/plan/v1`.
+    pub format: String,
+    pub summary: Summary,
+    pub has_changes: bool,
+    /// Digest of the store snapshot the plan was computed against.
+    pub store_fingerprint: String,
+    /// Digest of the desired state the plan was computed from.
+    pub state_fingerprint: String,
+    pub options: PlanOptions,
+    pub mass_removals: Vec<MassRemoval>,
+    pub changes: Vec<Change>,
+}
+
+/// The `format` tag of [`PlanDocument`].
+pub const PLAN_FORMAT: &str = "valhalla-ops/plan/v1";
+
+impl PlanDocument {
+    /// The document of `plan`, computed from a desired state with `state_fingerprint`.
+    pub fn new(plan: &Plan, state_fingerprint: String) -> PlanDocument {
+        let summary = plan.summary();
+        PlanDocument {
+            format: PLAN_FORMAT.into(),
+            summary,
+            has_changes: summary.changes() > 0,
+            store_fingerprint: plan.store_fingerprint.clone(),
+            state_fingerprint,
+            options: plan.options,
+            mass_removals: plan.mass_removals.clone(),
+            changes: plan.changes(),
+        }
+    }
+}
+
+const ADD: Style = AnsiColor::Green.on_default();
+const DEL: Style = AnsiColor::Red.on_default();
+const CHANGE: Style = AnsiColor::Yellow.on_default();
+const HOLD: Style = AnsiColor::Magenta.on_default();
+const DIM: Style = Style::new().dimmed();
+const BOLD: Style = Style::new().bold();
+
+fn sigil(action: Action) -> (&'static str, Style) {
+    match action {
+        Action::Create => ("+", ADD),
+        Action::Update => ("~", CHANGE),
+        Action::Delete => ("-", DEL),
+        Action::Deactivate => ("-", DEL),
+        Action::Held => ("!", HOLD),
+        Action::Unmanaged => ("?", DIM),
+    }
+}
+
+/// Quotes a value when it would otherwise be hard to read (empty, spaces, quotes).
+fn quote(v: &str) -> String {
+    if v.is_empty() || v.contains(char::is_whitespace) || v.contains(['"', '\'', '=']) {
+        format!("{v:?}")
+    } else {
+        v.to_owned()
+    }
+}
+
+/// `old → new`; on a terminal, long text is shown as a word diff with `similar`.
+fn field_line(f: &FieldChange, color: bool) -> String {
+    if f.secret {
+        return format!(
+            "{}: {}",
+            f.field,
+            if f.old.is_none() && f.new.is_some() {
+                "(set)"
+            } else {
+                "(changed)"
+            }
+        );
+    }
+    let (old, new) = (f.old.as_deref(), f.new.as_deref());
+    match (old, new) {
+        (Some(o), Some(n)) if color && o.len() + n.len() > 40 => {
+            let mut out = format!("{}: ", f.field);
+            for change in TextDiff::from_words(o, n).iter_all_changes() {
+                let style = match change.tag() {
+                    ChangeTag::Delete => DEL.strikethrough(),
+                    ChangeTag::Insert => ADD.underline(),
+                    ChangeTag::Equal => Style::new(),
+                };
+                let _ = write!(out, "{style}{}{style:#}", change.value());
+            }
+            out
+        }
+        (Some(o), Some(n)) => format!("{}: {} → {}", f.field, quote(o), quote(n)),
+        (None, Some(n)) => format!("{}: {}", f.field, quote(n)),
+        (Some(o), None) => format!("{}: {} → (none)", f.field, quote(o)),
+        (None, None) => f.field.clone(),
+    }
+}
+
+fn hold_text(change: &Change) -> String {
+    match &change.hold {
+        Some(h) => {
+            let until = h.until.map_or("until cleared".to_owned(), |t| {
+                format!("until {}", t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            });
+            format!(
+                "held by override #{} ({}, {:?}, {until})",
+                h.override_id, h.actor, h.reason
+            )
+        }
+        None => String::new(),
+    }
+}
+
+/// The lines of one change without styling: the head and its indented details.
+fn change_lines(c: &Change, color: bool) -> (String, Vec<String>) {
+    let verb = c.action.as_str();
+    let head = match c.action {
+        Action::Create => {
+            let fields: Vec<String> = c
+                .fields
+                .iter()
+                .map(|f| {
+                    if f.secret {
+                        format!("{}=(set)", f.field)
+                    } else {
+                        format!("{}={}", f.field, quote(f.new.as_deref().unwrap_or("")))
+                    }
+                })
+                .collect();
+            return (format!("{verb:<10} {}  {}", c.key, fields.join(" ")), Vec::new());
+        }
+        Action::Held => format!("{verb:<10} {}  {}", c.key, hold_text(c)),
+        Action::Unmanaged => format!(
+            "{verb:<10} {}  (owned by the API, not in git; --prune removes it)",
+            c.key
+        ),
+        Action::Delete if c.owner == Some(crate::domain::Owner::Api) => {
+            format!("{verb:<10} {}  (api-owned, pruned)", c.key)
+        }
+        _ => format!("{verb:<10} {}", c.key),
+    };
+    let prefix = if c.action == Action::Held {
+        "once released: "
+    } else {
+        ""
+    };
+    let details = c
+        .fields
+        .iter()
+        .map(|f| format!("{prefix}{}", field_line(f, color)))
+        .collect();
+    (head, details)
+}
+
+fn summary_line(s: &Summary) -> String {
+    let mut line = format!(
+        "{} to create, {} to update, {} to delete, {} to deactivate",
+        s.create, s.update, s.delete, s.deactivate
+    );
+    if s.held > 0 || s.unmanaged > 0 {
+        let _ = write!(line, "; {} held by override, {} unmanaged", s.held, s.unmanaged);
+    }
+    line
+}
+
+fn mass_removal_line(m: &MassRemoval) -> String {
+    format!(
+        "{}: removes {} of {} git-owned resources; refused without --allow-mass-removal",
+        m.kind.title(),
+        m.removing,
+        m.total
+    )
+}
+
+/// The plan for a terminal or a log: one line per change, fields old → new, and a summary.
+/// Styles are ANSI codes; print through `anstream` so pipes and `NO_COLOR` get plain text.
+pub fn text(doc: &PlanDocument, color: bool) -> String {
+    let mut out = String::new();
+    let mut kind: Option<Kind> = None;
+    for c in &doc.changes {
+        if kind != Some(c.kind) {
+            kind = Some(c.kind);
+            let _ = writeln!(out, "{BOLD}{}{BOLD:#}", c.kind.title());
+        }
+        let (sig, style) = sigil(c.action);
+        let (head, details) = change_lines(c, color);
+        let _ = writeln!(out, "  {style}{sig} {head}{style:#}");
+        for d in details {
+            let _ = writeln!(out, "      {d}");
+        }
+    }
+    for m in &doc.mass_removals {
+        let _ = writeln!(out, "{DEL}refused: {}{DEL:#}", mass_removal_line(m));
+    }
+    if !doc.changes.is_empty() {
+        out.push('\n');
+    }
+    if doc.has_changes {
+        let _ = writeln!(out, "{BOLD}Plan:{BOLD:#} {}.", summary_line(&doc.summary));
+    } else {
+        let _ = writeln!(
+            out,
+            "{BOLD}No changes.{BOLD:#} The store matches the desired state ({}).",
+            summary_line(&doc.summary)
+        );
+    }
+    out
+}
+
+/// The plan as a pull-request comment: a table of counts, held overrides called out, then a
+/// diff block per kind, collapsed when long.
+pub fn markdown(doc: &PlanDocument) -> String {
+    const COLLAPSE_OVER: usize = 15;
+    let s = &doc.summary;
+    let mut out = String::from("### valhalla-ops plan\n\n");
+    out.push_str(
+        "| create | update | delete | deactivate | held | unmanaged |\n|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let _ = writeln!(
+        out,
+        "| {} | {} | {} | {} | {} | {} |\n",
+        s.create, s.update, s.delete, s.deactivate, s.held, s.unmanaged
+    );
+    if !doc.has_changes {
+        out.push_str("**No changes.** The store matches the desired state.\n\n");
+    }
+    for m in &doc.mass_removals {
+        let _ = writeln!(out, "> [!CAUTION]\n> {}\n", mass_removal_line(m));
+    }
+    let held: Vec<&Change> = doc.changes.iter().filter(|c| c.action == Action::Held).collect();
+    if !held.is_empty() {
+        out.push_str("> [!WARNING]\n> Held by emergency overrides; the reconciler leaves these alone until they expire or are cleared:\n");
+        for c in held {
+            let _ = writeln!(out, "> - `{}` {}: {}", c.kind, c.key, hold_text(c));
+        }
+        out.push('\n');
+    }
+    for kind in Kind::ALL {
+        let changes: Vec<&Change> = doc.changes.iter().filter(|c| c.kind == kind).collect();
+        if changes.is_empty() {
+            continue;
+        }
+        let mut block = String::from("```diff\n");
+        for c in &changes {
+            let (head, details) = change_lines(c, false);
+            let _ = writeln!(block, "{} {head}", sigil(c.action).0);
+            for d in details {
+                let _ = writeln!(block, "      {d}");
+            }
+        }
+        block.push_str("```\n");
+        if changes.len() > COLLAPSE_OVER {
+            let _ = write!(
+                out,
+                "<details><summary>{} ({} changes)</summary>\n\n{block}\n</details>\n\n",
+                kind.title(),
+                changes.len()
+            );
+        } else {
+            let _ = write!(out, "#### {}\n\n{block}\n", kind.title());
+        }
+    }
+    let _ = writeln!(out, "<sub>{}.</sub>", summary_line(s));
+    out
+}
+
+/// The plan as pretty JSON ([`PlanDocument`]).
+pub fn json(doc: &PlanDocument) -> String {
+    serde_json::to_string_pretty(doc).unwrap_or_default() + "\n"
+}
+
+/// Renders in `format`.
+pub fn render(doc: &PlanDocument, format: Format, color: bool) -> String {
+    match format {
+        Format::Text => text(doc, color),
+        Format::Json => json(doc),
+        Format::Markdown => markdown(doc),
+    }
+}

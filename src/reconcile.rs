@@ -1,0 +1,146 @@
+//! Reconcile: plan the desired state against a store snapshot and apply it under the lock.
+
+use chrono::{DateTime, Utc};
+
+use crate::desired::DesiredState;
+use crate::plan::render::PlanDocument;
+use crate::plan::{MassRemoval, Plan, PlanOptions, plan};
+use crate::store::{ApplyError, RunMeta, Store, StoreError};
+
+/// What a reconcile is asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// Plan only; write nothing.
+    pub dry_run: bool,
+    pub options: PlanOptions,
+    /// Let the plan remove more than half of a kind.
+    pub allow_mass_removal: bool,
+    /// Apply exactly this saved plan, or nothing.
+    pub saved: Option<PlanDocument>,
+    /// Recorded with the run: who asked.
+    pub actor: String,
+    /// Recorded with the run: `cli`, `watch`, `api`.
+    pub source: String,
+}
+
+/// Why a plan was not applied although the store works.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Refusal {
+    #[error("refusing to remove {}; if this is intended, run again with --allow-mass-removal", describe(.0))]
+    MassRemoval(Vec<MassRemoval>),
+    #[error(
+        "the saved plan is stale: the store has changed since it was computed; nothing was applied, make a new plan"
+    )]
+    StaleStore,
+    #[error(
+        "the saved plan was computed from another desired state than {0}; nothing was applied, make a new plan"
+    )]
+    StaleState(String),
+    #[error("{0} is not a valhalla-ops plan (expected format {1})")]
+    NotAPlan(String, &'static str),
+}
+
+fn describe(removals: &[MassRemoval]) -> String {
+    removals
+        .iter()
+        .map(|m| format!("{} of {} {}", m.removing, m.total, m.kind.title().to_lowercase()))
+        .collect::<Vec<_>>()
+        .join(" and ")
+}
+
+/// Why a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<ApplyError<Refusal>> for ReconcileError {
+    fn from(e: ApplyError<Refusal>) -> Self {
+        match e {
+            ApplyError::Refused(r) => ReconcileError::Refused(r),
+            ApplyError::Store(s) => ReconcileError::Store(s),
+        }
+    }
+}
+
+/// What a reconcile did.
+#[derive(Debug)]
+pub struct Outcome {
+    pub plan: Plan,
+    /// The recorded run, when the plan was applied.
+    pub run_id: Option<i64>,
+}
+
+/// Refuses a plan that removes too much unless allowed.
+fn guard(plan: &Plan, allow_mass_removal: bool) -> Result<(), Refusal> {
+    if plan.mass_removals.is_empty() || allow_mass_removal {
+        Ok(())
+    } else {
+        Err(Refusal::MassRemoval(plan.mass_removals.clone()))
+    }
+}
+
+/// Plans `desired` against the store and, unless a dry run, applies it in one transaction.
+/// A dry run whose plan the guard would refuse returns the refusal too, so CI fails early.
+pub async fn reconcile<S: Store>(
+    store: &S,
+    desired: &DesiredState,
+    request: &Request,
+    now: DateTime<Utc>,
+) -> Result<Outcome, ReconcileError> {
+    let state_fingerprint = desired.fingerprint();
+    if request.dry_run {
+        let actual = store.snapshot().await?;
+        let plan = plan(desired, &actual, now, request.options);
+        guard(&plan, request.allow_mass_removal)?;
+        return Ok(Outcome { plan, run_id: None });
+    }
+    let options = match &request.saved {
+        Some(saved) if saved.state_fingerprint != state_fingerprint => {
+            return Err(Refusal::StaleState("the state directory".into()).into());
+        }
+        Some(saved) => saved.options,
+        None => request.options,
+    };
+    let meta = RunMeta {
+        actor: request.actor.clone(),
+        source: request.source.clone(),
+        started_at: now,
+        state_fingerprint: state_fingerprint.clone(),
+    };
+    let applied = store
+        .apply(meta, |actual| {
+            let plan = plan(desired, actual, now, options);
+            if let Some(saved) = &request.saved {
+                // The same store and the same state give the same plan, unless an override
+                // expired in between: compare the changes too.
+                let fresh = PlanDocument::new(&plan, state_fingerprint.clone());
+                if fresh.store_fingerprint != saved.store_fingerprint || fresh.changes != saved.changes {
+                    return Err(Refusal::StaleStore);
+                }
+            }
+            guard(&plan, request.allow_mass_removal)?;
+            Ok(plan)
+        })
+        .await?;
+    Ok(Outcome {
+        plan: applied.plan,
+        run_id: Some(applied.run_id),
+    })
+}
+
+/// Reads a saved plan.
+pub fn read_saved(path: &std::path::Path) -> Result<PlanDocument, anyhow::Error> {
+    use anyhow::Context as _;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read saved plan {}", path.display()))?;
+    let doc: PlanDocument = serde_json::from_str(&text)
+        .map_err(|_| Refusal::NotAPlan(path.display().to_string(), crate::plan::render::PLAN_FORMAT))?;
+    if doc.format != crate::plan::render::PLAN_FORMAT {
+        return Err(Refusal::NotAPlan(path.display().to_string(), crate::plan::render::PLAN_FORMAT).into());
+    }
+    Ok(doc)
+}

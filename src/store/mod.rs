@@ -1,0 +1,259 @@
+//! The store: one `Store` trait, a PostgreSQL and a SQLite backend chosen from the URL.
+
+pub mod postgres;
+mod rows;
+pub mod sqlite;
+mod writes;
+
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::model::{Actual, NewOverride, Override};
+use crate::plan::Plan;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// The embedded default: a SQLite file in the working directory, created on first use.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://valhalla-ops.db";
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported database URL `{0}`: use postgres://… or sqlite://…")]
+    UnsupportedUrl(String),
+    #[error("cannot connect to {url}: {source}")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("cannot migrate the database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("another reconcile holds the apply lock; try again when it has finished")]
+    LockHeld,
+    #[error("table {table}, row {id}: {message}; fix or remove the row by hand")]
+    Corrupt {
+        table: &'static str,
+        id: i64,
+        message: String,
+    },
+    #[error("override #{0} does not exist or is already cleared")]
+    NoSuchOverride(i64),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Why an apply did not happen: the decision refused, or the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError<E> {
+    #[error(transparent)]
+    Refused(E),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Who runs a reconcile and against which desired state; recorded with the run.
+#[derive(Debug, Clone)]
+pub struct RunMeta {
+    pub actor: String,
+    /// Where the run came from: `cli`, `watch`, `api`.
+    pub source: String,
+    pub started_at: DateTime<Utc>,
+    pub state_fingerprint: String,
+}
+
+/// A recorded reconcile run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunRecord {
+    pub id: i64,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub actor: String,
+    pub source: String,
+    pub created: i64,
+    pub updated: i64,
+    pub deleted: i64,
+    pub deactivated: i64,
+    pub held: i64,
+    pub unmanaged: i64,
+}
+
+/// One audited change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub run_id: Option<i64>,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub source: String,
+    pub kind: String,
+    pub key: String,
+    pub action: String,
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+/// What an apply did.
+#[derive(Debug)]
+pub struct Applied {
+    /// The plan that was written.
+    pub plan: Plan,
+    pub run_id: i64,
+}
+
+/// The operations every backend provides. `apply` is the only writer of managed resources: it
+/// takes the single-writer lock, reads a snapshot, lets `decide` turn it into a plan (pure, and
+/// free to refuse), writes the plan in bulk with its run and audit rows, and commits; any
+/// failure rolls the whole transaction back.
+pub trait Store: Send + Sync {
+    /// `postgres` or `sqlite`.
+    fn backend(&self) -> &'static str;
+
+    /// Applies pending migrations; returns the versions applied now.
+    fn migrate(&self) -> impl Future<Output = Result<Vec<i64>, StoreError>> + Send;
+
+    /// Reads everything a plan depends on in one consistent snapshot.
+    fn snapshot(&self) -> impl Future<Output = Result<Actual, StoreError>> + Send;
+
+    /// Decides and applies a plan atomically under the apply lock.
+    fn apply<F, E>(
+        &self,
+        meta: RunMeta,
+        decide: F,
+    ) -> impl Future<Output = Result<Applied, ApplyError<E>>> + Send
+    where
+        F: FnOnce(&Actual) -> Result<Plan, E> + Send,
+        E: Send;
+
+    /// Records an override.
+    fn add_override(
+        &self,
+        new: NewOverride,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Override, StoreError>> + Send;
+
+    /// Overrides not cleared yet (some may have expired).
+    fn open_overrides(&self) -> impl Future<Output = Result<Vec<Override>, StoreError>> + Send;
+
+    /// Clears one override (`Some(id)`) or every open one; returns how many were cleared.
+    fn clear_overrides(
+        &self,
+        id: Option<i64>,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// The most recent reconcile runs, newest first.
+    fn runs(&self, limit: i64) -> impl Future<Output = Result<Vec<RunRecord>, StoreError>> + Send;
+
+    /// The most recent audit records, newest first.
+    fn audit(&self, limit: i64) -> impl Future<Output = Result<Vec<AuditRecord>, StoreError>> + Send;
+}
+
+/// Either backend, chosen once from the URL's scheme.
+#[derive(Debug, Clone)]
+pub enum Db {
+    Postgres(PgStore),
+    Sqlite(SqliteStore),
+}
+
+impl Db {
+    /// Connects to `url` and runs pending migrations, as every command that uses the store does.
+    pub async fn open(url: &str) -> Result<Db, StoreError> {
+        let db = Db::connect(url).await?;
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    /// Connects to `url` (`postgres://…`/`postgresql://…`, or `sqlite://…`/`sqlite:…`) without
+    /// migrating.
+    pub async fn connect(url: &str) -> Result<Db, StoreError> {
+        Ok(
+            if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                Db::Postgres(PgStore::connect(url).await?)
+            } else if url.starts_with("sqlite:") {
+                Db::Sqlite(SqliteStore::connect(url).await?)
+            } else {
+                return Err(StoreError::UnsupportedUrl(redact(url)));
+            },
+        )
+    }
+}
+
+/// Delegates to the backend inside.
+macro_rules! delegate {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            Db::Postgres($s) => $e,
+            Db::Sqlite($s) => $e,
+        }
+    };
+}
+
+impl Store for Db {
+    fn backend(&self) -> &'static str {
+        delegate!(self, s => s.backend())
+    }
+    async fn migrate(&self) -> Result<Vec<i64>, StoreError> {
+        delegate!(self, s => s.migrate().await)
+    }
+    async fn snapshot(&self) -> Result<Actual, StoreError> {
+        delegate!(self, s => s.snapshot().await)
+    }
+    async fn apply<F, E>(&self, meta: RunMeta, decide: F) -> Result<Applied, ApplyError<E>>
+    where
+        F: FnOnce(&Actual) -> Result<Plan, E> + Send,
+        E: Send,
+    {
+        delegate!(self, s => s.apply(meta, decide).await)
+    }
+    async fn add_override(&self, new: NewOverride, now: DateTime<Utc>) -> Result<Override, StoreError> {
+        delegate!(self, s => s.add_override(new, now).await)
+    }
+    async fn open_overrides(&self) -> Result<Vec<Override>, StoreError> {
+        delegate!(self, s => s.open_overrides().await)
+    }
+    async fn clear_overrides(
+        &self,
+        id: Option<i64>,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        delegate!(self, s => s.clear_overrides(id, actor, now).await)
+    }
+    async fn runs(&self, limit: i64) -> Result<Vec<RunRecord>, StoreError> {
+        delegate!(self, s => s.runs(limit).await)
+    }
+    async fn audit(&self, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
+        delegate!(self, s => s.audit(limit).await)
+    }
+}
+
+/// The URL with any password replaced, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Builds the embedded migrator of a backend from its SQL files.
+fn migrator(files: &[(i64, &'static str, &'static str)]) -> sqlx::migrate::Migrator {
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    Migrator::with_migrations(
+        files
+            .iter()
+            .map(|(version, name, sql)| {
+                Migration::new(
+                    *version,
+                    (*name).into(),
+                    MigrationType::Simple,
+                    sqlx::SqlStr::from_static(sql),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}

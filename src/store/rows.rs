@@ -1,0 +1,359 @@
+//! Reading the store: the SQL both backends share, and rows turned back into domain types.
+
+use chrono::{DateTime, Utc};
+use std::marker::PhantomData;
+
+use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
+
+use super::{AuditRecord, RunRecord, StoreError};
+use crate::domain::{
+    ClientName, FlagName, KeySha256, ParseError, ProfileName, RuleKey, WindowName, WindowSeconds,
+};
+use crate::model::{
+    Actual, Client, FeatureFlag, Kind, Maintenance, NewOverride, Override, Profile, RateLimitRule, Stored,
+    Window,
+};
+
+/// The setting that holds the deployment profile.
+pub const PROFILE_SETTING: &str = "deployment_profile";
+
+type RuleRow = (i64, String, String, i32, i32, bool, bool, String, String);
+type ClientRow = (i64, String, String, String, String, bool, String, String);
+type WindowRow = (
+    i64,
+    String,
+    DateTime<Utc>,
+    DateTime<Utc>,
+    String,
+    bool,
+    String,
+    String,
+);
+type FlagRow = (i64, String, bool, String, String);
+type ModeRow = (i64, String, String, String);
+type SettingRow = (i64, String, String);
+type OverrideRow = (
+    i64,
+    String,
+    String,
+    String,
+    String,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+    Option<String>,
+);
+type RunRow = (
+    i64,
+    DateTime<Utc>,
+    DateTime<Utc>,
+    String,
+    String,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+);
+type AuditRow = (
+    i64,
+    Option<i64>,
+    DateTime<Utc>,
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+);
+
+const SELECT_OPEN_OVERRIDES: &str = "SELECT id, resource_kind, resource_key, actor, reason, created_at, expires_at, group_id FROM overrides WHERE cleared_at IS NULL ORDER BY id";
+const SELECT_RUNS: &str = "SELECT id, started_at, finished_at, actor, source, created, updated, deleted, deactivated, held, unmanaged FROM reconcile_runs ORDER BY id DESC LIMIT $1";
+const SELECT_AUDIT: &str = "SELECT id, run_id, at, actor, source, resource_kind, resource_key, action, before, after FROM audit_log ORDER BY id DESC LIMIT $1";
+
+/// The queries both backends share (`$n` placeholders work on both), with the driver's bounds
+/// written once.
+pub struct Sql<DB>(PhantomData<DB>);
+
+impl<DB> Sql<DB>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    RuleRow: for<'r> FromRow<'r, DB::Row>,
+    ClientRow: for<'r> FromRow<'r, DB::Row>,
+    WindowRow: for<'r> FromRow<'r, DB::Row>,
+    FlagRow: for<'r> FromRow<'r, DB::Row>,
+    ModeRow: for<'r> FromRow<'r, DB::Row>,
+    SettingRow: for<'r> FromRow<'r, DB::Row>,
+    OverrideRow: for<'r> FromRow<'r, DB::Row>,
+    RunRow: for<'r> FromRow<'r, DB::Row>,
+    AuditRow: for<'r> FromRow<'r, DB::Row>,
+    (i64,): for<'r> FromRow<'r, DB::Row>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
+    for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<DateTime<Utc>>: Encode<'q, DB> + Type<DB>,
+{
+    /// Reads a whole snapshot through `conn`, which the caller has put in a transaction.
+    pub async fn read_actual(conn: &mut DB::Connection) -> Result<Actual, StoreError> {
+        let rules: Vec<RuleRow> = sqlx::query_as(
+        "SELECT id, scope, key, window_seconds, max_requests, enabled, shadow, description, owner FROM rate_limit_rules ORDER BY id",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+        let clients: Vec<ClientRow> = sqlx::query_as(
+        "SELECT id, name, client_type, role, key_sha256, active, description, owner FROM api_clients ORDER BY id",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+        let windows: Vec<WindowRow> = sqlx::query_as(
+        "SELECT id, name, starts_at, ends_at, mode, active, description, owner FROM maintenance_windows ORDER BY id",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+        let flags: Vec<FlagRow> =
+            sqlx::query_as("SELECT id, name, enabled, description, owner FROM feature_flags ORDER BY id")
+                .fetch_all(&mut *conn)
+                .await?;
+        let modes: Vec<ModeRow> = sqlx::query_as("SELECT id, mode, reason, owner FROM maintenance_state")
+            .fetch_all(&mut *conn)
+            .await?;
+        let profiles: Vec<SettingRow> =
+            sqlx::query_as("SELECT id, value, owner FROM settings WHERE name = 'deployment_profile'")
+                .fetch_all(&mut *conn)
+                .await?;
+        let overrides: Vec<OverrideRow> = sqlx::query_as(SELECT_OPEN_OVERRIDES)
+            .fetch_all(&mut *conn)
+            .await?;
+
+        Ok(Actual {
+            rules: rules.into_iter().map(rule).collect::<Result<_, _>>()?,
+            clients: clients.into_iter().map(client).collect::<Result<_, _>>()?,
+            windows: windows.into_iter().map(window).collect::<Result<_, _>>()?,
+            flags: flags.into_iter().map(flag).collect::<Result<_, _>>()?,
+            maintenance: modes.into_iter().next().map(mode).transpose()?,
+            profile: profiles.into_iter().next().map(profile).transpose()?,
+            overrides: overrides.into_iter().map(override_).collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// Records an override.
+    pub async fn add_override(
+        conn: &mut DB::Connection,
+        new: NewOverride,
+        now: DateTime<Utc>,
+    ) -> Result<Override, StoreError> {
+        let sql = "INSERT INTO overrides (resource_kind, resource_key, actor, reason, group_id, created_at, expires_at) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                   RETURNING id, resource_kind, resource_key, actor, reason, created_at, expires_at, group_id";
+        let row: OverrideRow = sqlx::query_as(sql)
+            .bind(new.kind.as_str().to_owned())
+            .bind(new.key)
+            .bind(new.actor)
+            .bind(new.reason)
+            .bind(new.group_id)
+            .bind(now)
+            .bind(new.expires_at)
+            .fetch_one(conn)
+            .await?;
+        override_(row)
+    }
+
+    /// Overrides not cleared yet.
+    pub async fn open_overrides(conn: &mut DB::Connection) -> Result<Vec<Override>, StoreError> {
+        let rows: Vec<OverrideRow> = sqlx::query_as(SELECT_OPEN_OVERRIDES).fetch_all(conn).await?;
+        rows.into_iter().map(override_).collect()
+    }
+
+    /// Clears one open override, or all of them.
+    pub async fn clear_overrides(
+        conn: &mut DB::Connection,
+        id: Option<i64>,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let sql = "UPDATE overrides SET cleared_at = $1, cleared_by = $2 WHERE cleared_at IS NULL AND ($3 IS NULL OR id = $3) RETURNING id";
+        let cleared: Vec<(i64,)> = sqlx::query_as(sql)
+            .bind(now)
+            .bind(actor.to_owned())
+            .bind(id)
+            .fetch_all(conn)
+            .await?;
+        match (id, cleared.len() as u64) {
+            (Some(id), 0) => Err(StoreError::NoSuchOverride(id)),
+            (_, n) => Ok(n),
+        }
+    }
+
+    /// The newest runs.
+    pub async fn runs(conn: &mut DB::Connection, limit: i64) -> Result<Vec<RunRecord>, StoreError> {
+        let rows: Vec<RunRow> = sqlx::query_as(SELECT_RUNS).bind(limit).fetch_all(conn).await?;
+        Ok(rows.into_iter().map(run).collect())
+    }
+
+    /// The newest audit records.
+    pub async fn audit(conn: &mut DB::Connection, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows: Vec<AuditRow> = sqlx::query_as(SELECT_AUDIT).bind(limit).fetch_all(conn).await?;
+        Ok(rows.into_iter().map(audit).collect())
+    }
+}
+
+/// Turns a parse failure of a stored value into an error naming the row.
+fn corrupt(table: &'static str, id: i64) -> impl Fn(ParseError) -> StoreError {
+    move |e| StoreError::Corrupt {
+        table,
+        id,
+        message: e.0,
+    }
+}
+
+fn rule(r: RuleRow) -> Result<Stored<RateLimitRule>, StoreError> {
+    let (id, scope, key, window, max, enabled, shadow, description, owner) = r;
+    let bad = corrupt("rate_limit_rules", id);
+    let scope = scope.parse().map_err(&bad)?;
+    let max_requests =
+        u32::try_from(max).map_err(|_| bad(ParseError(format!("max_requests {max} is negative"))))?;
+    Ok(Stored {
+        id,
+        owner: owner.parse().map_err(&bad)?,
+        value: RateLimitRule {
+            key: RuleKey::parse(scope, &key).map_err(&bad)?,
+            scope,
+            window_seconds: WindowSeconds::new(window.into()).map_err(&bad)?,
+            max_requests,
+            enabled,
+            shadow,
+            description,
+        },
+    })
+}
+
+fn client(r: ClientRow) -> Result<Stored<Client>, StoreError> {
+    let (id, name, client_type, role, key_sha256, active, description, owner) = r;
+    let bad = corrupt("api_clients", id);
+    Ok(Stored {
+        id,
+        owner: owner.parse().map_err(&bad)?,
+        value: Client {
+            name: ClientName::parse(name).map_err(&bad)?,
+            client_type: client_type.parse().map_err(&bad)?,
+            role: role.parse().map_err(&bad)?,
+            key_sha256: KeySha256::parse(&key_sha256).map_err(&bad)?,
+            active,
+            description,
+        },
+    })
+}
+
+fn window(r: WindowRow) -> Result<Stored<Window>, StoreError> {
+    let (id, name, starts_at, ends_at, mode, active, description, owner) = r;
+    let bad = corrupt("maintenance_windows", id);
+    Ok(Stored {
+        id,
+        owner: owner.parse().map_err(&bad)?,
+        value: Window {
+            name: WindowName::parse(name).map_err(&bad)?,
+            starts_at: crate::domain::normalize_time(starts_at),
+            ends_at: crate::domain::normalize_time(ends_at),
+            mode: mode.parse().map_err(&bad)?,
+            active,
+            description,
+        },
+    })
+}
+
+fn flag(r: FlagRow) -> Result<Stored<FeatureFlag>, StoreError> {
+    let (id, name, enabled, description, owner) = r;
+    let bad = corrupt("feature_flags", id);
+    Ok(Stored {
+        id,
+        owner: owner.parse().map_err(&bad)?,
+        value: FeatureFlag {
+            name: FlagName::parse(name).map_err(&bad)?,
+            enabled,
+            description,
+        },
+    })
+}
+
+fn mode(r: ModeRow) -> Result<Stored<Maintenance>, StoreError> {
+    let (id, mode, reason, owner) = r;
+    let bad = corrupt("maintenance_state", id);
+    Ok(Stored {
+        id,
+        owner: owner.parse().map_err(&bad)?,
+        value: Maintenance {
+            mode: mode.parse().map_err(&bad)?,
+            reason,
+        },
+    })
+}
+
+fn profile(r: SettingRow) -> Result<Stored<Profile>, StoreError> {
+    let (id, value, owner) = r;
+    let bad = corrupt("settings", id);
+    Ok(Stored {
+        id,
+        owner: owner.parse().map_err(&bad)?,
+        value: Profile {
+            name: ProfileName::parse(value).map_err(&bad)?,
+        },
+    })
+}
+
+/// Turns an overrides row into an [`Override`].
+fn override_(r: OverrideRow) -> Result<Override, StoreError> {
+    let (id, kind, key, actor, reason, created_at, expires_at, group_id) = r;
+    let kind = Kind::parse(&kind)
+        .ok_or_else(|| corrupt("overrides", id)(ParseError(format!("unknown resource kind `{kind}`"))))?;
+    Ok(Override {
+        id,
+        kind,
+        key,
+        actor,
+        reason,
+        created_at,
+        expires_at,
+        group_id,
+    })
+}
+
+/// Turns a reconcile_runs row into a [`RunRecord`].
+fn run(r: RunRow) -> RunRecord {
+    let (id, started_at, finished_at, actor, source, created, updated, deleted, deactivated, held, unmanaged) =
+        r;
+    RunRecord {
+        id,
+        started_at,
+        finished_at,
+        actor,
+        source,
+        created: created.into(),
+        updated: updated.into(),
+        deleted: deleted.into(),
+        deactivated: deactivated.into(),
+        held: held.into(),
+        unmanaged: unmanaged.into(),
+    }
+}
+
+/// Turns an audit_log row into an [`AuditRecord`].
+fn audit(r: AuditRow) -> AuditRecord {
+    let (id, run_id, at, actor, source, kind, key, action, before, after) = r;
+    AuditRecord {
+        id,
+        run_id,
+        at,
+        actor,
+        source,
+        kind,
+        key,
+        action,
+        before,
+        after,
+    }
+}

@@ -1,0 +1,214 @@
+//! The SQLite backend, the embedded default: `BEGIN IMMEDIATE` as the writer lock, chunked
+//! multi-row statements as bulk writes.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Sqlite, SqliteConnection};
+
+use super::rows::Sql;
+use super::writes::{self, Step, Value};
+use super::{Applied, ApplyError, AuditRecord, RunMeta, RunRecord, Store, StoreError, redact};
+use crate::model::{Actual, NewOverride, Override};
+use crate::plan::Plan;
+
+/// SQLite's limit on parameters in one statement (SQLITE_MAX_VARIABLE_NUMBER of the bundled
+/// library).
+const MAX_PARAMS: usize = 32_766;
+
+/// How long a writer waits for another writer before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A store in a SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating when missing) the database file of `url`.
+    pub async fn connect(url: &str) -> Result<SqliteStore, StoreError> {
+        let connect_err = |source| StoreError::Connect {
+            url: redact(url),
+            source,
+        };
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(connect_err)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(connect_err)?;
+        Ok(SqliteStore { pool })
+    }
+
+    /// The connection pool, for tests and the HTTP layer.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+type SqliteQuery = sqlx::query::Query<'static, Sqlite, SqliteArguments>;
+
+fn bind_value(query: SqliteQuery, value: &Value) -> SqliteQuery {
+    match value {
+        Value::Text(s) => query.bind(s.clone()),
+        Value::Int(i) => query.bind(*i),
+        Value::Bool(b) => query.bind(*b),
+        Value::Time(t) => query.bind(*t),
+    }
+}
+
+/// `(?, ?, …)` for one row of `width` values.
+fn tuple(width: usize) -> String {
+    format!("({})", vec!["?"; width].join(", "))
+}
+
+/// Runs one bulk step as few statements as SQLite's parameter limit allows.
+async fn run_step(conn: &mut SqliteConnection, step: &Step) -> Result<(), sqlx::Error> {
+    match step {
+        Step::Delete { table, ids } => {
+            for chunk in ids.chunks(MAX_PARAMS) {
+                let sql = format!("DELETE FROM {table} WHERE id IN {}", tuple(chunk.len()));
+                let query = chunk
+                    .iter()
+                    .fold(sqlx::query(AssertSqlSafe(sql)), |q, id| q.bind(*id));
+                query.execute(&mut *conn).await?;
+            }
+        }
+        Step::Update { table, columns, rows } => {
+            let names: Vec<&str> = columns.iter().map(|c| c.0).collect();
+            let sets: Vec<String> = names.iter().map(|n| format!("{n} = u.{n}")).collect();
+            for chunk in rows.chunks(MAX_PARAMS / (columns.len() + 1)) {
+                let values = vec![tuple(columns.len() + 1); chunk.len()].join(", ");
+                let sql = format!(
+                    "WITH u(id, {}) AS (VALUES {values}) UPDATE {table} SET {} FROM u WHERE {table}.id = u.id",
+                    names.join(", "),
+                    sets.join(", ")
+                );
+                let query = chunk
+                    .iter()
+                    .fold(sqlx::query(AssertSqlSafe(sql)), |q, (id, row)| {
+                        row.iter().fold(q.bind(*id), bind_value)
+                    });
+                query.execute(&mut *conn).await?;
+            }
+        }
+        Step::Insert { table, columns, rows } => {
+            let names: Vec<&str> = columns.iter().map(|c| c.0).collect();
+            for chunk in rows.chunks(MAX_PARAMS / columns.len()) {
+                let values = vec![tuple(columns.len()); chunk.len()].join(", ");
+                let sql = format!("INSERT INTO {table} ({}) VALUES {values}", names.join(", "));
+                let query = chunk
+                    .iter()
+                    .flatten()
+                    .fold(sqlx::query(AssertSqlSafe(sql)), bind_value);
+                query.execute(&mut *conn).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether a SQLite error means another writer holds the database (SQLITE_BUSY).
+fn is_busy(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| c == "5" || c.starts_with("5"))
+}
+
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn migrate(&self) -> Result<Vec<i64>, StoreError> {
+        let before: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(&self.pool)
+            .await
+            .unwrap_or_default();
+        let migrator = super::migrator(&[(
+            1,
+            "initial",
+            include_str!("../../migrations/sqlite/0001_initial.sql"),
+        )]);
+        migrator.run(&self.pool).await?;
+        Ok(migrator
+            .iter()
+            .map(|m| m.version)
+            .filter(|v| !before.contains(v))
+            .collect())
+    }
+
+    async fn snapshot(&self) -> Result<Actual, StoreError> {
+        // A deferred transaction reads one consistent WAL snapshot.
+        let mut tx = self.pool.begin().await?;
+        let actual = Sql::<Sqlite>::read_actual(&mut tx).await?;
+        tx.commit().await?;
+        Ok(actual)
+    }
+
+    async fn apply<F, E>(&self, meta: RunMeta, decide: F) -> Result<Applied, ApplyError<E>>
+    where
+        F: FnOnce(&Actual) -> Result<Plan, E> + Send,
+        E: Send,
+    {
+        let mut tx = match self.pool.begin_with("BEGIN IMMEDIATE").await {
+            Ok(tx) => tx,
+            Err(e) if is_busy(&e) => return Err(StoreError::LockHeld.into()),
+            Err(e) => return Err(StoreError::from(e).into()),
+        };
+        let actual = Sql::<Sqlite>::read_actual(&mut tx).await?;
+        let plan = decide(&actual).map_err(ApplyError::Refused)?;
+        let now = crate::domain::normalize_time(Utc::now());
+        for step in writes::plan_steps(&plan, meta.started_at) {
+            run_step(&mut tx, &step).await.map_err(StoreError::from)?;
+        }
+        let run_query = writes::run_values(&plan, &meta, now)
+            .iter()
+            .fold(sqlx::query(writes::INSERT_RUN), bind_value);
+        let run_id: i64 =
+            sqlx::Row::try_get(&run_query.fetch_one(&mut *tx).await.map_err(StoreError::from)?, 0)
+                .map_err(StoreError::from)?;
+        if let Some(step) = writes::audit_step(&plan, run_id, &meta, meta.started_at) {
+            run_step(&mut tx, &step).await.map_err(StoreError::from)?;
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(Applied { plan, run_id })
+    }
+
+    async fn add_override(&self, new: NewOverride, now: DateTime<Utc>) -> Result<Override, StoreError> {
+        Sql::<Sqlite>::add_override(&mut *self.pool.acquire().await?, new, now).await
+    }
+
+    async fn open_overrides(&self) -> Result<Vec<Override>, StoreError> {
+        Sql::<Sqlite>::open_overrides(&mut *self.pool.acquire().await?).await
+    }
+
+    async fn clear_overrides(
+        &self,
+        id: Option<i64>,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        Sql::<Sqlite>::clear_overrides(&mut *self.pool.acquire().await?, id, actor, now).await
+    }
+
+    async fn runs(&self, limit: i64) -> Result<Vec<RunRecord>, StoreError> {
+        Sql::<Sqlite>::runs(&mut *self.pool.acquire().await?, limit).await
+    }
+
+    async fn audit(&self, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
+        Sql::<Sqlite>::audit(&mut *self.pool.acquire().await?, limit).await
+    }
+}

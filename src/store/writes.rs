@@ -1,0 +1,348 @@
+//! A plan as bulk write steps, one per table and action, that each backend runs in its dialect.
+
+use chrono::{DateTime, Utc};
+
+use super::RunMeta;
+use crate::domain::Owner;
+use crate::model::{Client, FeatureFlag, Maintenance, Profile, RateLimitRule, Resource, Window};
+use crate::plan::{Action, Op, Plan};
+
+/// The SQL type of a column, for binding arrays (Postgres) or values (SQLite).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColType {
+    Text,
+    Int,
+    Bool,
+    Time,
+}
+
+/// One value to write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Text(Option<String>),
+    Int(i64),
+    Bool(bool),
+    Time(DateTime<Utc>),
+}
+
+/// A column name and type.
+pub type Column = (&'static str, ColType);
+
+/// One bulk statement.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    Delete {
+        table: &'static str,
+        ids: Vec<i64>,
+    },
+    /// Sets `columns` of each row by id.
+    Update {
+        table: &'static str,
+        columns: Vec<Column>,
+        rows: Vec<(i64, Vec<Value>)>,
+    },
+    Insert {
+        table: &'static str,
+        columns: Vec<Column>,
+        rows: Vec<Vec<Value>>,
+    },
+}
+
+/// How a resource kind is stored.
+trait Row: Resource {
+    const TABLE: &'static str;
+    /// The columns the reconciler writes, besides owner and timestamps.
+    const COLUMNS: &'static [Column];
+    /// Whether the table has a created_at column.
+    const CREATED_AT: bool = true;
+    /// Values for [`Row::COLUMNS`], in order.
+    fn values(&self) -> Vec<Value>;
+}
+
+fn text(s: impl Into<String>) -> Value {
+    Value::Text(Some(s.into()))
+}
+
+impl Row for RateLimitRule {
+    const TABLE: &'static str = "rate_limit_rules";
+    const COLUMNS: &'static [Column] = &[
+        ("scope", ColType::Text),
+        ("key", ColType::Text),
+        ("window_seconds", ColType::Int),
+        ("max_requests", ColType::Int),
+        ("enabled", ColType::Bool),
+        ("shadow", ColType::Bool),
+        ("description", ColType::Text),
+    ];
+    fn values(&self) -> Vec<Value> {
+        vec![
+            text(self.scope.as_str()),
+            text(self.key.as_str()),
+            Value::Int(self.window_seconds.get().into()),
+            Value::Int(self.max_requests.into()),
+            Value::Bool(self.enabled),
+            Value::Bool(self.shadow),
+            text(&self.description),
+        ]
+    }
+}
+
+impl Row for Client {
+    const TABLE: &'static str = "api_clients";
+    const COLUMNS: &'static [Column] = &[
+        ("name", ColType::Text),
+        ("client_type", ColType::Text),
+        ("role", ColType::Text),
+        ("key_sha256", ColType::Text),
+        ("active", ColType::Bool),
+        ("description", ColType::Text),
+    ];
+    fn values(&self) -> Vec<Value> {
+        vec![
+            text(self.name.as_str()),
+            text(self.client_type.as_str()),
+            text(self.role.as_str()),
+            text(self.key_sha256.as_str()),
+            Value::Bool(self.active),
+            text(&self.description),
+        ]
+    }
+}
+
+impl Row for Window {
+    const TABLE: &'static str = "maintenance_windows";
+    const COLUMNS: &'static [Column] = &[
+        ("name", ColType::Text),
+        ("starts_at", ColType::Time),
+        ("ends_at", ColType::Time),
+        ("mode", ColType::Text),
+        ("active", ColType::Bool),
+        ("description", ColType::Text),
+    ];
+    fn values(&self) -> Vec<Value> {
+        vec![
+            text(self.name.as_str()),
+            Value::Time(self.starts_at),
+            Value::Time(self.ends_at),
+            text(self.mode.as_str()),
+            Value::Bool(self.active),
+            text(&self.description),
+        ]
+    }
+}
+
+impl Row for FeatureFlag {
+    const TABLE: &'static str = "feature_flags";
+    const COLUMNS: &'static [Column] = &[
+        ("name", ColType::Text),
+        ("enabled", ColType::Bool),
+        ("description", ColType::Text),
+    ];
+    fn values(&self) -> Vec<Value> {
+        vec![
+            text(self.name.as_str()),
+            Value::Bool(self.enabled),
+            text(&self.description),
+        ]
+    }
+}
+
+impl Row for Maintenance {
+    const TABLE: &'static str = "maintenance_state";
+    const COLUMNS: &'static [Column] = &[("mode", ColType::Text), ("reason", ColType::Text)];
+    const CREATED_AT: bool = false;
+    fn values(&self) -> Vec<Value> {
+        vec![text(self.mode.as_str()), text(&self.reason)]
+    }
+}
+
+impl Row for Profile {
+    const TABLE: &'static str = "settings";
+    const COLUMNS: &'static [Column] = &[("name", ColType::Text), ("value", ColType::Text)];
+    const CREATED_AT: bool = false;
+    fn values(&self) -> Vec<Value> {
+        vec![text(super::rows::PROFILE_SETTING), text(self.name.as_str())]
+    }
+}
+
+/// The steps of one plan, grouped so that removals run first (a rename never trips a unique
+/// key), then updates, then inserts.
+#[derive(Default)]
+struct Steps {
+    removals: Vec<Step>,
+    updates: Vec<Step>,
+    inserts: Vec<Step>,
+}
+
+impl Steps {
+    fn add<T: Row>(&mut self, ops: &[Op<T>], now: DateTime<Utc>) {
+        let mut deletes = Vec::new();
+        let mut deactivations = Vec::new();
+        let mut updates = Vec::new();
+        let mut inserts = Vec::new();
+        for op in ops {
+            let current = op.current.as_ref();
+            match (op.action, current, &op.target) {
+                (Action::Delete, Some(c), _) => deletes.push(c.id),
+                (Action::Deactivate, Some(c), Some(t)) => {
+                    deactivations.push((c.id, row(t, c.owner, None, now)))
+                }
+                (Action::Update, Some(c), Some(t)) => updates.push((c.id, row(t, Owner::Git, None, now))),
+                (Action::Create, None, Some(t)) => {
+                    inserts.push(row(t, Owner::Git, T::CREATED_AT.then_some(now), now))
+                }
+                _ => {}
+            }
+        }
+        let mut update_columns = T::COLUMNS.to_vec();
+        update_columns.extend([("owner", ColType::Text), ("updated_at", ColType::Time)]);
+        if !deletes.is_empty() {
+            self.removals.push(Step::Delete {
+                table: T::TABLE,
+                ids: deletes,
+            });
+        }
+        if !deactivations.is_empty() {
+            self.removals.push(Step::Update {
+                table: T::TABLE,
+                columns: update_columns.clone(),
+                rows: deactivations,
+            });
+        }
+        if !updates.is_empty() {
+            self.updates.push(Step::Update {
+                table: T::TABLE,
+                columns: update_columns.clone(),
+                rows: updates,
+            });
+        }
+        if !inserts.is_empty() {
+            let mut columns = update_columns;
+            if T::CREATED_AT {
+                columns.push(("created_at", ColType::Time));
+            }
+            self.inserts.push(Step::Insert {
+                table: T::TABLE,
+                columns,
+                rows: inserts,
+            });
+        }
+    }
+}
+
+fn row<T: Row>(value: &T, owner: Owner, created_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Vec<Value> {
+    let mut values = value.values();
+    values.extend([text(owner.as_str()), Value::Time(now)]);
+    values.extend(created_at.map(Value::Time));
+    values
+}
+
+/// The write steps of `plan`, in the order they must run.
+pub fn plan_steps(plan: &Plan, now: DateTime<Utc>) -> Vec<Step> {
+    let mut steps = Steps::default();
+    steps.add(&plan.rules, now);
+    steps.add(&plan.clients, now);
+    steps.add(&plan.windows, now);
+    steps.add(&plan.flags, now);
+    steps.add(&plan.maintenance, now);
+    steps.add(&plan.profile, now);
+    steps
+        .removals
+        .into_iter()
+        .chain(steps.updates)
+        .chain(steps.inserts)
+        .collect()
+}
+
+/// The fields of a resource as an audit JSON object; key hashes are shortened.
+fn audit_json<T: Resource>(value: &T) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = value
+        .fields()
+        .into_iter()
+        .map(|f| {
+            let v = if f.secret {
+                format!("{}…", &f.value[..f.value.len().min(12)])
+            } else {
+                f.value
+            };
+            (f.name.to_owned(), serde_json::Value::String(v))
+        })
+        .collect();
+    serde_json::Value::Object(map).to_string()
+}
+
+fn audit_rows<T: Resource>(
+    ops: &[Op<T>],
+    run_id: i64,
+    meta: &RunMeta,
+    now: DateTime<Utc>,
+    out: &mut Vec<Vec<Value>>,
+) {
+    for op in ops.iter().filter(|op| op.action.writes()) {
+        let after = match op.action {
+            Action::Delete => None,
+            _ => op.target.as_ref().map(audit_json),
+        };
+        out.push(vec![
+            Value::Int(run_id),
+            Value::Time(now),
+            text(&meta.actor),
+            text(&meta.source),
+            text(T::KIND.as_str()),
+            text(&op.key),
+            text(op.action.as_str()),
+            Value::Text(op.current.as_ref().map(|c| audit_json(&c.value))),
+            Value::Text(after),
+        ]);
+    }
+}
+
+/// One audit row per written change of `plan`, as a single insert (none when nothing changed).
+pub fn audit_step(plan: &Plan, run_id: i64, meta: &RunMeta, now: DateTime<Utc>) -> Option<Step> {
+    let mut rows = Vec::new();
+    audit_rows(&plan.rules, run_id, meta, now, &mut rows);
+    audit_rows(&plan.clients, run_id, meta, now, &mut rows);
+    audit_rows(&plan.windows, run_id, meta, now, &mut rows);
+    audit_rows(&plan.flags, run_id, meta, now, &mut rows);
+    audit_rows(&plan.maintenance, run_id, meta, now, &mut rows);
+    audit_rows(&plan.profile, run_id, meta, now, &mut rows);
+    let columns = vec![
+        ("run_id", ColType::Int),
+        ("at", ColType::Time),
+        ("actor", ColType::Text),
+        ("source", ColType::Text),
+        ("resource_kind", ColType::Text),
+        ("resource_key", ColType::Text),
+        ("action", ColType::Text),
+        ("before", ColType::Text),
+        ("after", ColType::Text),
+    ];
+    (!rows.is_empty()).then_some(Step::Insert {
+        table: "audit_log",
+        columns,
+        rows,
+    })
+}
+
+/// Inserts the run record; `$1`…`$12` work on both backends.
+pub const INSERT_RUN: &str = "INSERT INTO reconcile_runs (started_at, finished_at, actor, source, created, updated, deleted, deactivated, held, unmanaged, store_fingerprint, state_fingerprint) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id";
+
+/// The values of [`INSERT_RUN`].
+pub fn run_values(plan: &Plan, meta: &RunMeta, now: DateTime<Utc>) -> Vec<Value> {
+    let s = plan.summary();
+    let count = |n: usize| Value::Int(i64::try_from(n).unwrap_or(i64::MAX));
+    vec![
+        Value::Time(meta.started_at),
+        Value::Time(now),
+        text(&meta.actor),
+        text(&meta.source),
+        count(s.create),
+        count(s.update),
+        count(s.delete),
+        count(s.deactivate),
+        count(s.held),
+        count(s.unmanaged),
+        text(&plan.store_fingerprint),
+        text(&meta.state_fingerprint),
+    ]
+}
