@@ -63,7 +63,7 @@ CREATE TABLE maintenance_windows (
 CREATE INDEX maintenance_windows_starts_at ON maintenance_windows (starts_at);
 
 CREATE TABLE maintenance_state (
-    id         INTEGER PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    id         BIGINT PRIMARY KEY DEFAULT 1 CHECK (id = 1),
     mode       TEXT NOT NULL DEFAULT 'normal' CHECK (mode IN ('normal', 'maintenance', 'read_only')),
     reason     TEXT NOT NULL DEFAULT '',
     owner      TEXT NOT NULL DEFAULT 'git' CHECK (owner IN ('git', 'api')),

@@ -88,10 +88,24 @@ pub fn exit_code(result: anyhow::Result<Status>) -> ExitCode {
         Ok(Status::Ok) => ExitCode::SUCCESS,
         Ok(Status::Changes) => ExitCode::from(2),
         Err(e) => {
-            let _ = writeln!(std::io::stderr(), "valhalla-ops: error: {e:#}");
+            let _ = writeln!(std::io::stderr(), "valhalla-ops: error: {}", one_line(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// The error and its causes on one line, skipping causes whose text the line already holds
+/// (drivers often repeat their source in their own message).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
 }
 
 /// Opens the store of `url` (migrating it), with the URL in the error.

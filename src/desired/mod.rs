@@ -278,6 +278,8 @@ impl Loader {
                     .strip_prefix("unknown field `")
                     .and_then(|m| m.split('`').next())
                 {
+                    // The path may or may not end with the unknown field already.
+                    Some(field) if at == field || at.ends_with(&format!(".{field}")) => cx.index.key(&at),
                     Some(field) => cx.index.key(&join(&at, field)),
                     None => cx.index.value(&at),
                 };
@@ -506,12 +508,19 @@ fn single<T>(errors: &mut Vec<Diagnostic>, what: &str, mut items: Vec<(T, Place)
     Some(value)
 }
 
-/// Drops the " at line L column C" serde_yaml appends; diagnostics carry their own position.
+/// Drops the " at line L column C" serde_yaml puts in its messages; diagnostics carry their
+/// own position.
 fn strip_location(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(i) if message[i..].contains(" column ") => message[..i].to_owned(),
-        _ => message.to_owned(),
-    }
+    let Some(start) = message.find(" at line ") else {
+        return message.to_owned();
+    };
+    let rest = &message[start + " at line ".len()..];
+    let after_line = rest.trim_start_matches(|c: char| c.is_ascii_digit());
+    let Some(after_column) = after_line.strip_prefix(" column ") else {
+        return message.to_owned();
+    };
+    let tail = after_column.trim_start_matches(|c: char| c.is_ascii_digit());
+    format!("{}{tail}", &message[..start])
 }
 
 #[cfg(test)]

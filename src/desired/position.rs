@@ -138,7 +138,7 @@ mod tests {
         assert_eq!(idx.value("rate_limits[0].scope"), Pos { line: 3, column: 12 });
         assert_eq!(idx.key("rate_limits[0].key"), Pos { line: 4, column: 5 });
         assert_eq!(idx.value("rate_limits[1]"), Pos { line: 5, column: 5 });
-        assert_eq!(idx.value("rate_limits[1].key"), Pos { line: 5, column: 25 });
+        assert_eq!(idx.value("rate_limits[1].key"), Pos { line: 5, column: 24 });
         // Unknown paths fall back to the nearest enclosing node.
         assert_eq!(idx.value("rate_limits[1].missing"), Pos { line: 5, column: 5 });
     }

@@ -1,1 +1,284 @@
+//! Loader tests: one per error kind with its exact position, warnings, and whole-directory runs.
 
+use std::path::Path;
+
+use chrono::{TimeZone, Utc};
+
+use super::*;
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap()
+}
+
+fn load(files: &[(&str, &str)]) -> Result<Loaded, LoadError> {
+    let mut loader = Loader::new(now());
+    for (name, text) in files {
+        loader.add_file(Path::new(name), text);
+    }
+    loader.finish()
+}
+
+/// The diagnostics of an invalid load, as printed.
+fn errors(files: &[(&str, &str)]) -> Vec<String> {
+    match load(files) {
+        Err(LoadError::Invalid { errors, .. }) => errors.iter().map(ToString::to_string).collect(),
+        other => panic!("expected errors, got {other:?}"),
+    }
+}
+
+fn one_error(text: &str) -> String {
+    let errs = errors(&[("s.yaml", text)]);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    errs.into_iter().next().unwrap()
+}
+
+const HASH_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const HASH_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+#[test]
+fn a_full_file_loads_with_defaults() {
+    let text = format!(
+        "version: 1\nrate_limits:\n  - scope: global\n  - scope: ip\n    key: 10.0.0.0/8\n    max_requests: 0\n    shadow: true\n  - scope: api_key\n    key: bot\nclients:\n  - name: bot\n    type: script\n    key_sha256: {HASH_A}\nmaintenance:\n  mode: read_only\n  reason: migration\n  windows:\n    - name: w1\n      starts_at: 2026-12-01T02:00:00Z\n      ends_at: 2026-12-01T04:00:00+01:00\nfeature_flags:\n  - name: f\n    enabled: true\ndeployment_profile: staging\n"
+    );
+    let loaded = load(&[("s.yaml", &text)]).unwrap();
+    let s = &loaded.state;
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    assert_eq!(s.rules.len(), 3);
+    let global = &s.rules.iter().find(|r| r.scope == Scope::Global).unwrap();
+    assert_eq!(
+        (
+            global.key.as_str(),
+            global.window_seconds.get(),
+            global.max_requests
+        ),
+        ("*", 60, 60)
+    );
+    assert!(global.enabled && !global.shadow);
+    let ip = s.rules.iter().find(|r| r.scope == Scope::Ip).unwrap();
+    assert_eq!((ip.max_requests, ip.shadow), (0, true));
+    assert_eq!(
+        s.clients[0].role,
+        crate::domain::Role::Reader,
+        "role defaults to reader"
+    );
+    assert!(s.clients[0].active);
+    assert_eq!(s.windows[0].mode, crate::domain::WindowMode::Maintenance);
+    assert_eq!(
+        s.windows[0].ends_at,
+        Utc.with_ymd_and_hms(2026, 12, 1, 3, 0, 0).unwrap()
+    );
+    assert_eq!(
+        s.maintenance.as_ref().unwrap().mode,
+        crate::domain::Mode::ReadOnly
+    );
+    assert_eq!(s.profile.as_ref().unwrap().name.as_str(), "staging");
+    assert!(s.flags[0].enabled);
+}
+
+#[test]
+fn empty_and_comment_only_files_declare_nothing() {
+    let loaded = load(&[("a.yaml", ""), ("b.yaml", "# nothing yet\n")]).unwrap();
+    assert_eq!(loaded.state, DesiredState::default());
+    assert_eq!(loaded.files, 2);
+}
+
+#[test]
+fn syntax_error_has_its_position() {
+    assert_eq!(
+        one_error("rate_limits:\n  - scope: ip\n   key: [\n"),
+        "s.yaml:3:4: did not find expected '-' indicator, while parsing a block collection at line 2 column 3"
+    );
+}
+
+#[test]
+fn unknown_field_points_at_the_key() {
+    let e = one_error("rate_limits:\n  - scope: ip\n    key: 10.0.0.1\n    windw_seconds: 5\n");
+    assert!(
+        e.starts_with("s.yaml:4:5: unknown field `windw_seconds`, expected one of"),
+        "{e}"
+    );
+}
+
+#[test]
+fn unknown_top_level_key_points_at_the_key() {
+    let e = one_error("version: 1\nrate_limit:\n  - scope: ip\n");
+    assert!(e.starts_with("s.yaml:2:1: unknown field `rate_limit`"), "{e}");
+}
+
+#[test]
+fn wrong_type_points_at_the_value() {
+    let e = one_error("rate_limits:\n  - scope: ip\n    key: 10.0.0.1\n    max_requests: lots\n");
+    assert!(
+        e.starts_with("s.yaml:4:19: rate_limits[0].max_requests: invalid type: string \"lots\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_enum_value_lists_the_choices() {
+    let e = one_error("rate_limits:\n  - scope: ipp\n    key: x\n");
+    assert_eq!(
+        e,
+        "s.yaml:2:12: rate_limits[0].scope: unknown scope `ipp`, expected one of: ip, user, api_key, global"
+    );
+}
+
+#[test]
+fn missing_field_points_at_the_item() {
+    let e = one_error("clients:\n  - name: a\n    type: script\n");
+    assert_eq!(e, "s.yaml:2:5: missing field `key_sha256`");
+}
+
+#[test]
+fn bad_rule_key_for_its_scope() {
+    assert_eq!(
+        one_error("rate_limits:\n  - scope: ip\n    key: 10.0.0.1/8\n"),
+        "s.yaml:3:10: invalid ip key `10.0.0.1/8`: host bits are set; did you mean `10.0.0.0/8`?"
+    );
+    assert_eq!(
+        one_error("rate_limits:\n  - scope: user\n"),
+        "s.yaml:2:5: a rule of scope user needs a key"
+    );
+}
+
+#[test]
+fn window_seconds_out_of_range() {
+    let e = one_error("rate_limits:\n  - scope: global\n    window_seconds: 90000\n");
+    assert_eq!(
+        e,
+        "s.yaml:3:21: window_seconds must be between 1 and 86400, not 90000"
+    );
+}
+
+#[test]
+fn bad_client_name_and_hash() {
+    let e = one_error(&format!(
+        "clients:\n  - name: Bad Name\n    type: script\n    key_sha256: {HASH_A}\n"
+    ));
+    assert!(
+        e.starts_with("s.yaml:2:11: clients[0].name: invalid client name `Bad Name`"),
+        "{e}"
+    );
+    let e = one_error("clients:\n  - name: ok\n    type: script\n    key_sha256: abc\n");
+    assert!(
+        e.starts_with("s.yaml:4:17: clients[0].key_sha256: key_sha256 must be the 64 hex digits"),
+        "{e}"
+    );
+}
+
+#[test]
+fn naive_times_and_inverted_windows() {
+    let e = one_error(
+        "maintenance:\n  windows:\n    - name: w\n      starts_at: 2026-12-01T02:00:00\n      ends_at: 2026-12-01T04:00:00Z\n",
+    );
+    assert!(
+        e.starts_with("s.yaml:4:18: invalid time `2026-12-01T02:00:00`: use RFC 3339 with an offset"),
+        "{e}"
+    );
+    let e = one_error(
+        "maintenance:\n  windows:\n    - name: w\n      starts_at: 2026-12-01T04:00:00Z\n      ends_at: 2026-12-01T02:00:00Z\n",
+    );
+    assert_eq!(e, "s.yaml:5:16: window w: ends_at must be after starts_at");
+}
+
+#[test]
+fn unsupported_version() {
+    assert_eq!(
+        one_error("version: 2\n"),
+        "s.yaml:1:10: unsupported version 2; this valhalla-ops reads version 1"
+    );
+}
+
+#[test]
+fn duplicates_across_files_name_both_places() {
+    let a = "rate_limits:\n  - scope: ip\n    key: 10.0.0.1\n";
+    let b = "# b\nrate_limits:\n  - scope: ip\n    key: 10.0.0.1/32\n";
+    assert_eq!(
+        errors(&[("a.yaml", a), ("b.yaml", b)]),
+        ["b.yaml:4:10: rate-limit rule ip:10.0.0.1 is declared twice (first at a.yaml:3:10)"]
+    );
+    let p = "deployment_profile: prod\n";
+    assert_eq!(
+        errors(&[("a.yaml", p), ("b.yaml", p)]),
+        ["b.yaml:1:21: deployment_profile is declared twice (first at a.yaml:1:21)"]
+    );
+}
+
+#[test]
+fn dangling_api_key_rule_is_an_error() {
+    let e = one_error("rate_limits:\n  - scope: api_key\n    key: ghost\n");
+    assert_eq!(
+        e,
+        "s.yaml:3:10: rule api_key:ghost names client `ghost`, which no state file declares"
+    );
+}
+
+#[test]
+fn two_clients_with_one_key_is_an_error() {
+    let text = format!(
+        "clients:\n  - name: a\n    type: script\n    key_sha256: {HASH_A}\n  - name: b\n    type: script\n    key_sha256: {}\n",
+        HASH_A.to_uppercase()
+    );
+    assert_eq!(
+        one_error(&text),
+        "s.yaml:5:11: clients a and b have the same key_sha256; every client needs its own key"
+    );
+}
+
+#[test]
+fn every_error_of_a_directory_is_reported_sorted() {
+    let a = "rate_limits:\n  - scope: nope\n  - scope: ip\n    key: bad\n  - scope: global\n    extra: 1\n";
+    let b = "clients:\n  - name: x\n    type: robot\n    key_sha256: 00\n";
+    let errs = errors(&[("b.yaml", b), ("a.yaml", a)]);
+    let places: Vec<&str> = errs.iter().map(|e| e.split(": ").next().unwrap()).collect();
+    assert_eq!(
+        places,
+        ["a.yaml:2:12", "a.yaml:4:10", "a.yaml:6:5", "b.yaml:3:11"],
+        "{errs:#?}"
+    );
+}
+
+#[test]
+fn warnings_are_not_errors() {
+    let text = "rate_limits:\n  - scope: global\n    enabled: false\nmaintenance:\n  windows:\n    - name: old\n      starts_at: 2020-01-01T00:00:00Z\n      ends_at: 2020-01-01T01:00:00Z\n    - name: a\n      starts_at: 2026-12-01T00:00:00Z\n      ends_at: 2026-12-01T03:00:00Z\n    - name: b\n      starts_at: 2026-12-01T02:00:00Z\n      ends_at: 2026-12-01T05:00:00Z\n";
+    let loaded = load(&[("s.yaml", text)]).unwrap();
+    let warnings: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        [
+            "s.yaml:3:14: rule global:* is declared but disabled",
+            "s.yaml:8:16: window old is wholly in the past",
+            "s.yaml:12:13: window b overlaps window a",
+        ]
+    );
+    assert_eq!(loaded.state.rules.len(), 1);
+    assert_eq!(loaded.state.windows.len(), 3);
+}
+
+#[test]
+fn invalid_load_keeps_warnings_and_returns_no_state() {
+    let text = "rate_limits:\n  - scope: global\n    enabled: false\n  - scope: bogus\n";
+    match load(&[("s.yaml", text)]) {
+        Err(LoadError::Invalid { errors, warnings }) => assert_eq!((errors.len(), warnings.len()), (1, 1)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_shipped_state_directory_is_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("state");
+    let loaded = load_dir(&dir, now()).unwrap();
+    assert!(
+        loaded.state.rules.len() >= 5 && loaded.state.clients.len() >= 4,
+        "{:?}",
+        loaded.state
+    );
+}
+
+#[test]
+fn a_missing_directory_is_an_io_error() {
+    assert!(matches!(
+        load_dir(Path::new("/nonexistent/state"), now()),
+        Err(LoadError::Io { .. })
+    ));
+}

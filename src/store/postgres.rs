@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{AssertSqlSafe, PgConnection, Postgres};
+use sqlx::{AssertSqlSafe, Connection as _, PgConnection, Postgres};
 
 use super::rows::Sql;
 use super::writes::{self, ColType, Step, Value};
@@ -18,6 +18,9 @@ const APPLY_LOCK: i64 = 0x76616c68616c6c61;
 
 /// How long an apply waits for another one to finish before giving up.
 const LOCK_WAIT: &str = "SET LOCAL lock_timeout = '15s'";
+
+/// How long connecting may take before the server counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A store on PostgreSQL.
 #[derive(Debug, Clone)]
@@ -33,12 +36,17 @@ impl PgStore {
             source,
         };
         let options = PgConnectOptions::from_str(url).map_err(connect_err)?;
+        // One direct connection first: a pool reports an unreachable server only as a timeout,
+        // while the connection says why (refused, unknown host, authentication).
+        let probe = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
+            .await
+            .map_err(|_| connect_err(sqlx::Error::PoolTimedOut))?
+            .map_err(connect_err)?;
+        probe.close().await.map_err(connect_err)?;
         let pool = PgPoolOptions::new()
             .max_connections(8)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
-            .await
-            .map_err(connect_err)?;
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_lazy_with(options);
         Ok(PgStore { pool })
     }
 
