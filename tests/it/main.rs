@@ -1,0 +1,6 @@
+//! Integration tests: the store story and the binary end to end, on SQLite and, when
+//! `VALHALLA_TEST_POSTGRES_URL` is set, on PostgreSQL.
+
+mod cli;
+mod store;
+mod support;

@@ -1,0 +1,374 @@
+//! The store story: one scenario through the `Store` trait and the reconciler, on every backend.
+
+use std::path::Path;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use valhalla_ops::desired::{DesiredState, Loader};
+use valhalla_ops::domain::{Mode, Owner};
+use valhalla_ops::model::{Kind, NewOverride, Resource};
+use valhalla_ops::plan::{Action, PlanOptions};
+use valhalla_ops::reconcile::{ReconcileError, Refusal, Request, reconcile};
+use valhalla_ops::store::{Db, Store};
+
+use crate::support::all_backends;
+
+const HASH_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const HASH_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap()
+}
+
+fn state(text: &str) -> DesiredState {
+    let mut loader = Loader::new(now());
+    loader.add_file(Path::new("story.yaml"), text);
+    loader.finish().expect("valid story state").state
+}
+
+fn v1() -> String {
+    let mut rules = String::new();
+    for i in 0..8 {
+        rules.push_str(&format!(
+            "  - scope: user\n    key: user-{i}\n    max_requests: {}\n",
+            10 + i
+        ));
+    }
+    format!(
+        "rate_limits:\n  - scope: ip\n    key: 203.0.113.0/24\n    max_requests: 600\n    shadow: true\n    description: Office egress\n  - scope: api_key\n    key: bot\n    window_seconds: 3600\n    max_requests: 0\n    enabled: false\n{rules}\
+clients:\n  - name: bot\n    type: script\n    role: operator\n    key_sha256: {HASH_A}\n  - name: tyr\n    type: tyr\n    role: admin\n    key_sha256: {HASH_B}\n    description: Governance\n\
+maintenance:\n  mode: read_only\n  reason: migration week\n  windows:\n    - name: upgrade\n      starts_at: 2026-12-01T02:00:00.123456Z\n      ends_at: 2026-12-01T04:00:00+01:00\n      mode: read_only\n      description: Postgres upgrade\n\
+feature_flags:\n  - name: new-billing\n    enabled: true\n  - name: old-billing\n\
+deployment_profile: production\n"
+    )
+}
+
+fn request(actor: &str) -> Request {
+    Request {
+        actor: actor.into(),
+        source: "test".into(),
+        ..Request::default()
+    }
+}
+
+/// Runs SQL directly, as an operator editing the database by hand (or a later HTTP write) would.
+async fn exec(db: &Db, sql: &'static str) {
+    match db {
+        Db::Postgres(s) => sqlx::query(sql).execute(s.pool()).await.map(drop),
+        Db::Sqlite(s) => sqlx::query(sql).execute(s.pool()).await.map(drop),
+    }
+    .expect(sql);
+}
+
+fn values<T: Resource>(rows: &[valhalla_ops::model::Stored<T>]) -> Vec<(String, T, Owner)> {
+    let mut v: Vec<_> = rows
+        .iter()
+        .map(|s| (s.value.key(), s.value.clone(), s.owner))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+fn git_values<T: Resource>(items: &[T]) -> Vec<(String, T, Owner)> {
+    let mut v: Vec<_> = items.iter().map(|i| (i.key(), i.clone(), Owner::Git)).collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+async fn story(db: Db) {
+    let backend = db.backend();
+    // A fresh store: no resources, the steady mode row exists.
+    let empty = db.snapshot().await.unwrap();
+    assert!(
+        empty.rules.is_empty() && empty.clients.is_empty() && empty.overrides.is_empty(),
+        "{backend}"
+    );
+    assert_eq!(empty.maintenance.as_ref().unwrap().value.mode, Mode::Normal);
+
+    // A dry run writes nothing.
+    let desired = state(&v1());
+    let dry = reconcile(
+        &db,
+        &desired,
+        &Request {
+            dry_run: true,
+            ..request("t")
+        },
+        now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!((dry.plan.summary().create, dry.run_id), (16, None), "{backend}");
+    assert_eq!(db.snapshot().await.unwrap(), empty, "{backend}: dry run wrote");
+    assert!(db.runs(10).await.unwrap().is_empty());
+
+    // Apply: every kind round-trips exactly, microseconds included, owned by git.
+    let first = reconcile(&db, &desired, &request("alice"), now()).await.unwrap();
+    assert_eq!(first.plan.summary().create, 16, "{backend}");
+    // The mode row already existed, so it is an update, not a create.
+    assert_eq!(first.plan.summary().update, 1, "{backend}");
+    let snap = db.snapshot().await.unwrap();
+    assert_eq!(values(&snap.rules), git_values(&desired.rules), "{backend}");
+    assert_eq!(values(&snap.clients), git_values(&desired.clients), "{backend}");
+    assert_eq!(values(&snap.windows), git_values(&desired.windows), "{backend}");
+    assert_eq!(values(&snap.flags), git_values(&desired.flags), "{backend}");
+    assert_eq!(
+        snap.maintenance.as_ref().unwrap().value,
+        *desired.maintenance.as_ref().unwrap()
+    );
+    assert_eq!(
+        snap.profile.as_ref().unwrap().value,
+        *desired.profile.as_ref().unwrap()
+    );
+
+    // The run and one audit row per change are recorded, with the actor; no full key hash.
+    let runs = db.runs(10).await.unwrap();
+    assert_eq!(
+        (
+            runs.len(),
+            runs[0].created,
+            runs[0].updated,
+            runs[0].actor.as_str()
+        ),
+        (1, 16, 1, "alice")
+    );
+    let audit = db.audit(100).await.unwrap();
+    assert_eq!(audit.len(), 17, "{backend}");
+    assert!(
+        audit
+            .iter()
+            .all(|a| a.run_id == Some(runs[0].id) && a.actor == "alice")
+    );
+    assert!(
+        audit
+            .iter()
+            .all(|a| !a.after.as_deref().unwrap_or("").contains(HASH_A)),
+        "full hash in audit"
+    );
+
+    // Applying the same state again changes nothing.
+    let again = reconcile(&db, &desired, &request("alice"), now()).await.unwrap();
+    assert!(!again.plan.has_changes(), "{backend}: {:?}", again.plan.changes());
+    assert_eq!(db.audit(100).await.unwrap().len(), 17);
+
+    // v2: update a rule, remove a client, a flag and a window (renamed), change the mode.
+    let v2 = v1()
+        .replace("max_requests: 600", "max_requests: 1200")
+        .replace(&format!("  - name: bot\n    type: script\n    role: operator\n    key_sha256: {HASH_A}\n"), "")
+        .replace("  - scope: api_key\n    key: bot\n    window_seconds: 3600\n    max_requests: 0\n    enabled: false\n", "")
+        .replace("  - name: old-billing\n", "")
+        .replace("name: upgrade", "name: upgrade-v2")
+        .replace("mode: read_only\n  reason: migration week", "mode: normal\n  reason: \"\"");
+    let desired2 = state(&v2);
+    let second = reconcile(&db, &desired2, &request("bob"), now()).await.unwrap();
+    let mut got: Vec<(Kind, String, Action)> = second
+        .plan
+        .changes()
+        .into_iter()
+        .map(|c| (c.kind, c.key, c.action))
+        .collect();
+    got.sort();
+    let mut want = vec![
+        (Kind::RateLimitRule, "api_key:bot".to_owned(), Action::Delete),
+        (Kind::RateLimitRule, "ip:203.0.113.0/24".into(), Action::Update),
+        (Kind::Client, "bot".into(), Action::Deactivate),
+        (Kind::MaintenanceWindow, "upgrade".into(), Action::Deactivate),
+        (Kind::MaintenanceWindow, "upgrade-v2".into(), Action::Create),
+        (Kind::FeatureFlag, "old-billing".into(), Action::Delete),
+        (Kind::MaintenanceMode, "mode".into(), Action::Update),
+    ];
+    want.sort();
+    assert_eq!(got, want, "{backend}");
+    let snap = db.snapshot().await.unwrap();
+    let bot = snap
+        .clients
+        .iter()
+        .find(|c| c.value.name.as_str() == "bot")
+        .unwrap();
+    assert!(!bot.value.active, "soft-deleted clients keep their row");
+    assert_eq!(snap.windows.len(), 2, "soft-deleted windows keep their row");
+    assert_eq!(snap.flags.len(), 1);
+    assert!(
+        !reconcile(&db, &desired2, &request("bob"), now())
+            .await
+            .unwrap()
+            .plan
+            .has_changes()
+    );
+
+    // A client renamed with the same key: the old one is deactivated before the new one is
+    // created, so the unique key of active hashes never trips.
+    let renamed = v2.replace("name: tyr", "name: tyr-v2");
+    let third = reconcile(&db, &state(&renamed), &request("bob"), now())
+        .await
+        .unwrap();
+    assert_eq!(third.plan.summary().create, 1, "{backend}");
+    assert_eq!(third.plan.summary().deactivate, 1, "{backend}");
+
+    // An override holds its resource: the reconciler shows it and leaves it alone.
+    exec(
+        &db,
+        "UPDATE maintenance_state SET mode = 'read_only', reason = 'freeze'",
+    )
+    .await;
+    let freeze = db
+        .add_override(
+            NewOverride {
+                kind: Kind::MaintenanceMode,
+                key: "mode".into(),
+                actor: "tyr".into(),
+                reason: "incident 42".into(),
+                expires_at: Some(now() + Duration::minutes(30)),
+                group_id: None,
+            },
+            now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(db.open_overrides().await.unwrap(), [freeze.clone()]);
+    let desired3 = state(&renamed);
+    let held = reconcile(&db, &desired3, &request("bob"), now()).await.unwrap();
+    let change = held
+        .plan
+        .changes()
+        .into_iter()
+        .find(|c| c.kind == Kind::MaintenanceMode)
+        .unwrap();
+    assert_eq!(
+        (change.action, change.hold.unwrap().actor),
+        (Action::Held, "tyr".into())
+    );
+    assert_eq!(
+        db.snapshot().await.unwrap().maintenance.unwrap().value.mode,
+        Mode::ReadOnly,
+        "{backend}"
+    );
+
+    // Once it expires, git's value returns.
+    let later = now() + Duration::minutes(31);
+    let released = reconcile(&db, &desired3, &request("bob"), later).await.unwrap();
+    assert_eq!(released.plan.summary().update, 1, "{backend}");
+    assert_eq!(
+        db.snapshot().await.unwrap().maintenance.unwrap().value.mode,
+        Mode::Normal
+    );
+
+    // Clearing works too (the freeze has expired by now): a cleared override is no longer open.
+    exec(&db, "UPDATE feature_flags SET enabled = FALSE").await;
+    let flag_hold = NewOverride {
+        kind: Kind::FeatureFlag,
+        key: "new-billing".into(),
+        actor: "tyr".into(),
+        reason: "kill switch".into(),
+        expires_at: None,
+        group_id: Some("g1".into()),
+    };
+    let flag_hold = db.add_override(flag_hold, later).await.unwrap();
+    let held = reconcile(&db, &desired3, &request("bob"), later).await.unwrap();
+    assert_eq!(held.plan.summary().held, 1, "{backend}");
+    assert!(!held.plan.has_changes(), "{backend}");
+    assert_eq!(
+        db.clear_overrides(Some(flag_hold.id), "carol", later)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(
+        matches!(
+            db.clear_overrides(Some(flag_hold.id), "carol", later).await,
+            Err(_)
+        ),
+        "cleared twice"
+    );
+    let healed = reconcile(&db, &desired3, &request("bob"), later).await.unwrap();
+    assert_eq!(healed.plan.summary().update, 1, "{backend}: drift healed");
+    assert!(
+        db.open_overrides()
+            .await
+            .unwrap()
+            .iter()
+            .all(|o| o.id != flag_hold.id)
+    );
+
+    // Api-owned resources are reported, and removed only with prune.
+    exec(
+        &db,
+        "INSERT INTO feature_flags (name, enabled, owner) VALUES ('api-flag', TRUE, 'api')",
+    )
+    .await;
+    let report = reconcile(&db, &desired3, &request("bob"), now()).await.unwrap();
+    assert_eq!(
+        (report.plan.summary().unmanaged, report.plan.has_changes()),
+        (1, false),
+        "{backend}"
+    );
+    let pruning = Request {
+        options: PlanOptions { prune: true },
+        ..request("bob")
+    };
+    let pruned = reconcile(&db, &desired3, &pruning, now()).await.unwrap();
+    assert_eq!(pruned.plan.summary().delete, 1, "{backend}");
+
+    // The mass-removal guard refuses, and the store is untouched.
+    let before = db.snapshot().await.unwrap();
+    let gutted = state(
+        &renamed
+            .replace("  - scope: user\n", "  - scope: user\n    enabled: true\n")
+            .replace(
+                &(0..8)
+                    .map(|i| format!("    key: user-{i}\n    max_requests: {}\n", 10 + i))
+                    .collect::<Vec<_>>()
+                    .join("  - scope: user\n    enabled: true\n"),
+                "    key: user-0\n    max_requests: 10\n",
+            ),
+    );
+    assert_eq!(
+        gutted.rules.len(),
+        2,
+        "{backend}: the fixture removes 7 of 9 rules"
+    );
+    match reconcile(&db, &gutted, &request("bob"), now()).await {
+        Err(ReconcileError::Refused(Refusal::MassRemoval(m))) => {
+            assert_eq!((m[0].removing, m[0].total), (7, 9))
+        }
+        other => panic!("{backend}: expected a refusal, got {other:?}"),
+    }
+    assert_eq!(
+        db.snapshot().await.unwrap(),
+        before,
+        "{backend}: a refused plan wrote"
+    );
+    let allowed = Request {
+        allow_mass_removal: true,
+        ..request("bob")
+    };
+    assert_eq!(
+        reconcile(&db, &gutted, &allowed, now())
+            .await
+            .unwrap()
+            .plan
+            .summary()
+            .delete,
+        7
+    );
+}
+
+#[tokio::test]
+async fn store_story_on_every_backend() {
+    for test_db in all_backends() {
+        let db = Db::open(&test_db.url)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", test_db.backend));
+        story(db).await;
+    }
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent() {
+    for test_db in all_backends() {
+        let db = Db::open(&test_db.url).await.unwrap();
+        assert!(db.migrate().await.unwrap().is_empty(), "{}", test_db.backend);
+        let other = crate::support::sqlite();
+        let fresh = Db::connect(&other.url).await.unwrap();
+        assert_eq!(fresh.migrate().await.unwrap(), [1]);
+    }
+}

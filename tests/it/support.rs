@@ -1,0 +1,213 @@
+//! Test databases on both backends, throwaway state directories, and the binary under test.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Once;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use sqlx::Connection as _;
+
+/// The admin URL of the Postgres server tests create their databases on.
+const POSTGRES_ENV: &str = "VALHALLA_TEST_POSTGRES_URL";
+/// Set (as CI does) to fail instead of skipping when Postgres is not configured or reachable.
+const REQUIRE_ENV: &str = "VALHALLA_REQUIRE_POSTGRES";
+
+/// A fresh, empty database; a Postgres one is dropped when the value is.
+pub struct TestDb {
+    pub url: String,
+    pub backend: &'static str,
+    /// Holds the SQLite file's directory.
+    _dir: Option<tempfile::TempDir>,
+    /// (admin URL, database name) of a Postgres database to drop.
+    postgres: Option<(String, String)>,
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some((admin, name)) = self.postgres.take() {
+            // Drop may run inside a runtime, so the cleanup gets a thread and a runtime of its own.
+            let _ = std::thread::spawn(move || {
+                block_on(async move {
+                    let mut conn = sqlx::PgConnection::connect(&admin).await?;
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await?;
+                    Ok::<_, sqlx::Error>(())
+                })
+            })
+            .join();
+        }
+    }
+}
+
+fn block_on<F: Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("test runtime")
+        .block_on(f)
+}
+
+/// A new SQLite database in its own directory.
+pub fn sqlite() -> TestDb {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("test.db").display());
+    TestDb {
+        url,
+        backend: "sqlite",
+        _dir: Some(dir),
+        postgres: None,
+    }
+}
+
+/// A new Postgres database, or `None` (said once, plainly) when no server is configured.
+pub fn postgres() -> Option<TestDb> {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let required = std::env::var_os(REQUIRE_ENV).is_some_and(|v| !v.is_empty() && v != "0");
+    let Ok(admin) = std::env::var(POSTGRES_ENV) else {
+        assert!(
+            !required,
+            "{REQUIRE_ENV} is set but {POSTGRES_ENV} is not: the Postgres tests cannot run"
+        );
+        static SAID: Once = Once::new();
+        // Written to the real stderr, past the test harness's capture, so a plain `cargo test`
+        // says that only half of the backends ran.
+        SAID.call_once(|| {
+            let _ = writeln!(
+                std::io::stderr(),
+                "\nNOTE: Postgres tests did NOT run: set {POSTGRES_ENV}=postgres://user@host:5432/postgres to run them.\n"
+            );
+        });
+        return None;
+    };
+    let name = format!(
+        "vops_test_{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        chrono::Utc::now().timestamp_subsec_nanos()
+    );
+    let created = {
+        let (admin, name) = (admin.clone(), name.clone());
+        std::thread::spawn(move || {
+            block_on(async move {
+                let mut conn = sqlx::PgConnection::connect(&admin).await?;
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut conn)
+                    .await?;
+                Ok::<_, sqlx::Error>(())
+            })
+        })
+        .join()
+        .expect("create thread")
+    };
+    if let Err(e) = created {
+        panic!("cannot create a Postgres test database through {POSTGRES_ENV}: {e}");
+    }
+    let mut url = url::Url::parse(&admin).expect("a valid Postgres URL");
+    url.set_path(&name);
+    Some(TestDb {
+        url: url.to_string(),
+        backend: "postgres",
+        _dir: None,
+        postgres: Some((admin, name)),
+    })
+}
+
+/// One fresh database per backend that can run here.
+pub fn all_backends() -> Vec<TestDb> {
+    std::iter::once(sqlite()).chain(postgres()).collect()
+}
+
+/// A state directory with the given files.
+pub struct StateDir {
+    dir: tempfile::TempDir,
+}
+
+impl StateDir {
+    pub fn new(files: &[(&str, &str)]) -> StateDir {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let s = StateDir { dir };
+        for (name, text) in files {
+            s.write(name, text);
+        }
+        s
+    }
+
+    /// A copy of the repository's `state/`.
+    pub fn sample() -> StateDir {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("state");
+        let s = StateDir::new(&[]);
+        for entry in std::fs::read_dir(src).expect("state/") {
+            let entry = entry.expect("entry");
+            std::fs::copy(entry.path(), s.path().join(entry.file_name())).expect("copy");
+        }
+        s
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.dir.path().join(name), text).expect("write state file");
+    }
+
+    pub fn remove(&self, name: &str) {
+        std::fs::remove_file(self.dir.path().join(name)).expect("remove state file");
+    }
+
+    pub fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).expect("read state file")
+    }
+}
+
+/// What a run of the binary printed and returned.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// The binary, with a clean environment for the settings it reads.
+pub fn command(db: &TestDb, state: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_valhalla-ops"));
+    cmd.env("DATABASE_URL", &db.url)
+        .env("VALHALLA_STATE", state)
+        .env("NO_COLOR", "1")
+        .env_remove("VALHALLA_ACTOR")
+        .env_remove("RUST_LOG");
+    cmd
+}
+
+/// Runs the binary with `args` against `db` and `state`.
+pub fn run(db: &TestDb, state: &Path, args: &[&str]) -> Run {
+    finish(command(db, state).args(args).output().expect("run valhalla-ops"))
+}
+
+pub fn finish(out: Output) -> Run {
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A scratch file path that lives as long as the returned directory.
+pub fn scratch(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join(name);
+    (dir, path)
+}
