@@ -1,1 +1,392 @@
-//! CLI end to end.
+//! The binary end to end on every backend: exit codes, what is written, what is never printed.
+
+use crate::support::{StateDir, TestDb, all_backends, command, finish, run, scratch};
+
+/// The key behind the test client's hash; it must never appear in any output.
+const SECRET_KEY: &str = "vk_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+fn secret_hash() -> String {
+    valhalla_ops::domain::KeySha256::of_key(SECRET_KEY)
+        .as_str()
+        .to_owned()
+}
+
+/// Counts rows of `table` through the binary-independent store.
+fn count_rules(db: &TestDb) -> usize {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use valhalla_ops::store::Store as _;
+        let store = valhalla_ops::store::Db::open(&db.url).await.unwrap();
+        store.snapshot().await.unwrap().rules.len()
+    })
+}
+
+fn runs(db: &TestDb) -> Vec<valhalla_ops::store::RunRecord> {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use valhalla_ops::store::Store as _;
+        let store = valhalla_ops::store::Db::open(&db.url).await.unwrap();
+        store.runs(100).await.unwrap()
+    })
+}
+
+#[test]
+fn dry_run_writes_nothing_then_apply_then_in_sync() {
+    for db in all_backends() {
+        let state = StateDir::sample();
+        let b = db.backend;
+        let dry = run(
+            &db,
+            state.path(),
+            &["reconcile", "--dry-run", "--detailed-exitcode"],
+        );
+        assert_eq!(dry.code, 2, "{b}: {dry:?}");
+        assert!(
+            dry.stdout.contains("+ create     ip:203.0.113.0/24"),
+            "{b}: {dry:?}"
+        );
+        assert!(
+            dry.stdout.contains("Plan: 16 to create, 0 to update"),
+            "{b}: {dry:?}"
+        );
+        assert_eq!(count_rules(&db), 0, "{b}: dry run wrote rules");
+        assert!(runs(&db).is_empty(), "{b}: dry run recorded a run");
+
+        let apply = run(&db, state.path(), &["reconcile", "--actor", "ci"]);
+        assert_eq!(apply.code, 0, "{b}: {apply:?}");
+        assert!(
+            apply
+                .stdout
+                .contains("Applied 16 changes in one transaction (run #1)."),
+            "{b}: {apply:?}"
+        );
+
+        let again = run(
+            &db,
+            state.path(),
+            &["reconcile", "--dry-run", "--detailed-exitcode"],
+        );
+        assert_eq!(again.code, 0, "{b}: {again:?}");
+        assert!(again.stdout.starts_with("No changes."), "{b}: {again:?}");
+
+        // A change is shown old → new, exit 2 with --detailed-exitcode.
+        state.write(
+            "rate_limits.yaml",
+            &state
+                .read("rate_limits.yaml")
+                .replace("max_requests: 600", "max_requests: 900"),
+        );
+        let change = run(
+            &db,
+            state.path(),
+            &["reconcile", "--dry-run", "--detailed-exitcode"],
+        );
+        assert_eq!(change.code, 2, "{b}: {change:?}");
+        assert!(
+            change
+                .stdout
+                .contains("~ update     ip:203.0.113.0/24\n      max_requests: 600 → 900\n"),
+            "{b}: {change:?}"
+        );
+        assert_eq!(runs(&db).len(), 1, "{b}");
+    }
+}
+
+#[test]
+fn invalid_state_changes_nothing_and_reports_every_error() {
+    for db in all_backends() {
+        let state = StateDir::sample();
+        state.write(
+            "broken.yaml",
+            "rate_limits:\n  - scope: ipp\n    key: 10.0.0.1\n  - scope: api_key\n    key: ghost\nfeature_flags:\n  - name: new-billing\n",
+        );
+        let out = run(&db, state.path(), &["reconcile"]);
+        assert_eq!(out.code, 1, "{out:?}");
+        let file = state.path().join("broken.yaml");
+        let f = file.display();
+        for expected in [
+            format!("{f}:2:12: error: rate_limits[0].scope: unknown scope `ipp`"),
+            format!("{f}:5:10: error: rule api_key:ghost names client `ghost`"),
+            format!("{f}:7:11: error: feature flag new-billing is declared twice (first at "),
+        ] {
+            assert!(
+                out.stderr.contains(&expected),
+                "{}: missing {expected:?} in {out:?}",
+                db.backend
+            );
+        }
+        assert!(
+            out.stderr.contains("is invalid (3 errors); nothing was written"),
+            "{out:?}"
+        );
+        assert!(!out.stderr.contains("panicked"), "{out:?}");
+        assert_eq!(count_rules(&db), 0, "{}", db.backend);
+        assert!(runs(&db).is_empty());
+
+        let validate = run(&db, state.path(), &["validate"]);
+        assert_eq!(validate.code, 1, "{validate:?}");
+        state.remove("broken.yaml");
+        let validate = run(&db, state.path(), &["validate"]);
+        assert_eq!(validate.code, 0, "{validate:?}");
+        assert!(
+            validate
+                .stdout
+                .contains("is valid: 4 files, 7 rate-limit rules, 4 clients"),
+            "{validate:?}"
+        );
+    }
+}
+
+#[test]
+fn export_then_reconcile_is_in_sync() {
+    for db in all_backends() {
+        let state = StateDir::sample();
+        assert_eq!(run(&db, state.path(), &["reconcile"]).code, 0);
+        let (_dir, out) = scratch("export");
+        let export = run(&db, state.path(), &["export", "--out", out.to_str().unwrap()]);
+        assert_eq!(export.code, 0, "{export:?}");
+        let check = run(&db, &out, &["reconcile", "--dry-run", "--detailed-exitcode"]);
+        assert_eq!(check.code, 0, "{}: export is not in sync: {check:?}", db.backend);
+        // The single-file form on stdout is a valid state file too.
+        let single = run(&db, state.path(), &["export"]);
+        let one = StateDir::new(&[("all.yaml", &single.stdout)]);
+        let check = run(
+            &db,
+            one.path(),
+            &["reconcile", "--dry-run", "--detailed-exitcode"],
+        );
+        assert_eq!(check.code, 0, "{}: {check:?}", db.backend);
+    }
+}
+
+#[test]
+fn mass_removal_is_refused_without_the_flag() {
+    for db in all_backends() {
+        let state = StateDir::sample();
+        assert_eq!(run(&db, state.path(), &["reconcile"]).code, 0);
+        // An emptied file must not wipe production: all 7 rules would go.
+        state.write("rate_limits.yaml", "# emptied by mistake\n");
+        let dry = run(&db, state.path(), &["reconcile", "--dry-run"]);
+        assert_eq!(dry.code, 1, "{dry:?}");
+        let refused = run(&db, state.path(), &["reconcile"]);
+        assert_eq!(refused.code, 1, "{refused:?}");
+        assert!(
+            refused
+                .stderr
+                .contains("refusing to remove 7 of 7 rate-limit rules"),
+            "{refused:?}"
+        );
+        assert_eq!(count_rules(&db), 7, "{}", db.backend);
+        let allowed = run(&db, state.path(), &["reconcile", "--allow-mass-removal"]);
+        assert_eq!(allowed.code, 0, "{allowed:?}");
+        assert_eq!(count_rules(&db), 0, "{}", db.backend);
+    }
+}
+
+#[test]
+fn saved_plan_applies_once_and_stale_plans_are_refused() {
+    for db in all_backends() {
+        let state = StateDir::sample();
+        let (_dir, plan) = scratch("plan.json");
+        let plan = plan.to_str().unwrap();
+        let save = run(&db, state.path(), &["reconcile", "--dry-run", "--out", plan]);
+        assert_eq!(save.code, 0, "{save:?}");
+        let apply = run(&db, state.path(), &["reconcile", "--plan", plan]);
+        assert_eq!(apply.code, 0, "{apply:?}");
+        assert_eq!(count_rules(&db), 7);
+        // The store changed (by that very apply): the same plan is now stale.
+        let stale = run(&db, state.path(), &["reconcile", "--plan", plan]);
+        assert_eq!(stale.code, 1, "{stale:?}");
+        assert!(stale.stderr.contains("the saved plan is stale"), "{stale:?}");
+        // A plan made from other files is refused too.
+        let fresh = run(&db, state.path(), &["reconcile", "--dry-run", "--out", plan]);
+        assert_eq!(fresh.code, 0);
+        state.write(
+            "settings.yaml",
+            &state.read("settings.yaml").replace("production", "staging"),
+        );
+        let other = run(&db, state.path(), &["reconcile", "--plan", plan]);
+        assert_eq!(other.code, 1, "{other:?}");
+        assert!(
+            other.stderr.contains("computed from another desired state"),
+            "{other:?}"
+        );
+        assert_eq!(
+            runs(&db).len(),
+            1,
+            "{}: a refused plan recorded a run",
+            db.backend
+        );
+    }
+}
+
+#[test]
+fn concurrent_reconciles_never_both_apply() {
+    for db in all_backends() {
+        let state = StateDir::sample();
+        // Make sure the schema exists so both processes race on the apply, not the migration.
+        assert_eq!(run(&db, state.path(), &["migrate"]).code, 0);
+        let children: Vec<_> = (0..3)
+            .map(|_| {
+                command(&db, state.path())
+                    .args(["reconcile"])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let outcomes: Vec<_> = children
+            .into_iter()
+            .map(|c| finish(c.wait_with_output().unwrap()))
+            .collect();
+        for o in &outcomes {
+            // Each either applied or waited and found nothing to do; a lock error is allowed too.
+            assert!(
+                o.code == 0 || o.stderr.contains("apply lock"),
+                "{}: {o:?}",
+                db.backend
+            );
+        }
+        let runs = runs(&db);
+        let applied: Vec<_> = runs.iter().filter(|r| r.created > 0).collect();
+        assert_eq!(applied.len(), 1, "{}: {runs:?}", db.backend);
+        assert_eq!(applied[0].created, 16);
+        assert_eq!(count_rules(&db), 7);
+    }
+}
+
+#[test]
+fn secrets_never_appear_in_output() {
+    for db in all_backends() {
+        let hash = secret_hash();
+        let client =
+            format!("clients:\n  - name: vault-bot\n    type: integration\n    key_sha256: {hash}\n");
+        let state = StateDir::new(&[("c.yaml", &client)]);
+        let (_dir, plan) = scratch("plan.json");
+        let plan = plan.to_str().unwrap();
+        let mut outputs = Vec::new();
+        for format in ["text", "json", "markdown"] {
+            outputs.push(run(
+                &db,
+                state.path(),
+                &["reconcile", "--dry-run", "--format", format, "--out", plan],
+            ));
+        }
+        outputs.push(run(&db, state.path(), &["reconcile"]));
+        // Rotating the key shows only that it changed.
+        let rotated = valhalla_ops::domain::KeySha256::of_key("vk_rotated")
+            .as_str()
+            .to_owned();
+        state.write("c.yaml", &client.replace(&hash, &rotated));
+        let rotate = run(&db, state.path(), &["reconcile", "-v"]);
+        assert!(rotate.stdout.contains("key_sha256: (changed)"), "{rotate:?}");
+        outputs.push(rotate);
+        let plan_file = std::fs::read_to_string(plan).unwrap();
+        for o in &outputs {
+            assert_eq!(o.code, 0, "{o:?}");
+            for secret in [SECRET_KEY, hash.as_str(), rotated.as_str()] {
+                assert!(
+                    !o.stdout.contains(secret) && !o.stderr.contains(secret),
+                    "{}: secret printed: {o:?}",
+                    db.backend
+                );
+                assert!(!plan_file.contains(secret), "secret in saved plan");
+            }
+        }
+        // A database URL's password is never echoed in errors.
+        let bad = run(
+            &db,
+            state.path(),
+            &[
+                "reconcile",
+                "--database-url",
+                "postgres://u:hunter2@127.0.0.1:1/x",
+            ],
+        );
+        assert_eq!(bad.code, 1, "{bad:?}");
+        assert!(
+            !bad.stderr.contains("hunter2") && bad.stderr.contains("u:***@"),
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
+fn keys_generate_prints_a_key_and_its_hash() {
+    let db = crate::support::sqlite();
+    let state = StateDir::new(&[]);
+    let out = run(&db, state.path(), &["keys", "generate", "--client", "backup-job"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let key = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("key:        "))
+        .unwrap();
+    let hash = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("key_sha256: "))
+        .unwrap();
+    assert_eq!(valhalla_ops::domain::KeySha256::of_key(key).as_str(), hash);
+    // The printed client entry is a valid state file.
+    let entry = &out.stdout[out.stdout.find("clients:").unwrap()..];
+    let state = StateDir::new(&[("c.yaml", entry)]);
+    assert_eq!(run(&db, state.path(), &["validate"]).code, 0);
+}
+
+#[test]
+fn overrides_list_and_clear() {
+    for db in all_backends() {
+        let state = StateDir::sample();
+        assert_eq!(run(&db, state.path(), &["reconcile"]).code, 0);
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            use valhalla_ops::store::Store as _;
+            let store = valhalla_ops::store::Db::open(&db.url).await.unwrap();
+            let new = valhalla_ops::model::NewOverride {
+                kind: valhalla_ops::model::Kind::MaintenanceMode,
+                key: "mode".into(),
+                actor: "tyr".into(),
+                reason: "incident 9".into(),
+                expires_at: None,
+                group_id: None,
+            };
+            store.add_override(new, chrono::Utc::now()).await.unwrap();
+        });
+        let list = run(&db, state.path(), &["overrides", "list"]);
+        assert!(
+            list.stdout.contains("maintenance_mode") && list.stdout.contains("incident 9"),
+            "{list:?}"
+        );
+        let plan = run(&db, state.path(), &["reconcile", "--dry-run"]);
+        assert!(
+            plan.stdout
+                .contains("! held       mode  held by override #1 (tyr, \"incident 9\", until cleared)"),
+            "{plan:?}"
+        );
+        let missing = run(&db, state.path(), &["overrides", "clear", "99"]);
+        assert_eq!(missing.code, 1, "{missing:?}");
+        let clear = run(&db, state.path(), &["overrides", "clear", "--all"]);
+        assert!(clear.stdout.contains("Cleared 1 override"), "{clear:?}");
+        let list = run(&db, state.path(), &["overrides", "list", "--json"]);
+        assert_eq!(list.stdout.trim(), "[]", "{list:?}");
+    }
+}
+
+#[test]
+fn bad_database_url_and_missing_state_are_one_line_errors() {
+    let db = crate::support::sqlite();
+    let state = StateDir::sample();
+    let out = run(&db, state.path(), &["reconcile", "--database-url", "mysql://x"]);
+    assert_eq!(out.code, 1);
+    assert_eq!(
+        out.stderr.trim(),
+        "valhalla-ops: error: cannot open the store: unsupported database URL `mysql://x`: use postgres://… or sqlite://…"
+    );
+    let out = run(&db, std::path::Path::new("/nonexistent"), &["validate"]);
+    assert_eq!(out.code, 1);
+    assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
+    assert!(
+        out.stderr
+            .starts_with("valhalla-ops: error: cannot read state directory /nonexistent"),
+        "{out:?}"
+    );
+}
