@@ -105,7 +105,10 @@ fn invalid_state_changes_nothing_and_reports_every_error() {
         for expected in [
             format!("{f}:2:12: error: rate_limits[0].scope: unknown scope `ipp`"),
             format!("{f}:5:10: error: rule api_key:ghost names client `ghost`"),
-            format!("{f}:7:11: error: feature flag new-billing is declared twice (first at "),
+            format!(
+                "{}:5:11: error: feature flag new-billing is declared twice (first at {f}:7:11)",
+                state.path().join("settings.yaml").display()
+            ),
         ] {
             assert!(
                 out.stderr.contains(&expected),
