@@ -281,3 +281,17 @@ fn a_missing_directory_is_an_io_error() {
         Err(LoadError::Io { .. })
     ));
 }
+
+#[test]
+fn every_example_state_is_valid() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(examples).unwrap() {
+        let dir = entry.unwrap().path();
+        if dir.is_dir() && dir.file_name().is_some_and(|n| n != "ci") {
+            load_dir(&dir, now()).unwrap_or_else(|e| panic!("{}: {e:?}", dir.display()));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1);
+}

@@ -224,7 +224,7 @@ async fn story(db: Db) {
         )
         .await
         .unwrap();
-    assert_eq!(db.open_overrides().await.unwrap(), [freeze.clone()]);
+    assert_eq!(db.open_overrides().await.unwrap(), std::slice::from_ref(&freeze));
     let desired3 = state(&renamed);
     let held = reconcile(&db, &desired3, &request("bob"), now()).await.unwrap();
     let change = held
@@ -273,10 +273,9 @@ async fn story(db: Db) {
         1
     );
     assert!(
-        matches!(
-            db.clear_overrides(Some(flag_hold.id), "carol", later).await,
-            Err(_)
-        ),
+        db.clear_overrides(Some(flag_hold.id), "carol", later)
+            .await
+            .is_err(),
         "cleared twice"
     );
     let healed = reconcile(&db, &desired3, &request("bob"), later).await.unwrap();
