@@ -1,0 +1,286 @@
+//! Reconcile benchmark: 100,000 rules, 10,000 clients and 1,000 windows, on SQLite and (when
+//! `VALHALLA_TEST_POSTGRES_URL` is set) PostgreSQL. Prints figures; asserts nothing.
+//!
+//! `cargo bench --bench reconcile` (add `-- --rules N` for another size).
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use sqlx::Connection as _;
+use valhalla_ops::desired::{DesiredState, load_dir};
+use valhalla_ops::reconcile::{Request, reconcile};
+use valhalla_ops::store::Db;
+
+struct Size {
+    rules: usize,
+    clients: usize,
+    windows: usize,
+}
+
+/// Writes a state directory of `size` as a team would split it: rules over ten files.
+fn generate(dir: &Path, size: &Size) {
+    let mut clients = String::from("version: 1\nclients:\n");
+    for i in 0..size.clients {
+        let hash = valhalla_ops::domain::KeySha256::of_key(&format!("bench-key-{i}"));
+        let _ = write!(
+            clients,
+            "  - name: client-{i}\n    type: integration\n    role: reader\n    key_sha256: {}\n    description: Bench client {i}\n",
+            hash.as_str()
+        );
+    }
+    std::fs::write(dir.join("clients.yaml"), clients).unwrap();
+    let files = 10;
+    for f in 0..files {
+        let mut rules = String::from("version: 1\nrate_limits:\n");
+        for i in (f..size.rules).step_by(files) {
+            // Unique by construction: each pattern draws on its own part of the index.
+            let n = i / 4;
+            let (scope, key) = match i % 4 {
+                0 => (
+                    "ip",
+                    format!("10.{}.{}.{}", (n >> 16) & 255, (n >> 8) & 255, n & 255),
+                ),
+                1 => ("ip", format!("11.{}.{}.0/24", (n >> 8) & 255, n & 255)),
+                3 if n < size.clients => ("api_key", format!("client-{n}")),
+                _ => ("user", format!("user-{i}")),
+            };
+            let _ = write!(
+                rules,
+                "  - scope: {scope}\n    key: \"{key}\"\n    window_seconds: {}\n    max_requests: {}\n    description: Rule {i}\n",
+                60 + i % 60,
+                100 + i % 1000
+            );
+        }
+        std::fs::write(dir.join(format!("rules-{f:02}.yaml")), rules).unwrap();
+    }
+    let mut windows = String::from("version: 1\nmaintenance:\n  mode: normal\n  windows:\n");
+    for i in 0..size.windows {
+        let day = 1 + i % 28;
+        let month = 1 + (i / 28) % 12;
+        let year = 2027 + i / (28 * 12);
+        let _ = write!(
+            windows,
+            "    - name: window-{i}\n      starts_at: {year}-{month:02}-{day:02}T02:00:00Z\n      ends_at: {year}-{month:02}-{day:02}T03:00:00Z\n"
+        );
+    }
+    std::fs::write(dir.join("maintenance.yaml"), windows).unwrap();
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.3} s", d.as_secs_f64())
+}
+
+fn time<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let start = Instant::now();
+    let out = f();
+    (out, start.elapsed())
+}
+
+async fn timed<T>(f: impl Future<Output = T>) -> (T, Duration) {
+    let start = Instant::now();
+    let out = f.await;
+    (out, start.elapsed())
+}
+
+fn request(dry_run: bool) -> Request {
+    Request {
+        dry_run,
+        actor: "bench".into(),
+        source: "bench".into(),
+        ..Request::default()
+    }
+}
+
+/// The figures of one backend.
+struct Figures {
+    initial: Duration,
+    dry_run: Duration,
+    one_change: Duration,
+    reference: Duration,
+    reference_name: &'static str,
+}
+
+async fn measure(
+    url: &str,
+    desired: &DesiredState,
+    reference: impl AsyncFnOnce(&Db) -> (Duration, &'static str),
+) -> Figures {
+    let db = Db::open(url).await.expect("open the bench database");
+    let (out, initial) = timed(reconcile(&db, desired, &request(false), Utc::now())).await;
+    let summary = out.expect("initial apply").plan.summary();
+    assert_eq!(
+        summary.create,
+        desired.rules.len() + desired.clients.len() + desired.windows.len()
+    );
+    let (out, dry_run) = timed(reconcile(&db, desired, &request(true), Utc::now())).await;
+    assert!(
+        !out.expect("dry run").plan.has_changes(),
+        "the store must be in sync"
+    );
+    let mut changed = desired.clone();
+    changed.rules[desired.rules.len() / 2].max_requests += 1;
+    let (out, one_change) = timed(reconcile(&db, &changed, &request(false), Utc::now())).await;
+    assert_eq!(out.expect("one change").plan.summary().update, 1);
+    let (reference, reference_name) = reference(&db).await;
+    Figures {
+        initial,
+        dry_run,
+        one_change,
+        reference,
+        reference_name,
+    }
+}
+
+fn report(backend: &str, f: &Figures) {
+    println!("{backend}:");
+    println!("  initial apply          {}", secs(f.initial));
+    println!("  in-sync dry run        {}", secs(f.dry_run));
+    println!("  apply of 1 changed rule {}", secs(f.one_change));
+    println!("  {:<22} {}", f.reference_name, secs(f.reference));
+    println!(
+        "  ratios: initial / reference = {:.2} (target ≤ 3), one change / dry run = {:.2} (target ≤ 1.2), dry run ≤ 2 s: {}",
+        f.initial.as_secs_f64() / f.reference.as_secs_f64(),
+        f.one_change.as_secs_f64() / f.dry_run.as_secs_f64(),
+        if f.dry_run <= Duration::from_secs(2) {
+            "yes"
+        } else {
+            "no"
+        },
+    );
+}
+
+/// The rules as COPY text rows, the same columns the reconciler writes.
+fn copy_rows(desired: &DesiredState) -> String {
+    let now = Utc::now().to_rfc3339();
+    let mut out = String::new();
+    for r in &desired.rules {
+        let _ = writeln!(
+            out,
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\tgit\t{now}\t{now}",
+            r.scope,
+            r.key,
+            r.window_seconds.get(),
+            r.max_requests,
+            r.enabled,
+            r.shadow,
+            r.description
+        );
+    }
+    out
+}
+
+const RULE_COLUMNS: &str =
+    "scope, key, window_seconds, max_requests, enabled, shadow, description, owner, created_at, updated_at";
+
+/// COPY of the rules into an empty copy of the table: the physical floor on Postgres.
+async fn pg_copy(db: &Db, desired: &DesiredState) -> (Duration, &'static str) {
+    let Db::Postgres(store) = db else { unreachable!() };
+    let mut conn = store.pool().acquire().await.unwrap();
+    sqlx::query("CREATE TABLE rules_copy (LIKE rate_limit_rules INCLUDING ALL)")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let rows = copy_rows(desired);
+    let start = Instant::now();
+    let mut copy = conn
+        .copy_in_raw(sqlx::AssertSqlSafe(format!(
+            "COPY rules_copy ({RULE_COLUMNS}) FROM STDIN"
+        )))
+        .await
+        .unwrap();
+    copy.send(rows.as_bytes()).await.unwrap();
+    copy.finish().await.unwrap();
+    (start.elapsed(), "raw COPY of the rules")
+}
+
+/// One prepared INSERT per rule in one transaction: the usual floor on SQLite, which has no COPY.
+async fn sqlite_insert(db: &Db, desired: &DesiredState) -> (Duration, &'static str) {
+    let Db::Sqlite(store) = db else { unreachable!() };
+    let mut conn = store.pool().acquire().await.unwrap();
+    sqlx::query("CREATE TABLE rules_copy AS SELECT * FROM rate_limit_rules WHERE 0")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let now = Utc::now();
+    let start = Instant::now();
+    let mut tx = conn.begin().await.unwrap();
+    let sql = format!("INSERT INTO rules_copy ({RULE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, 'git', ?, ?)");
+    for r in &desired.rules {
+        sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(r.scope.as_str())
+            .bind(r.key.as_str())
+            .bind(i64::from(r.window_seconds.get()))
+            .bind(i64::from(r.max_requests))
+            .bind(r.enabled)
+            .bind(r.shadow)
+            .bind(&r.description)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    (start.elapsed(), "raw prepared inserts")
+}
+
+fn main() {
+    let mut args = std::env::args().skip_while(|a| a != "--rules");
+    let rules = args.nth(1).and_then(|n| n.parse().ok()).unwrap_or(100_000);
+    let size = Size {
+        rules,
+        clients: 10_000.min(rules.max(1)),
+        windows: 1_000,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    generate(&state, &size);
+    println!(
+        "valhalla-ops reconcile benchmark: {} rules, {} clients, {} windows",
+        size.rules, size.clients, size.windows
+    );
+
+    let (loaded, validate) = time(|| load_dir(&state, Utc::now()).expect("the generated state is valid"));
+    assert_eq!(
+        loaded.state.rules.len(),
+        size.rules,
+        "generated rules must be unique"
+    );
+    println!("validate (load + check every file)  {}", secs(validate));
+    let desired = loaded.state;
+
+    let sqlite_url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let figures = runtime.block_on(measure(&sqlite_url, &desired, async |db| {
+        sqlite_insert(db, &desired).await
+    }));
+    report("sqlite", &figures);
+
+    match std::env::var("VALHALLA_TEST_POSTGRES_URL") {
+        Err(_) => println!("postgres: skipped (set VALHALLA_TEST_POSTGRES_URL to an admin URL)"),
+        Ok(admin) => runtime.block_on(async {
+            let name = format!("vops_bench_{}", std::process::id());
+            let mut conn = sqlx::PgConnection::connect(&admin)
+                .await
+                .expect("connect to Postgres");
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            let mut url = url::Url::parse(&admin).unwrap();
+            url.set_path(&name);
+            let figures = measure(url.as_str(), &desired, async |db| pg_copy(db, &desired).await).await;
+            report("postgres", &figures);
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)")))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }),
+    }
+}
