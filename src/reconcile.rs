@@ -36,8 +36,6 @@ pub enum Refusal {
         "the saved plan was computed from another desired state than {0}; nothing was applied, make a new plan"
     )]
     StaleState(String),
-    #[error("{0} is not a valhalla-ops plan (expected format {1})")]
-    NotAPlan(String, &'static str),
 }
 
 fn describe(removals: &[MassRemoval]) -> String {
@@ -75,7 +73,7 @@ pub struct Outcome {
 }
 
 /// Refuses a plan that removes too much unless allowed.
-fn guard(plan: &Plan, allow_mass_removal: bool) -> Result<(), Refusal> {
+pub fn guard(plan: &Plan, allow_mass_removal: bool) -> Result<(), Refusal> {
     if plan.mass_removals.is_empty() || allow_mass_removal {
         Ok(())
     } else {
@@ -84,7 +82,8 @@ fn guard(plan: &Plan, allow_mass_removal: bool) -> Result<(), Refusal> {
 }
 
 /// Plans `desired` against the store and, unless a dry run, applies it in one transaction.
-/// A dry run whose plan the guard would refuse returns the refusal too, so CI fails early.
+/// A dry run returns its plan even when [`guard`] would refuse to apply it, so that the caller
+/// can show what would be removed before failing.
 pub async fn reconcile<S: Store>(
     store: &S,
     desired: &DesiredState,
@@ -95,7 +94,6 @@ pub async fn reconcile<S: Store>(
     if request.dry_run {
         let actual = store.snapshot().await?;
         let plan = plan(desired, &actual, now, request.options);
-        guard(&plan, request.allow_mass_removal)?;
         return Ok(Outcome { plan, run_id: None });
     }
     let options = match &request.saved {
@@ -130,17 +128,4 @@ pub async fn reconcile<S: Store>(
         plan: applied.plan,
         run_id: Some(applied.run_id),
     })
-}
-
-/// Reads a saved plan.
-pub fn read_saved(path: &std::path::Path) -> Result<PlanDocument, anyhow::Error> {
-    use anyhow::Context as _;
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read saved plan {}", path.display()))?;
-    let doc: PlanDocument = serde_json::from_str(&text)
-        .map_err(|_| Refusal::NotAPlan(path.display().to_string(), crate::plan::render::PLAN_FORMAT))?;
-    if doc.format != crate::plan::render::PLAN_FORMAT {
-        return Err(Refusal::NotAPlan(path.display().to_string(), crate::plan::render::PLAN_FORMAT).into());
-    }
-    Ok(doc)
 }

@@ -6,8 +6,9 @@ use anyhow::Context as _;
 
 use super::Status;
 use crate::plan::PlanOptions;
+use crate::plan::render::PLAN_FORMAT;
 use crate::plan::render::{Format, PlanDocument, render};
-use crate::reconcile::{Request, read_saved, reconcile};
+use crate::reconcile::{Request, guard, reconcile};
 
 /// Options of `reconcile`.
 #[derive(Debug, clap::Args)]
@@ -79,10 +80,27 @@ impl Args {
                 tracing::info!("{message}");
             }
         }
+        if self.dry_run {
+            // Shown first, refused after: CI fails on a plan that apply would refuse.
+            guard(&outcome.plan, self.allow_mass_removal)?;
+        }
         Ok(if self.detailed_exitcode && doc.has_changes {
             Status::Changes
         } else {
             Status::Ok
         })
+    }
+}
+
+/// Reads a plan saved by `reconcile --dry-run --out`.
+fn read_saved(path: &Path) -> anyhow::Result<PlanDocument> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read saved plan {}", path.display()))?;
+    match serde_json::from_str::<PlanDocument>(&text) {
+        Ok(doc) if doc.format == PLAN_FORMAT => Ok(doc),
+        _ => anyhow::bail!(
+            "{} is not a valhalla-ops plan (expected format {PLAN_FORMAT})",
+            path.display()
+        ),
     }
 }

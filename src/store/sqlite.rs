@@ -120,11 +120,14 @@ async fn run_step(conn: &mut SqliteConnection, step: &Step) -> Result<(), sqlx::
     Ok(())
 }
 
-/// Whether a SQLite error means another writer holds the database (SQLITE_BUSY).
+/// Whether a SQLite error means another writer holds the database: SQLITE_BUSY (5) in the low
+/// byte of the (possibly extended) result code.
 fn is_busy(e: &sqlx::Error) -> bool {
-    e.as_database_error()
+    let code = e
+        .as_database_error()
         .and_then(|d| d.code())
-        .is_some_and(|c| c == "5" || c.starts_with("5"))
+        .and_then(|c| c.parse::<i32>().ok());
+    code.is_some_and(|c| c & 0xff == 5)
 }
 
 impl Store for SqliteStore {

@@ -169,6 +169,13 @@ fn mass_removal_is_refused_without_the_flag() {
         state.write("rate_limits.yaml", "# emptied by mistake\n");
         let dry = run(&db, state.path(), &["reconcile", "--dry-run"]);
         assert_eq!(dry.code, 1, "{dry:?}");
+        // The plan is still shown, so the reviewer sees what would go.
+        assert!(dry.stdout.contains("- delete     global:*"), "{dry:?}");
+        assert!(
+            dry.stdout
+                .contains("refused: Rate-limit rules: removes 7 of 7 git-owned resources"),
+            "{dry:?}"
+        );
         let refused = run(&db, state.path(), &["reconcile"]);
         assert_eq!(refused.code, 1, "{refused:?}");
         assert!(
