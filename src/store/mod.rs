@@ -1,7 +1,7 @@
 //! The store: one `Store` trait, a PostgreSQL and a SQLite backend chosen from the URL.
 
 pub mod postgres;
-mod rows;
+mod shared;
 pub mod sqlite;
 mod writes;
 

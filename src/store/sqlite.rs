@@ -9,10 +9,10 @@ use sqlx::sqlite::{
     SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, Sqlite, SqliteConnection};
+use sqlx::{AssertSqlSafe, Pool, Sqlite, SqliteConnection, Transaction};
 
-use super::rows::Sql;
-use super::writes::{self, Step, Value};
+use super::shared::{Dialect, Sql};
+use super::writes::{Step, Value};
 use super::{Applied, ApplyError, AuditRecord, RunMeta, RunRecord, Store, StoreError, redact};
 use crate::model::{Actual, NewOverride, Override};
 use crate::plan::Plan;
@@ -74,52 +74,6 @@ fn tuple(width: usize) -> String {
     format!("({})", vec!["?"; width].join(", "))
 }
 
-/// Runs one bulk step as few statements as SQLite's parameter limit allows.
-async fn run_step(conn: &mut SqliteConnection, step: &Step) -> Result<(), sqlx::Error> {
-    match step {
-        Step::Delete { table, ids } => {
-            for chunk in ids.chunks(MAX_PARAMS) {
-                let sql = format!("DELETE FROM {table} WHERE id IN {}", tuple(chunk.len()));
-                let query = chunk
-                    .iter()
-                    .fold(sqlx::query(AssertSqlSafe(sql)), |q, id| q.bind(*id));
-                query.execute(&mut *conn).await?;
-            }
-        }
-        Step::Update { table, columns, rows } => {
-            let names: Vec<&str> = columns.iter().map(|c| c.0).collect();
-            let sets: Vec<String> = names.iter().map(|n| format!("{n} = u.{n}")).collect();
-            for chunk in rows.chunks(MAX_PARAMS / (columns.len() + 1)) {
-                let values = vec![tuple(columns.len() + 1); chunk.len()].join(", ");
-                let sql = format!(
-                    "WITH u(id, {}) AS (VALUES {values}) UPDATE {table} SET {} FROM u WHERE {table}.id = u.id",
-                    names.join(", "),
-                    sets.join(", ")
-                );
-                let query = chunk
-                    .iter()
-                    .fold(sqlx::query(AssertSqlSafe(sql)), |q, (id, row)| {
-                        row.iter().fold(q.bind(*id), bind_value)
-                    });
-                query.execute(&mut *conn).await?;
-            }
-        }
-        Step::Insert { table, columns, rows } => {
-            let names: Vec<&str> = columns.iter().map(|c| c.0).collect();
-            for chunk in rows.chunks(MAX_PARAMS / columns.len()) {
-                let values = vec![tuple(columns.len()); chunk.len()].join(", ");
-                let sql = format!("INSERT INTO {table} ({}) VALUES {values}", names.join(", "));
-                let query = chunk
-                    .iter()
-                    .flatten()
-                    .fold(sqlx::query(AssertSqlSafe(sql)), bind_value);
-                query.execute(&mut *conn).await?;
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Whether a SQLite error means another writer holds the database: SQLITE_BUSY (5) in the low
 /// byte of the (possibly extended) result code.
 fn is_busy(e: &sqlx::Error) -> bool {
@@ -128,6 +82,73 @@ fn is_busy(e: &sqlx::Error) -> bool {
         .and_then(|d| d.code())
         .and_then(|c| c.parse::<i32>().ok());
     code.is_some_and(|c| c & 0xff == 5)
+}
+
+impl Dialect for Sqlite {
+    async fn begin_read(pool: &Pool<Self>) -> Result<Transaction<'static, Self>, StoreError> {
+        // A deferred transaction reads one consistent WAL snapshot.
+        Ok(pool.begin().await?)
+    }
+
+    async fn begin_apply(pool: &Pool<Self>) -> Result<Transaction<'static, Self>, StoreError> {
+        // IMMEDIATE takes the write lock at once, waiting up to the busy timeout for it.
+        match pool.begin_with("BEGIN IMMEDIATE").await {
+            Ok(tx) => Ok(tx),
+            Err(e) if is_busy(&e) => Err(StoreError::LockHeld),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Multi-row statements, chunked to SQLite's parameter limit.
+    async fn run_step(conn: &mut SqliteConnection, step: &Step) -> Result<(), sqlx::Error> {
+        match step {
+            Step::Delete { table, ids } => {
+                for chunk in ids.chunks(MAX_PARAMS) {
+                    let sql = format!("DELETE FROM {table} WHERE id IN {}", tuple(chunk.len()));
+                    let query = chunk
+                        .iter()
+                        .fold(sqlx::query(AssertSqlSafe(sql)), |q, id| q.bind(*id));
+                    query.execute(&mut *conn).await?;
+                }
+            }
+            Step::Update { table, columns, rows } => {
+                let names: Vec<&str> = columns.iter().map(|c| c.0).collect();
+                let sets: Vec<String> = names.iter().map(|n| format!("{n} = u.{n}")).collect();
+                for chunk in rows.chunks(MAX_PARAMS / (columns.len() + 1)) {
+                    let values = vec![tuple(columns.len() + 1); chunk.len()].join(", ");
+                    let sql = format!(
+                        "WITH u(id, {}) AS (VALUES {values}) UPDATE {table} SET {} FROM u WHERE {table}.id = u.id",
+                        names.join(", "),
+                        sets.join(", ")
+                    );
+                    let query = chunk
+                        .iter()
+                        .fold(sqlx::query(AssertSqlSafe(sql)), |q, (id, row)| {
+                            row.iter().fold(q.bind(*id), bind_value)
+                        });
+                    query.execute(&mut *conn).await?;
+                }
+            }
+            Step::Insert { table, columns, rows } => {
+                let names: Vec<&str> = columns.iter().map(|c| c.0).collect();
+                for chunk in rows.chunks(MAX_PARAMS / columns.len()) {
+                    let values = vec![tuple(columns.len()); chunk.len()].join(", ");
+                    let sql = format!("INSERT INTO {table} ({}) VALUES {values}", names.join(", "));
+                    let query = chunk
+                        .iter()
+                        .flatten()
+                        .fold(sqlx::query(AssertSqlSafe(sql)), bind_value);
+                    query.execute(&mut *conn).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn notify_changed(_conn: &mut SqliteConnection, _run_id: i64) -> Result<(), sqlx::Error> {
+        // One process owns a SQLite file; its caches are invalidated in-process.
+        Ok(())
+    }
 }
 
 impl Store for SqliteStore {
@@ -154,11 +175,7 @@ impl Store for SqliteStore {
     }
 
     async fn snapshot(&self) -> Result<Actual, StoreError> {
-        // A deferred transaction reads one consistent WAL snapshot.
-        let mut tx = self.pool.begin().await?;
-        let actual = Sql::<Sqlite>::read_actual(&mut tx).await?;
-        tx.commit().await?;
-        Ok(actual)
+        Sql::<Sqlite>::snapshot(&self.pool).await
     }
 
     async fn apply<F, E>(&self, meta: RunMeta, decide: F) -> Result<Applied, ApplyError<E>>
@@ -166,28 +183,7 @@ impl Store for SqliteStore {
         F: FnOnce(&Actual) -> Result<Plan, E> + Send,
         E: Send,
     {
-        let mut tx = match self.pool.begin_with("BEGIN IMMEDIATE").await {
-            Ok(tx) => tx,
-            Err(e) if is_busy(&e) => return Err(StoreError::LockHeld.into()),
-            Err(e) => return Err(StoreError::from(e).into()),
-        };
-        let actual = Sql::<Sqlite>::read_actual(&mut tx).await?;
-        let plan = decide(&actual).map_err(ApplyError::Refused)?;
-        let now = crate::domain::normalize_time(Utc::now());
-        for step in writes::plan_steps(&plan, meta.started_at) {
-            run_step(&mut tx, &step).await.map_err(StoreError::from)?;
-        }
-        let run_query = writes::run_values(&plan, &meta, now)
-            .iter()
-            .fold(sqlx::query(writes::INSERT_RUN), bind_value);
-        let run_id: i64 =
-            sqlx::Row::try_get(&run_query.fetch_one(&mut *tx).await.map_err(StoreError::from)?, 0)
-                .map_err(StoreError::from)?;
-        if let Some(step) = writes::audit_step(&plan, run_id, &meta, meta.started_at) {
-            run_step(&mut tx, &step).await.map_err(StoreError::from)?;
-        }
-        tx.commit().await.map_err(StoreError::from)?;
-        Ok(Applied { plan, run_id })
+        Sql::<Sqlite>::apply(&self.pool, meta, decide).await
     }
 
     async fn add_override(&self, new: NewOverride, now: DateTime<Utc>) -> Result<Override, StoreError> {

@@ -161,7 +161,7 @@ impl Row for Profile {
     const COLUMNS: &'static [Column] = &[("name", ColType::Text), ("value", ColType::Text)];
     const CREATED_AT: bool = false;
     fn values(&self) -> Vec<Value> {
-        vec![text(super::rows::PROFILE_SETTING), text(self.name.as_str())]
+        vec![text(super::shared::PROFILE_SETTING), text(self.name.as_str())]
     }
 }
 
@@ -322,27 +322,4 @@ pub fn audit_step(plan: &Plan, run_id: i64, meta: &RunMeta, now: DateTime<Utc>) 
         columns,
         rows,
     })
-}
-
-/// Inserts the run record; `$1`…`$12` work on both backends.
-pub const INSERT_RUN: &str = "INSERT INTO reconcile_runs (started_at, finished_at, actor, source, created, updated, deleted, deactivated, held, unmanaged, store_fingerprint, state_fingerprint) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id";
-
-/// The values of [`INSERT_RUN`].
-pub fn run_values(plan: &Plan, meta: &RunMeta, now: DateTime<Utc>) -> Vec<Value> {
-    let s = plan.summary();
-    let count = |n: usize| Value::Int(i64::try_from(n).unwrap_or(i64::MAX));
-    vec![
-        Value::Time(meta.started_at),
-        Value::Time(now),
-        text(&meta.actor),
-        text(&meta.source),
-        count(s.create),
-        count(s.update),
-        count(s.delete),
-        count(s.deactivate),
-        count(s.held),
-        count(s.unmanaged),
-        text(&plan.store_fingerprint),
-        text(&meta.state_fingerprint),
-    ]
 }

@@ -37,7 +37,7 @@ fn v1() -> String {
         "rate_limits:\n  - scope: ip\n    key: 203.0.113.0/24\n    max_requests: 600\n    shadow: true\n    description: Office egress\n  - scope: api_key\n    key: bot\n    window_seconds: 3600\n    max_requests: 0\n    enabled: false\n{rules}\
 clients:\n  - name: bot\n    type: script\n    role: operator\n    key_sha256: {HASH_A}\n  - name: tyr\n    type: tyr\n    role: admin\n    key_sha256: {HASH_B}\n    description: Governance\n\
 maintenance:\n  mode: read_only\n  reason: migration week\n  windows:\n    - name: upgrade\n      starts_at: 2026-12-01T02:00:00.123456Z\n      ends_at: 2026-12-01T04:00:00+01:00\n      mode: read_only\n      description: Postgres upgrade\n\
-feature_flags:\n  - name: new-billing\n    enabled: true\n  - name: old-billing\n\
+feature_flags:\n  - name: new-billing\n    enabled: true\n    description: \"tab\\there\\nline two, back\\\\slash, é\"\n  - name: old-billing\n\
 deployment_profile: production\n"
     )
 }
@@ -86,6 +86,13 @@ async fn story(db: Db) {
 
     // A dry run writes nothing.
     let desired = state(&v1());
+    // Text that COPY must escape, to prove the round trip below covers it.
+    assert!(
+        desired
+            .flags
+            .iter()
+            .any(|f| ['\t', '\n', '\\', 'é'].iter().all(|c| f.description.contains(*c)))
+    );
     let dry = reconcile(
         &db,
         &desired,

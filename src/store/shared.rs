@@ -1,11 +1,13 @@
-//! Reading the store: the SQL both backends share, and rows turned back into domain types.
+//! What both backends share, written once over sqlx's generic types: the apply transaction,
+//! the queries, and rows turned back into domain types. A backend supplies only its [`Dialect`].
 
 use chrono::{DateTime, Utc};
 use std::marker::PhantomData;
 
-use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
+use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Transaction, Type};
 
-use super::{AuditRecord, RunRecord, StoreError};
+use super::writes::{self, Step};
+use super::{Applied, ApplyError, AuditRecord, RunMeta, RunRecord, StoreError};
 use crate::domain::{
     ClientName, FlagName, KeySha256, ParseError, ProfileName, RuleKey, WindowName, WindowSeconds,
 };
@@ -13,6 +15,7 @@ use crate::model::{
     Actual, Client, FeatureFlag, Kind, Maintenance, NewOverride, Override, Profile, RateLimitRule, Stored,
     Window,
 };
+use crate::plan::Plan;
 
 /// The setting that holds the deployment profile.
 pub const PROFILE_SETTING: &str = "deployment_profile";
@@ -76,9 +79,32 @@ const SELECT_AUDIT: &str = "SELECT id, run_id, at, actor, source, resource_kind,
 /// written once.
 pub struct Sql<DB>(PhantomData<DB>);
 
+/// What differs between the backends; everything else of a reconcile is [`Sql`]'s.
+pub trait Dialect: Database {
+    /// Begins a read-only transaction that sees one consistent snapshot.
+    fn begin_read(
+        pool: &Pool<Self>,
+    ) -> impl Future<Output = Result<Transaction<'static, Self>, StoreError>> + Send;
+    /// Begins the apply transaction holding the single-writer lock, or fails with
+    /// [`StoreError::LockHeld`] when another writer keeps it too long.
+    fn begin_apply(
+        pool: &Pool<Self>,
+    ) -> impl Future<Output = Result<Transaction<'static, Self>, StoreError>> + Send;
+    /// Runs one bulk write step in as few statements as the backend allows.
+    fn run_step(
+        conn: &mut Self::Connection,
+        step: &Step,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+    /// Tells other replicas, inside the transaction, that managed resources changed.
+    fn notify_changed(
+        conn: &mut Self::Connection,
+        run_id: i64,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+}
+
 impl<DB> Sql<DB>
 where
-    DB: Database,
+    DB: Dialect,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     DB::Arguments: IntoArguments<DB>,
     RuleRow: for<'r> FromRow<'r, DB::Row>,
@@ -98,6 +124,66 @@ where
     for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
     for<'q> Option<DateTime<Utc>>: Encode<'q, DB> + Type<DB>,
 {
+    /// Reads a snapshot in a read-only transaction.
+    pub async fn snapshot(pool: &Pool<DB>) -> Result<Actual, StoreError> {
+        let mut tx = DB::begin_read(pool).await?;
+        let actual = Self::read_actual(&mut tx).await?;
+        tx.commit().await?;
+        Ok(actual)
+    }
+
+    /// Under the lock: reads the store, lets `decide` plan, writes the plan in bulk with its run
+    /// and audit rows, and commits. Any error drops the transaction, which rolls it back.
+    pub async fn apply<F, E>(pool: &Pool<DB>, meta: RunMeta, decide: F) -> Result<Applied, ApplyError<E>>
+    where
+        F: FnOnce(&Actual) -> Result<Plan, E> + Send,
+        E: Send,
+    {
+        let mut tx = DB::begin_apply(pool).await?;
+        let actual = Self::read_actual(&mut tx).await?;
+        let plan = decide(&actual).map_err(ApplyError::Refused)?;
+        let run_id = Self::write(&mut tx, &plan, &meta)
+            .await
+            .map_err(StoreError::from)?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(Applied { plan, run_id })
+    }
+
+    /// Writes `plan`, its run record and its audit rows; returns the run's id.
+    async fn write(conn: &mut DB::Connection, plan: &Plan, meta: &RunMeta) -> Result<i64, sqlx::Error> {
+        for step in writes::plan_steps(plan, meta.started_at) {
+            DB::run_step(conn, &step).await?;
+        }
+        let s = plan.summary();
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        let (run_id,): (i64,) = sqlx::query_as(
+            "INSERT INTO reconcile_runs (started_at, finished_at, actor, source, created, updated, deleted, \
+             deactivated, held, unmanaged, store_fingerprint, state_fingerprint) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+        )
+        .bind(meta.started_at)
+        .bind(crate::domain::normalize_time(Utc::now()))
+        .bind(meta.actor.clone())
+        .bind(meta.source.clone())
+        .bind(count(s.create))
+        .bind(count(s.update))
+        .bind(count(s.delete))
+        .bind(count(s.deactivate))
+        .bind(count(s.held))
+        .bind(count(s.unmanaged))
+        .bind(plan.store_fingerprint.clone())
+        .bind(meta.state_fingerprint.clone())
+        .fetch_one(&mut *conn)
+        .await?;
+        if let Some(step) = writes::audit_step(plan, run_id, meta, meta.started_at) {
+            DB::run_step(conn, &step).await?;
+        }
+        if s.changes() > 0 {
+            DB::notify_changed(conn, run_id).await?;
+        }
+        Ok(run_id)
+    }
+
     /// Reads a whole snapshot through `conn`, which the caller has put in a transaction.
     pub async fn read_actual(conn: &mut DB::Connection) -> Result<Actual, StoreError> {
         let rules: Vec<RuleRow> = sqlx::query_as(
