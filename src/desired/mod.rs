@@ -7,6 +7,7 @@ pub mod raw;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -111,25 +112,75 @@ fn collect_yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()>
     Ok(())
 }
 
-/// Where a resource was declared, for duplicate and reference messages.
+/// Where something is in a file: a node by its YAML path, or a position the parser reported.
 #[derive(Debug, Clone)]
-struct Place {
-    file: PathBuf,
-    pos: Pos,
+enum At {
+    Value(String),
+    Key(String),
+    Pos(Pos),
 }
 
-impl fmt::Display for Place {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}", self.file.display(), self.pos.line, self.pos.column)
+/// A place in one of the loaded files.
+#[derive(Debug, Clone)]
+struct Place {
+    file: usize,
+    at: At,
+}
+
+/// A diagnostic whose line and column are looked up only when it is reported.
+struct Pending {
+    place: Place,
+    message: String,
+}
+
+/// A loaded file. Its position index is built on first need: a valid file never needs one,
+/// and building it costs more than parsing the file.
+struct Source {
+    path: PathBuf,
+    text: String,
+    index: OnceLock<PositionIndex>,
+}
+
+/// The loaded files, to turn places into positions.
+struct Sources(Vec<Source>);
+
+impl Sources {
+    fn pos(&self, place: &Place) -> Pos {
+        let source = &self.0[place.file];
+        let index = || source.index.get_or_init(|| PositionIndex::build(&source.text));
+        match &place.at {
+            At::Pos(pos) => *pos,
+            At::Value(path) => index().value(path),
+            At::Key(path) => index().key(path),
+        }
+    }
+
+    /// `file:line:column`, for messages that name another place.
+    fn show(&self, place: &Place) -> String {
+        let Pos { line, column } = self.pos(place);
+        format!("{}:{line}:{column}", self.0[place.file].path.display())
+    }
+
+    fn diagnostics(&self, pending: Vec<Pending>) -> Vec<Diagnostic> {
+        let mut out: Vec<Diagnostic> = pending
+            .into_iter()
+            .map(|p| Diagnostic {
+                file: self.0[p.place.file].path.clone(),
+                pos: self.pos(&p.place),
+                message: p.message,
+            })
+            .collect();
+        out.sort();
+        out
     }
 }
 
 /// Accumulates files, then validates across them; usable on in-memory text for tests.
 pub struct Loader {
     now: DateTime<Utc>,
-    files: usize,
-    errors: Vec<Diagnostic>,
-    warnings: Vec<Diagnostic>,
+    sources: Vec<Source>,
+    errors: Vec<Pending>,
+    warnings: Vec<Pending>,
     rules: Vec<(RateLimitRule, Place)>,
     clients: Vec<(Client, Place)>,
     windows: Vec<(Window, Place)>,
@@ -138,23 +189,21 @@ pub struct Loader {
     profiles: Vec<(Profile, Place)>,
 }
 
-/// One file being read: its name and position index, to turn paths into diagnostics.
-struct FileCx<'a> {
-    file: &'a Path,
-    index: PositionIndex,
+/// The file being read, to make places and diagnostics from YAML paths.
+struct FileCx {
+    file: usize,
 }
 
-impl FileCx<'_> {
+impl FileCx {
     fn at(&self, path: &str) -> Place {
         Place {
-            file: self.file.to_owned(),
-            pos: self.index.value(path),
+            file: self.file,
+            at: At::Value(path.to_owned()),
         }
     }
-    fn diag(&self, path: &str, message: impl Into<String>) -> Diagnostic {
-        Diagnostic {
-            file: self.file.to_owned(),
-            pos: self.index.value(path),
+    fn diag(&self, path: &str, message: impl Into<String>) -> Pending {
+        Pending {
+            place: self.at(path),
             message: message.into(),
         }
     }
@@ -165,7 +214,7 @@ impl Loader {
     pub fn new(now: DateTime<Utc>) -> Loader {
         Loader {
             now,
-            files: 0,
+            sources: Vec::new(),
             errors: Vec::new(),
             warnings: Vec::new(),
             rules: Vec::new(),
@@ -179,7 +228,14 @@ impl Loader {
 
     /// Reads one file's text; problems are collected, never returned early.
     pub fn add_file(&mut self, file: &Path, text: &str) {
-        self.files += 1;
+        self.sources.push(Source {
+            path: file.to_owned(),
+            text: text.to_owned(),
+            index: OnceLock::new(),
+        });
+        let cx = FileCx {
+            file: self.sources.len() - 1,
+        };
         let value: Value = match serde_yaml::from_str(text) {
             Ok(v) => v,
             Err(e) => {
@@ -191,9 +247,11 @@ impl Loader {
                     })
                     .unwrap_or(Pos { line: 1, column: 1 });
                 let message = strip_location(&e.to_string());
-                self.errors.push(Diagnostic {
-                    file: file.to_owned(),
-                    pos,
+                self.errors.push(Pending {
+                    place: Place {
+                        file: cx.file,
+                        at: At::Pos(pos),
+                    },
                     message,
                 });
                 return;
@@ -202,10 +260,6 @@ impl Loader {
         if value.is_null() {
             return; // An empty file, or one with only comments, declares nothing.
         }
-        let cx = FileCx {
-            file,
-            index: PositionIndex::build(text),
-        };
         let Some(raw) = self.parse::<RawFile>(&cx, &value, "") else {
             return;
         };
@@ -274,14 +328,14 @@ impl Loader {
                 }
                 let message = strip_location(&e.inner().to_string());
                 // An unknown field is reported at the field's own key, named in the message.
-                let pos = match message
+                let place_at = match message
                     .strip_prefix("unknown field `")
                     .and_then(|m| m.split('`').next())
                 {
                     // The path may or may not end with the unknown field already.
-                    Some(field) if at == field || at.ends_with(&format!(".{field}")) => cx.index.key(&at),
-                    Some(field) => cx.index.key(&join(&at, field)),
-                    None => cx.index.value(&at),
+                    Some(field) if at == field || at.ends_with(&format!(".{field}")) => At::Key(at.clone()),
+                    Some(field) => At::Key(join(&at, field)),
+                    None => At::Value(at.clone()),
                 };
                 let message = if message.starts_with("unknown field")
                     || message.starts_with("missing field")
@@ -291,9 +345,11 @@ impl Loader {
                 } else {
                     format!("{at}: {message}")
                 };
-                self.errors.push(Diagnostic {
-                    file: cx.file.to_owned(),
-                    pos,
+                self.errors.push(Pending {
+                    place: Place {
+                        file: cx.file,
+                        at: place_at,
+                    },
                     message,
                 });
                 None
@@ -402,19 +458,19 @@ impl Loader {
 
     /// Validates across files and returns the state, or every error found.
     pub fn finish(mut self) -> Result<Loaded, LoadError> {
-        let rules = unique(&mut self.errors, "rate-limit rule", self.rules);
-        let clients = unique(&mut self.errors, "client", self.clients);
-        let windows = unique(&mut self.errors, "maintenance window", self.windows);
-        let flags = unique(&mut self.errors, "feature flag", self.flags);
-        let maintenance = single(&mut self.errors, "maintenance mode", self.modes);
-        let profile = single(&mut self.errors, "deployment_profile", self.profiles);
+        let sources = Sources(std::mem::take(&mut self.sources));
+        let rules = unique(&mut self.errors, &sources, "rate-limit rule", self.rules);
+        let clients = unique(&mut self.errors, &sources, "client", self.clients);
+        let windows = unique(&mut self.errors, &sources, "maintenance window", self.windows);
+        let flags = unique(&mut self.errors, &sources, "feature flag", self.flags);
+        let maintenance = single(&mut self.errors, &sources, "maintenance mode", self.modes);
+        let profile = single(&mut self.errors, &sources, "deployment_profile", self.profiles);
 
         let names: HashMap<String, &Place> = clients.iter().map(|(c, p)| (c.key(), p)).collect();
         for (rule, place) in &rules {
             if rule.scope == Scope::ApiKey && !names.contains_key(rule.key.as_str()) {
-                self.errors.push(Diagnostic {
-                    file: place.file.clone(),
-                    pos: place.pos,
+                self.errors.push(Pending {
+                    place: place.clone(),
                     message: format!(
                         "rule {} names client `{}`, which no state file declares",
                         rule.key(),
@@ -426,9 +482,8 @@ impl Loader {
         let mut hashes: HashMap<&str, &Client> = HashMap::new();
         for (client, place) in &clients {
             if let Some(other) = hashes.insert(client.key_sha256.as_str(), client) {
-                self.errors.push(Diagnostic {
-                    file: place.file.clone(),
-                    pos: place.pos,
+                self.errors.push(Pending {
+                    place: place.clone(),
                     message: format!(
                         "clients {} and {} have the same key_sha256; every client needs its own key",
                         other.name, client.name
@@ -441,21 +496,17 @@ impl Loader {
         for pair in by_start.windows(2) {
             let ((a, _), (b, place)) = (pair[0], pair[1]);
             if b.starts_at < a.ends_at {
-                self.warnings.push(Diagnostic {
-                    file: place.file.clone(),
-                    pos: place.pos,
+                self.warnings.push(Pending {
+                    place: place.clone(),
                     message: format!("window {} overlaps window {}", b.name, a.name),
                 });
             }
         }
 
-        self.warnings.sort();
+        let warnings = sources.diagnostics(self.warnings);
         if !self.errors.is_empty() {
-            self.errors.sort();
-            return Err(LoadError::Invalid {
-                errors: self.errors,
-                warnings: self.warnings,
-            });
+            let errors = sources.diagnostics(self.errors);
+            return Err(LoadError::Invalid { errors, warnings });
         }
         Ok(Loaded {
             state: DesiredState {
@@ -466,8 +517,8 @@ impl Loader {
                 maintenance,
                 profile,
             },
-            warnings: self.warnings,
-            files: self.files,
+            warnings,
+            files: sources.0.len(),
         })
     }
 }
@@ -477,16 +528,21 @@ fn strip<T>(items: Vec<(T, Place)>) -> Vec<T> {
 }
 
 /// Sorts resources by key and reports each one declared again, naming both places.
-fn unique<T: Resource>(errors: &mut Vec<Diagnostic>, what: &str, items: Vec<(T, Place)>) -> Vec<(T, Place)> {
+fn unique<T: Resource>(
+    errors: &mut Vec<Pending>,
+    sources: &Sources,
+    what: &str,
+    items: Vec<(T, Place)>,
+) -> Vec<(T, Place)> {
     let mut seen: BTreeMap<String, (T, Place)> = BTreeMap::new();
     for (item, place) in items {
         let key = item.key();
         if let Some((_, first)) = seen.get(&key) {
-            errors.push(Diagnostic {
-                file: place.file.clone(),
-                pos: place.pos,
-                message: format!("{what} {key} is declared twice (first at {first})"),
-            });
+            let message = format!(
+                "{what} {key} is declared twice (first at {})",
+                sources.show(first)
+            );
+            errors.push(Pending { place, message });
         } else {
             seen.insert(key, (item, place));
         }
@@ -495,15 +551,17 @@ fn unique<T: Resource>(errors: &mut Vec<Diagnostic>, what: &str, items: Vec<(T, 
 }
 
 /// Takes a setting that at most one file may declare.
-fn single<T>(errors: &mut Vec<Diagnostic>, what: &str, mut items: Vec<(T, Place)>) -> Option<T> {
+fn single<T>(
+    errors: &mut Vec<Pending>,
+    sources: &Sources,
+    what: &str,
+    mut items: Vec<(T, Place)>,
+) -> Option<T> {
     let rest = items.split_off(items.len().min(1));
     let (value, first) = items.pop()?;
     for (_, place) in rest {
-        errors.push(Diagnostic {
-            file: place.file.clone(),
-            pos: place.pos,
-            message: format!("{what} is declared twice (first at {first})"),
-        });
+        let message = format!("{what} is declared twice (first at {})", sources.show(&first));
+        errors.push(Pending { place, message });
     }
     Some(value)
 }
