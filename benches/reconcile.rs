@@ -13,6 +13,10 @@ use valhalla_ops::desired::{DesiredState, load_dir};
 use valhalla_ops::reconcile::{Request, reconcile};
 use valhalla_ops::store::Db;
 
+/// The allocator of the shipped binary, so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Size {
     rules: usize,
     clients: usize,
@@ -93,22 +97,34 @@ fn request(dry_run: bool) -> Request {
     }
 }
 
+/// One measured operation: loading the state files, then the store part (snapshot, plan,
+/// and for an apply the bulk write and commit).
+#[derive(Clone, Copy)]
+struct Timing {
+    load: Duration,
+    store: Duration,
+}
+
+impl Timing {
+    fn total(self) -> Duration {
+        self.load + self.store
+    }
+}
+
 /// The figures of one backend.
 struct Figures {
-    initial: Duration,
-    dry_run: Duration,
-    one_change: Duration,
+    initial: Timing,
+    dry_run: Timing,
+    one_change: Timing,
     reference: Duration,
     reference_name: &'static str,
 }
 
 /// Loads the state directory and reconciles it, as `valhalla-ops reconcile` does.
-async fn load_and_reconcile(db: &Db, state: &Path, dry_run: bool) -> valhalla_ops::plan::Summary {
-    let loaded = load_dir(state, Utc::now()).expect("valid state");
-    let outcome = reconcile(db, &loaded.state, &request(dry_run), Utc::now())
-        .await
-        .expect("reconcile");
-    outcome.plan.summary()
+async fn load_and_reconcile(db: &Db, state: &Path, dry_run: bool) -> (valhalla_ops::plan::Summary, Timing) {
+    let (loaded, load) = time(|| load_dir(state, Utc::now()).expect("valid state"));
+    let (outcome, store) = timed(reconcile(db, &loaded.state, &request(dry_run), Utc::now())).await;
+    (outcome.expect("reconcile").plan.summary(), Timing { load, store })
 }
 
 async fn measure(
@@ -118,18 +134,18 @@ async fn measure(
     reference: impl AsyncFnOnce(&Db) -> (Duration, &'static str),
 ) -> Figures {
     let db = Db::open(url).await.expect("open the bench database");
-    let (summary, initial) = timed(load_and_reconcile(&db, state, false)).await;
+    let (summary, initial) = load_and_reconcile(&db, state, false).await;
     assert_eq!(
         summary.create,
         desired.rules.len() + desired.clients.len() + desired.windows.len()
     );
-    let (summary, dry_run) = timed(load_and_reconcile(&db, state, true)).await;
+    let (summary, dry_run) = load_and_reconcile(&db, state, true).await;
     assert_eq!(summary.changes(), 0, "the store must be in sync");
     // One edited rule in one file, as a pull request would change it.
     let file = state.join("rules-05.yaml");
     let text = std::fs::read_to_string(&file).unwrap();
     std::fs::write(&file, text.replacen("max_requests: ", "max_requests: 9", 1)).unwrap();
-    let (summary, one_change) = timed(load_and_reconcile(&db, state, false)).await;
+    let (summary, one_change) = load_and_reconcile(&db, state, false).await;
     std::fs::write(&file, text).unwrap();
     assert_eq!(summary.update, 1);
     let (reference, reference_name) = reference(&db).await;
@@ -143,20 +159,25 @@ async fn measure(
 }
 
 fn report(backend: &str, f: &Figures) {
-    println!("{backend}:");
-    println!("  initial apply (load + plan + write)  {}", secs(f.initial));
-    println!("  in-sync dry run (load + plan)        {}", secs(f.dry_run));
-    println!("  apply of 1 changed rule              {}", secs(f.one_change));
-    println!("  {:<36} {}", f.reference_name, secs(f.reference));
+    let line = |name: &str, t: Timing| {
+        println!(
+            "  {name:<26} {:>9}   end to end with loading the YAML: {}",
+            secs(t.store),
+            secs(t.total())
+        )
+    };
+    println!("{backend}:  (store part: snapshot + plan [+ bulk write + commit])");
+    line("initial apply", f.initial);
+    line("in-sync dry run", f.dry_run);
+    line("apply of 1 changed rule", f.one_change);
+    println!("  {:<26} {:>9}", f.reference_name, secs(f.reference));
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
     println!(
-        "  ratios: initial / reference = {:.2} (target ≤ 3), one change / dry run = {:.2} (target ≤ 1.2), dry run ≤ 2 s: {}",
-        f.initial.as_secs_f64() / f.reference.as_secs_f64(),
-        f.one_change.as_secs_f64() / f.dry_run.as_secs_f64(),
-        if f.dry_run <= Duration::from_secs(2) {
-            "yes"
-        } else {
-            "no"
-        },
+        "  initial apply / reference = {:.2} (target ≤ 3); 1 change / dry run = {:.2} (target ≤ 1.2); \
+         dry run end to end = {} (target ≤ 2 s)",
+        ratio(f.initial.store, f.reference),
+        ratio(f.one_change.store, f.dry_run.store),
+        secs(f.dry_run.total()),
     );
 }
 

@@ -122,7 +122,10 @@ CREATE TABLE reconcile_runs (
 
 CREATE TABLE audit_log (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id        INTEGER REFERENCES reconcile_runs (id),
+    -- The run that made the change. No foreign key: rows are only ever written by the apply
+    -- transaction together with their run, and a per-row check would double the cost of bulk
+    -- audit writes.
+    run_id        BIGINT,
     at            TEXT NOT NULL,
     actor         TEXT NOT NULL,
     source        TEXT NOT NULL,
