@@ -14,14 +14,15 @@ use valhalla_ops::cli::{Cli, exit_code};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let level = match (cli.quiet, cli.verbose) {
-        (true, _) => "error",
-        (false, 0) => "warn",
-        (false, 1) => "info",
-        (false, _) => "debug",
+    let (level, sqlx) = match (cli.quiet, cli.verbose) {
+        (true, _) => ("error", "error"),
+        (false, 0) => ("warn", "error"),
+        (false, 1) => ("info", "error"),
+        // The driver's own notes (slow statements: a lock wait is one) only when asked for.
+        (false, _) => ("debug", "warn"),
     };
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("valhalla_ops={level},warn")));
+        .unwrap_or_else(|_| EnvFilter::new(format!("valhalla_ops={level},sqlx={sqlx},warn")));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

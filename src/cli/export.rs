@@ -17,8 +17,8 @@ pub struct Args {
 
 impl Args {
     /// Exports the store.
-    pub async fn run(self, database_url: &str) -> anyhow::Result<Status> {
-        let store = super::open(database_url).await?;
+    pub async fn run(self, store: &super::StoreConfig) -> anyhow::Result<Status> {
+        let store = super::open(store).await?;
         let actual = store.snapshot().await?;
         match &self.out {
             Some(dir) => {

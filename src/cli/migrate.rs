@@ -4,8 +4,8 @@ use super::Status;
 use crate::store::Store as _;
 
 /// Migrates the store and says what was applied.
-pub async fn run(database_url: &str) -> anyhow::Result<Status> {
-    let store = crate::store::Db::connect(database_url).await?;
+pub async fn run(config: &super::StoreConfig) -> anyhow::Result<Status> {
+    let store = crate::store::Db::connect(&config.url, config.options).await?;
     let applied = store.migrate().await?;
     let message = if applied.is_empty() {
         format!("{} database is up to date.\n", store.backend())

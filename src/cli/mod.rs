@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::desired::{LoadError, Loaded};
-use crate::store::{DEFAULT_DATABASE_URL, Db};
+use crate::store::{DEFAULT_DATABASE_URL, Db, Store as _, StoreOptions};
 
 /// valhalla-ops: the GitOps control plane of the Valhalla API platform.
 #[derive(Debug, Parser)]
@@ -28,6 +28,16 @@ pub struct Cli {
     /// Directory of the desired state: every *.yaml/*.yml file below it is read.
     #[arg(long, env = "VALHALLA_STATE", default_value = "state", global = true)]
     pub state: PathBuf,
+
+    /// Seconds an apply waits for another reconcile's lock before failing.
+    #[arg(
+        long,
+        env = "VALHALLA_LOCK_TIMEOUT",
+        default_value_t = 15,
+        value_name = "SECONDS",
+        global = true
+    )]
+    pub lock_timeout: u64,
 
     /// More log output (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -60,6 +70,13 @@ pub enum Command {
     Keys(keys::Command),
 }
 
+/// Where the store is and how to use it, from the global options.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub url: String,
+    pub options: StoreOptions,
+}
+
 /// What a subcommand ended with, when it did not fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -69,14 +86,27 @@ pub enum Status {
 }
 
 impl Cli {
+    /// The store settings of the global options.
+    fn store(&self) -> StoreConfig {
+        StoreConfig {
+            url: self.database_url.clone(),
+            options: StoreOptions {
+                lock_timeout: std::time::Duration::from_secs(self.lock_timeout),
+            },
+        }
+    }
+}
+
+impl Cli {
     /// Runs the chosen subcommand.
     pub async fn run(self) -> anyhow::Result<Status> {
+        let store = self.store();
         match self.command {
             Command::Validate(args) => args.run(&self.state),
-            Command::Reconcile(args) => args.run(&self.state, &self.database_url).await,
-            Command::Export(args) => args.run(&self.database_url).await,
-            Command::Migrate => migrate::run(&self.database_url).await,
-            Command::Overrides(cmd) => cmd.run(&self.database_url).await,
+            Command::Reconcile(args) => args.run(&self.state, &store).await,
+            Command::Export(args) => args.run(&store).await,
+            Command::Migrate => migrate::run(&store).await,
+            Command::Overrides(cmd) => cmd.run(&store).await,
             Command::Keys(cmd) => cmd.run(),
         }
     }
@@ -109,8 +139,16 @@ fn one_line(e: &anyhow::Error) -> String {
 }
 
 /// Opens the store of `url` (migrating it), with the URL in the error.
-async fn open(url: &str) -> anyhow::Result<Db> {
-    Db::open(url).await.context("cannot open the store")
+async fn open(config: &StoreConfig) -> anyhow::Result<Db> {
+    let db = Db::open_with(&config.url, config.options)
+        .await
+        .context("cannot open the store")?;
+    tracing::info!(
+        "using the {} store at {}",
+        db.backend(),
+        crate::store::redact(&config.url)
+    );
+    Ok(db)
 }
 
 /// Loads the state directory, printing warnings, and every error when it is invalid.
@@ -131,6 +169,7 @@ fn load(state: &std::path::Path, now: chrono::DateTime<chrono::Utc>) -> anyhow::
     match crate::desired::load_dir(state, now) {
         Ok(loaded) => {
             print("warning", &loaded.warnings);
+            tracing::info!("loaded {} state files from {}", loaded.files, state.display());
             Ok(loaded)
         }
         Err(LoadError::Invalid { errors, warnings }) => {

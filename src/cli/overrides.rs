@@ -30,8 +30,8 @@ pub enum Command {
 
 impl Command {
     /// Runs the override command.
-    pub async fn run(self, database_url: &str) -> anyhow::Result<Status> {
-        let store = super::open(database_url).await?;
+    pub async fn run(self, store: &super::StoreConfig) -> anyhow::Result<Status> {
+        let store = super::open(store).await?;
         let now = super::now();
         match self {
             Command::List { json } => {

@@ -41,11 +41,11 @@ pub struct Args {
 
 impl Args {
     /// Runs one reconcile.
-    pub async fn run(self, state: &Path, database_url: &str) -> anyhow::Result<Status> {
+    pub async fn run(self, state: &Path, store: &super::StoreConfig) -> anyhow::Result<Status> {
         let now = super::now();
         let saved = self.plan.as_deref().map(read_saved).transpose()?;
         let loaded = super::load(state, now)?;
-        let store = super::open(database_url).await?;
+        let store = super::open(store).await?;
         let request = Request {
             dry_run: self.dry_run,
             options: PlanOptions { prune: self.prune },

@@ -70,6 +70,12 @@ pub struct Loaded {
 pub enum LoadError {
     #[error("cannot read state directory {}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
+    #[error(
+        "no state files (*.yaml, *.yml) under {}: an empty desired state would remove every \
+         git-owned resource; if that is what you mean, add a file containing `version: 1`",
+        .0.display()
+    )]
+    Empty(PathBuf),
     #[error("the desired state is invalid ({} error{})", errors.len(), if errors.len() == 1 { "" } else { "s" })]
     Invalid {
         errors: Vec<Diagnostic>,
@@ -86,6 +92,9 @@ pub fn load_dir(dir: &Path, now: DateTime<Utc>) -> Result<Loaded, LoadError> {
     let mut files = Vec::new();
     collect_yaml_files(dir, &mut files).map_err(io(dir))?;
     files.sort();
+    if files.is_empty() {
+        return Err(LoadError::Empty(dir.to_owned()));
+    }
     let mut loader = Loader::new(now);
     for file in &files {
         let text = std::fs::read_to_string(file).map_err(io(file))?;

@@ -275,6 +275,18 @@ fn the_shipped_state_directory_is_valid() {
 }
 
 #[test]
+fn a_directory_without_state_files_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not state").unwrap();
+    assert!(matches!(load_dir(dir.path(), now()), Err(LoadError::Empty(_))));
+    std::fs::write(dir.path().join("empty.yaml"), "version: 1\n").unwrap();
+    assert_eq!(
+        load_dir(dir.path(), now()).unwrap().state,
+        DesiredState::default()
+    );
+}
+
+#[test]
 fn a_missing_directory_is_an_io_error() {
     assert!(matches!(
         load_dir(Path::new("/nonexistent/state"), now()),

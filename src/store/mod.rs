@@ -6,6 +6,7 @@ pub mod sqlite;
 mod writes;
 
 use std::future::Future;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -19,6 +20,21 @@ pub use sqlite::SqliteStore;
 /// The embedded default: a SQLite file in the working directory, created on first use.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://valhalla-ops.db";
 
+/// How a store behaves, beyond its URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// How long an apply waits for another writer before failing with [`StoreError::LockHeld`].
+    pub lock_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            lock_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -28,8 +44,8 @@ pub enum StoreError {
     Connect { url: String, source: sqlx::Error },
     #[error("cannot migrate the database: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("another reconcile holds the apply lock; try again when it has finished")]
-    LockHeld,
+    #[error("another reconcile holds the apply lock (waited {0:?}); try again when it has finished")]
+    LockHeld(Duration),
     #[error("table {table}, row {id}: {message}; fix or remove the row by hand")]
     Corrupt {
         table: &'static str,
@@ -157,21 +173,26 @@ pub enum Db {
 }
 
 impl Db {
-    /// Connects to `url` and runs pending migrations, as every command that uses the store does.
+    /// Connects to `url` with default options and runs pending migrations.
     pub async fn open(url: &str) -> Result<Db, StoreError> {
-        let db = Db::connect(url).await?;
+        Db::open_with(url, StoreOptions::default()).await
+    }
+
+    /// Connects to `url` and runs pending migrations, as every command that uses the store does.
+    pub async fn open_with(url: &str, options: StoreOptions) -> Result<Db, StoreError> {
+        let db = Db::connect(url, options).await?;
         db.migrate().await?;
         Ok(db)
     }
 
     /// Connects to `url` (`postgres://…`/`postgresql://…`, or `sqlite://…`/`sqlite:…`) without
     /// migrating.
-    pub async fn connect(url: &str) -> Result<Db, StoreError> {
+    pub async fn connect(url: &str, options: StoreOptions) -> Result<Db, StoreError> {
         Ok(
             if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-                Db::Postgres(PgStore::connect(url).await?)
+                Db::Postgres(PgStore::connect(url, options).await?)
             } else if url.starts_with("sqlite:") {
-                Db::Sqlite(SqliteStore::connect(url).await?)
+                Db::Sqlite(SqliteStore::connect(url, options).await?)
             } else {
                 return Err(StoreError::UnsupportedUrl(redact(url)));
             },

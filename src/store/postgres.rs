@@ -10,15 +10,12 @@ use sqlx::{AssertSqlSafe, Connection as _, PgConnection, Pool, Postgres, Transac
 
 use super::shared::{Dialect, Sql};
 use super::writes::{ColType, Step, Value};
-use super::{Applied, ApplyError, AuditRecord, RunMeta, RunRecord, Store, StoreError, redact};
+use super::{Applied, ApplyError, AuditRecord, RunMeta, RunRecord, Store, StoreError, StoreOptions, redact};
 use crate::model::{Actual, NewOverride, Override};
 use crate::plan::Plan;
 
 /// The advisory lock every applying reconciler takes ("valhalla" in ASCII, as a number).
-const APPLY_LOCK: i64 = 0x76616c68616c6c61;
-
-/// How long an apply waits for another one to finish before giving up.
-const LOCK_WAIT: &str = "SET LOCAL lock_timeout = '15s'";
+pub const APPLY_LOCK: i64 = 0x76616c68616c6c61;
 
 /// How long connecting may take before the server counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,11 +27,13 @@ const COPY_CHUNK: usize = 1 << 20;
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// How long an apply waits for the advisory lock.
+    lock_timeout: Duration,
 }
 
 impl PgStore {
     /// Connects (failing fast, with the server's reason, when it is unreachable).
-    pub async fn connect(url: &str) -> Result<PgStore, StoreError> {
+    pub async fn connect(url: &str, store_options: StoreOptions) -> Result<PgStore, StoreError> {
         let connect_err = |source| StoreError::Connect {
             url: redact(url),
             source,
@@ -51,7 +50,10 @@ impl PgStore {
             .max_connections(8)
             .acquire_timeout(CONNECT_TIMEOUT)
             .connect_lazy_with(options);
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            pool,
+            lock_timeout: store_options.lock_timeout,
+        })
     }
 
     /// The connection pool, for tests and the HTTP layer.
@@ -137,9 +139,14 @@ impl Dialect for Postgres {
             .await?)
     }
 
-    async fn begin_apply(pool: &Pool<Self>) -> Result<Transaction<'static, Self>, StoreError> {
+    async fn begin_apply(
+        pool: &Pool<Self>,
+        wait: Duration,
+    ) -> Result<Transaction<'static, Self>, StoreError> {
         let mut tx = pool.begin().await?;
-        sqlx::query(LOCK_WAIT).execute(&mut *tx).await?;
+        // SET takes no bind parameters; the value is a number formatted here.
+        let set = format!("SET LOCAL lock_timeout = '{}ms'", wait.as_millis().max(1));
+        sqlx::query(AssertSqlSafe(set)).execute(&mut *tx).await?;
         // Read committed: every read after this starts once the lock is ours, so it sees what
         // the previous holder committed.
         match sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -148,7 +155,7 @@ impl Dialect for Postgres {
             .await
         {
             Ok(_) => Ok(tx),
-            Err(e) if is_lock_timeout(&e) => Err(StoreError::LockHeld),
+            Err(e) if is_lock_timeout(&e) => Err(StoreError::LockHeld(wait)),
             Err(e) => Err(e.into()),
         }
     }
@@ -252,7 +259,7 @@ impl Store for PgStore {
         F: FnOnce(&Actual) -> Result<Plan, E> + Send,
         E: Send,
     {
-        Sql::<Postgres>::apply(&self.pool, meta, decide).await
+        Sql::<Postgres>::apply(&self.pool, self.lock_timeout, meta, decide).await
     }
 
     async fn add_override(&self, new: NewOverride, now: DateTime<Utc>) -> Result<Override, StoreError> {

@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use std::marker::PhantomData;
+use std::time::Duration;
 
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Transaction, Type};
 
@@ -86,9 +87,10 @@ pub trait Dialect: Database {
         pool: &Pool<Self>,
     ) -> impl Future<Output = Result<Transaction<'static, Self>, StoreError>> + Send;
     /// Begins the apply transaction holding the single-writer lock, or fails with
-    /// [`StoreError::LockHeld`] when another writer keeps it too long.
+    /// [`StoreError::LockHeld`] when another writer keeps it longer than `wait`.
     fn begin_apply(
         pool: &Pool<Self>,
+        wait: Duration,
     ) -> impl Future<Output = Result<Transaction<'static, Self>, StoreError>> + Send;
     /// Runs one bulk write step in as few statements as the backend allows.
     fn run_step(
@@ -134,12 +136,17 @@ where
 
     /// Under the lock: reads the store, lets `decide` plan, writes the plan in bulk with its run
     /// and audit rows, and commits. Any error drops the transaction, which rolls it back.
-    pub async fn apply<F, E>(pool: &Pool<DB>, meta: RunMeta, decide: F) -> Result<Applied, ApplyError<E>>
+    pub async fn apply<F, E>(
+        pool: &Pool<DB>,
+        wait: Duration,
+        meta: RunMeta,
+        decide: F,
+    ) -> Result<Applied, ApplyError<E>>
     where
         F: FnOnce(&Actual) -> Result<Plan, E> + Send,
         E: Send,
     {
-        let mut tx = DB::begin_apply(pool).await?;
+        let mut tx = DB::begin_apply(pool, wait).await?;
         let actual = Self::read_actual(&mut tx).await?;
         let plan = decide(&actual).map_err(ApplyError::Refused)?;
         let run_id = Self::write(&mut tx, &plan, &meta)

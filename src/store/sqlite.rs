@@ -13,7 +13,7 @@ use sqlx::{AssertSqlSafe, Pool, Sqlite, SqliteConnection, Transaction};
 
 use super::shared::{Dialect, Sql};
 use super::writes::{Step, Value};
-use super::{Applied, ApplyError, AuditRecord, RunMeta, RunRecord, Store, StoreError, redact};
+use super::{Applied, ApplyError, AuditRecord, RunMeta, RunRecord, Store, StoreError, StoreOptions, redact};
 use crate::model::{Actual, NewOverride, Override};
 use crate::plan::Plan;
 
@@ -21,18 +21,17 @@ use crate::plan::Plan;
 /// library).
 const MAX_PARAMS: usize = 32_766;
 
-/// How long a writer waits for another writer before giving up.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(15);
-
 /// A store in a SQLite file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// How long a writer waits for another (SQLite's busy timeout).
+    lock_timeout: Duration,
 }
 
 impl SqliteStore {
     /// Opens (creating when missing) the database file of `url`.
-    pub async fn connect(url: &str) -> Result<SqliteStore, StoreError> {
+    pub async fn connect(url: &str, store_options: StoreOptions) -> Result<SqliteStore, StoreError> {
         let connect_err = |source| StoreError::Connect {
             url: redact(url),
             source,
@@ -43,13 +42,16 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT);
+            .busy_timeout(store_options.lock_timeout);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
             .await
             .map_err(connect_err)?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            lock_timeout: store_options.lock_timeout,
+        })
     }
 
     /// The connection pool, for tests and the HTTP layer.
@@ -90,11 +92,14 @@ impl Dialect for Sqlite {
         Ok(pool.begin().await?)
     }
 
-    async fn begin_apply(pool: &Pool<Self>) -> Result<Transaction<'static, Self>, StoreError> {
+    async fn begin_apply(
+        pool: &Pool<Self>,
+        wait: Duration,
+    ) -> Result<Transaction<'static, Self>, StoreError> {
         // IMMEDIATE takes the write lock at once, waiting up to the busy timeout for it.
         match pool.begin_with("BEGIN IMMEDIATE").await {
             Ok(tx) => Ok(tx),
-            Err(e) if is_busy(&e) => Err(StoreError::LockHeld),
+            Err(e) if is_busy(&e) => Err(StoreError::LockHeld(wait)),
             Err(e) => Err(e.into()),
         }
     }
@@ -183,7 +188,7 @@ impl Store for SqliteStore {
         F: FnOnce(&Actual) -> Result<Plan, E> + Send,
         E: Send,
     {
-        Sql::<Sqlite>::apply(&self.pool, meta, decide).await
+        Sql::<Sqlite>::apply(&self.pool, self.lock_timeout, meta, decide).await
     }
 
     async fn add_override(&self, new: NewOverride, now: DateTime<Utc>) -> Result<Override, StoreError> {

@@ -382,6 +382,55 @@ fn overrides_list_and_clear() {
 }
 
 #[test]
+fn a_held_lock_is_a_one_line_error_and_changes_nothing() {
+    for db in all_backends() {
+        let state = StateDir::sample();
+        assert_eq!(run(&db, state.path(), &["migrate"]).code, 0);
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        // Another writer holds the lock for as long as this value lives.
+        let holder: Box<dyn std::any::Any> = runtime.block_on(async {
+            use sqlx::Connection as _;
+            if db.backend == "postgres" {
+                let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+                sqlx::query("SELECT pg_advisory_lock($1)")
+                    .bind(valhalla_ops::store::postgres::APPLY_LOCK)
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                Box::new(conn) as Box<dyn std::any::Any>
+            } else {
+                let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+                sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await.unwrap();
+                Box::new(conn)
+            }
+        });
+        let out = run(&db, state.path(), &["reconcile", "--lock-timeout", "1"]);
+        assert_eq!(out.code, 1, "{}: {out:?}", db.backend);
+        assert_eq!(
+            out.stderr.trim(),
+            "valhalla-ops: error: another reconcile holds the apply lock (waited 1s); try again when it has finished",
+            "{}",
+            db.backend
+        );
+        runtime.block_on(async { drop(holder) });
+        assert_eq!(count_rules(&db), 0, "{}", db.backend);
+        assert_eq!(run(&db, state.path(), &["reconcile"]).code, 0, "{}", db.backend);
+    }
+}
+
+#[test]
+fn an_empty_state_directory_is_refused() {
+    let db = crate::support::sqlite();
+    let state = StateDir::new(&[]);
+    let out = run(&db, state.path(), &["reconcile", "--dry-run"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("no state files (*.yaml, *.yml) under"),
+        "{out:?}"
+    );
+}
+
+#[test]
 fn bad_database_url_and_missing_state_are_one_line_errors() {
     let db = crate::support::sqlite();
     let state = StateDir::sample();

@@ -374,7 +374,7 @@ async fn migrations_are_idempotent() {
         let db = Db::open(&test_db.url).await.unwrap();
         assert!(db.migrate().await.unwrap().is_empty(), "{}", test_db.backend);
         let other = crate::support::sqlite();
-        let fresh = Db::connect(&other.url).await.unwrap();
+        let fresh = Db::connect(&other.url, Default::default()).await.unwrap();
         assert_eq!(fresh.migrate().await.unwrap(), [1]);
     }
 }
