@@ -97,6 +97,11 @@ fn request(dry_run: bool) -> Request {
     }
 }
 
+/// Initial applies per backend, each on a fresh database.
+const INITIAL_RUNS: usize = 3;
+/// Dry runs, one-rule applies and reference copies per backend.
+const RUNS: usize = 5;
+
 /// One measured operation: loading the state files, then the store part (snapshot, plan,
 /// and for an apply the bulk write and commit).
 #[derive(Clone, Copy)]
@@ -105,18 +110,48 @@ struct Timing {
     store: Duration,
 }
 
-impl Timing {
-    fn total(self) -> Duration {
-        self.load + self.store
+/// Repeated measurements of one figure.
+struct Samples(Vec<Duration>);
+
+impl Samples {
+    fn median(&self) -> Duration {
+        let mut v = self.0.clone();
+        v.sort();
+        v[v.len() / 2]
+    }
+
+    /// `median (min–max)`.
+    fn show(&self) -> String {
+        let (min, max) = (self.0.iter().min().unwrap(), self.0.iter().max().unwrap());
+        format!(
+            "{} ({:.2}–{:.2})",
+            secs(self.median()),
+            min.as_secs_f64(),
+            max.as_secs_f64()
+        )
     }
 }
 
-/// The figures of one backend.
+/// The figures of one backend: the store part, and end to end with loading the YAML.
+struct Figure {
+    store: Samples,
+    total: Samples,
+}
+
+impl Figure {
+    fn of(timings: &[Timing]) -> Figure {
+        Figure {
+            store: Samples(timings.iter().map(|t| t.store).collect()),
+            total: Samples(timings.iter().map(|t| t.load + t.store).collect()),
+        }
+    }
+}
+
 struct Figures {
-    initial: Timing,
-    dry_run: Timing,
-    one_change: Timing,
-    reference: Duration,
+    initial: Figure,
+    dry_run: Figure,
+    one_change: Figure,
+    reference: Samples,
     reference_name: &'static str,
 }
 
@@ -127,57 +162,74 @@ async fn load_and_reconcile(db: &Db, state: &Path, dry_run: bool) -> (valhalla_o
     (outcome.expect("reconcile").plan.summary(), Timing { load, store })
 }
 
+/// Measures every figure; `urls` name empty databases, one per initial apply.
 async fn measure(
-    url: &str,
+    urls: &[String],
     state: &Path,
     desired: &DesiredState,
-    reference: impl AsyncFnOnce(&Db) -> (Duration, &'static str),
+    reference: impl AsyncFnOnce(&Db) -> (Samples, &'static str),
 ) -> Figures {
-    let db = Db::open(url).await.expect("open the bench database");
-    let (summary, initial) = load_and_reconcile(&db, state, false).await;
-    assert_eq!(
-        summary.create,
-        desired.rules.len() + desired.clients.len() + desired.windows.len()
-    );
-    let (summary, dry_run) = load_and_reconcile(&db, state, true).await;
-    assert_eq!(summary.changes(), 0, "the store must be in sync");
-    // One edited rule in one file, as a pull request would change it.
+    let mut initial = Vec::new();
+    for url in urls {
+        let db = Db::open(url).await.expect("open the bench database");
+        let (summary, timing) = load_and_reconcile(&db, state, false).await;
+        assert_eq!(
+            summary.create,
+            desired.rules.len() + desired.clients.len() + desired.windows.len()
+        );
+        initial.push(timing);
+    }
+    let db = Db::open(&urls[0]).await.expect("open the bench database");
+    let mut dry_run = Vec::new();
+    for _ in 0..RUNS {
+        let (summary, timing) = load_and_reconcile(&db, state, true).await;
+        assert_eq!(summary.changes(), 0, "the store must be in sync");
+        dry_run.push(timing);
+    }
+    // One edited rule in one file, as a pull request would change it; every other run puts it
+    // back, so each apply has exactly one change.
     let file = state.join("rules-05.yaml");
-    let text = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(&file, text.replacen("max_requests: ", "max_requests: 9", 1)).unwrap();
-    let (summary, one_change) = load_and_reconcile(&db, state, false).await;
-    std::fs::write(&file, text).unwrap();
-    assert_eq!(summary.update, 1);
+    let original = std::fs::read_to_string(&file).unwrap();
+    let edited = original.replacen("max_requests: ", "max_requests: 9", 1);
+    let mut one_change = Vec::new();
+    for run in 0..RUNS {
+        std::fs::write(&file, if run % 2 == 0 { &edited } else { &original }).unwrap();
+        let (summary, timing) = load_and_reconcile(&db, state, false).await;
+        assert_eq!(summary.update, 1);
+        one_change.push(timing);
+    }
+    std::fs::write(&file, original).unwrap();
     let (reference, reference_name) = reference(&db).await;
     Figures {
-        initial,
-        dry_run,
-        one_change,
+        initial: Figure::of(&initial),
+        dry_run: Figure::of(&dry_run),
+        one_change: Figure::of(&one_change),
         reference,
         reference_name,
     }
 }
 
 fn report(backend: &str, f: &Figures) {
-    let line = |name: &str, t: Timing| {
+    println!("{backend}: median (min–max) in seconds; store part = snapshot + plan [+ bulk write + commit]");
+    let line = |name: &str, fig: &Figure| {
         println!(
-            "  {name:<26} {:>9}   end to end with loading the YAML: {}",
-            secs(t.store),
-            secs(t.total())
+            "  {name:<24} store {:<26} end to end with loading the YAML {}",
+            fig.store.show(),
+            fig.total.show()
         )
     };
-    println!("{backend}:  (store part: snapshot + plan [+ bulk write + commit])");
-    line("initial apply", f.initial);
-    line("in-sync dry run", f.dry_run);
-    line("apply of 1 changed rule", f.one_change);
-    println!("  {:<26} {:>9}", f.reference_name, secs(f.reference));
-    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+    line("initial apply", &f.initial);
+    line("in-sync dry run", &f.dry_run);
+    line("apply of 1 changed rule", &f.one_change);
+    println!("  {:<24} {}", f.reference_name, f.reference.show());
+    let ratio = |a: &Samples, b: &Samples| a.median().as_secs_f64() / b.median().as_secs_f64();
     println!(
-        "  initial apply / reference = {:.2} (target ≤ 3); 1 change / dry run = {:.2} (target ≤ 1.2); \
-         dry run end to end = {} (target ≤ 2 s)",
-        ratio(f.initial.store, f.reference),
-        ratio(f.one_change.store, f.dry_run.store),
-        secs(f.dry_run.total()),
+        "  initial apply / reference = {:.2} (target ≤ 3); 1 change / dry run = {:.2} (target ≤ 1.2, \
+         store) and {:.2} (end to end); dry run end to end = {} (target ≤ 2 s)",
+        ratio(&f.initial.store, &f.reference),
+        ratio(&f.one_change.store, &f.dry_run.store),
+        ratio(&f.one_change.total, &f.dry_run.total),
+        secs(f.dry_run.total.median()),
     );
 }
 
@@ -205,7 +257,7 @@ const RULE_COLUMNS: &str =
     "scope, key, window_seconds, max_requests, enabled, shadow, description, owner, created_at, updated_at";
 
 /// COPY of the rules into an empty copy of the table: the physical floor on Postgres.
-async fn pg_copy(db: &Db, desired: &DesiredState) -> (Duration, &'static str) {
+async fn pg_copy(db: &Db, desired: &DesiredState) -> (Samples, &'static str) {
     let Db::Postgres(store) = db else { unreachable!() };
     let mut conn = store.pool().acquire().await.unwrap();
     sqlx::query("CREATE TABLE rules_copy (LIKE rate_limit_rules INCLUDING ALL)")
@@ -213,18 +265,26 @@ async fn pg_copy(db: &Db, desired: &DesiredState) -> (Duration, &'static str) {
         .await
         .unwrap();
     let rows = copy_rows(desired);
-    let start = Instant::now();
-    let mut copy = conn
-        .copy_in_raw(&format!("COPY rules_copy ({RULE_COLUMNS}) FROM STDIN"))
-        .await
-        .unwrap();
-    copy.send(rows.as_bytes()).await.unwrap();
-    copy.finish().await.unwrap();
-    (start.elapsed(), "raw COPY of the rules")
+    let mut samples = Vec::new();
+    for _ in 0..RUNS {
+        sqlx::query("TRUNCATE rules_copy")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        let start = Instant::now();
+        let mut copy = conn
+            .copy_in_raw(&format!("COPY rules_copy ({RULE_COLUMNS}) FROM STDIN"))
+            .await
+            .unwrap();
+        copy.send(rows.as_bytes()).await.unwrap();
+        copy.finish().await.unwrap();
+        samples.push(start.elapsed());
+    }
+    (Samples(samples), "raw COPY of the rules")
 }
 
 /// One prepared INSERT per rule in one transaction: the usual floor on SQLite, which has no COPY.
-async fn sqlite_insert(db: &Db, desired: &DesiredState) -> (Duration, &'static str) {
+async fn sqlite_insert(db: &Db, desired: &DesiredState) -> (Samples, &'static str) {
     let Db::Sqlite(store) = db else { unreachable!() };
     let mut conn = store.pool().acquire().await.unwrap();
     sqlx::query("CREATE TABLE rules_copy AS SELECT * FROM rate_limit_rules WHERE 0")
@@ -232,26 +292,34 @@ async fn sqlite_insert(db: &Db, desired: &DesiredState) -> (Duration, &'static s
         .await
         .unwrap();
     let now = Utc::now();
-    let start = Instant::now();
-    let mut tx = conn.begin().await.unwrap();
     let sql = format!("INSERT INTO rules_copy ({RULE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, 'git', ?, ?)");
-    for r in &desired.rules {
-        sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-            .bind(r.scope.as_str())
-            .bind(r.key.as_str())
-            .bind(i64::from(r.window_seconds.get()))
-            .bind(i64::from(r.max_requests))
-            .bind(r.enabled)
-            .bind(r.shadow)
-            .bind(&r.description)
-            .bind(now)
-            .bind(now)
-            .execute(&mut *tx)
+    let mut samples = Vec::new();
+    for _ in 0..RUNS {
+        sqlx::query("DELETE FROM rules_copy")
+            .execute(&mut *conn)
             .await
             .unwrap();
+        let start = Instant::now();
+        let mut tx = conn.begin().await.unwrap();
+        for r in &desired.rules {
+            sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(r.scope.as_str())
+                .bind(r.key.as_str())
+                .bind(i64::from(r.window_seconds.get()))
+                .bind(i64::from(r.max_requests))
+                .bind(r.enabled)
+                .bind(r.shadow)
+                .bind(&r.description)
+                .bind(now)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+        samples.push(start.elapsed());
     }
-    tx.commit().await.unwrap();
-    (start.elapsed(), "raw prepared inserts")
+    (Samples(samples), "raw prepared inserts")
 }
 
 fn main() {
@@ -284,8 +352,10 @@ fn main() {
     println!("validate (load + check every file)    {}", secs(validate));
     let desired = loaded.state;
 
-    let sqlite_url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let figures = runtime.block_on(measure(&sqlite_url, &state, &desired, async |db| {
+    let sqlite_urls: Vec<String> = (0..INITIAL_RUNS)
+        .map(|i| format!("sqlite://{}", dir.path().join(format!("bench-{i}.db")).display()))
+        .collect();
+    let figures = runtime.block_on(measure(&sqlite_urls, &state, &desired, async |db| {
         sqlite_insert(db, &desired).await
     }));
     report("sqlite", &figures);
@@ -293,25 +363,30 @@ fn main() {
     match std::env::var("VALHALLA_TEST_POSTGRES_URL") {
         Err(_) => println!("postgres: skipped (set VALHALLA_TEST_POSTGRES_URL to an admin URL)"),
         Ok(admin) => runtime.block_on(async {
-            let name = format!("vops_bench_{}", std::process::id());
             let mut conn = sqlx::PgConnection::connect(&admin)
                 .await
                 .expect("connect to Postgres");
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            let mut url = url::Url::parse(&admin).unwrap();
-            url.set_path(&name);
-            let figures = measure(url.as_str(), &state, &desired, async |db| {
-                pg_copy(db, &desired).await
-            })
-            .await;
+            let mut urls = Vec::new();
+            let names: Vec<String> = (0..INITIAL_RUNS)
+                .map(|i| format!("vops_bench_{}_{i}", std::process::id()))
+                .collect();
+            for name in &names {
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                let mut url = url::Url::parse(&admin).unwrap();
+                url.set_path(name);
+                urls.push(url.to_string());
+            }
+            let figures = measure(&urls, &state, &desired, async |db| pg_copy(db, &desired).await).await;
             report("postgres", &figures);
-            sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)")))
-                .execute(&mut conn)
-                .await
-                .unwrap();
+            for name in &names {
+                sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)")))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+            }
         }),
     }
 }

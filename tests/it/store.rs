@@ -378,3 +378,60 @@ async fn migrations_are_idempotent() {
         assert_eq!(fresh.migrate().await.unwrap(), [1]);
     }
 }
+
+/// Enough rows to take Postgres' COPY path and several SQLite statement chunks, with text that
+/// COPY must escape; then a bulk update and a bulk removal.
+#[tokio::test]
+async fn bulk_writes_round_trip_on_every_backend() {
+    use valhalla_ops::domain::{RuleKey, Scope, WindowSeconds};
+    use valhalla_ops::model::RateLimitRule;
+    let rules = |max: u32| -> DesiredState {
+        let rules = (0..20_500)
+            .map(|i| RateLimitRule {
+                scope: Scope::User,
+                key: RuleKey::parse(Scope::User, &format!("user-{i:05}")).unwrap(),
+                window_seconds: WindowSeconds::new(60).unwrap(),
+                max_requests: max + i % 7,
+                enabled: i % 3 != 0,
+                shadow: i % 5 == 0,
+                description: format!("tab\there\nline two \\ back\\slash \"{i}\" é"),
+            })
+            .collect();
+        DesiredState {
+            rules,
+            ..DesiredState::default()
+        }
+    };
+    for test_db in all_backends() {
+        let b = test_db.backend;
+        let db = Db::open(&test_db.url).await.unwrap();
+        let first = rules(10);
+        let created = reconcile(&db, &first, &request("bulk"), now()).await.unwrap();
+        assert_eq!(created.plan.summary().create, 20_500, "{b}");
+        assert_eq!(
+            values(&db.snapshot().await.unwrap().rules),
+            git_values(&first.rules),
+            "{b}"
+        );
+        assert_eq!(db.audit(30_000).await.unwrap().len(), 20_500, "{b}");
+
+        let second = rules(20);
+        let updated = reconcile(&db, &second, &request("bulk"), now()).await.unwrap();
+        assert_eq!(updated.plan.summary().update, 20_500, "{b}");
+        assert_eq!(
+            values(&db.snapshot().await.unwrap().rules),
+            git_values(&second.rules),
+            "{b}"
+        );
+
+        let allowed = Request {
+            allow_mass_removal: true,
+            ..request("bulk")
+        };
+        let removed = reconcile(&db, &DesiredState::default(), &allowed, now())
+            .await
+            .unwrap();
+        assert_eq!(removed.plan.summary().delete, 20_500, "{b}");
+        assert!(db.snapshot().await.unwrap().rules.is_empty(), "{b}");
+    }
+}
