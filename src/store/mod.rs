@@ -14,6 +14,8 @@ use serde::Serialize;
 use crate::model::{Actual, NewOverride, Override};
 use crate::plan::Plan;
 
+use shared::Sql;
+
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -116,10 +118,11 @@ pub struct Applied {
     pub run_id: i64,
 }
 
-/// The operations every backend provides. `apply` is the only writer of managed resources: it
-/// takes the single-writer lock, reads a snapshot, lets `decide` turn it into a plan (pure, and
-/// free to refuse), writes the plan in bulk with its run and audit rows, and commits; any
-/// failure rolls the whole transaction back.
+/// What the rest of valhalla-ops asks of a store; [`Db`] implements it for both backends, each
+/// of which supplies only its dialect (`shared::Dialect`). `apply` is the only writer of managed
+/// resources: it takes the single-writer lock, reads a snapshot, lets `decide` turn it into a
+/// plan (pure, and free to refuse), writes the plan in bulk with its run and audit rows, and
+/// commits; any failure rolls the whole transaction back.
 pub trait Store: Send + Sync {
     /// `postgres` or `sqlite`.
     fn backend(&self) -> &'static str;
@@ -200,38 +203,51 @@ impl Db {
     }
 }
 
-/// Delegates to the backend inside.
-macro_rules! delegate {
-    ($self:ident, $s:ident => $e:expr) => {
+/// Runs `$e` with `$s` bound to the backend inside and `DB` naming its sqlx database type.
+macro_rules! on_backend {
+    ($self:ident, |$s:ident| $e:expr) => {
         match $self {
-            Db::Postgres($s) => $e,
-            Db::Sqlite($s) => $e,
+            Db::Postgres($s) => {
+                type DB = sqlx::Postgres;
+                $e
+            }
+            Db::Sqlite($s) => {
+                type DB = sqlx::Sqlite;
+                $e
+            }
         }
     };
 }
 
 impl Store for Db {
     fn backend(&self) -> &'static str {
-        delegate!(self, s => s.backend())
+        on_backend!(self, |_s| <DB as shared::Dialect>::NAME)
     }
     async fn migrate(&self) -> Result<Vec<i64>, StoreError> {
-        delegate!(self, s => s.migrate().await)
+        on_backend!(self, |s| Sql::<DB>::migrate(&s.pool).await)
     }
     async fn snapshot(&self) -> Result<Actual, StoreError> {
-        delegate!(self, s => s.snapshot().await)
+        on_backend!(self, |s| Sql::<DB>::snapshot(&s.pool).await)
     }
     async fn apply<F, E>(&self, meta: RunMeta, decide: F) -> Result<Applied, ApplyError<E>>
     where
         F: FnOnce(&Actual) -> Result<Plan, E> + Send,
         E: Send,
     {
-        delegate!(self, s => s.apply(meta, decide).await)
+        on_backend!(self, |s| Sql::<DB>::apply(&s.pool, s.lock_timeout, meta, decide)
+            .await)
     }
     async fn add_override(&self, new: NewOverride, now: DateTime<Utc>) -> Result<Override, StoreError> {
-        delegate!(self, s => s.add_override(new, now).await)
+        on_backend!(self, |s| Sql::<DB>::add_override(
+            &mut *s.pool.acquire().await?,
+            new,
+            now
+        )
+        .await)
     }
     async fn open_overrides(&self) -> Result<Vec<Override>, StoreError> {
-        delegate!(self, s => s.open_overrides().await)
+        on_backend!(self, |s| Sql::<DB>::open_overrides(&mut *s.pool.acquire().await?)
+            .await)
     }
     async fn clear_overrides(
         &self,
@@ -239,13 +255,21 @@ impl Store for Db {
         actor: &str,
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        delegate!(self, s => s.clear_overrides(id, actor, now).await)
+        on_backend!(self, |s| Sql::<DB>::clear_overrides(
+            &mut *s.pool.acquire().await?,
+            id,
+            actor,
+            now
+        )
+        .await)
     }
     async fn runs(&self, limit: i64) -> Result<Vec<RunRecord>, StoreError> {
-        delegate!(self, s => s.runs(limit).await)
+        on_backend!(self, |s| Sql::<DB>::runs(&mut *s.pool.acquire().await?, limit)
+            .await)
     }
     async fn audit(&self, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
-        delegate!(self, s => s.audit(limit).await)
+        on_backend!(self, |s| Sql::<DB>::audit(&mut *s.pool.acquire().await?, limit)
+            .await)
     }
 }
 
@@ -258,23 +282,4 @@ pub fn redact(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
-}
-
-/// Builds the embedded migrator of a backend from its SQL files.
-fn migrator(files: &[(i64, &'static str, &'static str)]) -> sqlx::migrate::Migrator {
-    use sqlx::migrate::{Migration, MigrationType, Migrator};
-    Migrator::with_migrations(
-        files
-            .iter()
-            .map(|(version, name, sql)| {
-                Migration::new(
-                    *version,
-                    (*name).into(),
-                    MigrationType::Simple,
-                    sqlx::SqlStr::from_static(sql),
-                    false,
-                )
-            })
-            .collect(),
-    )
 }

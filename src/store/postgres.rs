@@ -4,15 +4,13 @@ use std::fmt::Write as _;
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::SecondsFormat;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection as _, PgConnection, Pool, Postgres, Transaction};
 
-use super::shared::{Dialect, Sql};
+use super::shared::Dialect;
 use super::writes::{ColType, Step, Value};
-use super::{Applied, ApplyError, AuditRecord, RunMeta, RunRecord, Store, StoreError, StoreOptions, redact};
-use crate::model::{Actual, NewOverride, Override};
-use crate::plan::Plan;
+use super::{StoreError, StoreOptions, redact};
 
 /// The advisory lock every applying reconciler takes ("valhalla" in ASCII, as a number).
 pub const APPLY_LOCK: i64 = 0x76616c68616c6c61;
@@ -32,9 +30,9 @@ const COPY_MIN_ROWS: usize = 20_000;
 /// A store on PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct PgStore {
-    pool: PgPool,
+    pub(super) pool: PgPool,
     /// How long an apply waits for the advisory lock.
-    lock_timeout: Duration,
+    pub(super) lock_timeout: Duration,
 }
 
 impl PgStore {
@@ -135,6 +133,13 @@ fn is_lock_timeout(e: &sqlx::Error) -> bool {
 }
 
 impl Dialect for Postgres {
+    const NAME: &'static str = "postgres";
+    const MIGRATIONS: &'static [(i64, &'static str, &'static str)] = &[(
+        1,
+        "initial",
+        include_str!("../../migrations/postgres/0001_initial.sql"),
+    )];
+
     async fn begin_read(pool: &Pool<Self>) -> Result<Transaction<'static, Self>, StoreError> {
         Ok(pool
             .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -243,66 +248,5 @@ impl Dialect for Postgres {
             .execute(conn)
             .await?;
         Ok(())
-    }
-}
-
-impl Store for PgStore {
-    fn backend(&self) -> &'static str {
-        "postgres"
-    }
-
-    async fn migrate(&self) -> Result<Vec<i64>, StoreError> {
-        let before: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-            .fetch_all(&self.pool)
-            .await
-            .unwrap_or_default();
-        let migrator = super::migrator(&[(
-            1,
-            "initial",
-            include_str!("../../migrations/postgres/0001_initial.sql"),
-        )]);
-        migrator.run(&self.pool).await?;
-        Ok(migrator
-            .iter()
-            .map(|m| m.version)
-            .filter(|v| !before.contains(v))
-            .collect())
-    }
-
-    async fn snapshot(&self) -> Result<Actual, StoreError> {
-        Sql::<Postgres>::snapshot(&self.pool).await
-    }
-
-    async fn apply<F, E>(&self, meta: RunMeta, decide: F) -> Result<Applied, ApplyError<E>>
-    where
-        F: FnOnce(&Actual) -> Result<Plan, E> + Send,
-        E: Send,
-    {
-        Sql::<Postgres>::apply(&self.pool, self.lock_timeout, meta, decide).await
-    }
-
-    async fn add_override(&self, new: NewOverride, now: DateTime<Utc>) -> Result<Override, StoreError> {
-        Sql::<Postgres>::add_override(&mut *self.pool.acquire().await?, new, now).await
-    }
-
-    async fn open_overrides(&self) -> Result<Vec<Override>, StoreError> {
-        Sql::<Postgres>::open_overrides(&mut *self.pool.acquire().await?).await
-    }
-
-    async fn clear_overrides(
-        &self,
-        id: Option<i64>,
-        actor: &str,
-        now: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
-        Sql::<Postgres>::clear_overrides(&mut *self.pool.acquire().await?, id, actor, now).await
-    }
-
-    async fn runs(&self, limit: i64) -> Result<Vec<RunRecord>, StoreError> {
-        Sql::<Postgres>::runs(&mut *self.pool.acquire().await?, limit).await
-    }
-
-    async fn audit(&self, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
-        Sql::<Postgres>::audit(&mut *self.pool.acquire().await?, limit).await
     }
 }

@@ -82,6 +82,10 @@ pub struct Sql<DB>(PhantomData<DB>);
 
 /// What differs between the backends; everything else of a reconcile is [`Sql`]'s.
 pub trait Dialect: Database {
+    /// `postgres` or `sqlite`.
+    const NAME: &'static str;
+    /// The embedded migrations: version, name, SQL.
+    const MIGRATIONS: &'static [(i64, &'static str, &'static str)];
     /// Begins a read-only transaction that sees one consistent snapshot.
     fn begin_read(
         pool: &Pool<Self>,
@@ -107,6 +111,7 @@ pub trait Dialect: Database {
 impl<DB> Sql<DB>
 where
     DB: Dialect,
+    DB::Connection: sqlx::migrate::Migrate,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     DB::Arguments: IntoArguments<DB>,
     RuleRow: for<'r> FromRow<'r, DB::Row>,
@@ -126,6 +131,32 @@ where
     for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
     for<'q> Option<DateTime<Utc>>: Encode<'q, DB> + Type<DB>,
 {
+    /// Applies pending migrations; returns the versions applied now.
+    pub async fn migrate(pool: &Pool<DB>) -> Result<Vec<i64>, StoreError> {
+        use sqlx::migrate::{Migration, MigrationType, Migrator};
+        let migrations = DB::MIGRATIONS.iter().map(|(version, name, sql)| {
+            Migration::new(
+                *version,
+                (*name).into(),
+                MigrationType::Simple,
+                sqlx::SqlStr::from_static(sql),
+                false,
+            )
+        });
+        let migrator = Migrator::with_migrations(migrations.collect());
+        // A fresh database has no migrations table yet: nothing was applied before.
+        let before: Vec<(i64,)> = sqlx::query_as("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(&mut *pool.acquire().await?)
+            .await
+            .unwrap_or_default();
+        migrator.run(pool).await?;
+        Ok(migrator
+            .iter()
+            .map(|m| m.version)
+            .filter(|v| !before.iter().any(|(b,)| b == v))
+            .collect())
+    }
+
     /// Reads a snapshot in a read-only transaction.
     pub async fn snapshot(pool: &Pool<DB>) -> Result<Actual, StoreError> {
         let mut tx = DB::begin_read(pool).await?;

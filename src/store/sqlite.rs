@@ -4,18 +4,15 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
     SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, Pool, Sqlite, SqliteConnection, Transaction};
 
-use super::shared::{Dialect, Sql};
+use super::shared::Dialect;
 use super::writes::{Step, Value};
-use super::{Applied, ApplyError, AuditRecord, RunMeta, RunRecord, Store, StoreError, StoreOptions, redact};
-use crate::model::{Actual, NewOverride, Override};
-use crate::plan::Plan;
+use super::{StoreError, StoreOptions, redact};
 
 /// SQLite's limit on parameters in one statement (SQLITE_MAX_VARIABLE_NUMBER of the bundled
 /// library).
@@ -24,9 +21,9 @@ const MAX_PARAMS: usize = 32_766;
 /// A store in a SQLite file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
     /// How long a writer waits for another (SQLite's busy timeout).
-    lock_timeout: Duration,
+    pub(super) lock_timeout: Duration,
 }
 
 impl SqliteStore {
@@ -87,6 +84,13 @@ fn is_busy(e: &sqlx::Error) -> bool {
 }
 
 impl Dialect for Sqlite {
+    const NAME: &'static str = "sqlite";
+    const MIGRATIONS: &'static [(i64, &'static str, &'static str)] = &[(
+        1,
+        "initial",
+        include_str!("../../migrations/sqlite/0001_initial.sql"),
+    )];
+
     async fn begin_read(pool: &Pool<Self>) -> Result<Transaction<'static, Self>, StoreError> {
         // A deferred transaction reads one consistent WAL snapshot.
         Ok(pool.begin().await?)
@@ -153,66 +157,5 @@ impl Dialect for Sqlite {
     async fn notify_changed(_conn: &mut SqliteConnection, _run_id: i64) -> Result<(), sqlx::Error> {
         // One process owns a SQLite file; its caches are invalidated in-process.
         Ok(())
-    }
-}
-
-impl Store for SqliteStore {
-    fn backend(&self) -> &'static str {
-        "sqlite"
-    }
-
-    async fn migrate(&self) -> Result<Vec<i64>, StoreError> {
-        let before: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-            .fetch_all(&self.pool)
-            .await
-            .unwrap_or_default();
-        let migrator = super::migrator(&[(
-            1,
-            "initial",
-            include_str!("../../migrations/sqlite/0001_initial.sql"),
-        )]);
-        migrator.run(&self.pool).await?;
-        Ok(migrator
-            .iter()
-            .map(|m| m.version)
-            .filter(|v| !before.contains(v))
-            .collect())
-    }
-
-    async fn snapshot(&self) -> Result<Actual, StoreError> {
-        Sql::<Sqlite>::snapshot(&self.pool).await
-    }
-
-    async fn apply<F, E>(&self, meta: RunMeta, decide: F) -> Result<Applied, ApplyError<E>>
-    where
-        F: FnOnce(&Actual) -> Result<Plan, E> + Send,
-        E: Send,
-    {
-        Sql::<Sqlite>::apply(&self.pool, self.lock_timeout, meta, decide).await
-    }
-
-    async fn add_override(&self, new: NewOverride, now: DateTime<Utc>) -> Result<Override, StoreError> {
-        Sql::<Sqlite>::add_override(&mut *self.pool.acquire().await?, new, now).await
-    }
-
-    async fn open_overrides(&self) -> Result<Vec<Override>, StoreError> {
-        Sql::<Sqlite>::open_overrides(&mut *self.pool.acquire().await?).await
-    }
-
-    async fn clear_overrides(
-        &self,
-        id: Option<i64>,
-        actor: &str,
-        now: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
-        Sql::<Sqlite>::clear_overrides(&mut *self.pool.acquire().await?, id, actor, now).await
-    }
-
-    async fn runs(&self, limit: i64) -> Result<Vec<RunRecord>, StoreError> {
-        Sql::<Sqlite>::runs(&mut *self.pool.acquire().await?, limit).await
-    }
-
-    async fn audit(&self, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
-        Sql::<Sqlite>::audit(&mut *self.pool.acquire().await?, limit).await
     }
 }
