@@ -1,5 +1,6 @@
 //! The `valhalla-ops` binary: parse the command line, set up logging, run, map to an exit code.
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 /// mimalloc keeps loading large state directories fast in long-running processes, where the
@@ -23,9 +24,11 @@ fn main() -> ExitCode {
     };
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("valhalla_ops={level},sqlx={sqlx},warn")));
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(color)
         .with_target(false)
         .init();
 

@@ -26,7 +26,13 @@ pub struct Cli {
     pub database_url: String,
 
     /// Directory of the desired state: every *.yaml/*.yml file below it is read.
-    #[arg(long, env = "VALHALLA_STATE", default_value = "state", global = true)]
+    #[arg(
+        long,
+        env = "VALHALLA_STATE",
+        default_value = "state",
+        global = true,
+        hide_env_values = true
+    )]
     pub state: PathBuf,
 
     /// Seconds an apply waits for another reconcile's lock before failing.
@@ -35,7 +41,8 @@ pub struct Cli {
         env = "VALHALLA_LOCK_TIMEOUT",
         default_value_t = 15,
         value_name = "SECONDS",
-        global = true
+        global = true,
+        hide_env_values = true
     )]
     pub lock_timeout: u64,
 

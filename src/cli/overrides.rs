@@ -23,7 +23,7 @@ pub enum Command {
         #[arg(long)]
         all: bool,
         /// Who clears, recorded with the override [default: cli:$USER].
-        #[arg(long, env = "VALHALLA_ACTOR")]
+        #[arg(long, env = "VALHALLA_ACTOR", hide_env_values = true)]
         actor: Option<String>,
     },
 }

@@ -26,7 +26,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
     /// Who is reconciling, recorded in the audit log [default: cli:$USER].
-    #[arg(long, env = "VALHALLA_ACTOR")]
+    #[arg(long, env = "VALHALLA_ACTOR", hide_env_values = true)]
     actor: Option<String>,
     /// With --dry-run: save the plan to apply it later with --plan.
     #[arg(long, value_name = "PLAN", requires = "dry_run")]
