@@ -68,6 +68,8 @@ impl From<ApplyError<Refusal>> for ReconcileError {
 #[derive(Debug)]
 pub struct Outcome {
     pub plan: Plan,
+    /// The fingerprint of the desired state the plan was computed from.
+    pub state_fingerprint: String,
     /// The recorded run, when the plan was applied.
     pub run_id: Option<i64>,
 }
@@ -94,7 +96,11 @@ pub async fn reconcile<S: Store>(
     if request.dry_run {
         let actual = store.snapshot().await?;
         let plan = plan(desired, &actual, now, request.options);
-        return Ok(Outcome { plan, run_id: None });
+        return Ok(Outcome {
+            plan,
+            state_fingerprint,
+            run_id: None,
+        });
     }
     let options = match &request.saved {
         Some(saved) if saved.state_fingerprint != state_fingerprint => {
@@ -126,6 +132,7 @@ pub async fn reconcile<S: Store>(
         .await?;
     Ok(Outcome {
         plan: applied.plan,
+        state_fingerprint,
         run_id: Some(applied.run_id),
     })
 }

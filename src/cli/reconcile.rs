@@ -55,7 +55,7 @@ impl Args {
             source: "cli".into(),
         };
         let outcome = reconcile(&store, &loaded.state, &request, now).await?;
-        let doc = PlanDocument::new(&outcome.plan, loaded.state.fingerprint());
+        let doc = PlanDocument::new(&outcome.plan, outcome.state_fingerprint.clone());
         super::print_out(&render(&doc, self.format, super::stdout_color()))?;
         if let Some(out) = &self.out {
             std::fs::write(out, crate::plan::render::json(&doc))
