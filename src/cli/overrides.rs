@@ -5,14 +5,23 @@ use std::fmt::Write as _;
 use super::Status;
 use crate::store::Store as _;
 
+/// The formats of listings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ListFormat {
+    /// A table for people.
+    Text,
+    /// A JSON array, stable for scripts.
+    Json,
+}
+
 /// Override commands.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// List the overrides that are not cleared (expired ones are marked).
     List {
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
+        /// How to print the list.
+        #[arg(long, value_enum, default_value_t = ListFormat::Text)]
+        format: ListFormat,
     },
     /// Clear one override, or all of them; the next reconcile restores git's values.
     Clear {
@@ -34,9 +43,9 @@ impl Command {
         let store = super::open(store).await?;
         let now = super::now();
         match self {
-            Command::List { json } => {
+            Command::List { format } => {
                 let overrides = store.open_overrides().await?;
-                if json {
+                if format == ListFormat::Json {
                     super::print_out(&(serde_json::to_string_pretty(&overrides)? + "\n"))?;
                     return Ok(Status::Ok);
                 }

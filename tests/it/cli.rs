@@ -376,7 +376,7 @@ fn overrides_list_and_clear() {
         assert_eq!(missing.code, 1, "{missing:?}");
         let clear = run(&db, state.path(), &["overrides", "clear", "--all"]);
         assert!(clear.stdout.contains("Cleared 1 override"), "{clear:?}");
-        let list = run(&db, state.path(), &["overrides", "list", "--json"]);
+        let list = run(&db, state.path(), &["overrides", "list", "--format", "json"]);
         assert_eq!(list.stdout.trim(), "[]", "{list:?}");
     }
 }
