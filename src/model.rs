@@ -305,8 +305,15 @@ impl Actual {
     /// A digest of the snapshot, overrides included, that changes whenever the store does:
     /// a saved plan is applied only to the store it was computed against.
     pub fn fingerprint(&self) -> String {
-        use sha2::{Digest, Sha256};
-        let json = serde_json::to_vec(self).unwrap_or_default();
-        format!("{:x}", Sha256::digest(json))
+        digest(self)
     }
+}
+
+/// The SHA-256 of a value's JSON form, streamed into the hasher.
+pub fn digest<T: Serialize>(value: &T) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    // Plain data with string keys always serializes, and the hasher's writer never fails.
+    serde_json::to_writer(&mut hasher, value).expect("plain data serializes to JSON");
+    format!("{:x}", hasher.finalize())
 }

@@ -29,7 +29,9 @@ impl Args {
                 }
                 super::print_out(&format!("Exported the store to {}.\n", dir.display()))?;
             }
-            None => super::print_out(&crate::desired::export::single(&actual))?,
+            None => super::print_out(
+                &crate::desired::export::single(&actual).context("cannot write the store as YAML")?,
+            )?,
         }
         Ok(Status::Ok)
     }

@@ -111,17 +111,17 @@ fn build(actual: &Actual) -> ExportFile {
 const HEADER: &str =
     "# Exported by valhalla-ops from the store; commit it to adopt these resources into git.\n";
 
-fn to_yaml(file: &ExportFile) -> String {
-    format!("{HEADER}{}", serde_yaml::to_string(file).unwrap_or_default())
+fn to_yaml(file: &ExportFile) -> Result<String, serde_yaml::Error> {
+    Ok(format!("{HEADER}{}", serde_yaml::to_string(file)?))
 }
 
 /// The whole store as one state file.
-pub fn single(actual: &Actual) -> String {
+pub fn single(actual: &Actual) -> Result<String, serde_yaml::Error> {
     to_yaml(&build(actual))
 }
 
 /// The store as a file per concern, by name: rules, clients, maintenance, settings.
-pub fn render(actual: &Actual) -> Vec<(&'static str, String)> {
+pub fn render(actual: &Actual) -> Result<Vec<(&'static str, String)>, serde_yaml::Error> {
     let all = build(actual);
     let mut rules = ExportFile::empty();
     rules.rate_limits = all.rate_limits;
@@ -139,7 +139,7 @@ pub fn render(actual: &Actual) -> Vec<(&'static str, String)> {
         ("settings.yaml", settings),
     ]
     .into_iter()
-    .map(|(name, file)| (name, to_yaml(&file)))
+    .map(|(name, file)| Ok((name, to_yaml(&file)?)))
     .collect()
 }
 
@@ -147,6 +147,7 @@ pub fn render(actual: &Actual) -> Vec<(&'static str, String)> {
 pub fn write(actual: &Actual, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
     render(actual)
+        .map_err(std::io::Error::other)?
         .into_iter()
         .map(|(name, text)| {
             let path = dir.join(name);

@@ -13,7 +13,6 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
-use sha2::{Digest, Sha256};
 
 use crate::domain::{ParseError, RuleKey, Scope, WindowSeconds, parse_time};
 use crate::model::{Client, FeatureFlag, Maintenance, Profile, RateLimitRule, Resource, Window};
@@ -36,8 +35,7 @@ pub struct DesiredState {
 impl DesiredState {
     /// A digest of the whole state, so a saved plan can tell that the files changed since.
     pub fn fingerprint(&self) -> String {
-        let json = serde_json::to_vec(self).unwrap_or_default();
-        format!("{:x}", Sha256::digest(json))
+        crate::model::digest(self)
     }
 }
 

@@ -285,7 +285,8 @@ pub fn markdown(doc: &PlanDocument) -> String {
 
 /// The plan as pretty JSON ([`PlanDocument`]).
 pub fn json(doc: &PlanDocument) -> String {
-    serde_json::to_string_pretty(doc).unwrap_or_default() + "\n"
+    // A plan document is plain data with string keys: serializing it cannot fail.
+    serde_json::to_string_pretty(doc).expect("a plan document serializes to JSON") + "\n"
 }
 
 /// Renders in `format`.
