@@ -12,12 +12,16 @@
 //! - [`plan`]: the pure planner, `plan(desired, actual, now)`, and its renderers.
 //! - [`store`]: the `Store` trait and its PostgreSQL and SQLite backends.
 //! - [`reconcile`]: load → plan → apply under the single-writer lock; saved plans.
+//! - [`mode`]: the effective maintenance mode (override, else window, else git).
+//! - [`server`]: the axum HTTP server: routes, API keys and roles, JSON errors.
 //! - [`cli`]: the command line, one module per subcommand.
 
 pub mod cli;
 pub mod desired;
 pub mod domain;
+pub mod mode;
 pub mod model;
 pub mod plan;
 pub mod reconcile;
+pub mod server;
 pub mod store;

@@ -5,6 +5,7 @@ mod keys;
 mod migrate;
 mod overrides;
 mod reconcile;
+mod serve;
 mod validate;
 
 use std::io::Write as _;
@@ -69,6 +70,8 @@ pub enum Command {
     Export(export::Args),
     /// Apply pending database migrations.
     Migrate,
+    /// Serve the HTTP API (reads, emergency overrides) until Ctrl-C or SIGTERM.
+    Serve(serve::Args),
     /// List or clear emergency overrides.
     #[command(subcommand)]
     Overrides(overrides::Command),
@@ -113,6 +116,7 @@ impl Cli {
             Command::Reconcile(args) => args.run(&self.state, &store).await,
             Command::Export(args) => args.run(&store).await,
             Command::Migrate => migrate::run(&store).await,
+            Command::Serve(args) => args.run(&store).await,
             Command::Overrides(cmd) => cmd.run(&store).await,
             Command::Keys(cmd) => cmd.run(),
         }

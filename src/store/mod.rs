@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::model::{Actual, NewOverride, Override};
+use crate::model::{Actual, Client, Maintenance, NewOverride, Override, Stored, Window};
 use crate::plan::Plan;
 
 use shared::Sql;
@@ -166,6 +166,26 @@ pub trait Store: Send + Sync {
 
     /// The most recent audit records, newest first.
     fn audit(&self, limit: i64) -> impl Future<Output = Result<Vec<AuditRecord>, StoreError>> + Send;
+
+    /// Active clients, for authenticating requests.
+    fn active_clients(&self) -> impl Future<Output = Result<Vec<Stored<Client>>, StoreError>> + Send;
+
+    /// What the effective maintenance mode depends on.
+    fn maintenance(&self) -> impl Future<Output = Result<MaintenanceInputs, StoreError>> + Send;
+
+    /// Whether the database answers.
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// The stored steady mode, the active windows and the open mode overrides.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MaintenanceInputs {
+    pub state: Maintenance,
+    pub updated_at: DateTime<Utc>,
+    /// Active windows (past, present and future).
+    pub windows: Vec<Window>,
+    /// Mode overrides not cleared yet (some may have expired).
+    pub overrides: Vec<Override>,
 }
 
 /// Either backend, chosen once from the URL's scheme.
@@ -270,6 +290,17 @@ impl Store for Db {
     async fn audit(&self, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
         on_backend!(self, |s| Sql::<DB>::audit(&mut *s.pool.acquire().await?, limit)
             .await)
+    }
+    async fn active_clients(&self) -> Result<Vec<Stored<Client>>, StoreError> {
+        on_backend!(self, |s| Sql::<DB>::active_clients(&mut *s.pool.acquire().await?)
+            .await)
+    }
+    async fn maintenance(&self) -> Result<MaintenanceInputs, StoreError> {
+        on_backend!(self, |s| Sql::<DB>::maintenance(&mut *s.pool.acquire().await?)
+            .await)
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        on_backend!(self, |s| Sql::<DB>::ping(&mut *s.pool.acquire().await?).await)
     }
 }
 

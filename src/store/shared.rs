@@ -8,7 +8,7 @@ use std::time::Duration;
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Transaction, Type};
 
 use super::writes::{self, Step};
-use super::{Applied, ApplyError, AuditRecord, RunMeta, RunRecord, StoreError};
+use super::{Applied, ApplyError, AuditRecord, MaintenanceInputs, RunMeta, RunRecord, StoreError};
 use crate::domain::{
     ClientName, FlagName, KeySha256, ParseError, ProfileName, RuleKey, WindowName, WindowSeconds,
 };
@@ -124,6 +124,7 @@ where
     RunRow: for<'r> FromRow<'r, DB::Row>,
     AuditRow: for<'r> FromRow<'r, DB::Row>,
     (i64,): for<'r> FromRow<'r, DB::Row>,
+    (i64, String, String, String, DateTime<Utc>): for<'r> FromRow<'r, DB::Row>,
     for<'q> i64: Encode<'q, DB> + Type<DB>,
     for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
     for<'q> String: Encode<'q, DB> + Type<DB>,
@@ -323,6 +324,53 @@ where
     pub async fn audit(conn: &mut DB::Connection, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
         let rows: Vec<AuditRow> = sqlx::query_as(SELECT_AUDIT).bind(limit).fetch_all(conn).await?;
         Ok(rows.into_iter().map(audit).collect())
+    }
+
+    /// Active clients, for authenticating requests.
+    pub async fn active_clients(conn: &mut DB::Connection) -> Result<Vec<Stored<Client>>, StoreError> {
+        let rows: Vec<ClientRow> = sqlx::query_as(
+            "SELECT id, name, client_type, role, key_sha256, active, description, owner FROM api_clients \
+             WHERE active ORDER BY id",
+        )
+        .fetch_all(conn)
+        .await?;
+        rows.into_iter().map(client).collect()
+    }
+
+    /// What the effective maintenance mode depends on, without reading every resource.
+    pub async fn maintenance(conn: &mut DB::Connection) -> Result<MaintenanceInputs, StoreError> {
+        let (id, mode, reason, owner, updated_at): (i64, String, String, String, DateTime<Utc>) =
+            sqlx::query_as("SELECT id, mode, reason, owner, updated_at FROM maintenance_state")
+                .fetch_one(&mut *conn)
+                .await?;
+        let state = self::mode((id, mode, reason, owner))?;
+        let windows: Vec<WindowRow> = sqlx::query_as(
+            "SELECT id, name, starts_at, ends_at, mode, active, description, owner FROM maintenance_windows \
+             WHERE active ORDER BY starts_at",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        let overrides: Vec<OverrideRow> = sqlx::query_as(
+            "SELECT id, resource_kind, resource_key, actor, reason, created_at, expires_at, group_id \
+             FROM overrides WHERE cleared_at IS NULL AND resource_kind = 'maintenance_mode' ORDER BY id",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        Ok(MaintenanceInputs {
+            state: state.value,
+            updated_at,
+            windows: windows
+                .into_iter()
+                .map(|w| window(w).map(|s| s.value))
+                .collect::<Result<_, _>>()?,
+            overrides: overrides.into_iter().map(override_).collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(conn: &mut DB::Connection) -> Result<(), StoreError> {
+        let _: (i64,) = sqlx::query_as("SELECT CAST(1 AS BIGINT)").fetch_one(conn).await?;
+        Ok(())
     }
 }
 

@@ -1,6 +1,7 @@
 //! Integration tests: the store story and the binary end to end, on SQLite and, when
 //! `VALHALLA_TEST_POSTGRES_URL` is set, on PostgreSQL.
 
+mod api;
 mod cli;
 mod store;
 mod support;

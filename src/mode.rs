@@ -1,0 +1,206 @@
+//! The effective maintenance mode: an active override, else an open window, else git's mode.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::domain::Mode;
+use crate::store::MaintenanceInputs;
+
+/// Where the effective mode comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The steady mode declared in git (or never declared: the stored default).
+    Git,
+    /// An emergency override made over HTTP.
+    Override,
+    /// A scheduled maintenance window that is open now.
+    Window,
+}
+
+/// The mode in force now, as `GET /system/maintenance/state` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EffectiveMode {
+    pub mode: Mode,
+    pub reason: String,
+    /// When the stored mode last changed.
+    pub updated_at: DateTime<Utc>,
+    pub source: Source,
+    /// When this mode ends, where known: the override's expiry or the window's end.
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// Computes the effective mode at `now`; no write is needed for a window to open or close.
+pub fn effective(inputs: &MaintenanceInputs, now: DateTime<Utc>) -> EffectiveMode {
+    let stored = &inputs.state;
+    let base = EffectiveMode {
+        mode: stored.mode,
+        reason: stored.reason.clone(),
+        updated_at: inputs.updated_at,
+        source: Source::Git,
+        until: None,
+    };
+    // An override wrote its mode into the stored row; it holds until it expires or is cleared.
+    if let Some(o) = inputs
+        .overrides
+        .iter()
+        .filter(|o| o.is_active(now))
+        .max_by_key(|o| o.created_at)
+    {
+        return EffectiveMode {
+            reason: o.reason.clone(),
+            source: Source::Override,
+            until: o.expires_at,
+            ..base
+        };
+    }
+    let open = inputs
+        .windows
+        .iter()
+        .filter(|w| w.active && w.starts_at <= now && now < w.ends_at);
+    // Of overlapping windows, the stricter mode wins, then the one that ends last.
+    let strictness = |m: Mode| match m {
+        Mode::Normal => 0,
+        Mode::ReadOnly => 1,
+        Mode::Maintenance => 2,
+    };
+    match open.max_by_key(|w| (strictness(w.mode.into()), w.ends_at)) {
+        Some(w) => EffectiveMode {
+            mode: w.mode.into(),
+            reason: if w.description.is_empty() {
+                format!("maintenance window {}", w.name)
+            } else {
+                w.description.clone()
+            },
+            source: Source::Window,
+            until: Some(w.ends_at),
+            ..base
+        },
+        None => base,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{Duration, TimeZone};
+
+    use super::*;
+    use crate::domain::{WindowMode, WindowName};
+    use crate::model::{Kind, Maintenance, Override, Window};
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, 1, 3, 0, 0).unwrap()
+    }
+
+    fn window(name: &str, from_h: i64, to_h: i64, mode: WindowMode) -> Window {
+        Window {
+            name: WindowName::parse(name).unwrap(),
+            starts_at: now() + Duration::hours(from_h),
+            ends_at: now() + Duration::hours(to_h),
+            mode,
+            active: true,
+            description: String::new(),
+        }
+    }
+
+    fn freeze(expires_in_min: Option<i64>) -> Override {
+        Override {
+            id: 1,
+            kind: Kind::MaintenanceMode,
+            key: "mode".into(),
+            actor: "tyr".into(),
+            reason: "incident 7".into(),
+            created_at: now() - Duration::minutes(10),
+            expires_at: expires_in_min.map(|m| now() + Duration::minutes(m)),
+            group_id: None,
+        }
+    }
+
+    fn inputs(mode: Mode, windows: Vec<Window>, overrides: Vec<Override>) -> MaintenanceInputs {
+        MaintenanceInputs {
+            state: Maintenance {
+                mode,
+                reason: "steady".into(),
+            },
+            updated_at: now() - Duration::days(1),
+            windows,
+            overrides,
+        }
+    }
+
+    #[test]
+    fn precedence_override_then_window_then_git() {
+        let open = window("upgrade", -1, 1, WindowMode::Maintenance);
+        let cases = [
+            // (stored mode, windows, overrides) -> (mode, source)
+            (inputs(Mode::Normal, vec![], vec![]), (Mode::Normal, Source::Git)),
+            (
+                inputs(Mode::Normal, vec![open.clone()], vec![]),
+                (Mode::Maintenance, Source::Window),
+            ),
+            (
+                inputs(Mode::ReadOnly, vec![open.clone()], vec![freeze(Some(5))]),
+                (Mode::ReadOnly, Source::Override),
+            ),
+            (
+                inputs(Mode::ReadOnly, vec![], vec![freeze(None)]),
+                (Mode::ReadOnly, Source::Override),
+            ),
+            // An expired override no longer counts: the window (or git) decides again.
+            (
+                inputs(Mode::ReadOnly, vec![open], vec![freeze(Some(-1))]),
+                (Mode::Maintenance, Source::Window),
+            ),
+            (
+                inputs(Mode::Normal, vec![], vec![freeze(Some(-1))]),
+                (Mode::Normal, Source::Git),
+            ),
+        ];
+        for (i, (input, (mode, source))) in cases.iter().enumerate() {
+            let e = effective(input, now());
+            assert_eq!((e.mode, e.source), (*mode, *source), "case {i}");
+        }
+    }
+
+    #[test]
+    fn windows_open_and_close_with_the_clock() {
+        let input = inputs(
+            Mode::Normal,
+            vec![window("w", 1, 2, WindowMode::ReadOnly)],
+            vec![],
+        );
+        assert_eq!(effective(&input, now()).source, Source::Git);
+        let during = effective(&input, now() + Duration::minutes(90));
+        assert_eq!(
+            (during.mode, during.until),
+            (Mode::ReadOnly, Some(now() + Duration::hours(2)))
+        );
+        assert_eq!(during.reason, "maintenance window w");
+        // The end is exclusive.
+        assert_eq!(effective(&input, now() + Duration::hours(2)).source, Source::Git);
+    }
+
+    #[test]
+    fn overlapping_windows_take_the_stricter_mode() {
+        let input = inputs(
+            Mode::Normal,
+            vec![
+                window("ro", -1, 3, WindowMode::ReadOnly),
+                window("mt", -1, 1, WindowMode::Maintenance),
+            ],
+            vec![],
+        );
+        let e = effective(&input, now());
+        assert_eq!(
+            (e.mode, e.until),
+            (Mode::Maintenance, Some(now() + Duration::hours(1)))
+        );
+    }
+
+    #[test]
+    fn override_reports_its_reason_and_expiry() {
+        let e = effective(&inputs(Mode::ReadOnly, vec![], vec![freeze(Some(30))]), now());
+        assert_eq!(e.reason, "incident 7");
+        assert_eq!(e.until, Some(now() + Duration::minutes(30)));
+    }
+}

@@ -1,0 +1,114 @@
+//! The HTTP server: the documented endpoints over the same store, with API keys, JSON errors and
+//! request limits.
+
+mod auth;
+mod error;
+mod system;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::routing::{delete, get};
+use chrono::{DateTime, Utc};
+use tokio::net::TcpListener;
+use tower::Layer as _;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::normalize_path::NormalizePathLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub use auth::{Caller, ClientCache};
+pub use error::ApiError;
+
+use crate::store::Db;
+
+/// The largest request body accepted.
+pub const BODY_LIMIT: usize = 64 * 1024;
+/// How long a request may take before it is answered 503.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the client cache trusts itself without a change signal.
+pub const CLIENT_CACHE_TTL: Duration = Duration::from_secs(5);
+
+/// The time as handlers see it; tests inject their own.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// What every handler shares.
+pub struct AppState {
+    pub db: Db,
+    /// Active clients by key hash.
+    pub clients: ClientCache,
+    pub clock: Clock,
+}
+
+impl AppState {
+    /// State over `db` with the system clock.
+    pub fn new(db: Db) -> AppState {
+        AppState {
+            db,
+            clients: ClientCache::new(CLIENT_CACHE_TTL),
+            clock: Arc::new(|| crate::domain::normalize_time(Utc::now())),
+        }
+    }
+}
+
+/// Every route, with the shared layers.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(system::healthz))
+        .route("/readyz", get(system::readyz))
+        .route("/system/maintenance/state", get(system::maintenance_state))
+        .route("/system/overrides", get(system::list_overrides))
+        .route("/system/overrides/{id}", delete(system::clear_override))
+        .route("/system/reconcile/runs", get(system::runs))
+        .fallback(error::not_found)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        // Outside every layer that can refuse a request, so each refusal gets the JSON body.
+        .layer(axum::middleware::map_response(error::json_errors))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves on `listener` until `shutdown` completes; in-flight requests finish first. Every path
+/// works with and without a trailing slash.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = NormalizePathLayer::trim_trailing_slash().layer(router(state));
+    let service = axum::ServiceExt::<Request>::into_make_service(app);
+    axum::serve(listener, service)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

@@ -1,0 +1,104 @@
+//! Health, readiness, the effective maintenance state, overrides and reconcile runs.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, AppState, Caller};
+use crate::domain::Role;
+use crate::mode::{EffectiveMode, effective};
+use crate::model::Override;
+use crate::store::{RunRecord, Store as _};
+
+/// `GET /healthz`: the process answers.
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: the database answers too.
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
+    state.db.ping().await.map_err(ApiError::Unavailable)?;
+    Ok(Json(
+        serde_json::json!({ "status": "ready", "backend": crate::store::Store::backend(&state.db) }),
+    ))
+}
+
+/// `GET /system/maintenance/state` (public): the mode in force and where it comes from.
+pub async fn maintenance_state(State(state): State<Arc<AppState>>) -> Result<Json<EffectiveMode>, ApiError> {
+    let inputs = state.db.maintenance().await?;
+    Ok(Json(effective(&inputs, (state.clock)())))
+}
+
+/// An override as listed, with whether it still holds.
+#[derive(Serialize)]
+pub struct OverrideView {
+    #[serde(flatten)]
+    pub inner: Override,
+    pub active: bool,
+}
+
+/// `GET /system/overrides` (reader): overrides not cleared, expired ones marked inactive.
+pub async fn list_overrides(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<Json<Vec<OverrideView>>, ApiError> {
+    caller.require(Role::Reader)?;
+    let now = (state.clock)();
+    let overrides = state.db.open_overrides().await?;
+    Ok(Json(
+        overrides
+            .into_iter()
+            .map(|o| OverrideView {
+                active: o.is_active(now),
+                inner: o,
+            })
+            .collect(),
+    ))
+}
+
+/// `DELETE /system/overrides/{id}` (operator): lift an override; the next reconcile restores git.
+pub async fn clear_override(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Role::Operator)?;
+    match state
+        .db
+        .clear_overrides(Some(id), caller.name.as_str(), (state.clock)())
+        .await
+    {
+        Ok(_) => Ok(StatusCode::NO_CONTENT),
+        Err(crate::store::StoreError::NoSuchOverride(id)) => Err(ApiError::NotFound(format!(
+            "override #{id} does not exist or is already cleared"
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Query of `GET /system/reconcile/runs`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunsQuery {
+    /// How many runs, newest first (1..=1000, default 50).
+    pub limit: Option<i64>,
+}
+
+/// `GET /system/reconcile/runs` (reader): the most recent reconcile runs.
+pub async fn runs(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Query(query): Query<RunsQuery>,
+) -> Result<Json<Vec<RunRecord>>, ApiError> {
+    caller.require(Role::Reader)?;
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::Unprocessable(format!(
+            "limit must be between 1 and 1000, not {limit}"
+        )));
+    }
+    Ok(Json(state.db.runs(limit).await?))
+}

@@ -1,0 +1,348 @@
+//! The HTTP server on every backend: a real server on a random port, real keys, real requests.
+
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use serde_json::Value;
+use valhalla_ops::desired::Loader;
+use valhalla_ops::domain::KeySha256;
+use valhalla_ops::model::{Kind, NewOverride};
+use valhalla_ops::reconcile::{Request, reconcile};
+use valhalla_ops::server::{self, AppState};
+use valhalla_ops::store::{Db, Store as _};
+
+use crate::support::{TestDb, all_backends};
+
+const READER: &str = "vk_test_reader_0000000000000000000000000000";
+const OPERATOR: &str = "vk_test_operator_00000000000000000000000000";
+const ADMIN: &str = "vk_test_admin_000000000000000000000000000000";
+const RETIRED: &str = "vk_test_retired_0000000000000000000000000000";
+
+/// The clients the tests call with, and a state that declares them.
+fn state_with(extra: &str) -> String {
+    let client = |name: &str, role: &str, key: &str, active: bool| {
+        format!(
+            "  - name: {name}\n    type: script\n    role: {role}\n    key_sha256: {}\n    active: {active}\n",
+            KeySha256::of_key(key).as_str()
+        )
+    };
+    format!(
+        "clients:\n{}{}{}{}{extra}",
+        client("reader", "reader", READER, true),
+        client("operator", "operator", OPERATOR, true),
+        client("admin", "admin", ADMIN, true),
+        client("retired", "admin", RETIRED, false),
+    )
+}
+
+/// A server on a random port over a fresh, seeded database.
+pub struct TestApp {
+    pub base: String,
+    pub state: Arc<AppState>,
+    pub runtime: tokio::runtime::Runtime,
+    agent: ureq::Agent,
+    pub backend: &'static str,
+    _db: TestDb,
+}
+
+impl TestApp {
+    pub fn spawn(test_db: TestDb, state_yaml: &str) -> TestApp {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (base, state) = runtime.block_on(async {
+            let db = Db::open(&test_db.url).await.unwrap();
+            apply(&db, state_yaml).await;
+            let state = Arc::new(AppState::new(db));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let base = format!("http://{}", listener.local_addr().unwrap());
+            tokio::spawn(server::serve(
+                listener,
+                Arc::clone(&state),
+                std::future::pending(),
+            ));
+            (base, state)
+        });
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        TestApp {
+            base,
+            state,
+            runtime,
+            agent,
+            backend: test_db.backend,
+            _db: test_db,
+        }
+    }
+
+    /// Sends a request; returns the status and the JSON body (Null when empty).
+    pub fn call(&self, method: &str, path: &str, key: Option<&str>) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        let mut request = ureq::http::Request::builder().method(method).uri(&url);
+        if let Some(key) = key {
+            request = request.header("Authorization", format!("Bearer {key}"));
+        }
+        let response = self.agent.run(request.body(()).unwrap()).unwrap();
+        read(response)
+    }
+
+    pub fn get(&self, path: &str, key: Option<&str>) -> (u16, Value) {
+        self.call("GET", path, key)
+    }
+}
+
+fn read(mut response: ureq::http::Response<ureq::Body>) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap();
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, body)
+}
+
+async fn apply(db: &Db, yaml: &str) {
+    let mut loader = Loader::new(Utc::now());
+    loader.add_file(std::path::Path::new("api.yaml"), yaml);
+    let desired = loader.finish().expect("valid test state").state;
+    let request = Request {
+        actor: "test".into(),
+        source: "test".into(),
+        ..Request::default()
+    };
+    reconcile(db, &desired, &request, Utc::now()).await.unwrap();
+}
+
+/// Asserts the documented error body.
+fn assert_error(app: &TestApp, (status, body): (u16, Value), want: u16, code: &str) {
+    assert_eq!(status, want, "{}: {body}", app.backend);
+    assert_eq!(body["error"]["code"], code, "{}: {body}", app.backend);
+    assert!(
+        body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{}: {body}",
+        app.backend
+    );
+}
+
+#[test]
+fn health_readiness_and_trailing_slashes() {
+    for db in all_backends() {
+        let app = TestApp::spawn(db, &state_with(""));
+        assert_eq!(
+            app.get("/healthz", None),
+            (200, serde_json::json!({ "status": "ok" }))
+        );
+        assert_eq!(app.get("/healthz/", None).0, 200);
+        let (status, body) = app.get("/readyz", None);
+        assert_eq!((status, body["backend"].as_str()), (200, Some(app.backend)));
+        assert_error(&app, app.get("/nope", None), 404, "not_found");
+        assert_error(
+            &app,
+            app.call("POST", "/healthz", None),
+            405,
+            "method_not_allowed",
+        );
+    }
+}
+
+#[test]
+fn api_keys_and_roles() {
+    for db in all_backends() {
+        let app = TestApp::spawn(db, &state_with(""));
+        assert_error(&app, app.get("/system/overrides", None), 401, "unauthorized");
+        assert_error(
+            &app,
+            app.get("/system/overrides", Some("vk_nobody")),
+            401,
+            "unauthorized",
+        );
+        // A deactivated client's key is refused.
+        assert_error(
+            &app,
+            app.get("/system/overrides", Some(RETIRED)),
+            401,
+            "unauthorized",
+        );
+        assert_eq!(
+            app.get("/system/overrides", Some(READER)),
+            (200, serde_json::json!([]))
+        );
+        // X-API-Key works as well as Bearer.
+        let response = app
+            .agent
+            .get(format!("{}/system/reconcile/runs/", app.base))
+            .header("X-API-Key", OPERATOR)
+            .call()
+            .unwrap();
+        let (status, body) = read(response);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body[0]["actor"], "test");
+        // A reader may not clear overrides.
+        assert_error(
+            &app,
+            app.call("DELETE", "/system/overrides/1", Some(READER)),
+            403,
+            "forbidden",
+        );
+    }
+}
+
+#[test]
+fn a_deactivated_client_is_refused_once_the_cache_is_invalidated() {
+    for db in all_backends() {
+        let app = TestApp::spawn(db, &state_with(""));
+        assert_eq!(app.get("/system/overrides", Some(READER)).0, 200);
+        let without_reader = state_with("").replacen("    active: true\n", "    active: false\n", 1);
+        app.runtime.block_on(apply(&app.state.db, &without_reader));
+        app.state.clients.invalidate();
+        assert_error(
+            &app,
+            app.get("/system/overrides", Some(READER)),
+            401,
+            "unauthorized",
+        );
+    }
+}
+
+#[test]
+fn overrides_are_listed_and_cleared() {
+    for db in all_backends() {
+        let app = TestApp::spawn(db, &state_with(""));
+        let freeze = NewOverride {
+            kind: Kind::MaintenanceMode,
+            key: "mode".into(),
+            actor: "tyr".into(),
+            reason: "incident 12".into(),
+            expires_at: Some(Utc::now() + Duration::minutes(30)),
+            group_id: None,
+        };
+        let id = app
+            .runtime
+            .block_on(app.state.db.add_override(freeze, Utc::now()))
+            .unwrap()
+            .id;
+        let (status, list) = app.get("/system/overrides", Some(READER));
+        assert_eq!(
+            (status, &list[0]["reason"], &list[0]["active"]),
+            (200, &"incident 12".into(), &true.into())
+        );
+        assert_eq!(
+            app.call("DELETE", &format!("/system/overrides/{id}"), Some(OPERATOR)),
+            (204, Value::Null)
+        );
+        assert_error(
+            &app,
+            app.call("DELETE", &format!("/system/overrides/{id}"), Some(OPERATOR)),
+            404,
+            "not_found",
+        );
+        assert_error(
+            &app,
+            app.call("DELETE", "/system/overrides/abc", Some(OPERATOR)),
+            400,
+            "bad_request",
+        );
+        assert_eq!(
+            app.get("/system/overrides", Some(READER)),
+            (200, serde_json::json!([]))
+        );
+    }
+}
+
+#[test]
+fn maintenance_state_is_public_and_follows_override_then_window_then_git() {
+    for db in all_backends() {
+        let now = Utc::now();
+        let window = format!(
+            "maintenance:\n  mode: normal\n  windows:\n    - name: upgrade\n      starts_at: {}\n      ends_at: {}\n      mode: read_only\n      description: Postgres upgrade\n",
+            (now - Duration::minutes(5)).to_rfc3339(),
+            (now + Duration::minutes(55)).to_rfc3339()
+        );
+        let app = TestApp::spawn(db, &state_with(&window));
+        let (status, state) = app.get("/system/maintenance/state", None);
+        assert_eq!(status, 200, "{state}");
+        assert_eq!(
+            (&state["mode"], &state["source"], &state["reason"]),
+            (&"read_only".into(), &"window".into(), &"Postgres upgrade".into())
+        );
+        assert!(state["until"].is_string());
+
+        // Tyr freezes the platform: the override wins over the window.
+        app.runtime.block_on(async {
+            let db = &app.state.db;
+            let freeze = NewOverride {
+                kind: Kind::MaintenanceMode,
+                key: "mode".into(),
+                actor: "tyr".into(),
+                reason: "incident 13".into(),
+                expires_at: None,
+                group_id: None,
+            };
+            db.add_override(freeze, Utc::now()).await.unwrap();
+            match db {
+                Db::Postgres(s) => sqlx::query("UPDATE maintenance_state SET mode = 'maintenance'")
+                    .execute(s.pool())
+                    .await
+                    .map(drop),
+                Db::Sqlite(s) => sqlx::query("UPDATE maintenance_state SET mode = 'maintenance'")
+                    .execute(s.pool())
+                    .await
+                    .map(drop),
+            }
+            .unwrap();
+        });
+        let (_, state) = app.get("/system/maintenance/state/", None);
+        assert_eq!(
+            (&state["mode"], &state["source"], &state["until"]),
+            (&"maintenance".into(), &"override".into(), &Value::Null),
+            "{}",
+            app.backend
+        );
+    }
+}
+
+#[test]
+fn runs_validate_their_query() {
+    for db in all_backends() {
+        let app = TestApp::spawn(db, &state_with(""));
+        let (status, runs) = app.get("/system/reconcile/runs?limit=1", Some(READER));
+        assert_eq!((status, runs.as_array().map(Vec::len)), (200, Some(1)));
+        assert_error(
+            &app,
+            app.get("/system/reconcile/runs?limit=0", Some(READER)),
+            422,
+            "unprocessable",
+        );
+        assert_error(
+            &app,
+            app.get("/system/reconcile/runs?limit=lots", Some(READER)),
+            400,
+            "bad_request",
+        );
+        assert_error(
+            &app,
+            app.get("/system/reconcile/runs?limt=5", Some(READER)),
+            400,
+            "bad_request",
+        );
+    }
+}
+
+#[test]
+fn oversized_bodies_are_refused_with_json() {
+    let app = TestApp::spawn(crate::support::sqlite(), &state_with(""));
+    let big = vec![b'x'; server::BODY_LIMIT + 1];
+    let request = ureq::http::Request::builder()
+        .method("DELETE")
+        .uri(format!("{}/system/overrides/1", app.base))
+        .header("Authorization", format!("Bearer {OPERATOR}"))
+        .body(big)
+        .unwrap();
+    let response = app.agent.run(request).unwrap();
+    assert_error(&app, read(response), 413, "payload_too_large");
+}
