@@ -3,6 +3,7 @@
 
 mod auth;
 mod error;
+mod rules;
 mod system;
 
 use std::future::Future;
@@ -55,6 +56,26 @@ impl AppState {
     }
 }
 
+/// The largest page a listing returns.
+pub const MAX_PAGE: i64 = 10_000;
+
+/// A listing's page from its `limit` (default 1000, at most [`MAX_PAGE`]) and `offset`.
+fn page(limit: Option<i64>, offset: Option<i64>) -> Result<crate::store::Page, ApiError> {
+    let limit = limit.unwrap_or(1000);
+    let offset = offset.unwrap_or(0);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::Unprocessable(format!(
+            "limit must be between 1 and {MAX_PAGE}, not {limit}"
+        )));
+    }
+    if offset < 0 {
+        return Err(ApiError::Unprocessable(format!(
+            "offset must not be negative, not {offset}"
+        )));
+    }
+    Ok(crate::store::Page { limit, offset })
+}
+
 /// Every route, with the shared layers.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
@@ -64,6 +85,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/system/overrides", get(system::list_overrides))
         .route("/system/overrides/{id}", delete(system::clear_override))
         .route("/system/reconcile/runs", get(system::runs))
+        .route("/system/ratelimits/rules", get(rules::list))
+        .route("/system/ratelimits/rules/{id}", get(rules::get))
+        .route("/system/ratelimits/snapshots", get(rules::snapshots))
         .fallback(error::not_found)
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -11,7 +11,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::model::{Actual, Client, Maintenance, NewOverride, Override, Stored, Window};
+use crate::domain::{Owner, Scope};
+use crate::model::{Actual, Client, Maintenance, NewOverride, Override, RateLimitRule, Stored, Window};
 use crate::plan::Plan;
 
 use shared::Sql;
@@ -175,6 +176,66 @@ pub trait Store: Send + Sync {
 
     /// Whether the database answers.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Rules matching a filter, ordered by scope and key.
+    fn rules(&self, filter: &RuleFilter) -> impl Future<Output = Result<Vec<RuleRecord>, StoreError>> + Send;
+
+    /// One rule by id.
+    fn rule(&self, id: i64) -> impl Future<Output = Result<Option<RuleRecord>, StoreError>> + Send;
+
+    /// Usage snapshots matching a filter, newest first.
+    fn snapshots(
+        &self,
+        filter: &SnapshotFilter,
+    ) -> impl Future<Output = Result<Vec<SnapshotRecord>, StoreError>> + Send;
+}
+
+/// A page of a listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// Which rules to list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleFilter {
+    pub scope: Option<Scope>,
+    pub key: Option<String>,
+    pub enabled: Option<bool>,
+    pub page: Page,
+}
+
+/// Which usage snapshots to list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotFilter {
+    pub scope: Option<Scope>,
+    pub key: Option<String>,
+    pub page: Page,
+}
+
+/// A stored rule with its bookkeeping, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuleRecord {
+    pub id: i64,
+    #[serde(flatten)]
+    pub rule: RateLimitRule,
+    pub owner: Owner,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A counter snapshot written by enforcement (an audit of usage).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SnapshotRecord {
+    pub id: i64,
+    pub scope: String,
+    pub key: String,
+    pub window_seconds: i64,
+    pub max_requests: i64,
+    pub current_count: i64,
+    pub window_started_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }
 
 /// The stored steady mode, the active windows and the open mode overrides.
@@ -301,6 +362,20 @@ impl Store for Db {
     }
     async fn ping(&self) -> Result<(), StoreError> {
         on_backend!(self, |s| Sql::<DB>::ping(&mut *s.pool.acquire().await?).await)
+    }
+    async fn rules(&self, filter: &RuleFilter) -> Result<Vec<RuleRecord>, StoreError> {
+        on_backend!(self, |s| Sql::<DB>::rules(&mut *s.pool.acquire().await?, filter)
+            .await)
+    }
+    async fn rule(&self, id: i64) -> Result<Option<RuleRecord>, StoreError> {
+        on_backend!(self, |s| Sql::<DB>::rule(&mut *s.pool.acquire().await?, id).await)
+    }
+    async fn snapshots(&self, filter: &SnapshotFilter) -> Result<Vec<SnapshotRecord>, StoreError> {
+        on_backend!(self, |s| Sql::<DB>::snapshots(
+            &mut *s.pool.acquire().await?,
+            filter
+        )
+        .await)
     }
 }
 

@@ -8,7 +8,10 @@ use std::time::Duration;
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Transaction, Type};
 
 use super::writes::{self, Step};
-use super::{Applied, ApplyError, AuditRecord, MaintenanceInputs, RunMeta, RunRecord, StoreError};
+use super::{
+    Applied, ApplyError, AuditRecord, MaintenanceInputs, RuleFilter, RuleRecord, RunMeta, RunRecord,
+    SnapshotFilter, SnapshotRecord, StoreError,
+};
 use crate::domain::{
     ClientName, FlagName, KeySha256, ParseError, ProfileName, RuleKey, WindowName, WindowSeconds,
 };
@@ -22,6 +25,21 @@ use crate::plan::Plan;
 pub const PROFILE_SETTING: &str = "deployment_profile";
 
 type RuleRow = (i64, String, String, i32, i32, bool, bool, String, String);
+/// A rule row with its timestamps.
+type RuleRecordRow = (
+    i64,
+    String,
+    String,
+    i32,
+    i32,
+    bool,
+    bool,
+    String,
+    String,
+    DateTime<Utc>,
+    DateTime<Utc>,
+);
+type SnapshotRow = (i64, String, String, i32, i32, i32, DateTime<Utc>, DateTime<Utc>);
 type ClientRow = (i64, String, String, String, String, bool, String, String);
 type WindowRow = (
     i64,
@@ -124,6 +142,9 @@ where
     RunRow: for<'r> FromRow<'r, DB::Row>,
     AuditRow: for<'r> FromRow<'r, DB::Row>,
     (i64,): for<'r> FromRow<'r, DB::Row>,
+    RuleRecordRow: for<'r> FromRow<'r, DB::Row>,
+    SnapshotRow: for<'r> FromRow<'r, DB::Row>,
+    for<'q> Option<bool>: Encode<'q, DB> + Type<DB>,
     (i64, String, String, String, DateTime<Utc>): for<'r> FromRow<'r, DB::Row>,
     for<'q> i64: Encode<'q, DB> + Type<DB>,
     for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
@@ -367,6 +388,83 @@ where
         })
     }
 
+    /// Rules matching `filter`, ordered by scope and key.
+    pub async fn rules(
+        conn: &mut DB::Connection,
+        filter: &RuleFilter,
+    ) -> Result<Vec<RuleRecord>, StoreError> {
+        let rows: Vec<RuleRecordRow> = sqlx::query_as(
+            "SELECT id, scope, key, window_seconds, max_requests, enabled, shadow, description, owner, \
+             created_at, updated_at FROM rate_limit_rules \
+             WHERE ($1 IS NULL OR scope = $1) AND ($2 IS NULL OR key = $2) AND ($3 IS NULL OR enabled = $3) \
+             ORDER BY scope, key LIMIT $4 OFFSET $5",
+        )
+        .bind(filter.scope.map(|s| s.as_str().to_owned()))
+        .bind(filter.key.clone())
+        .bind(filter.enabled)
+        .bind(filter.page.limit)
+        .bind(filter.page.offset)
+        .fetch_all(conn)
+        .await?;
+        rows.into_iter().map(rule_record).collect()
+    }
+
+    /// One rule by id.
+    pub async fn rule(conn: &mut DB::Connection, id: i64) -> Result<Option<RuleRecord>, StoreError> {
+        let row: Option<RuleRecordRow> = sqlx::query_as(
+            "SELECT id, scope, key, window_seconds, max_requests, enabled, shadow, description, owner, \
+             created_at, updated_at FROM rate_limit_rules WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+        row.map(rule_record).transpose()
+    }
+
+    /// Usage snapshots matching `filter`, newest first.
+    pub async fn snapshots(
+        conn: &mut DB::Connection,
+        filter: &SnapshotFilter,
+    ) -> Result<Vec<SnapshotRecord>, StoreError> {
+        let rows: Vec<SnapshotRow> = sqlx::query_as(
+            "SELECT id, scope, key, window_seconds, max_requests, current_count, window_started_at, updated_at \
+             FROM rate_limit_snapshots WHERE ($1 IS NULL OR scope = $1) AND ($2 IS NULL OR key = $2) \
+             ORDER BY updated_at DESC, id DESC LIMIT $3 OFFSET $4",
+        )
+        .bind(filter.scope.map(|s| s.as_str().to_owned()))
+        .bind(filter.key.clone())
+        .bind(filter.page.limit)
+        .bind(filter.page.offset)
+        .fetch_all(conn)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(
+                    id,
+                    scope,
+                    key,
+                    window_seconds,
+                    max_requests,
+                    current_count,
+                    window_started_at,
+                    updated_at,
+                )| {
+                    SnapshotRecord {
+                        id,
+                        scope,
+                        key,
+                        window_seconds: window_seconds.into(),
+                        max_requests: max_requests.into(),
+                        current_count: current_count.into(),
+                        window_started_at,
+                        updated_at,
+                    }
+                },
+            )
+            .collect())
+    }
+
     /// Whether the database answers.
     pub async fn ping(conn: &mut DB::Connection) -> Result<(), StoreError> {
         let _: (i64,) = sqlx::query_as("SELECT CAST(1 AS BIGINT)").fetch_one(conn).await?;
@@ -381,6 +479,18 @@ fn corrupt(table: &'static str, id: i64) -> impl Fn(ParseError) -> StoreError {
         id,
         message: e.0,
     }
+}
+
+fn rule_record(r: RuleRecordRow) -> Result<RuleRecord, StoreError> {
+    let (id, scope, key, window, max, enabled, shadow, description, owner, created_at, updated_at) = r;
+    let stored = rule((id, scope, key, window, max, enabled, shadow, description, owner))?;
+    Ok(RuleRecord {
+        id,
+        rule: stored.value,
+        owner: stored.owner,
+        created_at,
+        updated_at,
+    })
 }
 
 fn rule(r: RuleRow) -> Result<Stored<RateLimitRule>, StoreError> {

@@ -346,3 +346,120 @@ fn oversized_bodies_are_refused_with_json() {
     let response = app.agent.run(request).unwrap();
     assert_error(&app, read(response), 413, "payload_too_large");
 }
+
+const RULES: &str = "rate_limits:\n  - scope: ip\n    key: 203.0.113.0/24\n    max_requests: 600\n    description: Office\n  - scope: user\n    key: user-7\n    max_requests: 30\n  - scope: global\n    max_requests: 6000\n    enabled: false\n";
+
+#[test]
+fn rules_are_listed_filtered_and_fetched() {
+    for db in all_backends() {
+        let app = TestApp::spawn(db, &state_with(RULES));
+        let b = app.backend;
+        assert_error(
+            &app,
+            app.get("/system/ratelimits/rules", None),
+            401,
+            "unauthorized",
+        );
+        let (status, all) = app.get("/system/ratelimits/rules", Some(READER));
+        assert_eq!(status, 200, "{b}: {all}");
+        let keys: Vec<String> = all
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| format!("{}:{}", r["scope"], r["key"]))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "\"global\":\"*\"",
+                "\"ip\":\"203.0.113.0/24\"",
+                "\"user\":\"user-7\""
+            ],
+            "{b}"
+        );
+        let office = &all[1];
+        assert_eq!(
+            (&office["max_requests"], &office["owner"], &office["description"]),
+            (&600.into(), &"git".into(), &"Office".into())
+        );
+        assert!(
+            office["created_at"].is_string() && office["updated_at"].is_string(),
+            "{office}"
+        );
+
+        let (_, ip) = app.get("/system/ratelimits/rules?scope=ip", Some(READER));
+        assert_eq!(ip.as_array().map(Vec::len), Some(1), "{b}");
+        let (_, disabled) = app.get("/system/ratelimits/rules/?enabled=false", Some(READER));
+        assert_eq!(
+            (disabled.as_array().map(Vec::len), &disabled[0]["scope"]),
+            (Some(1), &"global".into()),
+            "{b}"
+        );
+        let (_, by_key) = app.get("/system/ratelimits/rules?key=user-7", Some(READER));
+        assert_eq!(by_key[0]["max_requests"], 30, "{b}");
+        let (_, paged) = app.get("/system/ratelimits/rules?limit=1&offset=2", Some(READER));
+        assert_eq!(paged[0]["key"], "user-7", "{b}");
+        let (status, bad) = app.get("/system/ratelimits/rules?scope=ipp", Some(READER));
+        assert_error(&app, (status, bad.clone()), 400, "bad_request");
+        assert!(
+            bad["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("unknown scope `ipp`"),
+            "{bad}"
+        );
+        assert_error(
+            &app,
+            app.get("/system/ratelimits/rules?limit=0", Some(READER)),
+            422,
+            "unprocessable",
+        );
+
+        let id = office["id"].as_i64().unwrap();
+        assert_eq!(
+            app.get(&format!("/system/ratelimits/rules/{id}"), Some(READER)),
+            (200, office.clone())
+        );
+        assert_error(
+            &app,
+            app.get("/system/ratelimits/rules/999999", Some(READER)),
+            404,
+            "not_found",
+        );
+        assert_error(
+            &app,
+            app.get("/system/ratelimits/rules/x1", Some(READER)),
+            400,
+            "bad_request",
+        );
+    }
+}
+
+#[test]
+fn usage_snapshots_are_listed() {
+    for db in all_backends() {
+        let app = TestApp::spawn(db, &state_with(""));
+        assert_eq!(
+            app.get("/system/ratelimits/snapshots", Some(READER)),
+            (200, serde_json::json!([]))
+        );
+        let insert = "INSERT INTO rate_limit_snapshots (scope, key, window_seconds, max_requests, current_count, window_started_at) \
+                      VALUES ('ip', '10.0.0.1', 60, 100, 42, '2026-11-25T10:00:00Z')";
+        app.runtime.block_on(async {
+            match &app.state.db {
+                Db::Postgres(s) => sqlx::query(insert).execute(s.pool()).await.map(drop),
+                Db::Sqlite(s) => sqlx::query(insert).execute(s.pool()).await.map(drop),
+            }
+            .unwrap()
+        });
+        let (status, list) = app.get("/system/ratelimits/snapshots?scope=ip&key=10.0.0.1", Some(READER));
+        assert_eq!(
+            (status, &list[0]["current_count"]),
+            (200, &42.into()),
+            "{}: {list}",
+            app.backend
+        );
+        let (_, none) = app.get("/system/ratelimits/snapshots?scope=user", Some(READER));
+        assert_eq!(none, serde_json::json!([]));
+    }
+}
