@@ -213,6 +213,15 @@ impl RuleKey {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Parses a key that may be omitted: only a global rule may omit it (it is `*`).
+    pub fn parse_for(scope: Scope, raw: Option<&str>) -> Result<Self, ParseError> {
+        match (raw, scope) {
+            (None, Scope::Global) => Self::parse(Scope::Global, Self::GLOBAL),
+            (None, scope) => Err(ParseError(format!("a rule of scope {scope} needs a key"))),
+            (Some(k), scope) => Self::parse(scope, k),
+        }
+    }
 }
 
 fn parse_ip_key(raw: &str) -> Result<String, ParseError> {

@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
-use crate::domain::{ParseError, RuleKey, Scope, WindowSeconds, parse_time};
+use crate::domain::{RuleKey, Scope, WindowSeconds, parse_time};
 use crate::model::{Client, FeatureFlag, Maintenance, Profile, RateLimitRule, Resource, Window};
 use position::{Pos, PositionIndex, join};
 use raw::{RawClient, RawFile, RawFlag, RawProfile, RawRule, RawWindow};
@@ -369,11 +369,7 @@ impl Loader {
             return;
         };
         let key_path = join(path, "key");
-        let key = match (r.key.as_deref(), r.scope) {
-            (None, Scope::Global) => RuleKey::parse(Scope::Global, RuleKey::GLOBAL),
-            (None, scope) => Err(ParseError(format!("a rule of scope {scope} needs a key"))),
-            (Some(k), scope) => RuleKey::parse(scope, k),
-        };
+        let key = RuleKey::parse_for(r.scope, r.key.as_deref());
         let window = WindowSeconds::new(r.window_seconds.into());
         let (key, window_seconds) = match (key, window) {
             (Ok(k), Ok(w)) => (k, w),

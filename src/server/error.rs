@@ -30,6 +30,9 @@ pub enum ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
+            StoreError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            StoreError::OverrideNeedsReason(_) => ApiError::Unprocessable(e.to_string()),
+            StoreError::LockHeld(_) => ApiError::Unavailable(e),
             StoreError::Connect { .. } => ApiError::Unavailable(e),
             StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => ApiError::Unavailable(e),
             e => ApiError::Internal(e),

@@ -85,8 +85,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/system/overrides", get(system::list_overrides))
         .route("/system/overrides/{id}", delete(system::clear_override))
         .route("/system/reconcile/runs", get(system::runs))
-        .route("/system/ratelimits/rules", get(rules::list))
-        .route("/system/ratelimits/rules/{id}", get(rules::get))
+        .route("/system/ratelimits/rules", get(rules::list).post(rules::put))
+        .route(
+            "/system/ratelimits/rules/{id}",
+            get(rules::get).delete(rules::delete),
+        )
         .route("/system/ratelimits/snapshots", get(rules::snapshots))
         .fallback(error::not_found)
         .layer(TimeoutLayer::with_status_code(

@@ -4,11 +4,16 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 
 use super::{ApiError, AppState, Caller, page};
-use crate::domain::{Role, Scope};
-use crate::store::{RuleFilter, RuleRecord, SnapshotFilter, SnapshotRecord, Store as _};
+use crate::domain::{Role, RuleKey, Scope, WindowSeconds};
+use crate::model::RateLimitRule;
+use crate::store::{
+    ApiChange, RuleFilter, RuleRecord, RuleWritten, SnapshotFilter, SnapshotRecord, Store as _,
+};
 
 /// Query of `GET /system/ratelimits/rules`.
 #[derive(Deserialize)]
@@ -73,4 +78,114 @@ pub async fn snapshots(
         page: page(q.limit, q.offset)?,
     };
     Ok(Json(state.db.snapshots(&filter).await?))
+}
+
+fn sixty() -> i64 {
+    60
+}
+fn sixty_requests() -> u32 {
+    60
+}
+fn yes() -> bool {
+    true
+}
+
+/// Body of `POST /system/ratelimits/rules`: the rule as in YAML, with the same defaults, and
+/// why it changes.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleBody {
+    scope: Scope,
+    /// Optional only for the global scope.
+    key: Option<String>,
+    #[serde(default = "sixty")]
+    window_seconds: i64,
+    #[serde(default = "sixty_requests")]
+    max_requests: u32,
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default)]
+    shadow: bool,
+    #[serde(default)]
+    description: String,
+    /// Why; required when the rule is declared in git (the change becomes an override).
+    reason: Option<String>,
+    /// How long such an override lasts; without it, until cleared.
+    ttl_seconds: Option<i64>,
+}
+
+/// Longest override an HTTP change may ask for: one year.
+const MAX_TTL_SECONDS: i64 = 365 * 24 * 3600;
+
+/// When an override of `ttl_seconds` made at `now` ends.
+pub fn expiry(ttl_seconds: Option<i64>, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    match ttl_seconds {
+        None => Ok(None),
+        Some(ttl @ 1..=MAX_TTL_SECONDS) => Ok(Some(now + Duration::seconds(ttl))),
+        Some(ttl) => Err(ApiError::Unprocessable(format!(
+            "ttl_seconds must be between 1 and {MAX_TTL_SECONDS}, not {ttl}"
+        ))),
+    }
+}
+
+/// `POST /system/ratelimits/rules` (operator): create (201) or update (200) the rule of a
+/// (scope, key). A git-owned rule is overridden: the reconciler holds it until the override ends.
+pub async fn put(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Json(body): Json<RuleBody>,
+) -> Result<(StatusCode, Json<RuleWritten>), ApiError> {
+    caller.require(Role::Operator)?;
+    let invalid = |e: crate::domain::ParseError| ApiError::Unprocessable(e.0);
+    let rule = RateLimitRule {
+        scope: body.scope,
+        key: RuleKey::parse_for(body.scope, body.key.as_deref()).map_err(invalid)?,
+        window_seconds: WindowSeconds::new(body.window_seconds).map_err(invalid)?,
+        max_requests: body.max_requests,
+        enabled: body.enabled,
+        shadow: body.shadow,
+        description: body.description,
+    };
+    let now = (state.clock)();
+    let change = ApiChange {
+        actor: caller.name.to_string(),
+        reason: body.reason,
+        expires_at: expiry(body.ttl_seconds, now)?,
+        now,
+    };
+    let written = state.db.put_rule(&rule, &change).await?;
+    let status = if written.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(written)))
+}
+
+/// Query of `DELETE /system/ratelimits/rules/{id}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteQuery {
+    reason: Option<String>,
+    ttl_seconds: Option<i64>,
+}
+
+/// `DELETE /system/ratelimits/rules/{id}` (operator): 204. A git-owned rule is held deleted by an
+/// override (which needs a `reason`) until it ends; then the reconciler restores it.
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    Query(q): Query<DeleteQuery>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Role::Operator)?;
+    let now = (state.clock)();
+    let change = ApiChange {
+        actor: caller.name.to_string(),
+        reason: q.reason,
+        expires_at: expiry(q.ttl_seconds, now)?,
+        now,
+    };
+    state.db.delete_rule(id, &change).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -57,6 +57,10 @@ pub enum StoreError {
     },
     #[error("override #{0} does not exist or is already cleared")]
     NoSuchOverride(i64),
+    #[error("{0} does not exist")]
+    NotFound(String),
+    #[error("{0} is declared in git: changing it over HTTP makes an override, which needs a `reason`")]
+    OverrideNeedsReason(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -188,6 +192,46 @@ pub trait Store: Send + Sync {
         &self,
         filter: &SnapshotFilter,
     ) -> impl Future<Output = Result<Vec<SnapshotRecord>, StoreError>> + Send;
+
+    /// Creates or updates the rule of its (scope, key) for an HTTP caller, under the writer lock.
+    /// A git-owned rule keeps its owner and gets an override, so the reconciler holds it.
+    fn put_rule(
+        &self,
+        rule: &RateLimitRule,
+        change: &ApiChange,
+    ) -> impl Future<Output = Result<RuleWritten, StoreError>> + Send;
+
+    /// Deletes a rule for an HTTP caller; a git-owned one gets an override (held deleted).
+    fn delete_rule(
+        &self,
+        id: i64,
+        change: &ApiChange,
+    ) -> impl Future<Output = Result<Option<Override>, StoreError>> + Send;
+}
+
+/// Who changes something over HTTP, and why: recorded in the audit log and in an override when
+/// the change touches a git-owned resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiChange {
+    /// The calling client's name.
+    pub actor: String,
+    pub reason: Option<String>,
+    /// When an override made by this change ends (`None`: until cleared).
+    pub expires_at: Option<DateTime<Utc>>,
+    pub now: DateTime<Utc>,
+}
+
+/// The result of [`Store::put_rule`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuleWritten {
+    #[serde(flatten)]
+    pub rule: RuleRecord,
+    /// Whether the rule is new.
+    #[serde(skip)]
+    pub created: bool,
+    /// The override recorded because the rule is git-owned.
+    #[serde(rename = "override", skip_serializing_if = "Option::is_none")]
+    pub hold: Option<Override>,
 }
 
 /// A page of a listing.
@@ -223,6 +267,17 @@ pub struct RuleRecord {
     pub owner: Owner,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl RuleRecord {
+    /// The rule as the planner and the writers see it.
+    pub fn stored(self) -> Stored<RateLimitRule> {
+        Stored {
+            id: self.id,
+            owner: self.owner,
+            value: self.rule,
+        }
+    }
 }
 
 /// A counter snapshot written by enforcement (an audit of usage).
@@ -374,6 +429,24 @@ impl Store for Db {
         on_backend!(self, |s| Sql::<DB>::snapshots(
             &mut *s.pool.acquire().await?,
             filter
+        )
+        .await)
+    }
+    async fn put_rule(&self, rule: &RateLimitRule, change: &ApiChange) -> Result<RuleWritten, StoreError> {
+        on_backend!(self, |s| Sql::<DB>::put_rule(
+            &s.pool,
+            s.lock_timeout,
+            rule,
+            change
+        )
+        .await)
+    }
+    async fn delete_rule(&self, id: i64, change: &ApiChange) -> Result<Option<Override>, StoreError> {
+        on_backend!(self, |s| Sql::<DB>::delete_rule(
+            &s.pool,
+            s.lock_timeout,
+            id,
+            change
         )
         .await)
     }

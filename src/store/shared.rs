@@ -7,17 +7,17 @@ use std::time::Duration;
 
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Transaction, Type};
 
-use super::writes::{self, Step};
+use super::writes::{self, Row, Step};
 use super::{
-    Applied, ApplyError, AuditRecord, MaintenanceInputs, RuleFilter, RuleRecord, RunMeta, RunRecord,
-    SnapshotFilter, SnapshotRecord, StoreError,
+    ApiChange, Applied, ApplyError, AuditRecord, MaintenanceInputs, RuleFilter, RuleRecord, RuleWritten,
+    RunMeta, RunRecord, SnapshotFilter, SnapshotRecord, StoreError,
 };
 use crate::domain::{
-    ClientName, FlagName, KeySha256, ParseError, ProfileName, RuleKey, WindowName, WindowSeconds,
+    ClientName, FlagName, KeySha256, Owner, ParseError, ProfileName, RuleKey, WindowName, WindowSeconds,
 };
 use crate::model::{
-    Actual, Client, FeatureFlag, Kind, Maintenance, NewOverride, Override, Profile, RateLimitRule, Stored,
-    Window,
+    Actual, Client, FeatureFlag, Kind, Maintenance, NewOverride, Override, Profile, RateLimitRule, Resource,
+    Stored, Window,
 };
 use crate::plan::Plan;
 
@@ -463,6 +463,109 @@ where
                 },
             )
             .collect())
+    }
+
+    /// Creates or updates a rule for an HTTP caller; see [`super::Store::put_rule`].
+    pub async fn put_rule(
+        pool: &Pool<DB>,
+        wait: Duration,
+        rule: &RateLimitRule,
+        change: &ApiChange,
+    ) -> Result<RuleWritten, StoreError> {
+        let mut tx = DB::begin_apply(pool, wait).await?;
+        let current = Self::rule_by_key(&mut tx, rule).await?.map(RuleRecord::stored);
+        let hold = Self::hold_for(current.as_ref(), rule.key(), change)?;
+        let hold = Self::api_write(&mut tx, current.as_ref(), Some(rule), hold, change).await?;
+        let record = Self::rule_by_key(&mut tx, rule)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(rule.key()))?;
+        tx.commit().await?;
+        Ok(RuleWritten {
+            rule: record,
+            created: current.is_none(),
+            hold,
+        })
+    }
+
+    /// Deletes a rule for an HTTP caller; see [`super::Store::delete_rule`].
+    pub async fn delete_rule(
+        pool: &Pool<DB>,
+        wait: Duration,
+        id: i64,
+        change: &ApiChange,
+    ) -> Result<Option<Override>, StoreError> {
+        let mut tx = DB::begin_apply(pool, wait).await?;
+        let current = Self::rule(&mut tx, id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("rate-limit rule {id}")))?
+            .stored();
+        let hold = Self::hold_for(Some(&current), current.value.key(), change)?;
+        let hold = Self::api_write::<RateLimitRule>(&mut tx, Some(&current), None, hold, change).await?;
+        tx.commit().await?;
+        Ok(hold)
+    }
+
+    /// The override an HTTP change to a git-owned resource records; it needs a reason.
+    fn hold_for<T: Resource>(
+        current: Option<&Stored<T>>,
+        key: String,
+        change: &ApiChange,
+    ) -> Result<Option<NewOverride>, StoreError> {
+        let Some(current) = current.filter(|c| c.owner == Owner::Git) else {
+            return Ok(None);
+        };
+        let reason = change.reason.clone().filter(|r| !r.trim().is_empty());
+        let reason = reason
+            .ok_or_else(|| StoreError::OverrideNeedsReason(format!("{} {}", T::KIND, current.value.key())))?;
+        Ok(Some(NewOverride {
+            kind: T::KIND,
+            key,
+            actor: change.actor.clone(),
+            reason,
+            expires_at: change.expires_at,
+            group_id: None,
+        }))
+    }
+
+    /// Writes one HTTP change inside the caller's locked transaction: the row, its audit record,
+    /// and the override when there is one; tells the replicas.
+    async fn api_write<T: Row>(
+        conn: &mut DB::Connection,
+        current: Option<&Stored<T>>,
+        target: Option<&T>,
+        hold: Option<NewOverride>,
+        change: &ApiChange,
+    ) -> Result<Option<Override>, StoreError> {
+        if let Some(step) = writes::api_step(current, target, change.now) {
+            DB::run_step(conn, &step).await?;
+        }
+        DB::run_step(
+            conn,
+            &writes::api_audit(current, target, &change.actor, change.now),
+        )
+        .await?;
+        let hold = match hold {
+            Some(new) => Some(Self::add_override(conn, new, change.now).await?),
+            None => None,
+        };
+        // Run 0: a change made over HTTP, not by a reconcile run.
+        DB::notify_changed(conn, 0).await?;
+        Ok(hold)
+    }
+
+    async fn rule_by_key(
+        conn: &mut DB::Connection,
+        rule: &RateLimitRule,
+    ) -> Result<Option<RuleRecord>, StoreError> {
+        let row: Option<RuleRecordRow> = sqlx::query_as(
+            "SELECT id, scope, key, window_seconds, max_requests, enabled, shadow, description, owner, \
+             created_at, updated_at FROM rate_limit_rules WHERE scope = $1 AND key = $2",
+        )
+        .bind(rule.scope.as_str().to_owned())
+        .bind(rule.key.as_str().to_owned())
+        .fetch_optional(conn)
+        .await?;
+        row.map(rule_record).transpose()
     }
 
     /// Whether the database answers.

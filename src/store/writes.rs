@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 
 use super::RunMeta;
 use crate::domain::Owner;
-use crate::model::{Client, FeatureFlag, Maintenance, Profile, RateLimitRule, Resource, Window};
+use crate::model::{Client, FeatureFlag, Maintenance, Profile, RateLimitRule, Resource, Stored, Window};
 use crate::plan::{Action, Op, Plan};
 
 /// The SQL type of a column, for binding arrays (Postgres) or values (SQLite).
@@ -49,7 +49,7 @@ pub enum Step {
 }
 
 /// How a resource kind is stored.
-trait Row: Resource {
+pub trait Row: Resource {
     const TABLE: &'static str;
     /// The columns the reconciler writes, besides owner and timestamps.
     const COLUMNS: &'static [Column];
@@ -322,4 +322,81 @@ pub fn audit_step(plan: &Plan, run_id: i64, meta: &RunMeta, now: DateTime<Utc>) 
         columns,
         rows,
     })
+}
+
+/// The row write of one change made over HTTP: an insert owned by the API, an update that keeps
+/// the owner (a git-owned resource stays git's, held by an override), or a delete.
+pub fn api_step<T: Row>(current: Option<&Stored<T>>, target: Option<&T>, now: DateTime<Utc>) -> Option<Step> {
+    let mut update_columns = T::COLUMNS.to_vec();
+    update_columns.extend([("owner", ColType::Text), ("updated_at", ColType::Time)]);
+    match (current, target) {
+        (None, Some(t)) => {
+            let mut columns = update_columns;
+            if T::CREATED_AT {
+                columns.push(("created_at", ColType::Time));
+            }
+            let values = row(t, Owner::Api, T::CREATED_AT.then_some(now), now);
+            Some(Step::Insert {
+                table: T::TABLE,
+                columns,
+                rows: vec![values],
+            })
+        }
+        (Some(c), Some(t)) => {
+            let values = row(t, c.owner, None, now);
+            Some(Step::Update {
+                table: T::TABLE,
+                columns: update_columns,
+                rows: vec![(c.id, values)],
+            })
+        }
+        (Some(c), None) => Some(Step::Delete {
+            table: T::TABLE,
+            ids: vec![c.id],
+        }),
+        (None, None) => None,
+    }
+}
+
+/// The audit row of one change made over HTTP by `actor`.
+pub fn api_audit<T: Row>(
+    current: Option<&Stored<T>>,
+    target: Option<&T>,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Step {
+    let action = match (current, target) {
+        (None, _) => "create",
+        (Some(_), Some(_)) => "update",
+        (Some(_), None) => "delete",
+    };
+    let key = target
+        .map(Resource::key)
+        .or_else(|| current.map(|c| c.value.key()))
+        .unwrap_or_default();
+    let values = vec![
+        Value::Time(now),
+        text(actor),
+        text("api"),
+        text(T::KIND.as_str()),
+        text(key),
+        text(action),
+        Value::Text(current.map(|c| audit_json(&c.value))),
+        Value::Text(target.map(audit_json)),
+    ];
+    let columns = vec![
+        ("at", ColType::Time),
+        ("actor", ColType::Text),
+        ("source", ColType::Text),
+        ("resource_kind", ColType::Text),
+        ("resource_key", ColType::Text),
+        ("action", ColType::Text),
+        ("before", ColType::Text),
+        ("after", ColType::Text),
+    ];
+    Step::Insert {
+        table: "audit_log",
+        columns,
+        rows: vec![values],
+    }
 }

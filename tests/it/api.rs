@@ -463,3 +463,283 @@ fn usage_snapshots_are_listed() {
         assert_eq!(none, serde_json::json!([]));
     }
 }
+
+impl TestApp {
+    /// Sends `body` as JSON.
+    pub fn send_json(&self, method: &str, path: &str, key: Option<&str>, body: &str) -> (u16, Value) {
+        let mut request = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header("Content-Type", "application/json");
+        if let Some(key) = key {
+            request = request.header("Authorization", format!("Bearer {key}"));
+        }
+        read(self.agent.run(request.body(body.to_owned()).unwrap()).unwrap())
+    }
+
+    /// The plan the reconciler would make now for `yaml`, as (kind, key, action).
+    fn plan(&self, yaml: &str) -> Vec<(String, String, String)> {
+        let mut loader = Loader::new(Utc::now());
+        loader.add_file(std::path::Path::new("api.yaml"), yaml);
+        let desired = loader.finish().unwrap().state;
+        let request = Request {
+            dry_run: true,
+            ..Request::default()
+        };
+        let outcome = self
+            .runtime
+            .block_on(reconcile(&self.state.db, &desired, &request, Utc::now()))
+            .unwrap();
+        let value = serde_json::to_value(outcome.plan.changes()).unwrap();
+        value
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["kind"].as_str().unwrap().into(),
+                    c["key"].as_str().unwrap().into(),
+                    c["action"].as_str().unwrap().into(),
+                )
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn operators_create_and_update_api_owned_rules() {
+    for db in all_backends() {
+        let app = TestApp::spawn(db, &state_with(RULES));
+        let b = app.backend;
+        let body =
+            r#"{"scope": "ip", "key": "198.51.100.0/24", "max_requests": 10, "description": "Scraper"}"#;
+        assert_error(
+            &app,
+            app.send_json("POST", "/system/ratelimits/rules", None, body),
+            401,
+            "unauthorized",
+        );
+        assert_error(
+            &app,
+            app.send_json("POST", "/system/ratelimits/rules", Some(READER), body),
+            403,
+            "forbidden",
+        );
+        let (status, created) = app.send_json("POST", "/system/ratelimits/rules/", Some(OPERATOR), body);
+        assert_eq!(status, 201, "{b}: {created}");
+        assert_eq!(
+            (
+                &created["owner"],
+                &created["max_requests"],
+                &created["window_seconds"]
+            ),
+            (&"api".into(), &10.into(), &60.into())
+        );
+        assert!(created.get("override").is_none(), "{created}");
+        let updated = body.replace("\"max_requests\": 10", "\"max_requests\": 20");
+        let (status, again) = app.send_json("POST", "/system/ratelimits/rules", Some(OPERATOR), &updated);
+        assert_eq!(
+            (status, &again["max_requests"], &again["id"]),
+            (200, &20.into(), &created["id"]),
+            "{b}"
+        );
+        // The reconciler reports it as unmanaged and leaves it alone.
+        let plan = app.plan(&state_with(RULES));
+        assert_eq!(
+            plan,
+            [(
+                "rate_limit_rule".into(),
+                "ip:198.51.100.0/24".into(),
+                "unmanaged".into()
+            )],
+            "{b}"
+        );
+        // Deleting an api-owned rule needs no reason.
+        let id = created["id"].as_i64().unwrap();
+        assert_eq!(
+            app.call(
+                "DELETE",
+                &format!("/system/ratelimits/rules/{id}"),
+                Some(OPERATOR)
+            ),
+            (204, Value::Null)
+        );
+        assert_error(
+            &app,
+            app.get(&format!("/system/ratelimits/rules/{id}"), Some(READER)),
+            404,
+            "not_found",
+        );
+        assert_error(
+            &app,
+            app.call(
+                "DELETE",
+                &format!("/system/ratelimits/rules/{id}"),
+                Some(OPERATOR),
+            ),
+            404,
+            "not_found",
+        );
+        // Every write is audited with the caller.
+        let audit = app.runtime.block_on(app.state.db.audit(10)).unwrap();
+        let api: Vec<(&str, &str)> = audit
+            .iter()
+            .filter(|a| a.source == "api")
+            .map(|a| (a.action.as_str(), a.actor.as_str()))
+            .collect();
+        assert_eq!(
+            api,
+            [
+                ("delete", "operator"),
+                ("update", "operator"),
+                ("create", "operator")
+            ],
+            "{b}"
+        );
+    }
+}
+
+#[test]
+fn writes_to_git_owned_rules_are_overrides_the_reconciler_holds() {
+    for db in all_backends() {
+        let app = TestApp::spawn(db, &state_with(RULES));
+        let b = app.backend;
+        let raise =
+            r#"{"scope": "ip", "key": "203.0.113.0/24", "max_requests": 5000, "description": "Office"}"#;
+        let (status, refused) = app.send_json("POST", "/system/ratelimits/rules", Some(OPERATOR), raise);
+        assert_error(&app, (status, refused.clone()), 422, "unprocessable");
+        assert!(
+            refused["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("needs a `reason`"),
+            "{refused}"
+        );
+        let with_reason = raise.replace(
+            "\"description\"",
+            "\"reason\": \"launch traffic\", \"ttl_seconds\": 3600, \"description\"",
+        );
+        let (status, written) =
+            app.send_json("POST", "/system/ratelimits/rules", Some(OPERATOR), &with_reason);
+        assert_eq!(
+            (status, &written["owner"], &written["max_requests"]),
+            (200, &"git".into(), &5000.into()),
+            "{b}: {written}"
+        );
+        assert_eq!(
+            (&written["override"]["actor"], &written["override"]["reason"]),
+            (&"operator".into(), &"launch traffic".into())
+        );
+        assert!(written["override"]["expires_at"].is_string());
+        // The reconciler shows it held instead of undoing it.
+        assert_eq!(
+            app.plan(&state_with(RULES)),
+            [(
+                "rate_limit_rule".into(),
+                "ip:203.0.113.0/24".into(),
+                "held".into()
+            )],
+            "{b}"
+        );
+        // Deleting another git-owned rule is held too, so it is not recreated.
+        let (_, users) = app.get("/system/ratelimits/rules?scope=user", Some(READER));
+        let user_id = users[0]["id"].as_i64().unwrap();
+        assert_error(
+            &app,
+            app.call(
+                "DELETE",
+                &format!("/system/ratelimits/rules/{user_id}"),
+                Some(OPERATOR),
+            ),
+            422,
+            "unprocessable",
+        );
+        assert_eq!(
+            app.call(
+                "DELETE",
+                &format!("/system/ratelimits/rules/{user_id}?reason=abuse"),
+                Some(OPERATOR)
+            )
+            .0,
+            204
+        );
+        let plan = app.plan(&state_with(RULES));
+        assert!(
+            plan.contains(&("rate_limit_rule".into(), "user:user-7".into(), "held".into())),
+            "{b}: {plan:?}"
+        );
+        // Clearing the overrides lets git's values return on the next reconcile.
+        let (_, overrides) = app.get("/system/overrides", Some(READER));
+        for o in overrides.as_array().unwrap() {
+            assert_eq!(
+                app.call(
+                    "DELETE",
+                    &format!("/system/overrides/{}", o["id"]),
+                    Some(OPERATOR)
+                )
+                .0,
+                204
+            );
+        }
+        let mut plan = app.plan(&state_with(RULES));
+        plan.sort();
+        assert_eq!(
+            plan,
+            [
+                (
+                    "rate_limit_rule".into(),
+                    "ip:203.0.113.0/24".into(),
+                    "update".into()
+                ),
+                ("rate_limit_rule".into(), "user:user-7".into(), "create".into())
+            ],
+            "{b}"
+        );
+    }
+}
+
+#[test]
+fn bad_rule_bodies_are_4xx_with_a_reason() {
+    for db in all_backends() {
+        let app = TestApp::spawn(db, &state_with(""));
+        let post = |body: &str| app.send_json("POST", "/system/ratelimits/rules", Some(OPERATOR), body);
+        let cases = [
+            ("{not json", 400, "bad_request"),
+            (
+                r#"{"scope": "ip", "key": "10.0.0.1", "max_requests": "lots"}"#,
+                422,
+                "unprocessable",
+            ),
+            (
+                r#"{"scope": "ip", "key": "10.0.0.1", "colour": "red"}"#,
+                422,
+                "unprocessable",
+            ),
+            (r#"{"scope": "ipp", "key": "10.0.0.1"}"#, 422, "unprocessable"),
+            (r#"{"scope": "ip", "key": "10.0.0.1/8"}"#, 422, "unprocessable"),
+            (r#"{"scope": "user"}"#, 422, "unprocessable"),
+            (
+                r#"{"scope": "global", "window_seconds": 0}"#,
+                422,
+                "unprocessable",
+            ),
+            (r#"{"scope": "global", "ttl_seconds": -5}"#, 422, "unprocessable"),
+        ];
+        for (body, status, code) in cases {
+            let (got, error) = post(body);
+            assert_eq!(
+                (got, error["error"]["code"].as_str()),
+                (status, Some(code)),
+                "{}: {body} -> {error}",
+                app.backend
+            );
+        }
+        let (status, body) = app.send_json(
+            "POST",
+            "/system/ratelimits/rules",
+            Some(OPERATOR),
+            r#"{"scope":"global"}"#,
+        );
+        assert_eq!((status, &body["key"]), (201, &"*".into()));
+    }
+}
