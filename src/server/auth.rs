@@ -36,8 +36,11 @@ impl Caller {
 
 /// The key a request presents: `Authorization: Bearer <key>` or `X-API-Key: <key>`.
 fn presented_key(parts: &Parts) -> Option<&str> {
-    let bearer = parts
-        .headers
+    key_in(&parts.headers)
+}
+
+fn key_in(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let bearer = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
@@ -46,12 +49,22 @@ fn presented_key(parts: &Parts) -> Option<&str> {
                 .map(str::trim)
         });
     bearer.or_else(|| {
-        parts
-            .headers
+        headers
             .get("x-api-key")
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
     })
+}
+
+/// The caller a request's key names, if any (for layers that only need to know who asks).
+pub async fn caller_of(headers: &axum::http::HeaderMap, state: &AppState) -> Option<Caller> {
+    let key = key_in(headers)?;
+    state
+        .clients
+        .lookup(&KeySha256::of_key(key), &state.db)
+        .await
+        .ok()
+        .flatten()
 }
 
 impl FromRequestParts<Arc<AppState>> for Caller {

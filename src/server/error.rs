@@ -23,6 +23,9 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("the database is unavailable")]
     Unavailable(#[source] StoreError),
+    /// The effective maintenance mode refuses the request.
+    #[error("{0}")]
+    Maintenance(String),
     #[error("internal error")]
     Internal(#[source] StoreError),
 }
@@ -48,7 +51,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Maintenance(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -3,6 +3,7 @@
 
 mod auth;
 mod error;
+mod guard;
 mod rules;
 mod system;
 
@@ -13,8 +14,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::Request;
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
-use chrono::{DateTime, Utc};
+use axum::routing::{delete, get, post};
+use chrono::{DateTime, Duration as Span, Utc};
 use tokio::net::TcpListener;
 use tower::Layer as _;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -76,12 +77,27 @@ fn page(limit: Option<i64>, offset: Option<i64>) -> Result<crate::store::Page, A
     Ok(crate::store::Page { limit, offset })
 }
 
+/// Longest override an HTTP change may ask for: one year.
+const MAX_TTL_SECONDS: i64 = 365 * 24 * 3600;
+
+/// When an override of `ttl_seconds` made at `now` ends.
+fn expiry(ttl_seconds: Option<i64>, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    match ttl_seconds {
+        None => Ok(None),
+        Some(ttl @ 1..=MAX_TTL_SECONDS) => Ok(Some(now + Span::seconds(ttl))),
+        Some(ttl) => Err(ApiError::Unprocessable(format!(
+            "ttl_seconds must be between 1 and {MAX_TTL_SECONDS}, not {ttl}"
+        ))),
+    }
+}
+
 /// Every route, with the shared layers.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
         .route("/system/maintenance/state", get(system::maintenance_state))
+        .route("/system/maintenance/state/{mode}", post(system::set_mode))
         .route("/system/overrides", get(system::list_overrides))
         .route("/system/overrides/{id}", delete(system::clear_override))
         .route("/system/reconcile/runs", get(system::runs))
@@ -91,6 +107,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(rules::get).delete(rules::delete),
         )
         .route("/system/ratelimits/snapshots", get(rules::snapshots))
+        // After routing, so an unknown path is still a 404 whatever the mode.
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            guard::maintenance_guard,
+        ))
         .fallback(error::not_found)
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -5,10 +5,9 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 
-use super::{ApiError, AppState, Caller, page};
+use super::{ApiError, AppState, Caller, expiry, page};
 use crate::domain::{Role, RuleKey, Scope, WindowSeconds};
 use crate::model::RateLimitRule;
 use crate::store::{
@@ -112,20 +111,6 @@ pub struct RuleBody {
     reason: Option<String>,
     /// How long such an override lasts; without it, until cleared.
     ttl_seconds: Option<i64>,
-}
-
-/// Longest override an HTTP change may ask for: one year.
-const MAX_TTL_SECONDS: i64 = 365 * 24 * 3600;
-
-/// When an override of `ttl_seconds` made at `now` ends.
-pub fn expiry(ttl_seconds: Option<i64>, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, ApiError> {
-    match ttl_seconds {
-        None => Ok(None),
-        Some(ttl @ 1..=MAX_TTL_SECONDS) => Ok(Some(now + Duration::seconds(ttl))),
-        Some(ttl) => Err(ApiError::Unprocessable(format!(
-            "ttl_seconds must be between 1 and {MAX_TTL_SECONDS}, not {ttl}"
-        ))),
-    }
 }
 
 /// `POST /system/ratelimits/rules` (operator): create (201) or update (200) the rule of a

@@ -7,11 +7,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, AppState, Caller};
-use crate::domain::Role;
+use super::{ApiError, AppState, Caller, expiry};
+use crate::domain::{Mode, Role};
 use crate::mode::{EffectiveMode, effective};
 use crate::model::Override;
-use crate::store::{RunRecord, Store as _};
+use crate::store::{ApiChange, RunRecord, Store as _};
 
 /// `GET /healthz`: the process answers.
 pub async fn healthz() -> Json<serde_json::Value> {
@@ -101,4 +101,43 @@ pub async fn runs(
         )));
     }
     Ok(Json(state.db.runs(limit).await?))
+}
+
+/// Body of `POST /system/maintenance/state/{mode}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModeBody {
+    /// Why; shown in the state and in every plan while the override holds.
+    reason: Option<String>,
+    /// How long the override lasts; without it, until cleared.
+    ttl_seconds: Option<i64>,
+}
+
+/// `POST /system/maintenance/state/{mode}` (operator): set the mode now, as an override that
+/// the reconciler holds until it expires or is cleared. Returns the effective state.
+pub async fn set_mode(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(mode): Path<String>,
+    Json(body): Json<ModeBody>,
+) -> Result<Json<EffectiveMode>, ApiError> {
+    caller.require(Role::Operator)?;
+    let mode: Mode = mode
+        .parse()
+        .map_err(|e: crate::domain::ParseError| ApiError::Unprocessable(e.0))?;
+    let reason = body.reason.filter(|r| !r.trim().is_empty());
+    if reason.is_none() {
+        return Err(ApiError::Unprocessable(
+            "a `reason` is required to set the maintenance mode".into(),
+        ));
+    }
+    let now = (state.clock)();
+    let change = ApiChange {
+        actor: caller.name.to_string(),
+        reason,
+        expires_at: expiry(body.ttl_seconds, now)?,
+        now,
+    };
+    state.db.set_mode(mode, &change).await?;
+    Ok(Json(effective(&state.db.maintenance().await?, now)))
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::domain::{Owner, Scope};
+use crate::domain::{Mode, Owner, Scope};
 use crate::model::{Actual, Client, Maintenance, NewOverride, Override, RateLimitRule, Stored, Window};
 use crate::plan::Plan;
 
@@ -207,6 +207,14 @@ pub trait Store: Send + Sync {
         id: i64,
         change: &ApiChange,
     ) -> impl Future<Output = Result<Option<Override>, StoreError>> + Send;
+
+    /// Sets the maintenance mode for an HTTP caller: always an override (it needs a reason),
+    /// which the reconciler holds until it ends.
+    fn set_mode(
+        &self,
+        mode: Mode,
+        change: &ApiChange,
+    ) -> impl Future<Output = Result<Override, StoreError>> + Send;
 }
 
 /// Who changes something over HTTP, and why: recorded in the audit log and in an override when
@@ -446,6 +454,15 @@ impl Store for Db {
             &s.pool,
             s.lock_timeout,
             id,
+            change
+        )
+        .await)
+    }
+    async fn set_mode(&self, mode: Mode, change: &ApiChange) -> Result<Override, StoreError> {
+        on_backend!(self, |s| Sql::<DB>::set_mode(
+            &s.pool,
+            s.lock_timeout,
+            mode,
             change
         )
         .await)

@@ -13,7 +13,7 @@ use super::{
     RunMeta, RunRecord, SnapshotFilter, SnapshotRecord, StoreError,
 };
 use crate::domain::{
-    ClientName, FlagName, KeySha256, Owner, ParseError, ProfileName, RuleKey, WindowName, WindowSeconds,
+    ClientName, FlagName, KeySha256, Mode, Owner, ParseError, ProfileName, RuleKey, WindowName, WindowSeconds,
 };
 use crate::model::{
     Actual, Client, FeatureFlag, Kind, Maintenance, NewOverride, Override, Profile, RateLimitRule, Resource,
@@ -503,6 +503,34 @@ where
         let hold = Self::api_write::<RateLimitRule>(&mut tx, Some(&current), None, hold, change).await?;
         tx.commit().await?;
         Ok(hold)
+    }
+
+    /// Sets the maintenance mode for an HTTP caller; see [`super::Store::set_mode`].
+    pub async fn set_mode(
+        pool: &Pool<DB>,
+        wait: Duration,
+        mode: Mode,
+        change: &ApiChange,
+    ) -> Result<Override, StoreError> {
+        let mut tx = DB::begin_apply(pool, wait).await?;
+        let (id, current, reason, owner, _updated): (i64, String, String, String, DateTime<Utc>) =
+            sqlx::query_as("SELECT id, mode, reason, owner, updated_at FROM maintenance_state")
+                .fetch_one(&mut *tx)
+                .await?;
+        let current = self::mode((id, current, reason, owner))?;
+        // The mode is always held, whoever owns it: an emergency freeze must not be undone.
+        let as_git = Stored {
+            owner: Owner::Git,
+            ..current.clone()
+        };
+        let hold = Self::hold_for(Some(&as_git), current.value.key(), change)?;
+        let target = Maintenance {
+            mode,
+            reason: change.reason.clone().unwrap_or_default(),
+        };
+        let hold = Self::api_write(&mut tx, Some(&current), Some(&target), hold, change).await?;
+        tx.commit().await?;
+        hold.ok_or_else(|| StoreError::NotFound("the maintenance override".into()))
     }
 
     /// The override an HTTP change to a git-owned resource records; it needs a reason.

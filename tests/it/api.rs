@@ -743,3 +743,113 @@ fn bad_rule_bodies_are_4xx_with_a_reason() {
         assert_eq!((status, &body["key"]), (201, &"*".into()));
     }
 }
+
+#[test]
+fn tyr_freezes_the_platform_and_lifts_the_freeze() {
+    for db in all_backends() {
+        let app = TestApp::spawn(db, &state_with(RULES));
+        let b = app.backend;
+        let freeze = r#"{"reason": "incident 42", "ttl_seconds": 600}"#;
+        assert_error(
+            &app,
+            app.send_json(
+                "POST",
+                "/system/maintenance/state/read_only",
+                Some(READER),
+                freeze,
+            ),
+            403,
+            "forbidden",
+        );
+        assert_error(
+            &app,
+            app.send_json("POST", "/system/maintenance/state/frozen", Some(ADMIN), freeze),
+            422,
+            "unprocessable",
+        );
+        assert_error(
+            &app,
+            app.send_json("POST", "/system/maintenance/state/read_only", Some(ADMIN), "{}"),
+            422,
+            "unprocessable",
+        );
+
+        let (status, state) =
+            app.send_json("POST", "/system/maintenance/state/read_only", Some(ADMIN), freeze);
+        assert_eq!(status, 200, "{b}: {state}");
+        assert_eq!(
+            (&state["mode"], &state["source"], &state["reason"]),
+            (&"read_only".into(), &"override".into(), &"incident 42".into())
+        );
+        assert!(state["until"].is_string(), "{state}");
+        assert_eq!(app.get("/system/maintenance/state", None).1["mode"], "read_only");
+
+        // Reads go on; writes by non-admins are refused with Retry-After; admins still write.
+        assert_eq!(app.get("/system/ratelimits/rules", Some(READER)).0, 200, "{b}");
+        let rule = r#"{"scope": "user", "key": "user-9", "max_requests": 1}"#;
+        let request = ureq::http::Request::builder()
+            .method("POST")
+            .uri(format!("{}/system/ratelimits/rules", app.base))
+            .header("Authorization", format!("Bearer {OPERATOR}"))
+            .header("Content-Type", "application/json")
+            .body(rule.to_owned())
+            .unwrap();
+        let response = app.agent.run(request).unwrap();
+        let retry_after: i64 = response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            (590..=600).contains(&retry_after),
+            "{b}: Retry-After {retry_after}"
+        );
+        let (status, refused) = read(response);
+        assert_error(&app, (status, refused.clone()), 503, "unavailable");
+        assert!(
+            refused["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("read-only (incident 42)"),
+            "{refused}"
+        );
+        assert_eq!(
+            app.send_json("POST", "/system/ratelimits/rules", Some(ADMIN), rule)
+                .0,
+            201,
+            "{b}"
+        );
+
+        // The reconciler holds the mode instead of undoing the freeze.
+        let plan = app.plan(&state_with(RULES).replace("clients:", "maintenance:\n  mode: normal\nclients:"));
+        assert!(
+            plan.contains(&("maintenance_mode".into(), "mode".into(), "held".into())),
+            "{b}: {plan:?}"
+        );
+
+        // Full maintenance refuses even reads, but health and the state stay up.
+        let down = r#"{"reason": "database failover"}"#;
+        assert_eq!(
+            app.send_json("POST", "/system/maintenance/state/maintenance", Some(ADMIN), down)
+                .0,
+            200
+        );
+        assert_error(
+            &app,
+            app.get("/system/ratelimits/rules", Some(READER)),
+            503,
+            "unavailable",
+        );
+        assert_eq!(app.get("/healthz", None).0, 200);
+        assert_eq!(
+            app.get("/system/maintenance/state", None).1["mode"],
+            "maintenance"
+        );
+
+        // Lifting the freeze is always possible through the state endpoint.
+        let lift = r#"{"reason": "resolved"}"#;
+        let (status, state) = app.send_json("POST", "/system/maintenance/state/normal", Some(OPERATOR), lift);
+        assert_eq!((status, &state["mode"]), (200, &"normal".into()), "{b}: {state}");
+        assert_eq!(app.get("/system/ratelimits/rules", Some(READER)).0, 200, "{b}");
+    }
+}
