@@ -21,8 +21,12 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Unprocessable(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("the database is unavailable")]
     Unavailable(#[source] StoreError),
+    #[error("cannot generate a key now: the system has no randomness to give")]
+    NoRandomness(#[source] getrandom::Error),
     /// The effective maintenance mode refuses the request.
     #[error("{0}")]
     Maintenance(String),
@@ -34,6 +38,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            StoreError::Conflict(message) => ApiError::Conflict(message),
             StoreError::OverrideNeedsReason(_) => ApiError::Unprocessable(e.to_string()),
             StoreError::LockHeld(_) => ApiError::Unavailable(e),
             StoreError::Connect { .. } => ApiError::Unavailable(e),
@@ -51,7 +56,10 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Unavailable(_) | ApiError::Maintenance(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unavailable(_) | ApiError::Maintenance(_) | ApiError::NoRandomness(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -2,6 +2,7 @@
 //! request limits.
 
 mod auth;
+mod clients;
 mod error;
 mod guard;
 mod rules;
@@ -107,6 +108,9 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(rules::get).delete(rules::delete),
         )
         .route("/system/ratelimits/snapshots", get(rules::snapshots))
+        .route("/system/clients", get(clients::list).post(clients::register))
+        .route("/system/clients/{id}/activate", post(clients::activate))
+        .route("/system/clients/{id}/deactivate", post(clients::deactivate))
         // After routing, so an unknown path is still a 404 whatever the mode.
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),

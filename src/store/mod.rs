@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::domain::{Mode, Owner, Scope};
+use crate::domain::{ClientName, ClientType, Mode, Owner, Role, Scope};
 use crate::model::{Actual, Client, Maintenance, NewOverride, Override, RateLimitRule, Stored, Window};
 use crate::plan::Plan;
 
@@ -59,6 +59,8 @@ pub enum StoreError {
     NoSuchOverride(i64),
     #[error("{0} does not exist")]
     NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0} is declared in git: changing it over HTTP makes an override, which needs a `reason`")]
     OverrideNeedsReason(String),
     #[error("database error: {0}")]
@@ -215,6 +217,31 @@ pub trait Store: Send + Sync {
         mode: Mode,
         change: &ApiChange,
     ) -> impl Future<Output = Result<Override, StoreError>> + Send;
+
+    /// Clients matching a filter, by name; never key material beyond the display prefix.
+    fn clients(
+        &self,
+        filter: &ClientFilter,
+    ) -> impl Future<Output = Result<Vec<ClientRecord>, StoreError>> + Send;
+
+    /// One client by id, as the API shows it.
+    fn client(&self, id: i64) -> impl Future<Output = Result<Option<ClientRecord>, StoreError>> + Send;
+
+    /// Registers a client owned by the API; [`StoreError::Conflict`] when the name is taken.
+    fn register_client(
+        &self,
+        client: &Client,
+        key_prefix: &str,
+        change: &ApiChange,
+    ) -> impl Future<Output = Result<ClientRecord, StoreError>> + Send;
+
+    /// Activates or deactivates a client; a git-owned one gets an override (it needs a reason).
+    fn set_client_active(
+        &self,
+        id: i64,
+        active: bool,
+        change: &ApiChange,
+    ) -> impl Future<Output = Result<ClientRecord, StoreError>> + Send;
 }
 
 /// Who changes something over HTTP, and why: recorded in the audit log and in an override when
@@ -240,6 +267,30 @@ pub struct RuleWritten {
     /// The override recorded because the rule is git-owned.
     #[serde(rename = "override", skip_serializing_if = "Option::is_none")]
     pub hold: Option<Override>,
+}
+
+/// Which clients to list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientFilter {
+    pub active: Option<bool>,
+    pub client_type: Option<ClientType>,
+    pub page: Page,
+}
+
+/// A client as the API shows it: no key and no hash, only the key's display prefix (for keys the
+/// server issued).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClientRecord {
+    pub id: i64,
+    pub name: ClientName,
+    pub client_type: ClientType,
+    pub role: Role,
+    pub active: bool,
+    pub description: String,
+    pub key_prefix: Option<String>,
+    pub owner: Owner,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }
 
 /// A page of a listing.
@@ -463,6 +514,50 @@ impl Store for Db {
             &s.pool,
             s.lock_timeout,
             mode,
+            change
+        )
+        .await)
+    }
+    async fn clients(&self, filter: &ClientFilter) -> Result<Vec<ClientRecord>, StoreError> {
+        on_backend!(self, |s| Sql::<DB>::clients(
+            &mut *s.pool.acquire().await?,
+            filter
+        )
+        .await)
+    }
+    async fn client(&self, id: i64) -> Result<Option<ClientRecord>, StoreError> {
+        on_backend!(self, |s| Sql::<DB>::client_record(
+            &mut *s.pool.acquire().await?,
+            id
+        )
+        .await)
+    }
+    async fn register_client(
+        &self,
+        client: &Client,
+        key_prefix: &str,
+        change: &ApiChange,
+    ) -> Result<ClientRecord, StoreError> {
+        on_backend!(self, |s| Sql::<DB>::register_client(
+            &s.pool,
+            s.lock_timeout,
+            client,
+            key_prefix,
+            change
+        )
+        .await)
+    }
+    async fn set_client_active(
+        &self,
+        id: i64,
+        active: bool,
+        change: &ApiChange,
+    ) -> Result<ClientRecord, StoreError> {
+        on_backend!(self, |s| Sql::<DB>::set_client_active(
+            &s.pool,
+            s.lock_timeout,
+            id,
+            active,
             change
         )
         .await)

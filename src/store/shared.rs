@@ -9,8 +9,8 @@ use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Transaction
 
 use super::writes::{self, Row, Step};
 use super::{
-    ApiChange, Applied, ApplyError, AuditRecord, MaintenanceInputs, RuleFilter, RuleRecord, RuleWritten,
-    RunMeta, RunRecord, SnapshotFilter, SnapshotRecord, StoreError,
+    ApiChange, Applied, ApplyError, AuditRecord, ClientFilter, ClientRecord, MaintenanceInputs, RuleFilter,
+    RuleRecord, RuleWritten, RunMeta, RunRecord, SnapshotFilter, SnapshotRecord, StoreError,
 };
 use crate::domain::{
     ClientName, FlagName, KeySha256, Mode, Owner, ParseError, ProfileName, RuleKey, WindowName, WindowSeconds,
@@ -36,6 +36,20 @@ type RuleRecordRow = (
     bool,
     String,
     String,
+    DateTime<Utc>,
+    DateTime<Utc>,
+);
+/// A client row with its display prefix and timestamps.
+type ClientRecordRow = (
+    i64,
+    String,
+    String,
+    String,
+    String,
+    bool,
+    String,
+    String,
+    Option<String>,
     DateTime<Utc>,
     DateTime<Utc>,
 );
@@ -143,6 +157,7 @@ where
     AuditRow: for<'r> FromRow<'r, DB::Row>,
     (i64,): for<'r> FromRow<'r, DB::Row>,
     RuleRecordRow: for<'r> FromRow<'r, DB::Row>,
+    ClientRecordRow: for<'r> FromRow<'r, DB::Row>,
     SnapshotRow: for<'r> FromRow<'r, DB::Row>,
     for<'q> Option<bool>: Encode<'q, DB> + Type<DB>,
     (i64, String, String, String, DateTime<Utc>): for<'r> FromRow<'r, DB::Row>,
@@ -533,6 +548,116 @@ where
         hold.ok_or_else(|| StoreError::NotFound("the maintenance override".into()))
     }
 
+    /// Clients matching `filter`, by name.
+    pub async fn clients(
+        conn: &mut DB::Connection,
+        filter: &ClientFilter,
+    ) -> Result<Vec<ClientRecord>, StoreError> {
+        let rows: Vec<ClientRecordRow> = sqlx::query_as(
+            "SELECT id, name, client_type, role, key_sha256, active, description, owner, key_prefix, created_at, \
+             updated_at FROM api_clients WHERE ($1 IS NULL OR active = $1) AND ($2 IS NULL OR client_type = $2) \
+             ORDER BY name LIMIT $3 OFFSET $4",
+        )
+        .bind(filter.active)
+        .bind(filter.client_type.map(|t| t.as_str().to_owned()))
+        .bind(filter.page.limit)
+        .bind(filter.page.offset)
+        .fetch_all(conn)
+        .await?;
+        rows.into_iter().map(client_record).collect()
+    }
+
+    /// One client by id.
+    pub async fn client_record(
+        conn: &mut DB::Connection,
+        id: i64,
+    ) -> Result<Option<ClientRecord>, StoreError> {
+        Self::client_by(conn, Some(id), None)
+            .await?
+            .map(client_record)
+            .transpose()
+    }
+
+    async fn client_by(
+        conn: &mut DB::Connection,
+        id: Option<i64>,
+        name: Option<&str>,
+    ) -> Result<Option<ClientRecordRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, name, client_type, role, key_sha256, active, description, owner, key_prefix, created_at, \
+             updated_at FROM api_clients WHERE id = $1 OR name = $2",
+        )
+        .bind(id)
+        .bind(name.map(str::to_owned))
+        .fetch_optional(conn)
+        .await?)
+    }
+
+    /// Registers an api-owned client; see [`super::Store::register_client`].
+    pub async fn register_client(
+        pool: &Pool<DB>,
+        wait: Duration,
+        client: &Client,
+        key_prefix: &str,
+        change: &ApiChange,
+    ) -> Result<ClientRecord, StoreError> {
+        let mut tx = DB::begin_apply(pool, wait).await?;
+        if Self::client_by(&mut tx, None, Some(client.name.as_str()))
+            .await?
+            .is_some()
+        {
+            return Err(StoreError::Conflict(format!(
+                "a client named {} already exists",
+                client.name
+            )));
+        }
+        Self::api_write::<Client>(&mut tx, None, Some(client), None, change).await?;
+        sqlx::query("UPDATE api_clients SET key_prefix = $1 WHERE name = $2")
+            .bind(key_prefix.to_owned())
+            .bind(client.name.as_str().to_owned())
+            .execute(&mut *tx)
+            .await?;
+        let row = Self::client_by(&mut tx, None, Some(client.name.as_str())).await?;
+        let record =
+            client_record(row.ok_or_else(|| StoreError::NotFound(format!("client {}", client.name)))?)?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    /// Activates or deactivates a client; see [`super::Store::set_client_active`].
+    pub async fn set_client_active(
+        pool: &Pool<DB>,
+        wait: Duration,
+        id: i64,
+        active: bool,
+        change: &ApiChange,
+    ) -> Result<ClientRecord, StoreError> {
+        let mut tx = DB::begin_apply(pool, wait).await?;
+        let row = Self::client_by(&mut tx, Some(id), None).await?;
+        let (id_, name, client_type, role, key_sha256, was_active, description, owner, ..) =
+            row.ok_or_else(|| StoreError::NotFound(format!("client {id}")))?;
+        let current = client((
+            id_,
+            name,
+            client_type,
+            role,
+            key_sha256,
+            was_active,
+            description,
+            owner,
+        ))?;
+        let target = Client {
+            active,
+            ..current.value.clone()
+        };
+        let hold = Self::hold_for(Some(&current), current.value.key(), change)?;
+        Self::api_write(&mut tx, Some(&current), Some(&target), hold, change).await?;
+        let row = Self::client_by(&mut tx, Some(id), None).await?;
+        let record = client_record(row.ok_or_else(|| StoreError::NotFound(format!("client {id}")))?)?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
     /// The override an HTTP change to a git-owned resource records; it needs a reason.
     fn hold_for<T: Resource>(
         current: Option<&Stored<T>>,
@@ -610,6 +735,44 @@ fn corrupt(table: &'static str, id: i64) -> impl Fn(ParseError) -> StoreError {
         id,
         message: e.0,
     }
+}
+
+fn client_record(r: ClientRecordRow) -> Result<ClientRecord, StoreError> {
+    let (
+        id,
+        name,
+        client_type,
+        role,
+        key_sha256,
+        active,
+        description,
+        owner,
+        key_prefix,
+        created_at,
+        updated_at,
+    ) = r;
+    let c = client((
+        id,
+        name,
+        client_type,
+        role,
+        key_sha256,
+        active,
+        description,
+        owner,
+    ))?;
+    Ok(ClientRecord {
+        id,
+        name: c.value.name,
+        client_type: c.value.client_type,
+        role: c.value.role,
+        active: c.value.active,
+        description: c.value.description,
+        key_prefix,
+        owner: c.owner,
+        created_at,
+        updated_at,
+    })
 }
 
 fn rule_record(r: RuleRecordRow) -> Result<RuleRecord, StoreError> {

@@ -1,0 +1,164 @@
+//! API clients: registration (the key is shown once), listing, activation.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, AppState, Caller, expiry, page};
+use crate::domain::{ClientName, ClientType, KeySha256, NewKey, Role};
+use crate::model::Client;
+use crate::store::{ApiChange, ClientFilter, ClientRecord, Store as _};
+
+/// Query of `GET /system/clients/`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientsQuery {
+    active: Option<bool>,
+    client_type: Option<ClientType>,
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+/// `GET /system/clients/` (reader): clients by name, with no key material but a display prefix.
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Query(q): Query<ClientsQuery>,
+) -> Result<Json<Vec<ClientRecord>>, ApiError> {
+    caller.require(Role::Reader)?;
+    let filter = ClientFilter {
+        active: q.active,
+        client_type: q.client_type,
+        page: page(q.limit, q.offset)?,
+    };
+    Ok(Json(state.db.clients(&filter).await?))
+}
+
+fn reader() -> Role {
+    Role::Reader
+}
+
+/// Body of `POST /system/clients/`; `type` is accepted for `client_type`, as in YAML.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterBody {
+    name: ClientName,
+    #[serde(alias = "type")]
+    client_type: ClientType,
+    #[serde(default = "reader")]
+    role: Role,
+    #[serde(default)]
+    description: String,
+}
+
+/// A registered client and its key, which is shown this once and never stored.
+#[derive(Serialize)]
+pub struct Registered {
+    #[serde(flatten)]
+    client: ClientRecord,
+    key: String,
+}
+
+/// Refuses to let a caller hand out or restore more power than it has.
+fn within_reach(caller: &Caller, role: Role) -> Result<(), ApiError> {
+    if role > caller.role {
+        return Err(ApiError::Forbidden(format!(
+            "client {} has role {}: it cannot manage a client with role {role}",
+            caller.name, caller.role
+        )));
+    }
+    Ok(())
+}
+
+/// `POST /system/clients/` (operator): register a client owned by the API; 201 with its key.
+pub async fn register(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Json(body): Json<RegisterBody>,
+) -> Result<(StatusCode, Json<Registered>), ApiError> {
+    caller.require(Role::Operator)?;
+    within_reach(&caller, body.role)?;
+    let key = NewKey::generate().map_err(ApiError::NoRandomness)?;
+    let client = Client {
+        name: body.name,
+        client_type: body.client_type,
+        role: body.role,
+        key_sha256: KeySha256::of_key(&key.key),
+        active: true,
+        description: body.description,
+    };
+    let now = (state.clock)();
+    let change = ApiChange {
+        actor: caller.name.to_string(),
+        reason: None,
+        expires_at: None,
+        now,
+    };
+    let record = state.db.register_client(&client, key.prefix(), &change).await?;
+    // The new key must work at once.
+    state.clients.invalidate();
+    Ok((
+        StatusCode::CREATED,
+        Json(Registered {
+            client: record,
+            key: key.key,
+        }),
+    ))
+}
+
+/// Optional body of activate and deactivate: needed for git-owned clients (an override).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonBody {
+    reason: Option<String>,
+    ttl_seconds: Option<i64>,
+}
+
+async fn set_active(
+    state: &AppState,
+    caller: &Caller,
+    id: i64,
+    active: bool,
+    body: Option<Json<ReasonBody>>,
+) -> Result<Json<ClientRecord>, ApiError> {
+    caller.require(Role::Operator)?;
+    let Json(body) = body.unwrap_or_default();
+    let now = (state.clock)();
+    // Look the client up first, to refuse managing a more powerful one.
+    let current = state.db.client(id).await?;
+    let current = current.ok_or_else(|| ApiError::NotFound(format!("client {id} does not exist")))?;
+    within_reach(caller, current.role)?;
+    let change = ApiChange {
+        actor: caller.name.to_string(),
+        reason: body.reason,
+        expires_at: expiry(body.ttl_seconds, now)?,
+        now,
+    };
+    let record = state.db.set_client_active(id, active, &change).await?;
+    // A deactivated key must stop working now, not when the cache would have expired.
+    state.clients.invalidate();
+    Ok(Json(record))
+}
+
+/// `POST /system/clients/{id}/activate` (operator).
+pub async fn activate(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    body: Option<Json<ReasonBody>>,
+) -> Result<Json<ClientRecord>, ApiError> {
+    set_active(&state, &caller, id, true, body).await
+}
+
+/// `POST /system/clients/{id}/deactivate` (operator).
+pub async fn deactivate(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    body: Option<Json<ReasonBody>>,
+) -> Result<Json<ClientRecord>, ApiError> {
+    set_active(&state, &caller, id, false, body).await
+}
