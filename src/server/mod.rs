@@ -7,6 +7,7 @@ mod error;
 mod guard;
 mod rules;
 mod system;
+mod windows;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -109,6 +110,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/system/ratelimits/snapshots", get(rules::snapshots))
         .route("/system/clients", get(clients::list).post(clients::register))
+        .route(
+            "/system/maintenance/windows",
+            get(windows::list).post(windows::create),
+        )
+        .route("/system/feature-flags", get(system::flags))
         .route("/system/clients/{id}/activate", post(clients::activate))
         .route("/system/clients/{id}/deactivate", post(clients::deactivate))
         // After routing, so an unknown path is still a 404 whatever the mode.

@@ -11,7 +11,7 @@ use super::{ApiError, AppState, Caller, expiry};
 use crate::domain::{Mode, Role};
 use crate::mode::{EffectiveMode, effective};
 use crate::model::Override;
-use crate::store::{ApiChange, RunRecord, Store as _};
+use crate::store::{ApiChange, FlagRecord, RunRecord, Store as _};
 
 /// `GET /healthz`: the process answers.
 pub async fn healthz() -> Json<serde_json::Value> {
@@ -140,4 +140,13 @@ pub async fn set_mode(
     };
     state.db.set_mode(mode, &change).await?;
     Ok(Json(effective(&state.db.maintenance().await?, now)))
+}
+
+/// `GET /system/feature-flags` (reader): every flag by name.
+pub async fn flags(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<Json<Vec<FlagRecord>>, ApiError> {
+    caller.require(Role::Reader)?;
+    Ok(Json(state.db.flags().await?))
 }

@@ -12,7 +12,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::domain::{ClientName, ClientType, Mode, Owner, Role, Scope};
-use crate::model::{Actual, Client, Maintenance, NewOverride, Override, RateLimitRule, Stored, Window};
+use crate::model::{
+    Actual, Client, FeatureFlag, Maintenance, NewOverride, Override, RateLimitRule, Stored, Window,
+};
 use crate::plan::Plan;
 
 use shared::Sql;
@@ -227,6 +229,22 @@ pub trait Store: Send + Sync {
     /// One client by id, as the API shows it.
     fn client(&self, id: i64) -> impl Future<Output = Result<Option<ClientRecord>, StoreError>> + Send;
 
+    /// Maintenance windows matching a filter, by start.
+    fn windows(
+        &self,
+        filter: &WindowFilter,
+    ) -> impl Future<Output = Result<Vec<WindowRecord>, StoreError>> + Send;
+
+    /// Creates an api-owned window; [`StoreError::Conflict`] when the name is taken.
+    fn create_window(
+        &self,
+        window: &Window,
+        change: &ApiChange,
+    ) -> impl Future<Output = Result<WindowRecord, StoreError>> + Send;
+
+    /// Every feature flag, by name.
+    fn flags(&self) -> impl Future<Output = Result<Vec<FlagRecord>, StoreError>> + Send;
+
     /// Registers a client owned by the API; [`StoreError::Conflict`] when the name is taken.
     fn register_client(
         &self,
@@ -288,6 +306,37 @@ pub struct ClientRecord {
     pub active: bool,
     pub description: String,
     pub key_prefix: Option<String>,
+    pub owner: Owner,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Which maintenance windows to list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowFilter {
+    pub active: Option<bool>,
+    /// Only windows that start after this time.
+    pub starts_after: Option<DateTime<Utc>>,
+    pub page: Page,
+}
+
+/// A stored window with its bookkeeping, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WindowRecord {
+    pub id: i64,
+    #[serde(flatten)]
+    pub window: Window,
+    pub owner: Owner,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A stored feature flag with its bookkeeping, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FlagRecord {
+    pub id: i64,
+    #[serde(flatten)]
+    pub flag: FeatureFlag,
     pub owner: Owner,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -531,6 +580,25 @@ impl Store for Db {
             id
         )
         .await)
+    }
+    async fn windows(&self, filter: &WindowFilter) -> Result<Vec<WindowRecord>, StoreError> {
+        on_backend!(self, |s| Sql::<DB>::windows(
+            &mut *s.pool.acquire().await?,
+            filter
+        )
+        .await)
+    }
+    async fn create_window(&self, window: &Window, change: &ApiChange) -> Result<WindowRecord, StoreError> {
+        on_backend!(self, |s| Sql::<DB>::create_window(
+            &s.pool,
+            s.lock_timeout,
+            window,
+            change
+        )
+        .await)
+    }
+    async fn flags(&self) -> Result<Vec<FlagRecord>, StoreError> {
+        on_backend!(self, |s| Sql::<DB>::flags(&mut *s.pool.acquire().await?).await)
     }
     async fn register_client(
         &self,

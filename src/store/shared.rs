@@ -9,8 +9,9 @@ use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Transaction
 
 use super::writes::{self, Row, Step};
 use super::{
-    ApiChange, Applied, ApplyError, AuditRecord, ClientFilter, ClientRecord, MaintenanceInputs, RuleFilter,
-    RuleRecord, RuleWritten, RunMeta, RunRecord, SnapshotFilter, SnapshotRecord, StoreError,
+    ApiChange, Applied, ApplyError, AuditRecord, ClientFilter, ClientRecord, FlagRecord, MaintenanceInputs,
+    RuleFilter, RuleRecord, RuleWritten, RunMeta, RunRecord, SnapshotFilter, SnapshotRecord, StoreError,
+    WindowFilter, WindowRecord,
 };
 use crate::domain::{
     ClientName, FlagName, KeySha256, Mode, Owner, ParseError, ProfileName, RuleKey, WindowName, WindowSeconds,
@@ -53,6 +54,20 @@ type ClientRecordRow = (
     DateTime<Utc>,
     DateTime<Utc>,
 );
+/// A window row with its timestamps.
+type WindowRecordRow = (
+    i64,
+    String,
+    DateTime<Utc>,
+    DateTime<Utc>,
+    String,
+    bool,
+    String,
+    String,
+    DateTime<Utc>,
+    DateTime<Utc>,
+);
+type FlagRecordRow = (i64, String, bool, String, String, DateTime<Utc>, DateTime<Utc>);
 type SnapshotRow = (i64, String, String, i32, i32, i32, DateTime<Utc>, DateTime<Utc>);
 type ClientRow = (i64, String, String, String, String, bool, String, String);
 type WindowRow = (
@@ -158,6 +173,8 @@ where
     (i64,): for<'r> FromRow<'r, DB::Row>,
     RuleRecordRow: for<'r> FromRow<'r, DB::Row>,
     ClientRecordRow: for<'r> FromRow<'r, DB::Row>,
+    WindowRecordRow: for<'r> FromRow<'r, DB::Row>,
+    FlagRecordRow: for<'r> FromRow<'r, DB::Row>,
     SnapshotRow: for<'r> FromRow<'r, DB::Row>,
     for<'q> Option<bool>: Encode<'q, DB> + Type<DB>,
     (i64, String, String, String, DateTime<Utc>): for<'r> FromRow<'r, DB::Row>,
@@ -658,6 +675,79 @@ where
         Ok(record)
     }
 
+    /// Windows matching `filter`, by start.
+    pub async fn windows(
+        conn: &mut DB::Connection,
+        filter: &WindowFilter,
+    ) -> Result<Vec<WindowRecord>, StoreError> {
+        let rows: Vec<WindowRecordRow> = sqlx::query_as(
+            "SELECT id, name, starts_at, ends_at, mode, active, description, owner, created_at, updated_at \
+             FROM maintenance_windows WHERE ($1 IS NULL OR active = $1) AND ($2 IS NULL OR starts_at > $2) \
+             ORDER BY starts_at, name LIMIT $3 OFFSET $4",
+        )
+        .bind(filter.active)
+        .bind(filter.starts_after)
+        .bind(filter.page.limit)
+        .bind(filter.page.offset)
+        .fetch_all(conn)
+        .await?;
+        rows.into_iter().map(window_record).collect()
+    }
+
+    /// Creates an api-owned window; see [`super::Store::create_window`].
+    pub async fn create_window(
+        pool: &Pool<DB>,
+        wait: Duration,
+        window: &Window,
+        change: &ApiChange,
+    ) -> Result<WindowRecord, StoreError> {
+        let mut tx = DB::begin_apply(pool, wait).await?;
+        let by_name = "SELECT id, name, starts_at, ends_at, mode, active, description, owner, created_at, updated_at \
+                       FROM maintenance_windows WHERE name = $1";
+        let existing: Option<WindowRecordRow> = sqlx::query_as(by_name)
+            .bind(window.name.as_str().to_owned())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if existing.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "a maintenance window named {} already exists",
+                window.name
+            )));
+        }
+        Self::api_write::<Window>(&mut tx, None, Some(window), None, change).await?;
+        let row: Option<WindowRecordRow> = sqlx::query_as(by_name)
+            .bind(window.name.as_str().to_owned())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let record =
+            window_record(row.ok_or_else(|| StoreError::NotFound(format!("window {}", window.name)))?)?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    /// Every feature flag, by name.
+    pub async fn flags(conn: &mut DB::Connection) -> Result<Vec<FlagRecord>, StoreError> {
+        let rows: Vec<FlagRecordRow> = sqlx::query_as(
+            "SELECT id, name, enabled, description, owner, created_at, updated_at FROM feature_flags ORDER BY name",
+        )
+        .fetch_all(conn)
+        .await?;
+        rows.into_iter()
+            .map(
+                |(id, name, enabled, description, owner, created_at, updated_at)| {
+                    let stored = flag((id, name, enabled, description, owner))?;
+                    Ok(FlagRecord {
+                        id,
+                        flag: stored.value,
+                        owner: stored.owner,
+                        created_at,
+                        updated_at,
+                    })
+                },
+            )
+            .collect()
+    }
+
     /// The override an HTTP change to a git-owned resource records; it needs a reason.
     fn hold_for<T: Resource>(
         current: Option<&Stored<T>>,
@@ -735,6 +825,18 @@ fn corrupt(table: &'static str, id: i64) -> impl Fn(ParseError) -> StoreError {
         id,
         message: e.0,
     }
+}
+
+fn window_record(r: WindowRecordRow) -> Result<WindowRecord, StoreError> {
+    let (id, name, starts_at, ends_at, mode, active, description, owner, created_at, updated_at) = r;
+    let stored = window((id, name, starts_at, ends_at, mode, active, description, owner))?;
+    Ok(WindowRecord {
+        id,
+        window: stored.value,
+        owner: stored.owner,
+        created_at,
+        updated_at,
+    })
 }
 
 fn client_record(r: ClientRecordRow) -> Result<ClientRecord, StoreError> {

@@ -1039,3 +1039,106 @@ fn deactivation_takes_effect_at_once_and_git_clients_need_a_reason() {
         );
     }
 }
+
+#[test]
+fn windows_are_scheduled_and_listed() {
+    for db in all_backends() {
+        let app = TestApp::spawn(db, &state_with(""));
+        let b = app.backend;
+        let now = Utc::now();
+        let at = |minutes: i64| (now + Duration::minutes(minutes)).to_rfc3339();
+        let body = |name: &str, from: i64, to: i64, mode: &str| {
+            format!(
+                r#"{{{name} "starts_at": "{}", "ends_at": "{}", "mode": "{mode}", "description": "Upgrade"}}"#,
+                at(from),
+                at(to)
+            )
+        };
+        let upcoming = body(r#""name": "db-upgrade","#, 60, 120, "maintenance");
+        assert_error(
+            &app,
+            app.send_json("POST", "/system/maintenance/windows", Some(READER), &upcoming),
+            403,
+            "forbidden",
+        );
+        let (status, created) =
+            app.send_json("POST", "/system/maintenance/windows", Some(OPERATOR), &upcoming);
+        assert_eq!(
+            (status, &created["owner"], &created["active"]),
+            (201, &"api".into(), &true.into()),
+            "{b}: {created}"
+        );
+        assert_error(
+            &app,
+            app.send_json("POST", "/system/maintenance/windows/", Some(OPERATOR), &upcoming),
+            409,
+            "conflict",
+        );
+        assert_error(
+            &app,
+            app.send_json(
+                "POST",
+                "/system/maintenance/windows",
+                Some(OPERATOR),
+                &body("", 60, 30, "read_only"),
+            ),
+            422,
+            "unprocessable",
+        );
+        let naive = r#"{"starts_at": "2026-12-01T02:00:00", "ends_at": "2026-12-01T04:00:00Z"}"#;
+        assert_error(
+            &app,
+            app.send_json("POST", "/system/maintenance/windows", Some(OPERATOR), naive),
+            422,
+            "unprocessable",
+        );
+
+        // A window that is open now, created without a name: the state follows, with no other write.
+        let (status, open) = app.send_json(
+            "POST",
+            "/system/maintenance/windows",
+            Some(OPERATOR),
+            &body("", -5, 30, "read_only"),
+        );
+        assert_eq!(status, 201, "{b}: {open}");
+        assert!(open["name"].as_str().unwrap().starts_with("api-"), "{open}");
+        let (_, state) = app.get("/system/maintenance/state", None);
+        assert_eq!(
+            (&state["mode"], &state["source"]),
+            (&"read_only".into(), &"window".into()),
+            "{b}: {state}"
+        );
+
+        let (_, all) = app.get("/system/maintenance/windows", Some(READER));
+        assert_eq!(all.as_array().map(Vec::len), Some(2), "{b}");
+        let (_, later) = app.get("/system/maintenance/windows?upcoming=true", Some(READER));
+        let names: Vec<&str> = later
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["db-upgrade"], "{b}");
+        let (_, inactive) = app.get("/system/maintenance/windows?active=false", Some(READER));
+        assert_eq!(inactive, serde_json::json!([]));
+    }
+}
+
+#[test]
+fn feature_flags_are_listed() {
+    for db in all_backends() {
+        let flags = "feature_flags:\n  - name: new-billing\n    enabled: true\n    description: Dark launch\n  - name: beta\n";
+        let app = TestApp::spawn(db, &state_with(flags));
+        assert_error(&app, app.get("/system/feature-flags", None), 401, "unauthorized");
+        let (status, list) = app.get("/system/feature-flags/", Some(READER));
+        assert_eq!(status, 200, "{list}");
+        let got: Vec<(&str, bool)> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| (f["name"].as_str().unwrap(), f["enabled"].as_bool().unwrap()))
+            .collect();
+        assert_eq!(got, [("beta", false), ("new-billing", true)], "{}", app.backend);
+        assert_eq!(list[1]["owner"], "git");
+    }
+}

@@ -1,0 +1,109 @@
+//! Maintenance windows: scheduled over HTTP (owned by the API) and listed.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+
+use super::{ApiError, AppState, Caller, page};
+use crate::domain::{Role, WindowMode, WindowName, parse_time};
+use crate::model::Window;
+use crate::store::{ApiChange, Store as _, WindowFilter, WindowRecord};
+
+/// Query of `GET /system/maintenance/windows`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowsQuery {
+    active: Option<bool>,
+    /// Only windows that have not started yet.
+    upcoming: Option<bool>,
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+/// `GET /system/maintenance/windows` (reader): windows by start.
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Query(q): Query<WindowsQuery>,
+) -> Result<Json<Vec<WindowRecord>>, ApiError> {
+    caller.require(Role::Reader)?;
+    let starts_after = q.upcoming.filter(|u| *u).map(|_| (state.clock)());
+    let filter = WindowFilter {
+        active: q.active,
+        starts_after,
+        page: page(q.limit, q.offset)?,
+    };
+    Ok(Json(state.db.windows(&filter).await?))
+}
+
+fn maintenance() -> WindowMode {
+    WindowMode::Maintenance
+}
+
+/// Body of `POST /system/maintenance/windows`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowBody {
+    /// Generated when absent.
+    name: Option<WindowName>,
+    /// RFC 3339 with an offset.
+    starts_at: String,
+    ends_at: String,
+    #[serde(default = "maintenance")]
+    mode: WindowMode,
+    #[serde(default)]
+    description: String,
+}
+
+/// `POST /system/maintenance/windows` (operator): schedule a window; 422 unless ends_at > starts_at.
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Json(body): Json<WindowBody>,
+) -> Result<(StatusCode, Json<WindowRecord>), ApiError> {
+    caller.require(Role::Operator)?;
+    let invalid = |e: crate::domain::ParseError| ApiError::Unprocessable(e.0);
+    let starts_at = parse_time(&body.starts_at).map_err(invalid)?;
+    let ends_at = parse_time(&body.ends_at).map_err(invalid)?;
+    if ends_at <= starts_at {
+        return Err(ApiError::Unprocessable("ends_at must be after starts_at".into()));
+    }
+    let name = match body.name {
+        Some(name) => name,
+        None => generated_name(starts_at).map_err(invalid)?,
+    };
+    let window = Window {
+        name,
+        starts_at,
+        ends_at,
+        mode: body.mode,
+        active: true,
+        description: body.description,
+    };
+    let now = (state.clock)();
+    let change = ApiChange {
+        actor: caller.name.to_string(),
+        reason: None,
+        expires_at: None,
+        now,
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(state.db.create_window(&window, &change).await?),
+    ))
+}
+
+/// `api-20261201-0200-3f9a`: when it starts, and a random suffix so names never collide.
+fn generated_name(starts_at: chrono::DateTime<chrono::Utc>) -> Result<WindowName, crate::domain::ParseError> {
+    let mut suffix = [0u8; 2];
+    getrandom::fill(&mut suffix).map_err(|e| crate::domain::ParseError(e.to_string()))?;
+    WindowName::parse(format!(
+        "api-{}-{:02x}{:02x}",
+        starts_at.format("%Y%m%d-%H%M"),
+        suffix[0],
+        suffix[1]
+    ))
+}
