@@ -560,6 +560,15 @@ where
             mode,
             reason: change.reason.clone().unwrap_or_default(),
         };
+        // A new mode replaces the previous mode override instead of stacking on it.
+        sqlx::query(
+            "UPDATE overrides SET cleared_at = $1, cleared_by = $2 \
+             WHERE cleared_at IS NULL AND resource_kind = 'maintenance_mode'",
+        )
+        .bind(change.now)
+        .bind(change.actor.clone())
+        .execute(&mut *tx)
+        .await?;
         let hold = Self::api_write(&mut tx, Some(&current), Some(&target), hold, change).await?;
         tx.commit().await?;
         hold.ok_or_else(|| StoreError::NotFound("the maintenance override".into()))

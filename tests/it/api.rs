@@ -851,6 +851,24 @@ fn tyr_freezes_the_platform_and_lifts_the_freeze() {
         let (status, state) = app.send_json("POST", "/system/maintenance/state/normal", Some(OPERATOR), lift);
         assert_eq!((status, &state["mode"]), (200, &"normal".into()), "{b}: {state}");
         assert_eq!(app.get("/system/ratelimits/rules", Some(READER)).0, 200, "{b}");
+        // Each new mode replaced the previous override: one is open, and clearing it hands the
+        // mode back to git.
+        let (_, open) = app.get("/system/overrides", Some(READER));
+        assert_eq!(open.as_array().map(Vec::len), Some(1), "{b}: {open}");
+        assert_eq!(
+            app.call(
+                "DELETE",
+                &format!("/system/overrides/{}", open[0]["id"]),
+                Some(OPERATOR)
+            )
+            .0,
+            204
+        );
+        assert_eq!(
+            app.get("/system/maintenance/state", None).1["source"],
+            "git",
+            "{b}"
+        );
     }
 }
 
