@@ -116,7 +116,7 @@ impl Cli {
             Command::Reconcile(args) => args.run(&self.state, &store).await,
             Command::Export(args) => args.run(&store).await,
             Command::Migrate => migrate::run(&store).await,
-            Command::Serve(args) => args.run(&store).await,
+            Command::Serve(args) => args.run(&self.state, &store).await,
             Command::Overrides(cmd) => cmd.run(&store).await,
             Command::Keys(cmd) => cmd.run(),
         }

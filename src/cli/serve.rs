@@ -25,7 +25,11 @@ pub struct Args {
 
 impl Args {
     /// Serves until a shutdown signal; in-flight requests finish first.
-    pub async fn run(self, store: &super::StoreConfig) -> anyhow::Result<Status> {
+    pub async fn run(
+        self,
+        state_dir: &std::path::Path,
+        store: &super::StoreConfig,
+    ) -> anyhow::Result<Status> {
         let db = super::open(store).await?;
         let listener = tokio::net::TcpListener::bind(self.bind)
             .await
@@ -37,7 +41,11 @@ impl Args {
             "valhalla-ops: serving http://{addr} ({} store)",
             db.backend()
         );
-        server::serve(listener, Arc::new(AppState::new(db)), server::shutdown_signal())
+        let state = AppState {
+            state_dir: Some(state_dir.to_owned()),
+            ..AppState::new(db)
+        };
+        server::serve(listener, Arc::new(state), server::shutdown_signal())
             .await
             .context("the HTTP server failed")?;
         Ok(Status::Ok)

@@ -1,6 +1,7 @@
 //! The HTTP server: the documented endpoints over the same store, with API keys, JSON errors and
 //! request limits.
 
+mod admin;
 mod auth;
 mod clients;
 mod error;
@@ -46,6 +47,8 @@ pub struct AppState {
     /// Active clients by key hash.
     pub clients: ClientCache,
     pub clock: Clock,
+    /// The state directory the admin `reconcile` action loads, when the server was given one.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl AppState {
@@ -55,6 +58,7 @@ impl AppState {
             db,
             clients: ClientCache::new(CLIENT_CACHE_TTL),
             clock: Arc::new(|| crate::domain::normalize_time(Utc::now())),
+            state_dir: None,
         }
     }
 }
@@ -115,6 +119,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(windows::list).post(windows::create),
         )
         .route("/system/feature-flags", get(system::flags))
+        .route("/admin/ops", post(admin::ops))
         .route("/system/clients/{id}/activate", post(clients::activate))
         .route("/system/clients/{id}/deactivate", post(clients::deactivate))
         // After routing, so an unknown path is still a 404 whatever the mode.

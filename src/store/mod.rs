@@ -245,6 +245,23 @@ pub trait Store: Send + Sync {
     /// Every feature flag, by name.
     fn flags(&self) -> impl Future<Output = Result<Vec<FlagRecord>, StoreError>> + Send;
 
+    /// Counts for the admin security snapshot.
+    fn security_counts(&self) -> impl Future<Output = Result<SecurityCounts, StoreError>> + Send;
+
+    /// Audit records matching a filter, newest first.
+    fn audit_filtered(
+        &self,
+        filter: &AuditFilter,
+    ) -> impl Future<Output = Result<Vec<AuditRecord>, StoreError>> + Send;
+
+    /// Clears every open override of a group (a lockdown), or every open override.
+    fn clear_override_group(
+        &self,
+        group_id: Option<&str>,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
     /// Registers a client owned by the API; [`StoreError::Conflict`] when the name is taken.
     fn register_client(
         &self,
@@ -340,6 +357,28 @@ pub struct FlagRecord {
     pub owner: Owner,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// Counts of clients and rules for the security snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SecurityCounts {
+    /// (role, active, count) for every combination present.
+    pub clients: Vec<(Role, bool, i64)>,
+    /// Active clients, the longest unchanged first: (name, role, last changed).
+    pub oldest_keys: Vec<(String, Role, DateTime<Utc>)>,
+    pub rules: i64,
+    pub disabled_rules: i64,
+    pub shadow_rules: i64,
+}
+
+/// Which audit records to list.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AuditFilter {
+    pub kind: Option<String>,
+    pub key: Option<String>,
+    pub actor: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub limit: i64,
 }
 
 /// A page of a listing.
@@ -599,6 +638,33 @@ impl Store for Db {
     }
     async fn flags(&self) -> Result<Vec<FlagRecord>, StoreError> {
         on_backend!(self, |s| Sql::<DB>::flags(&mut *s.pool.acquire().await?).await)
+    }
+    async fn security_counts(&self) -> Result<SecurityCounts, StoreError> {
+        on_backend!(self, |s| Sql::<DB>::security_counts(
+            &mut *s.pool.acquire().await?
+        )
+        .await)
+    }
+    async fn audit_filtered(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        on_backend!(self, |s| Sql::<DB>::audit_filtered(
+            &mut *s.pool.acquire().await?,
+            filter
+        )
+        .await)
+    }
+    async fn clear_override_group(
+        &self,
+        group_id: Option<&str>,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        on_backend!(self, |s| Sql::<DB>::clear_override_group(
+            &mut *s.pool.acquire().await?,
+            group_id,
+            actor,
+            now
+        )
+        .await)
     }
     async fn register_client(
         &self,

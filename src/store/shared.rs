@@ -9,12 +9,13 @@ use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Transaction
 
 use super::writes::{self, Row, Step};
 use super::{
-    ApiChange, Applied, ApplyError, AuditRecord, ClientFilter, ClientRecord, FlagRecord, MaintenanceInputs,
-    RuleFilter, RuleRecord, RuleWritten, RunMeta, RunRecord, SnapshotFilter, SnapshotRecord, StoreError,
-    WindowFilter, WindowRecord,
+    ApiChange, Applied, ApplyError, AuditFilter, AuditRecord, ClientFilter, ClientRecord, FlagRecord,
+    MaintenanceInputs, RuleFilter, RuleRecord, RuleWritten, RunMeta, RunRecord, SecurityCounts,
+    SnapshotFilter, SnapshotRecord, StoreError, WindowFilter, WindowRecord,
 };
 use crate::domain::{
-    ClientName, FlagName, KeySha256, Mode, Owner, ParseError, ProfileName, RuleKey, WindowName, WindowSeconds,
+    ClientName, FlagName, KeySha256, Mode, Owner, ParseError, ProfileName, Role, RuleKey, WindowName,
+    WindowSeconds,
 };
 use crate::model::{
     Actual, Client, FeatureFlag, Kind, Maintenance, NewOverride, Override, Profile, RateLimitRule, Resource,
@@ -173,6 +174,9 @@ where
     (i64,): for<'r> FromRow<'r, DB::Row>,
     RuleRecordRow: for<'r> FromRow<'r, DB::Row>,
     ClientRecordRow: for<'r> FromRow<'r, DB::Row>,
+    (String, bool, i64): for<'r> FromRow<'r, DB::Row>,
+    (String, String, DateTime<Utc>): for<'r> FromRow<'r, DB::Row>,
+    (i64, i64, i64): for<'r> FromRow<'r, DB::Row>,
     WindowRecordRow: for<'r> FromRow<'r, DB::Row>,
     FlagRecordRow: for<'r> FromRow<'r, DB::Row>,
     SnapshotRow: for<'r> FromRow<'r, DB::Row>,
@@ -755,6 +759,85 @@ where
                 },
             )
             .collect()
+    }
+
+    /// Counts for the admin security snapshot.
+    pub async fn security_counts(conn: &mut DB::Connection) -> Result<SecurityCounts, StoreError> {
+        let groups: Vec<(String, bool, i64)> = sqlx::query_as(
+            "SELECT role, active, COUNT(*) FROM api_clients GROUP BY role, active ORDER BY role, active",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        let oldest: Vec<(String, String, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT name, role, updated_at FROM api_clients WHERE active ORDER BY updated_at, name LIMIT 10",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        let (rules, disabled_rules, shadow_rules): (i64, i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN enabled THEN 0 ELSE 1 END), 0), \
+             COALESCE(SUM(CASE WHEN shadow THEN 1 ELSE 0 END), 0) FROM rate_limit_rules",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        let role = |id: i64, r: &str| {
+            r.parse::<Role>().map_err(|e| StoreError::Corrupt {
+                table: "api_clients",
+                id,
+                message: e.0,
+            })
+        };
+        Ok(SecurityCounts {
+            clients: groups
+                .iter()
+                .map(|(r, active, n)| Ok((role(0, r)?, *active, *n)))
+                .collect::<Result<_, StoreError>>()?,
+            oldest_keys: oldest
+                .into_iter()
+                .map(|(name, r, at)| Ok((name, role(0, &r)?, at)))
+                .collect::<Result<_, StoreError>>()?,
+            rules,
+            disabled_rules,
+            shadow_rules,
+        })
+    }
+
+    /// Audit records matching `filter`, newest first.
+    pub async fn audit_filtered(
+        conn: &mut DB::Connection,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows: Vec<AuditRow> = sqlx::query_as(
+            "SELECT id, run_id, at, actor, source, resource_kind, resource_key, action, before, after FROM audit_log \
+             WHERE ($1 IS NULL OR resource_kind = $1) AND ($2 IS NULL OR resource_key = $2) \
+             AND ($3 IS NULL OR actor = $3) AND ($4 IS NULL OR at >= $4) ORDER BY id DESC LIMIT $5",
+        )
+        .bind(filter.kind.clone())
+        .bind(filter.key.clone())
+        .bind(filter.actor.clone())
+        .bind(filter.since)
+        .bind(filter.limit)
+        .fetch_all(conn)
+        .await?;
+        Ok(rows.into_iter().map(audit).collect())
+    }
+
+    /// Clears the open overrides of a group, or all of them.
+    pub async fn clear_override_group(
+        conn: &mut DB::Connection,
+        group_id: Option<&str>,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let cleared: Vec<(i64,)> = sqlx::query_as(
+            "UPDATE overrides SET cleared_at = $1, cleared_by = $2 \
+             WHERE cleared_at IS NULL AND ($3 IS NULL OR group_id = $3) RETURNING id",
+        )
+        .bind(now)
+        .bind(actor.to_owned())
+        .bind(group_id.map(str::to_owned))
+        .fetch_all(conn)
+        .await?;
+        Ok(cleared.len() as u64)
     }
 
     /// The override an HTTP change to a git-owned resource records; it needs a reason.

@@ -43,6 +43,8 @@ pub struct TestApp {
     agent: ureq::Agent,
     pub backend: &'static str,
     _db: TestDb,
+    /// The state the server's admin `reconcile` action loads.
+    pub state_dir: crate::support::StateDir,
 }
 
 impl TestApp {
@@ -52,10 +54,14 @@ impl TestApp {
             .enable_all()
             .build()
             .unwrap();
+        let state_dir = crate::support::StateDir::new(&[("state.yaml", state_yaml)]);
         let (base, state) = runtime.block_on(async {
             let db = Db::open(&test_db.url).await.unwrap();
             apply(&db, state_yaml).await;
-            let state = Arc::new(AppState::new(db));
+            let state = Arc::new(AppState {
+                state_dir: Some(state_dir.path().to_owned()),
+                ..AppState::new(db)
+            });
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let base = format!("http://{}", listener.local_addr().unwrap());
             tokio::spawn(server::serve(
@@ -76,6 +82,7 @@ impl TestApp {
             agent,
             backend: test_db.backend,
             _db: test_db,
+            state_dir,
         }
     }
 
@@ -1158,5 +1165,109 @@ fn feature_flags_are_listed() {
             .collect();
         assert_eq!(got, [("beta", false), ("new-billing", true)], "{}", app.backend);
         assert_eq!(list[1]["owner"], "git");
+    }
+}
+
+#[test]
+fn the_admin_console_runs_its_actions() {
+    for db in all_backends() {
+        let app = TestApp::spawn(db, &state_with(RULES));
+        let b = app.backend;
+        let ops = |key: &str, body: &str| app.send_json("POST", "/admin/ops/", Some(key), body);
+        assert_error(
+            &app,
+            app.send_json("POST", "/admin/ops", None, r#"{"action": "security_snapshot"}"#),
+            401,
+            "unauthorized",
+        );
+        assert_error(
+            &app,
+            ops(OPERATOR, r#"{"action": "security_snapshot"}"#),
+            403,
+            "forbidden",
+        );
+        let (status, unknown) = ops(ADMIN, r#"{"action": "reboot"}"#);
+        assert_error(&app, (status, unknown.clone()), 422, "unprocessable");
+        assert!(
+            unknown["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("security_snapshot, set_maintenance_mode"),
+            "{unknown}"
+        );
+
+        let (status, snapshot) = ops(ADMIN, r#"{"action": "security_snapshot"}"#);
+        assert_eq!(status, 200, "{b}: {snapshot}");
+        let result = &snapshot["result"];
+        assert_eq!(
+            (&result["rules"]["total"], &result["rules"]["disabled"]),
+            (&3.into(), &1.into()),
+            "{b}: {result}"
+        );
+        assert!(
+            result["clients"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["role"] == "admin" && c["active"] == false && c["count"] == 1)
+        );
+        assert_eq!(
+            (&result["mode"]["mode"], &result["last_reconcile"]["actor"]),
+            (&"normal".into(), &"test".into())
+        );
+
+        let freeze = r#"{"action": "set_maintenance_mode", "payload": {"mode": "read_only", "reason": "audit", "ttl_seconds": 60}}"#;
+        let (status, frozen) = ops(ADMIN, freeze);
+        assert_eq!(
+            (status, &frozen["result"]["state"]["source"]),
+            (200, &"override".into()),
+            "{b}: {frozen}"
+        );
+        assert_error(
+            &app,
+            ops(
+                ADMIN,
+                r#"{"action": "set_maintenance_mode", "payload": {"mode": "off", "reason": "x"}}"#,
+            ),
+            422,
+            "unprocessable",
+        );
+        let (_, audit) = ops(
+            ADMIN,
+            r#"{"action": "audit_log", "payload": {"actor": "admin", "kind": "maintenance_mode"}}"#,
+        );
+        assert_eq!(audit["result"].as_array().map(Vec::len), Some(1), "{b}: {audit}");
+        assert_eq!(audit["result"][0]["action"], "update");
+        let (_, cleared) = ops(ADMIN, r#"{"action": "clear_overrides"}"#);
+        assert_eq!(cleared["result"]["cleared"], 1, "{b}");
+
+        // Reconcile from the server's state directory: a dry run, then for real.
+        app.state_dir.write(
+            "state.yaml",
+            &state_with(&RULES.replace("max_requests: 30", "max_requests: 40")),
+        );
+        let (status, dry) = ops(ADMIN, r#"{"action": "reconcile", "payload": {"dry_run": true}}"#);
+        assert_eq!(
+            (status, &dry["result"]["run_id"]),
+            (200, &Value::Null),
+            "{b}: {dry}"
+        );
+        let changes: Vec<&str> = dry["result"]["plan"]["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["key"].as_str().unwrap())
+            .collect();
+        assert!(changes.contains(&"user:user-7"), "{b}: {changes:?}");
+        let (_, applied) = ops(ADMIN, r#"{"action": "reconcile"}"#);
+        assert!(applied["result"]["run_id"].is_i64(), "{b}: {applied}");
+        let (_, rules) = app.get("/system/ratelimits/rules?key=user-7", Some(READER));
+        assert_eq!(rules[0]["max_requests"], 40, "{b}");
+        assert_error(
+            &app,
+            ops(ADMIN, r#"{"action": "reconcile", "payload": {"dry": true}}"#),
+            422,
+            "unprocessable",
+        );
     }
 }

@@ -1,0 +1,229 @@
+//! The admin console: `POST /admin/ops/` runs one named action with its payload.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState, Caller, expiry};
+use crate::domain::{Mode, Role};
+use crate::mode::effective;
+use crate::plan::PlanOptions;
+use crate::plan::render::PlanDocument;
+use crate::reconcile::{Request, reconcile};
+use crate::store::{ApiChange, AuditFilter, Store as _};
+
+/// The actions this server runs.
+pub const ACTIONS: &[&str] = &[
+    "security_snapshot",
+    "set_maintenance_mode",
+    "clear_overrides",
+    "reconcile",
+    "audit_log",
+];
+
+/// Body of `POST /admin/ops/`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpsRequest {
+    action: String,
+    #[serde(default)]
+    payload: Value,
+}
+
+/// Reads an action's payload; an absent payload is an empty object.
+fn payload<T: DeserializeOwned>(action: &str, value: Value) -> Result<T, ApiError> {
+    let value = if value.is_null() { json!({}) } else { value };
+    serde_json::from_value(value)
+        .map_err(|e| ApiError::Unprocessable(format!("{action}: invalid payload: {e}")))
+}
+
+/// `POST /admin/ops/` (admin).
+pub async fn ops(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Json(request): Json<OpsRequest>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Admin)?;
+    let action = request.action.as_str();
+    let result = match action {
+        "security_snapshot" => security_snapshot(&state).await?,
+        "set_maintenance_mode" => {
+            set_maintenance_mode(&state, &caller, payload(action, request.payload)?).await?
+        }
+        "clear_overrides" => clear_overrides(&state, &caller, payload(action, request.payload)?).await?,
+        "reconcile" => run_reconcile(&state, &caller, payload(action, request.payload)?).await?,
+        "audit_log" => audit_log(&state, payload(action, request.payload)?).await?,
+        other => {
+            return Err(ApiError::Unprocessable(format!(
+                "unknown action `{other}`; known actions: {}",
+                ACTIONS.join(", ")
+            )));
+        }
+    };
+    Ok(Json(json!({ "action": action, "result": result })))
+}
+
+async fn security_snapshot(state: &AppState) -> Result<Value, ApiError> {
+    let now = (state.clock)();
+    let counts = state.db.security_counts().await?;
+    let mode = effective(&state.db.maintenance().await?, now);
+    let overrides: Vec<_> = state
+        .db
+        .open_overrides()
+        .await?
+        .into_iter()
+        .filter(|o| o.is_active(now))
+        .collect();
+    let last_run = state.db.runs(1).await?.into_iter().next();
+    let clients: Vec<Value> = counts
+        .clients
+        .iter()
+        .map(|(role, active, n)| json!({ "role": role, "active": active, "count": n }))
+        .collect();
+    let keys: Vec<Value> = counts
+        .oldest_keys
+        .iter()
+        .map(|(name, role, at)| json!({ "client": name, "role": role, "unchanged_days": (now - *at).num_days() }))
+        .collect();
+    Ok(json!({
+        "clients": clients,
+        "oldest_keys": keys,
+        "rules": { "total": counts.rules, "disabled": counts.disabled_rules, "shadow": counts.shadow_rules },
+        "mode": mode,
+        "active_overrides": overrides,
+        "last_reconcile": last_run,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetMode {
+    mode: Mode,
+    reason: String,
+    ttl_seconds: Option<i64>,
+}
+
+async fn set_maintenance_mode(state: &AppState, caller: &Caller, p: SetMode) -> Result<Value, ApiError> {
+    if p.reason.trim().is_empty() {
+        return Err(ApiError::Unprocessable(
+            "set_maintenance_mode: a reason is required".into(),
+        ));
+    }
+    let now = (state.clock)();
+    let change = ApiChange {
+        actor: caller.name.to_string(),
+        reason: Some(p.reason),
+        expires_at: expiry(p.ttl_seconds, now)?,
+        now,
+    };
+    let hold = state.db.set_mode(p.mode, &change).await?;
+    Ok(json!({ "override": hold, "state": effective(&state.db.maintenance().await?, now) }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClearOverrides {
+    /// Only the overrides of this group (a lockdown); all when absent.
+    group_id: Option<String>,
+}
+
+async fn clear_overrides(state: &AppState, caller: &Caller, p: ClearOverrides) -> Result<Value, ApiError> {
+    let cleared = state
+        .db
+        .clear_override_group(p.group_id.as_deref(), caller.name.as_str(), (state.clock)())
+        .await?;
+    Ok(json!({ "cleared": cleared }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunReconcile {
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    prune: bool,
+}
+
+async fn run_reconcile(state: &AppState, caller: &Caller, p: RunReconcile) -> Result<Value, ApiError> {
+    let Some(dir) = state.state_dir.clone() else {
+        return Err(ApiError::Unprocessable(
+            "this server was started without a state directory (--state)".into(),
+        ));
+    };
+    let now = (state.clock)();
+    // Loading a large state directory is CPU work: keep it off the request threads.
+    let loaded = tokio::task::spawn_blocking(move || crate::desired::load_dir(&dir, now))
+        .await
+        .map_err(|e| ApiError::Unprocessable(format!("loading the state failed: {e}")))?;
+    let loaded = loaded.map_err(|e| match e {
+        crate::desired::LoadError::Invalid { errors, .. } => ApiError::Unprocessable(format!(
+            "the desired state is invalid: {}",
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        )),
+        e => ApiError::Unprocessable(e.to_string()),
+    })?;
+    let request = Request {
+        dry_run: p.dry_run,
+        options: PlanOptions { prune: p.prune },
+        actor: caller.name.to_string(),
+        source: "api".into(),
+        ..Request::default()
+    };
+    let outcome = reconcile(&state.db, &loaded.state, &request, now)
+        .await
+        .map_err(|e| match e {
+            crate::reconcile::ReconcileError::Refused(r) => ApiError::Unprocessable(r.to_string()),
+            crate::reconcile::ReconcileError::Store(s) => s.into(),
+        })?;
+    if outcome.run_id.is_some() {
+        // Clients may have changed: keys must follow at once.
+        state.clients.invalidate();
+    }
+    let document = PlanDocument::new(&outcome.plan, outcome.state_fingerprint.clone());
+    Ok(json!({ "run_id": outcome.run_id, "plan": document }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    /// A resource kind (`rate_limit_rule`, `client`, …).
+    kind: Option<String>,
+    /// A resource key (`ip:10.0.0.1`, a client name, …).
+    key: Option<String>,
+    actor: Option<String>,
+    /// RFC 3339.
+    since: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn audit_log(state: &AppState, p: AuditQuery) -> Result<Value, ApiError> {
+    let since = p
+        .since
+        .as_deref()
+        .map(crate::domain::parse_time)
+        .transpose()
+        .map_err(|e| ApiError::Unprocessable(format!("audit_log: {}", e.0)))?;
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=super::MAX_PAGE).contains(&limit) {
+        return Err(ApiError::Unprocessable(format!(
+            "audit_log: limit must be between 1 and {}",
+            super::MAX_PAGE
+        )));
+    }
+    let filter = AuditFilter {
+        kind: p.kind,
+        key: p.key,
+        actor: p.actor,
+        since,
+        limit,
+    };
+    Ok(json!(state.db.audit_filtered(&filter).await?))
+}
