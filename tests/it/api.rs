@@ -73,6 +73,9 @@ impl TestApp {
         });
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
+            // A server may close a connection after refusing a request whose body it did not read
+            // (401 on a POST): a fresh connection per request keeps tests from racing that close.
+            .max_idle_connections(0)
             .build()
             .into();
         TestApp {
