@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState, Caller, expiry};
-use crate::domain::{Mode, Role};
+use crate::domain::{FlagName, Mode, ProfileName, Role};
 use crate::mode::effective;
 use crate::plan::PlanOptions;
 use crate::plan::render::PlanDocument;
@@ -20,6 +20,9 @@ use crate::store::{ApiChange, AuditFilter, Store as _};
 pub const ACTIONS: &[&str] = &[
     "security_snapshot",
     "set_maintenance_mode",
+    "set_feature_flag",
+    "set_deployment_profile",
+    "lockdown",
     "clear_overrides",
     "reconcile",
     "audit_log",
@@ -54,6 +57,11 @@ pub async fn ops(
         "set_maintenance_mode" => {
             set_maintenance_mode(&state, &caller, payload(action, request.payload)?).await?
         }
+        "set_feature_flag" => set_feature_flag(&state, &caller, payload(action, request.payload)?).await?,
+        "set_deployment_profile" => {
+            set_deployment_profile(&state, &caller, payload(action, request.payload)?).await?
+        }
+        "lockdown" => lockdown(&state, &caller, payload(action, request.payload)?).await?,
         "clear_overrides" => clear_overrides(&state, &caller, payload(action, request.payload)?).await?,
         "reconcile" => run_reconcile(&state, &caller, payload(action, request.payload)?).await?,
         "audit_log" => audit_log(&state, payload(action, request.payload)?).await?,
@@ -119,6 +127,7 @@ async fn set_maintenance_mode(state: &AppState, caller: &Caller, p: SetMode) -> 
         reason: Some(p.reason),
         expires_at: expiry(p.ttl_seconds, now)?,
         now,
+        group_id: None,
     };
     let hold = state.db.set_mode(p.mode, &change).await?;
     Ok(json!({ "override": hold, "state": effective(&state.db.maintenance().await?, now) }))
@@ -226,4 +235,76 @@ async fn audit_log(state: &AppState, p: AuditQuery) -> Result<Value, ApiError> {
         limit,
     };
     Ok(json!(state.db.audit_filtered(&filter).await?))
+}
+
+/// The change an admin action makes, with its reason and optional TTL.
+fn change(
+    state: &AppState,
+    caller: &Caller,
+    reason: String,
+    ttl_seconds: Option<i64>,
+) -> Result<ApiChange, ApiError> {
+    if reason.trim().is_empty() {
+        return Err(ApiError::Unprocessable("a non-empty `reason` is required".into()));
+    }
+    let now = (state.clock)();
+    Ok(ApiChange {
+        actor: caller.name.to_string(),
+        reason: Some(reason),
+        expires_at: expiry(ttl_seconds, now)?,
+        now,
+        group_id: None,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetFlag {
+    name: FlagName,
+    enabled: bool,
+    reason: String,
+    ttl_seconds: Option<i64>,
+}
+
+async fn set_feature_flag(state: &AppState, caller: &Caller, p: SetFlag) -> Result<Value, ApiError> {
+    let change = change(state, caller, p.reason, p.ttl_seconds)?;
+    Ok(json!({ "override": state.db.set_flag(&p.name, p.enabled, &change).await? }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetProfile {
+    profile: ProfileName,
+    reason: String,
+    ttl_seconds: Option<i64>,
+}
+
+async fn set_deployment_profile(state: &AppState, caller: &Caller, p: SetProfile) -> Result<Value, ApiError> {
+    let change = change(state, caller, p.reason, p.ttl_seconds)?;
+    Ok(json!({ "override": state.db.set_profile(&p.profile, &change).await? }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LockdownRequest {
+    reason: String,
+    ttl_seconds: Option<i64>,
+    /// A global rate limit (requests per minute) to enforce during the lockdown.
+    global_max_requests: Option<u32>,
+}
+
+async fn lockdown(state: &AppState, caller: &Caller, p: LockdownRequest) -> Result<Value, ApiError> {
+    let mut change = change(state, caller, p.reason, p.ttl_seconds)?;
+    let mut suffix = [0u8; 2];
+    getrandom::fill(&mut suffix).map_err(ApiError::NoRandomness)?;
+    change.group_id = Some(format!(
+        "lockdown-{}-{:02x}{:02x}",
+        change.now.format("%Y%m%dT%H%M%S"),
+        suffix[0],
+        suffix[1]
+    ));
+    let done = state.db.lockdown(p.global_max_requests, &change).await?;
+    // The deactivated keys must stop working now.
+    state.clients.invalidate();
+    Ok(json!(done))
 }

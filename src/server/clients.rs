@@ -96,6 +96,7 @@ pub async fn register(
         reason: None,
         expires_at: None,
         now,
+        group_id: None,
     };
     let record = state.db.register_client(&client, key.prefix(), &change).await?;
     // The new key must work at once.
@@ -136,6 +137,7 @@ async fn set_active(
         reason: body.reason,
         expires_at: expiry(body.ttl_seconds, now)?,
         now,
+        group_id: None,
     };
     let record = state.db.set_client_active(id, active, &change).await?;
     // A deactivated key must stop working now, not when the cache would have expired.

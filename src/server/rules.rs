@@ -137,6 +137,7 @@ pub async fn put(
         reason: body.reason,
         expires_at: expiry(body.ttl_seconds, now)?,
         now,
+        group_id: None,
     };
     let written = state.db.put_rule(&rule, &change).await?;
     let status = if written.created {
@@ -170,6 +171,7 @@ pub async fn delete(
         reason: q.reason,
         expires_at: expiry(q.ttl_seconds, now)?,
         now,
+        group_id: None,
     };
     state.db.delete_rule(id, &change).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -137,6 +137,7 @@ pub async fn set_mode(
         reason,
         expires_at: expiry(body.ttl_seconds, now)?,
         now,
+        group_id: None,
     };
     state.db.set_mode(mode, &change).await?;
     Ok(Json(effective(&state.db.maintenance().await?, now)))

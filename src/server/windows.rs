@@ -89,6 +89,7 @@ pub async fn create(
         reason: None,
         expires_at: None,
         now,
+        group_id: None,
     };
     Ok((
         StatusCode::CREATED,

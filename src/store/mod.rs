@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::domain::{ClientName, ClientType, Mode, Owner, Role, Scope};
+use crate::domain::{ClientName, ClientType, FlagName, Mode, Owner, ProfileName, Role, Scope};
 use crate::model::{
     Actual, Client, FeatureFlag, Maintenance, NewOverride, Override, RateLimitRule, Stored, Window,
 };
@@ -262,6 +262,29 @@ pub trait Store: Send + Sync {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
+    /// Sets a feature flag for an HTTP caller (always an override; an unknown flag is created).
+    fn set_flag(
+        &self,
+        name: &FlagName,
+        enabled: bool,
+        change: &ApiChange,
+    ) -> impl Future<Output = Result<Override, StoreError>> + Send;
+
+    /// Sets the deployment profile for an HTTP caller (always an override).
+    fn set_profile(
+        &self,
+        name: &ProfileName,
+        change: &ApiChange,
+    ) -> impl Future<Output = Result<Override, StoreError>> + Send;
+
+    /// Locks the platform down: read_only, non-admin clients deactivated, the global limit set
+    /// when given; one transaction, one override group (`change.group_id`).
+    fn lockdown(
+        &self,
+        global_max_requests: Option<u32>,
+        change: &ApiChange,
+    ) -> impl Future<Output = Result<Lockdown, StoreError>> + Send;
+
     /// Registers a client owned by the API; [`StoreError::Conflict`] when the name is taken.
     fn register_client(
         &self,
@@ -289,6 +312,8 @@ pub struct ApiChange {
     /// When an override made by this change ends (`None`: until cleared).
     pub expires_at: Option<DateTime<Utc>>,
     pub now: DateTime<Utc>,
+    /// Overrides made together (a lockdown) share a group, lifted together.
+    pub group_id: Option<String>,
 }
 
 /// The result of [`Store::put_rule`].
@@ -379,6 +404,16 @@ pub struct AuditFilter {
     pub actor: Option<String>,
     pub since: Option<DateTime<Utc>>,
     pub limit: i64,
+}
+
+/// What a lockdown did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Lockdown {
+    /// The override group; `clear_overrides` with it lifts the lockdown.
+    pub group_id: String,
+    /// The clients deactivated, by name.
+    pub deactivated: Vec<String>,
+    pub overrides: Vec<Override>,
 }
 
 /// A page of a listing.
@@ -663,6 +698,40 @@ impl Store for Db {
             group_id,
             actor,
             now
+        )
+        .await)
+    }
+    async fn set_flag(
+        &self,
+        name: &FlagName,
+        enabled: bool,
+        change: &ApiChange,
+    ) -> Result<Override, StoreError> {
+        on_backend!(self, |s| {
+            let mut tx = <DB as shared::Dialect>::begin_apply(&s.pool, s.lock_timeout).await?;
+            let done = Sql::<DB>::set_flag_in(&mut tx, name, enabled, change).await?;
+            tx.commit().await?;
+            Ok(done)
+        })
+    }
+    async fn set_profile(&self, name: &ProfileName, change: &ApiChange) -> Result<Override, StoreError> {
+        on_backend!(self, |s| {
+            let mut tx = <DB as shared::Dialect>::begin_apply(&s.pool, s.lock_timeout).await?;
+            let done = Sql::<DB>::set_profile_in(&mut tx, name, change).await?;
+            tx.commit().await?;
+            Ok(done)
+        })
+    }
+    async fn lockdown(
+        &self,
+        global_max_requests: Option<u32>,
+        change: &ApiChange,
+    ) -> Result<Lockdown, StoreError> {
+        on_backend!(self, |s| Sql::<DB>::lockdown(
+            &s.pool,
+            s.lock_timeout,
+            global_max_requests,
+            change
         )
         .await)
     }

@@ -10,7 +10,7 @@ use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Transaction
 use super::writes::{self, Row, Step};
 use super::{
     ApiChange, Applied, ApplyError, AuditFilter, AuditRecord, ClientFilter, ClientRecord, FlagRecord,
-    MaintenanceInputs, RuleFilter, RuleRecord, RuleWritten, RunMeta, RunRecord, SecurityCounts,
+    Lockdown, MaintenanceInputs, RuleFilter, RuleRecord, RuleWritten, RunMeta, RunRecord, SecurityCounts,
     SnapshotFilter, SnapshotRecord, StoreError, WindowFilter, WindowRecord,
 };
 use crate::domain::{
@@ -175,6 +175,7 @@ where
     RuleRecordRow: for<'r> FromRow<'r, DB::Row>,
     ClientRecordRow: for<'r> FromRow<'r, DB::Row>,
     (String, bool, i64): for<'r> FromRow<'r, DB::Row>,
+    (i64, String): for<'r> FromRow<'r, DB::Row>,
     (String, String, DateTime<Utc>): for<'r> FromRow<'r, DB::Row>,
     (i64, i64, i64): for<'r> FromRow<'r, DB::Row>,
     WindowRecordRow: for<'r> FromRow<'r, DB::Row>,
@@ -509,13 +510,23 @@ where
         change: &ApiChange,
     ) -> Result<RuleWritten, StoreError> {
         let mut tx = DB::begin_apply(pool, wait).await?;
-        let current = Self::rule_by_key(&mut tx, rule).await?.map(RuleRecord::stored);
+        let done = Self::put_rule_in(&mut tx, rule, change).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    /// [`Self::put_rule`] inside the caller's locked transaction (a lockdown, a batch).
+    pub async fn put_rule_in(
+        conn: &mut DB::Connection,
+        rule: &RateLimitRule,
+        change: &ApiChange,
+    ) -> Result<RuleWritten, StoreError> {
+        let current = Self::rule_by_key(&mut *conn, rule).await?.map(RuleRecord::stored);
         let hold = Self::hold_for(current.as_ref(), rule.key(), change)?;
-        let hold = Self::api_write(&mut tx, current.as_ref(), Some(rule), hold, change).await?;
-        let record = Self::rule_by_key(&mut tx, rule)
+        let hold = Self::api_write(&mut *conn, current.as_ref(), Some(rule), hold, change).await?;
+        let record = Self::rule_by_key(&mut *conn, rule)
             .await?
             .ok_or_else(|| StoreError::NotFound(rule.key()))?;
-        tx.commit().await?;
         Ok(RuleWritten {
             rule: record,
             created: current.is_none(),
@@ -549,17 +560,24 @@ where
         change: &ApiChange,
     ) -> Result<Override, StoreError> {
         let mut tx = DB::begin_apply(pool, wait).await?;
+        let done = Self::set_mode_in(&mut tx, mode, change).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    /// [`Self::set_mode`] inside the caller's locked transaction (a lockdown, a batch).
+    pub async fn set_mode_in(
+        conn: &mut DB::Connection,
+        mode: Mode,
+        change: &ApiChange,
+    ) -> Result<Override, StoreError> {
         let (id, current, reason, owner, _updated): (i64, String, String, String, DateTime<Utc>) =
             sqlx::query_as("SELECT id, mode, reason, owner, updated_at FROM maintenance_state")
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut *conn)
                 .await?;
         let current = self::mode((id, current, reason, owner))?;
         // The mode is always held, whoever owns it: an emergency freeze must not be undone.
-        let as_git = Stored {
-            owner: Owner::Git,
-            ..current.clone()
-        };
-        let hold = Self::hold_for(Some(&as_git), current.value.key(), change)?;
+        let hold = Some(Self::always_hold::<Maintenance>(current.value.key(), change)?);
         let target = Maintenance {
             mode,
             reason: change.reason.clone().unwrap_or_default(),
@@ -571,10 +589,9 @@ where
         )
         .bind(change.now)
         .bind(change.actor.clone())
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
-        let hold = Self::api_write(&mut tx, Some(&current), Some(&target), hold, change).await?;
-        tx.commit().await?;
+        let hold = Self::api_write(&mut *conn, Some(&current), Some(&target), hold, change).await?;
         hold.ok_or_else(|| StoreError::NotFound("the maintenance override".into()))
     }
 
@@ -663,7 +680,19 @@ where
         change: &ApiChange,
     ) -> Result<ClientRecord, StoreError> {
         let mut tx = DB::begin_apply(pool, wait).await?;
-        let row = Self::client_by(&mut tx, Some(id), None).await?;
+        let done = Self::set_client_active_in(&mut tx, id, active, change).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    /// [`Self::set_client_active`] inside the caller's locked transaction (a lockdown, a batch).
+    pub async fn set_client_active_in(
+        conn: &mut DB::Connection,
+        id: i64,
+        active: bool,
+        change: &ApiChange,
+    ) -> Result<ClientRecord, StoreError> {
+        let row = Self::client_by(&mut *conn, Some(id), None).await?;
         let (id_, name, client_type, role, key_sha256, was_active, description, owner, ..) =
             row.ok_or_else(|| StoreError::NotFound(format!("client {id}")))?;
         let current = client((
@@ -681,10 +710,9 @@ where
             ..current.value.clone()
         };
         let hold = Self::hold_for(Some(&current), current.value.key(), change)?;
-        Self::api_write(&mut tx, Some(&current), Some(&target), hold, change).await?;
-        let row = Self::client_by(&mut tx, Some(id), None).await?;
+        Self::api_write(&mut *conn, Some(&current), Some(&target), hold, change).await?;
+        let row = Self::client_by(&mut *conn, Some(id), None).await?;
         let record = client_record(row.ok_or_else(|| StoreError::NotFound(format!("client {id}")))?)?;
-        tx.commit().await?;
         Ok(record)
     }
 
@@ -840,6 +868,119 @@ where
         Ok(cleared.len() as u64)
     }
 
+    /// The override of a change that is always one (the mode, a flag, the profile).
+    fn always_hold<T: Resource>(key: String, change: &ApiChange) -> Result<NewOverride, StoreError> {
+        let reason = change.reason.clone().filter(|r| !r.trim().is_empty());
+        Ok(NewOverride {
+            kind: T::KIND,
+            reason: reason.ok_or_else(|| StoreError::OverrideNeedsReason(format!("{} {key}", T::KIND)))?,
+            key,
+            actor: change.actor.clone(),
+            expires_at: change.expires_at,
+            group_id: change.group_id.clone(),
+        })
+    }
+
+    /// Sets a feature flag for an HTTP caller, always as an override; an unknown flag is created
+    /// (owned by the API).
+    pub async fn set_flag_in(
+        conn: &mut DB::Connection,
+        name: &FlagName,
+        enabled: bool,
+        change: &ApiChange,
+    ) -> Result<Override, StoreError> {
+        let row: Option<FlagRow> =
+            sqlx::query_as("SELECT id, name, enabled, description, owner FROM feature_flags WHERE name = $1")
+                .bind(name.as_str().to_owned())
+                .fetch_optional(&mut *conn)
+                .await?;
+        let current = row.map(flag).transpose()?;
+        let target = match &current {
+            Some(c) => FeatureFlag {
+                enabled,
+                ..c.value.clone()
+            },
+            None => FeatureFlag {
+                name: name.clone(),
+                enabled,
+                description: String::new(),
+            },
+        };
+        let hold = Self::always_hold::<FeatureFlag>(target.key(), change)?;
+        let hold = Self::api_write(&mut *conn, current.as_ref(), Some(&target), Some(hold), change).await?;
+        hold.ok_or_else(|| StoreError::NotFound("the feature flag override".into()))
+    }
+
+    /// Sets the deployment profile for an HTTP caller, always as an override.
+    pub async fn set_profile_in(
+        conn: &mut DB::Connection,
+        name: &ProfileName,
+        change: &ApiChange,
+    ) -> Result<Override, StoreError> {
+        let row: Option<SettingRow> =
+            sqlx::query_as("SELECT id, value, owner FROM settings WHERE name = 'deployment_profile'")
+                .fetch_optional(&mut *conn)
+                .await?;
+        let current = row.map(profile).transpose()?;
+        let target = Profile { name: name.clone() };
+        let hold = Self::always_hold::<Profile>(target.key(), change)?;
+        let hold = Self::api_write(&mut *conn, current.as_ref(), Some(&target), Some(hold), change).await?;
+        hold.ok_or_else(|| StoreError::NotFound("the deployment profile override".into()))
+    }
+
+    /// Locks the platform down in one transaction and one override group: read_only, every
+    /// active non-admin client deactivated, and the global limit set when one is given.
+    pub async fn lockdown(
+        pool: &Pool<DB>,
+        wait: Duration,
+        global_max_requests: Option<u32>,
+        change: &ApiChange,
+    ) -> Result<Lockdown, StoreError> {
+        let mut tx = DB::begin_apply(pool, wait).await?;
+        let mut overrides = vec![Self::set_mode_in(&mut tx, Mode::ReadOnly, change).await?];
+        let targets: Vec<(i64, String)> =
+            sqlx::query_as("SELECT id, name FROM api_clients WHERE active AND role <> 'admin' ORDER BY name")
+                .fetch_all(&mut *tx)
+                .await?;
+        let mut deactivated = Vec::new();
+        for (id, name) in targets {
+            Self::set_client_active_in(&mut tx, id, false, change).await?;
+            deactivated.push(name);
+        }
+        if let Some(max_requests) = global_max_requests {
+            let rule = RateLimitRule {
+                scope: crate::domain::Scope::Global,
+                key: RuleKey::parse(crate::domain::Scope::Global, RuleKey::GLOBAL)
+                    .map_err(|e| StoreError::NotFound(e.0))?,
+                window_seconds: WindowSeconds::DEFAULT,
+                max_requests,
+                enabled: true,
+                shadow: false,
+                description: format!("lockdown: {}", change.reason.clone().unwrap_or_default()),
+            };
+            Self::put_rule_in(&mut tx, &rule, change).await?;
+        }
+        let group = change.group_id.clone().unwrap_or_default();
+        let held: Vec<OverrideRow> = sqlx::query_as(
+            "SELECT id, resource_kind, resource_key, actor, reason, created_at, expires_at, group_id \
+             FROM overrides WHERE cleared_at IS NULL AND group_id = $1 ORDER BY id",
+        )
+        .bind(group.clone())
+        .fetch_all(&mut *tx)
+        .await?;
+        overrides = if held.is_empty() {
+            overrides
+        } else {
+            held.into_iter().map(override_).collect::<Result<_, _>>()?
+        };
+        tx.commit().await?;
+        Ok(Lockdown {
+            group_id: group,
+            deactivated,
+            overrides,
+        })
+    }
+
     /// The override an HTTP change to a git-owned resource records; it needs a reason.
     fn hold_for<T: Resource>(
         current: Option<&Stored<T>>,
@@ -858,7 +999,7 @@ where
             actor: change.actor.clone(),
             reason,
             expires_at: change.expires_at,
-            group_id: None,
+            group_id: change.group_id.clone(),
         }))
     }
 

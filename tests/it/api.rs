@@ -1274,3 +1274,142 @@ fn the_admin_console_runs_its_actions() {
         );
     }
 }
+
+#[test]
+fn lockdown_and_its_reversal() {
+    for db in all_backends() {
+        let app = TestApp::spawn(db, &state_with(&format!("{RULES}maintenance:\n  mode: normal\n")));
+        let b = app.backend;
+        let ops = |body: &str| app.send_json("POST", "/admin/ops", Some(ADMIN), body);
+        assert_error(
+            &app,
+            ops(r#"{"action": "lockdown", "payload": {"reason": " "}}"#),
+            422,
+            "unprocessable",
+        );
+        let (status, done) =
+            ops(r#"{"action": "lockdown", "payload": {"reason": "breach", "global_max_requests": 100}}"#);
+        assert_eq!(status, 200, "{b}: {done}");
+        let result = &done["result"];
+        assert_eq!(
+            result["deactivated"],
+            serde_json::json!(["operator", "reader"]),
+            "{b}"
+        );
+        let group = result["group_id"].as_str().unwrap().to_owned();
+        assert!(group.starts_with("lockdown-"), "{group}");
+        // The mode, two clients and the git-owned global rule: one group.
+        assert_eq!(
+            result["overrides"].as_array().map(Vec::len),
+            Some(4),
+            "{b}: {result}"
+        );
+
+        assert_error(
+            &app,
+            app.get("/system/overrides", Some(READER)),
+            401,
+            "unauthorized",
+        );
+        assert_error(
+            &app,
+            app.get("/system/overrides", Some(OPERATOR)),
+            401,
+            "unauthorized",
+        );
+        let (_, state) = app.get("/system/maintenance/state", None);
+        assert_eq!(
+            (&state["mode"], &state["reason"]),
+            (&"read_only".into(), &"breach".into()),
+            "{b}"
+        );
+        let (_, global) = app.get("/system/ratelimits/rules?scope=global", Some(ADMIN));
+        assert_eq!(
+            (&global[0]["max_requests"], &global[0]["enabled"]),
+            (&100.into(), &true.into()),
+            "{b}"
+        );
+        let (_, dry) = ops(r#"{"action": "reconcile", "payload": {"dry_run": true}}"#);
+        assert_eq!(dry["result"]["plan"]["summary"]["held"], 4, "{b}: {dry}");
+
+        // Lifting the group and reconciling restores git's values.
+        let (_, cleared) = ops(&format!(
+            r#"{{"action": "clear_overrides", "payload": {{"group_id": "{group}"}}}}"#
+        ));
+        assert_eq!(cleared["result"]["cleared"], 4, "{b}");
+        let (_, applied) = ops(r#"{"action": "reconcile"}"#);
+        assert_eq!(
+            applied["result"]["plan"]["summary"]["update"], 4,
+            "{b}: {applied}"
+        );
+        assert_eq!(app.get("/system/overrides", Some(READER)).0, 200, "{b}");
+        let (_, state) = app.get("/system/maintenance/state", None);
+        assert_eq!(
+            (&state["mode"], &state["source"]),
+            (&"normal".into(), &"git".into()),
+            "{b}"
+        );
+        let (_, global) = app.get("/system/ratelimits/rules?scope=global", Some(READER));
+        assert_eq!(
+            (&global[0]["max_requests"], &global[0]["enabled"]),
+            (&6000.into(), &false.into()),
+            "{b}"
+        );
+    }
+}
+
+#[test]
+fn flags_and_the_profile_are_set_as_overrides() {
+    for db in all_backends() {
+        let yaml = state_with(
+            "feature_flags:\n  - name: new-billing\n    enabled: true\ndeployment_profile: production\n",
+        );
+        let app = TestApp::spawn(db, &yaml);
+        let b = app.backend;
+        let ops = |body: &str| app.send_json("POST", "/admin/ops", Some(ADMIN), body);
+        assert_error(
+            &app,
+            ops(r#"{"action": "set_feature_flag", "payload": {"name": "new-billing", "enabled": false}}"#),
+            422,
+            "unprocessable",
+        );
+        let (status, flag) = ops(
+            r#"{"action": "set_feature_flag", "payload": {"name": "new-billing", "enabled": false, "reason": "billing incident"}}"#,
+        );
+        assert_eq!(
+            (status, &flag["result"]["override"]["key"]),
+            (200, &"new-billing".into()),
+            "{b}: {flag}"
+        );
+        assert_eq!(
+            app.get("/system/feature-flags", Some(READER)).1[0]["enabled"],
+            false,
+            "{b}"
+        );
+        let (status, profile) = ops(
+            r#"{"action": "set_deployment_profile", "payload": {"profile": "degraded", "reason": "failover", "ttl_seconds": 600}}"#,
+        );
+        assert_eq!(status, 200, "{b}: {profile}");
+        let mut plan = app.plan(&yaml);
+        plan.sort();
+        assert_eq!(
+            plan,
+            [
+                ("deployment_profile".into(), "profile".into(), "held".into()),
+                ("feature_flag".into(), "new-billing".into(), "held".into())
+            ],
+            "{b}"
+        );
+        // A flag git does not declare is created, owned by the API.
+        let (status, _) = ops(
+            r#"{"action": "set_feature_flag", "payload": {"name": "kill-switch", "enabled": true, "reason": "drill"}}"#,
+        );
+        assert_eq!(status, 200);
+        let (_, flags) = app.get("/system/feature-flags", Some(READER));
+        assert_eq!(
+            (&flags[0]["name"], &flags[0]["owner"]),
+            (&"kill-switch".into(), &"api".into()),
+            "{b}"
+        );
+    }
+}
