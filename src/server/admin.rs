@@ -14,7 +14,7 @@ use crate::mode::effective;
 use crate::plan::PlanOptions;
 use crate::plan::render::PlanDocument;
 use crate::reconcile::{Request, reconcile};
-use crate::store::{ApiChange, AuditFilter, Store as _};
+use crate::store::{ApiChange, AuditFilter, Store as _, StoreError, WriteOp};
 
 /// The actions this server runs.
 pub const ACTIONS: &[&str] = &[
@@ -26,6 +26,15 @@ pub const ACTIONS: &[&str] = &[
     "clear_overrides",
     "reconcile",
     "audit_log",
+    "batch",
+];
+
+/// The actions a `batch` may hold: writes that apply all-or-nothing together.
+const BATCHABLE: &[&str] = &[
+    "set_maintenance_mode",
+    "set_feature_flag",
+    "set_deployment_profile",
+    "clear_overrides",
 ];
 
 /// Body of `POST /admin/ops/`.
@@ -65,6 +74,7 @@ pub async fn ops(
         "clear_overrides" => clear_overrides(&state, &caller, payload(action, request.payload)?).await?,
         "reconcile" => run_reconcile(&state, &caller, payload(action, request.payload)?).await?,
         "audit_log" => audit_log(&state, payload(action, request.payload)?).await?,
+        "batch" => batch(&state, &caller, payload(action, request.payload)?).await?,
         other => {
             return Err(ApiError::Unprocessable(format!(
                 "unknown action `{other}`; known actions: {}",
@@ -307,4 +317,79 @@ async fn lockdown(state: &AppState, caller: &Caller, p: LockdownRequest) -> Resu
     // The deactivated keys must stop working now.
     state.clients.invalidate();
     Ok(json!(done))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Batch {
+    actions: Vec<OpsRequest>,
+}
+
+/// One batched action as a store write, checked before anything is written.
+fn write_op(state: &AppState, caller: &Caller, request: OpsRequest) -> Result<WriteOp, ApiError> {
+    let action = request.action.as_str();
+    Ok(match action {
+        "set_maintenance_mode" => {
+            let p: SetMode = payload(action, request.payload)?;
+            WriteOp::SetMode {
+                mode: p.mode,
+                change: change(state, caller, p.reason, p.ttl_seconds)?,
+            }
+        }
+        "set_feature_flag" => {
+            let p: SetFlag = payload(action, request.payload)?;
+            WriteOp::SetFlag {
+                name: p.name,
+                enabled: p.enabled,
+                change: change(state, caller, p.reason, p.ttl_seconds)?,
+            }
+        }
+        "set_deployment_profile" => {
+            let p: SetProfile = payload(action, request.payload)?;
+            WriteOp::SetProfile {
+                name: p.profile,
+                change: change(state, caller, p.reason, p.ttl_seconds)?,
+            }
+        }
+        "clear_overrides" => {
+            let p: ClearOverrides = payload(action, request.payload)?;
+            WriteOp::ClearOverrides {
+                group_id: p.group_id,
+                actor: caller.name.to_string(),
+                now: (state.clock)(),
+            }
+        }
+        other => {
+            return Err(ApiError::Unprocessable(format!(
+                "`{other}` cannot be batched; batchable actions: {}",
+                BATCHABLE.join(", ")
+            )));
+        }
+    })
+}
+
+async fn batch(state: &AppState, caller: &Caller, p: Batch) -> Result<Value, ApiError> {
+    let ops = p
+        .actions
+        .into_iter()
+        .enumerate()
+        .map(|(i, request)| {
+            write_op(state, caller, request).map_err(|e| match e {
+                ApiError::Unprocessable(m) => ApiError::Unprocessable(format!("batch action {i}: {m}")),
+                e => e,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    match state.db.batch(&ops).await {
+        Ok(done) => Ok(json!(done)),
+        Err(e) => Err(match e.source {
+            StoreError::OverrideNeedsReason(_) | StoreError::NotFound(_) | StoreError::Conflict(_) => {
+                ApiError::Unprocessable(format!(
+                    "batch action {}: {}; nothing was written",
+                    e.index, e.source
+                ))
+            }
+            source => source.into(),
+        }),
+    }
 }

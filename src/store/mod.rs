@@ -285,6 +285,10 @@ pub trait Store: Send + Sync {
         change: &ApiChange,
     ) -> impl Future<Output = Result<Lockdown, StoreError>> + Send;
 
+    /// Applies writes all-or-nothing in one locked transaction; on failure, nothing is written
+    /// and the error names the failing write by its index.
+    fn batch(&self, ops: &[WriteOp]) -> impl Future<Output = Result<Vec<WriteDone>, BatchError>> + Send;
+
     /// Registers a client owned by the API; [`StoreError::Conflict`] when the name is taken.
     fn register_client(
         &self,
@@ -404,6 +408,46 @@ pub struct AuditFilter {
     pub actor: Option<String>,
     pub since: Option<DateTime<Utc>>,
     pub limit: i64,
+}
+
+/// One write of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOp {
+    SetMode {
+        mode: Mode,
+        change: ApiChange,
+    },
+    SetFlag {
+        name: FlagName,
+        enabled: bool,
+        change: ApiChange,
+    },
+    SetProfile {
+        name: ProfileName,
+        change: ApiChange,
+    },
+    ClearOverrides {
+        group_id: Option<String>,
+        actor: String,
+        now: DateTime<Utc>,
+    },
+}
+
+/// What one write of a batch did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteDone {
+    Override(Override),
+    Cleared(u64),
+}
+
+/// Why a batch wrote nothing: the write at `index` failed (or the batch could not start).
+#[derive(Debug, thiserror::Error)]
+#[error("write {index} failed: {source}")]
+pub struct BatchError {
+    pub index: usize,
+    #[source]
+    pub source: StoreError,
 }
 
 /// What a lockdown did.
@@ -734,6 +778,9 @@ impl Store for Db {
             change
         )
         .await)
+    }
+    async fn batch(&self, ops: &[WriteOp]) -> Result<Vec<WriteDone>, BatchError> {
+        on_backend!(self, |s| Sql::<DB>::batch(&s.pool, s.lock_timeout, ops).await)
     }
     async fn register_client(
         &self,

@@ -9,9 +9,10 @@ use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Transaction
 
 use super::writes::{self, Row, Step};
 use super::{
-    ApiChange, Applied, ApplyError, AuditFilter, AuditRecord, ClientFilter, ClientRecord, FlagRecord,
-    Lockdown, MaintenanceInputs, RuleFilter, RuleRecord, RuleWritten, RunMeta, RunRecord, SecurityCounts,
-    SnapshotFilter, SnapshotRecord, StoreError, WindowFilter, WindowRecord,
+    ApiChange, Applied, ApplyError, AuditFilter, AuditRecord, BatchError, ClientFilter, ClientRecord,
+    FlagRecord, Lockdown, MaintenanceInputs, RuleFilter, RuleRecord, RuleWritten, RunMeta, RunRecord,
+    SecurityCounts, SnapshotFilter, SnapshotRecord, StoreError, WindowFilter, WindowRecord, WriteDone,
+    WriteOp,
 };
 use crate::domain::{
     ClientName, FlagName, KeySha256, Mode, Owner, ParseError, ProfileName, Role, RuleKey, WindowName,
@@ -866,6 +867,45 @@ where
         .fetch_all(conn)
         .await?;
         Ok(cleared.len() as u64)
+    }
+
+    /// Applies `ops` all-or-nothing; see [`super::Store::batch`].
+    pub async fn batch(
+        pool: &Pool<DB>,
+        wait: Duration,
+        ops: &[WriteOp],
+    ) -> Result<Vec<WriteDone>, BatchError> {
+        let at = |index: usize| move |source: StoreError| BatchError { index, source };
+        let mut tx = DB::begin_apply(pool, wait).await.map_err(at(0))?;
+        let mut done = Vec::with_capacity(ops.len());
+        for (index, op) in ops.iter().enumerate() {
+            let result = match op {
+                WriteOp::SetMode { mode, change } => Self::set_mode_in(&mut tx, *mode, change)
+                    .await
+                    .map(WriteDone::Override),
+                WriteOp::SetFlag {
+                    name,
+                    enabled,
+                    change,
+                } => Self::set_flag_in(&mut tx, name, *enabled, change)
+                    .await
+                    .map(WriteDone::Override),
+                WriteOp::SetProfile { name, change } => Self::set_profile_in(&mut tx, name, change)
+                    .await
+                    .map(WriteDone::Override),
+                WriteOp::ClearOverrides { group_id, actor, now } => {
+                    Self::clear_override_group(&mut tx, group_id.as_deref(), actor, *now)
+                        .await
+                        .map(WriteDone::Cleared)
+                }
+            };
+            // Returning drops the transaction, which rolls back every write made so far.
+            done.push(result.map_err(at(index))?);
+        }
+        tx.commit()
+            .await
+            .map_err(|e| at(ops.len().saturating_sub(1))(e.into()))?;
+        Ok(done)
     }
 
     /// The override of a change that is always one (the mode, a flag, the profile).

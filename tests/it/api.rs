@@ -1413,3 +1413,84 @@ fn flags_and_the_profile_are_set_as_overrides() {
         );
     }
 }
+
+#[test]
+fn batches_apply_all_or_nothing() {
+    for db in all_backends() {
+        let yaml = state_with("feature_flags:\n  - name: new-billing\n    enabled: true\n");
+        let app = TestApp::spawn(db, &yaml);
+        let b = app.backend;
+        let ops = |body: &str| app.send_json("POST", "/admin/ops", Some(ADMIN), body);
+        let batch = r#"{"action": "batch", "payload": {"actions": [
+            {"action": "set_feature_flag", "payload": {"name": "new-billing", "enabled": false, "reason": "incident"}},
+            {"action": "set_deployment_profile", "payload": {"profile": "degraded", "reason": "incident"}},
+            {"action": "set_maintenance_mode", "payload": {"mode": "read_only", "reason": "incident"}}
+        ]}}"#;
+        let (status, done) = ops(batch);
+        assert_eq!(
+            (status, done["result"].as_array().map(Vec::len)),
+            (200, Some(3)),
+            "{b}: {done}"
+        );
+        assert_eq!(app.get("/system/maintenance/state", None).1["mode"], "read_only");
+        assert_eq!(
+            app.get("/system/feature-flags", Some(READER)).1[0]["enabled"],
+            false
+        );
+
+        // A bad action refuses the whole batch before anything is written.
+        let bad = r#"{"action": "batch", "payload": {"actions": [
+            {"action": "set_feature_flag", "payload": {"name": "new-billing", "enabled": true, "reason": "recovered"}},
+            {"action": "set_maintenance_mode", "payload": {"mode": "sideways", "reason": "x"}}
+        ]}}"#;
+        let (status, refused) = ops(bad);
+        assert_error(&app, (status, refused.clone()), 422, "unprocessable");
+        assert!(
+            refused["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("batch action 1:"),
+            "{refused}"
+        );
+        assert_error(
+            &app,
+            ops(r#"{"action": "batch", "payload": {"actions": [{"action": "reconcile"}]}}"#),
+            422,
+            "unprocessable",
+        );
+        assert_eq!(
+            app.get("/system/feature-flags", Some(READER)).1[0]["enabled"],
+            false,
+            "{b}: nothing was written"
+        );
+
+        // A write that fails inside the transaction rolls back the ones before it.
+        use valhalla_ops::store::{ApiChange, WriteOp};
+        let change = |reason: Option<&str>| ApiChange {
+            actor: "admin".into(),
+            reason: reason.map(Into::into),
+            expires_at: None,
+            now: Utc::now(),
+            group_id: None,
+        };
+        let flag = valhalla_ops::domain::FlagName::parse("new-billing").unwrap();
+        let writes = [
+            WriteOp::SetFlag {
+                name: flag,
+                enabled: true,
+                change: change(Some("recovered")),
+            },
+            WriteOp::SetMode {
+                mode: valhalla_ops::domain::Mode::Normal,
+                change: change(None),
+            },
+        ];
+        let failed = app.runtime.block_on(app.state.db.batch(&writes)).unwrap_err();
+        assert_eq!(failed.index, 1, "{b}: {failed}");
+        assert_eq!(
+            app.get("/system/feature-flags", Some(READER)).1[0]["enabled"],
+            false,
+            "{b}: rolled back"
+        );
+    }
+}
