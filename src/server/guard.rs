@@ -13,10 +13,12 @@ use crate::domain::{Mode, Role};
 use crate::mode::effective;
 use crate::store::Store as _;
 
-/// Paths every mode serves: health, the state (to read it and to lift a freeze), the admin console.
+/// Paths every mode serves: health, metrics, the state (to read it and to lift a freeze), the
+/// admin console.
 fn always_served(path: &str) -> bool {
     path == "/healthz"
         || path == "/readyz"
+        || path == "/metrics"
         || path == "/system/maintenance/state"
         || path.starts_with("/system/maintenance/state/")
         || path.starts_with("/admin/")

@@ -6,6 +6,7 @@ mod auth;
 mod clients;
 mod error;
 mod guard;
+mod metrics;
 mod rules;
 mod system;
 mod windows;
@@ -47,6 +48,8 @@ pub struct AppState {
     /// Active clients by key hash.
     pub clients: ClientCache,
     pub clock: Clock,
+    /// Request counters and latency histograms.
+    pub metrics: metrics::Metrics,
     /// The state directory the admin `reconcile` action loads, when the server was given one.
     pub state_dir: Option<std::path::PathBuf>,
 }
@@ -59,6 +62,7 @@ impl AppState {
             clients: ClientCache::new(CLIENT_CACHE_TTL),
             clock: Arc::new(|| crate::domain::normalize_time(Utc::now())),
             state_dir: None,
+            metrics: metrics::Metrics::default(),
         }
     }
 }
@@ -120,6 +124,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/system/feature-flags", get(system::flags))
         .route("/admin/ops", post(admin::ops))
+        .route("/metrics", get(metrics::scrape))
         .route("/system/clients/{id}/activate", post(clients::activate))
         .route("/system/clients/{id}/deactivate", post(clients::deactivate))
         // After routing, so an unknown path is still a 404 whatever the mode.
@@ -128,6 +133,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             guard::maintenance_guard,
         ))
         .fallback(error::not_found)
+        // Every request, matched or not, is counted with its route pattern.
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            metrics::record,
+        ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             REQUEST_TIMEOUT,

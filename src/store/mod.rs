@@ -289,6 +289,9 @@ pub trait Store: Send + Sync {
     /// and the error names the failing write by its index.
     fn batch(&self, ops: &[WriteOp]) -> impl Future<Output = Result<Vec<WriteDone>, BatchError>> + Send;
 
+    /// How many reconcile runs the store has recorded.
+    fn run_count(&self) -> impl Future<Output = Result<i64, StoreError>> + Send;
+
     /// Registers a client owned by the API; [`StoreError::Conflict`] when the name is taken.
     fn register_client(
         &self,
@@ -781,6 +784,10 @@ impl Store for Db {
     }
     async fn batch(&self, ops: &[WriteOp]) -> Result<Vec<WriteDone>, BatchError> {
         on_backend!(self, |s| Sql::<DB>::batch(&s.pool, s.lock_timeout, ops).await)
+    }
+    async fn run_count(&self) -> Result<i64, StoreError> {
+        on_backend!(self, |s| Sql::<DB>::run_count(&mut *s.pool.acquire().await?)
+            .await)
     }
     async fn register_client(
         &self,

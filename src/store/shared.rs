@@ -1084,6 +1084,14 @@ where
         row.map(rule_record).transpose()
     }
 
+    /// How many reconcile runs are recorded.
+    pub async fn run_count(conn: &mut DB::Connection) -> Result<i64, StoreError> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM reconcile_runs")
+            .fetch_one(conn)
+            .await?;
+        Ok(n)
+    }
+
     /// Whether the database answers.
     pub async fn ping(conn: &mut DB::Connection) -> Result<(), StoreError> {
         let _: (i64,) = sqlx::query_as("SELECT CAST(1 AS BIGINT)").fetch_one(conn).await?;

@@ -1494,3 +1494,37 @@ fn batches_apply_all_or_nothing() {
         );
     }
 }
+
+#[test]
+fn metrics_count_requests_by_route_and_report_gauges() {
+    for db in all_backends() {
+        let app = TestApp::spawn(db, &state_with(RULES));
+        assert_error(&app, app.get("/metrics", None), 401, "unauthorized");
+        assert_eq!(app.get("/healthz", None).0, 200);
+        assert_eq!(app.get("/system/ratelimits/rules/1", Some(READER)).0, 200);
+        assert_eq!(app.get("/system/ratelimits/rules/999", Some(READER)).0, 404);
+        let freeze = r#"{"reason": "drill", "ttl_seconds": 60}"#;
+        assert_eq!(
+            app.send_json("POST", "/system/maintenance/state/read_only", Some(ADMIN), freeze)
+                .0,
+            200
+        );
+        let (status, text) = app.get("/metrics", Some(READER));
+        assert_eq!(status, 200, "{text}");
+        let text = text.as_str().unwrap().to_owned();
+        for line in [
+            r#"valhalla_ops_http_requests_total{route="/healthz",method="GET",status="200"} 1"#,
+            // The route pattern, not the raw path: ids do not create new series.
+            r#"valhalla_ops_http_requests_total{route="/system/ratelimits/rules/{id}",method="GET",status="200"} 1"#,
+            r#"valhalla_ops_http_requests_total{route="/system/ratelimits/rules/{id}",method="GET",status="404"} 1"#,
+            "valhalla_ops_active_overrides 1",
+            "valhalla_ops_reconcile_runs 1",
+        ] {
+            assert!(text.contains(line), "{}: missing {line} in\n{text}", app.backend);
+        }
+        assert!(
+            text.contains("valhalla_ops_http_request_duration_seconds_bucket"),
+            "{text}"
+        );
+    }
+}

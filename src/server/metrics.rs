@@ -1,0 +1,136 @@
+//! Prometheus metrics: requests by route and status, latency, reconcile runs, active overrides.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use super::{ApiError, AppState, Caller};
+use crate::domain::Role;
+use crate::store::Store as _;
+
+/// The labels of a request: the route pattern (not the raw path, so ids do not explode the
+/// series), the method and the status.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+/// The server's metrics and their registry.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram>,
+    /// Set at scrape time from the store.
+    active_overrides: Gauge,
+    reconcile_runs: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("valhalla_ops");
+        let requests = Family::<RequestLabels, Counter>::default();
+        // 0.5 ms to about 16 s.
+        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
+        let active_overrides = Gauge::default();
+        let reconcile_runs = Gauge::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by route, method and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route",
+            latency.clone(),
+        );
+        registry.register(
+            "active_overrides",
+            "Overrides in force now",
+            active_overrides.clone(),
+        );
+        registry.register(
+            "reconcile_runs",
+            "Reconcile runs recorded in the store",
+            reconcile_runs.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            active_overrides,
+            reconcile_runs,
+        }
+    }
+}
+
+/// Counts and times every request.
+pub async fn record(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let method = request.method().to_string();
+    let start = Instant::now();
+    let response = next.run(request).await;
+    let metrics = &state.metrics;
+    metrics
+        .latency
+        .get_or_create(&RouteLabels { route: route.clone() })
+        .observe(start.elapsed().as_secs_f64());
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route,
+            method,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+/// `GET /metrics` (reader): the OpenMetrics text exposition.
+pub async fn scrape(State(state): State<Arc<AppState>>, caller: Caller) -> Result<Response, ApiError> {
+    caller.require(Role::Reader)?;
+    let now = (state.clock)();
+    let active = state
+        .db
+        .open_overrides()
+        .await?
+        .iter()
+        .filter(|o| o.is_active(now))
+        .count();
+    state
+        .metrics
+        .active_overrides
+        .set(i64::try_from(active).unwrap_or(i64::MAX));
+    state.metrics.reconcile_runs.set(state.db.run_count().await?);
+    let mut body = String::new();
+    prometheus_client::encoding::text::encode(&mut body, &state.metrics.registry)
+        .map_err(|e| ApiError::Unprocessable(format!("cannot encode metrics: {e}")))?;
+    let mut response = body.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    Ok(response)
+}
