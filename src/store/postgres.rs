@@ -134,11 +134,18 @@ fn is_lock_timeout(e: &sqlx::Error) -> bool {
 
 impl Dialect for Postgres {
     const NAME: &'static str = "postgres";
-    const MIGRATIONS: &'static [(i64, &'static str, &'static str)] = &[(
-        1,
-        "initial",
-        include_str!("../../migrations/postgres/0001_initial.sql"),
-    )];
+    const MIGRATIONS: &'static [(i64, &'static str, &'static str)] = &[
+        (
+            1,
+            "initial",
+            include_str!("../../migrations/postgres/0001_initial.sql"),
+        ),
+        (
+            2,
+            "forget key prefix",
+            include_str!("../../migrations/postgres/0002_forget_key_prefix.sql"),
+        ),
+    ];
 
     async fn begin_read(pool: &Pool<Self>) -> Result<Transaction<'static, Self>, StoreError> {
         Ok(pool

@@ -85,11 +85,18 @@ fn is_busy(e: &sqlx::Error) -> bool {
 
 impl Dialect for Sqlite {
     const NAME: &'static str = "sqlite";
-    const MIGRATIONS: &'static [(i64, &'static str, &'static str)] = &[(
-        1,
-        "initial",
-        include_str!("../../migrations/sqlite/0001_initial.sql"),
-    )];
+    const MIGRATIONS: &'static [(i64, &'static str, &'static str)] = &[
+        (
+            1,
+            "initial",
+            include_str!("../../migrations/sqlite/0001_initial.sql"),
+        ),
+        (
+            2,
+            "forget key prefix",
+            include_str!("../../migrations/sqlite/0002_forget_key_prefix.sql"),
+        ),
+    ];
 
     async fn begin_read(pool: &Pool<Self>) -> Result<Transaction<'static, Self>, StoreError> {
         // A deferred transaction reads one consistent WAL snapshot.

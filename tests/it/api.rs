@@ -1528,3 +1528,35 @@ fn metrics_count_requests_by_route_and_report_gauges() {
         );
     }
 }
+
+#[test]
+fn a_key_rotated_through_git_forgets_the_old_prefix() {
+    for db in all_backends() {
+        let app = TestApp::spawn(db, &state_with(""));
+        let (_, created) = app.send_json(
+            "POST",
+            "/system/clients",
+            Some(OPERATOR),
+            r#"{"name": "etl", "type": "integration"}"#,
+        );
+        assert!(created["key_prefix"].is_string(), "{created}");
+        // The client is adopted into git with a new key.
+        let rotated = format!(
+            "  - name: etl\n    type: integration\n    role: reader\n    key_sha256: {}\n",
+            KeySha256::of_key("vk_rotated_through_git").as_str()
+        );
+        app.runtime.block_on(apply(&app.state.db, &state_with(&rotated)));
+        let (_, clients) = app.get("/system/clients?client_type=integration", Some(READER));
+        assert_eq!(
+            (&clients[0]["owner"], &clients[0]["key_prefix"]),
+            (&"git".into(), &Value::Null),
+            "{}: {clients}",
+            app.backend
+        );
+        app.state.clients.invalidate();
+        assert_eq!(
+            app.get("/system/overrides", Some("vk_rotated_through_git")).0,
+            200
+        );
+    }
+}
