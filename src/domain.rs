@@ -63,7 +63,24 @@ macro_rules! string_enum {
                 s.parse().map_err(serde::de::Error::custom)
             }
         }
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                string_schema(concat!("A ", $what, "."))
+                    .enum_values(Some([$($text),+]))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
     };
+}
+
+/// The OpenAPI schema of a string with a description.
+fn string_schema(description: &str) -> utoipa::openapi::schema::ObjectBuilder {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .description(Some(description))
 }
 
 string_enum!(
@@ -151,6 +168,14 @@ macro_rules! name_type {
                 Self::parse(String::deserialize(d)?).map_err(serde::de::Error::custom)
             }
         }
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                string_schema(concat!("A ", $what, ": [a-z0-9][a-z0-9_-]{0,63}.")).into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
     };
 }
 
@@ -246,6 +271,15 @@ fn parse_ip_key(raw: &str) -> Result<String, ParseError> {
     }
 }
 
+impl utoipa::PartialSchema for RuleKey {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        string_schema("ip: an address or CIDR network; user: a user id; api_key: a client name; global: `*`.")
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for RuleKey {}
+
 impl fmt::Display for RuleKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -276,6 +310,19 @@ impl WindowSeconds {
         self.0
     }
 }
+
+impl utoipa::PartialSchema for WindowSeconds {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Integer)
+            .minimum(Some(1))
+            .maximum(Some(86_400))
+            .description(Some("The length of a rate-limit window in seconds."))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for WindowSeconds {}
 
 /// The SHA-256 of a client's API key as 64 lowercase hex digits. The key itself is never held;
 /// `Debug` shows only a short prefix so the hash does not spread through logs either.

@@ -7,7 +7,7 @@ use crate::domain::Mode;
 use crate::store::MaintenanceInputs;
 
 /// Where the effective mode comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     /// The steady mode declared in git (or never declared: the stored default).
@@ -19,7 +19,7 @@ pub enum Source {
 }
 
 /// The mode in force now, as `GET /system/maintenance/state` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct EffectiveMode {
     pub mode: Mode,
     pub reason: String,

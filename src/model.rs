@@ -11,7 +11,9 @@ use crate::domain::{
 };
 
 /// The kinds of resource, in the order plans list them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     RateLimitRule,
@@ -98,7 +100,7 @@ pub trait Resource: Clone + PartialEq + fmt::Debug {
 }
 
 /// A rate-limit rule, identified by (scope, key).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RateLimitRule {
     pub scope: Scope,
     pub key: RuleKey,
@@ -159,7 +161,7 @@ impl Resource for Client {
 }
 
 /// A scheduled maintenance window, identified by name. Invariant: `ends_at > starts_at`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Window {
     pub name: WindowName,
     pub starts_at: DateTime<Utc>,
@@ -188,7 +190,7 @@ impl Resource for Window {
 }
 
 /// A feature flag, identified by name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FeatureFlag {
     pub name: FlagName,
     pub enabled: bool,
@@ -253,7 +255,7 @@ pub struct Stored<T> {
 }
 
 /// An emergency change made over HTTP that the reconciler must leave alone while it lasts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Override {
     pub id: i64,
     pub kind: Kind,

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use super::error::ErrorBody;
 use super::{ApiError, AppState, Caller, expiry};
 use crate::domain::{FlagName, Mode, ProfileName, Role};
 use crate::mode::effective;
@@ -38,11 +39,12 @@ const BATCHABLE: &[&str] = &[
 ];
 
 /// Body of `POST /admin/ops/`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpsRequest {
     action: String,
     #[serde(default)]
+    #[schema(value_type = Object)]
     payload: Value,
 }
 
@@ -54,6 +56,7 @@ fn payload<T: DeserializeOwned>(action: &str, value: Value) -> Result<T, ApiErro
 }
 
 /// `POST /admin/ops/` (admin).
+#[utoipa::path(post, path = "/admin/ops", tag = "admin", security(("api_key" = [])), request_body = OpsRequest, responses((status = 200, description = "`{action, result}`", body = Object), (status = 422, description = "Unknown action or invalid payload", body = ErrorBody), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
 pub async fn ops(
     State(state): State<Arc<AppState>>,
     caller: Caller,

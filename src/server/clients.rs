@@ -7,13 +7,15 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
+use super::error::ErrorBody;
 use super::{ApiError, AppState, Caller, expiry, page};
 use crate::domain::{ClientName, ClientType, KeySha256, NewKey, Role};
 use crate::model::Client;
 use crate::store::{ApiChange, ClientFilter, ClientRecord, Store as _};
 
 /// Query of `GET /system/clients/`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ClientsQuery {
     active: Option<bool>,
@@ -23,6 +25,7 @@ pub struct ClientsQuery {
 }
 
 /// `GET /system/clients/` (reader): clients by name, with no key material but a display prefix.
+#[utoipa::path(get, path = "/system/clients", tag = "clients", security(("api_key" = [])), params(ClientsQuery), responses((status = 200, description = "Clients by name; never a key or hash", body = [ClientRecord]), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -42,7 +45,7 @@ fn reader() -> Role {
 }
 
 /// Body of `POST /system/clients/`; `type` is accepted for `client_type`, as in YAML.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterBody {
     name: ClientName,
@@ -55,7 +58,7 @@ pub struct RegisterBody {
 }
 
 /// A registered client and its key, which is shown this once and never stored.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Registered {
     #[serde(flatten)]
     client: ClientRecord,
@@ -74,6 +77,7 @@ fn within_reach(caller: &Caller, role: Role) -> Result<(), ApiError> {
 }
 
 /// `POST /system/clients/` (operator): register a client owned by the API; 201 with its key.
+#[utoipa::path(post, path = "/system/clients", tag = "clients", security(("api_key" = [])), request_body = RegisterBody, responses((status = 201, description = "Registered; the key is shown this once", body = Registered), (status = 409, description = "The name is taken", body = ErrorBody), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
 pub async fn register(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -111,7 +115,7 @@ pub async fn register(
 }
 
 /// Optional body of activate and deactivate: needed for git-owned clients (an override).
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReasonBody {
     reason: Option<String>,
@@ -146,6 +150,7 @@ async fn set_active(
 }
 
 /// `POST /system/clients/{id}/activate` (operator).
+#[utoipa::path(post, path = "/system/clients/{id}/activate", tag = "clients", security(("api_key" = [])), params(("id" = i64, Path, description = "Client id")), request_body(content = Option<ReasonBody>, description = "Needed for git-owned clients"), responses((status = 200, description = "Activated", body = ClientRecord), (status = 404, description = "No such client", body = ErrorBody), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
 pub async fn activate(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -156,6 +161,7 @@ pub async fn activate(
 }
 
 /// `POST /system/clients/{id}/deactivate` (operator).
+#[utoipa::path(post, path = "/system/clients/{id}/deactivate", tag = "clients", security(("api_key" = [])), params(("id" = i64, Path, description = "Client id")), request_body(content = Option<ReasonBody>, description = "Needed for git-owned clients"), responses((status = 200, description = "Deactivated; its key stops working at once", body = ClientRecord), (status = 404, description = "No such client", body = ErrorBody), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
 pub async fn deactivate(
     State(state): State<Arc<AppState>>,
     caller: Caller,

@@ -3,7 +3,6 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use crate::store::StoreError;
 
@@ -85,12 +84,28 @@ fn code(status: StatusCode) -> &'static str {
     }
 }
 
+/// The body of every error response.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable: `bad_request`, `unauthorized`, `forbidden`, `not_found`, `conflict`,
+    /// `payload_too_large`, `unprocessable`, `unavailable`, …
+    pub code: String,
+    /// For people.
+    pub message: String,
+}
+
 fn body(status: StatusCode, message: &str) -> Response {
-    (
-        status,
-        Json(json!({ "error": { "code": code(status), "message": message } })),
-    )
-        .into_response()
+    let error = ErrorDetail {
+        code: code(status).to_owned(),
+        message: message.to_owned(),
+    };
+    (status, Json(ErrorBody { error })).into_response()
 }
 
 impl IntoResponse for ApiError {

@@ -14,6 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use super::error::ErrorBody;
 use super::{ApiError, AppState, Caller};
 use crate::domain::Role;
 use crate::store::Store as _;
@@ -109,6 +110,7 @@ pub async fn record(State(state): State<Arc<AppState>>, request: Request, next: 
 }
 
 /// `GET /metrics` (reader): the OpenMetrics text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "metrics", security(("api_key" = [])), responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
 pub async fn scrape(State(state): State<Arc<AppState>>, caller: Caller) -> Result<Response, ApiError> {
     caller.require(Role::Reader)?;
     let now = (state.clock)();

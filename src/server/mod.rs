@@ -4,7 +4,7 @@
 mod admin;
 mod auth;
 mod clients;
-mod error;
+pub mod error;
 mod guard;
 mod metrics;
 mod rules;
@@ -18,7 +18,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::Request;
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
 use chrono::{DateTime, Duration as Span, Utc};
 use tokio::net::TcpListener;
 use tower::Layer as _;
@@ -101,32 +100,75 @@ fn expiry(ttl_seconds: Option<i64>, now: DateTime<Utc>) -> Result<Option<DateTim
     }
 }
 
+/// The OpenAPI document's frame; the paths come from the route registrations.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "valhalla-ops",
+        description = "The operations control plane of the Valhalla API platform: reads and emergency overrides."
+    ),
+    modifiers(&ApiKeyScheme)
+)]
+struct ApiDoc;
+
+/// Declares the API-key scheme every protected operation refers to.
+struct ApiKeyScheme;
+
+impl utoipa::Modify for ApiKeyScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let bearer = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .description(Some("An API key (`vk_…`); `X-API-Key: <key>` is accepted too."))
+            .build();
+        components.add_security_scheme("api_key", SecurityScheme::Http(bearer));
+    }
+}
+
+/// `GET /openapi.json`: the OpenAPI 3 document of every route this server serves.
+#[utoipa::path(get, path = "/openapi.json", tag = "health", responses((status = 200, description = "The OpenAPI document", body = Object)))]
+async fn openapi_json() -> axum::Json<&'static utoipa::openapi::OpenApi> {
+    axum::Json(document())
+}
+
+/// The document, built once from the same registrations as the router.
+pub fn document() -> &'static utoipa::openapi::OpenApi {
+    static DOCUMENT: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
+    DOCUMENT.get_or_init(|| routes().1)
+}
+
+/// Every route with its documentation: one registration feeds both, so they cannot drift.
+fn routes() -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
+    use utoipa::OpenApi as _;
+    use utoipa_axum::router::OpenApiRouter;
+    use utoipa_axum::routes;
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(system::healthz))
+        .routes(routes!(system::readyz))
+        .routes(routes!(openapi_json))
+        .routes(routes!(metrics::scrape))
+        .routes(routes!(system::maintenance_state))
+        .routes(routes!(system::set_mode))
+        .routes(routes!(windows::list, windows::create))
+        .routes(routes!(rules::list, rules::put))
+        .routes(routes!(rules::get, rules::delete))
+        .routes(routes!(rules::snapshots))
+        .routes(routes!(clients::list, clients::register))
+        .routes(routes!(clients::activate))
+        .routes(routes!(clients::deactivate))
+        .routes(routes!(system::flags))
+        .routes(routes!(system::list_overrides))
+        .routes(routes!(system::clear_override))
+        .routes(routes!(system::runs))
+        .routes(routes!(admin::ops))
+        .split_for_parts()
+}
+
 /// Every route, with the shared layers.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/healthz", get(system::healthz))
-        .route("/readyz", get(system::readyz))
-        .route("/system/maintenance/state", get(system::maintenance_state))
-        .route("/system/maintenance/state/{mode}", post(system::set_mode))
-        .route("/system/overrides", get(system::list_overrides))
-        .route("/system/overrides/{id}", delete(system::clear_override))
-        .route("/system/reconcile/runs", get(system::runs))
-        .route("/system/ratelimits/rules", get(rules::list).post(rules::put))
-        .route(
-            "/system/ratelimits/rules/{id}",
-            get(rules::get).delete(rules::delete),
-        )
-        .route("/system/ratelimits/snapshots", get(rules::snapshots))
-        .route("/system/clients", get(clients::list).post(clients::register))
-        .route(
-            "/system/maintenance/windows",
-            get(windows::list).post(windows::create),
-        )
-        .route("/system/feature-flags", get(system::flags))
-        .route("/admin/ops", post(admin::ops))
-        .route("/metrics", get(metrics::scrape))
-        .route("/system/clients/{id}/activate", post(clients::activate))
-        .route("/system/clients/{id}/deactivate", post(clients::deactivate))
+    routes()
+        .0
         // After routing, so an unknown path is still a 404 whatever the mode.
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),

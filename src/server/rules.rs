@@ -7,6 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 
+use super::error::ErrorBody;
 use super::{ApiError, AppState, Caller, expiry, page};
 use crate::domain::{Role, RuleKey, Scope, WindowSeconds};
 use crate::model::RateLimitRule;
@@ -15,7 +16,8 @@ use crate::store::{
 };
 
 /// Query of `GET /system/ratelimits/rules`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RulesQuery {
     scope: Option<Scope>,
@@ -26,6 +28,7 @@ pub struct RulesQuery {
 }
 
 /// `GET /system/ratelimits/rules` (reader): rules ordered by scope and key, paged.
+#[utoipa::path(get, path = "/system/ratelimits/rules", tag = "rules", security(("api_key" = [])), params(RulesQuery), responses((status = 200, description = "Rules by scope and key", body = [RuleRecord]), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -42,6 +45,7 @@ pub async fn list(
 }
 
 /// `GET /system/ratelimits/rules/{id}` (reader).
+#[utoipa::path(get, path = "/system/ratelimits/rules/{id}", tag = "rules", security(("api_key" = [])), params(("id" = i64, Path, description = "Rule id")), responses((status = 200, description = "The rule", body = RuleRecord), (status = 404, description = "No such rule", body = ErrorBody), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
 pub async fn get(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -55,7 +59,8 @@ pub async fn get(
 }
 
 /// Query of `GET /system/ratelimits/snapshots`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SnapshotsQuery {
     scope: Option<Scope>,
@@ -65,6 +70,7 @@ pub struct SnapshotsQuery {
 }
 
 /// `GET /system/ratelimits/snapshots` (reader): usage counters written by enforcement.
+#[utoipa::path(get, path = "/system/ratelimits/snapshots", tag = "rules", security(("api_key" = [])), params(SnapshotsQuery), responses((status = 200, description = "Usage snapshots, newest first", body = [SnapshotRecord]), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
 pub async fn snapshots(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -91,7 +97,7 @@ fn yes() -> bool {
 
 /// Body of `POST /system/ratelimits/rules`: the rule as in YAML, with the same defaults, and
 /// why it changes.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleBody {
     scope: Scope,
@@ -115,6 +121,7 @@ pub struct RuleBody {
 
 /// `POST /system/ratelimits/rules` (operator): create (201) or update (200) the rule of a
 /// (scope, key). A git-owned rule is overridden: the reconciler holds it until the override ends.
+#[utoipa::path(post, path = "/system/ratelimits/rules", tag = "rules", security(("api_key" = [])), request_body = RuleBody, responses((status = 201, description = "Created", body = RuleWritten), (status = 200, description = "Updated", body = RuleWritten), (status = 422, description = "Invalid rule, or a git-owned rule without a reason", body = ErrorBody), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
 pub async fn put(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -149,7 +156,8 @@ pub async fn put(
 }
 
 /// Query of `DELETE /system/ratelimits/rules/{id}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteQuery {
     reason: Option<String>,
@@ -158,6 +166,7 @@ pub struct DeleteQuery {
 
 /// `DELETE /system/ratelimits/rules/{id}` (operator): 204. A git-owned rule is held deleted by an
 /// override (which needs a `reason`) until it ends; then the reconciler restores it.
+#[utoipa::path(delete, path = "/system/ratelimits/rules/{id}", tag = "rules", security(("api_key" = [])), params(("id" = i64, Path, description = "Rule id"), DeleteQuery), responses((status = 204, description = "Deleted"), (status = 404, description = "No such rule", body = ErrorBody), (status = 422, description = "A git-owned rule without a reason", body = ErrorBody), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     caller: Caller,

@@ -7,6 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
+use super::error::ErrorBody;
 use super::{ApiError, AppState, Caller, expiry};
 use crate::domain::{Mode, Role};
 use crate::mode::{EffectiveMode, effective};
@@ -14,11 +15,13 @@ use crate::model::Override;
 use crate::store::{ApiChange, FlagRecord, RunRecord, Store as _};
 
 /// `GET /healthz`: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "The process answers", body = Object)))]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
 /// `GET /readyz`: the database answers too.
+#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "The database answers", body = Object), (status = 503, description = "The database does not answer", body = ErrorBody)))]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
     state.db.ping().await.map_err(ApiError::Unavailable)?;
     Ok(Json(
@@ -27,13 +30,14 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<serde_jso
 }
 
 /// `GET /system/maintenance/state` (public): the mode in force and where it comes from.
+#[utoipa::path(get, path = "/system/maintenance/state", tag = "maintenance", responses((status = 200, description = "The effective mode", body = EffectiveMode)))]
 pub async fn maintenance_state(State(state): State<Arc<AppState>>) -> Result<Json<EffectiveMode>, ApiError> {
     let inputs = state.db.maintenance().await?;
     Ok(Json(effective(&inputs, (state.clock)())))
 }
 
 /// An override as listed, with whether it still holds.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct OverrideView {
     #[serde(flatten)]
     pub inner: Override,
@@ -41,6 +45,7 @@ pub struct OverrideView {
 }
 
 /// `GET /system/overrides` (reader): overrides not cleared, expired ones marked inactive.
+#[utoipa::path(get, path = "/system/overrides", tag = "overrides", security(("api_key" = [])), responses((status = 200, description = "Overrides not cleared", body = [OverrideView]), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
 pub async fn list_overrides(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -60,6 +65,7 @@ pub async fn list_overrides(
 }
 
 /// `DELETE /system/overrides/{id}` (operator): lift an override; the next reconcile restores git.
+#[utoipa::path(delete, path = "/system/overrides/{id}", tag = "overrides", security(("api_key" = [])), params(("id" = i64, Path, description = "Override id")), responses((status = 204, description = "Cleared"), (status = 404, description = "No open override", body = ErrorBody), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
 pub async fn clear_override(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -80,7 +86,8 @@ pub async fn clear_override(
 }
 
 /// Query of `GET /system/reconcile/runs`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RunsQuery {
     /// How many runs, newest first (1..=1000, default 50).
@@ -88,6 +95,7 @@ pub struct RunsQuery {
 }
 
 /// `GET /system/reconcile/runs` (reader): the most recent reconcile runs.
+#[utoipa::path(get, path = "/system/reconcile/runs", tag = "reconcile", security(("api_key" = [])), params(RunsQuery), responses((status = 200, description = "Recent runs, newest first", body = [RunRecord]), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
 pub async fn runs(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -104,7 +112,7 @@ pub async fn runs(
 }
 
 /// Body of `POST /system/maintenance/state/{mode}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModeBody {
     /// Why; shown in the state and in every plan while the override holds.
@@ -115,6 +123,7 @@ pub struct ModeBody {
 
 /// `POST /system/maintenance/state/{mode}` (operator): set the mode now, as an override that
 /// the reconciler holds until it expires or is cleared. Returns the effective state.
+#[utoipa::path(post, path = "/system/maintenance/state/{mode}", tag = "maintenance", security(("api_key" = [])), params(("mode" = Mode, Path, description = "normal, maintenance or read_only")), request_body = ModeBody, responses((status = 200, description = "The effective mode after the change", body = EffectiveMode), (status = 422, description = "Unknown mode or no reason", body = ErrorBody), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
 pub async fn set_mode(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -144,6 +153,7 @@ pub async fn set_mode(
 }
 
 /// `GET /system/feature-flags` (reader): every flag by name.
+#[utoipa::path(get, path = "/system/feature-flags", tag = "flags", security(("api_key" = [])), responses((status = 200, description = "Every flag", body = [FlagRecord]), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
 pub async fn flags(
     State(state): State<Arc<AppState>>,
     caller: Caller,

@@ -7,13 +7,15 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 
+use super::error::ErrorBody;
 use super::{ApiError, AppState, Caller, page};
 use crate::domain::{Role, WindowMode, WindowName, parse_time};
 use crate::model::Window;
 use crate::store::{ApiChange, Store as _, WindowFilter, WindowRecord};
 
 /// Query of `GET /system/maintenance/windows`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct WindowsQuery {
     active: Option<bool>,
@@ -24,6 +26,7 @@ pub struct WindowsQuery {
 }
 
 /// `GET /system/maintenance/windows` (reader): windows by start.
+#[utoipa::path(get, path = "/system/maintenance/windows", tag = "maintenance", security(("api_key" = [])), params(WindowsQuery), responses((status = 200, description = "Windows by start", body = [WindowRecord]), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -44,7 +47,7 @@ fn maintenance() -> WindowMode {
 }
 
 /// Body of `POST /system/maintenance/windows`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WindowBody {
     /// Generated when absent.
@@ -59,6 +62,7 @@ pub struct WindowBody {
 }
 
 /// `POST /system/maintenance/windows` (operator): schedule a window; 422 unless ends_at > starts_at.
+#[utoipa::path(post, path = "/system/maintenance/windows", tag = "maintenance", security(("api_key" = [])), request_body = WindowBody, responses((status = 201, description = "Scheduled", body = WindowRecord), (status = 409, description = "The name is taken", body = ErrorBody), (status = 422, description = "ends_at is not after starts_at, or a time has no offset", body = ErrorBody), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     caller: Caller,

@@ -89,7 +89,7 @@ pub struct RunMeta {
 }
 
 /// A recorded reconcile run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RunRecord {
     pub id: i64,
     pub started_at: DateTime<Utc>,
@@ -105,7 +105,7 @@ pub struct RunRecord {
 }
 
 /// One audited change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AuditRecord {
     pub id: i64,
     pub run_id: Option<i64>,
@@ -324,7 +324,7 @@ pub struct ApiChange {
 }
 
 /// The result of [`Store::put_rule`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RuleWritten {
     #[serde(flatten)]
     pub rule: RuleRecord,
@@ -346,7 +346,7 @@ pub struct ClientFilter {
 
 /// A client as the API shows it: no key and no hash, only the key's display prefix (for keys the
 /// server issued).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ClientRecord {
     pub id: i64,
     pub name: ClientName,
@@ -370,7 +370,7 @@ pub struct WindowFilter {
 }
 
 /// A stored window with its bookkeeping, as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct WindowRecord {
     pub id: i64,
     #[serde(flatten)]
@@ -381,7 +381,7 @@ pub struct WindowRecord {
 }
 
 /// A stored feature flag with its bookkeeping, as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FlagRecord {
     pub id: i64,
     #[serde(flatten)]
@@ -488,7 +488,7 @@ pub struct SnapshotFilter {
 }
 
 /// A stored rule with its bookkeeping, as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RuleRecord {
     pub id: i64,
     #[serde(flatten)]
@@ -510,7 +510,7 @@ impl RuleRecord {
 }
 
 /// A counter snapshot written by enforcement (an audit of usage).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SnapshotRecord {
     pub id: i64,
     pub scope: String,

@@ -1560,3 +1560,96 @@ fn a_key_rotated_through_git_forgets_the_old_prefix() {
         );
     }
 }
+
+#[test]
+fn the_openapi_document_lists_every_route_the_server_serves() {
+    let app = TestApp::spawn(crate::support::sqlite(), &state_with(RULES));
+    let (status, doc) = app.get("/openapi.json", None);
+    assert_eq!(status, 200, "{doc}");
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3."),
+        "{}",
+        doc["openapi"]
+    );
+    let methods = ["get", "post", "put", "delete", "patch"];
+    let documented: std::collections::BTreeSet<(String, String)> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .filter(|m| methods.contains(&m.as_str()))
+                .map(move |m| (m.clone(), path.clone()))
+        })
+        .collect();
+    // SPEC §6's endpoints and the extras, exactly: a route added or dropped on either side fails here.
+    let expected: std::collections::BTreeSet<(String, String)> = [
+        ("post", "/system/ratelimits/rules"),
+        ("get", "/system/ratelimits/rules"),
+        ("get", "/system/ratelimits/rules/{id}"),
+        ("delete", "/system/ratelimits/rules/{id}"),
+        ("get", "/system/ratelimits/snapshots"),
+        ("post", "/system/clients"),
+        ("get", "/system/clients"),
+        ("post", "/system/clients/{id}/activate"),
+        ("post", "/system/clients/{id}/deactivate"),
+        ("post", "/system/maintenance/windows"),
+        ("get", "/system/maintenance/windows"),
+        ("get", "/system/maintenance/state"),
+        ("post", "/system/maintenance/state/{mode}"),
+        ("post", "/admin/ops"),
+        ("get", "/healthz"),
+        ("get", "/readyz"),
+        ("get", "/metrics"),
+        ("get", "/openapi.json"),
+        ("get", "/system/overrides"),
+        ("delete", "/system/overrides/{id}"),
+        ("get", "/system/reconcile/runs"),
+        ("get", "/system/feature-flags"),
+    ]
+    .into_iter()
+    .map(|(m, p)| (m.to_owned(), p.to_owned()))
+    .collect();
+    assert_eq!(documented, expected);
+
+    // Every documented operation is served: never the router's own 404 or a 405.
+    for (method, path) in &documented {
+        let concrete = path.replace("{id}", "1").replace("{mode}", "normal");
+        let (status, body) = app.send_json(&method.to_uppercase(), &concrete, Some(ADMIN), "{}");
+        assert_ne!(status, 405, "{method} {path}: {body}");
+        assert!(
+            !(status == 404 && body["error"]["message"] == "no such endpoint"),
+            "{method} {path} is not served"
+        );
+        // Protected operations declare the API-key scheme.
+        let operation = &doc["paths"][path.as_str()][method.as_str()];
+        let public = [
+            "/healthz",
+            "/readyz",
+            "/openapi.json",
+            "/system/maintenance/state",
+        ]
+        .contains(&path.as_str());
+        assert_eq!(
+            operation["security"].is_array(),
+            !public,
+            "{method} {path}: {operation}"
+        );
+    }
+    assert!(doc["components"]["securitySchemes"]["api_key"].is_object());
+    for schema in [
+        "RuleRecord",
+        "ClientRecord",
+        "EffectiveMode",
+        "ErrorBody",
+        "Scope",
+        "Override",
+    ] {
+        assert!(
+            doc["components"]["schemas"][schema].is_object(),
+            "no schema {schema}"
+        );
+    }
+}
