@@ -32,10 +32,11 @@ pub struct EffectiveMode {
 
 /// Computes the effective mode at `now`; no write is needed for a window to open or close.
 pub fn effective(inputs: &MaintenanceInputs, now: DateTime<Utc>) -> EffectiveMode {
-    let stored = &inputs.state;
+    // Without an override or an open window, git's own mode is in force, even if an override
+    // that has just expired still sits in the stored row.
     let base = EffectiveMode {
-        mode: stored.mode,
-        reason: stored.reason.clone(),
+        mode: inputs.git.mode,
+        reason: inputs.git.reason.clone(),
         updated_at: inputs.updated_at,
         source: Source::Git,
         until: None,
@@ -48,6 +49,7 @@ pub fn effective(inputs: &MaintenanceInputs, now: DateTime<Utc>) -> EffectiveMod
         .max_by_key(|o| o.created_at)
     {
         return EffectiveMode {
+            mode: inputs.state.mode,
             reason: o.reason.clone(),
             source: Source::Override,
             until: o.expires_at,
@@ -122,6 +124,10 @@ mod tests {
                 mode,
                 reason: "steady".into(),
             },
+            git: Maintenance {
+                mode: Mode::Normal,
+                reason: "steady".into(),
+            },
             updated_at: now() - Duration::days(1),
             windows,
             overrides,
@@ -160,6 +166,17 @@ mod tests {
             let e = effective(input, now());
             assert_eq!((e.mode, e.source), (*mode, *source), "case {i}");
         }
+    }
+
+    #[test]
+    fn an_expired_override_gives_gits_mode_at_once() {
+        // The override wrote read_only into the stored row; git declares normal.
+        let input = inputs(Mode::ReadOnly, vec![], vec![freeze(Some(-1))]);
+        let e = effective(&input, now());
+        assert_eq!(
+            (e.mode, e.source, e.reason.as_str()),
+            (Mode::Normal, Source::Git, "steady")
+        );
     }
 
     #[test]

@@ -525,7 +525,10 @@ pub struct SnapshotRecord {
 /// The stored steady mode, the active windows and the open mode overrides.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MaintenanceInputs {
+    /// The mode in force in the store (an override writes it).
     pub state: Maintenance,
+    /// The mode git declares (only the reconciler writes it).
+    pub git: Maintenance,
     pub updated_at: DateTime<Utc>,
     /// Active windows (past, present and future).
     pub windows: Vec<Window>,

@@ -145,6 +145,11 @@ impl Dialect for Postgres {
             "forget key prefix",
             include_str!("../../migrations/postgres/0002_forget_key_prefix.sql"),
         ),
+        (
+            3,
+            "git mode",
+            include_str!("../../migrations/postgres/0003_git_mode.sql"),
+        ),
     ];
 
     async fn begin_read(pool: &Pool<Self>) -> Result<Transaction<'static, Self>, StoreError> {

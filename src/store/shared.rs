@@ -70,6 +70,8 @@ type WindowRecordRow = (
     DateTime<Utc>,
 );
 type FlagRecordRow = (i64, String, bool, String, String, DateTime<Utc>, DateTime<Utc>);
+/// The maintenance row with its timestamp and git's own mode.
+type MaintenanceRow = (i64, String, String, String, DateTime<Utc>, String, String);
 type SnapshotRow = (i64, String, String, i32, i32, i32, DateTime<Utc>, DateTime<Utc>);
 type ClientRow = (i64, String, String, String, String, bool, String, String);
 type WindowRow = (
@@ -174,6 +176,7 @@ where
     AuditRow: for<'r> FromRow<'r, DB::Row>,
     (i64,): for<'r> FromRow<'r, DB::Row>,
     RuleRecordRow: for<'r> FromRow<'r, DB::Row>,
+    MaintenanceRow: for<'r> FromRow<'r, DB::Row>,
     ClientRecordRow: for<'r> FromRow<'r, DB::Row>,
     (String, bool, i64): for<'r> FromRow<'r, DB::Row>,
     (i64, String): for<'r> FromRow<'r, DB::Row>,
@@ -398,11 +401,14 @@ where
 
     /// What the effective maintenance mode depends on, without reading every resource.
     pub async fn maintenance(conn: &mut DB::Connection) -> Result<MaintenanceInputs, StoreError> {
-        let (id, mode, reason, owner, updated_at): (i64, String, String, String, DateTime<Utc>) =
-            sqlx::query_as("SELECT id, mode, reason, owner, updated_at FROM maintenance_state")
-                .fetch_one(&mut *conn)
-                .await?;
-        let state = self::mode((id, mode, reason, owner))?;
+        let row: MaintenanceRow = sqlx::query_as(
+            "SELECT id, mode, reason, owner, updated_at, git_mode, git_reason FROM maintenance_state",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        let (id, mode, reason, owner, updated_at, git_mode, git_reason) = row;
+        let state = self::mode((id, mode, reason, owner.clone()))?;
+        let git = self::mode((id, git_mode, git_reason, owner))?;
         let windows: Vec<WindowRow> = sqlx::query_as(
             "SELECT id, name, starts_at, ends_at, mode, active, description, owner FROM maintenance_windows \
              WHERE active ORDER BY starts_at",
@@ -417,6 +423,7 @@ where
         .await?;
         Ok(MaintenanceInputs {
             state: state.value,
+            git: git.value,
             updated_at,
             windows: windows
                 .into_iter()
@@ -592,7 +599,14 @@ where
         .bind(change.actor.clone())
         .execute(&mut *conn)
         .await?;
-        let hold = Self::api_write(&mut *conn, Some(&current), Some(&target), hold, change).await?;
+        // Only the mode in force: git's mode stays what git declared.
+        sqlx::query("UPDATE maintenance_state SET mode = $1, reason = $2, updated_at = $3")
+            .bind(target.mode.as_str().to_owned())
+            .bind(target.reason.clone())
+            .bind(change.now)
+            .execute(&mut *conn)
+            .await?;
+        let hold = Self::api_record(&mut *conn, Some(&current), Some(&target), hold, change).await?;
         hold.ok_or_else(|| StoreError::NotFound("the maintenance override".into()))
     }
 
@@ -1055,6 +1069,18 @@ where
         if let Some(step) = writes::api_step(current, target, change.now) {
             DB::run_step(conn, &step).await?;
         }
+        Self::api_record(conn, current, target, hold, change).await
+    }
+
+    /// Records an HTTP change whose row is written: its audit record and its override; tells
+    /// the replicas.
+    async fn api_record<T: Row>(
+        conn: &mut DB::Connection,
+        current: Option<&Stored<T>>,
+        target: Option<&T>,
+        hold: Option<NewOverride>,
+        change: &ApiChange,
+    ) -> Result<Option<Override>, StoreError> {
         DB::run_step(
             conn,
             &writes::api_audit(current, target, &change.actor, change.now),

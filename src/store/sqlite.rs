@@ -96,6 +96,11 @@ impl Dialect for Sqlite {
             "forget key prefix",
             include_str!("../../migrations/sqlite/0002_forget_key_prefix.sql"),
         ),
+        (
+            3,
+            "git mode",
+            include_str!("../../migrations/sqlite/0003_git_mode.sql"),
+        ),
     ];
 
     async fn begin_read(pool: &Pool<Self>) -> Result<Transaction<'static, Self>, StoreError> {

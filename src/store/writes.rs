@@ -149,10 +149,22 @@ impl Row for FeatureFlag {
 
 impl Row for Maintenance {
     const TABLE: &'static str = "maintenance_state";
-    const COLUMNS: &'static [Column] = &[("mode", ColType::Text), ("reason", ColType::Text)];
+    /// The reconciler writes git's mode both as the mode in force and as git's own (which an
+    /// HTTP override leaves alone).
+    const COLUMNS: &'static [Column] = &[
+        ("mode", ColType::Text),
+        ("reason", ColType::Text),
+        ("git_mode", ColType::Text),
+        ("git_reason", ColType::Text),
+    ];
     const CREATED_AT: bool = false;
     fn values(&self) -> Vec<Value> {
-        vec![text(self.mode.as_str()), text(&self.reason)]
+        vec![
+            text(self.mode.as_str()),
+            text(&self.reason),
+            text(self.mode.as_str()),
+            text(&self.reason),
+        ]
     }
 }
 

@@ -45,6 +45,8 @@ pub struct TestApp {
     _db: TestDb,
     /// The state the server's admin `reconcile` action loads.
     pub state_dir: crate::support::StateDir,
+    /// Seconds the server's clock runs ahead of the real one.
+    pub clock_offset: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl TestApp {
@@ -55,11 +57,18 @@ impl TestApp {
             .build()
             .unwrap();
         let state_dir = crate::support::StateDir::new(&[("state.yaml", state_yaml)]);
+        let clock_offset = Arc::new(std::sync::atomic::AtomicI64::new(0));
         let (base, state) = runtime.block_on(async {
             let db = Db::open(&test_db.url).await.unwrap();
             apply(&db, state_yaml).await;
+            // The server's clock runs `clock_offset` seconds ahead of the real one.
+            let offset = Arc::clone(&clock_offset);
+            let clock: server::Clock = Arc::new(move || {
+                Utc::now() + Duration::seconds(offset.load(std::sync::atomic::Ordering::Relaxed))
+            });
             let state = Arc::new(AppState {
                 state_dir: Some(state_dir.path().to_owned()),
+                clock,
                 ..AppState::new(db)
             });
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -86,6 +95,7 @@ impl TestApp {
             backend: test_db.backend,
             _db: test_db,
             state_dir,
+            clock_offset,
         }
     }
 
@@ -1650,6 +1660,44 @@ fn the_openapi_document_lists_every_route_the_server_serves() {
         assert!(
             doc["components"]["schemas"][schema].is_object(),
             "no schema {schema}"
+        );
+    }
+}
+
+#[test]
+fn an_expired_freeze_lifts_on_time_without_a_reconcile() {
+    for db in all_backends() {
+        let app = TestApp::spawn(
+            db,
+            &state_with("maintenance:\n  mode: normal\n  reason: steady\n"),
+        );
+        let b = app.backend;
+        let freeze = r#"{"reason": "incident 77", "ttl_seconds": 60}"#;
+        assert_eq!(
+            app.send_json("POST", "/system/maintenance/state/read_only", Some(ADMIN), freeze)
+                .0,
+            200
+        );
+        let rule = r#"{"scope": "user", "key": "user-1", "max_requests": 1}"#;
+        assert_error(
+            &app,
+            app.send_json("POST", "/system/ratelimits/rules", Some(OPERATOR), rule),
+            503,
+            "unavailable",
+        );
+        // A minute later by the server's clock, git's mode is in force again, with no write.
+        app.clock_offset.store(61, std::sync::atomic::Ordering::Relaxed);
+        let (_, state) = app.get("/system/maintenance/state", None);
+        assert_eq!(
+            (&state["mode"], &state["source"], &state["reason"]),
+            (&"normal".into(), &"git".into(), &"steady".into()),
+            "{b}: {state}"
+        );
+        assert_eq!(
+            app.send_json("POST", "/system/ratelimits/rules", Some(OPERATOR), rule)
+                .0,
+            201,
+            "{b}"
         );
     }
 }
