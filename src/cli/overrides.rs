@@ -75,7 +75,7 @@ impl Command {
             }
             Command::Clear { id, all: _, actor } => {
                 let actor = actor.unwrap_or_else(super::default_actor);
-                let n = store.clear_overrides(id, &actor, now).await?;
+                let n = store.clear_overrides(id, &actor, "cli", now).await?;
                 super::print_out(&format!(
                     "Cleared {n} override{}; the next reconcile restores git's values.\n",
                     if n == 1 { "" } else { "s" }

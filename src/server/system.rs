@@ -74,7 +74,7 @@ pub async fn clear_override(
     caller.require(Role::Operator)?;
     match state
         .db
-        .clear_overrides(Some(id), caller.name.as_str(), (state.clock)())
+        .clear_overrides(Some(id), caller.name.as_str(), "api", (state.clock)())
         .await
     {
         Ok(_) => Ok(StatusCode::NO_CONTENT),

@@ -162,11 +162,13 @@ pub trait Store: Send + Sync {
     /// Overrides not cleared yet (some may have expired).
     fn open_overrides(&self) -> impl Future<Output = Result<Vec<Override>, StoreError>> + Send;
 
-    /// Clears one override (`Some(id)`) or every open one; returns how many were cleared.
+    /// Clears one override (`Some(id)`) or every open one, audited with `source` (`cli`, `api`);
+    /// returns how many were cleared.
     fn clear_overrides(
         &self,
         id: Option<i64>,
         actor: &str,
+        source: &str,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
@@ -621,12 +623,14 @@ impl Store for Db {
         &self,
         id: Option<i64>,
         actor: &str,
+        source: &str,
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
         on_backend!(self, |s| Sql::<DB>::clear_overrides(
             &mut *s.pool.acquire().await?,
             id,
             actor,
+            source,
             now
         )
         .await)

@@ -356,24 +356,47 @@ where
         rows.into_iter().map(override_).collect()
     }
 
-    /// Clears one open override, or all of them.
+    /// Clears one open override, or all of them, recording each in the audit log.
     pub async fn clear_overrides(
         conn: &mut DB::Connection,
         id: Option<i64>,
         actor: &str,
+        source: &str,
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        let sql = "UPDATE overrides SET cleared_at = $1, cleared_by = $2 WHERE cleared_at IS NULL AND ($3 IS NULL OR id = $3) RETURNING id";
-        let cleared: Vec<(i64,)> = sqlx::query_as(sql)
-            .bind(now)
-            .bind(actor.to_owned())
-            .bind(id)
-            .fetch_all(conn)
-            .await?;
-        match (id, cleared.len() as u64) {
+        let cleared = Self::clear(conn, id, None, actor, source, now).await?;
+        match (id, cleared) {
             (Some(id), 0) => Err(StoreError::NoSuchOverride(id)),
             (_, n) => Ok(n),
         }
+    }
+
+    /// Clears the open overrides matching `id` and `group` (all when both are absent) and writes
+    /// one audit row for each, in one statement.
+    async fn clear(
+        conn: &mut DB::Connection,
+        id: Option<i64>,
+        group: Option<&str>,
+        actor: &str,
+        source: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let rows: Vec<OverrideRow> = sqlx::query_as(
+            "UPDATE overrides SET cleared_at = $1, cleared_by = $2 WHERE cleared_at IS NULL \
+             AND ($3 IS NULL OR id = $3) AND ($4 IS NULL OR group_id = $4) \
+             RETURNING id, resource_kind, resource_key, actor, reason, created_at, expires_at, group_id",
+        )
+        .bind(now)
+        .bind(actor.to_owned())
+        .bind(id)
+        .bind(group.map(str::to_owned))
+        .fetch_all(&mut *conn)
+        .await?;
+        let cleared: Vec<Override> = rows.into_iter().map(override_).collect::<Result<_, _>>()?;
+        if let Some(step) = writes::clear_audit(&cleared, actor, source, now) {
+            DB::run_step(conn, &step).await?;
+        }
+        Ok(cleared.len() as u64)
     }
 
     /// The newest runs.
@@ -864,23 +887,14 @@ where
         Ok(rows.into_iter().map(audit).collect())
     }
 
-    /// Clears the open overrides of a group, or all of them.
+    /// Clears the open overrides of a group (a lockdown), or all of them, for an HTTP caller.
     pub async fn clear_override_group(
         conn: &mut DB::Connection,
         group_id: Option<&str>,
         actor: &str,
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        let cleared: Vec<(i64,)> = sqlx::query_as(
-            "UPDATE overrides SET cleared_at = $1, cleared_by = $2 \
-             WHERE cleared_at IS NULL AND ($3 IS NULL OR group_id = $3) RETURNING id",
-        )
-        .bind(now)
-        .bind(actor.to_owned())
-        .bind(group_id.map(str::to_owned))
-        .fetch_all(conn)
-        .await?;
-        Ok(cleared.len() as u64)
+        Self::clear(conn, None, group_id, actor, "api", now).await
     }
 
     /// Applies `ops` all-or-nothing; see [`super::Store::batch`].

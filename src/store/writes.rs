@@ -412,3 +412,44 @@ pub fn api_audit<T: Row>(
         rows: vec![values],
     }
 }
+
+/// The audit rows of overrides cleared by `actor`: what each held, and that it no longer does.
+pub fn clear_audit(
+    cleared: &[crate::model::Override],
+    actor: &str,
+    source: &str,
+    now: DateTime<Utc>,
+) -> Option<Step> {
+    let rows: Vec<Vec<Value>> = cleared
+        .iter()
+        .map(|o| {
+            let before =
+                serde_json::json!({ "override": o.id, "actor": o.actor, "reason": o.reason }).to_string();
+            vec![
+                Value::Time(now),
+                text(actor),
+                text(source),
+                text(o.kind.as_str()),
+                text(&o.key),
+                text("clear_override"),
+                Value::Text(Some(before)),
+                Value::Text(None),
+            ]
+        })
+        .collect();
+    let columns = vec![
+        ("at", ColType::Time),
+        ("actor", ColType::Text),
+        ("source", ColType::Text),
+        ("resource_kind", ColType::Text),
+        ("resource_key", ColType::Text),
+        ("action", ColType::Text),
+        ("before", ColType::Text),
+        ("after", ColType::Text),
+    ];
+    (!rows.is_empty()).then_some(Step::Insert {
+        table: "audit_log",
+        columns,
+        rows,
+    })
+}

@@ -274,16 +274,28 @@ async fn story(db: Db) {
     assert_eq!(held.plan.summary().held, 1, "{backend}");
     assert!(!held.plan.has_changes(), "{backend}");
     assert_eq!(
-        db.clear_overrides(Some(flag_hold.id), "carol", later)
+        db.clear_overrides(Some(flag_hold.id), "carol", "cli", later)
             .await
             .unwrap(),
         1
     );
     assert!(
-        db.clear_overrides(Some(flag_hold.id), "carol", later)
+        db.clear_overrides(Some(flag_hold.id), "carol", "cli", later)
             .await
             .is_err(),
         "cleared twice"
+    );
+    // The clear is audited: who lifted which override.
+    let audit = db.audit(1).await.unwrap();
+    assert_eq!(
+        (
+            audit[0].action.as_str(),
+            audit[0].actor.as_str(),
+            audit[0].source.as_str(),
+            audit[0].key.as_str()
+        ),
+        ("clear_override", "carol", "cli", "new-billing"),
+        "{backend}"
     );
     let healed = reconcile(&db, &desired3, &request("bob"), later).await.unwrap();
     assert_eq!(healed.plan.summary().update, 1, "{backend}: drift healed");
