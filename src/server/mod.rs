@@ -126,10 +126,20 @@ impl utoipa::Modify for ApiKeyScheme {
     }
 }
 
-/// `GET /openapi.json`: the OpenAPI 3 document of every route this server serves.
-#[utoipa::path(get, path = "/openapi.json", tag = "health", responses((status = 200, description = "The OpenAPI document", body = Object)))]
-async fn openapi_json() -> axum::Json<&'static utoipa::openapi::OpenApi> {
-    axum::Json(document())
+/// `GET /openapi.json` (reader): the OpenAPI 3 document of every route this server serves.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "health",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The OpenAPI document", body = Object),
+        (status = 401, description = "No valid API key", body = error::ErrorBody)
+    )
+)]
+async fn openapi_json(caller: Caller) -> Result<axum::Json<&'static utoipa::openapi::OpenApi>, ApiError> {
+    caller.require(crate::domain::Role::Reader)?;
+    Ok(axum::Json(document()))
 }
 
 /// The document, built once from the same registrations as the router.

@@ -1574,7 +1574,8 @@ fn a_key_rotated_through_git_forgets_the_old_prefix() {
 #[test]
 fn the_openapi_document_lists_every_route_the_server_serves() {
     let app = TestApp::spawn(crate::support::sqlite(), &state_with(RULES));
-    let (status, doc) = app.get("/openapi.json", None);
+    assert_error(&app, app.get("/openapi.json", None), 401, "unauthorized");
+    let (status, doc) = app.get("/openapi.json", Some(READER));
     assert_eq!(status, 200, "{doc}");
     assert!(
         doc["openapi"].as_str().unwrap().starts_with("3."),
@@ -1635,13 +1636,7 @@ fn the_openapi_document_lists_every_route_the_server_serves() {
         );
         // Protected operations declare the API-key scheme.
         let operation = &doc["paths"][path.as_str()][method.as_str()];
-        let public = [
-            "/healthz",
-            "/readyz",
-            "/openapi.json",
-            "/system/maintenance/state",
-        ]
-        .contains(&path.as_str());
+        let public = ["/healthz", "/readyz", "/system/maintenance/state"].contains(&path.as_str());
         assert_eq!(
             operation["security"].is_array(),
             !public,
