@@ -177,6 +177,18 @@ impl Row for Profile {
     }
 }
 
+/// The columns of an audit row, `run_id` aside (set for reconcile runs only).
+const AUDIT_COLUMNS: &[Column] = &[
+    ("at", ColType::Time),
+    ("actor", ColType::Text),
+    ("source", ColType::Text),
+    ("resource_kind", ColType::Text),
+    ("resource_key", ColType::Text),
+    ("action", ColType::Text),
+    ("before", ColType::Text),
+    ("after", ColType::Text),
+];
+
 /// The steps of one plan, grouped so that removals run first (a rename never trips a unique
 /// key), then updates, then inserts.
 #[derive(Default)]
@@ -318,17 +330,8 @@ pub fn audit_step(plan: &Plan, run_id: i64, meta: &RunMeta, now: DateTime<Utc>) 
     audit_rows(&plan.flags, run_id, meta, now, &mut rows);
     audit_rows(&plan.maintenance, run_id, meta, now, &mut rows);
     audit_rows(&plan.profile, run_id, meta, now, &mut rows);
-    let columns = vec![
-        ("run_id", ColType::Int),
-        ("at", ColType::Time),
-        ("actor", ColType::Text),
-        ("source", ColType::Text),
-        ("resource_kind", ColType::Text),
-        ("resource_key", ColType::Text),
-        ("action", ColType::Text),
-        ("before", ColType::Text),
-        ("after", ColType::Text),
-    ];
+    let mut columns = vec![("run_id", ColType::Int)];
+    columns.extend_from_slice(AUDIT_COLUMNS);
     (!rows.is_empty()).then_some(Step::Insert {
         table: "audit_log",
         columns,
@@ -396,16 +399,7 @@ pub fn api_audit<T: Row>(
         Value::Text(current.map(|c| audit_json(&c.value))),
         Value::Text(target.map(audit_json)),
     ];
-    let columns = vec![
-        ("at", ColType::Time),
-        ("actor", ColType::Text),
-        ("source", ColType::Text),
-        ("resource_kind", ColType::Text),
-        ("resource_key", ColType::Text),
-        ("action", ColType::Text),
-        ("before", ColType::Text),
-        ("after", ColType::Text),
-    ];
+    let columns = AUDIT_COLUMNS.to_vec();
     Step::Insert {
         table: "audit_log",
         columns,
@@ -437,16 +431,7 @@ pub fn clear_audit(
             ]
         })
         .collect();
-    let columns = vec![
-        ("at", ColType::Time),
-        ("actor", ColType::Text),
-        ("source", ColType::Text),
-        ("resource_kind", ColType::Text),
-        ("resource_key", ColType::Text),
-        ("action", ColType::Text),
-        ("before", ColType::Text),
-        ("after", ColType::Text),
-    ];
+    let columns = AUDIT_COLUMNS.to_vec();
     (!rows.is_empty()).then_some(Step::Insert {
         table: "audit_log",
         columns,
