@@ -1,5 +1,6 @@
 //! The command line: global options, the subcommands, and how results become exit codes.
 
+mod diff;
 mod export;
 mod keys;
 mod migrate;
@@ -66,6 +67,8 @@ pub enum Command {
     Validate(validate::Args),
     /// Plan the state against the database and apply the difference in one transaction.
     Reconcile(reconcile::Args),
+    /// Plan the change between two state directories, with no database (for pull requests).
+    Diff(diff::Args),
     /// Write the database's resources as state files that reconcile loads back.
     Export(export::Args),
     /// Apply pending database migrations.
@@ -113,6 +116,7 @@ impl Cli {
         let store = self.store();
         match self.command {
             Command::Validate(args) => args.run(&self.state),
+            Command::Diff(args) => args.run(),
             Command::Reconcile(args) => args.run(&self.state, &store).await,
             Command::Export(args) => args.run(&store).await,
             Command::Migrate => migrate::run(&store).await,

@@ -495,3 +495,82 @@ fn serve_answers_and_shuts_down_cleanly_on_sigterm() {
         assert!(status.success(), "{}: {status:?}", db.backend);
     }
 }
+
+#[test]
+fn diff_plans_between_two_state_directories_without_a_database() {
+    let db = crate::support::sqlite();
+    let old = StateDir::sample();
+    let lockdown = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lockdown");
+    let (old_path, new_path) = (old.path().to_str().unwrap(), lockdown.to_str().unwrap());
+    let text = run(
+        &db,
+        old.path(),
+        &["diff", old_path, new_path, "--detailed-exitcode"],
+    );
+    assert_eq!(text.code, 2, "{text:?}");
+    assert!(
+        text.stdout
+            .contains("~ update     weweb\n      active: true → false\n"),
+        "{text:?}"
+    );
+    assert!(text.stdout.contains("+ create     incident-banner"), "{text:?}");
+    assert!(
+        text.stdout
+            .contains("Plan: 1 to create, 5 to update, 0 to delete, 0 to deactivate."),
+        "{text:?}"
+    );
+    let json = run(&db, old.path(), &["diff", old_path, new_path, "--format", "json"]);
+    let doc: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(
+        (
+            doc["summary"]["create"].as_i64(),
+            doc["summary"]["update"].as_i64()
+        ),
+        (Some(1), Some(5))
+    );
+    let markdown = run(
+        &db,
+        old.path(),
+        &["diff", old_path, new_path, "--format", "markdown"],
+    );
+    assert!(
+        markdown.stdout.starts_with("### valhalla-ops plan"),
+        "{markdown:?}"
+    );
+    // The same state on both sides: nothing to do.
+    let same = run(
+        &db,
+        old.path(),
+        &["diff", old_path, old_path, "--detailed-exitcode"],
+    );
+    assert_eq!(same.code, 0, "{same:?}");
+    // No database is touched: the default SQLite file was never created.
+    assert!(!old.path().join("valhalla-ops.db").exists());
+    // Emptying a file is refused as the apply would be, and an invalid side is reported.
+    let emptied = StateDir::sample();
+    emptied.write("rate_limits.yaml", "# emptied\n");
+    let refused = run(
+        &db,
+        old.path(),
+        &["diff", old_path, emptied.path().to_str().unwrap()],
+    );
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused.stdout.contains("- delete     global:*")
+            && refused.stderr.contains("refusing to remove 7 of 7"),
+        "{refused:?}"
+    );
+    emptied.write("broken.yaml", "rate_limits:\n  - scope: nope\n");
+    let invalid = run(
+        &db,
+        old.path(),
+        &["diff", old_path, emptied.path().to_str().unwrap()],
+    );
+    assert_eq!(invalid.code, 1, "{invalid:?}");
+    assert!(
+        invalid
+            .stderr
+            .contains("broken.yaml:2:12: error: rate_limits[0].scope: unknown scope `nope`"),
+        "{invalid:?}"
+    );
+}

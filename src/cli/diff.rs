@@ -1,0 +1,46 @@
+//! `diff`: the plan between two state directories, with no database (for pull requests).
+
+use std::path::PathBuf;
+
+use super::Status;
+use crate::model::Actual;
+use crate::plan::render::{Format, PlanDocument, render};
+use crate::plan::{PlanOptions, plan};
+use crate::reconcile::guard;
+
+/// Options of `diff`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The state before (e.g. the base branch, checked out with `git worktree`).
+    old: PathBuf,
+    /// The state after (e.g. the pull request's head).
+    new: PathBuf,
+    /// Exit 2 when the plan has changes (0 when it has none).
+    #[arg(long)]
+    detailed_exitcode: bool,
+    /// How to print the plan.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Allow a plan that removes more than half (and more than 5) of the resources of a kind.
+    #[arg(long)]
+    allow_mass_removal: bool,
+}
+
+impl Args {
+    /// Plans `new` against a store that holds exactly `old`.
+    pub fn run(self) -> anyhow::Result<Status> {
+        let now = super::now();
+        let old = super::load(&self.old, now)?;
+        let new = super::load(&self.new, now)?;
+        let plan = plan(&new.state, &Actual::of(&old.state), now, PlanOptions::default());
+        let doc = PlanDocument::new(&plan, new.state.fingerprint());
+        super::print_out(&render(&doc, self.format, super::stdout_color()))?;
+        // The same refusal the apply would meet, so a pull request that empties a file fails.
+        guard(&plan, self.allow_mass_removal)?;
+        Ok(if self.detailed_exitcode && doc.has_changes {
+            Status::Changes
+        } else {
+            Status::Ok
+        })
+    }
+}
