@@ -1,5 +1,6 @@
 //! The command line: global options, the subcommands, and how results become exit codes.
 
+mod completions;
 mod diff;
 mod export;
 mod keys;
@@ -81,6 +82,10 @@ pub enum Command {
     /// Generate API keys.
     #[command(subcommand)]
     Keys(keys::Command),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions(completions::Args),
+    /// Print the man page (roff).
+    Man,
 }
 
 /// Where the store is and how to use it, from the global options.
@@ -123,6 +128,8 @@ impl Cli {
             Command::Serve(args) => args.run(&self.state, &store).await,
             Command::Overrides(cmd) => cmd.run(&store).await,
             Command::Keys(cmd) => cmd.run(),
+            Command::Completions(args) => args.run(),
+            Command::Man => completions::man(),
         }
     }
 }

@@ -574,3 +574,27 @@ fn diff_plans_between_two_state_directories_without_a_database() {
         "{invalid:?}"
     );
 }
+
+#[test]
+fn completions_and_the_man_page_generate() {
+    let db = crate::support::sqlite();
+    let state = StateDir::new(&[]);
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run(&db, state.path(), &["completions", shell]);
+        assert_eq!(out.code, 0, "{shell}: {out:?}");
+        for word in ["reconcile", "dry-run", "overrides", "diff"] {
+            assert!(out.stdout.contains(word), "{shell} completions lack {word}");
+        }
+    }
+    let man = run(&db, state.path(), &["man"]);
+    assert_eq!(man.code, 0, "{man:?}");
+    assert!(
+        man.stdout.lines().any(|l| l.starts_with(".TH valhalla-ops")),
+        "no .TH header"
+    );
+    assert!(man.stdout.contains("reconcile"), "man page lacks the subcommands");
+    assert!(
+        !state.path().join("valhalla-ops.db").exists(),
+        "no store is needed"
+    );
+}
