@@ -73,6 +73,19 @@ macro_rules! string_enum {
         }
 
         impl utoipa::ToSchema for $name {}
+
+        impl schemars::JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({
+                    "type": "string",
+                    "enum": [$($text),+],
+                    "description": concat!("A ", $what, ".")
+                })
+            }
+        }
     };
 }
 
@@ -176,6 +189,19 @@ macro_rules! name_type {
         }
 
         impl utoipa::ToSchema for $name {}
+
+        impl schemars::JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({
+                    "type": "string",
+                    "pattern": "^[a-z0-9][a-z0-9_-]{0,63}$",
+                    "description": concat!("A ", $what, ".")
+                })
+            }
+        }
     };
 }
 
@@ -363,6 +389,19 @@ impl KeySha256 {
 impl fmt::Debug for KeySha256 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "KeySha256({}…)", self.short())
+    }
+}
+
+impl schemars::JsonSchema for KeySha256 {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "KeySha256".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^[0-9a-fA-F]{64}$",
+            "description": "The SHA-256 (hex) of the client's API key; the key itself is never in git (see `valhalla-ops keys generate`)."
+        })
     }
 }
 

@@ -7,6 +7,7 @@ mod keys;
 mod migrate;
 mod overrides;
 mod reconcile;
+mod schema;
 mod serve;
 mod validate;
 
@@ -86,6 +87,8 @@ pub enum Command {
     Completions(completions::Args),
     /// Print the man page (roff).
     Man,
+    /// Print the JSON Schema (draft 2020-12) of the state files, for editors.
+    Schema,
 }
 
 /// Where the store is and how to use it, from the global options.
@@ -130,6 +133,7 @@ impl Cli {
             Command::Keys(cmd) => cmd.run(),
             Command::Completions(args) => args.run(),
             Command::Man => completions::man(),
+            Command::Schema => schema::run(),
         }
     }
 }

@@ -49,15 +49,18 @@ fn default_window_mode() -> WindowMode {
 }
 
 /// A rate-limit rule as written.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRule {
     pub scope: Scope,
     /// Optional only for the global scope, whose key is `*`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// The window length in seconds, 1 to 86400.
     #[serde(default = "sixty", skip_serializing_if = "is_sixty")]
+    #[schemars(range(min = 1, max = 86400))]
     pub window_seconds: u32,
+    /// Requests allowed per window; 0 blocks the key entirely.
     #[serde(default = "sixty", skip_serializing_if = "is_sixty")]
     pub max_requests: u32,
     #[serde(default = "yes", skip_serializing_if = "is_true")]
@@ -69,7 +72,7 @@ pub struct RawRule {
 }
 
 /// A client as written.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawClient {
     pub name: ClientName,
@@ -90,11 +93,13 @@ fn reader() -> Role {
 }
 
 /// A maintenance window as written; times stay text until checked for an offset.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawWindow {
     pub name: WindowName,
+    /// RFC 3339 with an offset, e.g. 2026-12-01T02:00:00Z.
     pub starts_at: String,
+    /// RFC 3339 with an offset; after starts_at.
     pub ends_at: String,
     #[serde(default = "default_window_mode")]
     pub mode: WindowMode,
@@ -103,7 +108,7 @@ pub struct RawWindow {
 }
 
 /// A feature flag as written; off unless enabled.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawFlag {
     pub name: FlagName,
@@ -115,3 +120,45 @@ pub struct RawFlag {
 
 /// A deployment profile as written.
 pub type RawProfile = ProfileName;
+
+// The typed twin of `RawFile` (which keeps items untyped to report every bad one), for the JSON
+// Schema editors use.
+/// A valhalla-ops state file.
+#[derive(schemars::JsonSchema)]
+#[schemars(
+    deny_unknown_fields,
+    title = "valhalla-ops state file",
+    description = "Every *.yaml/*.yml file under the state directory is read; resources merge across files."
+)]
+pub struct SchemaFile {
+    /// The format version; 1.
+    #[schemars(range(min = 1, max = 1))]
+    pub version: Option<u32>,
+    /// Rate-limit rules, identified by (scope, key).
+    pub rate_limits: Option<Vec<RawRule>>,
+    /// API clients, identified by name.
+    pub clients: Option<Vec<RawClient>>,
+    /// The steady maintenance mode and the scheduled windows.
+    pub maintenance: Option<SchemaMaintenance>,
+    /// Feature flags, identified by name.
+    pub feature_flags: Option<Vec<RawFlag>>,
+    /// The deployment profile, e.g. production.
+    pub deployment_profile: Option<ProfileName>,
+}
+
+/// The `maintenance:` section.
+#[derive(schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct SchemaMaintenance {
+    /// The steady mode: normal, maintenance or read_only.
+    pub mode: Option<Mode>,
+    pub reason: Option<String>,
+    pub windows: Option<Vec<RawWindow>>,
+}
+
+/// The JSON Schema (draft 2020-12) of a state file, pretty-printed.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(SchemaFile);
+    // A JSON Schema is plain JSON: serializing it cannot fail.
+    serde_json::to_string_pretty(&schema).expect("a JSON Schema serializes") + "\n"
+}

@@ -307,3 +307,48 @@ fn every_example_state_is_valid() {
     }
     assert!(checked >= 1);
 }
+
+#[test]
+fn the_committed_schema_is_the_one_the_command_prints() {
+    let committed = include_str!("../../schema/valhalla-ops.schema.json");
+    assert!(
+        committed == raw::json_schema(),
+        "schema/valhalla-ops.schema.json is stale: run `valhalla-ops schema > schema/valhalla-ops.schema.json`"
+    );
+}
+
+#[test]
+fn the_schema_accepts_the_shipped_states_and_rejects_bad_input() {
+    let schema: serde_json::Value = serde_json::from_str(&raw::json_schema()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut checked = 0;
+    for dir in [root.join("state"), root.join("examples/lockdown")] {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let value: serde_json::Value =
+                serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let errors: Vec<String> = validator.iter_errors(&value).map(|e| e.to_string()).collect();
+            assert!(errors.is_empty(), "{}: {errors:?}", path.display());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 8);
+    let hash = "a".repeat(64);
+    for bad in [
+        "rate_limit: []".to_owned(),
+        "rate_limits:\n  - scope: ipp\n    key: x\n".to_owned(),
+        "rate_limits:\n  - scope: ip\n    key: x\n    windw_seconds: 5\n".to_owned(),
+        "rate_limits:\n  - scope: global\n    window_seconds: 0\n".to_owned(),
+        "rate_limits:\n  - scope: global\n    max_requests: lots\n".to_owned(),
+        "clients:\n  - name: Bad Name\n    type: script\n    key_sha256: {hash}\n".replace("{hash}", &hash),
+        "clients:\n  - name: ok\n    type: robot\n    key_sha256: {hash}\n".replace("{hash}", &hash),
+        "clients:\n  - name: ok\n    type: script\n    key_sha256: abc\n".to_owned(),
+        "clients:\n  - name: ok\n    type: script\n".to_owned(),
+        "maintenance:\n  mode: frozen\n".to_owned(),
+        "version: 2\n".to_owned(),
+    ] {
+        let value: serde_json::Value = serde_yaml::from_str(&bad).unwrap();
+        assert!(!validator.is_valid(&value), "the schema accepts:\n{bad}");
+    }
+}

@@ -106,7 +106,7 @@ fn invalid_state_changes_nothing_and_reports_every_error() {
             format!("{f}:2:12: error: rate_limits[0].scope: unknown scope `ipp`"),
             format!("{f}:5:10: error: rule api_key:ghost names client `ghost`"),
             format!(
-                "{}:5:11: error: feature flag new-billing is declared twice (first at {f}:7:11)",
+                "{}:6:11: error: feature flag new-billing is declared twice (first at {f}:7:11)",
                 state.path().join("settings.yaml").display()
             ),
         ] {
