@@ -598,3 +598,65 @@ fn completions_and_the_man_page_generate() {
         "no store is needed"
     );
 }
+
+/// The `valhalla-ops …` command lines of a CI file's shell steps.
+fn ci_commands(steps: Vec<String>) -> Vec<Vec<String>> {
+    steps
+        .iter()
+        .flat_map(|s| s.lines().map(str::trim).map(str::to_owned).collect::<Vec<_>>())
+        .filter(|line| line.starts_with("valhalla-ops "))
+        .map(|line| line.split_whitespace().skip(1).map(str::to_owned).collect())
+        .collect()
+}
+
+#[test]
+fn the_ci_examples_are_valid_yaml_and_use_real_commands() {
+    use clap::CommandFactory as _;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ci");
+    let read = |name: &str| -> serde_json::Value {
+        serde_yaml::from_str(&std::fs::read_to_string(root.join(name)).unwrap()).unwrap()
+    };
+    let github = read("github-actions.yml");
+    let mut github_runs = Vec::new();
+    for job in github["jobs"].as_object().unwrap().values() {
+        for step in job["steps"].as_array().unwrap() {
+            github_runs.extend(step["run"].as_str().map(str::to_owned));
+        }
+    }
+    let gitlab = read("gitlab-ci.yml");
+    let gitlab_scripts: Vec<String> = ["plan", "apply"]
+        .iter()
+        .flat_map(|job| {
+            gitlab[job]["script"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+        })
+        .collect();
+
+    let cli = valhalla_ops::cli::Cli::command();
+    for (name, commands) in [
+        ("github", ci_commands(github_runs)),
+        ("gitlab", ci_commands(gitlab_scripts)),
+    ] {
+        let used: Vec<&str> = commands.iter().map(|c| c[0].as_str()).collect();
+        for needed in ["validate", "diff", "reconcile"] {
+            assert!(used.contains(&needed), "{name} does not run {needed}: {used:?}");
+        }
+        for command in &commands {
+            let sub = cli
+                .find_subcommand(&command[0])
+                .unwrap_or_else(|| panic!("{name}: no subcommand {}", command[0]));
+            for flag in command.iter().filter_map(|w| w.strip_prefix("--")) {
+                assert!(
+                    sub.get_arguments()
+                        .chain(cli.get_arguments())
+                        .any(|a| a.get_long() == Some(flag)),
+                    "{name}: `{}` has no --{flag}",
+                    command[0]
+                );
+            }
+        }
+    }
+}
