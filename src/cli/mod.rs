@@ -6,6 +6,7 @@ mod export;
 mod keys;
 mod migrate;
 mod overrides;
+mod progress;
 mod reconcile;
 mod schema;
 mod serve;
@@ -125,7 +126,7 @@ impl Cli {
         match self.command {
             Command::Validate(args) => args.run(&self.state),
             Command::Diff(args) => args.run(),
-            Command::Reconcile(args) => args.run(&self.state, &store).await,
+            Command::Reconcile(args) => args.run(&self.state, &store, self.quiet).await,
             Command::Export(args) => args.run(&store).await,
             Command::Migrate => migrate::run(&store).await,
             Command::Serve(args) => args.run(&self.state, &store).await,

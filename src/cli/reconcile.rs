@@ -41,11 +41,17 @@ pub struct Args {
 
 impl Args {
     /// Runs one reconcile.
-    pub async fn run(self, state: &Path, store: &super::StoreConfig) -> anyhow::Result<Status> {
+    pub async fn run(self, state: &Path, store: &super::StoreConfig, quiet: bool) -> anyhow::Result<Status> {
         let now = super::now();
         let saved = self.plan.as_deref().map(read_saved).transpose()?;
+        let progress = super::progress::Progress::start("loading the state", quiet);
         let loaded = super::load(state, now)?;
         let store = super::open(store).await?;
+        progress.phase(if self.dry_run {
+            "planning"
+        } else {
+            "planning and applying in one transaction"
+        });
         let request = Request {
             dry_run: self.dry_run,
             options: PlanOptions { prune: self.prune },
@@ -55,6 +61,7 @@ impl Args {
             source: "cli".into(),
         };
         let outcome = reconcile(&store, &loaded.state, &request, now).await?;
+        drop(progress);
         let doc = PlanDocument::new(&outcome.plan, outcome.state_fingerprint.clone());
         super::print_out(&render(&doc, self.format, super::stdout_color()))?;
         if let Some(out) = &self.out {
