@@ -15,7 +15,7 @@ use crate::mode::effective;
 use crate::plan::PlanOptions;
 use crate::plan::render::PlanDocument;
 use crate::reconcile::{Request, reconcile};
-use crate::store::{ApiChange, AuditFilter, Store as _, StoreError, WriteOp};
+use crate::store::{ApiChange, AuditFilter, Store as _, StoreError, WriteDone, WriteOp};
 
 /// The actions this server runs.
 pub const ACTIONS: &[&str] = &[
@@ -63,18 +63,21 @@ pub async fn ops(
     Json(request): Json<OpsRequest>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Admin)?;
-    let action = request.action.as_str();
+    let action = request.action.clone();
+    let action = action.as_str();
     let result = match action {
         "security_snapshot" => security_snapshot(&state).await?,
-        "set_maintenance_mode" => {
-            set_maintenance_mode(&state, &caller, payload(action, request.payload)?).await?
-        }
-        "set_feature_flag" => set_feature_flag(&state, &caller, payload(action, request.payload)?).await?,
-        "set_deployment_profile" => {
-            set_deployment_profile(&state, &caller, payload(action, request.payload)?).await?
-        }
         "lockdown" => lockdown(&state, &caller, payload(action, request.payload)?).await?,
-        "clear_overrides" => clear_overrides(&state, &caller, payload(action, request.payload)?).await?,
+        // A single write is a batch of one: one path for validation, the transaction and errors.
+        _ if BATCHABLE.contains(&action) => {
+            let op = write_op(&state, &caller, request)?;
+            let done = write(&state, &[op], |_| action.to_owned()).await?;
+            let mut result = json!(done[0]);
+            if action == "set_maintenance_mode" {
+                result["state"] = json!(effective(&state.db.maintenance().await?, (state.clock)()));
+            }
+            result
+        }
         "reconcile" => run_reconcile(&state, &caller, payload(action, request.payload)?).await?,
         "audit_log" => audit_log(&state, payload(action, request.payload)?).await?,
         "batch" => batch(&state, &caller, payload(action, request.payload)?).await?,
@@ -128,37 +131,11 @@ struct SetMode {
     ttl_seconds: Option<i64>,
 }
 
-async fn set_maintenance_mode(state: &AppState, caller: &Caller, p: SetMode) -> Result<Value, ApiError> {
-    if p.reason.trim().is_empty() {
-        return Err(ApiError::Unprocessable(
-            "set_maintenance_mode: a reason is required".into(),
-        ));
-    }
-    let now = (state.clock)();
-    let change = ApiChange {
-        actor: caller.name.to_string(),
-        reason: Some(p.reason),
-        expires_at: expiry(p.ttl_seconds, now)?,
-        now,
-        group_id: None,
-    };
-    let hold = state.db.set_mode(p.mode, &change).await?;
-    Ok(json!({ "override": hold, "state": effective(&state.db.maintenance().await?, now) }))
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ClearOverrides {
     /// Only the overrides of this group (a lockdown); all when absent.
     group_id: Option<String>,
-}
-
-async fn clear_overrides(state: &AppState, caller: &Caller, p: ClearOverrides) -> Result<Value, ApiError> {
-    let cleared = state
-        .db
-        .clear_override_group(p.group_id.as_deref(), caller.name.as_str(), (state.clock)())
-        .await?;
-    Ok(json!({ "cleared": cleared }))
 }
 
 #[derive(Deserialize)]
@@ -279,22 +256,12 @@ struct SetFlag {
     ttl_seconds: Option<i64>,
 }
 
-async fn set_feature_flag(state: &AppState, caller: &Caller, p: SetFlag) -> Result<Value, ApiError> {
-    let change = change(state, caller, p.reason, p.ttl_seconds)?;
-    Ok(json!({ "override": state.db.set_flag(&p.name, p.enabled, &change).await? }))
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SetProfile {
     profile: ProfileName,
     reason: String,
     ttl_seconds: Option<i64>,
-}
-
-async fn set_deployment_profile(state: &AppState, caller: &Caller, p: SetProfile) -> Result<Value, ApiError> {
-    let change = change(state, caller, p.reason, p.ttl_seconds)?;
-    Ok(json!({ "override": state.db.set_profile(&p.profile, &change).await? }))
 }
 
 #[derive(Deserialize)]
@@ -383,16 +350,19 @@ async fn batch(state: &AppState, caller: &Caller, p: Batch) -> Result<Value, Api
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    match state.db.batch(&ops).await {
-        Ok(done) => Ok(json!(done)),
-        Err(e) => Err(match e.source {
-            StoreError::OverrideNeedsReason(_) | StoreError::NotFound(_) | StoreError::Conflict(_) => {
-                ApiError::Unprocessable(format!(
-                    "batch action {}: {}; nothing was written",
-                    e.index, e.source
-                ))
-            }
-            source => source.into(),
-        }),
-    }
+    Ok(json!(write(state, &ops, |i| format!("batch action {i}")).await?))
+}
+
+/// Applies writes all-or-nothing; a refused write is a 422 naming it with `label`.
+async fn write(
+    state: &AppState,
+    ops: &[WriteOp],
+    label: impl Fn(usize) -> String,
+) -> Result<Vec<WriteDone>, ApiError> {
+    state.db.batch(ops).await.map_err(|e| match e.source {
+        StoreError::OverrideNeedsReason(_) | StoreError::NotFound(_) | StoreError::Conflict(_) => {
+            ApiError::Unprocessable(format!("{}: {}; nothing was written", label(e.index), e.source))
+        }
+        source => source.into(),
+    })
 }

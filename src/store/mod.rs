@@ -256,29 +256,6 @@ pub trait Store: Send + Sync {
         filter: &AuditFilter,
     ) -> impl Future<Output = Result<Vec<AuditRecord>, StoreError>> + Send;
 
-    /// Clears every open override of a group (a lockdown), or every open override.
-    fn clear_override_group(
-        &self,
-        group_id: Option<&str>,
-        actor: &str,
-        now: DateTime<Utc>,
-    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
-
-    /// Sets a feature flag for an HTTP caller (always an override; an unknown flag is created).
-    fn set_flag(
-        &self,
-        name: &FlagName,
-        enabled: bool,
-        change: &ApiChange,
-    ) -> impl Future<Output = Result<Override, StoreError>> + Send;
-
-    /// Sets the deployment profile for an HTTP caller (always an override).
-    fn set_profile(
-        &self,
-        name: &ProfileName,
-        change: &ApiChange,
-    ) -> impl Future<Output = Result<Override, StoreError>> + Send;
-
     /// Locks the platform down: read_only, non-admin clients deactivated, the global limit set
     /// when given; one transaction, one override group (`change.group_id`).
     fn lockdown(
@@ -740,41 +717,6 @@ impl Store for Db {
             filter
         )
         .await)
-    }
-    async fn clear_override_group(
-        &self,
-        group_id: Option<&str>,
-        actor: &str,
-        now: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
-        on_backend!(self, |s| Sql::<DB>::clear_override_group(
-            &mut *s.pool.acquire().await?,
-            group_id,
-            actor,
-            now
-        )
-        .await)
-    }
-    async fn set_flag(
-        &self,
-        name: &FlagName,
-        enabled: bool,
-        change: &ApiChange,
-    ) -> Result<Override, StoreError> {
-        on_backend!(self, |s| {
-            let mut tx = <DB as shared::Dialect>::begin_apply(&s.pool, s.lock_timeout).await?;
-            let done = Sql::<DB>::set_flag_in(&mut tx, name, enabled, change).await?;
-            tx.commit().await?;
-            Ok(done)
-        })
-    }
-    async fn set_profile(&self, name: &ProfileName, change: &ApiChange) -> Result<Override, StoreError> {
-        on_backend!(self, |s| {
-            let mut tx = <DB as shared::Dialect>::begin_apply(&s.pool, s.lock_timeout).await?;
-            let done = Sql::<DB>::set_profile_in(&mut tx, name, change).await?;
-            tx.commit().await?;
-            Ok(done)
-        })
     }
     async fn lockdown(
         &self,
