@@ -9,7 +9,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection as _, PgConnection, Pool, Postgres, Transaction};
 
 use super::shared::Dialect;
-use super::writes::{ColType, Step, Value};
+use super::writes::{ColType, Column, Step, Value};
 use super::{StoreError, StoreOptions, redact};
 
 /// The advisory lock every applying reconciler takes ("valhalla" in ASCII, as a number).
@@ -100,24 +100,24 @@ fn copy_value(buf: &mut String, value: &Value) {
 
 type PgQuery = sqlx::query::Query<'static, Postgres, sqlx::postgres::PgArguments>;
 
-/// Binds each column of `rows` as one array.
-fn bind_columns(mut query: PgQuery, width: usize, rows: &[&[Value]]) -> PgQuery {
+/// Binds each column of `rows` as one array of the column's declared type; a value of another
+/// kind (`Value::Text(None)`) is NULL.
+fn bind_columns(mut query: PgQuery, columns: &[Column], rows: &[&[Value]]) -> PgQuery {
     fn column<T>(rows: &[&[Value]], col: usize, get: impl Fn(&Value) -> Option<T>) -> Vec<Option<T>> {
         rows.iter().map(|r| get(&r[col])).collect()
     }
-    for col in 0..width {
-        // Every row of a step has the same shape, so the first row tells the column's type.
-        query = match rows.first().map(|r| &r[col]) {
-            Some(Value::Int(_)) => query.bind(column(rows, col, |v| {
+    for (col, (_, ty)) in columns.iter().enumerate() {
+        query = match ty {
+            ColType::Int => query.bind(column(rows, col, |v| {
                 if let Value::Int(i) = v { Some(*i) } else { None }
             })),
-            Some(Value::Bool(_)) => query.bind(column(rows, col, |v| {
+            ColType::Bool => query.bind(column(rows, col, |v| {
                 if let Value::Bool(b) = v { Some(*b) } else { None }
             })),
-            Some(Value::Time(_)) => query.bind(column(rows, col, |v| {
+            ColType::Time => query.bind(column(rows, col, |v| {
                 if let Value::Time(t) = v { Some(*t) } else { None }
             })),
-            _ => query.bind(column(rows, col, |v| {
+            ColType::Text => query.bind(column(rows, col, |v| {
                 if let Value::Text(s) = v { s.clone() } else { None }
             })),
         };
@@ -210,7 +210,7 @@ impl Dialect for Postgres {
                 let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
                 let values: Vec<&[Value]> = rows.iter().map(|(_, v)| v.as_slice()).collect();
                 let query = sqlx::query(AssertSqlSafe(sql)).bind(ids);
-                bind_columns(query, columns.len(), &values).execute(conn).await?;
+                bind_columns(query, columns, &values).execute(conn).await?;
             }
             Step::Insert { table, columns, rows } if rows.len() < COPY_MIN_ROWS => {
                 let names: Vec<&str> = columns.iter().map(|c| c.0).collect();
@@ -223,7 +223,7 @@ impl Dialect for Postgres {
                     arrays.join(", ")
                 );
                 let values: Vec<&[Value]> = rows.iter().map(Vec::as_slice).collect();
-                bind_columns(sqlx::query(AssertSqlSafe(sql)), columns.len(), &values)
+                bind_columns(sqlx::query(AssertSqlSafe(sql)), columns, &values)
                     .execute(conn)
                     .await?;
             }

@@ -1006,15 +1006,40 @@ where
     ) -> Result<Lockdown, StoreError> {
         let mut tx = DB::begin_apply(pool, wait).await?;
         let mut overrides = vec![Self::set_mode_in(&mut tx, Mode::ReadOnly, change).await?];
-        let targets: Vec<(i64, String)> =
-            sqlx::query_as("SELECT id, name FROM api_clients WHERE active AND role <> 'admin' ORDER BY name")
-                .fetch_all(&mut *tx)
-                .await?;
-        let mut deactivated = Vec::new();
-        for (id, name) in targets {
-            Self::set_client_active_in(&mut tx, id, false, change).await?;
-            deactivated.push(name);
+        // Every active non-admin client in one statement, its audit rows and overrides in two more.
+        let rows: Vec<ClientRow> = sqlx::query_as(
+            "UPDATE api_clients SET active = FALSE, updated_at = $1 WHERE active AND role <> 'admin' \
+             RETURNING id, name, client_type, role, key_sha256, active, description, owner",
+        )
+        .bind(change.now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut changes: Vec<(Stored<Client>, Client)> = rows
+            .into_iter()
+            .map(|row| {
+                let after = client(row)?;
+                let before = Stored {
+                    value: Client {
+                        active: true,
+                        ..after.value.clone()
+                    },
+                    ..after.clone()
+                };
+                Ok((before, after.value))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        changes.sort_by(|a, b| a.1.name.cmp(&b.1.name));
+        if let Some(step) = writes::api_audit_many(&changes, &change.actor, change.now) {
+            DB::run_step(&mut tx, &step).await?;
         }
+        let holds = changes
+            .iter()
+            .filter_map(|(before, _)| Self::hold_for(Some(before), before.value.key(), change).transpose())
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(step) = writes::overrides_step(&holds, change.now) {
+            DB::run_step(&mut tx, &step).await?;
+        }
+        let deactivated: Vec<String> = changes.iter().map(|(_, after)| after.name.to_string()).collect();
         if let Some(max_requests) = global_max_requests {
             let rule = RateLimitRule {
                 scope: crate::domain::Scope::Global,

@@ -380,6 +380,33 @@ pub fn api_audit<T: Row>(
     actor: &str,
     now: DateTime<Utc>,
 ) -> Step {
+    let rows = vec![api_audit_row(current, target, actor, now)];
+    Step::Insert {
+        table: "audit_log",
+        columns: AUDIT_COLUMNS.to_vec(),
+        rows,
+    }
+}
+
+/// The audit rows of many changes made over HTTP by `actor`, as one insert.
+pub fn api_audit_many<T: Row>(changes: &[(Stored<T>, T)], actor: &str, now: DateTime<Utc>) -> Option<Step> {
+    let rows: Vec<Vec<Value>> = changes
+        .iter()
+        .map(|(c, t)| api_audit_row(Some(c), Some(t), actor, now))
+        .collect();
+    (!rows.is_empty()).then(|| Step::Insert {
+        table: "audit_log",
+        columns: AUDIT_COLUMNS.to_vec(),
+        rows,
+    })
+}
+
+fn api_audit_row<T: Row>(
+    current: Option<&Stored<T>>,
+    target: Option<&T>,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Vec<Value> {
     let action = match (current, target) {
         (None, _) => "create",
         (Some(_), Some(_)) => "update",
@@ -389,7 +416,7 @@ pub fn api_audit<T: Row>(
         .map(Resource::key)
         .or_else(|| current.map(|c| c.value.key()))
         .unwrap_or_default();
-    let values = vec![
+    vec![
         Value::Time(now),
         text(actor),
         text("api"),
@@ -398,13 +425,39 @@ pub fn api_audit<T: Row>(
         text(action),
         Value::Text(current.map(|c| audit_json(&c.value))),
         Value::Text(target.map(audit_json)),
+    ]
+}
+
+/// New overrides as one insert.
+pub fn overrides_step(new: &[crate::model::NewOverride], now: DateTime<Utc>) -> Option<Step> {
+    let rows: Vec<Vec<Value>> = new
+        .iter()
+        .map(|o| {
+            vec![
+                text(o.kind.as_str()),
+                text(&o.key),
+                text(&o.actor),
+                text(&o.reason),
+                Value::Text(o.group_id.clone()),
+                Value::Time(now),
+                o.expires_at.map_or(Value::Text(None), Value::Time),
+            ]
+        })
+        .collect();
+    let columns = vec![
+        ("resource_kind", ColType::Text),
+        ("resource_key", ColType::Text),
+        ("actor", ColType::Text),
+        ("reason", ColType::Text),
+        ("group_id", ColType::Text),
+        ("created_at", ColType::Time),
+        ("expires_at", ColType::Time),
     ];
-    let columns = AUDIT_COLUMNS.to_vec();
-    Step::Insert {
-        table: "audit_log",
+    (!rows.is_empty()).then_some(Step::Insert {
+        table: "overrides",
         columns,
-        rows: vec![values],
-    }
+        rows,
+    })
 }
 
 /// The audit rows of overrides cleared by `actor`: what each held, and that it no longer does.
