@@ -32,10 +32,8 @@ pub enum Refusal {
         "the saved plan is stale: the store has changed since it was computed; nothing was applied, make a new plan"
     )]
     StaleStore,
-    #[error(
-        "the saved plan was computed from another desired state than {0}; nothing was applied, make a new plan"
-    )]
-    StaleState(String),
+    #[error("the saved plan was computed from another desired state; nothing was applied, make a new plan")]
+    StaleState,
 }
 
 fn describe(removals: &[MassRemoval]) -> String {
@@ -104,7 +102,7 @@ pub async fn reconcile<S: Store>(
     }
     let options = match &request.saved {
         Some(saved) if saved.state_fingerprint != state_fingerprint => {
-            return Err(Refusal::StaleState("the state directory".into()).into());
+            return Err(Refusal::StaleState.into());
         }
         Some(saved) => saved.options,
         None => request.options,

@@ -125,7 +125,6 @@ type AuditRow = (
 
 const SELECT_OPEN_OVERRIDES: &str = "SELECT id, resource_kind, resource_key, actor, reason, created_at, expires_at, group_id FROM overrides WHERE cleared_at IS NULL ORDER BY id";
 const SELECT_RUNS: &str = "SELECT id, started_at, finished_at, actor, source, created, updated, deleted, deactivated, held, unmanaged FROM reconcile_runs ORDER BY id DESC LIMIT $1";
-const SELECT_AUDIT: &str = "SELECT id, run_id, at, actor, source, resource_kind, resource_key, action, before, after FROM audit_log ORDER BY id DESC LIMIT $1";
 
 /// The queries both backends share (`$n` placeholders work on both), with the driver's bounds
 /// written once.
@@ -407,8 +406,14 @@ where
 
     /// The newest audit records.
     pub async fn audit(conn: &mut DB::Connection, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
-        let rows: Vec<AuditRow> = sqlx::query_as(SELECT_AUDIT).bind(limit).fetch_all(conn).await?;
-        Ok(rows.into_iter().map(audit).collect())
+        Self::audit_filtered(
+            conn,
+            &AuditFilter {
+                limit,
+                ..AuditFilter::default()
+            },
+        )
+        .await
     }
 
     /// Active clients, for authenticating requests.
