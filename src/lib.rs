@@ -19,6 +19,7 @@
 pub mod cli;
 pub mod desired;
 pub mod domain;
+pub mod limit;
 pub mod mode;
 pub mod model;
 pub mod plan;

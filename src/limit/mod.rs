@@ -1,0 +1,199 @@
+//! Rate limiting, free of I/O: the rule table, the sliding-window counters, and the decision for
+//! one request against every rule that applies to it.
+
+pub mod counters;
+pub mod table;
+pub mod window;
+
+use std::sync::Arc;
+
+pub use counters::{Counters, Reading};
+pub use table::{CounterKey, Rule, RuleTable, Subject};
+pub use window::{Outcome, Quota, Window};
+
+/// How many counters a replica keeps by default (about 100 bytes each).
+pub const DEFAULT_CAPACITY: usize = 200_000;
+
+/// One rule's answer about one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub rule: Arc<Rule>,
+    /// Whether this rule admits the request (a shadow rule's refusal is only reported).
+    pub allowed: bool,
+    pub remaining: u32,
+    pub reset_ms: u64,
+}
+
+impl Verdict {
+    /// Seconds until the quota comes back, rounded up: what `Retry-After` and `t=` carry.
+    pub fn reset_seconds(&self) -> u64 {
+        self.reset_ms.div_ceil(1000).max(u64::from(!self.allowed))
+    }
+}
+
+/// The answer for one request: refused if any enforced rule refuses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// One verdict per matching rule: global, ip, api_key, user, in that order.
+    pub verdicts: Vec<Verdict>,
+}
+
+impl Decision {
+    /// The verdict to report: a refusing enforced rule, else the enforced rule with the least
+    /// left, else the shadow rule with the least left; none when no rule applies.
+    pub fn binding(&self) -> Option<&Verdict> {
+        let enforced = || self.verdicts.iter().filter(|v| !v.rule.shadow);
+        enforced()
+            .find(|v| !v.allowed)
+            .or_else(|| enforced().min_by_key(|v| v.remaining))
+            .or_else(|| self.verdicts.iter().min_by_key(|v| v.remaining))
+    }
+
+    /// Shadow rules that would have refused this request.
+    pub fn shadow_refusals(&self) -> impl Iterator<Item = &Verdict> {
+        self.verdicts.iter().filter(|v| v.rule.shadow && !v.allowed)
+    }
+}
+
+/// The counters of one replica and the decision logic over them.
+#[derive(Debug)]
+pub struct Limiter {
+    counters: Counters,
+}
+
+impl Default for Limiter {
+    fn default() -> Self {
+        Limiter::new(DEFAULT_CAPACITY)
+    }
+}
+
+impl Limiter {
+    /// A limiter holding at most about `capacity` counters.
+    pub fn new(capacity: usize) -> Limiter {
+        Limiter {
+            counters: Counters::new(capacity),
+        }
+    }
+
+    /// Decides about one request of `subject` at `now_ms` and counts it. An admitted request is
+    /// counted by every rule; a refused one by none of the enforced rules (their counts are
+    /// taken back), so retrying does not extend a block. Shadow rules count as if they were
+    /// enforced alone, so what they report is what enforcing them would do.
+    pub fn check(&self, table: &RuleTable, subject: &Subject<'_>, now_ms: u64) -> Decision {
+        let matched = table.matching(subject);
+        let mut verdicts = Vec::with_capacity(matched.len());
+        let mut taken: Vec<(CounterKey, u64)> = Vec::with_capacity(matched.len());
+        let mut allowed = true;
+        for (rule, key) in matched {
+            let count = rule.shadow || allowed;
+            let (outcome, start) = self.counters.with(key, now_ms, |w| {
+                let o = if count {
+                    w.acquire(rule.quota, now_ms)
+                } else {
+                    w.peek(rule.quota, now_ms)
+                };
+                let counted = count && o.allowed;
+                ((o, w.current().0), counted)
+            });
+            if !rule.shadow {
+                if outcome.allowed && count {
+                    taken.push((key, start));
+                } else if !outcome.allowed {
+                    allowed = false;
+                }
+            }
+            verdicts.push(Verdict {
+                rule: Arc::clone(rule),
+                allowed: outcome.allowed,
+                remaining: outcome.remaining,
+                reset_ms: outcome.reset_ms,
+            });
+        }
+        if !allowed {
+            for (key, start) in taken {
+                self.counters.existing(&key, |w| w.release(start));
+            }
+        }
+        Decision { allowed, verdicts }
+    }
+
+    /// Counters counted since the last call, for the snapshot writer.
+    pub fn take_dirty(&self) -> Vec<Reading> {
+        self.counters.take_dirty()
+    }
+
+    /// Forgets counters that no longer weigh on any decision.
+    pub fn sweep(&self, now_ms: u64) {
+        self.counters.sweep(now_ms);
+    }
+
+    /// How many counters are held now.
+    pub fn counters(&self) -> usize {
+        self.counters.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::table::tests::record;
+    use super::*;
+    use crate::domain::Scope;
+
+    fn subject<'a>(ip: &str, user: Option<&'a str>) -> Subject<'a> {
+        Subject {
+            global: true,
+            ip: Some(ip.parse::<IpAddr>().unwrap()),
+            client: None,
+            user,
+        }
+    }
+
+    #[test]
+    fn a_refusal_by_one_rule_is_not_counted_by_the_others() {
+        let table = RuleTable::new(&[record(1, Scope::Global, "*", 100), record(2, Scope::User, "u", 2)]);
+        let limiter = Limiter::new(100);
+        let s = subject("192.0.2.1", Some("u"));
+        assert!(limiter.check(&table, &s, 0).allowed);
+        assert!(limiter.check(&table, &s, 0).allowed);
+        let refused = limiter.check(&table, &s, 0);
+        assert!(!refused.allowed);
+        assert_eq!(refused.binding().unwrap().rule.id, 2);
+        // The global rule counted only the two admitted requests.
+        let other = limiter.check(&table, &subject("192.0.2.2", None), 0);
+        assert_eq!(other.verdicts[0].remaining, 97);
+    }
+
+    #[test]
+    fn a_shadow_rule_never_refuses_but_reports() {
+        let mut shadow = record(1, Scope::Ip, "198.51.100.0/24", 1);
+        shadow.rule.shadow = true;
+        let table = RuleTable::new(&[shadow]);
+        let limiter = Limiter::new(100);
+        let s = subject("198.51.100.7", None);
+        let first = limiter.check(&table, &s, 0);
+        assert!(first.allowed && first.shadow_refusals().count() == 0);
+        for _ in 0..5 {
+            let d = limiter.check(&table, &s, 0);
+            assert!(d.allowed);
+            assert_eq!(d.shadow_refusals().count(), 1);
+            assert_eq!(d.binding().unwrap().remaining, 0);
+        }
+    }
+
+    #[test]
+    fn the_binding_verdict_is_the_tightest_enforced_one() {
+        let table = RuleTable::new(&[
+            record(1, Scope::Global, "*", 100),
+            record(2, Scope::Ip, "192.0.2.0/24", 5),
+        ]);
+        let limiter = Limiter::new(100);
+        let d = limiter.check(&table, &subject("192.0.2.1", None), 0);
+        assert_eq!(d.binding().unwrap().rule.id, 2);
+        assert_eq!(d.binding().unwrap().remaining, 4);
+        let none = limiter.check(&RuleTable::default(), &subject("192.0.2.1", None), 0);
+        assert!(none.allowed && none.binding().is_none());
+    }
+}

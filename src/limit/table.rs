@@ -1,0 +1,260 @@
+//! The rule table: enabled rules compiled for lookup by subject, the most specific `ip` rule first.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+use super::window::Quota;
+use crate::domain::Scope;
+use crate::store::RuleRecord;
+
+/// One enabled rule as the limiter applies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub id: i64,
+    pub scope: Scope,
+    /// The rule's key as stored (`*`, an address, a network, a client name, a user id).
+    pub key: String,
+    pub quota: Quota,
+    pub shadow: bool,
+}
+
+impl Rule {
+    fn of(record: &RuleRecord) -> Rule {
+        Rule {
+            id: record.id,
+            scope: record.rule.scope,
+            key: record.rule.key.as_str().to_owned(),
+            quota: Quota {
+                window_ms: u64::from(record.rule.window_seconds.get()) * 1000,
+                max: record.rule.max_requests,
+            },
+            shadow: record.rule.shadow,
+        }
+    }
+}
+
+/// Who a request comes from, as far as the rules can tell.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Subject<'a> {
+    /// Whether the global rule applies (it does to every request, not to a scoped question).
+    pub global: bool,
+    pub ip: Option<IpAddr>,
+    /// The authenticated client's name, for `api_key` rules.
+    pub client: Option<&'a str>,
+    /// The `X-User-Id`, for `user` rules.
+    pub user: Option<&'a str>,
+}
+
+/// What a counter counts: a rule, and for a network rule, one address in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CounterKey {
+    pub rule: i64,
+    /// The quota is part of the key, so a rule whose window changes starts a fresh count.
+    pub quota: Quota,
+    pub addr: Option<IpAddr>,
+}
+
+/// The enabled rules, indexed by how requests find them.
+#[derive(Debug, Default)]
+pub struct RuleTable {
+    global: Option<Arc<Rule>>,
+    addresses: HashMap<IpAddr, Arc<Rule>>,
+    /// Networks grouped by prefix length, longest first, so the first hit is the most specific.
+    networks: Vec<(u8, HashMap<IpNet, Arc<Rule>>)>,
+    clients: HashMap<String, Arc<Rule>>,
+    users: HashMap<String, Arc<Rule>>,
+}
+
+impl RuleTable {
+    /// Compiles the enabled rules of `records`; disabled ones are left out.
+    pub fn new<'a>(records: impl IntoIterator<Item = &'a RuleRecord>) -> RuleTable {
+        let mut table = RuleTable::default();
+        let mut networks: HashMap<u8, HashMap<IpNet, Arc<Rule>>> = HashMap::new();
+        for record in records.into_iter().filter(|r| r.rule.enabled) {
+            let rule = Arc::new(Rule::of(record));
+            match rule.scope {
+                Scope::Global => table.global = Some(rule),
+                Scope::ApiKey => {
+                    table.clients.insert(rule.key.clone(), rule);
+                }
+                Scope::User => {
+                    table.users.insert(rule.key.clone(), rule);
+                }
+                Scope::Ip => {
+                    if let Ok(addr) = rule.key.parse::<IpAddr>() {
+                        table.addresses.insert(addr, rule);
+                    } else if let Ok(net) = rule.key.parse::<IpNet>() {
+                        networks.entry(net.prefix_len()).or_default().insert(net, rule);
+                    }
+                }
+            }
+        }
+        table.networks = networks.into_iter().collect();
+        table.networks.sort_by(|a, b| b.0.cmp(&a.0));
+        table
+    }
+
+    /// Whether no rule is enabled (the limiter then has nothing to do).
+    pub fn is_empty(&self) -> bool {
+        self.global.is_none()
+            && self.addresses.is_empty()
+            && self.networks.is_empty()
+            && self.clients.is_empty()
+            && self.users.is_empty()
+    }
+
+    /// The most specific `ip` rule for `addr`: its own address, else the longest network that
+    /// contains it. A network rule counts each address on its own.
+    pub fn ip_rule(&self, addr: IpAddr) -> Option<(&Arc<Rule>, CounterKey)> {
+        let addr = canonical(addr);
+        if let Some(rule) = self.addresses.get(&addr) {
+            return Some((rule, key(rule, None)));
+        }
+        let max_len = match addr {
+            IpAddr::V4(_) => 32,
+            IpAddr::V6(_) => 128,
+        };
+        self.networks
+            .iter()
+            .filter(|(len, _)| *len <= max_len)
+            .find_map(|(len, nets)| {
+                let net = IpNet::new(addr, *len).ok()?.trunc();
+                nets.get(&net)
+            })
+            .map(|rule| (rule, key(rule, Some(addr))))
+    }
+
+    /// Every rule that applies to `subject`, each with the counter it uses.
+    pub fn matching(&self, subject: &Subject<'_>) -> Vec<(&Arc<Rule>, CounterKey)> {
+        let mut found = Vec::with_capacity(4);
+        if subject.global
+            && let Some(rule) = &self.global
+        {
+            found.push((rule, key(rule, None)));
+        }
+        if let Some(hit) = subject.ip.and_then(|ip| self.ip_rule(ip)) {
+            found.push(hit);
+        }
+        if let Some(rule) = subject.client.and_then(|c| self.clients.get(c)) {
+            found.push((rule, key(rule, None)));
+        }
+        if let Some(rule) = subject.user.and_then(|u| self.users.get(u)) {
+            found.push((rule, key(rule, None)));
+        }
+        found
+    }
+}
+
+fn key(rule: &Rule, addr: Option<IpAddr>) -> CounterKey {
+    CounterKey {
+        rule: rule.id,
+        quota: rule.quota,
+        addr,
+    }
+}
+
+/// An IPv4 address arriving as IPv4-mapped IPv6 (`::ffff:a.b.c.d`, from a dual-stack socket)
+/// is matched as the IPv4 address it is.
+fn canonical(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use chrono::Utc;
+
+    use super::*;
+    use crate::domain::{Owner, RuleKey, WindowSeconds};
+    use crate::model::RateLimitRule;
+
+    pub(crate) fn record(id: i64, scope: Scope, key: &str, max: u32) -> RuleRecord {
+        RuleRecord {
+            id,
+            rule: RateLimitRule {
+                scope,
+                key: RuleKey::parse(scope, key).unwrap(),
+                window_seconds: WindowSeconds::new(60).unwrap(),
+                max_requests: max,
+                enabled: true,
+                shadow: false,
+                description: String::new(),
+            },
+            owner: Owner::Git,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_most_specific_ip_rule_wins() {
+        let rules = [
+            record(1, Scope::Ip, "10.0.0.0/8", 100),
+            record(2, Scope::Ip, "10.1.0.0/16", 50),
+            record(3, Scope::Ip, "10.1.2.3", 5),
+            record(4, Scope::Ip, "2001:db8::/32", 7),
+        ];
+        let table = RuleTable::new(&rules);
+        let id = |a: &str| table.ip_rule(ip(a)).map(|(r, _)| r.id);
+        assert_eq!(id("10.1.2.3"), Some(3));
+        assert_eq!(id("10.1.9.9"), Some(2));
+        assert_eq!(id("10.200.0.1"), Some(1));
+        assert_eq!(id("11.0.0.1"), None);
+        assert_eq!(id("2001:db8:ffff::1"), Some(4));
+        assert_eq!(
+            id("::ffff:10.1.2.3"),
+            Some(3),
+            "an IPv4-mapped address is its IPv4 address"
+        );
+        // A network counts each address apart; an address rule has one counter.
+        let (_, a) = table.ip_rule(ip("10.1.9.9")).unwrap();
+        let (_, b) = table.ip_rule(ip("10.1.9.8")).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(table.ip_rule(ip("10.1.2.3")).unwrap().1.addr, None);
+    }
+
+    #[test]
+    fn matching_collects_every_scope_and_skips_disabled_rules() {
+        let mut disabled = record(5, Scope::User, "u-2", 1);
+        disabled.rule.enabled = false;
+        let rules = [
+            record(1, Scope::Global, "*", 1000),
+            record(2, Scope::Ip, "203.0.113.0/24", 10),
+            record(3, Scope::ApiKey, "heimdall", 10),
+            record(4, Scope::User, "u-1", 10),
+            disabled,
+        ];
+        let table = RuleTable::new(&rules);
+        let ids = |s: Subject<'_>| table.matching(&s).iter().map(|(r, _)| r.id).collect::<Vec<_>>();
+        let all = Subject {
+            global: true,
+            ip: Some(ip("203.0.113.9")),
+            client: Some("heimdall"),
+            user: Some("u-1"),
+        };
+        assert_eq!(ids(all), [1, 2, 3, 4]);
+        assert_eq!(
+            ids(Subject {
+                user: Some("u-2"),
+                ..Subject::default()
+            }),
+            Vec::<i64>::new()
+        );
+        assert_eq!(
+            ids(Subject {
+                client: Some("heimdall"),
+                ..Subject::default()
+            }),
+            [3]
+        );
+    }
+}
