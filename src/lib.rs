@@ -19,10 +19,12 @@
 pub mod cli;
 pub mod desired;
 pub mod domain;
+pub mod enforce;
 pub mod limit;
 pub mod mode;
 pub mod model;
 pub mod plan;
 pub mod reconcile;
+pub mod replica;
 pub mod server;
 pub mod store;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use super::Status;
+use crate::replica::ReplicaOptions;
 use crate::server::{self, AppState};
 use crate::store::Store as _;
 
@@ -21,6 +22,19 @@ pub struct Args {
         hide_env_values = true
     )]
     bind: SocketAddr,
+
+    /// This replica's name in rate-limit snapshots [default: host:pid].
+    #[arg(long, env = "VALHALLA_REPLICA", value_name = "NAME")]
+    replica: Option<String>,
+
+    /// How often rate-limit counters are written to `rate_limit_snapshots`.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    snapshot_interval: std::time::Duration,
+
+    /// The most rate-limit counters held in memory (about 100 bytes each); idle ones are
+    /// evicted first, then the least recently used.
+    #[arg(long, default_value_t = crate::limit::DEFAULT_CAPACITY, value_name = "N")]
+    max_counters: usize,
 }
 
 impl Args {
@@ -41,13 +55,34 @@ impl Args {
             "valhalla-ops: serving http://{addr} ({} store)",
             db.backend()
         );
-        let state = AppState {
-            state_dir: Some(state_dir.to_owned()),
-            ..AppState::new(db)
+        let defaults = ReplicaOptions::default();
+        let options = ReplicaOptions {
+            name: self.replica.unwrap_or(defaults.name),
+            counters: self.max_counters.max(1),
+            snapshot_interval: self.snapshot_interval.max(std::time::Duration::from_millis(100)),
+            ..defaults
         };
-        server::serve(listener, Arc::new(state), server::shutdown_signal())
+        let clock: server::Clock = Arc::new(|| crate::domain::normalize_time(chrono::Utc::now()));
+        let state = Arc::new(AppState {
+            state_dir: Some(state_dir.to_owned()),
+            ..AppState::with(db, clock, options)
+        });
+        // Fail at start, not on the first request, if the state cannot be read.
+        state
+            .replica
+            .view()
             .await
-            .context("the HTTP server failed")?;
+            .context("cannot load the state to serve")?;
+        let tasks = state.replica.spawn();
+        let served = server::serve(listener, Arc::clone(&state), server::shutdown_signal()).await;
+        for task in tasks {
+            task.abort();
+        }
+        // The last counts since the previous snapshot are not lost on a clean shutdown.
+        if let Err(e) = state.replica.flush().await {
+            tracing::warn!(error = %e, "cannot write the last rate-limit snapshots");
+        }
+        served.context("the HTTP server failed")?;
         Ok(Status::Ok)
     }
 }

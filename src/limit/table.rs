@@ -93,7 +93,7 @@ impl RuleTable {
             }
         }
         table.networks = networks.into_iter().collect();
-        table.networks.sort_by(|a, b| b.0.cmp(&a.0));
+        table.networks.sort_by_key(|(len, _)| std::cmp::Reverse(*len));
         table
     }
 

@@ -122,11 +122,9 @@ impl Window {
         if c < m {
             // Still in this window, once enough of the previous one has slid out:
             // p × (w − e) ≤ (m − c − 1) × w.
-            let needed = if p == 0 {
-                0
-            } else {
-                w - ((m - c - 1) * w / p).min(w)
-            };
+            let needed = ((m - c - 1) * w)
+                .checked_div(p)
+                .map_or(0, |slack| w - slack.min(w));
             return needed.saturating_sub(elapsed).max(1);
         }
         // In the next window, where this window's count becomes the previous one:

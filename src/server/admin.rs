@@ -74,7 +74,7 @@ pub async fn ops(
             let done = write(&state, &[op], |_| action.to_owned()).await?;
             let mut result = json!(done[0]);
             if action == "set_maintenance_mode" {
-                result["state"] = json!(effective(&state.db.maintenance().await?, (state.clock)()));
+                result["state"] = json!(effective(&state.db.maintenance().await?, state.now()));
             }
             result
         }
@@ -92,7 +92,7 @@ pub async fn ops(
 }
 
 async fn security_snapshot(state: &AppState) -> Result<Value, ApiError> {
-    let now = (state.clock)();
+    let now = state.now();
     let counts = state.db.security_counts().await?;
     let mode = effective(&state.db.maintenance().await?, now);
     let overrides: Vec<_> = state
@@ -153,7 +153,7 @@ async fn run_reconcile(state: &AppState, caller: &Caller, p: RunReconcile) -> Re
             "this server was started without a state directory (--state)".into(),
         ));
     };
-    let now = (state.clock)();
+    let now = state.now();
     // Loading a large state directory is CPU work: keep it off the request threads.
     let loaded = tokio::task::spawn_blocking(move || crate::desired::load_dir(&dir, now))
         .await
@@ -184,7 +184,6 @@ async fn run_reconcile(state: &AppState, caller: &Caller, p: RunReconcile) -> Re
         })?;
     if outcome.run_id.is_some() {
         // Clients may have changed: keys must follow at once.
-        state.clients.invalidate();
     }
     let document = PlanDocument::new(&outcome.plan, outcome.state_fingerprint.clone());
     Ok(json!({ "run_id": outcome.run_id, "plan": document }))
@@ -237,7 +236,7 @@ fn change(
     if reason.trim().is_empty() {
         return Err(ApiError::Unprocessable("a non-empty `reason` is required".into()));
     }
-    let now = (state.clock)();
+    let now = state.now();
     Ok(ApiChange {
         actor: caller.name.to_string(),
         reason: Some(reason),
@@ -285,7 +284,6 @@ async fn lockdown(state: &AppState, caller: &Caller, p: LockdownRequest) -> Resu
     ));
     let done = state.db.lockdown(p.global_max_requests, &change).await?;
     // The deactivated keys must stop working now.
-    state.clients.invalidate();
     Ok(json!(done))
 }
 
@@ -326,7 +324,7 @@ fn write_op(state: &AppState, caller: &Caller, request: OpsRequest) -> Result<Wr
             WriteOp::ClearOverrides {
                 group_id: p.group_id,
                 actor: caller.name.to_string(),
-                now: (state.clock)(),
+                now: state.now(),
             }
         }
         other => {

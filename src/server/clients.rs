@@ -94,7 +94,7 @@ pub async fn register(
         active: true,
         description: body.description,
     };
-    let now = (state.clock)();
+    let now = state.now();
     let change = ApiChange {
         actor: caller.name.to_string(),
         reason: None,
@@ -104,7 +104,6 @@ pub async fn register(
     };
     let record = state.db.register_client(&client, key.prefix(), &change).await?;
     // The new key must work at once.
-    state.clients.invalidate();
     Ok((
         StatusCode::CREATED,
         Json(Registered {
@@ -131,7 +130,7 @@ async fn set_active(
 ) -> Result<Json<ClientRecord>, ApiError> {
     caller.require(Role::Operator)?;
     let Json(body) = body.unwrap_or_default();
-    let now = (state.clock)();
+    let now = state.now();
     // Look the client up first, to refuse managing a more powerful one.
     let current = state.db.client(id).await?;
     let current = current.ok_or_else(|| ApiError::NotFound(format!("client {id} does not exist")))?;
@@ -145,7 +144,6 @@ async fn set_active(
     };
     let record = state.db.set_client_active(id, active, &change).await?;
     // A deactivated key must stop working now, not when the cache would have expired.
-    state.clients.invalidate();
     Ok(Json(record))
 }
 

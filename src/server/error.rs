@@ -29,6 +29,9 @@ pub enum ApiError {
     /// The effective maintenance mode refuses the request.
     #[error("{0}")]
     Maintenance(String),
+    /// A rate-limit rule refuses the request.
+    #[error("{0}")]
+    RateLimited(String),
     #[error("internal error")]
     Internal(#[source] StoreError),
 }
@@ -56,6 +59,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) | ApiError::Maintenance(_) | ApiError::NoRandomness(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

@@ -16,7 +16,8 @@ use prometheus_client::registry::Registry;
 
 use super::error::ErrorBody;
 use super::{ApiError, AppState, Caller};
-use crate::domain::Role;
+use crate::domain::{Role, Scope};
+use crate::limit::Decision;
 use crate::store::Store as _;
 
 /// The labels of a request: the route pattern (not the raw path, so ids do not explode the
@@ -33,14 +34,27 @@ struct RouteLabels {
     route: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    scope: String,
+    shadow: bool,
+    outcome: String,
+}
+
+const SCOPES: [Scope; 4] = [Scope::Global, Scope::Ip, Scope::ApiKey, Scope::User];
+
 /// The server's metrics and their registry.
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
-    /// Set at scrape time from the store.
+    /// By scope, shadow, refused: made up front so counting takes no lookup.
+    decisions: [[[Counter; 2]; 2]; 4],
+    /// Set at scrape time from the store and the replica.
     active_overrides: Gauge,
     reconcile_runs: Gauge,
+    counters: Gauge,
+    reloads: Gauge,
 }
 
 impl Default for Metrics {
@@ -73,12 +87,56 @@ impl Default for Metrics {
             "Reconcile runs recorded in the store",
             reconcile_runs.clone(),
         );
+        let family = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "ratelimit_decisions",
+            "Rate-limit verdicts by rule scope, shadow and outcome (a shadow refusal is only reported)",
+            family.clone(),
+        );
+        let decisions = SCOPES.map(|scope| {
+            [false, true].map(|shadow| {
+                ["allowed", "refused"].map(|outcome| {
+                    family
+                        .get_or_create(&DecisionLabels {
+                            scope: scope.as_str().to_owned(),
+                            shadow,
+                            outcome: outcome.to_owned(),
+                        })
+                        .clone()
+                })
+            })
+        });
+        let counters = Gauge::default();
+        registry.register(
+            "ratelimit_counters",
+            "Rate-limit counters held in memory by this replica",
+            counters.clone(),
+        );
+        let reloads = Gauge::default();
+        registry.register(
+            "cache_reloads",
+            "Times this replica reloaded its cached clients, rules and mode",
+            reloads.clone(),
+        );
         Metrics {
             registry,
             requests,
             latency,
+            decisions,
             active_overrides,
             reconcile_runs,
+            counters,
+            reloads,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts each verdict of a rate-limit decision.
+    pub fn rate_limited(&self, decision: &Decision) {
+        for verdict in &decision.verdicts {
+            let scope = SCOPES.iter().position(|s| *s == verdict.rule.scope).unwrap_or(0);
+            self.decisions[scope][usize::from(verdict.rule.shadow)][usize::from(!verdict.allowed)].inc();
         }
     }
 }
@@ -113,7 +171,7 @@ pub async fn record(State(state): State<Arc<AppState>>, request: Request, next: 
 #[utoipa::path(get, path = "/metrics", tag = "metrics", security(("api_key" = [])), responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
 pub async fn scrape(State(state): State<Arc<AppState>>, caller: Caller) -> Result<Response, ApiError> {
     caller.require(Role::Reader)?;
-    let now = (state.clock)();
+    let now = state.now();
     let active = state
         .db
         .open_overrides()
@@ -126,6 +184,13 @@ pub async fn scrape(State(state): State<Arc<AppState>>, caller: Caller) -> Resul
         .active_overrides
         .set(i64::try_from(active).unwrap_or(i64::MAX));
     state.metrics.reconcile_runs.set(state.db.run_count().await?);
+    let replica = &state.replica;
+    let held = i64::try_from(replica.limiter.counters()).unwrap_or(i64::MAX);
+    state.metrics.counters.set(held);
+    state
+        .metrics
+        .reloads
+        .set(i64::try_from(replica.reloads()).unwrap_or(i64::MAX));
     let mut body = String::new();
     // Writing into a String cannot fail.
     prometheus_client::encoding::text::encode(&mut body, &state.metrics.registry)

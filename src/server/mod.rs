@@ -3,15 +3,16 @@
 
 mod admin;
 mod auth;
+mod check;
 mod clients;
 pub mod error;
-mod guard;
 mod metrics;
 mod rules;
 mod system;
 mod windows;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,43 +27,48 @@ use tower_http::normalize_path::NormalizePathLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-pub use auth::{Caller, ClientCache};
+pub use crate::replica::{Caller, Clock};
 pub use error::ApiError;
 
+use crate::enforce::{Enforcer, MaintenanceLayer, RateLimitLayer};
+use crate::replica::{Replica, ReplicaOptions};
 use crate::store::Db;
 
 /// The largest request body accepted.
 pub const BODY_LIMIT: usize = 64 * 1024;
 /// How long a request may take before it is answered 503.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long the client cache trusts itself without a change signal.
-pub const CLIENT_CACHE_TTL: Duration = Duration::from_secs(5);
-
-/// The time as handlers see it; tests inject their own.
-pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
-
 /// What every handler shares.
 pub struct AppState {
     pub db: Db,
-    /// Active clients by key hash.
-    pub clients: ClientCache,
-    pub clock: Clock,
+    /// The cached view of clients, rules and the mode, and the rate-limit counters.
+    pub replica: Arc<Replica>,
     /// Request counters and latency histograms.
-    pub metrics: metrics::Metrics,
+    pub metrics: Arc<metrics::Metrics>,
     /// The state directory the admin `reconcile` action loads, when the server was given one.
     pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl AppState {
-    /// State over `db` with the system clock.
+    /// State over `db` with the system clock and default replica options.
     pub fn new(db: Db) -> AppState {
+        let clock: Clock = Arc::new(|| crate::domain::normalize_time(Utc::now()));
+        AppState::with(db, clock, ReplicaOptions::default())
+    }
+
+    /// State over `db` with `clock` (tests move it) and `options`.
+    pub fn with(db: Db, clock: Clock, options: ReplicaOptions) -> AppState {
         AppState {
+            replica: Arc::new(Replica::new(db.clone(), clock, options)),
             db,
-            clients: ClientCache::new(CLIENT_CACHE_TTL),
-            clock: Arc::new(|| crate::domain::normalize_time(Utc::now())),
             state_dir: None,
-            metrics: metrics::Metrics::default(),
+            metrics: Arc::new(metrics::Metrics::default()),
         }
+    }
+
+    /// The time as handlers see it.
+    pub fn now(&self) -> DateTime<Utc> {
+        (self.replica.clock)()
     }
 }
 
@@ -164,6 +170,7 @@ fn routes() -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
         .routes(routes!(rules::list, rules::put))
         .routes(routes!(rules::get, rules::delete))
         .routes(routes!(rules::snapshots))
+        .routes(routes!(check::check))
         .routes(routes!(clients::list, clients::register))
         .routes(routes!(clients::activate))
         .routes(routes!(clients::deactivate))
@@ -177,13 +184,16 @@ fn routes() -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
 
 /// Every route, with the shared layers.
 pub fn router(state: Arc<AppState>) -> Router {
+    let mut enforcer = Enforcer::new(Arc::clone(&state.replica));
+    let metrics = Arc::clone(&state.metrics);
+    enforcer.observe = Some(Box::new(move |decision| metrics.rate_limited(decision)));
+    let enforcer = Arc::new(enforcer);
     routes()
         .0
-        // After routing, so an unknown path is still a 404 whatever the mode.
-        .route_layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&state),
-            guard::maintenance_guard,
-        ))
+        // After routing, so an unknown path is still a 404 whatever the mode or the limits.
+        .route_layer(RateLimitLayer::new(Arc::clone(&enforcer)))
+        // Outside the limiter: a frozen platform refuses before counting.
+        .route_layer(MaintenanceLayer::new(enforcer))
         .fallback(error::not_found)
         // Every request, matched or not, is counted with its route pattern.
         .layer(axum::middleware::from_fn_with_state(
@@ -209,7 +219,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = NormalizePathLayer::trim_trailing_slash().layer(router(state));
-    let service = axum::ServiceExt::<Request>::into_make_service(app);
+    // The peer address feeds the `ip` rules.
+    let service = axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app);
     axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await

@@ -52,8 +52,9 @@ pub async fn get(
     Path(id): Path<i64>,
 ) -> Result<Json<RuleRecord>, ApiError> {
     caller.require(Role::Reader)?;
-    match state.db.rule(id).await? {
-        Some(rule) => Ok(Json(rule)),
+    // From the replica's view: every write reaches it before its response is sent.
+    match state.replica.view().await?.rules.get(&id) {
+        Some(rule) => Ok(Json(rule.clone())),
         None => Err(ApiError::NotFound(format!("rate-limit rule {id} does not exist"))),
     }
 }
@@ -138,7 +139,7 @@ pub async fn put(
         shadow: body.shadow,
         description: body.description,
     };
-    let now = (state.clock)();
+    let now = state.now();
     let change = ApiChange {
         actor: caller.name.to_string(),
         reason: body.reason,
@@ -174,7 +175,7 @@ pub async fn delete(
     Query(q): Query<DeleteQuery>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Role::Operator)?;
-    let now = (state.clock)();
+    let now = state.now();
     let change = ApiChange {
         actor: caller.name.to_string(),
         reason: q.reason,

@@ -32,8 +32,12 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<serde_jso
 /// `GET /system/maintenance/state` (public): the mode in force and where it comes from.
 #[utoipa::path(get, path = "/system/maintenance/state", tag = "maintenance", responses((status = 200, description = "The effective mode", body = EffectiveMode)))]
 pub async fn maintenance_state(State(state): State<Arc<AppState>>) -> Result<Json<EffectiveMode>, ApiError> {
-    let inputs = state.db.maintenance().await?;
-    Ok(Json(effective(&inputs, (state.clock)())))
+    let view = state.replica.view().await?;
+    let inputs = match &view.maintenance {
+        Some(inputs) => inputs,
+        None => &state.db.maintenance().await?,
+    };
+    Ok(Json(effective(inputs, state.now())))
 }
 
 /// An override as listed, with whether it still holds.
@@ -51,7 +55,7 @@ pub async fn list_overrides(
     caller: Caller,
 ) -> Result<Json<Vec<OverrideView>>, ApiError> {
     caller.require(Role::Reader)?;
-    let now = (state.clock)();
+    let now = state.now();
     let overrides = state.db.open_overrides().await?;
     Ok(Json(
         overrides
@@ -74,7 +78,7 @@ pub async fn clear_override(
     caller.require(Role::Operator)?;
     match state
         .db
-        .clear_overrides(Some(id), caller.name.as_str(), "api", (state.clock)())
+        .clear_overrides(Some(id), caller.name.as_str(), "api", state.now())
         .await
     {
         Ok(_) => Ok(StatusCode::NO_CONTENT),
@@ -140,7 +144,7 @@ pub async fn set_mode(
             "a `reason` is required to set the maintenance mode".into(),
         ));
     }
-    let now = (state.clock)();
+    let now = state.now();
     let change = ApiChange {
         actor: caller.name.to_string(),
         reason,

@@ -33,7 +33,7 @@ pub async fn list(
     Query(q): Query<WindowsQuery>,
 ) -> Result<Json<Vec<WindowRecord>>, ApiError> {
     caller.require(Role::Reader)?;
-    let starts_after = q.upcoming.filter(|u| *u).map(|_| (state.clock)());
+    let starts_after = q.upcoming.filter(|u| *u).map(|_| state.now());
     let filter = WindowFilter {
         active: q.active,
         starts_after,
@@ -87,7 +87,7 @@ pub async fn create(
         active: true,
         description: body.description,
     };
-    let now = (state.clock)();
+    let now = state.now();
     let change = ApiChange {
         actor: caller.name.to_string(),
         reason: None,

@@ -6,6 +6,7 @@ pub mod sqlite;
 mod writes;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -271,6 +272,19 @@ pub trait Store: Send + Sync {
     /// How many reconcile runs the store has recorded.
     fn run_count(&self) -> impl Future<Output = Result<i64, StoreError>> + Send;
 
+    /// Active clients, every rule and the maintenance inputs, read in one snapshot.
+    fn live(&self) -> impl Future<Output = Result<LiveState, StoreError>> + Send;
+
+    /// Upserts a replica's counters and forgets snapshot rows last updated before
+    /// `keep_after`.
+    fn record_usage(
+        &self,
+        replica: &str,
+        usage: &[Usage],
+        now: DateTime<Utc>,
+        keep_after: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// Registers a client owned by the API; [`StoreError::Conflict`] when the name is taken.
     fn register_client(
         &self,
@@ -493,12 +507,40 @@ impl RuleRecord {
 pub struct SnapshotRecord {
     pub id: i64,
     pub scope: String,
+    /// The counted subject: the rule's key, or for a network rule the address counted.
     pub key: String,
+    /// The key of the rule that counted (the network, for a network rule).
+    pub rule_key: String,
+    pub shadow: bool,
+    /// The replica whose counter this is: counters are per replica.
+    pub replica: String,
     pub window_seconds: i64,
     pub max_requests: i64,
     pub current_count: i64,
     pub window_started_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// One counter's count in one window, as a replica records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Usage {
+    pub scope: Scope,
+    pub rule_key: String,
+    /// The counted subject: the rule's key, or for a network rule the address.
+    pub key: String,
+    pub shadow: bool,
+    pub window_seconds: i64,
+    pub max_requests: i64,
+    pub current_count: i64,
+    pub window_started_at: DateTime<Utc>,
+}
+
+/// What a replica keeps in memory: active clients, every rule, the maintenance inputs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveState {
+    pub clients: Vec<Stored<Client>>,
+    pub rules: Vec<RuleRecord>,
+    pub maintenance: MaintenanceInputs,
 }
 
 /// The stored steady mode, the active windows and the open mode overrides.
@@ -515,6 +557,33 @@ pub struct MaintenanceInputs {
     pub overrides: Vec<Override>,
 }
 
+/// How many committed changes this process knows of: bumped after every write through this
+/// store, and by a replica's listener for writes made elsewhere. Caches compare it with the
+/// count they were loaded at.
+#[derive(Debug, Default)]
+pub struct Changes {
+    generation: std::sync::atomic::AtomicU64,
+    notify: tokio::sync::Notify,
+}
+
+impl Changes {
+    /// Records a change and wakes whoever waits for one.
+    pub fn bump(&self) {
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.notify.notify_waiters();
+    }
+
+    /// The number of changes so far.
+    pub fn current(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Completes at the next change after this call.
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
+    }
+}
+
 /// Either backend, chosen once from the URL's scheme.
 #[derive(Debug, Clone)]
 pub enum Db {
@@ -523,6 +592,22 @@ pub enum Db {
 }
 
 impl Db {
+    /// The change count shared by every clone of this store.
+    pub fn changes(&self) -> &Arc<Changes> {
+        match self {
+            Db::Postgres(s) => &s.changes,
+            Db::Sqlite(s) => &s.changes,
+        }
+    }
+
+    /// Passes `result` through, counting a change when the write succeeded (it has committed).
+    fn written<T, E>(&self, result: Result<T, E>) -> Result<T, E> {
+        if result.is_ok() {
+            self.changes().bump();
+        }
+        result
+    }
+
     /// Connects to `url` with default options and runs pending migrations.
     pub async fn open(url: &str) -> Result<Db, StoreError> {
         Db::open_with(url, StoreOptions::default()).await
@@ -581,16 +666,21 @@ impl Store for Db {
         F: FnOnce(&Actual) -> Result<Plan, E> + Send,
         E: Send,
     {
-        on_backend!(self, |s| Sql::<DB>::apply(&s.pool, s.lock_timeout, meta, decide)
-            .await)
+        self.written(on_backend!(self, |s| Sql::<DB>::apply(
+            &s.pool,
+            s.lock_timeout,
+            meta,
+            decide
+        )
+        .await))
     }
     async fn add_override(&self, new: NewOverride, now: DateTime<Utc>) -> Result<Override, StoreError> {
-        on_backend!(self, |s| Sql::<DB>::add_override(
+        self.written(on_backend!(self, |s| Sql::<DB>::add_override(
             &mut *s.pool.acquire().await?,
             new,
             now
         )
-        .await)
+        .await))
     }
     async fn open_overrides(&self) -> Result<Vec<Override>, StoreError> {
         on_backend!(self, |s| Sql::<DB>::open_overrides(&mut *s.pool.acquire().await?)
@@ -603,14 +693,14 @@ impl Store for Db {
         source: &str,
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        on_backend!(self, |s| Sql::<DB>::clear_overrides(
+        self.written(on_backend!(self, |s| Sql::<DB>::clear_overrides(
             &mut *s.pool.acquire().await?,
             id,
             actor,
             source,
             now
         )
-        .await)
+        .await))
     }
     async fn runs(&self, limit: i64) -> Result<Vec<RunRecord>, StoreError> {
         on_backend!(self, |s| Sql::<DB>::runs(&mut *s.pool.acquire().await?, limit)
@@ -646,31 +736,31 @@ impl Store for Db {
         .await)
     }
     async fn put_rule(&self, rule: &RateLimitRule, change: &ApiChange) -> Result<RuleWritten, StoreError> {
-        on_backend!(self, |s| Sql::<DB>::put_rule(
+        self.written(on_backend!(self, |s| Sql::<DB>::put_rule(
             &s.pool,
             s.lock_timeout,
             rule,
             change
         )
-        .await)
+        .await))
     }
     async fn delete_rule(&self, id: i64, change: &ApiChange) -> Result<Option<Override>, StoreError> {
-        on_backend!(self, |s| Sql::<DB>::delete_rule(
+        self.written(on_backend!(self, |s| Sql::<DB>::delete_rule(
             &s.pool,
             s.lock_timeout,
             id,
             change
         )
-        .await)
+        .await))
     }
     async fn set_mode(&self, mode: Mode, change: &ApiChange) -> Result<Override, StoreError> {
-        on_backend!(self, |s| Sql::<DB>::set_mode(
+        self.written(on_backend!(self, |s| Sql::<DB>::set_mode(
             &s.pool,
             s.lock_timeout,
             mode,
             change
         )
-        .await)
+        .await))
     }
     async fn clients(&self, filter: &ClientFilter) -> Result<Vec<ClientRecord>, StoreError> {
         on_backend!(self, |s| Sql::<DB>::clients(
@@ -694,13 +784,13 @@ impl Store for Db {
         .await)
     }
     async fn create_window(&self, window: &Window, change: &ApiChange) -> Result<WindowRecord, StoreError> {
-        on_backend!(self, |s| Sql::<DB>::create_window(
+        self.written(on_backend!(self, |s| Sql::<DB>::create_window(
             &s.pool,
             s.lock_timeout,
             window,
             change
         )
-        .await)
+        .await))
     }
     async fn flags(&self) -> Result<Vec<FlagRecord>, StoreError> {
         on_backend!(self, |s| Sql::<DB>::flags(&mut *s.pool.acquire().await?).await)
@@ -723,16 +813,36 @@ impl Store for Db {
         global_max_requests: Option<u32>,
         change: &ApiChange,
     ) -> Result<Lockdown, StoreError> {
-        on_backend!(self, |s| Sql::<DB>::lockdown(
+        self.written(on_backend!(self, |s| Sql::<DB>::lockdown(
             &s.pool,
             s.lock_timeout,
             global_max_requests,
             change
         )
-        .await)
+        .await))
     }
     async fn batch(&self, ops: &[WriteOp]) -> Result<Vec<WriteDone>, BatchError> {
-        on_backend!(self, |s| Sql::<DB>::batch(&s.pool, s.lock_timeout, ops).await)
+        self.written(on_backend!(self, |s| Sql::<DB>::batch(
+            &s.pool,
+            s.lock_timeout,
+            ops
+        )
+        .await))
+    }
+    async fn live(&self) -> Result<LiveState, StoreError> {
+        on_backend!(self, |s| Sql::<DB>::live(&s.pool).await)
+    }
+    async fn record_usage(
+        &self,
+        replica: &str,
+        usage: &[Usage],
+        now: DateTime<Utc>,
+        keep_after: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        on_backend!(self, |s| Sql::<DB>::record_usage(
+            &s.pool, replica, usage, now, keep_after
+        )
+        .await)
     }
     async fn run_count(&self) -> Result<i64, StoreError> {
         on_backend!(self, |s| Sql::<DB>::run_count(&mut *s.pool.acquire().await?)
@@ -744,14 +854,14 @@ impl Store for Db {
         key_prefix: &str,
         change: &ApiChange,
     ) -> Result<ClientRecord, StoreError> {
-        on_backend!(self, |s| Sql::<DB>::register_client(
+        self.written(on_backend!(self, |s| Sql::<DB>::register_client(
             &s.pool,
             s.lock_timeout,
             client,
             key_prefix,
             change
         )
-        .await)
+        .await))
     }
     async fn set_client_active(
         &self,
@@ -759,14 +869,14 @@ impl Store for Db {
         active: bool,
         change: &ApiChange,
     ) -> Result<ClientRecord, StoreError> {
-        on_backend!(self, |s| Sql::<DB>::set_client_active(
+        self.written(on_backend!(self, |s| Sql::<DB>::set_client_active(
             &s.pool,
             s.lock_timeout,
             id,
             active,
             change
         )
-        .await)
+        .await))
     }
 }
 

@@ -33,6 +33,8 @@ pub struct PgStore {
     pub(super) pool: PgPool,
     /// How long an apply waits for the advisory lock.
     pub(super) lock_timeout: Duration,
+    /// Committed changes, shared by every clone.
+    pub(super) changes: std::sync::Arc<super::Changes>,
 }
 
 impl PgStore {
@@ -57,6 +59,7 @@ impl PgStore {
         Ok(PgStore {
             pool,
             lock_timeout: store_options.lock_timeout,
+            changes: Default::default(),
         })
     }
 
@@ -125,6 +128,30 @@ fn bind_columns(mut query: PgQuery, columns: &[Column], rows: &[&[Value]]) -> Pg
     query
 }
 
+/// Inserts `rows` in one statement, one array per column, with `suffix` (an `ON CONFLICT`).
+async fn insert_unnest(
+    conn: &mut PgConnection,
+    table: &str,
+    columns: &[Column],
+    rows: &[Vec<Value>],
+    suffix: &str,
+) -> Result<(), sqlx::Error> {
+    let names: Vec<&str> = columns.iter().map(|c| c.0).collect();
+    let arrays: Vec<String> = (columns.iter().enumerate())
+        .map(|(i, (_, ty))| format!("${}::{}[]", i + 1, pg_type(*ty)))
+        .collect();
+    let sql = format!(
+        "INSERT INTO {table} ({}) SELECT * FROM UNNEST({}){suffix}",
+        names.join(", "),
+        arrays.join(", ")
+    );
+    let values: Vec<&[Value]> = rows.iter().map(Vec::as_slice).collect();
+    bind_columns(sqlx::query(AssertSqlSafe(sql)), columns, &values)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Whether a Postgres error is a lock wait that timed out (SQLSTATE 55P03).
 fn is_lock_timeout(e: &sqlx::Error) -> bool {
     e.as_database_error()
@@ -149,6 +176,11 @@ impl Dialect for Postgres {
             3,
             "git mode",
             include_str!("../../migrations/postgres/0003_git_mode.sql"),
+        ),
+        (
+            4,
+            "replicas",
+            include_str!("../../migrations/postgres/0004_replicas.sql"),
         ),
     ];
 
@@ -213,19 +245,17 @@ impl Dialect for Postgres {
                 bind_columns(query, columns, &values).execute(conn).await?;
             }
             Step::Insert { table, columns, rows } if rows.len() < COPY_MIN_ROWS => {
-                let names: Vec<&str> = columns.iter().map(|c| c.0).collect();
-                let arrays: Vec<String> = (columns.iter().enumerate())
-                    .map(|(i, (_, ty))| format!("${}::{}[]", i + 1, pg_type(*ty)))
-                    .collect();
-                let sql = format!(
-                    "INSERT INTO {table} ({}) SELECT * FROM UNNEST({})",
-                    names.join(", "),
-                    arrays.join(", ")
-                );
-                let values: Vec<&[Value]> = rows.iter().map(Vec::as_slice).collect();
-                bind_columns(sqlx::query(AssertSqlSafe(sql)), columns, &values)
-                    .execute(conn)
-                    .await?;
+                insert_unnest(conn, table, columns, rows, "").await?;
+            }
+            Step::Upsert {
+                table,
+                columns,
+                rows,
+                conflict,
+                update,
+            } => {
+                let clause = Step::on_conflict(conflict, update);
+                insert_unnest(conn, table, columns, rows, &clause).await?;
             }
             Step::Insert { table, columns, rows } => {
                 let names: Vec<&str> = columns.iter().map(|c| c.0).collect();
@@ -250,15 +280,6 @@ impl Dialect for Postgres {
                 copy.finish().await?;
             }
         }
-        Ok(())
-    }
-
-    async fn notify_changed(conn: &mut PgConnection, run_id: i64) -> Result<(), sqlx::Error> {
-        // Replicas listen on this channel to drop their caches (delivered at commit).
-        sqlx::query("SELECT pg_notify('valhalla_ops_changed', $1)")
-            .bind(run_id.to_string())
-            .execute(conn)
-            .await?;
         Ok(())
     }
 }

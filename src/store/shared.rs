@@ -10,9 +10,9 @@ use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Transaction
 use super::writes::{self, Row, Step};
 use super::{
     ApiChange, Applied, ApplyError, AuditFilter, AuditRecord, BatchError, ClientFilter, ClientRecord,
-    FlagRecord, Lockdown, MaintenanceInputs, RuleFilter, RuleRecord, RuleWritten, RunMeta, RunRecord,
-    SecurityCounts, SnapshotFilter, SnapshotRecord, StoreError, WindowFilter, WindowRecord, WriteDone,
-    WriteOp,
+    FlagRecord, LiveState, Lockdown, MaintenanceInputs, RuleFilter, RuleRecord, RuleWritten, RunMeta,
+    RunRecord, SecurityCounts, SnapshotFilter, SnapshotRecord, StoreError, Usage, WindowFilter, WindowRecord,
+    WriteDone, WriteOp,
 };
 use crate::domain::{
     ClientName, FlagName, KeySha256, Mode, Owner, ParseError, ProfileName, Role, RuleKey, WindowName,
@@ -72,7 +72,19 @@ type WindowRecordRow = (
 type FlagRecordRow = (i64, String, bool, String, String, DateTime<Utc>, DateTime<Utc>);
 /// The maintenance row with its timestamp and git's own mode.
 type MaintenanceRow = (i64, String, String, String, DateTime<Utc>, String, String);
-type SnapshotRow = (i64, String, String, i32, i32, i32, DateTime<Utc>, DateTime<Utc>);
+type SnapshotRow = (
+    i64,
+    String,
+    String,
+    i32,
+    i32,
+    i32,
+    DateTime<Utc>,
+    DateTime<Utc>,
+    String,
+    bool,
+    String,
+);
 type ClientRow = (i64, String, String, String, String, bool, String, String);
 type WindowRow = (
     i64,
@@ -150,11 +162,6 @@ pub trait Dialect: Database {
     fn run_step(
         conn: &mut Self::Connection,
         step: &Step,
-    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
-    /// Tells other replicas, inside the transaction, that managed resources changed.
-    fn notify_changed(
-        conn: &mut Self::Connection,
-        run_id: i64,
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 }
 
@@ -277,9 +284,6 @@ where
         .await?;
         if let Some(step) = writes::audit_step(plan, run_id, meta, meta.started_at) {
             DB::run_step(conn, &step).await?;
-        }
-        if s.changes() > 0 {
-            DB::notify_changed(conn, run_id).await?;
         }
         Ok(run_id)
     }
@@ -482,6 +486,52 @@ where
         rows.into_iter().map(rule_record).collect()
     }
 
+    /// Every rule, for a replica's cache.
+    pub async fn all_rules(conn: &mut DB::Connection) -> Result<Vec<RuleRecord>, StoreError> {
+        let rows: Vec<RuleRecordRow> = sqlx::query_as(
+            "SELECT id, scope, key, window_seconds, max_requests, enabled, shadow, description, owner, \
+             created_at, updated_at FROM rate_limit_rules ORDER BY id",
+        )
+        .fetch_all(conn)
+        .await?;
+        rows.into_iter().map(rule_record).collect()
+    }
+
+    /// What a replica keeps in memory, read in one snapshot.
+    pub async fn live(pool: &Pool<DB>) -> Result<LiveState, StoreError> {
+        let mut tx = DB::begin_read(pool).await?;
+        let clients = Self::active_clients(&mut tx).await?;
+        let rules = Self::all_rules(&mut tx).await?;
+        let maintenance = Self::maintenance(&mut tx).await?;
+        tx.commit().await?;
+        Ok(LiveState {
+            clients,
+            rules,
+            maintenance,
+        })
+    }
+
+    /// Upserts a replica's counters (one row per counter and window) and forgets rows last
+    /// updated before `keep_after`, in one transaction and two statements.
+    pub async fn record_usage(
+        pool: &Pool<DB>,
+        replica: &str,
+        usage: &[Usage],
+        now: DateTime<Utc>,
+        keep_after: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = pool.begin().await?;
+        if !usage.is_empty() {
+            DB::run_step(&mut tx, &writes::usage_step(replica, usage, now)).await?;
+        }
+        sqlx::query("DELETE FROM rate_limit_snapshots WHERE updated_at < $1")
+            .bind(keep_after)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// One rule by id.
     pub async fn rule(conn: &mut DB::Connection, id: i64) -> Result<Option<RuleRecord>, StoreError> {
         let row: Option<RuleRecordRow> = sqlx::query_as(
@@ -500,8 +550,8 @@ where
         filter: &SnapshotFilter,
     ) -> Result<Vec<SnapshotRecord>, StoreError> {
         let rows: Vec<SnapshotRow> = sqlx::query_as(
-            "SELECT id, scope, key, window_seconds, max_requests, current_count, window_started_at, updated_at \
-             FROM rate_limit_snapshots WHERE ($1 IS NULL OR scope = $1) AND ($2 IS NULL OR key = $2) \
+            "SELECT id, scope, key, window_seconds, max_requests, current_count, window_started_at, updated_at, \
+             rule_key, shadow, replica FROM rate_limit_snapshots WHERE ($1 IS NULL OR scope = $1) AND ($2 IS NULL OR key = $2) \
              ORDER BY updated_at DESC, id DESC LIMIT $3 OFFSET $4",
         )
         .bind(filter.scope.map(|s| s.as_str().to_owned()))
@@ -522,8 +572,14 @@ where
                     current_count,
                     window_started_at,
                     updated_at,
+                    rule_key,
+                    shadow,
+                    replica,
                 )| {
                     SnapshotRecord {
+                        rule_key,
+                        shadow,
+                        replica,
                         id,
                         scope,
                         key,
@@ -1134,8 +1190,6 @@ where
             Some(new) => Some(Self::add_override(conn, new, change.now).await?),
             None => None,
         };
-        // Run 0: a change made over HTTP, not by a reconcile run.
-        DB::notify_changed(conn, 0).await?;
         Ok(hold)
     }
 

@@ -11,7 +11,7 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Pool, Sqlite, SqliteConnection, Transaction};
 
 use super::shared::Dialect;
-use super::writes::{Step, Value};
+use super::writes::{Column, Step, Value};
 use super::{StoreError, StoreOptions, redact};
 
 /// SQLite's limit on parameters in one statement (SQLITE_MAX_VARIABLE_NUMBER of the bundled
@@ -24,6 +24,8 @@ pub struct SqliteStore {
     pub(super) pool: SqlitePool,
     /// How long a writer waits for another (SQLite's busy timeout).
     pub(super) lock_timeout: Duration,
+    /// Committed changes, shared by every clone.
+    pub(super) changes: std::sync::Arc<super::Changes>,
 }
 
 impl SqliteStore {
@@ -48,6 +50,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             pool,
             lock_timeout: store_options.lock_timeout,
+            changes: Default::default(),
         })
     }
 
@@ -71,6 +74,31 @@ fn bind_value(query: SqliteQuery, value: &Value) -> SqliteQuery {
 /// `(?, ?, …)` for one row of `width` values.
 fn tuple(width: usize) -> String {
     format!("({})", vec!["?"; width].join(", "))
+}
+
+/// Inserts `rows` in multi-row statements chunked to the parameter limit, each ending with
+/// `suffix` (an `ON CONFLICT`).
+async fn insert_chunks(
+    conn: &mut SqliteConnection,
+    table: &str,
+    columns: &[Column],
+    rows: &[Vec<Value>],
+    suffix: &str,
+) -> Result<(), sqlx::Error> {
+    let names: Vec<&str> = columns.iter().map(|c| c.0).collect();
+    for chunk in rows.chunks(MAX_PARAMS / columns.len()) {
+        let values = vec![tuple(columns.len()); chunk.len()].join(", ");
+        let sql = format!(
+            "INSERT INTO {table} ({}) VALUES {values}{suffix}",
+            names.join(", ")
+        );
+        let query = chunk
+            .iter()
+            .flatten()
+            .fold(sqlx::query(AssertSqlSafe(sql)), bind_value);
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// Whether a SQLite error means another writer holds the database: SQLITE_BUSY (5) in the low
@@ -100,6 +128,11 @@ impl Dialect for Sqlite {
             3,
             "git mode",
             include_str!("../../migrations/sqlite/0003_git_mode.sql"),
+        ),
+        (
+            4,
+            "replicas",
+            include_str!("../../migrations/sqlite/0004_replicas.sql"),
         ),
     ];
 
@@ -151,23 +184,19 @@ impl Dialect for Sqlite {
                 }
             }
             Step::Insert { table, columns, rows } => {
-                let names: Vec<&str> = columns.iter().map(|c| c.0).collect();
-                for chunk in rows.chunks(MAX_PARAMS / columns.len()) {
-                    let values = vec![tuple(columns.len()); chunk.len()].join(", ");
-                    let sql = format!("INSERT INTO {table} ({}) VALUES {values}", names.join(", "));
-                    let query = chunk
-                        .iter()
-                        .flatten()
-                        .fold(sqlx::query(AssertSqlSafe(sql)), bind_value);
-                    query.execute(&mut *conn).await?;
-                }
+                insert_chunks(conn, table, columns, rows, "").await?;
+            }
+            Step::Upsert {
+                table,
+                columns,
+                rows,
+                conflict,
+                update,
+            } => {
+                let clause = Step::on_conflict(conflict, update);
+                insert_chunks(conn, table, columns, rows, &clause).await?;
             }
         }
-        Ok(())
-    }
-
-    async fn notify_changed(_conn: &mut SqliteConnection, _run_id: i64) -> Result<(), sqlx::Error> {
-        // One process owns a SQLite file; its caches are invalidated in-process.
         Ok(())
     }
 }

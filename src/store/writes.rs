@@ -46,6 +46,26 @@ pub enum Step {
         columns: Vec<Column>,
         rows: Vec<Vec<Value>>,
     },
+    /// Inserts rows; a row that hits the unique index `conflict` names updates `update` instead.
+    Upsert {
+        table: &'static str,
+        columns: Vec<Column>,
+        rows: Vec<Vec<Value>>,
+        conflict: &'static [&'static str],
+        update: &'static [&'static str],
+    },
+}
+
+impl Step {
+    /// The `ON CONFLICT` clause of an upsert (the same text on both backends).
+    pub fn on_conflict(conflict: &[&str], update: &[&str]) -> String {
+        let sets: Vec<String> = update.iter().map(|c| format!("{c} = excluded.{c}")).collect();
+        format!(
+            " ON CONFLICT ({}) DO UPDATE SET {}",
+            conflict.join(", "),
+            sets.join(", ")
+        )
+    }
 }
 
 /// How a resource kind is stored.
@@ -490,4 +510,44 @@ pub fn clear_audit(
         columns,
         rows,
     })
+}
+
+/// The upsert of a replica's counters into `rate_limit_snapshots`.
+pub fn usage_step(replica: &str, usage: &[super::Usage], now: DateTime<Utc>) -> Step {
+    const COLUMNS: &[Column] = &[
+        ("replica", ColType::Text),
+        ("scope", ColType::Text),
+        ("rule_key", ColType::Text),
+        ("key", ColType::Text),
+        ("shadow", ColType::Bool),
+        ("window_seconds", ColType::Int),
+        ("max_requests", ColType::Int),
+        ("current_count", ColType::Int),
+        ("window_started_at", ColType::Time),
+        ("updated_at", ColType::Time),
+    ];
+    let rows = usage
+        .iter()
+        .map(|u| {
+            vec![
+                text(replica),
+                text(u.scope.as_str()),
+                text(&u.rule_key),
+                text(&u.key),
+                Value::Bool(u.shadow),
+                Value::Int(u.window_seconds),
+                Value::Int(u.max_requests),
+                Value::Int(u.current_count),
+                Value::Time(u.window_started_at),
+                Value::Time(now),
+            ]
+        })
+        .collect();
+    Step::Upsert {
+        table: "rate_limit_snapshots",
+        columns: COLUMNS.to_vec(),
+        rows,
+        conflict: &["replica", "scope", "rule_key", "key", "window_started_at"],
+        update: &["current_count", "max_requests", "updated_at"],
+    }
 }

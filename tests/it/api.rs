@@ -8,6 +8,7 @@ use valhalla_ops::desired::Loader;
 use valhalla_ops::domain::KeySha256;
 use valhalla_ops::model::{Kind, NewOverride};
 use valhalla_ops::reconcile::{Request, reconcile};
+use valhalla_ops::replica::ReplicaOptions;
 use valhalla_ops::server::{self, AppState};
 use valhalla_ops::store::{Db, Store as _};
 
@@ -68,9 +69,9 @@ impl TestApp {
             });
             let state = Arc::new(AppState {
                 state_dir: Some(state_dir.path().to_owned()),
-                clock,
-                ..AppState::new(db)
+                ..AppState::with(db, clock, ReplicaOptions::default())
             });
+            state.replica.spawn();
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let base = format!("http://{}", listener.local_addr().unwrap());
             tokio::spawn(server::serve(
@@ -213,13 +214,12 @@ fn api_keys_and_roles() {
 }
 
 #[test]
-fn a_deactivated_client_is_refused_once_the_cache_is_invalidated() {
+fn a_client_deactivated_by_a_reconcile_is_refused_at_once() {
     for db in all_backends() {
         let app = TestApp::spawn(db, &state_with(""));
         assert_eq!(app.get("/system/overrides", Some(READER)).0, 200);
         let without_reader = state_with("").replacen("    active: true\n", "    active: false\n", 1);
         app.runtime.block_on(apply(&app.state.db, &without_reader));
-        app.state.clients.invalidate();
         assert_error(
             &app,
             app.get("/system/overrides", Some(READER)),
@@ -1563,7 +1563,6 @@ fn a_key_rotated_through_git_forgets_the_old_prefix() {
             "{}: {clients}",
             app.backend
         );
-        app.state.clients.invalidate();
         assert_eq!(
             app.get("/system/overrides", Some("vk_rotated_through_git")).0,
             200
@@ -1602,6 +1601,7 @@ fn the_openapi_document_lists_every_route_the_server_serves() {
         ("get", "/system/ratelimits/rules/{id}"),
         ("delete", "/system/ratelimits/rules/{id}"),
         ("get", "/system/ratelimits/snapshots"),
+        ("post", "/system/ratelimits/check"),
         ("post", "/system/clients"),
         ("get", "/system/clients"),
         ("post", "/system/clients/{id}/activate"),

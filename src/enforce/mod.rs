@@ -1,0 +1,118 @@
+//! Enforcement as tower layers: the rate limiter and the maintenance freeze, over a
+//! [`Replica`]'s in-memory view. Any axum service of the platform can mount them.
+//!
+//! ```no_run
+//! # async fn demo(db: valhalla_ops::store::Db) {
+//! use std::sync::Arc;
+//! use valhalla_ops::enforce::{Enforcer, MaintenanceLayer, RateLimitLayer};
+//! use valhalla_ops::replica::{Replica, ReplicaOptions};
+//!
+//! let clock = Arc::new(chrono::Utc::now);
+//! let replica = Arc::new(Replica::new(db, clock, ReplicaOptions::default()));
+//! replica.spawn();
+//! let enforcer = Arc::new(Enforcer::new(Arc::clone(&replica)));
+//! let app: axum::Router = axum::Router::new()
+//!     .route("/orders", axum::routing::get(|| async { "[]" }))
+//!     .route_layer(RateLimitLayer::new(Arc::clone(&enforcer)))
+//!     .route_layer(MaintenanceLayer::new(enforcer));
+//! # }
+//! ```
+
+mod maintenance;
+mod ratelimit;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
+
+pub use maintenance::{MaintenanceLayer, MaintenanceService};
+pub use ratelimit::{RateLimitLayer, RateLimitService, rate_limit_headers};
+
+use crate::domain::KeySha256;
+use crate::limit::Decision;
+use crate::replica::{Caller, Replica, View};
+
+/// A hook called with every rate-limit decision.
+pub type Observer = Box<dyn Fn(&Decision) + Send + Sync>;
+
+/// The future every enforcement service returns.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, Infallible>> + Send>>;
+
+/// What the enforcement layers share: the replica, and which paths each layer leaves alone.
+pub struct Enforcer {
+    pub replica: Arc<Replica>,
+    /// Paths the rate limiter does not count (health checks, the check endpoint itself).
+    pub unlimited: fn(&str) -> bool,
+    /// Paths every mode serves (health, the state, the admin console).
+    pub always_served: fn(&str) -> bool,
+    /// Called with every rate-limit decision, for metrics.
+    pub observe: Option<Observer>,
+}
+
+impl Enforcer {
+    /// Enforcement with the defaults of valhalla-ops' own API: health checks are neither
+    /// limited nor frozen; the state and the admin console are served in every mode.
+    pub fn new(replica: Arc<Replica>) -> Enforcer {
+        Enforcer {
+            replica,
+            unlimited: default_unlimited,
+            always_served: default_always_served,
+            observe: None,
+        }
+    }
+}
+
+/// Health checks, and the check endpoint, whose answers count the subject asked about instead.
+pub fn default_unlimited(path: &str) -> bool {
+    path == "/healthz" || path == "/readyz" || path == "/system/ratelimits/check"
+}
+
+/// Health, metrics, the state (to read it and to lift a freeze), the admin console.
+pub fn default_always_served(path: &str) -> bool {
+    path == "/healthz"
+        || path == "/readyz"
+        || path == "/metrics"
+        || path == "/system/maintenance/state"
+        || path.starts_with("/system/maintenance/state/")
+        || path.starts_with("/admin/")
+}
+
+/// The key a request presents: `Authorization: Bearer <key>` or `X-API-Key: <key>`.
+pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    let bearer = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+                .map(str::trim)
+        });
+    bearer
+        .or_else(|| {
+            headers
+                .get("x-api-key")
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+        })
+        .filter(|k| !k.is_empty())
+}
+
+/// The active client whose key the request presents. Only the key's hash is compared.
+pub fn identify(headers: &HeaderMap, view: &View) -> Option<Caller> {
+    let key = presented_key(headers)?;
+    view.clients.get(&KeySha256::of_key(key)).cloned()
+}
+
+/// The caller of a request, from an earlier layer's extension or from its key.
+fn caller(request: &mut axum::extract::Request, view: &View) -> Option<Caller> {
+    if let Some(caller) = request.extensions().get::<Caller>() {
+        return Some(caller.clone());
+    }
+    let caller = identify(request.headers(), view)?;
+    request.extensions_mut().insert(caller.clone());
+    Some(caller)
+}

@@ -1,0 +1,227 @@
+//! The rate-limit layer: each request is checked against every rule that applies to it (global,
+//! its IP, its client, its `X-User-Id`); over a limit it gets 429 with `Retry-After`, and every
+//! limited answer carries the `RateLimit-Policy` and `RateLimit` fields of the IETF httpapi draft.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::extract::{ConnectInfo, Request};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use tower::{Layer, Service};
+
+use super::{BoxFuture, Enforcer, caller};
+use crate::limit::{Decision, Rule, Subject};
+use crate::server::ApiError;
+
+/// The header naming the end user a request is made for, for `user` rules.
+pub const USER_HEADER: &str = "x-user-id";
+
+/// Mounts the rate limiter on a router.
+#[derive(Clone)]
+pub struct RateLimitLayer {
+    enforcer: Arc<Enforcer>,
+}
+
+impl RateLimitLayer {
+    pub fn new(enforcer: Arc<Enforcer>) -> RateLimitLayer {
+        RateLimitLayer { enforcer }
+    }
+}
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimitService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimitService {
+            inner,
+            enforcer: Arc::clone(&self.enforcer),
+        }
+    }
+}
+
+/// The rate limiter around a service.
+#[derive(Clone)]
+pub struct RateLimitService<S> {
+    inner: S,
+    enforcer: Arc<Enforcer>,
+}
+
+impl<S> Service<Request> for RateLimitService<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<Response>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        // The clone that was polled ready serves this request.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let enforcer = Arc::clone(&self.enforcer);
+        Box::pin(async move {
+            if (enforcer.unlimited)(request.uri().path()) {
+                return inner.call(request).await;
+            }
+            let replica = &enforcer.replica;
+            let view = match replica.view().await {
+                Ok(view) => view,
+                Err(e) => return Ok(ApiError::from(e).into_response()),
+            };
+            if view.table.is_empty() {
+                return inner.call(request).await;
+            }
+            let client = caller(&mut request, &view).map(|c| c.name);
+            let ip = request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip());
+            let user = request.headers().get(USER_HEADER).and_then(|v| v.to_str().ok());
+            let subject = Subject {
+                global: true,
+                ip,
+                client: client.as_ref().map(|c| c.as_str()),
+                user,
+            };
+            let decision = replica.limiter.check(&view.table, &subject, replica.now_ms());
+            if let Some(observe) = &enforcer.observe {
+                observe(&decision);
+            }
+            let mut response = if decision.allowed {
+                inner.call(request).await?
+            } else {
+                refusal(&decision)
+            };
+            rate_limit_headers(&decision, response.headers_mut());
+            Ok(response)
+        })
+    }
+}
+
+/// The 429 for a refused request, with `Retry-After`.
+fn refusal(decision: &Decision) -> Response {
+    let Some(binding) = decision.binding() else {
+        return ApiError::RateLimited("rate limit exceeded".into()).into_response();
+    };
+    let rule = &binding.rule;
+    let message = if rule.quota.max == 0 {
+        format!("requests are blocked by the {} rule {}", rule.scope, rule.key)
+    } else {
+        format!(
+            "rate limit exceeded: the {} rule {} allows {} requests per {} s; retry in {} s",
+            rule.scope,
+            rule.key,
+            rule.quota.max,
+            rule.quota.window_ms / 1000,
+            binding.reset_seconds()
+        )
+    };
+    let mut response = ApiError::RateLimited(message).into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(binding.reset_seconds()));
+    response
+}
+
+static POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+/// Sets `RateLimit-Policy` (each rule that applies: `q` requests per `w` seconds) and
+/// `RateLimit` (what is left: `r` requests, `t` seconds until the quota comes back). Shadow
+/// rules are listed with a `shadow:` prefix; they never refuse.
+pub fn rate_limit_headers(decision: &Decision, headers: &mut HeaderMap) {
+    if decision.verdicts.is_empty() {
+        return;
+    }
+    let mut policy = String::with_capacity(64);
+    let mut state = String::with_capacity(64);
+    for (i, verdict) in decision.verdicts.iter().enumerate() {
+        let separator = if i == 0 { "" } else { ", " };
+        let name = policy_name(&verdict.rule);
+        let _ = write!(
+            policy,
+            "{separator}{name};q={};w={}",
+            verdict.rule.quota.max,
+            verdict.rule.quota.window_ms / 1000
+        );
+        let _ = write!(
+            state,
+            "{separator}{name};r={};t={}",
+            verdict.remaining,
+            verdict.reset_seconds()
+        );
+    }
+    for (header, value) in [(&POLICY, policy), (&RATELIMIT, state)] {
+        if let Ok(value) = HeaderValue::try_from(value) {
+            headers.insert(header.clone(), value);
+        }
+    }
+}
+
+/// A structured-field string naming the rule: `"ip:203.0.113.0/24"`. A key a structured field
+/// cannot carry (outside printable ASCII) is named by the rule's id.
+fn policy_name(rule: &Rule) -> String {
+    let shadow = if rule.shadow { "shadow:" } else { "" };
+    if rule.key.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+        let escaped = rule.key.replace('\\', "\\\\").replace('"', "\\\"");
+        format!("\"{shadow}{}:{escaped}\"", rule.scope)
+    } else {
+        format!("\"{shadow}rule-{}\"", rule.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Scope;
+    use crate::limit::{Quota, Verdict};
+
+    fn verdict(scope: Scope, key: &str, shadow: bool, remaining: u32) -> Verdict {
+        Verdict {
+            rule: Arc::new(Rule {
+                id: 9,
+                scope,
+                key: key.into(),
+                quota: Quota {
+                    window_ms: 60_000,
+                    max: 100,
+                },
+                shadow,
+            }),
+            allowed: true,
+            remaining,
+            reset_ms: 30_500,
+        }
+    }
+
+    #[test]
+    fn headers_follow_the_draft_syntax() {
+        let decision = Decision {
+            allowed: true,
+            verdicts: vec![
+                verdict(Scope::Global, "*", false, 99),
+                verdict(Scope::Ip, "2001:db8::/32", true, 3),
+                verdict(Scope::User, "a\"b\\c", false, 7),
+                verdict(Scope::User, "jöhn", false, 7),
+            ],
+        };
+        let mut headers = HeaderMap::new();
+        rate_limit_headers(&decision, &mut headers);
+        assert_eq!(
+            headers["ratelimit-policy"],
+            r#""global:*";q=100;w=60, "shadow:ip:2001:db8::/32";q=100;w=60, "user:a\"b\\c";q=100;w=60, "rule-9";q=100;w=60"#
+        );
+        assert_eq!(
+            headers["ratelimit"],
+            r#""global:*";r=99;t=31, "shadow:ip:2001:db8::/32";r=3;t=31, "user:a\"b\\c";r=7;t=31, "rule-9";r=7;t=31"#
+        );
+    }
+}

@@ -1,0 +1,357 @@
+//! A replica's in-memory view of the store (clients, rules, the mode) and its rate-limit
+//! counters, kept fresh by change signals: this process's own writes at once, other processes'
+//! through Postgres LISTEN/NOTIFY or SQLite's data version.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use chrono::{DateTime, Utc};
+
+use crate::domain::{ClientName, KeySha256, Role};
+use crate::limit::{Limiter, RuleTable};
+use crate::store::{Db, LiveState, MaintenanceInputs, RuleRecord, Store as _, StoreError, Usage};
+
+/// The time as the server sees it; tests inject their own.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// The channel the store's triggers notify on every change to cached tables.
+pub const CHANNEL: &str = "valhalla_ops_changed";
+
+/// How often a SQLite replica asks whether another process changed the file.
+const SQLITE_POLL: Duration = Duration::from_millis(250);
+
+/// How long a replica serves its last view after a failed reload before trying again.
+const RELOAD_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The authenticated client of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub id: i64,
+    pub name: ClientName,
+    pub role: Role,
+}
+
+/// What a replica holds in memory, read from the store in one snapshot.
+#[derive(Debug)]
+pub struct View {
+    /// The change count this view was loaded at; `None` before the first load.
+    generation: Option<u64>,
+    /// Active clients by key hash.
+    pub clients: HashMap<KeySha256, Caller>,
+    /// Every rule by id, enabled or not.
+    pub rules: HashMap<i64, RuleRecord>,
+    /// The enabled rules, compiled for the limiter.
+    pub table: RuleTable,
+    pub maintenance: Option<MaintenanceInputs>,
+}
+
+impl View {
+    fn empty() -> View {
+        View {
+            generation: None,
+            clients: HashMap::new(),
+            rules: HashMap::new(),
+            table: RuleTable::default(),
+            maintenance: None,
+        }
+    }
+
+    fn new(generation: u64, live: LiveState) -> View {
+        let clients = live
+            .clients
+            .into_iter()
+            .map(|c| {
+                let caller = Caller {
+                    id: c.id,
+                    name: c.value.name,
+                    role: c.value.role,
+                };
+                (c.value.key_sha256, caller)
+            })
+            .collect();
+        let table = RuleTable::new(&live.rules);
+        View {
+            generation: Some(generation),
+            clients,
+            rules: live.rules.into_iter().map(|r| (r.id, r)).collect(),
+            table,
+            maintenance: Some(live.maintenance),
+        }
+    }
+}
+
+/// How a replica counts and records.
+#[derive(Debug, Clone)]
+pub struct ReplicaOptions {
+    /// This replica's name in `rate_limit_snapshots`.
+    pub name: String,
+    /// The most rate-limit counters held in memory.
+    pub counters: usize,
+    /// How often counters are written to `rate_limit_snapshots`.
+    pub snapshot_interval: Duration,
+    /// How long snapshot rows are kept.
+    pub snapshot_retention: chrono::Duration,
+}
+
+impl Default for ReplicaOptions {
+    fn default() -> Self {
+        ReplicaOptions {
+            name: default_name(),
+            counters: crate::limit::DEFAULT_CAPACITY,
+            snapshot_interval: Duration::from_secs(10),
+            snapshot_retention: chrono::Duration::days(7),
+        }
+    }
+}
+
+/// `host:pid`, unique among replicas sharing a database.
+fn default_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{host}:{}", std::process::id())
+}
+
+/// One process's view of the store and its counters.
+pub struct Replica {
+    db: Db,
+    view: ArcSwap<View>,
+    /// One reload at a time; the others wait for it and use its result.
+    reloading: tokio::sync::Mutex<Option<Instant>>,
+    pub limiter: Limiter,
+    pub clock: Clock,
+    pub options: ReplicaOptions,
+    reloads: AtomicU64,
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Replica {
+    /// A replica over `db`; the view is loaded on first use.
+    pub fn new(db: Db, clock: Clock, options: ReplicaOptions) -> Replica {
+        Replica {
+            db,
+            view: ArcSwap::from_pointee(View::empty()),
+            reloading: tokio::sync::Mutex::new(None),
+            limiter: Limiter::new(options.counters),
+            clock,
+            options,
+            reloads: AtomicU64::new(0),
+        }
+    }
+
+    /// The store this replica reads.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The current time in milliseconds since the epoch, as the limiter counts.
+    pub fn now_ms(&self) -> u64 {
+        u64::try_from((self.clock)().timestamp_millis()).unwrap_or(0)
+    }
+
+    /// How many times the view was loaded.
+    pub fn reloads(&self) -> u64 {
+        self.reloads.load(Ordering::Relaxed)
+    }
+
+    /// The view, reloaded first if a change has been signalled since it was loaded. While the
+    /// store is unreachable the last view is served (and reloading retried every second).
+    pub async fn view(&self) -> Result<Arc<View>, StoreError> {
+        let current = self.view.load_full();
+        let wanted = self.db.changes().current();
+        if current.generation.is_some_and(|g| g >= wanted) {
+            return Ok(current);
+        }
+        self.reload().await
+    }
+
+    async fn reload(&self) -> Result<Arc<View>, StoreError> {
+        let mut failed_at = self.reloading.lock().await;
+        let current = self.view.load_full();
+        // Read the count before the store: a change committed during the read leaves the
+        // view behind the count, so the next request reloads again.
+        let wanted = self.db.changes().current();
+        if current.generation.is_some_and(|g| g >= wanted) {
+            return Ok(current);
+        }
+        if current.generation.is_some() && failed_at.is_some_and(|at| at.elapsed() < RELOAD_BACKOFF) {
+            return Ok(current);
+        }
+        match self.db.live().await {
+            Ok(live) => {
+                let view = Arc::new(View::new(wanted, live));
+                self.view.store(Arc::clone(&view));
+                self.reloads.fetch_add(1, Ordering::Relaxed);
+                *failed_at = None;
+                Ok(view)
+            }
+            Err(e) if current.generation.is_some() => {
+                tracing::warn!(error = %e, "cannot refresh the cached state; serving the last one");
+                *failed_at = Some(Instant::now());
+                Ok(current)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes the counters counted since the last flush to `rate_limit_snapshots` in one
+    /// statement, and forgets idle counters.
+    pub async fn flush(&self) -> Result<usize, StoreError> {
+        let now = (self.clock)();
+        let readings = self.limiter.take_dirty();
+        self.limiter.sweep(self.now_ms());
+        if readings.is_empty() {
+            return Ok(0);
+        }
+        let view = self.view.load_full();
+        let usage: Vec<Usage> = readings
+            .iter()
+            .filter_map(|r| {
+                let rule = &view.rules.get(&r.key.rule)?.rule;
+                Some(Usage {
+                    scope: rule.scope,
+                    rule_key: rule.key.as_str().to_owned(),
+                    key: r
+                        .key
+                        .addr
+                        .map_or_else(|| rule.key.as_str().to_owned(), |a| a.to_string()),
+                    shadow: rule.shadow,
+                    window_seconds: i64::try_from(r.key.quota.window_ms / 1000).unwrap_or(i64::MAX),
+                    max_requests: r.key.quota.max.into(),
+                    current_count: r.count.into(),
+                    window_started_at: DateTime::from_timestamp_millis(
+                        i64::try_from(r.window_start_ms).unwrap_or(i64::MAX),
+                    )
+                    .unwrap_or(now),
+                })
+            })
+            .collect();
+        let keep_after = now - self.options.snapshot_retention;
+        self.db
+            .record_usage(&self.options.name, &usage, now, keep_after)
+            .await?;
+        Ok(usage.len())
+    }
+
+    /// Keeps the view fresh and the snapshots written until the process ends: listens for
+    /// changes made elsewhere and flushes counters every snapshot interval.
+    pub fn spawn(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        let flusher = {
+            let replica = Arc::clone(self);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(replica.options.snapshot_interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = replica.flush().await {
+                        tracing::warn!(error = %e, "cannot write rate-limit snapshots");
+                    }
+                }
+            })
+        };
+        let watcher = {
+            let replica = Arc::clone(self);
+            tokio::spawn(async move {
+                match replica.db.clone() {
+                    Db::Postgres(store) => replica.listen(store.pool().clone()).await,
+                    Db::Sqlite(store) => replica.poll(store.pool().clone()).await,
+                }
+            })
+        };
+        vec![flusher, watcher]
+    }
+
+    /// Marks the view stale and reloads it now, so the next request does not pay for it.
+    async fn changed_elsewhere(&self) {
+        self.db.changes().bump();
+        if let Err(e) = self.view().await {
+            tracing::warn!(error = %e, "cannot refresh the cached state");
+        }
+    }
+
+    /// Postgres: LISTEN on [`CHANNEL`]; every notification refreshes the view. After a lost
+    /// connection the listener reconnects and the view is reloaded in full, since notifications
+    /// sent meanwhile are gone.
+    async fn listen(&self, pool: sqlx::PgPool) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let listener = async {
+                let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+                listener.listen(CHANNEL).await?;
+                Ok::<_, sqlx::Error>(listener)
+            };
+            let mut listener = match listener.await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "cannot listen for changes");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(100);
+            // Listening now: anything committed before is read by this full reload.
+            self.changed_elsewhere().await;
+            loop {
+                match listener.try_recv().await {
+                    Ok(Some(_)) => self.changed_elsewhere().await,
+                    Ok(None) => {
+                        tracing::warn!("lost the change listener's connection; resyncing");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the change listener failed; resyncing");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// SQLite: one process owns the file, and its own writes refresh the view at once. A
+    /// command run beside it (a reconcile, an edit by hand) is seen through `PRAGMA
+    /// data_version`, which changes when another connection commits.
+    async fn poll(&self, pool: sqlx::SqlitePool) {
+        use sqlx::{ConnectOptions as _, Connection as _};
+        let mut last = None;
+        let mut conn: Option<sqlx::SqliteConnection> = None;
+        loop {
+            tokio::time::sleep(SQLITE_POLL).await;
+            if conn.is_none() {
+                conn = pool.connect_options().connect().await.ok();
+            }
+            let Some(c) = conn.as_mut() else { continue };
+            match sqlx::query_scalar::<_, i64>("PRAGMA data_version")
+                .fetch_one(&mut *c)
+                .await
+            {
+                Ok(version) => {
+                    if last.is_some_and(|l| l != version) {
+                        self.changed_elsewhere().await;
+                    }
+                    last = Some(version);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot poll the database for changes");
+                    if let Some(c) = conn.take() {
+                        let _ = c.close().await;
+                    }
+                }
+            }
+        }
+    }
+}
