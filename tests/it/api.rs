@@ -14,13 +14,13 @@ use valhalla_ops::store::{Db, Store as _};
 
 use crate::support::{TestDb, all_backends};
 
-const READER: &str = "vk_test_reader_0000000000000000000000000000";
-const OPERATOR: &str = "vk_test_operator_00000000000000000000000000";
-const ADMIN: &str = "vk_test_admin_000000000000000000000000000000";
-const RETIRED: &str = "vk_test_retired_0000000000000000000000000000";
+pub const READER: &str = "vk_test_reader_0000000000000000000000000000";
+pub const OPERATOR: &str = "vk_test_operator_00000000000000000000000000";
+pub const ADMIN: &str = "vk_test_admin_000000000000000000000000000000";
+pub const RETIRED: &str = "vk_test_retired_0000000000000000000000000000";
 
 /// The clients the tests call with, and a state that declares them.
-fn state_with(extra: &str) -> String {
+pub fn state_with(extra: &str) -> String {
     let client = |name: &str, role: &str, key: &str, active: bool| {
         format!(
             "  - name: {name}\n    type: script\n    role: {role}\n    key_sha256: {}\n    active: {active}\n",
@@ -116,6 +116,63 @@ impl TestApp {
     }
 }
 
+/// A response with its headers.
+pub struct Reply {
+    pub status: u16,
+    pub headers: ureq::http::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    /// A header's value as text ("" when absent).
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl TestApp {
+    /// Sends a request with extra headers and an optional JSON body; keeps the headers.
+    pub fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Reply {
+        let mut request = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header("Content-Type", "application/json");
+        if let Some(key) = key {
+            request = request.header("Authorization", format!("Bearer {key}"));
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = self
+            .agent
+            .run(request.body(body.unwrap_or_default().to_owned()).unwrap())
+            .unwrap();
+        let headers = response.headers().clone();
+        let (status, body) = read(response);
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// Moves the server's clock `seconds` further ahead.
+    pub fn advance(&self, seconds: i64) {
+        self.clock_offset
+            .fetch_add(seconds, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 fn read(mut response: ureq::http::Response<ureq::Body>) -> (u16, Value) {
     let status = response.status().as_u16();
     let text = response.body_mut().read_to_string().unwrap();
@@ -127,7 +184,7 @@ fn read(mut response: ureq::http::Response<ureq::Body>) -> (u16, Value) {
     (status, body)
 }
 
-async fn apply(db: &Db, yaml: &str) {
+pub async fn apply(db: &Db, yaml: &str) {
     let mut loader = Loader::new(Utc::now());
     loader.add_file(std::path::Path::new("api.yaml"), yaml);
     let desired = loader.finish().expect("valid test state").state;

@@ -3,5 +3,6 @@
 
 mod api;
 mod cli;
+mod enforce;
 mod store;
 mod support;

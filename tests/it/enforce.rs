@@ -1,0 +1,524 @@
+//! Enforcement through the real server: rate limits with their headers, the check endpoint,
+//! usage snapshots, the maintenance freeze following the clock, and two replicas on one Postgres.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde_json::Value;
+use valhalla_ops::store::Store as _;
+
+use crate::api::{ADMIN, OPERATOR, READER, TestApp, state_with};
+use crate::support::{StateDir, TestDb, all_backends, command};
+
+const USER_RULE: &str =
+    "rate_limits:\n  - scope: user\n    key: user-7\n    window_seconds: 60\n    max_requests: 3\n";
+
+#[test]
+fn over_the_limit_is_a_429_with_retry_after_and_the_draft_headers() {
+    for db in all_backends() {
+        let app = TestApp::spawn(db, &state_with(USER_RULE));
+        let b = app.backend;
+        let as_user = |user: &str| {
+            app.exchange(
+                "GET",
+                "/system/overrides",
+                Some(READER),
+                &[("X-User-Id", user)],
+                None,
+            )
+        };
+        for left in [2, 1, 0] {
+            let reply = as_user("user-7");
+            assert_eq!(reply.status, 200, "{b}: {}", reply.body);
+            assert_eq!(
+                reply.header("ratelimit-policy"),
+                r#""user:user-7";q=3;w=60"#,
+                "{b}"
+            );
+            assert!(
+                reply
+                    .header("ratelimit")
+                    .starts_with(&format!(r#""user:user-7";r={left};t="#)),
+                "{b}: {}",
+                reply.header("ratelimit")
+            );
+        }
+        let refused = as_user("user-7");
+        assert_eq!(refused.status, 429, "{b}: {}", refused.body);
+        assert_eq!(refused.body["error"]["code"], "rate_limited", "{b}");
+        let retry: i64 = refused
+            .header("retry-after")
+            .parse()
+            .expect("Retry-After in seconds");
+        assert!((1..=120).contains(&retry), "{b}: Retry-After {retry}");
+        assert!(refused.header("ratelimit").contains(";r=0;"), "{b}");
+        // Another user is not affected; a request without the header matches no user rule.
+        assert_eq!(as_user("user-8").status, 200, "{b}");
+        assert_eq!(app.get("/system/overrides", Some(READER)).0, 200, "{b}");
+        // Health checks are never limited.
+        let health = app.exchange("GET", "/healthz", None, &[("X-User-Id", "user-7")], None);
+        assert_eq!(health.status, 200, "{b}");
+        // Once Retry-After has passed, the window has slid far enough for one more request.
+        app.advance(retry);
+        assert_eq!(as_user("user-7").status, 200, "{b}");
+        assert_eq!(as_user("user-7").status, 429, "{b}");
+        // Two windows on, the full quota is back.
+        app.advance(120);
+        for _ in 0..3 {
+            assert_eq!(as_user("user-7").status, 200, "{b}");
+        }
+    }
+}
+
+#[test]
+fn the_most_specific_ip_rule_wins_and_zero_blocks() {
+    for db in all_backends() {
+        let rules = "rate_limits:\n  - scope: ip\n    key: 127.0.0.0/8\n    max_requests: 1000\n  - scope: ip\n    key: 127.0.0.1\n    max_requests: 0\n    description: blocked\n";
+        let app = TestApp::spawn(db, &state_with(rules));
+        let b = app.backend;
+        let blocked = app.exchange("GET", "/system/overrides", Some(READER), &[], None);
+        assert_eq!(blocked.status, 429, "{b}: {}", blocked.body);
+        assert!(
+            blocked.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("blocked"),
+            "{b}: {}",
+            blocked.body
+        );
+        assert_eq!(
+            blocked.header("ratelimit-policy"),
+            r#""ip:127.0.0.1";q=0;w=60"#,
+            "{b}"
+        );
+        // The check endpoint is not limited by the caller's own address, and answers per rule.
+        let ask = |body: &str| {
+            let (status, answer) = app.send_json("POST", "/system/ratelimits/check", Some(READER), body);
+            assert_eq!(status, 200, "{b}: {answer}");
+            answer
+        };
+        let neighbour = ask(r#"{"ip": "127.0.0.5"}"#);
+        assert_eq!(
+            (
+                &neighbour["allowed"],
+                &neighbour["rule"]["key"],
+                &neighbour["limit"],
+                &neighbour["remaining"]
+            ),
+            (
+                &Value::Bool(true),
+                &"127.0.0.0/8".into(),
+                &1000.into(),
+                &999.into()
+            ),
+            "{b}"
+        );
+        let itself = ask(r#"{"ip": "127.0.0.1"}"#);
+        assert_eq!(
+            (&itself["allowed"], &itself["rule"]["key"]),
+            (&Value::Bool(false), &"127.0.0.1".into()),
+            "{b}"
+        );
+        let elsewhere = ask(r#"{"ip": "10.0.0.1"}"#);
+        assert_eq!(
+            (&elsewhere["allowed"], &elsewhere["rule"], &elsewhere["limit"]),
+            (&Value::Bool(true), &Value::Null, &Value::Null),
+            "{b}"
+        );
+    }
+}
+
+#[test]
+fn shadow_rules_count_and_report_but_never_refuse() {
+    for db in all_backends() {
+        let rules =
+            "rate_limits:\n  - scope: ip\n    key: 127.0.0.0/8\n    max_requests: 2\n    shadow: true\n";
+        let app = TestApp::spawn(db, &state_with(rules));
+        let b = app.backend;
+        let mut last = None;
+        for _ in 0..6 {
+            let reply = app.exchange("GET", "/system/feature-flags", Some(READER), &[], None);
+            assert_eq!(reply.status, 200, "{b}: {}", reply.body);
+            last = Some(reply);
+        }
+        let last = last.unwrap();
+        assert_eq!(
+            last.header("ratelimit-policy"),
+            r#""shadow:ip:127.0.0.0/8";q=2;w=60"#,
+            "{b}"
+        );
+        assert!(last.header("ratelimit").contains(";r=0;"), "{b}");
+        let (_, metrics) = app.get("/metrics", Some(READER));
+        let metrics = metrics.as_str().unwrap().to_owned();
+        let refused = metrics
+            .lines()
+            .find(|l| l.contains(r#"scope="ip",shadow="true",outcome="refused""#))
+            .unwrap_or_else(|| panic!("{b}: {metrics}"));
+        // Requests 3 to 6, and the scrape itself, went over.
+        assert!(refused.ends_with(" 5"), "{b}: {refused}");
+        // The check endpoint says so too, and still allows.
+        let (_, answer) = app.send_json(
+            "POST",
+            "/system/ratelimits/check",
+            Some(READER),
+            r#"{"ip": "127.0.0.9"}"#,
+        );
+        assert_eq!(
+            (&answer["allowed"], &answer["shadow"]),
+            (&Value::Bool(true), &Value::Bool(true)),
+            "{b}"
+        );
+    }
+}
+
+#[test]
+fn the_check_endpoint_counts_what_it_is_asked_about() {
+    for db in all_backends() {
+        let rules = "rate_limits:\n  - scope: api_key\n    key: reader\n    window_seconds: 10\n    max_requests: 2\n  - scope: global\n    max_requests: 1000\n";
+        let app = TestApp::spawn(db, &state_with(rules));
+        let b = app.backend;
+        let check = |body: &str| app.send_json("POST", "/system/ratelimits/check", Some(READER), body);
+        let one = r#"{"scope": "api_key", "key": "reader"}"#;
+        let (_, first) = check(one);
+        assert_eq!(
+            (&first["allowed"], &first["remaining"], &first["limit"]),
+            (&Value::Bool(true), &1.into(), &2.into()),
+            "{b}: {first}"
+        );
+        assert_eq!(
+            (&first["rule"]["scope"], &first["shadow"]),
+            (&"api_key".into(), &Value::Bool(false)),
+            "{b}"
+        );
+        check(one);
+        let (_, refused) = check(one);
+        assert_eq!(refused["allowed"], false, "{b}: {refused}");
+        assert!(
+            refused["reset_seconds"]
+                .as_u64()
+                .is_some_and(|s| (1..=20).contains(&s)),
+            "{b}: {refused}"
+        );
+        // The request form applies every rule, the global one included; the tightest decides.
+        let (_, whole) = check(r#"{"client": "reader", "ip": "192.0.2.1", "user": "u-1"}"#);
+        assert_eq!(
+            (&whole["allowed"], &whole["rule"]["key"]),
+            (&Value::Bool(false), &"reader".into()),
+            "{b}: {whole}"
+        );
+        let (_, global) = check(r#"{"scope": "global"}"#);
+        assert_eq!(
+            (&global["rule"]["key"], &global["remaining"]),
+            (&"*".into(), &999.into()),
+            "{b}: {global}"
+        );
+        for bad in [
+            r#"{}"#,
+            r#"{"scope": "user", "key": "u", "ip": "192.0.2.1"}"#,
+            r#"{"ip": "not-an-ip"}"#,
+            r#"{"scope": "ip", "key": "192.0.2.0/24"}"#,
+            r#"{"scope": "api_key", "key": "Bad Name"}"#,
+            r#"{"scope": "user"}"#,
+            r#"{"user": "u", "key": "x"}"#,
+        ] {
+            let (status, body) = check(bad);
+            assert_eq!(
+                (status, &body["error"]["code"]),
+                (422, &"unprocessable".into()),
+                "{b}: {bad} → {body}"
+            );
+        }
+        let (status, _) = app.send_json("POST", "/system/ratelimits/check", None, one);
+        assert_eq!(status, 401, "{b}");
+    }
+}
+
+#[test]
+fn counters_are_snapshotted_in_bulk() {
+    for db in all_backends() {
+        let rules = "rate_limits:\n  - scope: ip\n    key: 127.0.0.0/8\n    max_requests: 100\n  - scope: user\n    key: user-7\n    max_requests: 50\n";
+        let app = TestApp::spawn(db, &state_with(rules));
+        let b = app.backend;
+        for _ in 0..3 {
+            app.exchange(
+                "GET",
+                "/system/overrides",
+                Some(READER),
+                &[("X-User-Id", "user-7")],
+                None,
+            );
+        }
+        let written = app.runtime.block_on(app.state.replica.flush()).unwrap();
+        assert_eq!(written, 2, "{b}: one row per counter");
+        let (_, rows) = app.get("/system/ratelimits/snapshots?scope=ip", Some(READER));
+        let row = &rows[0];
+        assert_eq!(
+            (
+                &row["key"],
+                &row["rule_key"],
+                &row["current_count"],
+                &row["max_requests"]
+            ),
+            (&"127.0.0.1".into(), &"127.0.0.0/8".into(), &3.into(), &100.into()),
+            "{b}: {rows}"
+        );
+        assert!(row["replica"].as_str().is_some_and(|r| !r.is_empty()), "{b}");
+        // The same window's row is updated in place, not appended.
+        app.exchange(
+            "GET",
+            "/system/overrides",
+            Some(READER),
+            &[("X-User-Id", "user-7")],
+            None,
+        );
+        app.runtime.block_on(app.state.replica.flush()).unwrap();
+        let (_, users) = app.get("/system/ratelimits/snapshots?scope=user&key=user-7", Some(READER));
+        assert_eq!(users.as_array().map(Vec::len), Some(1), "{b}: {users}");
+        assert_eq!(users[0]["current_count"], 4, "{b}: {users}");
+        // The listing requests were counted too; once written, nothing is left to write.
+        assert_eq!(app.runtime.block_on(app.state.replica.flush()).unwrap(), 1, "{b}");
+        assert_eq!(app.runtime.block_on(app.state.replica.flush()).unwrap(), 0, "{b}");
+    }
+}
+
+#[test]
+fn a_window_opens_and_closes_with_the_clock_alone() {
+    for db in all_backends() {
+        let now = Utc::now();
+        let window = format!(
+            "maintenance:\n  mode: normal\n  windows:\n    - name: upgrade\n      starts_at: {}\n      ends_at: {}\n      mode: maintenance\n",
+            (now + chrono::Duration::hours(1)).to_rfc3339(),
+            (now + chrono::Duration::hours(2)).to_rfc3339()
+        );
+        let app = TestApp::spawn(db, &state_with(&window));
+        let b = app.backend;
+        let audit_before = app.runtime.block_on(app.state.db.audit(1000)).unwrap().len();
+        let (_, state) = app.get("/system/maintenance/state", None);
+        assert_eq!(
+            (&state["mode"], &state["source"]),
+            (&"normal".into(), &"git".into()),
+            "{b}"
+        );
+        assert_eq!(app.get("/system/overrides", Some(READER)).0, 200, "{b}");
+
+        app.advance(90 * 60);
+        let (_, state) = app.get("/system/maintenance/state", None);
+        assert_eq!(
+            (&state["mode"], &state["source"]),
+            (&"maintenance".into(), &"window".into()),
+            "{b}: {state}"
+        );
+        let frozen = app.exchange("GET", "/system/overrides", Some(READER), &[], None);
+        assert_eq!(frozen.status, 503, "{b}");
+        let retry: i64 = frozen.header("retry-after").parse().unwrap();
+        assert!((29 * 60..=31 * 60).contains(&retry), "{b}: Retry-After {retry}");
+        // The admin console still answers in maintenance.
+        let (status, _) = app.send_json(
+            "POST",
+            "/admin/ops",
+            Some(ADMIN),
+            r#"{"action": "security_snapshot"}"#,
+        );
+        assert_eq!(status, 200, "{b}");
+
+        app.advance(60 * 60);
+        let (_, state) = app.get("/system/maintenance/state", None);
+        assert_eq!(
+            (&state["mode"], &state["source"]),
+            (&"normal".into(), &"git".into()),
+            "{b}"
+        );
+        assert_eq!(app.get("/system/overrides", Some(READER)).0, 200, "{b}");
+        let audit_after = app.runtime.block_on(app.state.db.audit(1000)).unwrap().len();
+        assert_eq!(audit_before, audit_after, "{b}: no write was needed");
+    }
+}
+
+/// A `serve` process on `db`, killed when dropped.
+struct Served {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Served {
+    fn start(db: &TestDb, state: &StateDir, name: &str) -> Served {
+        use std::io::{BufRead as _, BufReader};
+        let mut child = command(db, state.path())
+            .args(["serve", "--bind", "127.0.0.1:0", "--replica", name])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        stderr.read_line(&mut line).unwrap();
+        let base = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("{line}"))
+            .to_owned();
+        // Keep draining the log so the child never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        Served { child, base }
+    }
+
+    fn status(&self, method: &str, path: &str, key: &str, body: Option<&str>) -> u16 {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let request = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {key}"))
+            .header("Content-Type", "application/json")
+            .body(body.unwrap_or_default().to_owned())
+            .unwrap();
+        agent.run(request).unwrap().status().as_u16()
+    }
+
+    /// How long until `path` answers `want` for `key`, polling every 5 ms for up to 5 s.
+    fn until(&self, path: &str, key: &str, want: u16) -> Duration {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            if self.status("GET", path, key, None) == want {
+                return start.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("{path} never answered {want}");
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn two_replicas_on_one_postgres_enforce_each_others_writes_within_a_second() {
+    let Some(db) = crate::support::postgres() else {
+        return;
+    };
+    let state = StateDir::new(&[("state.yaml", &state_with("maintenance:\n  mode: normal\n"))]);
+    let applied = crate::support::run(&db, state.path(), &["reconcile"]);
+    assert_eq!(applied.code, 0, "{}", applied.stderr);
+    let a = Served::start(&db, &state, "a");
+    let b = Served::start(&db, &state, "b");
+    assert_eq!(b.status("GET", "/system/overrides", READER, None), 200);
+
+    // Tyr freezes the platform through A; B refuses within a second.
+    let freeze = r#"{"reason": "incident 77", "ttl_seconds": 600}"#;
+    assert_eq!(
+        a.status(
+            "POST",
+            "/system/maintenance/state/maintenance",
+            OPERATOR,
+            Some(freeze)
+        ),
+        200
+    );
+    let frozen = b.until("/system/overrides", READER, 503);
+    assert!(frozen < Duration::from_secs(1), "B froze after {frozen:?}");
+    let lift = r#"{"reason": "incident 77 resolved"}"#;
+    assert_eq!(
+        a.status("POST", "/system/maintenance/state/normal", OPERATOR, Some(lift)),
+        200
+    );
+    b.until("/system/overrides", READER, 200);
+
+    // A client deactivated through A is refused by B within a second.
+    let (_, clients) = {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut response = agent
+            .get(format!("{}/system/clients?client_type=script", a.base))
+            .header("Authorization", format!("Bearer {ADMIN}"))
+            .call()
+            .unwrap();
+        let text = response.body_mut().read_to_string().unwrap();
+        ((), serde_json::from_str::<Value>(&text).unwrap())
+    };
+    let reader_id = clients
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "reader")
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let reason = r#"{"reason": "key leaked"}"#;
+    let path = format!("/system/clients/{reader_id}/deactivate");
+    assert_eq!(a.status("POST", &path, OPERATOR, Some(reason)), 200);
+    let refused = b.until("/system/overrides", READER, 401);
+    assert!(
+        refused < Duration::from_secs(1),
+        "B refused the key after {refused:?}"
+    );
+
+    // A rule written through A is enforced by B.
+    let rule = r#"{"scope": "ip", "key": "127.0.0.1", "max_requests": 0, "reason": "abuse"}"#;
+    assert_eq!(
+        a.status("POST", "/system/ratelimits/rules", OPERATOR, Some(rule)),
+        201
+    );
+    let limited = b.until("/system/feature-flags", OPERATOR, 429);
+    assert!(
+        limited < Duration::from_secs(1),
+        "B enforced the rule after {limited:?}"
+    );
+}
+
+#[test]
+fn a_replica_whose_listener_is_killed_resyncs_and_keeps_following_changes() {
+    let Some(db) = crate::support::postgres() else {
+        return;
+    };
+    let app = TestApp::spawn(db, &state_with(""));
+    assert_eq!(app.get("/system/overrides", Some(READER)).0, 200);
+    let valhalla_ops::store::Db::Postgres(store) = &app.state.db else {
+        unreachable!()
+    };
+    let pool = store.pool().clone();
+    app.runtime.block_on(async {
+        let killed: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(killed, [true], "one listener to kill");
+        // A change made by hand, behind the server's back, while it reconnects.
+        sqlx::query("UPDATE api_clients SET active = FALSE WHERE name = 'reader'")
+            .execute(&pool)
+            .await
+            .unwrap();
+    });
+    let start = Instant::now();
+    while app.get("/system/overrides", Some(READER)).0 != 401 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the hand edit was never seen"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // And the new listener delivers later changes as before.
+    app.runtime.block_on(async {
+        sqlx::query("UPDATE api_clients SET active = TRUE WHERE name = 'reader'")
+            .execute(&pool)
+            .await
+            .unwrap();
+    });
+    let start = Instant::now();
+    while app.get("/system/overrides", Some(READER)).0 != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "the listener did not come back"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
