@@ -1,0 +1,322 @@
+//! Serving benchmark: requests/s and p50/p99 latency at 64 keep-alive connections on loopback
+//! for (a) `GET /system/maintenance/state` with every layer on, (b) an authenticated
+//! `GET /system/ratelimits/rules/{id}`, (c) `POST /system/ratelimits/check`, and (d) a bare route
+//! with no layers in the same process as the reference; then, when Postgres is reachable, how
+//! long an override written through one replica takes to be enforced by another. Prints figures;
+//! asserts nothing.
+//!
+//! `cargo bench --bench serve` (`-- --seconds N` per scenario; Postgres from
+//! `VALHALLA_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use chrono::Utc;
+use sqlx::Connection as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tower::Layer as _;
+use valhalla_ops::desired::Loader;
+use valhalla_ops::domain::KeySha256;
+use valhalla_ops::reconcile::{Request, reconcile};
+use valhalla_ops::replica::ReplicaOptions;
+use valhalla_ops::server::{self, AppState};
+use valhalla_ops::store::{Db, Store as _};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const KEY: &str = "vk_bench_reader_000000000000000000000000000000";
+const OPERATOR: &str = "vk_bench_operator_0000000000000000000000000000";
+const CONNECTIONS: usize = 64;
+
+fn state_yaml() -> String {
+    format!(
+        "clients:\n  - name: bench\n    type: script\n    role: reader\n    key_sha256: {}\n  - name: tyr\n    type: tyr\n    role: operator\n    key_sha256: {}\nmaintenance:\n  mode: normal\nrate_limits:\n  - scope: global\n    max_requests: 100000000\n  - scope: ip\n    key: 127.0.0.0/8\n    max_requests: 100000000\n  - scope: api_key\n    key: bench\n    max_requests: 100000000\n  - scope: user\n    key: user-1\n    max_requests: 1000\n",
+        KeySha256::of_key(KEY).as_str(),
+        KeySha256::of_key(OPERATOR).as_str()
+    )
+}
+
+async fn seed(db: &Db) {
+    let mut loader = Loader::new(Utc::now());
+    loader.add_file(std::path::Path::new("bench.yaml"), &state_yaml());
+    let desired = loader.finish().expect("valid bench state").state;
+    reconcile(db, &desired, &Request::default(), Utc::now())
+        .await
+        .expect("seeded");
+}
+
+/// A server over `db` with the bare reference route beside the real ones.
+async fn start(db: Db) -> (SocketAddr, Arc<AppState>) {
+    let clock: server::Clock = Arc::new(|| valhalla_ops::domain::normalize_time(Utc::now()));
+    let state = Arc::new(AppState::with(db, clock, ReplicaOptions::default()));
+    state.replica.view().await.expect("state loads");
+    state.replica.spawn();
+    let app = Router::new()
+        .route("/bare", axum::routing::get(|| async { "ok" }))
+        .merge(server::router(Arc::clone(&state)));
+    let app = tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash().layer(app);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service =
+        axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<SocketAddr>(app);
+    tokio::spawn(async move { axum::serve(listener, service).await });
+    (addr, state)
+}
+
+/// One keep-alive HTTP/1.1 connection that sends a request and reads its whole response.
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr) -> Conn {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        Conn {
+            stream,
+            buf: Vec::with_capacity(4096),
+        }
+    }
+
+    /// Sends `request`; returns the status.
+    async fn send(&mut self, request: &[u8]) -> u16 {
+        self.stream.write_all(request).await.unwrap();
+        self.buf.clear();
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = std::str::from_utf8(&self.buf[..end]).unwrap();
+                let status = head[9..12].parse().unwrap();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (name, value) = l.split_once(':')?;
+                        name.eq_ignore_ascii_case("content-length")
+                            .then(|| value.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                while self.buf.len() < end + 4 + length {
+                    self.fill().await;
+                }
+                return status;
+            }
+            self.fill().await;
+        }
+    }
+
+    async fn fill(&mut self) {
+        let mut chunk = [0u8; 4096];
+        let n = self.stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the server closed the connection");
+        self.buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+struct Figures {
+    rps: f64,
+    p50: Duration,
+    p99: Duration,
+    statuses: Vec<u16>,
+}
+
+/// Runs `request` on 64 connections for `seconds` after a one-second warm-up.
+async fn load(addr: SocketAddr, request: Vec<u8>, seconds: u64) -> Figures {
+    let request = Arc::new(request);
+    let warm = Instant::now() + Duration::from_secs(1);
+    let end = warm + Duration::from_secs(seconds);
+    let tasks: Vec<_> = (0..CONNECTIONS)
+        .map(|_| {
+            let request = Arc::clone(&request);
+            tokio::spawn(async move {
+                let mut conn = Conn::open(addr).await;
+                let mut latencies = Vec::with_capacity(100_000);
+                let mut statuses = Vec::new();
+                loop {
+                    let start = Instant::now();
+                    let status = conn.send(&request).await;
+                    let now = Instant::now();
+                    if now >= end {
+                        break;
+                    }
+                    if start >= warm {
+                        latencies.push(now - start);
+                        if !statuses.contains(&status) {
+                            statuses.push(status);
+                        }
+                    }
+                }
+                (latencies, statuses)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        let (latencies, s) = task.await.unwrap();
+        all.extend(latencies);
+        statuses.extend(s);
+    }
+    statuses.sort_unstable();
+    statuses.dedup();
+    all.sort_unstable();
+    let at = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
+    Figures {
+        rps: all.len() as f64 / seconds as f64,
+        p50: at(0.50),
+        p99: at(0.99),
+        statuses,
+    }
+}
+
+fn get(path: &str, key: Option<&str>) -> Vec<u8> {
+    let auth = key
+        .map(|k| format!("Authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
+    format!("GET {path} HTTP/1.1\r\nHost: bench\r\n{auth}\r\n").into_bytes()
+}
+
+fn post(path: &str, key: &str, body: &str) -> Vec<u8> {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// A throwaway Postgres database, or none when the server is unreachable.
+async fn postgres_db() -> Option<(String, String)> {
+    let admin = std::env::var("VALHALLA_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let mut conn = sqlx::PgConnection::connect(&admin).await.ok()?;
+    let name = format!("vops_bench_serve_{}", std::process::id());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .ok()?;
+    let url = match admin.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => return None,
+    };
+    Some((admin, url))
+}
+
+async fn drop_db(admin: &str, url: &str) {
+    let name = url.rsplit('/').next().unwrap_or_default();
+    if let Ok(mut conn) = sqlx::PgConnection::connect(admin).await {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut conn)
+        .await;
+    }
+}
+
+/// Median and p95 of the time from an override written through replica A to replica B refusing.
+async fn propagation(url: &str) -> (Duration, Duration, usize) {
+    let db_a = Db::open(url).await.unwrap();
+    seed(&db_a).await;
+    let db_b = Db::open(url).await.unwrap();
+    let (a, _) = start(db_a).await;
+    let (b, _) = start(db_b).await;
+    let mut on_a = Conn::open(a).await;
+    let mut on_b = Conn::open(b).await;
+    let probe = get("/system/overrides", Some(KEY));
+    let mut times = Vec::new();
+    for i in 0..40 {
+        let (mode, want) = if i % 2 == 0 {
+            ("maintenance", 503)
+        } else {
+            ("normal", 200)
+        };
+        let body = format!(r#"{{"reason": "bench {i}"}}"#);
+        let request = post(&format!("/system/maintenance/state/{mode}"), OPERATOR, &body);
+        let start = Instant::now();
+        assert_eq!(on_a.send(&request).await, 200);
+        while on_b.send(&probe).await != want {
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+        times.push(start.elapsed());
+    }
+    times.sort_unstable();
+    (times[times.len() / 2], times[times.len() * 95 / 100], times.len())
+}
+
+fn main() {
+    let mut args = std::env::args().skip_while(|a| a != "--seconds");
+    let seconds = args.nth(1).and_then(|n| n.parse().ok()).unwrap_or(5);
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let (addr, rule_id) = server.block_on(async {
+        let db = Db::open(&url).await.unwrap();
+        seed(&db).await;
+        let rules = db.live().await.unwrap().rules;
+        let (addr, _) = start(db).await;
+        (addr, rules[0].id)
+    });
+    println!(
+        "valhalla-ops serving benchmark: {CONNECTIONS} connections, {seconds} s per scenario, SQLite store, 2 server threads"
+    );
+    let scenarios = [
+        ("(d) bare route, no layers", get("/bare", None)),
+        (
+            "(a) GET /system/maintenance/state",
+            get("/system/maintenance/state", None),
+        ),
+        (
+            "(b) GET /system/ratelimits/rules/{id}",
+            get(&format!("/system/ratelimits/rules/{rule_id}"), Some(KEY)),
+        ),
+        (
+            "(c) POST /system/ratelimits/check",
+            post(
+                "/system/ratelimits/check",
+                KEY,
+                r#"{"ip": "192.0.2.7", "client": "bench", "user": "user-2"}"#,
+            ),
+        ),
+    ];
+    let mut bare = None;
+    for (name, request) in scenarios {
+        let figures = client.block_on(load(addr, request, seconds));
+        let reference = *bare.get_or_insert(figures.rps);
+        println!(
+            "{name:<40} {:>9.0} req/s  {:>5.0}% of bare  p50 {:>8}  p99 {:>8}  statuses {:?}",
+            figures.rps,
+            figures.rps / reference * 100.0,
+            ms(figures.p50),
+            ms(figures.p99),
+            figures.statuses
+        );
+    }
+    let pg = server.block_on(postgres_db());
+    match pg {
+        Some((admin, url)) => {
+            let (median, p95, n) = server.block_on(propagation(&url));
+            println!(
+                "override propagation A → B (Postgres LISTEN/NOTIFY), {n} changes: median {}, p95 {}",
+                ms(median),
+                ms(p95)
+            );
+            server.block_on(drop_db(&admin, &url));
+        }
+        None => println!("override propagation: skipped (Postgres not reachable)"),
+    }
+}
