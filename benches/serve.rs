@@ -5,7 +5,7 @@
 //! long an override written through one replica takes to be enforced by another. Prints figures;
 //! asserts nothing.
 //!
-//! `cargo bench --bench serve` (`-- --seconds N` per scenario; Postgres from
+//! `cargo bench --bench serve` (`-- --seconds N` per scenario and round; Postgres from
 //! `VALHALLA_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`).
 
 use std::net::SocketAddr;
@@ -31,6 +31,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const KEY: &str = "vk_bench_reader_000000000000000000000000000000";
 const OPERATOR: &str = "vk_bench_operator_0000000000000000000000000000";
 const CONNECTIONS: usize = 64;
+const ROUNDS: usize = 3;
 
 fn state_yaml() -> String {
     format!(
@@ -251,7 +252,7 @@ async fn propagation(url: &str) -> (Duration, Duration, usize) {
 
 fn main() {
     let mut args = std::env::args().skip_while(|a| a != "--seconds");
-    let seconds = args.nth(1).and_then(|n| n.parse().ok()).unwrap_or(5);
+    let seconds = args.nth(1).and_then(|n| n.parse().ok()).unwrap_or(3);
     let server = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -272,7 +273,7 @@ fn main() {
         (addr, rules[0].id)
     });
     println!(
-        "valhalla-ops serving benchmark: {CONNECTIONS} connections, {seconds} s per scenario, SQLite store, 2 server threads"
+        "valhalla-ops serving benchmark: {CONNECTIONS} connections, {ROUNDS} rounds of {seconds} s per scenario, SQLite store, 2 server threads"
     );
     let scenarios = [
         ("(d) bare route, no layers", get("/bare", None)),
@@ -293,17 +294,32 @@ fn main() {
             ),
         ),
     ];
-    let mut bare = None;
-    for (name, request) in scenarios {
-        let figures = client.block_on(load(addr, request, seconds));
-        let reference = *bare.get_or_insert(figures.rps);
+    // Rounds interleave the scenarios, so a slow moment of the machine hits them all alike; each
+    // figure is the median over the rounds, each ratio the median of the per-round ratios.
+    let mut results: Vec<Vec<Figures>> = scenarios.iter().map(|_| Vec::new()).collect();
+    for _ in 0..ROUNDS {
+        for (i, (_, request)) in scenarios.iter().enumerate() {
+            results[i].push(client.block_on(load(addr, request.clone(), seconds)));
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    for (i, (name, _)) in scenarios.iter().enumerate() {
+        let runs = &results[i];
+        let ratio = median((0..ROUNDS).map(|r| runs[r].rps / results[0][r].rps).collect());
+        let rps = median(runs.iter().map(|f| f.rps).collect());
+        let p50 = median(runs.iter().map(|f| f.p50.as_secs_f64()).collect());
+        let p99 = median(runs.iter().map(|f| f.p99.as_secs_f64()).collect());
+        let mut statuses: Vec<u16> = runs.iter().flat_map(|f| f.statuses.clone()).collect();
+        statuses.sort_unstable();
+        statuses.dedup();
         println!(
-            "{name:<40} {:>9.0} req/s  {:>5.0}% of bare  p50 {:>8}  p99 {:>8}  statuses {:?}",
-            figures.rps,
-            figures.rps / reference * 100.0,
-            ms(figures.p50),
-            ms(figures.p99),
-            figures.statuses
+            "{name:<40} {rps:>9.0} req/s  {:>5.0}% of bare  p50 {:>8}  p99 {:>8}  statuses {statuses:?}",
+            ratio * 100.0,
+            ms(Duration::from_secs_f64(p50)),
+            ms(Duration::from_secs_f64(p99)),
         );
     }
     let pg = server.block_on(postgres_db());
