@@ -28,3 +28,4 @@ pub mod reconcile;
 pub mod replica;
 pub mod server;
 pub mod store;
+pub mod watch;

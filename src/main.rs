@@ -17,6 +17,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let (level, sqlx) = match (cli.quiet, cli.verbose) {
         (true, _) => ("error", "error"),
+        // Services say what each pass and each start does; one-shot commands stay quiet.
+        (false, 0) if cli.is_service() => ("info", "error"),
         (false, 0) => ("warn", "error"),
         (false, 1) => ("info", "error"),
         // The driver's own notes (slow statements: a lock wait is one) only when asked for.

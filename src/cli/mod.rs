@@ -108,6 +108,15 @@ pub enum Status {
 }
 
 impl Cli {
+    /// Whether the command runs until stopped (`serve`, `reconcile --watch`): its log says more.
+    pub fn is_service(&self) -> bool {
+        match &self.command {
+            Command::Serve(_) => true,
+            Command::Reconcile(args) => args.watches(),
+            _ => false,
+        }
+    }
+
     /// The store settings of the global options.
     fn store(&self) -> StoreConfig {
         StoreConfig {
@@ -233,6 +242,60 @@ fn default_actor() -> String {
     std::env::var("USER")
         .map(|u| format!("cli:{u}"))
         .unwrap_or_else(|_| "cli".into())
+}
+
+/// `--watch` and `--interval`, shared by `reconcile` and `serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WatchArgs {
+    /// Keep reconciling: on every change in the state directory (debounced), every --interval,
+    /// and when an override expires.
+    #[arg(long)]
+    pub watch: bool,
+    /// With --watch: a full pass at least this often, healing drift (e.g. 30s, 5m).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, value_name = "DURATION", requires = "watch")]
+    pub interval: std::time::Duration,
+}
+
+impl WatchArgs {
+    /// The loop's options.
+    pub fn options(
+        &self,
+        actor: String,
+        prune: bool,
+        allow_mass_removal: bool,
+    ) -> crate::watch::WatchOptions {
+        crate::watch::WatchOptions {
+            interval: self.interval.max(std::time::Duration::from_millis(100)),
+            actor,
+            prune,
+            allow_mass_removal,
+            ..Default::default()
+        }
+    }
+}
+
+/// Opens the store, retrying with backoff while the database is unreachable: a watch loop
+/// outlives database outages, starting in one included.
+async fn open_retrying(config: &StoreConfig) -> anyhow::Result<Db> {
+    let mut backoff = std::time::Duration::from_millis(500);
+    loop {
+        match Db::open_with(&config.url, config.options).await {
+            Ok(db) => return Ok(db),
+            Err(e @ crate::store::StoreError::UnsupportedUrl(_)) => {
+                return Err(anyhow::Error::new(e).context("cannot open the store"));
+            }
+            Err(e) => {
+                tracing::warn!("cannot open the store: {e}; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+/// The system clock at the precision the store keeps, for long-running loops.
+fn clock() -> crate::replica::Clock {
+    std::sync::Arc::new(now)
 }
 
 /// Current time at the precision the store keeps.

@@ -37,11 +37,16 @@ pub struct Args {
     /// Allow a plan that removes more than half (and more than 5) of the resources of a kind.
     #[arg(long)]
     allow_mass_removal: bool,
+    #[command(flatten)]
+    watch: super::WatchArgs,
 }
 
 impl Args {
-    /// Runs one reconcile.
+    /// Runs one reconcile, or with --watch, keeps reconciling until Ctrl-C or SIGTERM.
     pub async fn run(self, state: &Path, store: &super::StoreConfig, quiet: bool) -> anyhow::Result<Status> {
+        if self.watch.watch {
+            return self.run_watch(state, store).await;
+        }
         let now = super::now();
         let saved = self.plan.as_deref().map(read_saved).transpose()?;
         let progress = super::progress::Progress::start("loading the state", quiet);
@@ -96,6 +101,34 @@ impl Args {
         } else {
             Status::Ok
         })
+    }
+}
+
+impl Args {
+    /// Whether this is `reconcile --watch`.
+    pub fn watches(&self) -> bool {
+        self.watch.watch
+    }
+
+    async fn run_watch(self, state: &Path, store: &super::StoreConfig) -> anyhow::Result<Status> {
+        if self.dry_run || self.out.is_some() || self.plan.is_some() || self.detailed_exitcode {
+            anyhow::bail!(
+                "--watch applies every pass; it cannot be combined with --dry-run, --out, --plan or --detailed-exitcode"
+            );
+        }
+        let shutdown = crate::server::shutdown_signal();
+        tokio::pin!(shutdown);
+        let db = tokio::select! {
+            db = super::open_retrying(store) => db?,
+            () = &mut shutdown => return Ok(Status::Ok),
+        };
+        let actor = self.actor.unwrap_or_else(super::default_actor);
+        let options = self.watch.options(actor, self.prune, self.allow_mass_removal);
+        let metrics = crate::watch::WatchMetrics::default();
+        crate::watch::run(db, state, options, metrics, super::clock(), shutdown)
+            .await
+            .with_context(|| format!("cannot watch {}", state.display()))?;
+        Ok(Status::Ok)
     }
 }
 

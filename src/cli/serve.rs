@@ -35,6 +35,9 @@ pub struct Args {
     /// evicted first, then the least recently used.
     #[arg(long, default_value_t = crate::limit::DEFAULT_CAPACITY, value_name = "N")]
     max_counters: usize,
+
+    #[command(flatten)]
+    watch: super::WatchArgs,
 }
 
 impl Args {
@@ -74,7 +77,35 @@ impl Args {
             .await
             .context("cannot load the state to serve")?;
         let tasks = state.replica.spawn();
-        let served = server::serve(listener, Arc::clone(&state), server::shutdown_signal()).await;
+        // One signal stops both the server and the watch loop.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            server::shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+        let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let watcher = self.watch.watch.then(|| {
+            let options = self.watch.options("serve:watch".into(), false, false);
+            tokio::spawn(crate::watch::run(
+                state.db.clone(),
+                state_dir.to_owned(),
+                options,
+                state.metrics.watch.clone(),
+                state.replica.clock.clone(),
+                until_stopped(stopped.clone()),
+            ))
+        });
+        let served = server::serve(listener, Arc::clone(&state), until_stopped(stopped)).await;
+        if let Some(watcher) = watcher {
+            // A pass in progress finishes (commits or rolls back whole) before the process ends.
+            match watcher.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!("cannot watch {}: {e}", state_dir.display()),
+                Err(e) => tracing::error!("the watch loop failed: {e}"),
+            }
+        }
         for task in tasks {
             task.abort();
         }

@@ -55,6 +55,8 @@ pub struct Metrics {
     reconcile_runs: Gauge,
     counters: Gauge,
     reloads: Gauge,
+    /// The reconcile loop of `serve --watch` (zero without it).
+    pub watch: crate::watch::WatchMetrics,
 }
 
 impl Default for Metrics {
@@ -118,7 +120,10 @@ impl Default for Metrics {
             "Times this replica reloaded its cached clients, rules and mode",
             reloads.clone(),
         );
+        let watch = crate::watch::WatchMetrics::default();
+        watch.register(&mut registry);
         Metrics {
+            watch,
             registry,
             requests,
             latency,

@@ -272,6 +272,14 @@ pub trait Store: Send + Sync {
     /// How many reconcile runs the store has recorded.
     fn run_count(&self) -> impl Future<Output = Result<i64, StoreError>> + Send;
 
+    /// Deletes runs of `source` that changed nothing and finished before `before` (a watch
+    /// loop records a run every pass); runs that changed something are kept with their audit.
+    fn forget_idle_runs(
+        &self,
+        source: &str,
+        before: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// Active clients, every rule and the maintenance inputs, read in one snapshot.
     fn live(&self) -> impl Future<Output = Result<LiveState, StoreError>> + Send;
 
@@ -828,6 +836,14 @@ impl Store for Db {
             ops
         )
         .await))
+    }
+    async fn forget_idle_runs(&self, source: &str, before: DateTime<Utc>) -> Result<(), StoreError> {
+        on_backend!(self, |s| Sql::<DB>::forget_idle_runs(
+            &mut *s.pool.acquire().await?,
+            source,
+            before
+        )
+        .await)
     }
     async fn live(&self) -> Result<LiveState, StoreError> {
         on_backend!(self, |s| Sql::<DB>::live(&s.pool).await)

@@ -486,6 +486,23 @@ where
         rows.into_iter().map(rule_record).collect()
     }
 
+    /// Deletes runs of `source` that changed nothing and finished before `before`.
+    pub async fn forget_idle_runs(
+        conn: &mut DB::Connection,
+        source: &str,
+        before: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM reconcile_runs WHERE source = $1 AND finished_at < $2 \
+             AND created = 0 AND updated = 0 AND deleted = 0 AND deactivated = 0",
+        )
+        .bind(source.to_owned())
+        .bind(before)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
     /// Every rule, for a replica's cache.
     pub async fn all_rules(conn: &mut DB::Connection) -> Result<Vec<RuleRecord>, StoreError> {
         let rows: Vec<RuleRecordRow> = sqlx::query_as(

@@ -1,0 +1,351 @@
+//! Continuous reconciliation: the state directory watched with notify, and whole reconcile
+//! passes (level-triggered: a pass never depends on which event woke it) on every change after a
+//! short debounce, every interval, and at the moment the next override expires.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use notify::{EventKind, RecursiveMode, Watcher as _};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
+use tokio::sync::Notify;
+
+use crate::desired::{DesiredState, LoadError, load_dir};
+use crate::plan::PlanOptions;
+use crate::reconcile::{ReconcileError, Request, reconcile};
+use crate::store::{Db, Store as _};
+
+/// The `source` of the runs a watch loop records.
+pub const SOURCE: &str = "watch";
+
+/// How a watch loop runs.
+#[derive(Debug, Clone)]
+pub struct WatchOptions {
+    /// A full pass at least this often: drift is healed within it.
+    pub interval: Duration,
+    /// Quiet time after a file event before the pass: an editor's or git's burst is one pass.
+    pub debounce: Duration,
+    /// Recorded with each run.
+    pub actor: String,
+    pub prune: bool,
+    pub allow_mass_removal: bool,
+    /// Runs that changed nothing are forgotten after this long.
+    pub idle_run_retention: chrono::Duration,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        WatchOptions {
+            interval: Duration::from_secs(60),
+            debounce: Duration::from_millis(100),
+            actor: "watch".into(),
+            prune: false,
+            allow_mass_removal: false,
+            idle_run_retention: chrono::Duration::days(7),
+        }
+    }
+}
+
+/// The longest a burst of file events can postpone a pass.
+const MAX_DEBOUNCE: Duration = Duration::from_secs(1);
+/// The longest wait before retrying after the database failed.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The loop's counters, exposed in `/metrics` by `serve --watch`.
+#[derive(Debug, Clone, Default)]
+pub struct WatchMetrics {
+    pub passes: Counter,
+    pub changes: Counter,
+    pub failures: Counter,
+    pub drift: Counter,
+}
+
+impl WatchMetrics {
+    /// Registers the counters as `valhalla_ops_watch_*_total`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "watch_passes",
+            "Reconcile passes of the watch loop",
+            self.passes.clone(),
+        );
+        registry.register(
+            "watch_changes",
+            "Changes applied by the watch loop",
+            self.changes.clone(),
+        );
+        registry.register(
+            "watch_failures",
+            "Watch passes that applied nothing: invalid state, refused plan, or database error",
+            self.failures.clone(),
+        );
+        registry.register(
+            "watch_drift_corrected",
+            "Changes applied although the state files had not changed: the database had drifted",
+            self.drift.clone(),
+        );
+    }
+}
+
+/// What woke a pass; only logged, never used to decide what the pass does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    Start,
+    Files,
+    Interval,
+    Expiry,
+    Retry,
+}
+
+impl Trigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Start => "start",
+            Trigger::Files => "files changed",
+            Trigger::Interval => "interval",
+            Trigger::Expiry => "override expired",
+            Trigger::Retry => "retry",
+        }
+    }
+}
+
+/// How a pass ended.
+enum Passed {
+    /// Applied (or in sync); wake again at the next override expiry, if any.
+    Applied { next_expiry: Option<DateTime<Utc>> },
+    /// Invalid state or a refused plan: wait for the next edit or interval.
+    Rejected,
+    /// The database failed: retry with backoff.
+    Failed,
+}
+
+/// The loop's memory between passes.
+struct Loop {
+    db: Db,
+    dir: PathBuf,
+    options: WatchOptions,
+    metrics: WatchMetrics,
+    clock: crate::replica::Clock,
+    /// The last state that loaded: while the files are invalid it stays in force.
+    last_good: Option<DesiredState>,
+    /// The fingerprint of the last state applied, to tell drift from edits.
+    last_applied: Option<String>,
+}
+
+/// Watches `dir` and reconciles it into `db` until `shutdown` resolves. A pass in progress
+/// finishes (its transaction commits or rolls back whole) before the loop returns.
+pub async fn run(
+    db: Db,
+    dir: impl AsRef<Path>,
+    options: WatchOptions,
+    metrics: WatchMetrics,
+    clock: crate::replica::Clock,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), notify::Error> {
+    let dir = dir.as_ref();
+    let changed = Arc::new(Notify::new());
+    let _watcher = watch_dir(dir, Arc::clone(&changed))?;
+    tracing::info!(
+        dir = %dir.display(),
+        interval = ?options.interval,
+        "watching the state directory"
+    );
+    let mut state = Loop {
+        db,
+        dir: dir.to_owned(),
+        options,
+        metrics,
+        clock,
+        last_good: None,
+        last_applied: None,
+    };
+    tokio::pin!(shutdown);
+    let mut trigger = Trigger::Start;
+    let mut failures: u32 = 0;
+    loop {
+        let passed = state.pass(trigger).await;
+        let (wait, expiry) = match passed {
+            Passed::Applied { next_expiry } => {
+                failures = 0;
+                (state.options.interval, next_expiry)
+            }
+            Passed::Rejected => {
+                failures = 0;
+                (state.options.interval, None)
+            }
+            Passed::Failed => {
+                failures = failures.saturating_add(1);
+                let backoff = Duration::from_millis(500) * 2u32.saturating_pow(failures.min(8));
+                (backoff.min(MAX_BACKOFF).min(state.options.interval), None)
+            }
+        };
+        let retrying = failures > 0;
+        let expiry_in = expiry.map(|at| {
+            let now = (state.clock)();
+            // Just after the instant, so the override counts as expired.
+            (at - now).to_std().unwrap_or_default() + Duration::from_millis(10)
+        });
+        tokio::select! {
+            () = &mut shutdown => {
+                tracing::info!("watch loop stopped");
+                return Ok(());
+            }
+            () = changed.notified() => {
+                debounce(&changed, state.options.debounce).await;
+                trigger = Trigger::Files;
+            }
+            () = tokio::time::sleep(wait) => {
+                trigger = if retrying { Trigger::Retry } else { Trigger::Interval };
+            }
+            () = sleep_for(expiry_in) => trigger = Trigger::Expiry,
+        }
+    }
+}
+
+async fn sleep_for(duration: Option<Duration>) {
+    match duration {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits until no file event has arrived for `quiet`, or [`MAX_DEBOUNCE`] has passed.
+async fn debounce(changed: &Notify, quiet: Duration) {
+    let deadline = tokio::time::Instant::now() + MAX_DEBOUNCE;
+    loop {
+        tokio::select! {
+            () = changed.notified() => {}
+            () = tokio::time::sleep(quiet) => return,
+            () = tokio::time::sleep_until(deadline) => return,
+        }
+    }
+}
+
+/// Watches the directory itself (not its files), recursively, so that an editor's atomic save
+/// (write, then rename over), a deleted and recreated file and a `git checkout` are all seen.
+fn watch_dir(dir: &Path, changed: Arc<Notify>) -> Result<notify::RecommendedWatcher, notify::Error> {
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+        // Reads (ours included: every pass reads the files) are not changes.
+        Ok(event) if matches!(event.kind, EventKind::Access(_)) => {}
+        // One stored permit: an event during a pass wakes the loop right after it.
+        Ok(_) => changed.notify_one(),
+        Err(e) => {
+            tracing::warn!(error = %e, "watching the state directory failed; the interval still applies");
+            changed.notify_one();
+        }
+    })?;
+    watcher.watch(dir, RecursiveMode::Recursive)?;
+    Ok(watcher)
+}
+
+impl Loop {
+    /// One whole pass: load the directory, plan against the store, apply; one log line.
+    async fn pass(&mut self, trigger: Trigger) -> Passed {
+        let started = Instant::now();
+        let now = (self.clock)();
+        self.metrics.passes.inc();
+        let mut invalid = None;
+        match load_dir(&self.dir, now) {
+            Ok(loaded) => self.last_good = Some(loaded.state),
+            Err(e) => {
+                if let LoadError::Invalid { errors, .. } = &e {
+                    for error in errors {
+                        tracing::warn!("{error}");
+                    }
+                }
+                invalid = Some(e);
+            }
+        }
+        let took = || started.elapsed().as_millis();
+        let Some(desired) = &self.last_good else {
+            self.metrics.failures.inc();
+            if let Some(e) = invalid {
+                tracing::warn!(trigger = trigger.as_str(), "pass rejected: {e}; nothing applied");
+            }
+            return Passed::Rejected;
+        };
+        if let Some(e) = &invalid {
+            self.metrics.failures.inc();
+            tracing::warn!(
+                trigger = trigger.as_str(),
+                "the state files are invalid: {e}; the last good state stays in force"
+            );
+        }
+        let request = Request {
+            options: PlanOptions {
+                prune: self.options.prune,
+            },
+            allow_mass_removal: self.options.allow_mass_removal,
+            actor: self.options.actor.clone(),
+            source: SOURCE.into(),
+            ..Request::default()
+        };
+        match reconcile(&self.db, desired, &request, now).await {
+            Ok(outcome) => {
+                let summary = outcome.plan.summary();
+                let changes = summary.changes() as u64;
+                self.metrics.changes.inc_by(changes);
+                let drifted = self.last_applied.as_deref() == Some(outcome.state_fingerprint.as_str());
+                if drifted {
+                    self.metrics.drift.inc_by(changes);
+                }
+                let run = outcome.run_id.unwrap_or_default();
+                if changes == 0 {
+                    tracing::info!(trigger = trigger.as_str(), run, ms = took(), "pass: in sync");
+                } else {
+                    tracing::info!(
+                        trigger = trigger.as_str(),
+                        run,
+                        ms = took(),
+                        created = summary.create,
+                        updated = summary.update,
+                        deleted = summary.delete,
+                        deactivated = summary.deactivate,
+                        held = summary.held,
+                        "pass: applied {changes} change{}{}",
+                        if changes == 1 { "" } else { "s" },
+                        if drifted { " (drift corrected)" } else { "" }
+                    );
+                }
+                self.last_applied = Some(outcome.state_fingerprint);
+                let before = now - self.options.idle_run_retention;
+                if let Err(e) = self.db.forget_idle_runs(SOURCE, before).await {
+                    tracing::warn!(error = %e, "cannot forget old idle runs");
+                }
+                Passed::Applied {
+                    next_expiry: self.next_expiry(now).await,
+                }
+            }
+            Err(ReconcileError::Refused(refusal)) => {
+                self.metrics.failures.inc();
+                tracing::warn!(trigger = trigger.as_str(), ms = took(), "pass refused: {refusal}");
+                Passed::Rejected
+            }
+            Err(ReconcileError::Store(e)) => {
+                self.metrics.failures.inc();
+                tracing::warn!(
+                    trigger = trigger.as_str(),
+                    ms = took(),
+                    "pass failed: {e}; retrying"
+                );
+                Passed::Failed
+            }
+        }
+    }
+
+    /// When the next open override expires: git's value must return then, not an interval later.
+    async fn next_expiry(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match self.db.open_overrides().await {
+            Ok(overrides) => overrides
+                .iter()
+                .filter_map(|o| o.expires_at)
+                .filter(|at| *at > now)
+                .min(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read overrides; their expiry waits for the interval");
+                None
+            }
+        }
+    }
+}
