@@ -50,6 +50,9 @@ impl Default for WatchOptions {
 
 /// The longest a burst of file events can postpone a pass.
 const MAX_DEBOUNCE: Duration = Duration::from_secs(1);
+/// How often a waiting loop reads the next override expiry again, for overrides set by other
+/// processes it hears nothing from.
+const EXPIRY_REFRESH: Duration = Duration::from_secs(5);
 /// The longest wait before retrying after the database failed.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -181,25 +184,35 @@ pub async fn run(
             }
         };
         let retrying = failures > 0;
-        let expiry_in = expiry.map(|at| {
-            let now = (state.clock)();
-            // Just after the instant, so the override counts as expired.
-            (at - now).to_std().unwrap_or_default() + Duration::from_millis(10)
-        });
-        tokio::select! {
-            () = &mut shutdown => {
-                tracing::info!("watch loop stopped");
-                return Ok(());
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut expiry = expiry;
+        // Wait for the next trigger. Meanwhile an override may be set (over HTTP, in this
+        // process or another): the next expiry is read again on every change this process
+        // hears of, and every few seconds.
+        trigger = loop {
+            let expiry_in = expiry.map(|at| {
+                let now = (state.clock)();
+                // Just after the instant, so the override counts as expired.
+                (at - now).to_std().unwrap_or_default() + Duration::from_millis(10)
+            });
+            tokio::select! {
+                () = &mut shutdown => {
+                    tracing::info!("watch loop stopped");
+                    return Ok(());
+                }
+                () = changed.notified() => {
+                    debounce(&changed, state.options.debounce).await;
+                    break Trigger::Files;
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    break if retrying { Trigger::Retry } else { Trigger::Interval };
+                }
+                () = sleep_for(expiry_in) => break Trigger::Expiry,
+                () = state.db.changes().changed(), if !retrying => {}
+                () = tokio::time::sleep(EXPIRY_REFRESH), if !retrying => {}
             }
-            () = changed.notified() => {
-                debounce(&changed, state.options.debounce).await;
-                trigger = Trigger::Files;
-            }
-            () = tokio::time::sleep(wait) => {
-                trigger = if retrying { Trigger::Retry } else { Trigger::Interval };
-            }
-            () = sleep_for(expiry_in) => trigger = Trigger::Expiry,
-        }
+            expiry = state.next_expiry((state.clock)()).await;
+        };
     }
 }
 
@@ -225,9 +238,13 @@ async fn debounce(changed: &Notify, quiet: Duration) {
 /// Watches the directory itself (not its files), recursively, so that an editor's atomic save
 /// (write, then rename over), a deleted and recreated file and a `git checkout` are all seen.
 fn watch_dir(dir: &Path, changed: Arc<Notify>) -> Result<notify::RecommendedWatcher, notify::Error> {
+    let root = dir.to_owned();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
         // Reads (ours included: every pass reads the files) are not changes.
         Ok(event) if matches!(event.kind, EventKind::Access(_)) => {}
+        // Hidden entries (`.git`, editors' swap files) are never state; a save that renames a
+        // hidden file onto a state file names the state file too.
+        Ok(event) if !event.paths.is_empty() && event.paths.iter().all(|p| is_hidden(&root, p)) => {}
         // One stored permit: an event during a pass wakes the loop right after it.
         Ok(_) => changed.notify_one(),
         Err(e) => {
@@ -237,6 +254,14 @@ fn watch_dir(dir: &Path, changed: Arc<Notify>) -> Result<notify::RecommendedWatc
     })?;
     watcher.watch(dir, RecursiveMode::Recursive)?;
     Ok(watcher)
+}
+
+/// Whether `path` lies under a hidden entry of `root`.
+fn is_hidden(root: &Path, path: &Path) -> bool {
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .components()
+        .any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
 }
 
 impl Loop {
@@ -265,13 +290,12 @@ impl Loop {
             }
             return Passed::Rejected;
         };
-        if let Some(e) = &invalid {
+        // Invalid files count as a failed pass, yet the last good state is still enforced:
+        // drift is healed and expired overrides are undone while someone fixes the files.
+        let invalid = invalid.map(|e| {
             self.metrics.failures.inc();
-            tracing::warn!(
-                trigger = trigger.as_str(),
-                "the state files are invalid: {e}; the last good state stays in force"
-            );
-        }
+            format!("; {e}, so the last good state stays in force")
+        });
         let request = Request {
             options: PlanOptions {
                 prune: self.options.prune,
@@ -291,22 +315,21 @@ impl Loop {
                     self.metrics.drift.inc_by(changes);
                 }
                 let run = outcome.run_id.unwrap_or_default();
-                if changes == 0 {
-                    tracing::info!(trigger = trigger.as_str(), run, ms = took(), "pass: in sync");
+                let what = match changes {
+                    0 => "in sync".to_owned(),
+                    n => format!(
+                        "applied {n} change{} ({}){}",
+                        if n == 1 { "" } else { "s" },
+                        describe(&summary),
+                        if drifted { ", drift corrected" } else { "" }
+                    ),
+                };
+                let note = invalid.unwrap_or_default();
+                let trigger = trigger.as_str();
+                if note.is_empty() {
+                    tracing::info!(trigger, run, ms = took(), "pass: {what}");
                 } else {
-                    tracing::info!(
-                        trigger = trigger.as_str(),
-                        run,
-                        ms = took(),
-                        created = summary.create,
-                        updated = summary.update,
-                        deleted = summary.delete,
-                        deactivated = summary.deactivate,
-                        held = summary.held,
-                        "pass: applied {changes} change{}{}",
-                        if changes == 1 { "" } else { "s" },
-                        if drifted { " (drift corrected)" } else { "" }
-                    );
+                    tracing::warn!(trigger, run, ms = took(), "pass: {what}{note}");
                 }
                 self.last_applied = Some(outcome.state_fingerprint);
                 let before = now - self.options.idle_run_retention;
@@ -348,4 +371,20 @@ impl Loop {
             }
         }
     }
+}
+
+/// `2 updated, 1 created`: the counts that are not zero.
+fn describe(summary: &crate::plan::Summary) -> String {
+    [
+        (summary.create, "created"),
+        (summary.update, "updated"),
+        (summary.delete, "deleted"),
+        (summary.deactivate, "deactivated"),
+        (summary.held, "held by overrides"),
+    ]
+    .iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("{n} {what}"))
+    .collect::<Vec<_>>()
+    .join(", ")
 }

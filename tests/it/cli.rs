@@ -462,7 +462,14 @@ fn serve_answers_and_shuts_down_cleanly_on_sigterm() {
             .unwrap();
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
         let mut line = String::new();
-        stderr.read_line(&mut line).unwrap();
+        // The log may say other things first.
+        while !line.contains("http://") {
+            line.clear();
+            assert!(
+                stderr.read_line(&mut line).unwrap() > 0,
+                "serve ended without serving"
+            );
+        }
         let base = line
             .split_whitespace()
             .find(|w| w.starts_with("http://"))

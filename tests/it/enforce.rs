@@ -350,7 +350,14 @@ impl Served {
             .unwrap();
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
         let mut line = String::new();
-        stderr.read_line(&mut line).unwrap();
+        // The log may say other things first.
+        while !line.contains("http://") {
+            line.clear();
+            assert!(
+                stderr.read_line(&mut line).unwrap() > 0,
+                "serve ended without serving"
+            );
+        }
         let base = line
             .split_whitespace()
             .find(|w| w.starts_with("http://"))

@@ -6,3 +6,4 @@ mod cli;
 mod enforce;
 mod store;
 mod support;
+mod watch;

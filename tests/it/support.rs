@@ -65,6 +65,14 @@ pub fn sqlite() -> TestDb {
 
 /// A new Postgres database, or `None` (said once, plainly) when no server is configured.
 pub fn postgres() -> Option<TestDb> {
+    let db = postgres_unborn()?;
+    db.create();
+    Some(db)
+}
+
+/// The URL of a Postgres database that does not exist until [`TestDb::create`] (to test a
+/// database that is down), or `None` when no server is configured. Dropped like the others.
+pub fn postgres_unborn() -> Option<TestDb> {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let required = std::env::var_os(REQUIRE_ENV).is_some_and(|v| !v.is_empty() && v != "0");
     let Ok(admin) = std::env::var(POSTGRES_ENV) else {
@@ -89,9 +97,23 @@ pub fn postgres() -> Option<TestDb> {
         COUNTER.fetch_add(1, Ordering::Relaxed),
         chrono::Utc::now().timestamp_subsec_nanos()
     );
-    let created = {
-        let (admin, name) = (admin.clone(), name.clone());
-        std::thread::spawn(move || {
+    let mut url = url::Url::parse(&admin).expect("a valid Postgres URL");
+    url.set_path(&name);
+    Some(TestDb {
+        url: url.to_string(),
+        backend: "postgres",
+        _dir: None,
+        postgres: Some((admin, name)),
+    })
+}
+
+impl TestDb {
+    /// Creates the Postgres database of [`postgres_unborn`].
+    pub fn create(&self) {
+        let Some((admin, name)) = self.postgres.clone() else {
+            return;
+        };
+        let created = std::thread::spawn(move || {
             block_on(async move {
                 let mut conn = sqlx::PgConnection::connect(&admin).await?;
                 sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
@@ -101,19 +123,11 @@ pub fn postgres() -> Option<TestDb> {
             })
         })
         .join()
-        .expect("create thread")
-    };
-    if let Err(e) = created {
-        panic!("cannot create a Postgres test database through {POSTGRES_ENV}: {e}");
+        .expect("create thread");
+        if let Err(e) = created {
+            panic!("cannot create a Postgres test database through {POSTGRES_ENV}: {e}");
+        }
     }
-    let mut url = url::Url::parse(&admin).expect("a valid Postgres URL");
-    url.set_path(&name);
-    Some(TestDb {
-        url: url.to_string(),
-        backend: "postgres",
-        _dir: None,
-        postgres: Some((admin, name)),
-    })
 }
 
 /// One fresh database per backend that can run here.

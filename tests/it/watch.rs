@@ -1,0 +1,392 @@
+//! `reconcile --watch` and `serve --watch` as processes: edits in every form an editor or git
+//! makes them, invalid edits, drift, override expiry, two watchers, SIGTERM, a database outage.
+
+use std::io::Read as _;
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use valhalla_ops::store::{Db, RuleFilter, Store as _};
+
+use crate::api::{OPERATOR, state_with};
+use crate::support::{StateDir, TestDb, all_backends, command};
+
+/// A watching process whose log is kept; stopped with SIGTERM when dropped.
+struct Watching {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Watching {
+    fn start(db: &TestDb, state: &StateDir, args: &[&str]) -> Watching {
+        let mut child = command(db, state.path())
+            .args(args)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let mut stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Watching { child, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `text`.
+    fn wait_log(&self, text: &str, within: Duration) {
+        let start = Instant::now();
+        while !self.log().contains(text) {
+            assert!(start.elapsed() < within, "never logged {text:?}:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    fn stop(&mut self) -> std::process::ExitStatus {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// `max_requests` of each rule (by key), or None while the store is not set up yet.
+fn limits(rt: &tokio::runtime::Runtime, url: &str) -> Option<Vec<(String, u32)>> {
+    rt.block_on(async {
+        let db = Db::connect(url, Default::default()).await.ok()?;
+        let filter = RuleFilter {
+            scope: None,
+            key: None,
+            enabled: None,
+            page: valhalla_ops::store::Page {
+                limit: 10_000,
+                offset: 0,
+            },
+        };
+        let rules = db.rules(&filter).await.ok()?;
+        Some(
+            rules
+                .into_iter()
+                .map(|r| (r.rule.key.as_str().to_owned(), r.rule.max_requests))
+                .collect(),
+        )
+    })
+}
+
+/// Waits until the rule of `key` has `max` (None: until it is gone).
+fn wait_for(rt: &tokio::runtime::Runtime, url: &str, key: &str, max: Option<u32>, what: &str) {
+    let start = Instant::now();
+    loop {
+        let now = limits(rt, url).map(|l| l.into_iter().find(|(k, _)| k == key).map(|(_, m)| m));
+        if now == Some(max) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{what}: still {now:?}, want {max:?}"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn rules(max: u32) -> String {
+    format!("rate_limits:\n  - scope: ip\n    key: 192.0.2.1\n    max_requests: {max}\n")
+}
+
+fn git(dir: &std::path::Path, args: &[&str]) {
+    let status = std::process::Command::new("git")
+        .args([
+            "-c",
+            "user.name=test",
+            "-c",
+            "user.email=test@example.com",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "git {args:?}");
+}
+
+#[test]
+fn edits_atomic_saves_recreated_files_and_checkouts_are_all_applied() {
+    for db in all_backends() {
+        let rt = runtime();
+        let b = db.backend;
+        let state = StateDir::new(&[("clients.yaml", &state_with("")), ("rules.yaml", &rules(10))]);
+        let _watching = Watching::start(&db, &state, &["reconcile", "--watch", "--interval", "60s"]);
+        wait_for(&rt, &db.url, "192.0.2.1", Some(10), &format!("{b}: first pass"));
+
+        state.write("rules.yaml", &rules(11));
+        wait_for(
+            &rt,
+            &db.url,
+            "192.0.2.1",
+            Some(11),
+            &format!("{b}: an edit in place"),
+        );
+
+        // An editor's atomic save: a new file renamed over the old one.
+        state.write(".rules.yaml.swp", &rules(12));
+        std::fs::rename(
+            state.path().join(".rules.yaml.swp"),
+            state.path().join("rules.yaml"),
+        )
+        .unwrap();
+        wait_for(
+            &rt,
+            &db.url,
+            "192.0.2.1",
+            Some(12),
+            &format!("{b}: an atomic save"),
+        );
+
+        state.remove("rules.yaml");
+        wait_for(&rt, &db.url, "192.0.2.1", None, &format!("{b}: a deleted file"));
+        state.write("rules.yaml", &rules(13));
+        wait_for(
+            &rt,
+            &db.url,
+            "192.0.2.1",
+            Some(13),
+            &format!("{b}: a recreated file"),
+        );
+
+        // A checkout of another branch, and back.
+        git(state.path(), &["init", "-q"]);
+        git(state.path(), &["add", "."]);
+        git(state.path(), &["commit", "-qm", "13"]);
+        git(state.path(), &["checkout", "-qb", "other"]);
+        state.write("rules.yaml", &rules(14));
+        git(state.path(), &["commit", "-qam", "14"]);
+        wait_for(&rt, &db.url, "192.0.2.1", Some(14), &format!("{b}: a commit"));
+        git(state.path(), &["checkout", "-q", "main"]);
+        wait_for(&rt, &db.url, "192.0.2.1", Some(13), &format!("{b}: git checkout"));
+    }
+}
+
+#[test]
+fn an_invalid_edit_is_not_applied_and_the_next_valid_one_is() {
+    for db in all_backends() {
+        let rt = runtime();
+        let b = db.backend;
+        let state = StateDir::new(&[("clients.yaml", &state_with("")), ("rules.yaml", &rules(10))]);
+        let watching = Watching::start(&db, &state, &["reconcile", "--watch", "--interval", "60s"]);
+        wait_for(&rt, &db.url, "192.0.2.1", Some(10), &format!("{b}: first pass"));
+
+        // A duplicate of the rule in another file, and a syntax error: positions are logged.
+        state.write("more.yaml", &rules(99));
+        watching.wait_log("more.yaml:3:", Duration::from_secs(10));
+        watching.wait_log("the last good state stays in force", Duration::from_secs(10));
+        state.write("rules.yaml", "rate_limits:\n  - scope: ip\n    key: [unclosed\n");
+        watching.wait_log("rules.yaml:", Duration::from_secs(10));
+        assert_eq!(
+            limits(&rt, &db.url).unwrap(),
+            [("192.0.2.1".to_owned(), 10)],
+            "{b}: nothing applied"
+        );
+        state.remove("more.yaml");
+        state.write("rules.yaml", &rules(20));
+        wait_for(
+            &rt,
+            &db.url,
+            "192.0.2.1",
+            Some(20),
+            &format!("{b}: the next valid edit"),
+        );
+    }
+}
+
+#[test]
+fn a_row_changed_by_hand_is_healed_on_the_next_interval() {
+    for db in all_backends() {
+        let rt = runtime();
+        let b = db.backend;
+        let state = StateDir::new(&[("clients.yaml", &state_with("")), ("rules.yaml", &rules(10))]);
+        let watching = Watching::start(&db, &state, &["reconcile", "--watch", "--interval", "1s"]);
+        wait_for(&rt, &db.url, "192.0.2.1", Some(10), &format!("{b}: first pass"));
+        rt.block_on(async {
+            let store = Db::connect(&db.url, Default::default()).await.unwrap();
+            let sql = "UPDATE rate_limit_rules SET max_requests = 999";
+            match &store {
+                Db::Postgres(s) => sqlx::query(sql).execute(s.pool()).await.map(drop),
+                Db::Sqlite(s) => sqlx::query(sql).execute(s.pool()).await.map(drop),
+            }
+            .unwrap();
+        });
+        wait_for(&rt, &db.url, "192.0.2.1", Some(10), &format!("{b}: healed"));
+        watching.wait_log("drift corrected", Duration::from_secs(5));
+    }
+}
+
+#[test]
+fn an_override_with_a_short_ttl_expires_and_gits_value_returns_on_time() {
+    for db in all_backends() {
+        let rt = runtime();
+        let b = db.backend;
+        let state = StateDir::new(&[("clients.yaml", &state_with("")), ("rules.yaml", &rules(10))]);
+        // A long interval: only the expiry can wake the loop in time.
+        let watching = Watching::start(
+            &db,
+            &state,
+            &["serve", "--bind", "127.0.0.1:0", "--watch", "--interval", "10m"],
+        );
+        wait_for(&rt, &db.url, "192.0.2.1", Some(10), &format!("{b}: first pass"));
+        watching.wait_log("serving http://", Duration::from_secs(10));
+        let log = watching.log();
+        let base = log
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap()
+            .to_owned();
+        let body = r#"{"scope": "ip", "key": "192.0.2.1", "max_requests": 77, "reason": "load test", "ttl_seconds": 2}"#;
+        let status = ureq::post(format!("{base}/system/ratelimits/rules"))
+            .header("Authorization", format!("Bearer {OPERATOR}"))
+            .header("Content-Type", "application/json")
+            .send(body)
+            .unwrap()
+            .status();
+        assert_eq!(status, 200, "{b}");
+        let set = Instant::now();
+        assert_eq!(limits(&rt, &db.url).unwrap()[0].1, 77, "{b}: the override holds");
+        wait_for(
+            &rt,
+            &db.url,
+            "192.0.2.1",
+            Some(10),
+            &format!("{b}: git's value back"),
+        );
+        let back = set.elapsed();
+        assert!(back < Duration::from_secs(4), "{b}: back after {back:?}");
+        watching.wait_log("trigger=\"override expired\"", Duration::from_secs(5));
+    }
+}
+
+#[test]
+fn two_watchers_on_one_postgres_apply_each_change_once() {
+    let Some(db) = crate::support::postgres() else {
+        return;
+    };
+    let rt = runtime();
+    let state = StateDir::new(&[("clients.yaml", &state_with("")), ("rules.yaml", &rules(10))]);
+    let args = |actor: &'static str| ["reconcile", "--watch", "--interval", "1s", "--actor", actor];
+    let _one = Watching::start(&db, &state, &args("one"));
+    let _two = Watching::start(&db, &state, &args("two"));
+    wait_for(&rt, &db.url, "192.0.2.1", Some(10), "first pass");
+    for max in 11..=15 {
+        state.write("rules.yaml", &rules(max));
+        wait_for(&rt, &db.url, "192.0.2.1", Some(max), "an edit");
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    rt.block_on(async {
+        let store = Db::connect(&db.url, Default::default()).await.unwrap();
+        let audit = store.audit(1000).await.unwrap();
+        let mut applied: Vec<(String, Option<String>)> = audit
+            .iter()
+            .filter(|a| a.key.contains("192.0.2.1"))
+            .map(|a| (a.action.clone(), a.after.clone()))
+            .collect();
+        let total = applied.len();
+        applied.sort();
+        applied.dedup();
+        assert_eq!(applied.len(), total, "a change was applied twice: {audit:?}");
+        assert_eq!(total, 6, "one create and five updates: {audit:?}");
+        let runs = store.runs(1000).await.unwrap();
+        let actors: std::collections::BTreeSet<&str> = runs.iter().map(|r| r.actor.as_str()).collect();
+        assert!(
+            actors.contains("one") && actors.contains("two"),
+            "both watchers ran: {actors:?}"
+        );
+    });
+}
+
+#[test]
+fn sigterm_during_a_pass_leaves_a_whole_state() {
+    for db in all_backends() {
+        let rt = runtime();
+        let b = db.backend;
+        let mut big = String::from("rate_limits:\n");
+        for i in 0..20_000 {
+            big.push_str(&format!(
+                "  - scope: user\n    key: user-{i}\n    max_requests: 5\n"
+            ));
+        }
+        let state = StateDir::new(&[("clients.yaml", &state_with("")), ("rules.yaml", &big)]);
+        let mut watching = Watching::start(&db, &state, &["reconcile", "--watch"]);
+        watching.wait_log("watching the state directory", Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(300));
+        let status = watching.stop();
+        assert!(status.success(), "{b}: {status:?}\n{}", watching.log());
+        let count = rt.block_on(async {
+            let store = Db::connect(&db.url, Default::default()).await.unwrap();
+            store.live().await.map_or(0, |live| live.rules.len())
+        });
+        // The signal came while the first pass was loading or applying (it takes over a second
+        // here): the pass finished and committed whole, then the loop stopped.
+        assert_eq!(count, 20_000, "{b}: half a state\n{}", watching.log());
+        let log = watching.log();
+        let applied = log
+            .find("pass: applied 20004 changes")
+            .expect("the pass finished");
+        assert!(log[applied..].contains("watch loop stopped"), "{b}: {log}");
+    }
+}
+
+#[test]
+fn a_database_that_is_down_at_start_is_retried_not_fatal() {
+    // A database that does not exist yet: connecting fails until it is created.
+    let Some(later) = crate::support::postgres_unborn() else {
+        return;
+    };
+    let rt = runtime();
+    let state = StateDir::new(&[("clients.yaml", &state_with("")), ("rules.yaml", &rules(10))]);
+    let watching = Watching::start(&later, &state, &["reconcile", "--watch", "--interval", "1s"]);
+    watching.wait_log("retrying in", Duration::from_secs(10));
+    later.create();
+    wait_for(
+        &rt,
+        &later.url,
+        "192.0.2.1",
+        Some(10),
+        "applied once the database is up",
+    );
+}
