@@ -2,8 +2,9 @@
 //! for (a) `GET /system/maintenance/state` with every layer on, (b) an authenticated
 //! `GET /system/ratelimits/rules/{id}`, (c) `POST /system/ratelimits/check`, and (d) a bare route
 //! with no layers in the same process as the reference; then, when Postgres is reachable, how
-//! long an override written through one replica takes to be enforced by another. Prints figures;
-//! asserts nothing.
+//! long an override written through one replica takes to be enforced by another; and the time
+//! from saving a state file to the change being visible over HTTP with the watch loop running.
+//! Prints figures; asserts nothing.
 //!
 //! `cargo bench --bench serve` (`-- --seconds N` per scenario and round; Postgres from
 //! `VALHALLA_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`).
@@ -82,6 +83,13 @@ impl Conn {
             stream,
             buf: Vec::with_capacity(4096),
         }
+    }
+
+    /// Sends `request`; returns the body as text.
+    async fn body_of(&mut self, request: &[u8]) -> String {
+        self.send(request).await;
+        let end = self.buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0);
+        String::from_utf8_lossy(&self.buf[end + 4..]).into_owned()
     }
 
     /// Sends `request`; returns the status.
@@ -250,6 +258,61 @@ async fn propagation(url: &str) -> (Duration, Duration, usize) {
     (times[times.len() / 2], times[times.len() * 95 / 100], times.len())
 }
 
+/// Median and p95 of the time from saving a state file to the change being visible through
+/// `GET /system/ratelimits/rules/{id}` of a server running the watch loop (`serve --watch`).
+async fn save_to_visible(edits: usize) -> (Duration, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let rule =
+        |max: usize| format!("rate_limits:\n  - scope: ip\n    key: 198.51.100.7\n    max_requests: {max}\n");
+    std::fs::write(state.join("clients.yaml"), state_yaml()).unwrap();
+    std::fs::write(state.join("watched.yaml"), rule(1)).unwrap();
+    let db = Db::open(&format!("sqlite://{}", dir.path().join("watch.db").display()))
+        .await
+        .unwrap();
+    let (addr, app) = start(db.clone()).await;
+    let clock = Arc::clone(&app.replica.clock);
+    let metrics = app.metrics.watch.clone();
+    let options = valhalla_ops::watch::WatchOptions::default();
+    let watched = state.clone();
+    tokio::spawn(async move {
+        valhalla_ops::watch::run(db, watched, options, metrics, clock, std::future::pending()).await
+    });
+    let mut conn = Conn::open(addr).await;
+    // The rule's id, once the first pass has created it.
+    let id = loop {
+        let view = app.replica.view().await.unwrap();
+        if let Some(r) = view
+            .rules
+            .values()
+            .find(|r| r.rule.key.as_str() == "198.51.100.7")
+        {
+            break r.id;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let probe = get(&format!("/system/ratelimits/rules/{id}"), Some(KEY));
+    let mut times = Vec::new();
+    for edit in 0..edits {
+        let max = edit + 2;
+        let want = format!("\"max_requests\":{max}");
+        // An editor's save: write a temporary file, rename it over the old one.
+        let tmp = state.join(".watched.yaml.tmp");
+        std::fs::write(&tmp, rule(max)).unwrap();
+        let saved = Instant::now();
+        std::fs::rename(&tmp, state.join("watched.yaml")).unwrap();
+        while !conn.body_of(&probe).await.contains(&want) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        times.push(saved.elapsed());
+        // Edits a person makes are seconds apart, not back to back.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    times.sort_unstable();
+    (times[times.len() / 2], times[times.len() * 95 / 100])
+}
+
 fn main() {
     let mut args = std::env::args().skip_while(|a| a != "--seconds");
     let seconds = args.nth(1).and_then(|n| n.parse().ok()).unwrap_or(3);
@@ -322,6 +385,13 @@ fn main() {
             ms(Duration::from_secs_f64(p99)),
         );
     }
+    let (median, p95) = server.block_on(save_to_visible(20));
+    println!(
+        "serve --watch: file save → visible over HTTP, 20 edits: median {}, p95 {} (debounce {} ms)",
+        ms(median),
+        ms(p95),
+        valhalla_ops::watch::WatchOptions::default().debounce.as_millis()
+    );
     let pg = server.block_on(postgres_db());
     match pg {
         Some((admin, url)) => {
