@@ -298,6 +298,24 @@ fn an_override_with_a_short_ttl_expires_and_gits_value_returns_on_time() {
         let back = set.elapsed();
         assert!(back < Duration::from_secs(4), "{b}: back after {back:?}");
         watching.wait_log("trigger=\"override expired\"", Duration::from_secs(5));
+        // The loop's counters are in the server's /metrics.
+        let metrics = ureq::get(format!("{base}/metrics"))
+            .header("Authorization", format!("Bearer {OPERATOR}"))
+            .call()
+            .unwrap()
+            .into_body()
+            .read_to_string()
+            .unwrap();
+        let value = |name: &str| -> f64 {
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+                .unwrap_or_else(|| panic!("{b}: no {name} in\n{metrics}"))
+        };
+        assert!(value("valhalla_ops_watch_passes_total") >= 2.0, "{b}");
+        // The first pass created the clients and the rule; the expiry pass restored the rule.
+        assert!(value("valhalla_ops_watch_changes_total") >= 6.0, "{b}");
+        assert_eq!(value("valhalla_ops_watch_failures_total"), 0.0, "{b}");
     }
 }
 
