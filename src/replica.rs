@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use arc_swap::ArcSwapOption;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{ClientName, KeySha256, Role};
@@ -37,28 +37,18 @@ pub struct Caller {
 /// What a replica holds in memory, read from the store in one snapshot.
 #[derive(Debug)]
 pub struct View {
-    /// The change count this view was loaded at; `None` before the first load.
-    generation: Option<u64>,
+    /// The change count this view was loaded at.
+    generation: u64,
     /// Active clients by key hash.
     pub clients: HashMap<KeySha256, Caller>,
     /// Every rule by id, enabled or not.
     pub rules: HashMap<i64, RuleRecord>,
     /// The enabled rules, compiled for the limiter.
     pub table: RuleTable,
-    pub maintenance: Option<MaintenanceInputs>,
+    pub maintenance: MaintenanceInputs,
 }
 
 impl View {
-    fn empty() -> View {
-        View {
-            generation: None,
-            clients: HashMap::new(),
-            rules: HashMap::new(),
-            table: RuleTable::default(),
-            maintenance: None,
-        }
-    }
-
     fn new(generation: u64, live: LiveState) -> View {
         let clients = live
             .clients
@@ -74,11 +64,11 @@ impl View {
             .collect();
         let table = RuleTable::new(&live.rules);
         View {
-            generation: Some(generation),
+            generation,
             clients,
             rules: live.rules.into_iter().map(|r| (r.id, r)).collect(),
             table,
-            maintenance: Some(live.maintenance),
+            maintenance: live.maintenance,
         }
     }
 }
@@ -121,7 +111,8 @@ fn default_name() -> String {
 /// One process's view of the store and its counters.
 pub struct Replica {
     db: Db,
-    view: ArcSwap<View>,
+    /// `None` until the first load.
+    view: ArcSwapOption<View>,
     /// One reload at a time; the others wait for it and use its result.
     reloading: tokio::sync::Mutex<Option<Instant>>,
     pub limiter: Limiter,
@@ -143,7 +134,7 @@ impl Replica {
     pub fn new(db: Db, clock: Clock, options: ReplicaOptions) -> Replica {
         Replica {
             db,
-            view: ArcSwap::from_pointee(View::empty()),
+            view: ArcSwapOption::empty(),
             reloading: tokio::sync::Mutex::new(None),
             limiter: Limiter::new(options.counters),
             clock,
@@ -170,12 +161,11 @@ impl Replica {
     /// The view, reloaded first if a change has been signalled since it was loaded. While the
     /// store is unreachable the last view is served (and reloading retried every second).
     pub async fn view(&self) -> Result<Arc<View>, StoreError> {
-        let current = self.view.load_full();
         let wanted = self.db.changes().current();
-        if current.generation.is_some_and(|g| g >= wanted) {
-            return Ok(current);
+        match self.view.load_full() {
+            Some(current) if current.generation >= wanted => Ok(current),
+            _ => self.reload().await,
         }
-        self.reload().await
     }
 
     async fn reload(&self) -> Result<Arc<View>, StoreError> {
@@ -184,26 +174,26 @@ impl Replica {
         // Read the count before the store: a change committed during the read leaves the
         // view behind the count, so the next request reloads again.
         let wanted = self.db.changes().current();
-        if current.generation.is_some_and(|g| g >= wanted) {
-            return Ok(current);
+        if let Some(current) = &current {
+            let backing_off = failed_at.is_some_and(|at| at.elapsed() < RELOAD_BACKOFF);
+            if current.generation >= wanted || backing_off {
+                return Ok(Arc::clone(current));
+            }
         }
-        if current.generation.is_some() && failed_at.is_some_and(|at| at.elapsed() < RELOAD_BACKOFF) {
-            return Ok(current);
-        }
-        match self.db.live().await {
-            Ok(live) => {
+        match (self.db.live().await, current) {
+            (Ok(live), _) => {
                 let view = Arc::new(View::new(wanted, live));
-                self.view.store(Arc::clone(&view));
+                self.view.store(Some(Arc::clone(&view)));
                 self.reloads.fetch_add(1, Ordering::Relaxed);
                 *failed_at = None;
                 Ok(view)
             }
-            Err(e) if current.generation.is_some() => {
+            (Err(e), Some(current)) => {
                 tracing::warn!(error = %e, "cannot refresh the cached state; serving the last one");
                 *failed_at = Some(Instant::now());
                 Ok(current)
             }
-            Err(e) => Err(e),
+            (Err(e), None) => Err(e),
         }
     }
 
@@ -216,7 +206,9 @@ impl Replica {
         if readings.is_empty() {
             return Ok(0);
         }
-        let view = self.view.load_full();
+        let Some(view) = self.view.load_full() else {
+            return Ok(0);
+        };
         let usage: Vec<Usage> = readings
             .iter()
             .filter_map(|r| {

@@ -36,8 +36,20 @@ pub struct Args {
     #[arg(long, default_value_t = crate::limit::DEFAULT_CAPACITY, value_name = "N")]
     max_counters: usize,
 
+    /// A proxy (address or network, repeatable) whose `X-Forwarded-For` names the client for
+    /// `ip` rules; without one, the peer address is the client's.
+    #[arg(long = "trusted-proxy", env = "VALHALLA_TRUSTED_PROXIES", value_delimiter = ',', value_name = "CIDR", value_parser = parse_net)]
+    trusted_proxies: Vec<ipnet::IpNet>,
+
     #[command(flatten)]
     watch: super::WatchArgs,
+}
+
+/// An address (a one-address network) or a network.
+fn parse_net(raw: &str) -> Result<ipnet::IpNet, String> {
+    raw.parse::<ipnet::IpNet>()
+        .or_else(|_| raw.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{raw}` is neither an address nor a network (10.0.0.0/8)"))
 }
 
 impl Args {
@@ -66,8 +78,12 @@ impl Args {
             ..defaults
         };
         let clock: server::Clock = Arc::new(|| crate::domain::normalize_time(chrono::Utc::now()));
+        if self.watch.watch && !state_dir.is_dir() {
+            anyhow::bail!("cannot watch {}: not a directory", state_dir.display());
+        }
         let state = Arc::new(AppState {
             state_dir: Some(state_dir.to_owned()),
+            trusted_proxies: self.trusted_proxies,
             ..AppState::with(db, clock, options)
         });
         // Fail at start, not on the first request, if the state cannot be read.

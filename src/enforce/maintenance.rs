@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::extract::Request;
-use axum::http::{HeaderValue, Method, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use tower::{Layer, Service};
 
@@ -73,12 +73,9 @@ where
                 Ok(view) => view,
                 Err(e) => return Ok(ApiError::from(e).into_response()),
             };
-            let Some(inputs) = &view.maintenance else {
-                return inner.call(request).await;
-            };
             let now = (replica.clock)();
-            let mode = effective(inputs, now);
-            let is_write = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+            let mode = effective(&view.maintenance, now);
+            let is_write = !(enforcer.reads)(request.method(), request.uri().path());
             let refused = match mode.mode {
                 Mode::Normal => false,
                 Mode::ReadOnly if is_write => {

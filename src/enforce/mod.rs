@@ -26,8 +26,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use axum::http::HeaderMap;
-use axum::http::header::AUTHORIZATION;
+use std::net::IpAddr;
+
+use axum::http::header::{AUTHORIZATION, HeaderName};
+use axum::http::{HeaderMap, Method};
+use ipnet::IpNet;
 
 pub use maintenance::{MaintenanceLayer, MaintenanceService};
 pub use ratelimit::{RateLimitLayer, RateLimitService, rate_limit_headers};
@@ -49,6 +52,11 @@ pub struct Enforcer {
     pub unlimited: fn(&str) -> bool,
     /// Paths every mode serves (health, the state, the admin console).
     pub always_served: fn(&str) -> bool,
+    /// Requests that change nothing: served in `read_only` whoever asks.
+    pub reads: fn(&Method, &str) -> bool,
+    /// Proxies (load balancers, the gateway) whose `X-Forwarded-For` names the client; without
+    /// any, the peer address is the client's.
+    pub trusted_proxies: Vec<IpNet>,
     /// Called with every rate-limit decision, for metrics.
     pub observe: Option<Observer>,
 }
@@ -61,6 +69,8 @@ impl Enforcer {
             replica,
             unlimited: default_unlimited,
             always_served: default_always_served,
+            reads: default_reads,
+            trusted_proxies: Vec::new(),
             observe: None,
         }
     }
@@ -79,6 +89,43 @@ pub fn default_always_served(path: &str) -> bool {
         || path == "/system/maintenance/state"
         || path.starts_with("/system/maintenance/state/")
         || path.starts_with("/admin/")
+}
+
+/// GET, HEAD and OPTIONS, and the check endpoint: a gateway asking about a request changes no
+/// stored state, so a read-only platform still answers it.
+pub fn default_reads(method: &Method, path: &str) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+        || (method == Method::POST && path == "/system/ratelimits/check")
+}
+
+/// The client's address: the peer's, unless the peer is a trusted proxy; then the nearest
+/// address in `X-Forwarded-For` that is not a trusted proxy (read from the right, since a
+/// client can put anything on the left).
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) => {
+                client = ip;
+                if !is_trusted(&ip) {
+                    break;
+                }
+            }
+            // Garbage: believe no further than the last proxy that added a real address.
+            Err(_) => break,
+        }
+    }
+    client
 }
 
 /// The key a request presents: `Authorization: Bearer <key>` or `X-API-Key: <key>`.
@@ -107,6 +154,8 @@ pub fn identify(headers: &HeaderMap, view: &View) -> Option<Caller> {
     view.clients.get(&KeySha256::of_key(key)).cloned()
 }
 
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
 /// The caller of a request, from an earlier layer's extension or from its key.
 fn caller(request: &mut axum::extract::Request, view: &View) -> Option<Caller> {
     if let Some(caller) = request.extensions().get::<Caller>() {
@@ -115,4 +164,34 @@ fn caller(request: &mut axum::extract::Request, view: &View) -> Option<Caller> {
     let caller = identify(request.headers(), view)?;
     request.extensions_mut().insert(caller.clone());
     Some(caller)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_address_is_believed_only_from_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            "6.6.6.6, 203.0.113.9, 10.0.0.2".parse().unwrap(),
+        );
+        // From the balancer: the nearest untrusted hop, not what the client wrote on the left.
+        assert_eq!(client_ip(ip("10.0.0.1"), &headers, &trusted), ip("203.0.113.9"));
+        // Straight from the internet, the header is the client's own claim: ignored.
+        assert_eq!(
+            client_ip(ip("198.51.100.1"), &headers, &trusted),
+            ip("198.51.100.1")
+        );
+        assert_eq!(client_ip(ip("10.0.0.1"), &headers, &[]), ip("10.0.0.1"));
+        headers.insert("x-forwarded-for", "junk, 10.0.0.3".parse().unwrap());
+        assert_eq!(client_ip(ip("10.0.0.1"), &headers, &trusted), ip("10.0.0.3"));
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), &HeaderMap::new(), &trusted),
+            ip("10.0.0.1")
+        );
+    }
 }

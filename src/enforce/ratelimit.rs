@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use tower::{Layer, Service};
 
-use super::{BoxFuture, Enforcer, caller};
+use super::{BoxFuture, Enforcer, caller, client_ip};
 use crate::limit::{Decision, Rule, Subject};
 use crate::server::ApiError;
 
@@ -83,7 +83,7 @@ where
             let ip = request
                 .extensions()
                 .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip());
+                .map(|c| client_ip(c.0.ip(), request.headers(), &enforcer.trusted_proxies));
             let user = request.headers().get(USER_HEADER).and_then(|v| v.to_str().ok());
             let subject = Subject {
                 global: true,

@@ -47,6 +47,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// The state directory the admin `reconcile` action loads, when the server was given one.
     pub state_dir: Option<std::path::PathBuf>,
+    /// Proxies whose `X-Forwarded-For` names the client, for `ip` rules.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl AppState {
@@ -62,6 +64,7 @@ impl AppState {
             replica: Arc::new(Replica::new(db.clone(), clock, options)),
             db,
             state_dir: None,
+            trusted_proxies: Vec::new(),
             metrics: Arc::new(metrics::Metrics::default()),
         }
     }
@@ -185,6 +188,7 @@ fn routes() -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
 /// Every route, with the shared layers.
 pub fn router(state: Arc<AppState>) -> Router {
     let mut enforcer = Enforcer::new(Arc::clone(&state.replica));
+    enforcer.trusted_proxies = state.trusted_proxies.clone();
     let metrics = Arc::clone(&state.metrics);
     enforcer.observe = Some(Box::new(move |decision| metrics.rate_limited(decision)));
     let enforcer = Arc::new(enforcer);

@@ -33,11 +33,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<serde_jso
 #[utoipa::path(get, path = "/system/maintenance/state", tag = "maintenance", responses((status = 200, description = "The effective mode", body = EffectiveMode)))]
 pub async fn maintenance_state(State(state): State<Arc<AppState>>) -> Result<Json<EffectiveMode>, ApiError> {
     let view = state.replica.view().await?;
-    let inputs = match &view.maintenance {
-        Some(inputs) => inputs,
-        None => &state.db.maintenance().await?,
-    };
-    Ok(Json(effective(inputs, state.now())))
+    Ok(Json(effective(&view.maintenance, state.now())))
 }
 
 /// An override as listed, with whether it still holds.

@@ -52,6 +52,15 @@ pub struct TestApp {
 
 impl TestApp {
     pub fn spawn(test_db: TestDb, state_yaml: &str) -> TestApp {
+        TestApp::spawn_with(test_db, state_yaml, |_| {})
+    }
+
+    /// A server whose state `configure` adjusts before it starts.
+    pub fn spawn_with(
+        test_db: TestDb,
+        state_yaml: &str,
+        configure: impl FnOnce(&mut AppState) + Send,
+    ) -> TestApp {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -67,10 +76,12 @@ impl TestApp {
             let clock: server::Clock = Arc::new(move || {
                 Utc::now() + Duration::seconds(offset.load(std::sync::atomic::Ordering::Relaxed))
             });
-            let state = Arc::new(AppState {
+            let mut state = AppState {
                 state_dir: Some(state_dir.path().to_owned()),
                 ..AppState::with(db, clock, ReplicaOptions::default())
-            });
+            };
+            configure(&mut state);
+            let state = Arc::new(state);
             state.replica.spawn();
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let base = format!("http://{}", listener.local_addr().unwrap());

@@ -129,6 +129,68 @@ fn the_most_specific_ip_rule_wins_and_zero_blocks() {
 }
 
 #[test]
+fn behind_a_trusted_proxy_the_forwarded_address_is_limited() {
+    for db in all_backends() {
+        let rules = "rate_limits:\n  - scope: ip\n    key: 203.0.113.9\n    max_requests: 0\n";
+        let app = TestApp::spawn_with(db, &state_with(rules), |state| {
+            state.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+        });
+        let b = app.backend;
+        let via = |chain: &str| {
+            app.exchange(
+                "GET",
+                "/system/overrides",
+                Some(READER),
+                &[("X-Forwarded-For", chain)],
+                None,
+            )
+            .status
+        };
+        assert_eq!(
+            via("203.0.113.9"),
+            429,
+            "{b}: the client behind the proxy is blocked"
+        );
+        assert_eq!(
+            via("203.0.113.9, 198.51.100.4"),
+            200,
+            "{b}: the nearest hop is another client"
+        );
+        assert_eq!(
+            app.get("/system/overrides", Some(READER)).0,
+            200,
+            "{b}: the proxy itself"
+        );
+    }
+}
+
+#[test]
+fn a_read_only_platform_still_answers_rate_limit_checks() {
+    for db in all_backends() {
+        let app = TestApp::spawn(db, &state_with(USER_RULE));
+        let b = app.backend;
+        let freeze = r#"{"reason": "incident 5"}"#;
+        let (status, _) = app.send_json(
+            "POST",
+            "/system/maintenance/state/read_only",
+            Some(OPERATOR),
+            freeze,
+        );
+        assert_eq!(status, 200, "{b}");
+        let (status, answer) = app.send_json(
+            "POST",
+            "/system/ratelimits/check",
+            Some(READER),
+            r#"{"user": "user-7"}"#,
+        );
+        assert_eq!((status, &answer["remaining"]), (200, &2.into()), "{b}: {answer}");
+        let window = r#"{"starts_at": "2030-01-01T00:00:00Z", "ends_at": "2030-01-01T01:00:00Z"}"#;
+        let (status, _) = app.send_json("POST", "/system/maintenance/windows", Some(OPERATOR), window);
+        assert_eq!(status, 503, "{b}: other writes are frozen");
+    }
+}
+
+#[test]
 fn shadow_rules_count_and_report_but_never_refuse() {
     for db in all_backends() {
         let rules =
