@@ -300,7 +300,11 @@ impl Replica {
             self.changed_elsewhere().await;
             loop {
                 match listener.try_recv().await {
-                    Ok(Some(_)) => self.changed_elsewhere().await,
+                    Ok(Some(_)) => {
+                        // One commit notifies once per table it touched: one reload for all.
+                        while listener.next_buffered().is_some() {}
+                        self.changed_elsewhere().await;
+                    }
                     Ok(None) => {
                         tracing::warn!("lost the change listener's connection; resyncing");
                         break;

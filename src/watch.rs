@@ -179,7 +179,8 @@ pub async fn run(
             }
             Passed::Failed => {
                 failures = failures.saturating_add(1);
-                let backoff = Duration::from_millis(500) * 2u32.saturating_pow(failures.min(8));
+                // 0.5 s, 1 s, 2 s, … up to the cap.
+                let backoff = Duration::from_millis(500) * 2u32.pow(failures.min(8) - 1);
                 (backoff.min(MAX_BACKOFF).min(state.options.interval), None)
             }
         };

@@ -59,6 +59,8 @@ impl Args {
         state_dir: &std::path::Path,
         store: &super::StoreConfig,
     ) -> anyhow::Result<Status> {
+        // Handlers first: a SIGTERM that arrives while starting stops the server cleanly.
+        let signal = server::shutdown_signal();
         let db = super::open(store).await?;
         let listener = tokio::net::TcpListener::bind(self.bind)
             .await
@@ -96,7 +98,7 @@ impl Args {
         // One signal stops both the server and the watch loop.
         let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
-            server::shutdown_signal().await;
+            signal.await;
             let _ = stop.send(true);
         });
         let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
