@@ -4,9 +4,11 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use notify::event::ModifyKind;
 use notify::{EventKind, RecursiveMode, Watcher as _};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
@@ -148,7 +150,8 @@ pub async fn run(
 ) -> Result<(), notify::Error> {
     let dir = dir.as_ref();
     let changed = Arc::new(Notify::new());
-    let _watcher = watch_dir(dir, Arc::clone(&changed))?;
+    let lost = Arc::new(AtomicBool::new(false));
+    let mut _watcher = watch_dir(dir, Arc::clone(&changed), Arc::clone(&lost))?;
     tracing::info!(
         dir = %dir.display(),
         interval = ?options.interval,
@@ -168,6 +171,22 @@ pub async fn run(
     let mut failures: u32 = 0;
     loop {
         let passed = state.pass(trigger).await;
+        // A directory deleted and created again (or swapped by a deploy) took its watch with
+        // it: watch the new one. Until it exists again, the interval still applies.
+        let gone = lost.load(Ordering::Acquire);
+        if gone && dir.is_dir() {
+            lost.store(false, Ordering::Release);
+            match watch_dir(dir, Arc::clone(&changed), Arc::clone(&lost)) {
+                Ok(fresh) => {
+                    tracing::info!(dir = %dir.display(), "the state directory was replaced; watching the new one");
+                    _watcher = fresh;
+                }
+                Err(e) => {
+                    lost.store(true, Ordering::Release);
+                    tracing::warn!(error = %e, "cannot watch the replaced state directory");
+                }
+            }
+        }
         let (wait, expiry) = match passed {
             Passed::Applied { next_expiry } => {
                 failures = 0;
@@ -185,6 +204,12 @@ pub async fn run(
             }
         };
         let retrying = failures > 0;
+        // While the directory is gone, look for it again every second.
+        let wait = if lost.load(Ordering::Acquire) {
+            wait.min(Duration::from_secs(1))
+        } else {
+            wait
+        };
         let deadline = tokio::time::Instant::now() + wait;
         let mut expiry = expiry;
         // Wait for the next trigger. Meanwhile an override may be set (over HTTP, in this
@@ -237,15 +262,29 @@ async fn debounce(changed: &Notify, quiet: Duration) {
 }
 
 /// Watches the directory itself (not its files), recursively, so that an editor's atomic save
-/// (write, then rename over), a deleted and recreated file and a `git checkout` are all seen.
-fn watch_dir(dir: &Path, changed: Arc<Notify>) -> Result<notify::RecommendedWatcher, notify::Error> {
+/// (write, then rename over), a deleted and recreated file, a `git checkout` and a Kubernetes
+/// ConfigMap update (a `..data` symlink swapped) are all seen.
+fn watch_dir(
+    dir: &Path,
+    changed: Arc<Notify>,
+    lost: Arc<AtomicBool>,
+) -> Result<notify::RecommendedWatcher, notify::Error> {
     let root = dir.to_owned();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
         // Reads (ours included: every pass reads the files) are not changes.
         Ok(event) if matches!(event.kind, EventKind::Access(_)) => {}
-        // Hidden entries (`.git`, editors' swap files) are never state; a save that renames a
-        // hidden file onto a state file names the state file too.
-        Ok(event) if !event.paths.is_empty() && event.paths.iter().all(|p| is_hidden(&root, p)) => {}
+        // The directory itself went away (deleted, or moved aside by a deploy): so did its watch.
+        Ok(event)
+            if event.paths.iter().any(|p| *p == root)
+                && matches!(
+                    event.kind,
+                    EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
+                ) =>
+        {
+            lost.store(true, Ordering::Release);
+            changed.notify_one();
+        }
+        Ok(event) if !event.paths.is_empty() && event.paths.iter().all(|p| is_noise(&root, p)) => {}
         // One stored permit: an event during a pass wakes the loop right after it.
         Ok(_) => changed.notify_one(),
         Err(e) => {
@@ -257,12 +296,21 @@ fn watch_dir(dir: &Path, changed: Arc<Notify>) -> Result<notify::RecommendedWatc
     Ok(watcher)
 }
 
-/// Whether `path` lies under a hidden entry of `root`.
-fn is_hidden(root: &Path, path: &Path) -> bool {
-    path.strip_prefix(root)
-        .unwrap_or(path)
-        .components()
-        .any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
+/// Git's own bookkeeping and editors' swap, backup and lock files: churn that is never state.
+/// Other hidden entries are changes: a ConfigMap update shows only as a `..data` swap.
+fn is_noise(root: &Path, path: &Path) -> bool {
+    let relative = path.strip_prefix(root).unwrap_or(path);
+    let in_git = relative.components().any(|c| c.as_os_str() == ".git");
+    let name = relative
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let scratch = [".swp", ".swx", ".swo", "~"]
+        .iter()
+        .any(|end| name.ends_with(end))
+        || name.starts_with(".#")
+        || name == "4913";
+    in_git || scratch
 }
 
 impl Loop {

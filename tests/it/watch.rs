@@ -408,3 +408,45 @@ fn a_database_that_is_down_at_start_is_retried_not_fatal() {
         "applied once the database is up",
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn a_configmap_update_and_a_replaced_directory_are_applied() {
+    use std::os::unix::fs::symlink;
+    let db = crate::support::sqlite();
+    let rt = runtime();
+    // As Kubernetes mounts a ConfigMap: files are symlinks into `..data`, itself a symlink to a
+    // timestamped directory; an update swaps `..data` in one rename.
+    let state = StateDir::new(&[]);
+    let root = state.path();
+    let version = |n: u32| {
+        let dir = root.join(format!("..v{n}"));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("clients.yaml"), state_with("")).unwrap();
+        std::fs::write(dir.join("rules.yaml"), rules(n)).unwrap();
+        symlink(format!("..v{n}"), root.join("..data_tmp")).unwrap();
+        std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
+    };
+    version(1);
+    symlink("..data/clients.yaml", root.join("clients.yaml")).unwrap();
+    symlink("..data/rules.yaml", root.join("rules.yaml")).unwrap();
+    let _watching = Watching::start(&db, &state, &["reconcile", "--watch", "--interval", "60s"]);
+    wait_for(&rt, &db.url, "192.0.2.1", Some(1), "first pass");
+    version(2);
+    wait_for(&rt, &db.url, "192.0.2.1", Some(2), "the ..data swap");
+
+    // The whole directory deleted and created again: its watch is gone, a new one is made.
+    std::fs::remove_dir_all(root).unwrap();
+    std::fs::create_dir(root).unwrap();
+    std::fs::write(root.join("clients.yaml"), state_with("")).unwrap();
+    std::fs::write(root.join("rules.yaml"), rules(3)).unwrap();
+    wait_for(&rt, &db.url, "192.0.2.1", Some(3), "the recreated directory");
+    std::fs::write(root.join("rules.yaml"), rules(4)).unwrap();
+    wait_for(
+        &rt,
+        &db.url,
+        "192.0.2.1",
+        Some(4),
+        "an edit in the recreated directory",
+    );
+}
