@@ -275,7 +275,7 @@ fn watch_dir(
         Ok(event) if matches!(event.kind, EventKind::Access(_)) => {}
         // The directory itself went away (deleted, or moved aside by a deploy): so did its watch.
         Ok(event)
-            if event.paths.iter().any(|p| *p == root)
+            if event.paths.contains(&root)
                 && matches!(
                     event.kind,
                     EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
