@@ -221,8 +221,8 @@ impl Replica {
                         .addr
                         .map_or_else(|| rule.key.as_str().to_owned(), |a| a.to_string()),
                     shadow: rule.shadow,
-                    window_seconds: i64::try_from(r.key.quota.window_ms / 1000).unwrap_or(i64::MAX),
-                    max_requests: r.key.quota.max.into(),
+                    window_seconds: i64::try_from(r.key.window_ms / 1000).unwrap_or(i64::MAX),
+                    max_requests: rule.max_requests.into(),
                     current_count: r.count.into(),
                     window_started_at: DateTime::from_timestamp_millis(
                         i64::try_from(r.window_start_ms).unwrap_or(i64::MAX),

@@ -80,7 +80,7 @@ impl Counters {
     pub fn sweep(&self, now_ms: u64) {
         for shard in &self.shards {
             let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-            shard.retain(|k, s| s.dirty || s.window.is_live(k.quota, now_ms));
+            shard.retain(|k, s| s.dirty || s.window.is_live(k.window_ms, now_ms));
         }
     }
 
@@ -119,7 +119,7 @@ impl Counters {
 /// Makes room in a full shard: idle counters go first (no decision changes); if every counter
 /// is live, the least recently used quarter goes (those subjects start afresh).
 fn evict(shard: &mut HashMap<CounterKey, Slot>, now_ms: u64, capacity: usize) {
-    shard.retain(|k, s| s.window.is_live(k.quota, now_ms));
+    shard.retain(|k, s| s.window.is_live(k.window_ms, now_ms));
     if shard.len() < capacity {
         return;
     }
@@ -142,13 +142,15 @@ mod tests {
     use super::*;
     use crate::limit::window::Quota;
 
+    const Q: Quota = Quota {
+        window_ms: 60_000,
+        max: 10,
+    };
+
     fn key(n: u32) -> CounterKey {
         CounterKey {
             rule: 1,
-            quota: Quota {
-                window_ms: 60_000,
-                max: 10,
-            },
+            window_ms: 60_000,
             addr: Some(IpAddr::V4(Ipv4Addr::from(n))),
         }
     }
@@ -159,7 +161,7 @@ mod tests {
         // A flood of distinct live addresses, all within one window.
         for n in 0..100_000 {
             counters.with(key(n), 1_000 + u64::from(n) / 100, |w| {
-                let o = w.acquire(key(n).quota, 1_000);
+                let o = w.acquire(Q, 1_000);
                 (o, true)
             });
         }
@@ -174,7 +176,7 @@ mod tests {
     #[test]
     fn idle_counters_are_swept_and_dirty_ones_reported_once() {
         let counters = Counters::new(100);
-        let q = key(0).quota;
+        let q = Q;
         counters.with(key(1), 0, |w| (w.acquire(q, 0), true));
         counters.with(key(2), 0, |w| (w.peek(q, 0), false));
         let dirty = counters.take_dirty();

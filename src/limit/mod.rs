@@ -184,6 +184,23 @@ mod tests {
     }
 
     #[test]
+    fn lowering_a_limit_keeps_the_count_and_a_new_window_starts_afresh() {
+        let limiter = Limiter::new(100);
+        let s = subject("192.0.2.1", Some("u"));
+        let table = RuleTable::new(&[record(1, Scope::User, "u", 5)]);
+        for _ in 0..3 {
+            assert!(limiter.check(&table, &s, 0).allowed);
+        }
+        // During an incident the limit drops to 3: the three already counted still count.
+        let lowered = RuleTable::new(&[record(1, Scope::User, "u", 3)]);
+        assert!(!limiter.check(&lowered, &s, 0).allowed);
+        // A different window length makes the old counts meaningless: a fresh counter.
+        let mut longer = record(1, Scope::User, "u", 3);
+        longer.rule.window_seconds = crate::domain::WindowSeconds::new(120).unwrap();
+        assert!(limiter.check(&RuleTable::new(&[longer]), &s, 0).allowed);
+    }
+
+    #[test]
     fn the_binding_verdict_is_the_tightest_enforced_one() {
         let table = RuleTable::new(&[
             record(1, Scope::Global, "*", 100),

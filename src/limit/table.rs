@@ -52,8 +52,9 @@ pub struct Subject<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CounterKey {
     pub rule: i64,
-    /// The quota is part of the key, so a rule whose window changes starts a fresh count.
-    pub quota: Quota,
+    /// The window is part of the key, so a rule whose window changes starts a fresh count
+    /// (counts of another window length mean nothing); a changed limit keeps the count.
+    pub window_ms: u64,
     pub addr: Option<IpAddr>,
 }
 
@@ -151,7 +152,7 @@ impl RuleTable {
 fn key(rule: &Rule, addr: Option<IpAddr>) -> CounterKey {
     CounterKey {
         rule: rule.id,
-        quota: rule.quota,
+        window_ms: rule.quota.window_ms,
         addr,
     }
 }

@@ -84,8 +84,8 @@ impl Window {
 
     /// Whether the counter still carries weight at `now_ms`; an idle one can be forgotten
     /// without changing any decision.
-    pub fn is_live(&self, quota: Quota, now_ms: u64) -> bool {
-        now_ms < self.start_ms + 2 * quota.window_ms.max(1)
+    pub fn is_live(&self, window_ms: u64, now_ms: u64) -> bool {
+        now_ms < self.start_ms + 2 * window_ms.max(1)
     }
 
     fn admits(&self, quota: Quota, now_ms: u64) -> bool {
