@@ -667,3 +667,54 @@ fn the_ci_examples_are_valid_yaml_and_use_real_commands() {
         }
     }
 }
+
+#[test]
+fn the_kubernetes_example_runs_real_commands_with_real_settings() {
+    use clap::{CommandFactory as _, Parser as _};
+    use serde::Deserialize as _;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/kubernetes/valhalla-ops.yaml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let documents: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde_json::Value::deserialize(d).unwrap())
+        .collect();
+    let deployment = documents
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("a Deployment");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<String> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    // The arguments parse as the binary would parse them.
+    let parsed = valhalla_ops::cli::Cli::try_parse_from(
+        std::iter::once("valhalla-ops".to_owned()).chain(args.clone()),
+    );
+    assert!(
+        parsed.is_ok(),
+        "{args:?}: {}",
+        parsed.err().map(|e| e.to_string()).unwrap_or_default()
+    );
+    // Every environment variable it sets is one the binary reads.
+    let cli = valhalla_ops::cli::Cli::command();
+    let serve = cli.find_subcommand("serve").unwrap();
+    let known: Vec<String> = serve
+        .get_arguments()
+        .chain(cli.get_arguments())
+        .filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
+        .collect();
+    for var in container["env"].as_array().unwrap() {
+        let name = var["name"].as_str().unwrap();
+        assert!(
+            known.iter().any(|k| k == name),
+            "{name} is not read by valhalla-ops serve: {known:?}"
+        );
+    }
+    let probes = [&container["readinessProbe"], &container["livenessProbe"]];
+    assert_eq!(
+        probes.map(|p| p["httpGet"]["path"].as_str().unwrap()),
+        ["/readyz", "/healthz"]
+    );
+}
