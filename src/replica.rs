@@ -200,15 +200,21 @@ impl Replica {
     /// Writes the counters counted since the last flush to `rate_limit_snapshots` in one
     /// statement, and forgets idle counters.
     pub async fn flush(&self) -> Result<usize, StoreError> {
+        let Some(batch) = self.take_usage() else {
+            return Ok(0);
+        };
+        self.db
+            .record_usage(&self.options.name, &batch.usage, batch.now, batch.keep_after)
+            .await?;
+        Ok(batch.usage.len())
+    }
+
+    /// The counters counted since the last call, as snapshot rows; idle counters are forgotten.
+    fn take_usage(&self) -> Option<UsageBatch> {
         let now = (self.clock)();
         let readings = self.limiter.take_dirty();
         self.limiter.sweep(self.now_ms());
-        if readings.is_empty() {
-            return Ok(0);
-        }
-        let Some(view) = self.view.load_full() else {
-            return Ok(0);
-        };
+        let view = self.view.load_full()?;
         let usage: Vec<Usage> = readings
             .iter()
             .filter_map(|r| {
@@ -231,40 +237,46 @@ impl Replica {
                 })
             })
             .collect();
-        let keep_after = now - self.options.snapshot_retention;
-        self.db
-            .record_usage(&self.options.name, &usage, now, keep_after)
-            .await?;
-        Ok(usage.len())
+        (!usage.is_empty()).then(|| UsageBatch {
+            usage,
+            now,
+            keep_after: now - self.options.snapshot_retention,
+        })
     }
 
     /// Keeps the view fresh and the snapshots written until the process ends: listens for
     /// changes made elsewhere and flushes counters every snapshot interval.
     pub fn spawn(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
-        let flusher = {
-            let replica = Arc::clone(self);
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(replica.options.snapshot_interval);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                tick.tick().await;
-                loop {
-                    tick.tick().await;
-                    if let Err(e) = replica.flush().await {
-                        tracing::warn!(error = %e, "cannot write rate-limit snapshots");
-                    }
-                }
-            })
-        };
-        let watcher = {
-            let replica = Arc::clone(self);
-            tokio::spawn(async move {
-                match replica.db.clone() {
-                    Db::Postgres(store) => replica.listen(store.pool().clone()).await,
-                    Db::Sqlite(store) => replica.poll(store.pool().clone()).await,
-                }
-            })
-        };
-        vec![flusher, watcher]
+        let replica = Arc::clone(self);
+        match self.db.clone() {
+            Db::Postgres(store) => {
+                let flusher = {
+                    let replica = Arc::clone(self);
+                    tokio::spawn(async move {
+                        let mut tick = replica.snapshot_ticks();
+                        loop {
+                            tick.tick().await;
+                            if let Err(e) = replica.flush().await {
+                                tracing::warn!(error = %e, "cannot write rate-limit snapshots");
+                            }
+                        }
+                    })
+                };
+                let listener = tokio::spawn(async move { replica.listen(store.pool().clone()).await });
+                vec![flusher, listener]
+            }
+            Db::Sqlite(store) => vec![tokio::spawn(
+                async move { replica.poll(store.pool().clone()).await },
+            )],
+        }
+    }
+
+    /// Ticks every snapshot interval, the first one interval from now.
+    fn snapshot_ticks(&self) -> tokio::time::Interval {
+        let period = self.options.snapshot_interval;
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick
     }
 
     /// Marks the view stale and reloads it now, so the next request does not pay for it.
@@ -320,34 +332,66 @@ impl Replica {
 
     /// SQLite: one process owns the file, and its own writes refresh the view at once. A
     /// command run beside it (a reconcile, an edit by hand) is seen through `PRAGMA
-    /// data_version`, which changes when another connection commits.
+    /// data_version`, which changes when another connection commits. Snapshots are written
+    /// through the same connection, so the replica's own flushes do not look like changes.
     async fn poll(&self, pool: sqlx::SqlitePool) {
         use sqlx::{ConnectOptions as _, Connection as _};
         let mut last = None;
         let mut conn: Option<sqlx::SqliteConnection> = None;
+        let mut flushes = self.snapshot_ticks();
         loop {
-            tokio::time::sleep(SQLITE_POLL).await;
+            let flush = tokio::select! {
+                () = tokio::time::sleep(SQLITE_POLL) => false,
+                _ = flushes.tick() => true,
+            };
             if conn.is_none() {
                 conn = pool.connect_options().connect().await.ok();
             }
             let Some(c) = conn.as_mut() else { continue };
-            match sqlx::query_scalar::<_, i64>("PRAGMA data_version")
-                .fetch_one(&mut *c)
-                .await
-            {
-                Ok(version) => {
-                    if last.is_some_and(|l| l != version) {
-                        self.changed_elsewhere().await;
+            let done = if flush {
+                match self.take_usage() {
+                    Some(batch) => {
+                        crate::store::record_usage_on(
+                            c,
+                            &self.options.name,
+                            &batch.usage,
+                            batch.now,
+                            batch.keep_after,
+                        )
+                        .await
                     }
-                    last = Some(version);
+                    None => Ok(()),
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot poll the database for changes");
-                    if let Some(c) = conn.take() {
-                        let _ = c.close().await;
+            } else {
+                match sqlx::query_scalar::<_, i64>("PRAGMA data_version")
+                    .fetch_one(&mut *c)
+                    .await
+                {
+                    Ok(version) => {
+                        if last.is_some_and(|l| l != version) {
+                            self.changed_elsewhere().await;
+                        }
+                        last = Some(version);
+                        Ok(())
                     }
+                    Err(e) => Err(e.into()),
                 }
+            };
+            if let Err(e) = done {
+                tracing::warn!(error = %e, "cannot poll the database or write snapshots");
+                if let Some(c) = conn.take() {
+                    let _ = c.close().await;
+                }
+                // Versions are per connection: the next one starts a new comparison.
+                last = None;
             }
         }
     }
+}
+
+/// Snapshot rows ready to write.
+struct UsageBatch {
+    usage: Vec<Usage>,
+    now: DateTime<Utc>,
+    keep_after: DateTime<Utc>,
 }

@@ -856,7 +856,11 @@ impl Store for Db {
         keep_after: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         on_backend!(self, |s| Sql::<DB>::record_usage(
-            &s.pool, replica, usage, now, keep_after
+            &mut *s.pool.acquire().await?,
+            replica,
+            usage,
+            now,
+            keep_after
         )
         .await)
     }
@@ -894,6 +898,18 @@ impl Store for Db {
         )
         .await))
     }
+}
+
+/// [`Store::record_usage`] through one SQLite connection: a replica writes its snapshots through
+/// the connection that polls `data_version`, which does not change for its own commits.
+pub async fn record_usage_on(
+    conn: &mut sqlx::SqliteConnection,
+    replica: &str,
+    usage: &[Usage],
+    now: DateTime<Utc>,
+    keep_after: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    Sql::<sqlx::Sqlite>::record_usage(conn, replica, usage, now, keep_after).await
 }
 
 /// The URL with any password replaced, for messages and logs.

@@ -531,13 +531,13 @@ where
     /// Upserts a replica's counters (one row per counter and window) and forgets rows last
     /// updated before `keep_after`, in one transaction and two statements.
     pub async fn record_usage(
-        pool: &Pool<DB>,
+        conn: &mut DB::Connection,
         replica: &str,
         usage: &[Usage],
         now: DateTime<Utc>,
         keep_after: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let mut tx = pool.begin().await?;
+        let mut tx = sqlx::Connection::begin(conn).await?;
         if !usage.is_empty() {
             DB::run_step(&mut tx, &writes::usage_step(replica, usage, now)).await?;
         }

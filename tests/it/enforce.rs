@@ -591,3 +591,51 @@ fn a_replica_whose_listener_is_killed_resyncs_and_keeps_following_changes() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn writing_snapshots_does_not_reload_the_cache() {
+    for db in all_backends() {
+        let rules = "rate_limits:\n  - scope: global\n    max_requests: 1000\n";
+        let app = TestApp::spawn_with(db, &state_with(rules), |state| {
+            let options = valhalla_ops::replica::ReplicaOptions {
+                snapshot_interval: Duration::from_millis(100),
+                ..Default::default()
+            };
+            let clock = std::sync::Arc::clone(&state.replica.clock);
+            state.replica = std::sync::Arc::new(valhalla_ops::replica::Replica::new(
+                state.db.clone(),
+                clock,
+                options,
+            ));
+        });
+        let b = app.backend;
+        let counted = |app: &TestApp| {
+            app.runtime.block_on(async {
+                let filter = valhalla_ops::store::SnapshotFilter {
+                    scope: None,
+                    key: None,
+                    page: valhalla_ops::store::Page { limit: 10, offset: 0 },
+                };
+                let rows = app.state.db.snapshots(&filter).await.unwrap();
+                rows.first().map_or(0, |r| r.current_count)
+            })
+        };
+        for _ in 0..3 {
+            app.get("/system/feature-flags", Some(READER));
+        }
+        std::thread::sleep(Duration::from_millis(700));
+        let reloads = app.state.replica.reloads();
+        let before = counted(&app);
+        assert!(before >= 3, "{b}: snapshots are written ({before})");
+        for _ in 0..3 {
+            app.get("/system/feature-flags", Some(READER));
+        }
+        std::thread::sleep(Duration::from_millis(700));
+        assert!(counted(&app) >= before + 3, "{b}: and updated");
+        assert_eq!(
+            app.state.replica.reloads(),
+            reloads,
+            "{b}: without reloading the cache"
+        );
+    }
+}
