@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 use crate::desired::{DesiredState, LoadError, load_dir};
 use crate::plan::PlanOptions;
 use crate::reconcile::{ReconcileError, Request, reconcile};
-use crate::store::{Db, Store as _};
+use crate::store::{Db, Store as _, StoreError};
 
 /// The `source` of the runs a watch loop records.
 pub const SOURCE: &str = "watch";
@@ -393,6 +393,15 @@ impl Loop {
                 self.metrics.failures.inc();
                 tracing::warn!(trigger = trigger.as_str(), ms = took(), "pass refused: {refusal}");
                 Passed::Rejected
+            }
+            Err(ReconcileError::Store(StoreError::LockHeld(waited))) => {
+                // Another replica is applying (a long apply); it will leave nothing to do.
+                tracing::info!(
+                    trigger = trigger.as_str(),
+                    ms = took(),
+                    "pass: another replica held the apply lock for {waited:?}; checking again shortly"
+                );
+                Passed::Failed
             }
             Err(ReconcileError::Store(e)) => {
                 self.metrics.failures.inc();

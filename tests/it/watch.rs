@@ -450,3 +450,49 @@ fn a_configmap_update_and_a_replaced_directory_are_applied() {
         "an edit in the recreated directory",
     );
 }
+
+#[test]
+fn a_watcher_waits_out_another_applier_holding_the_lock() {
+    let Some(db) = crate::support::postgres() else {
+        return;
+    };
+    let rt = runtime();
+    // Another applier holds the lock (as a long apply by another replica would).
+    let mut holder = rt.block_on(async {
+        use sqlx::Connection as _;
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(valhalla_ops::store::postgres::APPLY_LOCK)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn
+    });
+    let state = StateDir::new(&[("clients.yaml", &state_with("")), ("rules.yaml", &rules(10))]);
+    let watching = Watching::start(
+        &db,
+        &state,
+        &["--lock-timeout", "1", "reconcile", "--watch", "--interval", "60s"],
+    );
+    watching.wait_log("another replica held the apply lock", Duration::from_secs(20));
+    assert_eq!(
+        limits(&rt, &db.url).unwrap_or_default(),
+        [],
+        "nothing applied meanwhile"
+    );
+    rt.block_on(async {
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(valhalla_ops::store::postgres::APPLY_LOCK)
+            .execute(&mut holder)
+            .await
+            .unwrap();
+    });
+    wait_for(
+        &rt,
+        &db.url,
+        "192.0.2.1",
+        Some(10),
+        "applied once the lock is free",
+    );
+    assert!(!watching.log().contains("pass failed"), "{}", watching.log());
+}
