@@ -154,7 +154,46 @@ async fn openapi_json(caller: Caller) -> Result<axum::Json<&'static utoipa::open
 /// The document, built once from the same registrations as the router.
 pub fn document() -> &'static utoipa::openapi::OpenApi {
     static DOCUMENT: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
-    DOCUMENT.get_or_init(|| routes().1)
+    DOCUMENT.get_or_init(|| {
+        let mut document = routes().1;
+        utoipa::Modify::modify(&EnforcementResponses, &mut document);
+        document
+    })
+}
+
+/// Adds the answers of the enforcement layers to every operation they guard: 429 where the
+/// rate limiter counts, 503 where the maintenance mode can refuse.
+struct EnforcementResponses;
+
+impl utoipa::Modify for EnforcementResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        let response = |description: &str| {
+            let body = ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build();
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content("application/json", body)
+                    .build(),
+            )
+        };
+        let limited = response("Over a rate limit (code `rate_limited`); `Retry-After` says when to retry");
+        let frozen = response("Refused by the maintenance mode; `Retry-After` when its end is known");
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let operations = [&mut item.get, &mut item.post, &mut item.put, &mut item.delete];
+            for operation in operations.into_iter().flatten() {
+                let responses = &mut operation.responses.responses;
+                if !crate::enforce::default_unlimited(path) {
+                    responses.entry("429".into()).or_insert_with(|| limited.clone());
+                }
+                if !crate::enforce::default_always_served(path) {
+                    responses.entry("503".into()).or_insert_with(|| frozen.clone());
+                }
+            }
+        }
+    }
 }
 
 /// Every route with its documentation: one registration feeds both, so they cannot drift.

@@ -1692,6 +1692,30 @@ fn the_openapi_document_lists_every_route_the_server_serves() {
     .map(|(m, p)| (m.to_owned(), p.to_owned()))
     .collect();
     assert_eq!(documented, expected);
+    // The enforcement layers' answers are documented where they can happen.
+    let codes = |method: &str, path: &str| -> Vec<String> {
+        doc["paths"][path][method]["responses"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    };
+    let overrides = codes("get", "/system/overrides");
+    assert!(
+        overrides.contains(&"429".into()) && overrides.contains(&"503".into()),
+        "{overrides:?}"
+    );
+    let health = codes("get", "/healthz");
+    assert!(
+        !health.contains(&"429".into()) && !health.contains(&"503".into()),
+        "{health:?}"
+    );
+    let check = codes("post", "/system/ratelimits/check");
+    assert!(
+        !check.contains(&"429".into()) && check.contains(&"503".into()),
+        "{check:?}"
+    );
 
     // Every documented operation is served: never the router's own 404 or a 405.
     for (method, path) in &documented {
