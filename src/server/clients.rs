@@ -20,7 +20,9 @@ use crate::store::{ApiChange, ClientFilter, ClientRecord, Store as _};
 pub struct ClientsQuery {
     active: Option<bool>,
     client_type: Option<ClientType>,
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<i64>,
+    #[param(minimum = 0)]
     offset: Option<i64>,
 }
 
@@ -118,6 +120,7 @@ pub async fn register(
 #[serde(deny_unknown_fields)]
 pub struct ReasonBody {
     reason: Option<String>,
+    #[schema(minimum = 1, maximum = 31536000)]
     ttl_seconds: Option<i64>,
 }
 

@@ -25,7 +25,7 @@ use tower::Layer as _;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::normalize_path::NormalizePathLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 pub use crate::replica::{Caller, Clock};
 pub use error::ApiError;
@@ -161,8 +161,9 @@ pub fn document() -> &'static utoipa::openapi::OpenApi {
     })
 }
 
-/// Adds the answers of the enforcement layers to every operation they guard: 429 where the
-/// rate limiter counts, 503 where the maintenance mode can refuse.
+/// Adds the answers that come from layers and extractors rather than handlers: 400, 413, 415 and
+/// 422 where there is input to refuse, 429 where the rate limiter counts, 503 where the
+/// maintenance mode can refuse.
 struct EnforcementResponses;
 
 impl utoipa::Modify for EnforcementResponses {
@@ -179,12 +180,29 @@ impl utoipa::Modify for EnforcementResponses {
                     .build(),
             )
         };
+        let malformed =
+            response("Malformed request: a body that is not JSON, or a parameter of the wrong type");
+        let too_large = response("The body is over 64 KiB");
+        let not_json = response("The body is not `application/json`");
+        let invalid = response("Well-formed but invalid input");
         let limited = response("Over a rate limit (code `rate_limited`); `Retry-After` says when to retry");
         let frozen = response("Refused by the maintenance mode; `Retry-After` when its end is known");
         for (path, item) in openapi.paths.paths.iter_mut() {
             let operations = [&mut item.get, &mut item.post, &mut item.put, &mut item.delete];
             for operation in operations.into_iter().flatten() {
+                let has_body = operation.request_body.is_some();
+                let has_parameters = operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
                 let responses = &mut operation.responses.responses;
+                // Axum's extractors refuse before the handler runs; the JSON error layer gives
+                // each refusal the documented body.
+                if has_body || has_parameters {
+                    responses.entry("400".into()).or_insert_with(|| malformed.clone());
+                    responses.entry("422".into()).or_insert_with(|| invalid.clone());
+                }
+                if has_body {
+                    responses.entry("413".into()).or_insert_with(|| too_large.clone());
+                    responses.entry("415".into()).or_insert_with(|| not_json.clone());
+                }
                 if !crate::enforce::default_unlimited(path) {
                     responses.entry("429".into()).or_insert_with(|| limited.clone());
                 }
@@ -250,7 +268,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         // Outside every layer that can refuse a request, so each refusal gets the JSON body.
         .layer(axum::middleware::map_response(error::json_errors))
-        .layer(TraceLayer::new_for_http())
+        // A 5xx is not an error to log here: a maintenance window answers 503 by design, and
+        // real failures (database, internal) are logged where they happen, with their cause.
+        .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)))
         .with_state(state)
 }
 

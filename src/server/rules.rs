@@ -23,7 +23,9 @@ pub struct RulesQuery {
     scope: Option<Scope>,
     key: Option<String>,
     enabled: Option<bool>,
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<i64>,
+    #[param(minimum = 0)]
     offset: Option<i64>,
 }
 
@@ -66,7 +68,9 @@ pub async fn get(
 pub struct SnapshotsQuery {
     scope: Option<Scope>,
     key: Option<String>,
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<i64>,
+    #[param(minimum = 0)]
     offset: Option<i64>,
 }
 
@@ -117,6 +121,7 @@ pub struct RuleBody {
     /// Why; required when the rule is declared in git (the change becomes an override).
     reason: Option<String>,
     /// How long such an override lasts; without it, until cleared.
+    #[schema(minimum = 1, maximum = 31536000)]
     ttl_seconds: Option<i64>,
 }
 
@@ -162,6 +167,7 @@ pub async fn put(
 #[serde(deny_unknown_fields)]
 pub struct DeleteQuery {
     reason: Option<String>,
+    #[param(minimum = 1, maximum = 31536000)]
     ttl_seconds: Option<i64>,
 }
 

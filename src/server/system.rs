@@ -91,6 +91,7 @@ pub async fn clear_override(
 #[serde(deny_unknown_fields)]
 pub struct RunsQuery {
     /// How many runs, newest first (1..=1000, default 50).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 
@@ -118,6 +119,7 @@ pub struct ModeBody {
     /// Why; shown in the state and in every plan while the override holds.
     reason: Option<String>,
     /// How long the override lasts; without it, until cleared.
+    #[schema(minimum = 1, maximum = 31536000)]
     ttl_seconds: Option<i64>,
 }
 

@@ -21,7 +21,9 @@ pub struct WindowsQuery {
     active: Option<bool>,
     /// Only windows that have not started yet.
     upcoming: Option<bool>,
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<i64>,
+    #[param(minimum = 0)]
     offset: Option<i64>,
 }
 
