@@ -201,6 +201,31 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_requests_never_get_past_the_limit() {
+        let table = RuleTable::new(&[
+            record(1, Scope::Global, "*", 1000),
+            record(2, Scope::User, "u", 100),
+        ]);
+        let limiter = Limiter::new(100);
+        let admitted = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for _ in 0..1000 {
+                        if limiter.check(&table, &subject("192.0.2.1", Some("u")), 5).allowed {
+                            admitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(admitted.into_inner(), 100);
+        // The refused 3,900 were handed back by the global rule: it counted exactly 100.
+        let global = limiter.check(&table, &subject("192.0.2.2", None), 5);
+        assert_eq!(global.verdicts[0].remaining, 1000 - 101);
+    }
+
+    #[test]
     fn the_binding_verdict_is_the_tightest_enforced_one() {
         let table = RuleTable::new(&[
             record(1, Scope::Global, "*", 100),
