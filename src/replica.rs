@@ -23,6 +23,9 @@ pub const CHANNEL: &str = "valhalla_ops_changed";
 /// How often a SQLite replica asks whether another process changed the file.
 const SQLITE_POLL: Duration = Duration::from_millis(250);
 
+/// How long a request waits for a reload under way before answering from the previous view.
+const STALE_WAIT: Duration = Duration::from_millis(50);
+
 /// How long a replica serves its last view after a failed reload before trying again.
 const RELOAD_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -158,18 +161,37 @@ impl Replica {
         self.reloads.load(Ordering::Relaxed)
     }
 
-    /// The view, reloaded first if a change has been signalled since it was loaded. While the
-    /// store is unreachable the last view is served (and reloading retried every second).
+    /// The view, reloaded first if a change has been signalled since it was loaded. A reload
+    /// already under way elsewhere is waited for briefly ([`STALE_WAIT`]); if it takes longer (a
+    /// very large state), the previous view answers meanwhile rather than stalling every
+    /// request. While the store is unreachable the last view is served (and reloading retried
+    /// every second).
     pub async fn view(&self) -> Result<Arc<View>, StoreError> {
         let wanted = self.db.changes().current();
         match self.view.load_full() {
             Some(current) if current.generation >= wanted => Ok(current),
-            _ => self.reload().await,
+            Some(current) => match tokio::time::timeout(STALE_WAIT, self.reloading.lock()).await {
+                Ok(guard) => self.reload(guard).await,
+                Err(_) => Ok(current),
+            },
+            None => self.reload(self.reloading.lock().await).await,
         }
     }
 
-    async fn reload(&self) -> Result<Arc<View>, StoreError> {
-        let mut failed_at = self.reloading.lock().await;
+    /// The view with every change this process knows of, waiting for a reload however long it
+    /// takes: after a write, so that its author reads it back.
+    pub async fn fresh_view(&self) -> Result<Arc<View>, StoreError> {
+        let wanted = self.db.changes().current();
+        match self.view.load_full() {
+            Some(current) if current.generation >= wanted => Ok(current),
+            _ => self.reload(self.reloading.lock().await).await,
+        }
+    }
+
+    async fn reload(
+        &self,
+        mut failed_at: tokio::sync::MutexGuard<'_, Option<Instant>>,
+    ) -> Result<Arc<View>, StoreError> {
         let current = self.view.load_full();
         // Read the count before the store: a change committed during the read leaves the
         // view behind the count, so the next request reloads again.
@@ -247,8 +269,35 @@ impl Replica {
     /// Keeps the view fresh and the snapshots written until the process ends: listens for
     /// changes made elsewhere and flushes counters every snapshot interval.
     pub fn spawn(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        // Reloads as soon as anything changes (a write here, a notification, the file's data
+        // version), so requests find the view fresh instead of paying for the reload.
+        let refresher = {
+            let replica = Arc::clone(self);
+            tokio::spawn(async move {
+                let changes = Arc::clone(replica.db.changes());
+                loop {
+                    let changed = changes.changed();
+                    tokio::pin!(changed);
+                    // Interest first, then the check: a change in between still wakes us.
+                    changed.as_mut().enable();
+                    let stale = replica
+                        .view
+                        .load()
+                        .as_ref()
+                        .is_none_or(|v| v.generation < changes.current());
+                    if stale {
+                        if let Err(e) = replica.fresh_view().await {
+                            tracing::warn!(error = %e, "cannot refresh the cached state");
+                        }
+                        continue;
+                    }
+                    changed.await;
+                }
+            })
+        };
         let replica = Arc::clone(self);
-        match self.db.clone() {
+        let mut tasks = vec![refresher];
+        tasks.extend(match self.db.clone() {
             Db::Postgres(store) => {
                 let flusher = {
                     let replica = Arc::clone(self);
@@ -268,7 +317,8 @@ impl Replica {
             Db::Sqlite(store) => vec![tokio::spawn(
                 async move { replica.poll(store.pool().clone()).await },
             )],
-        }
+        });
+        tasks
     }
 
     /// Ticks every snapshot interval, the first one interval from now.
@@ -279,12 +329,9 @@ impl Replica {
         tick
     }
 
-    /// Marks the view stale and reloads it now, so the next request does not pay for it.
-    async fn changed_elsewhere(&self) {
+    /// Marks the view stale; the refresher reloads it at once.
+    fn changed_elsewhere(&self) {
         self.db.changes().bump();
-        if let Err(e) = self.view().await {
-            tracing::warn!(error = %e, "cannot refresh the cached state");
-        }
     }
 
     /// Postgres: LISTEN on [`CHANNEL`]; every notification refreshes the view. After a lost
@@ -309,13 +356,13 @@ impl Replica {
             };
             backoff = Duration::from_millis(100);
             // Listening now: anything committed before is read by this full reload.
-            self.changed_elsewhere().await;
+            self.changed_elsewhere();
             loop {
                 match listener.try_recv().await {
                     Ok(Some(_)) => {
                         // One commit notifies once per table it touched: one reload for all.
                         while listener.next_buffered().is_some() {}
-                        self.changed_elsewhere().await;
+                        self.changed_elsewhere();
                     }
                     Ok(None) => {
                         tracing::warn!("lost the change listener's connection; resyncing");
@@ -369,7 +416,7 @@ impl Replica {
                 {
                     Ok(version) => {
                         if last.is_some_and(|l| l != version) {
-                            self.changed_elsewhere().await;
+                            self.changed_elsewhere();
                         }
                         last = Some(version);
                         Ok(())

@@ -256,6 +256,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         // Outside the limiter: a frozen platform refuses before counting.
         .route_layer(MaintenanceLayer::new(enforcer))
         .fallback(error::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            read_your_writes,
+        ))
         // Every request, matched or not, is counted with its route pattern.
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
@@ -272,6 +276,25 @@ pub fn router(state: Arc<AppState>) -> Router {
         // real failures (database, internal) are logged where they happen, with their cause.
         .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)))
         .with_state(state)
+}
+
+/// After a request that may have written, waits until this replica's view includes the write
+/// before answering: whoever changed something reads it back on the next request, however long
+/// the reload of a large state takes (other requests are not held up by it).
+async fn read_your_writes(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let reads = matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    let response = next.run(request).await;
+    if !reads && let Err(e) = state.replica.fresh_view().await {
+        tracing::warn!(error = %e, "cannot refresh the cached state after a write");
+    }
+    response
 }
 
 /// Serves on `listener` until `shutdown` completes; in-flight requests finish first. Every path
