@@ -24,14 +24,46 @@ use crate::store::Store as _;
 /// series), the method and the status.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    route: String,
-    method: String,
+    route: &'static str,
+    method: &'static str,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    route: String,
+    route: &'static str,
+}
+
+/// The route pattern as a `&'static str`, so that counting a request allocates nothing. The
+/// patterns are the router's own, a fixed set; each is leaked once.
+fn intern(route: &str) -> &'static str {
+    static ROUTES: std::sync::RwLock<Vec<&'static str>> = std::sync::RwLock::new(Vec::new());
+    let known = |routes: &[&'static str]| routes.iter().copied().find(|r| *r == route);
+    if let Some(r) = ROUTES.read().ok().and_then(|routes| known(&routes)) {
+        return r;
+    }
+    let mut routes = ROUTES.write().unwrap_or_else(|e| e.into_inner());
+    known(&routes).unwrap_or_else(|| {
+        let leaked: &'static str = Box::leak(route.to_owned().into_boxed_str());
+        routes.push(leaked);
+        leaked
+    })
+}
+
+/// The method as a label: the standard ones by name, anything else as `other` (a client can
+/// send any token; the series stay bounded).
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -151,15 +183,14 @@ pub async fn record(State(state): State<Arc<AppState>>, request: Request, next: 
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str)
-        .to_owned();
-    let method = request.method().to_string();
+        .map_or("unmatched", |m| intern(m.as_str()));
+    let method = method_label(request.method());
     let start = Instant::now();
     let response = next.run(request).await;
     let metrics = &state.metrics;
     metrics
         .latency
-        .get_or_create(&RouteLabels { route: route.clone() })
+        .get_or_create(&RouteLabels { route })
         .observe(start.elapsed().as_secs_f64());
     metrics
         .requests

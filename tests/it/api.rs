@@ -360,18 +360,10 @@ fn maintenance_state_is_public_and_follows_override_then_window_then_git() {
         );
         assert!(state["until"].is_string());
 
-        // Tyr freezes the platform: the override wins over the window.
+        // Tyr freezes the platform: the override wins over the window. (By hand, the mode
+        // first and the override last, as one transaction would make both visible at once.)
         app.runtime.block_on(async {
             let db = &app.state.db;
-            let freeze = NewOverride {
-                kind: Kind::MaintenanceMode,
-                key: "mode".into(),
-                actor: "tyr".into(),
-                reason: "incident 13".into(),
-                expires_at: None,
-                group_id: None,
-            };
-            db.add_override(freeze, Utc::now()).await.unwrap();
             match db {
                 Db::Postgres(s) => sqlx::query("UPDATE maintenance_state SET mode = 'maintenance'")
                     .execute(s.pool())
@@ -383,6 +375,15 @@ fn maintenance_state_is_public_and_follows_override_then_window_then_git() {
                     .map(drop),
             }
             .unwrap();
+            let freeze = NewOverride {
+                kind: Kind::MaintenanceMode,
+                key: "mode".into(),
+                actor: "tyr".into(),
+                reason: "incident 13".into(),
+                expires_at: None,
+                group_id: None,
+            };
+            db.add_override(freeze, Utc::now()).await.unwrap();
         });
         let (_, state) = app.get("/system/maintenance/state/", None);
         assert_eq!(
