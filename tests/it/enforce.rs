@@ -553,13 +553,21 @@ fn a_replica_whose_listener_is_killed_resyncs_and_keeps_following_changes() {
     };
     let pool = store.pool().clone();
     app.runtime.block_on(async {
-        let killed: Vec<bool> = sqlx::query_scalar(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = current_database() AND query LIKE 'LISTEN%'",
-        )
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+        // The listener connects in the background: wait for it before killing it.
+        let start = Instant::now();
+        let killed: Vec<bool> = loop {
+            let killed: Vec<bool> = sqlx::query_scalar(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            if !killed.is_empty() || start.elapsed() > Duration::from_secs(5) {
+                break killed;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         assert_eq!(killed, [true], "one listener to kill");
         // A change made by hand, behind the server's back, while it reconnects.
         sqlx::query("UPDATE api_clients SET active = FALSE WHERE name = 'reader'")
