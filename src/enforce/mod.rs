@@ -23,17 +23,22 @@ mod ratelimit;
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use std::net::IpAddr;
 
+use axum::extract::Request;
 use axum::http::header::{AUTHORIZATION, HeaderName};
 use axum::http::{HeaderMap, Method};
+use axum::response::Response;
 use ipnet::IpNet;
+use tower::{Layer, Service};
 
-pub use maintenance::{MaintenanceLayer, MaintenanceService};
-pub use ratelimit::{RateLimitLayer, RateLimitService, rate_limit_headers};
+pub use maintenance::Freeze;
+pub use ratelimit::{RateLimit, rate_limit_headers};
 
 use crate::domain::KeySha256;
 use crate::limit::Decision;
@@ -44,6 +49,109 @@ pub type Observer = Box<dyn Fn(&Decision) + Send + Sync>;
 
 /// The future every enforcement service returns.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, Infallible>> + Send>>;
+
+/// What a gate decides about a request before the service sees it.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "built once per request and moved once; boxing the request would allocate on every request"
+)]
+pub enum Passage {
+    /// Refused: this is the answer.
+    Refused(Response),
+    /// Let through; these headers are added to the service's answer.
+    Admitted(Request, HeaderMap),
+}
+
+/// One kind of enforcement: a decision about each request, made before the service runs.
+pub trait Gate: Send + Sync + 'static {
+    fn pass(enforcer: Arc<Enforcer>, request: Request) -> impl Future<Output = Passage> + Send;
+}
+
+/// Mounts the rate limiter on a router.
+pub type RateLimitLayer = GateLayer<RateLimit>;
+/// Mounts the maintenance freeze on a router.
+pub type MaintenanceLayer = GateLayer<Freeze>;
+
+/// A [`Gate`] as a tower layer.
+pub struct GateLayer<G> {
+    enforcer: Arc<Enforcer>,
+    gate: PhantomData<fn() -> G>,
+}
+
+impl<G> GateLayer<G> {
+    pub fn new(enforcer: Arc<Enforcer>) -> GateLayer<G> {
+        GateLayer {
+            enforcer,
+            gate: PhantomData,
+        }
+    }
+}
+
+impl<G> Clone for GateLayer<G> {
+    fn clone(&self) -> Self {
+        GateLayer::new(Arc::clone(&self.enforcer))
+    }
+}
+
+impl<S, G> Layer<S> for GateLayer<G> {
+    type Service = GateService<S, G>;
+    fn layer(&self, inner: S) -> Self::Service {
+        GateService {
+            inner,
+            enforcer: Arc::clone(&self.enforcer),
+            gate: PhantomData,
+        }
+    }
+}
+
+/// A [`Gate`] around a service.
+pub struct GateService<S, G> {
+    inner: S,
+    enforcer: Arc<Enforcer>,
+    gate: PhantomData<fn() -> G>,
+}
+
+impl<S: Clone, G> Clone for GateService<S, G> {
+    fn clone(&self) -> Self {
+        GateService {
+            inner: self.inner.clone(),
+            enforcer: Arc::clone(&self.enforcer),
+            gate: PhantomData,
+        }
+    }
+}
+
+impl<S, G> Service<Request> for GateService<S, G>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    G: Gate,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<Response>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        // The clone that was polled ready serves this request.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let enforcer = Arc::clone(&self.enforcer);
+        Box::pin(async move {
+            match G::pass(enforcer, request).await {
+                Passage::Refused(response) => Ok(response),
+                Passage::Admitted(request, headers) => {
+                    let mut response = inner.call(request).await?;
+                    response.headers_mut().extend(headers);
+                    Ok(response)
+                }
+            }
+        })
+    }
+}
 
 /// What the enforcement layers share: the replica, and which paths each layer leaves alone.
 pub struct Enforcer {
@@ -157,7 +265,7 @@ pub fn identify(headers: &HeaderMap, view: &View) -> Option<Caller> {
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// The caller of a request, from an earlier layer's extension or from its key.
-fn caller(request: &mut axum::extract::Request, view: &View) -> Option<Caller> {
+fn caller(request: &mut Request, view: &View) -> Option<Caller> {
     if let Some(caller) = request.extensions().get::<Caller>() {
         return Some(caller.clone());
     }

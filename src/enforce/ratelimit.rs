@@ -2,107 +2,62 @@
 //! its IP, its client, its `X-User-Id`); over a limit it gets 429 with `Retry-After`, and every
 //! limited answer carries the `RateLimit-Policy` and `RateLimit` fields of the IETF httpapi draft.
 
-use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use tower::{Layer, Service};
 
-use super::{BoxFuture, Enforcer, caller, client_ip};
+use super::{Enforcer, Gate, Passage, caller, client_ip};
 use crate::limit::{Decision, Rule, Subject};
 use crate::server::ApiError;
 
 /// The header naming the end user a request is made for, for `user` rules.
 pub const USER_HEADER: &str = "x-user-id";
 
-/// Mounts the rate limiter on a router.
-#[derive(Clone)]
-pub struct RateLimitLayer {
-    enforcer: Arc<Enforcer>,
-}
+/// The rate limiter: every enforced rule that applies must admit the request.
+pub struct RateLimit;
 
-impl RateLimitLayer {
-    pub fn new(enforcer: Arc<Enforcer>) -> RateLimitLayer {
-        RateLimitLayer { enforcer }
-    }
-}
-
-impl<S> Layer<S> for RateLimitLayer {
-    type Service = RateLimitService<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        RateLimitService {
-            inner,
-            enforcer: Arc::clone(&self.enforcer),
+impl Gate for RateLimit {
+    async fn pass(enforcer: Arc<Enforcer>, mut request: Request) -> Passage {
+        if (enforcer.unlimited)(request.uri().path()) {
+            return Passage::Admitted(request, HeaderMap::new());
         }
-    }
-}
-
-/// The rate limiter around a service.
-#[derive(Clone)]
-pub struct RateLimitService<S> {
-    inner: S,
-    enforcer: Arc<Enforcer>,
-}
-
-impl<S> Service<Request> for RateLimitService<S>
-where
-    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = BoxFuture<Response>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request) -> Self::Future {
-        // The clone that was polled ready serves this request.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let enforcer = Arc::clone(&self.enforcer);
-        Box::pin(async move {
-            if (enforcer.unlimited)(request.uri().path()) {
-                return inner.call(request).await;
-            }
-            let replica = &enforcer.replica;
-            let view = match replica.view().await {
-                Ok(view) => view,
-                Err(e) => return Ok(ApiError::from(e).into_response()),
-            };
-            if view.table.is_empty() {
-                return inner.call(request).await;
-            }
-            let client = caller(&mut request, &view).map(|c| c.name);
-            let ip = request
-                .extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| client_ip(c.0.ip(), request.headers(), &enforcer.trusted_proxies));
-            let user = request.headers().get(USER_HEADER).and_then(|v| v.to_str().ok());
-            let subject = Subject {
-                global: true,
-                ip,
-                client: client.as_ref().map(|c| c.as_str()),
-                user,
-            };
-            let decision = replica.limiter.check(&view.table, &subject, replica.now_ms());
-            if let Some(observe) = &enforcer.observe {
-                observe(&decision);
-            }
-            let mut response = if decision.allowed {
-                inner.call(request).await?
-            } else {
-                refusal(&decision)
-            };
-            rate_limit_headers(&decision, response.headers_mut());
-            Ok(response)
-        })
+        let replica = &enforcer.replica;
+        let view = match replica.view().await {
+            Ok(view) => view,
+            Err(e) => return Passage::Refused(ApiError::from(e).into_response()),
+        };
+        if view.table.is_empty() {
+            return Passage::Admitted(request, HeaderMap::new());
+        }
+        let client = caller(&mut request, &view).map(|c| c.name);
+        let ip = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| client_ip(c.0.ip(), request.headers(), &enforcer.trusted_proxies));
+        let user = request.headers().get(USER_HEADER).and_then(|v| v.to_str().ok());
+        let subject = Subject {
+            global: true,
+            ip,
+            client: client.as_ref().map(|c| c.as_str()),
+            user,
+        };
+        let decision = replica.limiter.check(&view.table, &subject, replica.now_ms());
+        if let Some(observe) = &enforcer.observe {
+            observe(&decision);
+        }
+        let mut headers = HeaderMap::new();
+        rate_limit_headers(&decision, &mut headers);
+        if decision.allowed {
+            Passage::Admitted(request, headers)
+        } else {
+            let mut response = refusal(&decision);
+            response.headers_mut().extend(headers);
+            Passage::Refused(response)
+        }
     }
 }
 
