@@ -171,20 +171,11 @@ pub async fn run(
     let mut failures: u32 = 0;
     loop {
         let passed = state.pass(trigger).await;
-        // A directory deleted and created again (or swapped by a deploy) took its watch with
-        // it: watch the new one. Until it exists again, the interval still applies.
-        let gone = lost.load(Ordering::Acquire);
-        if gone && dir.is_dir() {
-            lost.store(false, Ordering::Release);
-            match watch_dir(dir, Arc::clone(&changed), Arc::clone(&lost)) {
-                Ok(fresh) => {
-                    tracing::info!(dir = %dir.display(), "the state directory was replaced; watching the new one");
-                    _watcher = fresh;
-                }
-                Err(e) => {
-                    lost.store(true, Ordering::Release);
-                    tracing::warn!(error = %e, "cannot watch the replaced state directory");
-                }
+        if lost.load(Ordering::Acquire) && dir.is_dir() {
+            // A directory deleted and created again (or swapped by a deploy) took its watch
+            // with it: watch the new one.
+            if let Some(fresh) = rewatch(dir, &changed, &lost) {
+                _watcher = fresh;
             }
         }
         let (wait, expiry) = match passed {
@@ -198,9 +189,7 @@ pub async fn run(
             }
             Passed::Failed => {
                 failures = failures.saturating_add(1);
-                // 0.5 s, 1 s, 2 s, … up to the cap.
-                let backoff = Duration::from_millis(500) * 2u32.pow(failures.min(8) - 1);
-                (backoff.min(MAX_BACKOFF).min(state.options.interval), None)
+                (backoff(failures).min(state.options.interval), None)
             }
         };
         let retrying = failures > 0;
@@ -239,6 +228,28 @@ pub async fn run(
             }
             expiry = state.next_expiry((state.clock)()).await;
         };
+    }
+}
+
+/// 0.5 s after the first failure, doubling up to [`MAX_BACKOFF`].
+fn backoff(failures: u32) -> Duration {
+    (Duration::from_millis(500) * 2u32.pow(failures.clamp(1, 8) - 1)).min(MAX_BACKOFF)
+}
+
+/// A new watch on a directory that was replaced; while that fails, `lost` stays set and the
+/// loop keeps looking every second.
+fn rewatch(dir: &Path, changed: &Arc<Notify>, lost: &Arc<AtomicBool>) -> Option<notify::RecommendedWatcher> {
+    lost.store(false, Ordering::Release);
+    match watch_dir(dir, Arc::clone(changed), Arc::clone(lost)) {
+        Ok(watcher) => {
+            tracing::info!(dir = %dir.display(), "the state directory was replaced; watching the new one");
+            Some(watcher)
+        }
+        Err(e) => {
+            lost.store(true, Ordering::Release);
+            tracing::warn!(error = %e, "cannot watch the replaced state directory");
+            None
+        }
     }
 }
 
@@ -445,4 +456,28 @@ fn describe(summary: &crate::plan::Summary) -> String {
     .map(|(n, what)| format!("{n} {what}"))
     .collect::<Vec<_>>()
     .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_starts_at_half_a_second_and_doubles_to_the_cap() {
+        let waits: Vec<u64> = (1..=8).map(|n| backoff(n).as_millis() as u64).collect();
+        assert_eq!(waits, [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000]);
+    }
+
+    #[test]
+    fn only_git_internals_and_editor_scratch_files_are_noise() {
+        let root = Path::new("/state");
+        let noise = |p: &str| is_noise(root, Path::new(p));
+        assert!(noise("/state/.git/index"));
+        assert!(noise("/state/.rules.yaml.swp"));
+        assert!(noise("/state/rules.yaml~"));
+        assert!(noise("/state/.#rules.yaml"));
+        assert!(!noise("/state/rules.yaml"));
+        assert!(!noise("/state/..data"), "a ConfigMap swap is a change");
+        assert!(!noise("/state/team/limits.yml"));
+    }
 }
