@@ -146,11 +146,6 @@ impl Replica {
         }
     }
 
-    /// The store this replica reads.
-    pub fn db(&self) -> &Db {
-        &self.db
-    }
-
     /// The current time in milliseconds since the epoch, as the limiter counts.
     pub fn now_ms(&self) -> u64 {
         u64::try_from((self.clock)().timestamp_millis()).unwrap_or(0)

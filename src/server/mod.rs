@@ -286,10 +286,7 @@ async fn read_your_writes(
     request: Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let reads = matches!(
-        *request.method(),
-        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
-    );
+    let reads = crate::enforce::default_reads(request.method(), request.uri().path());
     let response = next.run(request).await;
     if !reads && let Err(e) = state.replica.fresh_view().await {
         tracing::warn!(error = %e, "cannot refresh the cached state after a write");

@@ -177,6 +177,15 @@ impl TestApp {
         }
     }
 
+    /// Polls `GET path` until it answers `want`; fails after `within`.
+    pub fn wait_for_status(&self, path: &str, key: Option<&str>, want: u16, within: std::time::Duration) {
+        let start = std::time::Instant::now();
+        while self.get(path, key).0 != want {
+            assert!(start.elapsed() < within, "{path} never answered {want}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Moves the server's clock `seconds` further ahead.
     pub fn advance(&self, seconds: i64) {
         self.clock_offset

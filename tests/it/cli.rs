@@ -452,53 +452,17 @@ fn bad_database_url_and_missing_state_are_one_line_errors() {
 
 #[test]
 fn serve_answers_and_shuts_down_cleanly_on_sigterm() {
-    use std::io::{BufRead as _, BufReader};
     for db in all_backends() {
         let state = StateDir::sample();
-        let mut child = command(&db, state.path())
-            .args(["serve", "--bind", "127.0.0.1:0"])
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        // The log may say other things first.
-        while !line.contains("http://") {
-            line.clear();
-            assert!(
-                stderr.read_line(&mut line).unwrap() > 0,
-                "serve ended without serving"
-            );
-        }
-        let base = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("{line}"))
-            .to_owned();
-        let health = ureq::get(format!("{base}/healthz"))
+        let mut serving = crate::support::Process::start(&db, &state, &["serve", "--bind", "127.0.0.1:0"]);
+        let health = ureq::get(format!("{}/healthz", serving.base()))
             .call()
             .unwrap()
             .into_body()
             .read_to_string()
             .unwrap();
         assert_eq!(health, r#"{"status":"ok"}"#, "{}", db.backend);
-        let killed = std::process::Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(killed.success());
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{}: serve did not stop on SIGTERM",
-                db.backend
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        };
+        let status = serving.stop(std::time::Duration::from_secs(10));
         assert!(status.success(), "{}: {status:?}", db.backend);
     }
 }

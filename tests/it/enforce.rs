@@ -8,7 +8,7 @@ use serde_json::Value;
 use valhalla_ops::store::Store as _;
 
 use crate::api::{ADMIN, OPERATOR, READER, TestApp, state_with};
-use crate::support::{StateDir, TestDb, all_backends, command};
+use crate::support::{Process, StateDir, all_backends};
 
 const USER_RULE: &str =
     "rate_limits:\n  - scope: user\n    key: user-7\n    window_seconds: 60\n    max_requests: 3\n";
@@ -396,73 +396,32 @@ fn a_window_opens_and_closes_with_the_clock_alone() {
     }
 }
 
-/// A `serve` process on `db`, killed when dropped.
-struct Served {
-    child: std::process::Child,
-    base: String,
+/// The status of a request to a served process.
+fn status(base: &str, method: &str, path: &str, key: &str, body: Option<&str>) -> u16 {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let request = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("{base}{path}"))
+        .header("Authorization", format!("Bearer {key}"))
+        .header("Content-Type", "application/json")
+        .body(body.unwrap_or_default().to_owned())
+        .unwrap();
+    agent.run(request).unwrap().status().as_u16()
 }
 
-impl Served {
-    fn start(db: &TestDb, state: &StateDir, name: &str) -> Served {
-        use std::io::{BufRead as _, BufReader};
-        let mut child = command(db, state.path())
-            .args(["serve", "--bind", "127.0.0.1:0", "--replica", name])
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        // The log may say other things first.
-        while !line.contains("http://") {
-            line.clear();
-            assert!(
-                stderr.read_line(&mut line).unwrap() > 0,
-                "serve ended without serving"
-            );
+/// How long until `path` answers `want` for `key`, polling every 5 ms for up to 5 s.
+fn until(base: &str, path: &str, key: &str, want: u16) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        if status(base, "GET", path, key, None) == want {
+            return start.elapsed();
         }
-        let base = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("{line}"))
-            .to_owned();
-        // Keep draining the log so the child never blocks on a full pipe.
-        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-        Served { child, base }
+        std::thread::sleep(Duration::from_millis(5));
     }
-
-    fn status(&self, method: &str, path: &str, key: &str, body: Option<&str>) -> u16 {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
-        let request = ureq::http::Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base))
-            .header("Authorization", format!("Bearer {key}"))
-            .header("Content-Type", "application/json")
-            .body(body.unwrap_or_default().to_owned())
-            .unwrap();
-        agent.run(request).unwrap().status().as_u16()
-    }
-
-    /// How long until `path` answers `want` for `key`, polling every 5 ms for up to 5 s.
-    fn until(&self, path: &str, key: &str, want: u16) -> Duration {
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(5) {
-            if self.status("GET", path, key, None) == want {
-                return start.elapsed();
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        panic!("{path} never answered {want}");
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    panic!("{path} never answered {want}");
 }
 
 #[test]
@@ -473,14 +432,22 @@ fn two_replicas_on_one_postgres_enforce_each_others_writes_within_a_second() {
     let state = StateDir::new(&[("state.yaml", &state_with("maintenance:\n  mode: normal\n"))]);
     let applied = crate::support::run(&db, state.path(), &["reconcile"]);
     assert_eq!(applied.code, 0, "{}", applied.stderr);
-    let a = Served::start(&db, &state, "a");
-    let b = Served::start(&db, &state, "b");
-    assert_eq!(b.status("GET", "/system/overrides", READER, None), 200);
+    let serve = |name| {
+        Process::start(
+            &db,
+            &state,
+            &["serve", "--bind", "127.0.0.1:0", "--replica", name],
+        )
+    };
+    let (replica_a, replica_b) = (serve("a"), serve("b"));
+    let (a, b) = (replica_a.base(), replica_b.base());
+    assert_eq!(status(&b, "GET", "/system/overrides", READER, None), 200);
 
     // Tyr freezes the platform through A; B refuses within a second.
     let freeze = r#"{"reason": "incident 77", "ttl_seconds": 600}"#;
     assert_eq!(
-        a.status(
+        status(
+            &a,
             "POST",
             "/system/maintenance/state/maintenance",
             OPERATOR,
@@ -488,14 +455,20 @@ fn two_replicas_on_one_postgres_enforce_each_others_writes_within_a_second() {
         ),
         200
     );
-    let frozen = b.until("/system/overrides", READER, 503);
+    let frozen = until(&b, "/system/overrides", READER, 503);
     assert!(frozen < Duration::from_secs(1), "B froze after {frozen:?}");
     let lift = r#"{"reason": "incident 77 resolved"}"#;
     assert_eq!(
-        a.status("POST", "/system/maintenance/state/normal", OPERATOR, Some(lift)),
+        status(
+            &a,
+            "POST",
+            "/system/maintenance/state/normal",
+            OPERATOR,
+            Some(lift)
+        ),
         200
     );
-    b.until("/system/overrides", READER, 200);
+    until(&b, "/system/overrides", READER, 200);
 
     // A client deactivated through A is refused by B within a second.
     let (_, clients) = {
@@ -504,7 +477,7 @@ fn two_replicas_on_one_postgres_enforce_each_others_writes_within_a_second() {
             .build()
             .into();
         let mut response = agent
-            .get(format!("{}/system/clients?client_type=script", a.base))
+            .get(format!("{a}/system/clients?client_type=script"))
             .header("Authorization", format!("Bearer {ADMIN}"))
             .call()
             .unwrap();
@@ -521,8 +494,8 @@ fn two_replicas_on_one_postgres_enforce_each_others_writes_within_a_second() {
         .unwrap();
     let reason = r#"{"reason": "key leaked"}"#;
     let path = format!("/system/clients/{reader_id}/deactivate");
-    assert_eq!(a.status("POST", &path, OPERATOR, Some(reason)), 200);
-    let refused = b.until("/system/overrides", READER, 401);
+    assert_eq!(status(&a, "POST", &path, OPERATOR, Some(reason)), 200);
+    let refused = until(&b, "/system/overrides", READER, 401);
     assert!(
         refused < Duration::from_secs(1),
         "B refused the key after {refused:?}"
@@ -531,10 +504,10 @@ fn two_replicas_on_one_postgres_enforce_each_others_writes_within_a_second() {
     // A rule written through A is enforced by B.
     let rule = r#"{"scope": "ip", "key": "127.0.0.1", "max_requests": 0, "reason": "abuse"}"#;
     assert_eq!(
-        a.status("POST", "/system/ratelimits/rules", OPERATOR, Some(rule)),
+        status(&a, "POST", "/system/ratelimits/rules", OPERATOR, Some(rule)),
         201
     );
-    let limited = b.until("/system/feature-flags", OPERATOR, 429);
+    let limited = until(&b, "/system/feature-flags", OPERATOR, 429);
     assert!(
         limited < Duration::from_secs(1),
         "B enforced the rule after {limited:?}"
@@ -575,14 +548,8 @@ fn a_replica_whose_listener_is_killed_resyncs_and_keeps_following_changes() {
             .await
             .unwrap();
     });
-    let start = Instant::now();
-    while app.get("/system/overrides", Some(READER)).0 != 401 {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "the hand edit was never seen"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // The hand edit is seen.
+    app.wait_for_status("/system/overrides", Some(READER), 401, Duration::from_secs(5));
     // And the new listener delivers later changes as before.
     app.runtime.block_on(async {
         sqlx::query("UPDATE api_clients SET active = TRUE WHERE name = 'reader'")
@@ -590,14 +557,8 @@ fn a_replica_whose_listener_is_killed_resyncs_and_keeps_following_changes() {
             .await
             .unwrap();
     });
-    let start = Instant::now();
-    while app.get("/system/overrides", Some(READER)).0 != 200 {
-        assert!(
-            start.elapsed() < Duration::from_secs(2),
-            "the listener did not come back"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // The listener is back.
+    app.wait_for_status("/system/overrides", Some(READER), 200, Duration::from_secs(2));
 }
 
 #[test]

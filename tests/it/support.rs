@@ -1,10 +1,11 @@
 //! Test databases on both backends, throwaway state directories, and the binary under test.
 
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::Once;
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
 
 use sqlx::Connection as _;
 
@@ -224,4 +225,76 @@ pub fn scratch(name: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join(name);
     (dir, path)
+}
+
+/// The binary running in the background, its log kept; killed when dropped.
+pub struct Process {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Process {
+    pub fn start(db: &TestDb, state: &StateDir, args: &[&str]) -> Process {
+        let mut child = command(db, state.path())
+            .args(args)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let mut stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Process { child, log }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `text`.
+    pub fn wait_log(&self, text: &str, within: Duration) {
+        let start = Instant::now();
+        while !self.log().contains(text) {
+            assert!(start.elapsed() < within, "never logged {text:?}:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The address a `serve` process says it serves on.
+    pub fn base(&self) -> String {
+        self.wait_log("serving http://", Duration::from_secs(10));
+        let log = self.log();
+        let base = log.split_whitespace().find(|w| w.starts_with("http://"));
+        base.unwrap_or_else(|| panic!("no address in {log}")).to_owned()
+    }
+
+    /// Sends SIGTERM and waits up to `within` for the exit status.
+    pub fn stop(&mut self, within: Duration) -> std::process::ExitStatus {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(start.elapsed() < within, "did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

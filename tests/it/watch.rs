@@ -1,82 +1,13 @@
 //! `reconcile --watch` and `serve --watch` as processes: edits in every form an editor or git
 //! makes them, invalid edits, drift, override expiry, two watchers, SIGTERM, a database outage.
 
-use std::io::Read as _;
-use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use valhalla_ops::store::{Db, RuleFilter, Store as _};
 
 use crate::api::{OPERATOR, state_with};
-use crate::support::{StateDir, TestDb, all_backends, command};
-
-/// A watching process whose log is kept; stopped with SIGTERM when dropped.
-struct Watching {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Watching {
-    fn start(db: &TestDb, state: &StateDir, args: &[&str]) -> Watching {
-        let mut child = command(db, state.path())
-            .args(args)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let mut stderr = child.stderr.take().unwrap();
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stderr.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        Watching { child, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// Waits until the log contains `text`.
-    fn wait_log(&self, text: &str, within: Duration) {
-        let start = Instant::now();
-        while !self.log().contains(text) {
-            assert!(start.elapsed() < within, "never logged {text:?}:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Sends SIGTERM and waits for the exit status.
-    fn stop(&mut self) -> std::process::ExitStatus {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "did not stop on SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Watching {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::support::{Process, StateDir, all_backends};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -153,7 +84,7 @@ fn edits_atomic_saves_recreated_files_and_checkouts_are_all_applied() {
         let rt = runtime();
         let b = db.backend;
         let state = StateDir::new(&[("clients.yaml", &state_with("")), ("rules.yaml", &rules(10))]);
-        let _watching = Watching::start(&db, &state, &["reconcile", "--watch", "--interval", "60s"]);
+        let _watching = Process::start(&db, &state, &["reconcile", "--watch", "--interval", "60s"]);
         wait_for(&rt, &db.url, "192.0.2.1", Some(10), &format!("{b}: first pass"));
 
         state.write("rules.yaml", &rules(11));
@@ -210,7 +141,7 @@ fn an_invalid_edit_is_not_applied_and_the_next_valid_one_is() {
         let rt = runtime();
         let b = db.backend;
         let state = StateDir::new(&[("clients.yaml", &state_with("")), ("rules.yaml", &rules(10))]);
-        let watching = Watching::start(&db, &state, &["reconcile", "--watch", "--interval", "60s"]);
+        let watching = Process::start(&db, &state, &["reconcile", "--watch", "--interval", "60s"]);
         wait_for(&rt, &db.url, "192.0.2.1", Some(10), &format!("{b}: first pass"));
 
         // A duplicate of the rule in another file, and a syntax error: positions are logged.
@@ -242,7 +173,7 @@ fn a_row_changed_by_hand_is_healed_on_the_next_interval() {
         let rt = runtime();
         let b = db.backend;
         let state = StateDir::new(&[("clients.yaml", &state_with("")), ("rules.yaml", &rules(10))]);
-        let watching = Watching::start(&db, &state, &["reconcile", "--watch", "--interval", "1s"]);
+        let watching = Process::start(&db, &state, &["reconcile", "--watch", "--interval", "1s"]);
         wait_for(&rt, &db.url, "192.0.2.1", Some(10), &format!("{b}: first pass"));
         rt.block_on(async {
             let store = Db::connect(&db.url, Default::default()).await.unwrap();
@@ -265,19 +196,13 @@ fn an_override_with_a_short_ttl_expires_and_gits_value_returns_on_time() {
         let b = db.backend;
         let state = StateDir::new(&[("clients.yaml", &state_with("")), ("rules.yaml", &rules(10))]);
         // A long interval: only the expiry can wake the loop in time.
-        let watching = Watching::start(
+        let watching = Process::start(
             &db,
             &state,
             &["serve", "--bind", "127.0.0.1:0", "--watch", "--interval", "10m"],
         );
         wait_for(&rt, &db.url, "192.0.2.1", Some(10), &format!("{b}: first pass"));
-        watching.wait_log("serving http://", Duration::from_secs(10));
-        let log = watching.log();
-        let base = log
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap()
-            .to_owned();
+        let base = watching.base();
         let body = r#"{"scope": "ip", "key": "192.0.2.1", "max_requests": 77, "reason": "load test", "ttl_seconds": 2}"#;
         let status = ureq::post(format!("{base}/system/ratelimits/rules"))
             .header("Authorization", format!("Bearer {OPERATOR}"))
@@ -327,8 +252,8 @@ fn two_watchers_on_one_postgres_apply_each_change_once() {
     let rt = runtime();
     let state = StateDir::new(&[("clients.yaml", &state_with("")), ("rules.yaml", &rules(10))]);
     let args = |actor: &'static str| ["reconcile", "--watch", "--interval", "1s", "--actor", actor];
-    let _one = Watching::start(&db, &state, &args("one"));
-    let _two = Watching::start(&db, &state, &args("two"));
+    let _one = Process::start(&db, &state, &args("one"));
+    let _two = Process::start(&db, &state, &args("two"));
     wait_for(&rt, &db.url, "192.0.2.1", Some(10), "first pass");
     for max in 11..=15 {
         state.write("rules.yaml", &rules(max));
@@ -369,10 +294,10 @@ fn sigterm_during_a_pass_leaves_a_whole_state() {
             ));
         }
         let state = StateDir::new(&[("clients.yaml", &state_with("")), ("rules.yaml", &big)]);
-        let mut watching = Watching::start(&db, &state, &["reconcile", "--watch"]);
+        let mut watching = Process::start(&db, &state, &["reconcile", "--watch"]);
         watching.wait_log("watching the state directory", Duration::from_secs(30));
         std::thread::sleep(Duration::from_millis(300));
-        let status = watching.stop();
+        let status = watching.stop(Duration::from_secs(60));
         assert!(status.success(), "{b}: {status:?}\n{}", watching.log());
         let count = rt.block_on(async {
             let store = Db::connect(&db.url, Default::default()).await.unwrap();
@@ -397,7 +322,7 @@ fn a_database_that_is_down_at_start_is_retried_not_fatal() {
     };
     let rt = runtime();
     let state = StateDir::new(&[("clients.yaml", &state_with("")), ("rules.yaml", &rules(10))]);
-    let watching = Watching::start(&later, &state, &["reconcile", "--watch", "--interval", "1s"]);
+    let watching = Process::start(&later, &state, &["reconcile", "--watch", "--interval", "1s"]);
     watching.wait_log("retrying in", Duration::from_secs(10));
     later.create();
     wait_for(
@@ -430,7 +355,7 @@ fn a_configmap_update_and_a_replaced_directory_are_applied() {
     version(1);
     symlink("..data/clients.yaml", root.join("clients.yaml")).unwrap();
     symlink("..data/rules.yaml", root.join("rules.yaml")).unwrap();
-    let _watching = Watching::start(&db, &state, &["reconcile", "--watch", "--interval", "60s"]);
+    let _watching = Process::start(&db, &state, &["reconcile", "--watch", "--interval", "60s"]);
     wait_for(&rt, &db.url, "192.0.2.1", Some(1), "first pass");
     version(2);
     wait_for(&rt, &db.url, "192.0.2.1", Some(2), "the ..data swap");
@@ -469,7 +394,7 @@ fn a_watcher_waits_out_another_applier_holding_the_lock() {
         conn
     });
     let state = StateDir::new(&[("clients.yaml", &state_with("")), ("rules.yaml", &rules(10))]);
-    let watching = Watching::start(
+    let watching = Process::start(
         &db,
         &state,
         &["--lock-timeout", "1", "reconcile", "--watch", "--interval", "60s"],
