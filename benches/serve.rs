@@ -277,7 +277,15 @@ async fn save_to_visible(edits: usize) -> (Duration, Duration) {
     let options = valhalla_ops::watch::WatchOptions::default();
     let watched = state.clone();
     tokio::spawn(async move {
-        valhalla_ops::watch::run(db, watched, options, metrics, clock, std::future::pending()).await
+        valhalla_ops::watch::run(
+            db,
+            valhalla_ops::desired::StateDir::new(watched),
+            options,
+            metrics,
+            clock,
+            std::future::pending(),
+        )
+        .await
     });
     let mut conn = Conn::open(addr).await;
     // The rule's id, once the first pass has created it.

@@ -38,7 +38,7 @@ macro_rules! string_enum {
                     $($text => Ok($name::$variant),)+
                     _ => Err(ParseError(format!(
                         concat!("unknown ", $what, " `{}`, expected one of: {}"),
-                        s,
+                        crate::text::shown(s),
                         [$($text),+].join(", ")
                     ))),
                 }
@@ -143,7 +143,8 @@ fn check_name(what: &str, s: &str) -> Result<(), ParseError> {
         Ok(())
     } else {
         Err(ParseError(format!(
-            "invalid {what} `{s}`: use 1 to 64 characters of a-z, 0-9, `_` and `-`, starting with a letter or digit"
+            "invalid {what} `{}`: use 1 to 64 characters of a-z, 0-9, `_` and `-`, starting with a letter or digit",
+            crate::text::shown(s)
         )))
     }
 }
@@ -238,7 +239,8 @@ impl RuleKey {
         match scope {
             Scope::Global if raw == Self::GLOBAL => Ok(Self(raw.to_owned())),
             Scope::Global => Err(ParseError(format!(
-                "a global rule's key must be `*`, not `{raw}`"
+                "a global rule's key must be `*`, not `{}`",
+                crate::text::shown(raw)
             ))),
             Scope::Ip => parse_ip_key(raw).map(Self),
             Scope::ApiKey => ClientName::parse(raw)
@@ -253,7 +255,8 @@ impl RuleKey {
                     Ok(Self(raw.to_owned()))
                 } else {
                     Err(ParseError(format!(
-                        "invalid user id `{raw}`: use 1 to 256 characters, no control characters or surrounding spaces"
+                        "invalid user id `{}`: use 1 to 256 characters, no control characters or surrounding spaces",
+                        crate::text::shown(raw)
                     )))
                 }
             }
@@ -281,7 +284,8 @@ fn parse_ip_key(raw: &str) -> Result<String, ParseError> {
     }
     let net: IpNet = raw.parse().map_err(|_| {
         ParseError(format!(
-            "invalid ip key `{raw}`: expected an address (203.0.113.7) or a CIDR network (203.0.113.0/24)"
+            "invalid ip key `{}`: expected an address (203.0.113.7) or a CIDR network (203.0.113.0/24)",
+            crate::text::shown(raw)
         ))
     })?;
     if net.trunc() != net {
@@ -446,7 +450,8 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>, ParseError> {
         .map(|t| normalize_time(t.with_timezone(&Utc)))
         .map_err(|_| {
             ParseError(format!(
-                "invalid time `{s}`: use RFC 3339 with an offset, e.g. 2026-12-01T02:00:00Z"
+                "invalid time `{}`: use RFC 3339 with an offset, e.g. 2026-12-01T02:00:00Z",
+                crate::text::shown(s)
             ))
         })
 }

@@ -15,6 +15,7 @@
 //! - [`mode`]: the effective maintenance mode (override, else window, else git).
 //! - [`server`]: the axum HTTP server: routes, API keys and roles, JSON errors.
 //! - [`cli`]: the command line, one module per subcommand.
+//! - [`text`]: values and messages made safe to print (one line, escaped, cut).
 
 pub mod cli;
 pub mod desired;
@@ -28,4 +29,5 @@ pub mod reconcile;
 pub mod replica;
 pub mod server;
 pub mod store;
+pub mod text;
 pub mod watch;

@@ -2,7 +2,7 @@
 //! passes (level-triggered: a pass never depends on which event woke it) on every change after a
 //! short debounce, every interval, and at the moment the next override expires.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -14,7 +14,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use tokio::sync::Notify;
 
-use crate::desired::{DesiredState, LoadError, load_dir};
+use crate::desired::{DesiredState, LoadError, StateDir};
 use crate::plan::PlanOptions;
 use crate::reconcile::{ReconcileError, Request, reconcile};
 use crate::store::{Db, Store as _, StoreError};
@@ -128,7 +128,7 @@ enum Passed {
 /// The loop's memory between passes.
 struct Loop {
     db: Db,
-    dir: PathBuf,
+    dir: StateDir,
     options: WatchOptions,
     metrics: WatchMetrics,
     clock: crate::replica::Clock,
@@ -142,13 +142,14 @@ struct Loop {
 /// finishes (its transaction commits or rolls back whole) before the loop returns.
 pub async fn run(
     db: Db,
-    dir: impl AsRef<Path>,
+    state_dir: StateDir,
     options: WatchOptions,
     metrics: WatchMetrics,
     clock: crate::replica::Clock,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), notify::Error> {
-    let dir = dir.as_ref();
+    let dir = state_dir.path.clone();
+    let dir = dir.as_path();
     let changed = Arc::new(Notify::new());
     let lost = Arc::new(AtomicBool::new(false));
     let mut _watcher = watch_dir(dir, Arc::clone(&changed), Arc::clone(&lost))?;
@@ -159,7 +160,7 @@ pub async fn run(
     );
     let mut state = Loop {
         db,
-        dir: dir.to_owned(),
+        dir: state_dir,
         options,
         metrics,
         clock,
@@ -331,7 +332,7 @@ impl Loop {
         let now = (self.clock)();
         self.metrics.passes.inc();
         let mut invalid = None;
-        match load_dir(&self.dir, now) {
+        match self.dir.load(now) {
             Ok(loaded) => self.last_good = Some(loaded.state),
             Err(e) => {
                 if let LoadError::Invalid { errors, .. } = &e {

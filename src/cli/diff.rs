@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use super::Status;
+use crate::desired::StateDir;
 use crate::model::Actual;
 use crate::plan::render::{Format, PlanDocument, render};
 use crate::plan::{PlanOptions, plan};
@@ -12,9 +13,9 @@ use crate::reconcile::guard;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The state before (e.g. the base branch, checked out with `git worktree`).
-    old: PathBuf,
+    pub old: PathBuf,
     /// The state after (e.g. the pull request's head).
-    new: PathBuf,
+    pub new: PathBuf,
     /// Exit 2 when the plan has changes (0 when it has none).
     #[arg(long)]
     detailed_exitcode: bool,
@@ -28,10 +29,10 @@ pub struct Args {
 
 impl Args {
     /// Plans `new` against a store that holds exactly `old`.
-    pub fn run(self) -> anyhow::Result<Status> {
+    pub fn run(self, old: &StateDir, new: &StateDir) -> anyhow::Result<Status> {
         let now = super::now();
-        let old = super::load(&self.old, now)?;
-        let new = super::load(&self.new, now)?;
+        let old = super::load(old, now)?;
+        let new = super::load(new, now)?;
         let plan = plan(&new.state, &Actual::of(&old.state), now, PlanOptions::default());
         let doc = PlanDocument::new(&plan, new.state.fingerprint());
         super::print_out(&render(&doc, self.format, super::stdout_color()))?;

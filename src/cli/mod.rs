@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use crate::desired::{LoadError, Loaded};
+use crate::desired::{LoadError, Loaded, StateDir};
 use crate::store::{DEFAULT_DATABASE_URL, Db, Store as _, StoreOptions};
 
 /// valhalla-ops: the GitOps control plane of the Valhalla API platform.
@@ -39,6 +39,18 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub state: PathBuf,
+
+    /// The largest state file read, in MiB; a larger one is refused without being read whole.
+    #[arg(
+        long,
+        env = "VALHALLA_MAX_FILE_MIB",
+        default_value_t = crate::desired::files::DEFAULT_MAX_FILE_BYTES / (1024 * 1024),
+        value_name = "MIB",
+        value_parser = clap::value_parser!(u64).range(1..=4096),
+        global = true,
+        hide_env_values = true
+    )]
+    pub max_file_mib: u64,
 
     /// Seconds an apply waits for another reconcile's lock before failing.
     #[arg(
@@ -132,13 +144,23 @@ impl Cli {
     /// Runs the chosen subcommand.
     pub async fn run(self) -> anyhow::Result<Status> {
         let store = self.store();
+        // Every state directory is read with the global size cap.
+        let max_file_bytes = self.max_file_mib * 1024 * 1024;
+        let state_dir = |path: &std::path::Path| StateDir {
+            path: path.to_owned(),
+            max_file_bytes,
+        };
+        let state = state_dir(&self.state);
         match self.command {
-            Command::Validate(args) => args.run(&self.state),
-            Command::Diff(args) => args.run(),
-            Command::Reconcile(args) => args.run(&self.state, &store, self.quiet).await,
+            Command::Validate(args) => args.run(&state),
+            Command::Diff(args) => {
+                let (old, new) = (state_dir(&args.old), state_dir(&args.new));
+                args.run(&old, &new)
+            }
+            Command::Reconcile(args) => args.run(&state, &store, self.quiet).await,
             Command::Export(args) => args.run(&store).await,
             Command::Migrate => migrate::run(&store).await,
-            Command::Serve(args) => args.run(&self.state, &store).await,
+            Command::Serve(args) => args.run(&state, &store).await,
             Command::Overrides(cmd) => cmd.run(&store).await,
             Command::Keys(cmd) => cmd.run(),
             Command::Completions(args) => args.run(),
@@ -154,7 +176,8 @@ pub fn exit_code(result: anyhow::Result<Status>) -> ExitCode {
         Ok(Status::Ok) => ExitCode::SUCCESS,
         Ok(Status::Changes) => ExitCode::from(2),
         Err(e) => {
-            let _ = writeln!(std::io::stderr(), "valhalla-ops: error: {}", one_line(&e));
+            let line = crate::text::one_line(&one_line(&e));
+            let _ = writeln!(std::io::stderr(), "valhalla-ops: error: {line}");
             ExitCode::from(1)
         }
     }
@@ -188,24 +211,18 @@ async fn open(config: &StoreConfig) -> anyhow::Result<Db> {
 }
 
 /// Loads the state directory, printing warnings, and every error when it is invalid.
-fn load(state: &std::path::Path, now: chrono::DateTime<chrono::Utc>) -> anyhow::Result<Loaded> {
+fn load(state: &StateDir, now: chrono::DateTime<chrono::Utc>) -> anyhow::Result<Loaded> {
     let print = |kind: &str, diags: &[crate::desired::Diagnostic]| {
         let mut err = anstream::stderr();
         for d in diags {
-            let _ = writeln!(
-                err,
-                "{}:{}:{}: {kind}: {}",
-                d.file.display(),
-                d.pos.line,
-                d.pos.column,
-                d.message
-            );
+            let _ = writeln!(err, "{}", d.line(kind));
         }
     };
-    match crate::desired::load_dir(state, now) {
+    let shown = crate::text::shown(&state.path.to_string_lossy());
+    match state.load(now) {
         Ok(loaded) => {
             print("warning", &loaded.warnings);
-            tracing::info!("loaded {} state files from {}", loaded.files, state.display());
+            tracing::info!("loaded {} state files from {shown}", loaded.files);
             Ok(loaded)
         }
         Err(LoadError::Invalid { errors, warnings }) => {
@@ -213,8 +230,7 @@ fn load(state: &std::path::Path, now: chrono::DateTime<chrono::Utc>) -> anyhow::
             print("warning", &warnings);
             let n = errors.len();
             anyhow::bail!(
-                "{} is invalid ({n} error{}); nothing was written",
-                state.display(),
+                "{shown} is invalid ({n} error{}); nothing was written",
                 if n == 1 { "" } else { "s" }
             )
         }

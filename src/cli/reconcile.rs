@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 
 use super::Status;
+use crate::desired::StateDir;
 use crate::plan::PlanOptions;
 use crate::plan::render::PLAN_FORMAT;
 use crate::plan::render::{Format, PlanDocument, render};
@@ -43,7 +44,12 @@ pub struct Args {
 
 impl Args {
     /// Runs one reconcile, or with --watch, keeps reconciling until Ctrl-C or SIGTERM.
-    pub async fn run(self, state: &Path, store: &super::StoreConfig, quiet: bool) -> anyhow::Result<Status> {
+    pub async fn run(
+        self,
+        state: &StateDir,
+        store: &super::StoreConfig,
+        quiet: bool,
+    ) -> anyhow::Result<Status> {
         if self.watch.watch {
             return self.run_watch(state, store).await;
         }
@@ -110,7 +116,7 @@ impl Args {
         self.watch.watch
     }
 
-    async fn run_watch(self, state: &Path, store: &super::StoreConfig) -> anyhow::Result<Status> {
+    async fn run_watch(self, state: &StateDir, store: &super::StoreConfig) -> anyhow::Result<Status> {
         if self.dry_run || self.out.is_some() || self.plan.is_some() || self.detailed_exitcode {
             anyhow::bail!(
                 "--watch applies every pass; it cannot be combined with --dry-run, --out, --plan or --detailed-exitcode"
@@ -125,9 +131,14 @@ impl Args {
         let actor = self.actor.unwrap_or_else(super::default_actor);
         let options = self.watch.options(actor, self.prune, self.allow_mass_removal);
         let metrics = crate::watch::WatchMetrics::default();
-        crate::watch::run(db, state, options, metrics, super::clock(), shutdown)
+        crate::watch::run(db, state.clone(), options, metrics, super::clock(), shutdown)
             .await
-            .with_context(|| format!("cannot watch {}", state.display()))?;
+            .with_context(|| {
+                format!(
+                    "cannot watch {}",
+                    crate::text::shown(&state.path.to_string_lossy())
+                )
+            })?;
         Ok(Status::Ok)
     }
 }

@@ -56,7 +56,7 @@ impl Args {
     /// Serves until a shutdown signal; in-flight requests finish first.
     pub async fn run(
         self,
-        state_dir: &std::path::Path,
+        state_dir: &crate::desired::StateDir,
         store: &super::StoreConfig,
     ) -> anyhow::Result<Status> {
         // Handlers first: a SIGTERM that arrives while starting stops the server cleanly.
@@ -80,11 +80,12 @@ impl Args {
             ..defaults
         };
         let clock: server::Clock = Arc::new(|| crate::domain::normalize_time(chrono::Utc::now()));
-        if self.watch.watch && !state_dir.is_dir() {
-            anyhow::bail!("cannot watch {}: not a directory", state_dir.display());
+        let shown = crate::text::shown(&state_dir.path.to_string_lossy());
+        if self.watch.watch && !state_dir.path.is_dir() {
+            anyhow::bail!("cannot watch {shown}: not a directory");
         }
         let state = Arc::new(AppState {
-            state_dir: Some(state_dir.to_owned()),
+            state_dir: Some(state_dir.clone()),
             trusted_proxies: self.trusted_proxies,
             ..AppState::with(db, clock, options)
         });
@@ -108,7 +109,7 @@ impl Args {
             let options = self.watch.options("serve:watch".into(), false, false);
             tokio::spawn(crate::watch::run(
                 state.db.clone(),
-                state_dir.to_owned(),
+                state_dir.clone(),
                 options,
                 state.metrics.watch.clone(),
                 state.replica.clock.clone(),
@@ -120,7 +121,7 @@ impl Args {
             // A pass in progress finishes (commits or rolls back whole) before the process ends.
             match watcher.await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!("cannot watch {}: {e}", state_dir.display()),
+                Ok(Err(e)) => tracing::error!("cannot watch {shown}: {e}"),
                 Err(e) => tracing::error!("the watch loop failed: {e}"),
             }
         }

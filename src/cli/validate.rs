@@ -1,8 +1,7 @@
 //! `validate`: check the state directory offline.
 
-use std::path::Path;
-
 use super::Status;
+use crate::desired::StateDir;
 
 /// Options of `validate`.
 #[derive(Debug, clap::Args)]
@@ -10,12 +9,12 @@ pub struct Args {}
 
 impl Args {
     /// Loads the state and prints what it declares.
-    pub fn run(self, state: &Path) -> anyhow::Result<Status> {
+    pub fn run(self, state: &StateDir) -> anyhow::Result<Status> {
         let loaded = super::load(state, super::now())?;
         let s = &loaded.state;
         super::print_out(&format!(
             "{} is valid: {} file{}, {} rate-limit rules, {} clients, {} maintenance windows, {} feature flags{}{}\n",
-            state.display(),
+            crate::text::shown(&state.path.to_string_lossy()),
             loaded.files,
             if loaded.files == 1 { "" } else { "s" },
             s.rules.len(),

@@ -1,6 +1,7 @@
 //! The desired state: every YAML file of a state directory, validated all-or-nothing.
 
 pub mod export;
+pub mod files;
 pub mod position;
 pub mod raw;
 
@@ -47,10 +48,22 @@ pub struct Diagnostic {
     pub message: String,
 }
 
+impl Diagnostic {
+    /// `file:line:column: kind: message` on one line, whatever the path and the message hold.
+    pub fn line(&self, kind: &str) -> String {
+        let Pos { line, column } = self.pos;
+        let file = crate::text::one_line(&self.file.to_string_lossy());
+        let message = crate::text::one_line(&self.message);
+        format!(
+            "{file}:{line}:{column}: {kind}{}{message}",
+            if kind.is_empty() { "" } else { ": " }
+        )
+    }
+}
+
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Pos { line, column } = self.pos;
-        write!(f, "{}:{line}:{column}: {}", self.file.display(), self.message)
+        f.write_str(&self.line(""))
     }
 }
 
@@ -66,12 +79,12 @@ pub struct Loaded {
 /// Why a state directory could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot read state directory {}: {source}", path.display())]
+    #[error("cannot read state directory {}: {source}", crate::text::shown(&path.to_string_lossy()))]
     Io { path: PathBuf, source: std::io::Error },
     #[error(
         "no state files (*.yaml, *.yml) under {}: an empty desired state would remove every \
          git-owned resource; if that is what you mean, add a file containing `version: 1`",
-        .0.display()
+        crate::text::shown(&.0.to_string_lossy())
     )]
     Empty(PathBuf),
     #[error("the desired state is invalid ({} error{})", errors.len(), if errors.len() == 1 { "" } else { "s" })]
@@ -81,42 +94,47 @@ pub enum LoadError {
     },
 }
 
-/// Reads and validates every `*.yaml`/`*.yml` file under `dir`, in sorted path order.
-pub fn load_dir(dir: &Path, now: DateTime<Utc>) -> Result<Loaded, LoadError> {
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| LoadError::Io { path, source }
-    };
-    let mut files = Vec::new();
-    collect_yaml_files(dir, &mut files).map_err(io(dir))?;
-    files.sort();
-    if files.is_empty() {
-        return Err(LoadError::Empty(dir.to_owned()));
-    }
-    let mut loader = Loader::new(now);
-    for file in &files {
-        let text = std::fs::read_to_string(file).map_err(io(file))?;
-        loader.add_file(file, &text);
-    }
-    loader.finish()
+/// A state directory and how large one of its files may be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateDir {
+    pub path: PathBuf,
+    /// Files larger than this are refused without being read whole.
+    pub max_file_bytes: u64,
 }
 
-fn collect_yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let path = entry.path();
-        let name = entry.file_name();
-        // Hidden entries are editors' swap files and tools' folders, never state.
-        if name.to_string_lossy().starts_with('.') {
-            continue;
-        }
-        if entry.file_type()?.is_dir() {
-            collect_yaml_files(&path, out)?;
-        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
-            out.push(path);
+impl StateDir {
+    /// `path` with the default cap, [`files::DEFAULT_MAX_FILE_BYTES`].
+    pub fn new(path: impl Into<PathBuf>) -> StateDir {
+        StateDir {
+            path: path.into(),
+            max_file_bytes: files::DEFAULT_MAX_FILE_BYTES,
         }
     }
-    Ok(())
+
+    /// Reads and validates every `*.yaml`/`*.yml` file under the directory, in sorted path order.
+    pub fn load(&self, now: DateTime<Utc>) -> Result<Loaded, LoadError> {
+        let dir = &self.path;
+        let files = files::read_state_files(dir, self.max_file_bytes).map_err(|source| LoadError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        if files.is_empty() {
+            return Err(LoadError::Empty(dir.clone()));
+        }
+        let mut loader = Loader::new(now);
+        for file in files {
+            match file.text {
+                Ok(text) => loader.add_text(&file.path, text),
+                Err(refusal) => loader.add_refusal(&file.path, refusal),
+            }
+        }
+        loader.finish()
+    }
+}
+
+/// Reads and validates every state file under `dir`, with the default size cap.
+pub fn load_dir(dir: &Path, now: DateTime<Utc>) -> Result<Loaded, LoadError> {
+    StateDir::new(dir).load(now)
 }
 
 /// Where something is in a file: a node by its YAML path, or a position the parser reported.
@@ -235,39 +253,80 @@ impl Loader {
 
     /// Reads one file's text; problems are collected, never returned early.
     pub fn add_file(&mut self, file: &Path, text: &str) {
+        self.add_text(file, text.to_owned());
+    }
+
+    /// Records a file that could not be read as text (its kind, size or encoding).
+    pub fn add_refusal(&mut self, file: &Path, refusal: files::Refusal) {
+        let cx = self.source(file, String::new());
+        self.errors.push(Pending {
+            place: Place {
+                file: cx.file,
+                at: At::Pos(refusal.pos),
+            },
+            message: refusal.message,
+        });
+    }
+
+    fn source(&mut self, file: &Path, text: String) -> FileCx {
         self.sources.push(Source {
             path: file.to_owned(),
-            text: text.to_owned(),
+            text,
             index: OnceLock::new(),
         });
-        let cx = FileCx {
+        FileCx {
             file: self.sources.len() - 1,
+        }
+    }
+
+    /// Reads one file's text, which the loader keeps for error positions.
+    pub fn add_text(&mut self, file: &Path, text: String) {
+        let cx = self.source(file, text);
+        let text = &self.sources[cx.file].text;
+        let at = |pos| Place {
+            file: cx.file,
+            at: At::Pos(pos),
         };
+        if let Some(pos) = position::too_deep(text) {
+            let message = format!(
+                "collections are nested more than {} levels deep; a state file needs four",
+                position::MAX_DEPTH
+            );
+            self.errors.push(Pending {
+                place: at(pos),
+                message,
+            });
+            return;
+        }
         let value: Value = match serde_yaml::from_str(text) {
             Ok(v) => v,
             Err(e) => {
-                let pos = e
-                    .location()
-                    .map(|l| Pos {
-                        line: l.line(),
-                        column: l.column(),
+                let message = strip_location(&e.to_string());
+                let pos = duplicate_at(text, &message)
+                    .or_else(|| {
+                        e.location().map(|l| Pos {
+                            line: l.line(),
+                            column: l.column(),
+                        })
                     })
                     .unwrap_or(Pos { line: 1, column: 1 });
-                let message = strip_location(&e.to_string());
                 self.errors.push(Pending {
-                    place: Place {
-                        file: cx.file,
-                        at: At::Pos(pos),
-                    },
+                    place: at(pos),
                     message,
                 });
                 return;
             }
         };
         if value.is_null() {
-            return; // An empty file, or one with only comments, declares nothing.
+            // An emptied file must not silently delete what it declared.
+            self.errors.push(Pending {
+                place: at(Pos { line: 1, column: 1 }),
+                message: "the file declares nothing; to declare an empty file on purpose, write `version: 1`"
+                    .into(),
+            });
+            return;
         }
-        let Some(raw) = self.parse::<RawFile>(&cx, &value, "") else {
+        let Some(raw) = self.parse::<RawFile>(&cx, value, "") else {
             return;
         };
         if let Some(v) = raw.version.filter(|v| *v != 1) {
@@ -276,10 +335,12 @@ impl Loader {
                 format!("unsupported version {v}; this valhalla-ops reads version 1"),
             ));
         }
-        for (i, item) in raw.rate_limits.iter().flatten().enumerate() {
+        // Items are taken by value: each node is dropped once parsed, so the file's tree is
+        // never held twice.
+        for (i, item) in raw.rate_limits.into_iter().flatten().enumerate() {
             self.add_rule(&cx, &format!("rate_limits[{i}]"), item);
         }
-        for (i, item) in raw.clients.iter().flatten().enumerate() {
+        for (i, item) in raw.clients.into_iter().flatten().enumerate() {
             self.add_client(&cx, &format!("clients[{i}]"), item);
         }
         if let Some(m) = raw.maintenance {
@@ -295,11 +356,11 @@ impl Loader {
                 };
                 self.modes.push((value, cx.at(path)));
             }
-            for (i, item) in m.windows.iter().flatten().enumerate() {
+            for (i, item) in m.windows.into_iter().flatten().enumerate() {
                 self.add_window(&cx, &format!("maintenance.windows[{i}]"), item);
             }
         }
-        for (i, item) in raw.feature_flags.iter().flatten().enumerate() {
+        for (i, item) in raw.feature_flags.into_iter().flatten().enumerate() {
             let path = format!("feature_flags[{i}]");
             if let Some(f) = self.parse::<RawFlag>(&cx, item, &path) {
                 let flag = FeatureFlag {
@@ -310,7 +371,7 @@ impl Loader {
                 self.flags.push((flag, cx.at(&join(&path, "name"))));
             }
         }
-        if let Some(item) = &raw.deployment_profile
+        if let Some(item) = raw.deployment_profile
             && let Some(name) = self.parse::<RawProfile>(&cx, item, "deployment_profile")
         {
             self.profiles
@@ -319,7 +380,7 @@ impl Loader {
     }
 
     /// Deserializes the node at `path`, recording a positioned error when it does not fit.
-    fn parse<T: DeserializeOwned>(&mut self, cx: &FileCx, value: &Value, path: &str) -> Option<T> {
+    fn parse<T: DeserializeOwned>(&mut self, cx: &FileCx, value: Value, path: &str) -> Option<T> {
         match serde_path_to_error::deserialize::<_, T>(value) {
             Ok(t) => Some(t),
             Err(e) => {
@@ -364,7 +425,7 @@ impl Loader {
         }
     }
 
-    fn add_rule(&mut self, cx: &FileCx, path: &str, item: &Value) {
+    fn add_rule(&mut self, cx: &FileCx, path: &str, item: Value) {
         let Some(r) = self.parse::<RawRule>(cx, item, path) else {
             return;
         };
@@ -407,7 +468,7 @@ impl Loader {
         self.rules.push((rule, cx.at(&at)));
     }
 
-    fn add_client(&mut self, cx: &FileCx, path: &str, item: &Value) {
+    fn add_client(&mut self, cx: &FileCx, path: &str, item: Value) {
         let Some(c) = self.parse::<RawClient>(cx, item, path) else {
             return;
         };
@@ -422,7 +483,7 @@ impl Loader {
         self.clients.push((client, cx.at(&join(path, "name"))));
     }
 
-    fn add_window(&mut self, cx: &FileCx, path: &str, item: &Value) {
+    fn add_window(&mut self, cx: &FileCx, path: &str, item: Value) {
         let Some(w) = self.parse::<RawWindow>(cx, item, path) else {
             return;
         };
@@ -567,6 +628,19 @@ fn single<T>(
         errors.push(Pending { place, message });
     }
     Some(value)
+}
+
+/// Where a "duplicate entry with key" error's key is written the second time. The YAML
+/// deserializer reports such an error at the start of the mapping, and its message names the
+/// mapping's path (`feature_flags[0]: duplicate entry with key "name"`).
+fn duplicate_at(text: &str, message: &str) -> Option<Pos> {
+    let (path, key) = match message.split_once("duplicate entry with key ") {
+        Some((path, key)) => (path.strip_suffix(": ").unwrap_or(path), key),
+        None => return None,
+    };
+    // A string key is quoted as Rust quotes it; a number or a boolean is written as it is.
+    let key = serde_json::from_str::<String>(key).unwrap_or_else(|_| key.trim_matches('`').to_owned());
+    PositionIndex::build(text).duplicate(&join(path, &key))
 }
 
 /// Drops the " at line L column C" serde_yaml puts in its messages; diagnostics carry their

@@ -16,6 +16,8 @@ pub struct Pos {
 pub struct PositionIndex {
     values: HashMap<String, Pos>,
     keys: HashMap<String, Pos>,
+    /// Where a mapping key is written the second time, for "duplicate entry" errors.
+    duplicates: HashMap<String, Pos>,
 }
 
 enum Frame {
@@ -97,7 +99,12 @@ impl PositionIndex {
                 Some(key) => Some(join(path, &key)),
                 None => {
                     let key = scalar.unwrap_or("?").to_owned();
-                    self.keys.insert(join(path, &key), pos);
+                    let at = join(path, &key);
+                    if self.keys.contains_key(&at) {
+                        self.duplicates.entry(at).or_insert(pos);
+                    } else {
+                        self.keys.insert(at, pos);
+                    }
                     *pending_key = Some(key);
                     None
                 }
@@ -119,10 +126,62 @@ impl PositionIndex {
         }
     }
 
+    /// Where the mapping key at `path` is written a second time, if it is.
+    pub fn duplicate(&self, path: &str) -> Option<Pos> {
+        self.duplicates.get(path).copied()
+    }
+
     /// Where the mapping key at `path` is written, falling back to its value.
     pub fn key(&self, path: &str) -> Pos {
         self.keys.get(path).copied().unwrap_or_else(|| self.value(path))
     }
+}
+
+/// The most levels of nested collections a state file may have; a state file needs four.
+pub const MAX_DEPTH: usize = 32;
+
+/// Where a state file first nests collections deeper than [`MAX_DEPTH`], if it does.
+///
+/// libyaml, under the YAML deserializer, takes time quadratic in the depth of nested flow
+/// collections (100,000 `[` took 79 s), and only counts depth once the whole file is parsed.
+/// This check stops at the first node too deep, so it takes time linear in what it reads.
+/// A file with no more flow openers (`[`, `{`) than the limit cannot nest flow collections that
+/// deep, and block nesting costs libyaml linear time (its own depth limit then refuses it): such
+/// files, all block-style state among them, skip the scan.
+pub fn too_deep(text: &str) -> Option<Pos> {
+    let openers = text.bytes().filter(|b| matches!(b, b'[' | b'{')).count();
+    if openers <= MAX_DEPTH {
+        return None;
+    }
+    let mut depth = 0usize;
+    for event in Parser::new_from_str(text) {
+        // The parser's own limit on flow nesting is an error here; so is any other syntax error,
+        // which the deserializer then reports with its message, having met no deep nesting.
+        let (event, span) = match event {
+            Ok(e) => e,
+            Err(e) if e.info().contains("recursion limit") => {
+                return Some(Pos {
+                    line: e.marker().line(),
+                    column: e.marker().col() + 1,
+                });
+            }
+            Err(_) => return None,
+        };
+        match event {
+            Event::MappingStart(..) | Event::SequenceStart(..) => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Some(Pos {
+                        line: span.start.line(),
+                        column: span.start.col() + 1,
+                    });
+                }
+            }
+            Event::MappingEnd | Event::SequenceEnd => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -141,5 +200,32 @@ mod tests {
         assert_eq!(idx.value("rate_limits[1].key"), Pos { line: 5, column: 24 });
         // Unknown paths fall back to the nearest enclosing node.
         assert_eq!(idx.value("rate_limits[1].missing"), Pos { line: 5, column: 5 });
+    }
+
+    #[test]
+    fn a_repeated_key_is_found_where_it_is_repeated() {
+        let idx = PositionIndex::build("version: 1\nfeature_flags:\n  - name: a\n    name: b\nversion: 1\n");
+        assert_eq!(idx.duplicate("version"), Some(Pos { line: 5, column: 1 }));
+        assert_eq!(
+            idx.duplicate("feature_flags[0].name"),
+            Some(Pos { line: 4, column: 5 })
+        );
+        assert_eq!(idx.duplicate("feature_flags"), None);
+    }
+
+    #[test]
+    fn deep_nesting_is_found_quickly_and_shallow_files_pass() {
+        for deep in ["[".repeat(100_000), "{a: ".repeat(100_000), "[".repeat(40)] {
+            let started = std::time::Instant::now();
+            assert!(too_deep(&deep).is_some());
+            assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        }
+        let many_shallow = format!("a:\n{}", "  - {b: [1]}\n".repeat(1000));
+        assert_eq!(too_deep(&many_shallow), None);
+        assert_eq!(
+            too_deep(&"- ".repeat(40)),
+            None,
+            "block nesting is left to the deserializer's limit"
+        );
     }
 }

@@ -75,8 +75,18 @@ fn a_full_file_loads_with_defaults() {
 }
 
 #[test]
-fn empty_and_comment_only_files_declare_nothing() {
-    let loaded = load(&[("a.yaml", ""), ("b.yaml", "# nothing yet\n")]).unwrap();
+fn a_file_that_declares_nothing_is_an_error_unless_it_says_version_1() {
+    // An emptied file would otherwise delete, silently, everything it used to declare.
+    let message = "the file declares nothing; to declare an empty file on purpose, write `version: 1`";
+    assert_eq!(
+        errors(&[("a.yaml", ""), ("b.yaml", "# nothing yet\n"), ("c.yaml", "~\n")]),
+        ["a.yaml", "b.yaml", "c.yaml"].map(|f| format!("{f}:1:1: {message}"))
+    );
+    let loaded = load(&[
+        ("a.yaml", "version: 1\n"),
+        ("b.yaml", "# kept for later\nversion: 1\n"),
+    ])
+    .unwrap();
     assert_eq!(loaded.state, DesiredState::default());
     assert_eq!(loaded.files, 2);
 }

@@ -155,7 +155,7 @@ async fn run_reconcile(state: &AppState, caller: &Caller, p: RunReconcile) -> Re
     };
     let now = state.now();
     // Loading a large state directory is CPU work: keep it off the request threads.
-    let loaded = tokio::task::spawn_blocking(move || crate::desired::load_dir(&dir, now))
+    let loaded = tokio::task::spawn_blocking(move || dir.load(now))
         .await
         .map_err(|e| ApiError::Unprocessable(format!("loading the state failed: {e}")))?;
     let loaded = loaded.map_err(|e| match e {

@@ -46,7 +46,7 @@ pub struct AppState {
     /// Request counters and latency histograms.
     pub metrics: Arc<metrics::Metrics>,
     /// The state directory the admin `reconcile` action loads, when the server was given one.
-    pub state_dir: Option<std::path::PathBuf>,
+    pub state_dir: Option<crate::desired::StateDir>,
     /// Proxies whose `X-Forwarded-For` names the client, for `ip` rules.
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }

@@ -77,7 +77,7 @@ impl TestApp {
                 Utc::now() + Duration::seconds(offset.load(std::sync::atomic::Ordering::Relaxed))
             });
             let mut state = AppState {
-                state_dir: Some(state_dir.path().to_owned()),
+                state_dir: Some(valhalla_ops::desired::StateDir::new(state_dir.path())),
                 ..AppState::with(db, clock, ReplicaOptions::default())
             };
             configure(&mut state);

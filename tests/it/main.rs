@@ -4,6 +4,7 @@
 mod api;
 mod cli;
 mod enforce;
+mod hostile;
 mod store;
 mod support;
 mod watch;

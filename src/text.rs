@@ -1,0 +1,85 @@
+//! Values and messages made safe to print: one line, control characters escaped, long text cut.
+//!
+//! Anything a state file, a request or the environment controls can end up in an error. Printed
+//! raw, a newline in a value forges a second line (a fake `file:line:col: error`, or a CI
+//! runner's `::error` workflow command) and an escape sequence repaints the terminal.
+
+use std::fmt::Write as _;
+
+/// The most characters of one value echoed in a message.
+pub const MAX_VALUE_CHARS: usize = 80;
+/// The most characters of one whole message.
+pub const MAX_MESSAGE_CHARS: usize = 1000;
+
+/// A value as messages echo it: escaped, and cut after [`MAX_VALUE_CHARS`] characters.
+pub fn shown(value: &str) -> String {
+    cut(value, MAX_VALUE_CHARS)
+}
+
+/// A whole message made one line: escaped, and cut after [`MAX_MESSAGE_CHARS`] characters.
+pub fn one_line(message: &str) -> String {
+    cut(message, MAX_MESSAGE_CHARS)
+}
+
+/// Escapes `text` and cuts it after `max` characters of the original, marking the cut.
+fn cut(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max * 2));
+    for (i, c) in text.chars().enumerate() {
+        if i == max {
+            let _ = write!(out, "… ({} more characters)", text.chars().count() - max);
+            break;
+        }
+        escape_into(&mut out, c);
+    }
+    out
+}
+
+/// Pushes `c`, or its escape when a terminal or a log reader would act on it: C0 and C1
+/// controls, the Unicode line and paragraph separators, and the bidirectional overrides that
+/// make text read differently from how it is stored.
+fn escape_into(out: &mut String, c: char) {
+    match c {
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        c if c.is_control()
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') =>
+        {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        }
+        c => out.push(c),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_and_nothing_else() {
+        assert_eq!(one_line("a\nb\r\tc\u{1b}[31m"), "a\\nb\\r\\tc\\u{1b}[31m");
+        assert_eq!(
+            one_line("x\u{85}y\u{2028}z\u{202e}"),
+            "x\\u{85}y\\u{2028}z\\u{202e}"
+        );
+        assert_eq!(one_line("café `ok` ü"), "café `ok` ü");
+    }
+
+    #[test]
+    fn long_values_are_cut_with_a_count() {
+        let long = "é".repeat(MAX_VALUE_CHARS + 5);
+        let s = shown(&long);
+        assert!(s.starts_with(&"é".repeat(MAX_VALUE_CHARS)));
+        assert!(s.ends_with("… (5 more characters)"), "{s}");
+        assert_eq!(shown("short"), "short");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn output_is_always_one_printable_line(s in ".*") {
+            let line = one_line(&s);
+            proptest::prop_assert!(!line.chars().any(|c| c.is_control()), "{line:?}");
+            proptest::prop_assert!(line.chars().count() <= MAX_MESSAGE_CHARS + 40);
+        }
+    }
+}
