@@ -227,3 +227,100 @@ fn an_emptied_file_is_an_error_not_a_silent_delete() {
         assert!(out.stdout.contains("delete"), "{b}: {out:?}");
     }
 }
+
+/// Every 64-digit hex string in the files under `dir`, with where it is.
+fn hashes_under(
+    dir: &std::path::Path,
+    out: &mut Vec<(String, String)>,
+    words: &mut std::collections::BTreeSet<String>,
+) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            hashes_under(&path, out, words);
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        for token in text.split(|c: char| !c.is_ascii_alphanumeric() && c != '_' && c != '-') {
+            if token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit()) {
+                out.push((token.to_ascii_lowercase(), path.display().to_string()));
+            } else if !token.is_empty() && token.len() <= 32 {
+                words.insert(token.to_owned());
+            }
+        }
+    }
+}
+
+#[test]
+fn no_shipped_key_hash_is_the_hash_of_a_guessable_key() {
+    // The sample once gave the admin `tyr` the hash of the key `x`: anyone who applied it had
+    // handed out an admin key. Every hash shipped must be of a key nobody holds.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (mut hashes, mut words) = (Vec::new(), std::collections::BTreeSet::new());
+    for dir in ["state", "examples"] {
+        hashes_under(&root.join(dir), &mut hashes, &mut words);
+    }
+    assert!(hashes.len() >= 8, "the sample declares key hashes: {hashes:?}");
+    let shipped: std::collections::HashMap<String, String> = hashes.into_iter().collect();
+    let check = |key: &str| {
+        for candidate in [key.to_owned(), format!("{key}\n"), format!("vk_{key}")] {
+            let hash = valhalla_ops::domain::KeySha256::of_key(&candidate);
+            if let Some(file) = shipped.get(hash.as_str()) {
+                panic!("{file} ships the hash of the key {candidate:?}");
+            }
+        }
+    };
+    // Every string of up to three printable ASCII characters.
+    let printable: Vec<char> = (' '..='~').collect();
+    for a in &printable {
+        check(&a.to_string());
+        for b in &printable {
+            check(&format!("{a}{b}"));
+            for c in &printable {
+                let mut s = String::with_capacity(3);
+                s.extend([*a, *b, *c]);
+                let hash = valhalla_ops::domain::KeySha256::of_key(&s);
+                assert!(
+                    !shipped.contains_key(hash.as_str()),
+                    "a shipped hash is of the key {s:?}"
+                );
+            }
+        }
+    }
+    // Common passwords, and every word the shipped files themselves use (client names, roles).
+    let common = [
+        "password",
+        "secret",
+        "admin",
+        "root",
+        "test",
+        "testing",
+        "key",
+        "apikey",
+        "api_key",
+        "token",
+        "changeme",
+        "letmein",
+        "qwerty",
+        "123456",
+        "12345678",
+        "1234567890",
+        "valhalla",
+        "default",
+        "example",
+        "sample",
+        "demo",
+        "dev",
+        "prod",
+        "production",
+        "staging",
+        "guest",
+        "user",
+    ];
+    for word in common.iter().map(|w| w.to_string()).chain(words) {
+        check(&word);
+        check(&word.to_uppercase());
+    }
+}
