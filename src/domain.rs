@@ -373,6 +373,13 @@ impl KeySha256 {
         }
     }
 
+    /// Whether a presented key is long enough to carry 128 bits: at least [`MIN_KEY_CHARS`]
+    /// characters besides the `vk_` prefix. Shorter keys are refused without being looked up,
+    /// so a short hash that git declares by mistake (or malice) opens nothing.
+    pub fn long_enough(key: &str) -> bool {
+        key.strip_prefix("vk_").unwrap_or(key).chars().count() >= MIN_KEY_CHARS
+    }
+
     /// The hash of `key`.
     pub fn of_key(key: &str) -> Self {
         use sha2::{Digest, Sha256};
@@ -414,6 +421,10 @@ impl<'de> Deserialize<'de> for KeySha256 {
         Self::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
     }
 }
+
+/// The fewest characters (besides `vk_`) a presented key may have: 128 bits in base64, the
+/// densest encoding keys are written in. Generated keys have 64 hex digits (256 bits).
+pub const MIN_KEY_CHARS: usize = 22;
 
 /// A freshly generated API key: `vk_` and 256 random bits in hex. Shown once, never stored.
 pub struct NewKey {

@@ -33,7 +33,10 @@ impl Gate for Freeze {
         let is_write = !(enforcer.reads)(request.method(), request.uri().path());
         let refused = match mode.mode {
             Mode::Normal => false,
-            Mode::ReadOnly if is_write => caller(&mut request, &view).is_none_or(|c| c.role != Role::Admin),
+            Mode::ReadOnly if is_write => match caller(&mut request, &view) {
+                Ok(caller) => caller.is_none_or(|c| c.role != Role::Admin),
+                Err(refusal) => return Passage::Refused(refusal),
+            },
             Mode::ReadOnly => false,
             Mode::Maintenance => true,
         };

@@ -189,13 +189,17 @@ pub fn default_unlimited(path: &str) -> bool {
     path == "/healthz" || path == "/readyz" || path == "/system/ratelimits/check"
 }
 
-/// Health, metrics, the state (to read it and to lift a freeze), the admin console.
+/// Health, metrics, the admin console, and the way out of a freeze: reading and setting the mode,
+/// listing and lifting overrides. A freeze that refused those would hold until it expired.
+/// The handlers still check roles (setting the mode and lifting overrides need an operator).
 pub fn default_always_served(path: &str) -> bool {
     path == "/healthz"
         || path == "/readyz"
         || path == "/metrics"
         || path == "/system/maintenance/state"
         || path.starts_with("/system/maintenance/state/")
+        || path == "/system/overrides"
+        || path.starts_with("/system/overrides/")
         || path.starts_with("/admin/")
 }
 
@@ -236,42 +240,75 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
     client
 }
 
-/// The key a request presents: `Authorization: Bearer <key>` or `X-API-Key: <key>`.
-pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    let bearer = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-                .map(str::trim)
-        });
-    bearer
-        .or_else(|| {
-            headers
-                .get("x-api-key")
-                .and_then(|v| v.to_str().ok())
-                .map(str::trim)
-        })
-        .filter(|k| !k.is_empty())
+/// Identity headers a request sends ambiguously: whichever copy a layer read, another layer (or
+/// a proxy in front) could read the other, so the request is refused (400) instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    #[error("the {0} header is sent more than once; send it once")]
+    Repeated(&'static str),
+    #[error("Authorization and X-API-Key present different keys; send one key")]
+    Conflicting,
 }
 
-/// The active client whose key the request presents. Only the key's hash is compared.
-pub fn identify(headers: &HeaderMap, view: &View) -> Option<Caller> {
-    let key = presented_key(headers)?;
-    view.clients.get(&KeySha256::of_key(key)).cloned()
+/// The one value of header `name`, if it is sent; sent twice is an error.
+fn single<'h>(headers: &'h HeaderMap, name: &'static str) -> Result<Option<&'h str>, IdentityError> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(IdentityError::Repeated(name));
+    }
+    Ok(first.and_then(|v| v.to_str().ok()).map(str::trim))
 }
+
+/// The key a request presents: `Authorization: Bearer <key>` or `X-API-Key: <key>` (both, if
+/// they agree).
+pub fn presented_key(headers: &HeaderMap) -> Result<Option<&str>, IdentityError> {
+    let bearer = single(headers, AUTHORIZATION.as_str())?
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|k| !k.is_empty());
+    let header = single(headers, API_KEY_HEADER)?.filter(|k| !k.is_empty());
+    match (bearer, header) {
+        (Some(a), Some(b)) if a != b => Err(IdentityError::Conflicting),
+        (a, b) => Ok(a.or(b)),
+    }
+}
+
+/// The end user a request names in `X-User-Id`, for `user` rules.
+pub fn user_id(headers: &HeaderMap) -> Result<Option<&str>, IdentityError> {
+    single(headers, ratelimit::USER_HEADER)
+}
+
+/// The active client whose key the request presents. Only the key's hash is compared, and a key
+/// too short to carry 128 bits is not looked up at all.
+pub fn identify(headers: &HeaderMap, view: &View) -> Result<Option<Caller>, IdentityError> {
+    Ok(presented_key(headers)?
+        .filter(|key| KeySha256::long_enough(key))
+        .and_then(|key| view.clients.get(&KeySha256::of_key(key)).cloned()))
+}
+
+/// The header that carries a key without the `Bearer` scheme.
+pub const API_KEY_HEADER: &str = "x-api-key";
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
-/// The caller of a request, from an earlier layer's extension or from its key.
-fn caller(request: &mut Request, view: &View) -> Option<Caller> {
+/// The caller of a request, from an earlier layer's extension or from its key; ambiguous
+/// identity headers are the 400 to answer.
+fn caller(request: &mut Request, view: &View) -> Result<Option<Caller>, Response> {
     if let Some(caller) = request.extensions().get::<Caller>() {
-        return Some(caller.clone());
+        return Ok(Some(caller.clone()));
     }
-    let caller = identify(request.headers(), view)?;
-    request.extensions_mut().insert(caller.clone());
-    Some(caller)
+    let caller = identify(request.headers(), view).map_err(bad_request)?;
+    if let Some(caller) = &caller {
+        request.extensions_mut().insert(caller.clone());
+    }
+    Ok(caller)
+}
+
+/// The answer to ambiguous identity headers.
+fn bad_request(e: IdentityError) -> Response {
+    use axum::response::IntoResponse as _;
+    crate::server::ApiError::BadRequest(e.to_string()).into_response()
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{Enforcer, Gate, Passage, caller, client_ip};
+use super::{Enforcer, Gate, Passage, bad_request, caller, client_ip, user_id};
 use crate::limit::{Decision, Rule, Subject};
 use crate::server::ApiError;
 
@@ -33,12 +33,19 @@ impl Gate for RateLimit {
         if view.table.is_empty() {
             return Passage::Admitted(request, HeaderMap::new());
         }
-        let client = caller(&mut request, &view).map(|c| c.name);
+        let client = match caller(&mut request, &view) {
+            Ok(caller) => caller.map(|c| c.name),
+            Err(refusal) => return Passage::Refused(refusal),
+        };
         let ip = request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| client_ip(c.0.ip(), request.headers(), &enforcer.trusted_proxies));
-        let user = request.headers().get(USER_HEADER).and_then(|v| v.to_str().ok());
+        // A second `X-User-Id` would otherwise be a fresh budget for every request.
+        let user = match user_id(request.headers()) {
+            Ok(user) => user,
+            Err(e) => return Passage::Refused(bad_request(e)),
+        };
         let subject = Subject {
             global: true,
             ip,

@@ -32,13 +32,15 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         if let Some(caller) = parts.extensions.get::<Caller>() {
             return Ok(caller.clone());
         }
-        if presented_key(&parts.headers).is_none() {
+        let bad = |e: crate::enforce::IdentityError| ApiError::BadRequest(e.to_string());
+        if presented_key(&parts.headers).map_err(bad)?.is_none() {
             return Err(ApiError::Unauthorized(
                 "an API key is required: send `Authorization: Bearer <key>` or `X-API-Key: <key>`".into(),
             ));
         }
         let view = state.replica.view().await?;
         identify(&parts.headers, &view)
+            .map_err(bad)?
             .ok_or_else(|| ApiError::Unauthorized("unknown or inactive API key".into()))
     }
 }

@@ -5,6 +5,7 @@ mod api;
 mod cli;
 mod enforce;
 mod hostile;
+mod hostile_http;
 mod store;
 mod support;
 mod watch;

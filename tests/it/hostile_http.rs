@@ -1,0 +1,151 @@
+//! Hostile and unlucky requests against the real server, on every backend: guessable keys,
+//! ambiguous identity headers, the way out of a freeze.
+
+use valhalla_ops::domain::KeySha256;
+
+use crate::api::{ADMIN, OPERATOR, READER, TestApp, state_with};
+use crate::support::all_backends;
+
+/// A client declared with the hash of `key`.
+fn client(name: &str, role: &str, key: &str) -> String {
+    format!(
+        "  - name: {name}\n    type: script\n    role: {role}\n    key_sha256: {}\n",
+        KeySha256::of_key(key).as_str()
+    )
+}
+
+#[test]
+fn a_key_too_short_to_carry_128_bits_is_refused_whatever_git_declares() {
+    let short = "x";
+    let just_short = "vk_".to_owned() + &"a".repeat(21);
+    let long_enough = "b".repeat(22);
+    for db in all_backends() {
+        let declared = format!(
+            "{}{}{}",
+            client("guessable", "admin", short),
+            client("almost", "admin", &just_short),
+            client("brought", "operator", &long_enough),
+        );
+        let app = TestApp::spawn(
+            db,
+            &state_with("").replace("clients:\n", &format!("clients:\n{declared}")),
+        );
+        let b = app.backend;
+        for key in [short, just_short.as_str()] {
+            for headers in [vec![("X-API-Key", key)], vec![]] {
+                let bearer = headers.is_empty().then_some(key);
+                let reply = app.exchange("GET", "/system/overrides", bearer, &headers, None);
+                assert_eq!(reply.status, 401, "{b} {key}: {}", reply.body);
+                assert_eq!(
+                    reply.body["error"]["message"], "unknown or inactive API key",
+                    "{b}"
+                );
+            }
+        }
+        let reply = app.exchange("GET", "/system/overrides", Some(&long_enough), &[], None);
+        assert_eq!(
+            reply.status, 200,
+            "{b}: a key brought from elsewhere works: {}",
+            reply.body
+        );
+    }
+}
+
+#[test]
+fn repeated_or_conflicting_identity_headers_are_a_400() {
+    let rules = "rate_limits:\n  - scope: user\n    key: alice\n    max_requests: 1\n";
+    for db in all_backends() {
+        let app = TestApp::spawn(db, &state_with(rules));
+        let b = app.backend;
+        let get = |key: Option<&str>, headers: &[(&str, &str)]| {
+            app.exchange("GET", "/system/maintenance/windows", key, headers, None)
+        };
+        assert_eq!(get(Some(READER), &[("X-User-Id", "alice")]).status, 200, "{b}");
+        assert_eq!(get(Some(READER), &[("X-User-Id", "alice")]).status, 429, "{b}");
+        // A second X-User-Id once counted nowhere: every request got through.
+        for headers in [
+            vec![("X-User-Id", "alice"), ("X-User-Id", "bob")],
+            vec![("X-User-Id", "bob"), ("X-User-Id", "alice")],
+        ] {
+            let reply = get(Some(READER), &headers);
+            assert_eq!(reply.status, 400, "{b}: {}", reply.body);
+            assert_eq!(reply.body["error"]["code"], "bad_request", "{b}");
+            assert!(
+                reply.body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("x-user-id header is sent more than once"),
+                "{b}: {}",
+                reply.body
+            );
+        }
+        for (key, headers) in [
+            (Some(READER), vec![("X-API-Key", ADMIN)]),
+            (None, vec![("X-API-Key", READER), ("X-API-Key", ADMIN)]),
+            (
+                None,
+                vec![("Authorization", "Bearer a"), ("Authorization", "Bearer b")],
+            ),
+        ] {
+            let reply = app.exchange("GET", "/system/overrides", key, &headers, None);
+            assert_eq!(reply.status, 400, "{b} {headers:?}: {}", reply.body);
+            assert_eq!(reply.body["error"]["code"], "bad_request", "{b}");
+        }
+        // The same key twice over both headers is not ambiguous.
+        let reply = app.exchange(
+            "GET",
+            "/system/overrides",
+            Some(READER),
+            &[("X-API-Key", READER)],
+            None,
+        );
+        assert_eq!(reply.status, 200, "{b}: {}", reply.body);
+    }
+}
+
+#[test]
+fn the_freeze_never_blocks_the_way_out() {
+    for db in all_backends() {
+        let app = TestApp::spawn(db, &state_with(""));
+        let b = app.backend;
+        for mode in ["maintenance", "read_only"] {
+            let freeze = r#"{"reason": "incident", "ttl_seconds": 600}"#;
+            let path = format!("/system/maintenance/state/{mode}");
+            assert_eq!(
+                app.send_json("POST", &path, Some(ADMIN), freeze).0,
+                200,
+                "{b} {mode}"
+            );
+            for key in [ADMIN, OPERATOR] {
+                let (status, overrides) = app.get("/system/overrides", Some(key));
+                assert_eq!(status, 200, "{b} {mode}: listing overrides: {overrides}");
+                assert!(
+                    !overrides.as_array().unwrap().is_empty(),
+                    "{b} {mode}: {overrides}"
+                );
+            }
+            // The operator lifts it by clearing the overrides.
+            let (_, overrides) = app.get("/system/overrides", Some(OPERATOR));
+            for o in overrides.as_array().unwrap() {
+                let id = o["id"].as_i64().unwrap();
+                let (status, body) = app.call("DELETE", &format!("/system/overrides/{id}"), Some(OPERATOR));
+                assert_eq!(status, 204, "{b} {mode}: lifting override {id}: {body}");
+            }
+            assert_eq!(
+                app.get("/system/maintenance/state", None).1["mode"],
+                "normal",
+                "{b} {mode}"
+            );
+            // And the mode can be set by an operator in every mode, the freeze included.
+            assert_eq!(
+                app.send_json("POST", &path, Some(ADMIN), freeze).0,
+                200,
+                "{b} {mode}"
+            );
+            let lift = r#"{"reason": "over"}"#;
+            let (status, body) =
+                app.send_json("POST", "/system/maintenance/state/normal", Some(OPERATOR), lift);
+            assert_eq!(status, 200, "{b} {mode}: {body}");
+        }
+    }
+}
