@@ -29,6 +29,9 @@ const STALE_WAIT: Duration = Duration::from_millis(50);
 /// How long a replica serves its last view after a failed reload before trying again.
 const RELOAD_BACKOFF: Duration = Duration::from_secs(1);
 
+/// The longest wait between attempts to listen for changes again.
+const LISTEN_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
 /// The authenticated client of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
@@ -345,7 +348,9 @@ impl Replica {
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?backoff, "cannot listen for changes");
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    // Capped low: once the database is back, changes made meanwhile must be
+                    // enforced within about two seconds (this wait plus a connection's).
+                    backoff = (backoff * 2).min(LISTEN_BACKOFF_MAX);
                     continue;
                 }
             };

@@ -1,6 +1,7 @@
 //! Where each node of a YAML document starts, by path (`rate_limits[2].key`), for error positions.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use saphyr_parser::{Event, Parser};
 
@@ -100,10 +101,13 @@ impl PositionIndex {
                 None => {
                     let key = scalar.unwrap_or("?").to_owned();
                     let at = join(path, &key);
-                    if self.keys.contains_key(&at) {
-                        self.duplicates.entry(at).or_insert(pos);
-                    } else {
-                        self.keys.insert(at, pos);
+                    match self.keys.entry(at) {
+                        Entry::Occupied(first) => {
+                            self.duplicates.entry(first.key().clone()).or_insert(pos);
+                        }
+                        Entry::Vacant(first) => {
+                            first.insert(pos);
+                        }
                     }
                     *pending_key = Some(key);
                     None

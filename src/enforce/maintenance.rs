@@ -35,7 +35,7 @@ impl Gate for Freeze {
             Mode::Normal => false,
             Mode::ReadOnly if is_write => match caller(&mut request, &view) {
                 Ok(caller) => caller.is_none_or(|c| c.role != Role::Admin),
-                Err(refusal) => return Passage::Refused(refusal),
+                Err(e) => return Passage::Refused(super::bad_request(e)),
             },
             Mode::ReadOnly => false,
             Mode::Maintenance => true,

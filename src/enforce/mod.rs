@@ -292,13 +292,12 @@ pub const API_KEY_HEADER: &str = "x-api-key";
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
-/// The caller of a request, from an earlier layer's extension or from its key; ambiguous
-/// identity headers are the 400 to answer.
-fn caller(request: &mut Request, view: &View) -> Result<Option<Caller>, Response> {
+/// The caller of a request, from an earlier layer's extension or from its key.
+fn caller(request: &mut Request, view: &View) -> Result<Option<Caller>, IdentityError> {
     if let Some(caller) = request.extensions().get::<Caller>() {
         return Ok(Some(caller.clone()));
     }
-    let caller = identify(request.headers(), view).map_err(bad_request)?;
+    let caller = identify(request.headers(), view)?;
     if let Some(caller) = &caller {
         request.extensions_mut().insert(caller.clone());
     }

@@ -35,7 +35,7 @@ impl Gate for RateLimit {
         }
         let client = match caller(&mut request, &view) {
             Ok(caller) => caller.map(|c| c.name),
-            Err(refusal) => return Passage::Refused(refusal),
+            Err(e) => return Passage::Refused(bad_request(e)),
         };
         let ip = request
             .extensions()

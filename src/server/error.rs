@@ -117,7 +117,14 @@ impl IntoResponse for ApiError {
         if let ApiError::Unavailable(cause) | ApiError::Internal(cause) = &self {
             tracing::error!("request failed: {cause}");
         }
-        body(self.status(), &self.to_string())
+        let mut response = body(self.status(), &self.to_string());
+        if let ApiError::Unavailable(_) = self {
+            // A database outage or a held lock: worth retrying soon.
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
     }
 }
 

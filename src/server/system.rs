@@ -20,10 +20,17 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
+/// How long `/readyz` waits for the database.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(900);
+
 /// `GET /readyz`: the database answers too.
 #[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "The database answers", body = Object), (status = 503, description = "The database does not answer", body = ErrorBody)))]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
-    state.db.ping().await.map_err(ApiError::Unavailable)?;
+    // Within the second a readiness probe usually allows, whatever the database does.
+    tokio::time::timeout(READY_TIMEOUT, state.db.ping())
+        .await
+        .map_err(|_| ApiError::Unavailable(crate::store::StoreError::Database(sqlx::Error::PoolTimedOut)))?
+        .map_err(ApiError::Unavailable)?;
     Ok(Json(
         serde_json::json!({ "status": "ready", "backend": crate::store::Store::backend(&state.db) }),
     ))

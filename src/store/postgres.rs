@@ -18,6 +18,11 @@ pub const APPLY_LOCK: i64 = 0x76616c68616c6c61;
 /// How long connecting may take before the server counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a statement waits for a pooled connection, a new one included, before it fails as
+/// unavailable. Short, so that while the database is down a request is answered 503 within about
+/// a second (instead of piling up behind a 10 s wait), and a probe with a 1 s timeout sees a 503.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// How much COPY data is buffered before it is sent.
 const COPY_CHUNK: usize = 1 << 20;
 
@@ -54,7 +59,7 @@ impl PgStore {
         probe.close().await.map_err(connect_err)?;
         let pool = PgPoolOptions::new()
             .max_connections(8)
-            .acquire_timeout(CONNECT_TIMEOUT)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy_with(options);
         Ok(PgStore {
             pool,

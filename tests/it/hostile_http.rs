@@ -149,3 +149,98 @@ fn the_freeze_never_blocks_the_way_out() {
         }
     }
 }
+
+#[test]
+fn a_database_outage_is_answered_fast_and_the_cache_keeps_serving() {
+    use std::time::{Duration, Instant};
+    let Some(mut db) = crate::support::postgres() else {
+        return;
+    };
+    let real = url::Url::parse(&db.url).unwrap();
+    let proxy = crate::support::Proxy::start(format!("127.0.0.1:{}", real.port().unwrap_or(5432)));
+    let mut proxied = real.clone();
+    proxied.set_port(Some(proxy.port)).unwrap();
+    db.url = proxied.to_string();
+    let rules = "rate_limits:\n  - scope: api_key\n    key: reader\n    max_requests: 3\n";
+    let app = TestApp::spawn(db, &state_with(rules));
+    assert_eq!(app.get("/system/overrides", Some(OPERATOR)).0, 200);
+
+    proxy.cut();
+    // What needs the database fails fast, with Retry-After, many at once as well as one.
+    let started = Instant::now();
+    let answers: Vec<crate::api::Reply> = std::thread::scope(|s| {
+        let calls: Vec<_> = (0..8)
+            .map(|i| {
+                let path = if i % 2 == 0 {
+                    "/system/overrides"
+                } else {
+                    "/readyz"
+                };
+                let app = &app;
+                s.spawn(move || app.exchange("GET", path, Some(OPERATOR), &[], None))
+            })
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let outage_took = started.elapsed();
+    for reply in &answers {
+        assert_eq!(reply.status, 503, "{}", reply.body);
+        assert_eq!(reply.body["error"]["code"], "unavailable");
+    }
+    assert!(
+        answers.iter().any(|r| r.header("retry-after") == "1"),
+        "Retry-After on a 503"
+    );
+    assert!(
+        outage_took < Duration::from_millis(2500),
+        "8 requests during an outage took {outage_took:?}"
+    );
+    // What the cache serves keeps working: the mode, authentication, the limits.
+    let started = Instant::now();
+    assert_eq!(app.get("/system/maintenance/state", None).0, 200);
+    assert_eq!(app.get("/system/maintenance/windows", None).0, 401);
+    let statuses: Vec<u16> = (0..4)
+        .map(|_| {
+            app.exchange("POST", "/system/ratelimits/rules", Some(READER), &[], Some("{}"))
+                .status
+        })
+        .collect();
+    assert_eq!(
+        statuses[3], 429,
+        "the reader's limit is still enforced: {statuses:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "cache-served requests took {:?}",
+        started.elapsed()
+    );
+
+    // A change made elsewhere while the database was away is enforced soon after it is back.
+    let admin = std::env::var("VALHALLA_TEST_POSTGRES_URL").unwrap();
+    let mut direct = url::Url::parse(&admin).unwrap();
+    direct.set_path(real.path());
+    app.runtime.block_on(async {
+        use sqlx::Connection as _;
+        let mut conn = sqlx::PgConnection::connect(direct.as_str()).await.unwrap();
+        sqlx::query("UPDATE api_clients SET active = false WHERE name = 'operator'")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    });
+    proxy.restore();
+    let back = Instant::now();
+    app.wait_for_status(
+        "/system/maintenance/windows",
+        Some(OPERATOR),
+        401,
+        Duration::from_secs(4),
+    );
+    let took = back.elapsed();
+    assert!(
+        took < Duration::from_millis(3000),
+        "enforced {took:?} after the database came back"
+    );
+    eprintln!(
+        "outage: 8 requests answered 503 in {outage_took:?}; a change enforced {took:?} after the database was back"
+    );
+}

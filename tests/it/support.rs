@@ -298,3 +298,64 @@ impl Drop for Process {
         let _ = self.child.wait();
     }
 }
+
+/// A TCP proxy to a real server that a test can cut, as a database host going dark: while cut,
+/// open connections are dropped and new ones are accepted but never answered.
+pub struct Proxy {
+    pub port: u16,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    /// Every socket of the proxy, to shut down when it is cut.
+    sockets: Arc<Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Proxy {
+    /// Proxies a free local port to `upstream` (`host:port`).
+    pub fn start(upstream: String) -> Proxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a proxy port");
+        let port = listener.local_addr().expect("proxy address").port();
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let sockets: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::default();
+        let (up_, sockets_) = (Arc::clone(&up), Arc::clone(&sockets));
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let keep = |s: &std::net::TcpStream| sockets_.lock().unwrap().push(s.try_clone().unwrap());
+                keep(&client);
+                if !up_.load(Ordering::Acquire) {
+                    continue; // Held open, never answered, until the proxy is restored.
+                }
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let _ = server.set_nodelay(true);
+                keep(&server);
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy { port, up, sockets }
+    }
+
+    /// The database goes dark: connections drop, new ones hang.
+    pub fn cut(&self) {
+        self.up.store(false, Ordering::Release);
+        for socket in self.sockets.lock().unwrap().drain(..) {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// The database is back; connections held while it was dark are closed.
+    pub fn restore(&self) {
+        for socket in self.sockets.lock().unwrap().drain(..) {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
+        self.up.store(true, Ordering::Release);
+    }
+}
