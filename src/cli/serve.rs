@@ -41,6 +41,19 @@ pub struct Args {
     #[arg(long = "trusted-proxy", env = "VALHALLA_TRUSTED_PROXIES", value_delimiter = ',', value_name = "CIDR", value_parser = parse_net)]
     trusted_proxies: Vec<ipnet::IpNet>,
 
+    /// A request's headers must arrive within this (an idle keep-alive connection is closed
+    /// after it too); a slower client is disconnected.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    header_timeout: std::time::Duration,
+
+    /// A request's body must arrive within this, or the answer is 408.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    body_timeout: std::time::Duration,
+
+    /// The most connections open at once; further ones wait to be accepted.
+    #[arg(long, env = "VALHALLA_MAX_CONNECTIONS", default_value_t = 1024, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+
     #[command(flatten)]
     watch: super::WatchArgs,
 }
@@ -87,6 +100,11 @@ impl Args {
         let state = Arc::new(AppState {
             state_dir: Some(state_dir.clone()),
             trusted_proxies: self.trusted_proxies,
+            limits: server::ConnectionLimits {
+                header_timeout: self.header_timeout.max(std::time::Duration::from_millis(100)),
+                body_timeout: self.body_timeout.max(std::time::Duration::from_millis(100)),
+                max_connections: self.max_connections as usize,
+            },
             ..AppState::with(db, clock, options)
         });
         // Fail at start, not on the first request, if the state cannot be read.

@@ -6,13 +6,13 @@ mod auth;
 mod check;
 mod clients;
 pub mod error;
+pub mod listen;
 mod metrics;
 mod rules;
 mod system;
 mod windows;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +29,7 @@ use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 pub use crate::replica::{Caller, Clock};
 pub use error::ApiError;
+pub use listen::ConnectionLimits;
 
 use crate::enforce::{Enforcer, MaintenanceLayer, RateLimitLayer};
 use crate::replica::{Replica, ReplicaOptions};
@@ -36,7 +37,7 @@ use crate::store::Db;
 
 /// The largest request body accepted.
 pub const BODY_LIMIT: usize = 64 * 1024;
-/// How long a request may take before it is answered 503.
+/// How long a request may take, its body and its handler included, before it is answered 503.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// What every handler shares.
 pub struct AppState {
@@ -49,6 +50,8 @@ pub struct AppState {
     pub state_dir: Option<crate::desired::StateDir>,
     /// Proxies whose `X-Forwarded-For` names the client, for `ip` rules.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Deadlines for headers and bodies, and the bound on open connections.
+    pub limits: ConnectionLimits,
 }
 
 impl AppState {
@@ -65,6 +68,7 @@ impl AppState {
             db,
             state_dir: None,
             trusted_proxies: Vec::new(),
+            limits: ConnectionLimits::default(),
             metrics: Arc::new(metrics::Metrics::default()),
         }
     }
@@ -269,6 +273,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             REQUEST_TIMEOUT,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            body_in_time,
+        ))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         // Outside every layer that can refuse a request, so each refusal gets the JSON body.
         .layer(axum::middleware::map_response(error::json_errors))
@@ -294,6 +302,47 @@ async fn read_your_writes(
     response
 }
 
+/// Reads a request's body before the handler runs, within the body deadline: a client that
+/// trickles its body is answered 408 instead of holding a handler until the request timeout
+/// (and getting a 503, which says the server is at fault).
+async fn body_in_time(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::body::HttpBody as _;
+    use axum::response::IntoResponse as _;
+    if request.body().is_end_stream() {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    match tokio::time::timeout(state.limits.body_timeout, axum::body::to_bytes(body, BODY_LIMIT)).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        Ok(Err(e)) if over_the_limit(&e) => StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+        Ok(Err(_)) => ApiError::BadRequest("the request body could not be read".into()).into_response(),
+        Err(_) => ApiError::RequestTimeout(format!(
+            "the request body did not arrive within {} s",
+            state.limits.body_timeout.as_secs_f64()
+        ))
+        .into_response(),
+    }
+}
+
+/// Whether reading a body failed on the body size limit (somewhere in its cause chain).
+fn over_the_limit(e: &axum::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
 /// Serves on `listener` until `shutdown` completes; in-flight requests finish first. Every path
 /// works with and without a trailing slash.
 pub async fn serve(
@@ -301,12 +350,9 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let limits = state.limits;
     let app = NormalizePathLayer::trim_trailing_slash().layer(router(state));
-    // The peer address feeds the `ip` rules.
-    let service = axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app);
-    axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown)
-        .await
+    listen::serve(listener, app, limits, shutdown).await
 }
 
 /// Completes on Ctrl-C or SIGTERM. The handlers are installed when this is called, not when the

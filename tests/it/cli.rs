@@ -165,8 +165,9 @@ fn mass_removal_is_refused_without_the_flag() {
     for db in all_backends() {
         let state = StateDir::sample();
         assert_eq!(run(&db, state.path(), &["reconcile"]).code, 0);
-        // An emptied file must not wipe production: all 7 rules would go.
-        state.write("rate_limits.yaml", "# emptied by mistake\n");
+        // A file emptied on purpose (`version: 1`) still must not wipe production: all 7 rules
+        // would go. (One emptied to nothing is an error of its own: see `hostile`.)
+        state.write("rate_limits.yaml", "version: 1\n");
         let dry = run(&db, state.path(), &["reconcile", "--dry-run"]);
         assert_eq!(dry.code, 1, "{dry:?}");
         // The plan is still shown, so the reviewer sees what would go.
@@ -519,7 +520,7 @@ fn diff_plans_between_two_state_directories_without_a_database() {
     assert!(!old.path().join("valhalla-ops.db").exists());
     // Emptying a file is refused as the apply would be, and an invalid side is reported.
     let emptied = StateDir::sample();
-    emptied.write("rate_limits.yaml", "# emptied\n");
+    emptied.write("rate_limits.yaml", "version: 1\n");
     let refused = run(
         &db,
         old.path(),

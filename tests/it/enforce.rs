@@ -370,7 +370,7 @@ fn a_window_opens_and_closes_with_the_clock_alone() {
             (&"maintenance".into(), &"window".into()),
             "{b}: {state}"
         );
-        let frozen = app.exchange("GET", "/system/overrides", Some(READER), &[], None);
+        let frozen = app.exchange("GET", "/system/maintenance/windows", Some(READER), &[], None);
         assert_eq!(frozen.status, 503, "{b}");
         let retry: i64 = frozen.header("retry-after").parse().unwrap();
         assert!((29 * 60..=31 * 60).contains(&retry), "{b}: Retry-After {retry}");
@@ -455,7 +455,7 @@ fn two_replicas_on_one_postgres_enforce_each_others_writes_within_a_second() {
         ),
         200
     );
-    let frozen = until(&b, "/system/overrides", READER, 503);
+    let frozen = until(&b, "/system/maintenance/windows", READER, 503);
     assert!(frozen < Duration::from_secs(1), "B froze after {frozen:?}");
     let lift = r#"{"reason": "incident 77 resolved"}"#;
     assert_eq!(

@@ -244,3 +244,125 @@ fn a_database_outage_is_answered_fast_and_the_cache_keeps_serving() {
         "outage: 8 requests answered 503 in {outage_took:?}; a change enforced {took:?} after the database was back"
     );
 }
+
+/// A server whose deadlines are short enough to test, and the address it listens on.
+fn impatient(max_connections: usize) -> (TestApp, std::net::SocketAddr) {
+    let app = TestApp::spawn_with(crate::support::sqlite(), &state_with(""), |state| {
+        state.limits = valhalla_ops::server::ConnectionLimits {
+            header_timeout: std::time::Duration::from_millis(800),
+            body_timeout: std::time::Duration::from_millis(800),
+            max_connections,
+        };
+    });
+    let addr = app.base.trim_start_matches("http://").parse().unwrap();
+    (app, addr)
+}
+
+/// Reads until the server closes the connection (or `within` passes); what it sent.
+fn read_until_closed(stream: &mut std::net::TcpStream, within: std::time::Duration) -> Option<String> {
+    use std::io::Read as _;
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut all = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return Some(String::from_utf8_lossy(&all).into_owned()),
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Some(String::from_utf8_lossy(&all).into_owned());
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+#[test]
+fn a_client_that_trickles_its_headers_is_disconnected() {
+    use std::io::Write as _;
+    use std::time::{Duration, Instant};
+    let (_app, addr) = impatient(1024);
+    let mut slow = std::net::TcpStream::connect(addr).unwrap();
+    let started = Instant::now();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+    // One header line every 200 ms, for longer than the deadline.
+    let mut closed = false;
+    for i in 0..20 {
+        std::thread::sleep(Duration::from_millis(200));
+        if slow.write_all(format!("X-Slow-{i}: y\r\n").as_bytes()).is_err() {
+            closed = true;
+            break;
+        }
+    }
+    let closed = closed || read_until_closed(&mut slow, Duration::from_secs(3)).is_some();
+    assert!(
+        closed,
+        "the connection is still open after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    // Idle connections go too, so they cannot be hoarded.
+    let mut idle: Vec<std::net::TcpStream> = (0..50)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    for stream in &mut idle {
+        assert!(
+            read_until_closed(stream, Duration::from_secs(3)).is_some(),
+            "an idle connection stayed open"
+        );
+    }
+}
+
+#[test]
+fn open_connections_are_bounded() {
+    use std::io::Write as _;
+    use std::time::Duration;
+    let (app, addr) = impatient(4);
+    let idle: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    // The fifth connection is not served while four are open...
+    let mut fifth = std::net::TcpStream::connect(addr).unwrap();
+    fifth
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    fifth.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let mut buf = [0u8; 64];
+    assert!(
+        std::io::Read::read(&mut fifth, &mut buf).is_err(),
+        "answered beyond the bound of 4 connections"
+    );
+    // ...and is served as soon as one of them goes.
+    drop(idle);
+    let answer = read_until_closed(&mut fifth, Duration::from_secs(3)).expect("answered once a slot is free");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(app.get("/healthz", None).0, 200);
+}
+
+#[test]
+fn a_body_that_does_not_arrive_in_time_is_a_408() {
+    use std::io::Write as _;
+    use std::time::{Duration, Instant};
+    let (_app, addr) = impatient(1024);
+    let mut slow = std::net::TcpStream::connect(addr).unwrap();
+    let started = Instant::now();
+    slow.write_all(
+        format!(
+            "POST /system/ratelimits/check HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {READER}\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{{\"scope\":"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let answer = read_until_closed(&mut slow, Duration::from_secs(5)).expect("an answer");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""code":"timeout""#), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
