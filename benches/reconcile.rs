@@ -322,6 +322,25 @@ async fn sqlite_insert(db: &Db, desired: &DesiredState) -> (Samples, &'static st
     (Samples(samples), "raw prepared inserts")
 }
 
+/// Runs `valhalla-ops validate` on `state` as its own process: wall seconds and the process's
+/// peak resident memory in bytes, as the kernel accounts it.
+fn validate_binary(state: &std::path::Path) -> (f64, u64) {
+    let started = Instant::now();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_valhalla-ops"))
+        .args(["validate", "--state"])
+        .arg(state)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("run valhalla-ops");
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is a valid value for wait4 to fill in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `child` is our own child, waited for once, here.
+    let reaped = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    assert!(reaped > 0 && status == 0, "validate failed: {status}");
+    (started.elapsed().as_secs_f64(), usage.ru_maxrss as u64 * 1024)
+}
+
 fn main() {
     let mut args = std::env::args().skip_while(|a| a != "--rules");
     let rules = args.nth(1).and_then(|n| n.parse().ok()).unwrap_or(100_000);
@@ -351,6 +370,19 @@ fn main() {
     );
     println!("validate (load + check every file)    {}", secs(validate));
     let desired = loaded.state;
+    let bytes: u64 = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    for _ in 0..3 {
+        let (wall, peak) = validate_binary(&state);
+        println!(
+            "validate (the binary)                 {wall:.2} s, peak memory {:.0} MB for {:.1} MB of files ({:.1}x)",
+            peak as f64 / 1e6,
+            bytes as f64 / 1e6,
+            peak as f64 / bytes as f64
+        );
+    }
 
     let sqlite_urls: Vec<String> = (0..INITIAL_RUNS)
         .map(|i| format!("sqlite://{}", dir.path().join(format!("bench-{i}.db")).display()))

@@ -310,6 +310,7 @@ impl Loader {
                         })
                     })
                     .unwrap_or(Pos { line: 1, column: 1 });
+                let pos = position::clamp(text, pos);
                 self.errors.push(Pending {
                     place: at(pos),
                     message,

@@ -141,6 +141,39 @@ impl PositionIndex {
     }
 }
 
+/// `pos`, or the end of `text` when `pos` is past it: libyaml reports an error at the end of a
+/// file that does not end with a line break one line below its last line.
+pub fn clamp(text: &str, pos: Pos) -> Pos {
+    // Lines as YAML breaks them: CRLF, CR, LF, NEL, LS, PS.
+    let mut lines = 1;
+    let mut last_line_start = 0;
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        let brk = match c {
+            '\r' => {
+                if chars.peek().is_some_and(|(_, n)| *n == '\n') {
+                    chars.next();
+                }
+                true
+            }
+            '\n' | '\u{85}' | '\u{2028}' | '\u{2029}' => true,
+            _ => false,
+        };
+        if brk {
+            lines += 1;
+            last_line_start = chars.peek().map_or(text.len(), |(j, _)| *j);
+        }
+        let _ = i;
+    }
+    if pos.line <= lines {
+        return pos;
+    }
+    Pos {
+        line: lines,
+        column: text[last_line_start..].chars().count() + 1,
+    }
+}
+
 /// The most levels of nested collections a state file may have; a state file needs four.
 pub const MAX_DEPTH: usize = 32;
 
