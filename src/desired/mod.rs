@@ -173,10 +173,11 @@ impl Sources {
     fn pos(&self, place: &Place) -> Pos {
         let source = &self.0[place.file];
         let index = || source.index.get_or_init(|| PositionIndex::build(&source.text));
+        // The index's spans can end one line past the text, as libyaml's marks do.
         match &place.at {
             At::Pos(pos) => *pos,
-            At::Value(path) => index().value(path),
-            At::Key(path) => index().key(path),
+            At::Value(path) => position::clamp(&source.text, index().value(path)),
+            At::Key(path) => position::clamp(&source.text, index().key(path)),
         }
     }
 

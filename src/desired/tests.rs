@@ -468,3 +468,12 @@ fn an_error_at_the_end_of_a_file_without_a_final_line_break_is_inside_the_file()
     assert!(error.starts_with("s.yaml:7:8:"), "{error}");
     load_bytes_as_a_user_would(text.as_bytes().to_vec());
 }
+
+#[test]
+fn a_node_the_index_places_past_the_end_is_reported_inside_the_file() {
+    // Found by the fuzz target: a complex key (`?`) with no value, before trailing blank lines.
+    let text = format!("# c\n{}?\n{}# end", "\n".repeat(3), "\n".repeat(3));
+    let error = one_error(&text);
+    load_bytes_as_a_user_would(text.into_bytes());
+    assert!(error.starts_with("s.yaml:"), "{error}");
+}
