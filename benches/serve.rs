@@ -63,9 +63,14 @@ async fn start(db: Db) -> (SocketAddr, Arc<AppState>) {
     let app = tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash().layer(app);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let service =
-        axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<SocketAddr>(app);
-    tokio::spawn(async move { axum::serve(listener, service).await });
+    // The production accept loop (header deadline, connection bound), the bare route included.
+    let limits = state.limits;
+    tokio::spawn(server::listen::serve(
+        listener,
+        app,
+        limits,
+        std::future::pending(),
+    ));
     (addr, state)
 }
 
@@ -237,7 +242,8 @@ async fn propagation(url: &str) -> (Duration, Duration, usize) {
     let (b, _) = start(db_b).await;
     let mut on_a = Conn::open(a).await;
     let mut on_b = Conn::open(b).await;
-    let probe = get("/system/overrides", Some(KEY));
+    // A route the freeze refuses (the overrides routes are the way out, always served).
+    let probe = get("/system/maintenance/windows", Some(KEY));
     let mut times = Vec::new();
     for i in 0..40 {
         let (mode, want) = if i % 2 == 0 {
@@ -250,6 +256,10 @@ async fn propagation(url: &str) -> (Duration, Duration, usize) {
         let start = Instant::now();
         assert_eq!(on_a.send(&request).await, 200);
         while on_b.send(&probe).await != want {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "B never answered {want}"
+            );
             tokio::time::sleep(Duration::from_micros(500)).await;
         }
         times.push(start.elapsed());
