@@ -326,6 +326,10 @@ async fn sqlite_insert(db: &Db, desired: &DesiredState) -> (Samples, &'static st
 /// peak resident memory in bytes, as the kernel accounts it.
 fn validate_binary(state: &std::path::Path) -> (f64, u64) {
     let started = Instant::now();
+    #[expect(
+        clippy::zombie_processes,
+        reason = "reaped below by wait4, which also reports its usage"
+    )]
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_valhalla-ops"))
         .args(["validate", "--state"])
         .arg(state)

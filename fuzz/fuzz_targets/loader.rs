@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
         Ok(text) => loader.add_text(path, text),
         Err(refusal) => loader.add_refusal(path, refusal),
     }
-    if let Err(LoadError::Invalid { errors, warnings }) = loader.finish() {
+    if let Err(LoadError::Invalid { errors, warnings, .. }) = loader.finish() {
         for d in errors.iter().chain(&warnings) {
             assert!(
                 d.pos.line >= 1 && d.pos.column >= 1 && d.pos.line <= lines,

@@ -225,10 +225,21 @@ fn load(state: &StateDir, now: chrono::DateTime<chrono::Utc>) -> anyhow::Result<
             tracing::info!("loaded {} state files from {shown}", loaded.files);
             Ok(loaded)
         }
-        Err(LoadError::Invalid { errors, warnings }) => {
+        Err(LoadError::Invalid {
+            errors,
+            warnings,
+            omitted,
+        }) => {
             print("error", &errors);
+            if omitted > 0 {
+                let _ = writeln!(
+                    anstream::stderr(),
+                    "… and {omitted} more errors, not shown (only the first {} are)",
+                    errors.len()
+                );
+            }
             print("warning", &warnings);
-            let n = errors.len();
+            let n = errors.len() + omitted;
             anyhow::bail!(
                 "{shown} is invalid ({n} error{}); nothing was written",
                 if n == 1 { "" } else { "s" }

@@ -87,10 +87,13 @@ pub enum LoadError {
         crate::text::shown(&.0.to_string_lossy())
     )]
     Empty(PathBuf),
-    #[error("the desired state is invalid ({} error{})", errors.len(), if errors.len() == 1 { "" } else { "s" })]
+    #[error("the desired state is invalid ({} error{})", errors.len() + omitted, if errors.len() + omitted == 1 { "" } else { "s" })]
     Invalid {
+        /// The first [`MAX_ERRORS`] errors found.
         errors: Vec<Diagnostic>,
         warnings: Vec<Diagnostic>,
+        /// Errors found past [`MAX_ERRORS`], counted but not kept.
+        omitted: usize,
     },
 }
 
@@ -173,11 +176,10 @@ impl Sources {
     fn pos(&self, place: &Place) -> Pos {
         let source = &self.0[place.file];
         let index = || source.index.get_or_init(|| PositionIndex::build(&source.text));
-        // The index's spans can end one line past the text, as libyaml's marks do.
         match &place.at {
             At::Pos(pos) => *pos,
-            At::Value(path) => position::clamp(&source.text, index().value(path)),
-            At::Key(path) => position::clamp(&source.text, index().key(path)),
+            At::Value(path) => index().value(path),
+            At::Key(path) => index().key(path),
         }
     }
 
@@ -205,7 +207,7 @@ impl Sources {
 pub struct Loader {
     now: DateTime<Utc>,
     sources: Vec<Source>,
-    errors: Vec<Pending>,
+    errors: Errors,
     warnings: Vec<Pending>,
     rules: Vec<(RateLimitRule, Place)>,
     clients: Vec<(Client, Place)>,
@@ -213,6 +215,33 @@ pub struct Loader {
     flags: Vec<(FeatureFlag, Place)>,
     modes: Vec<(Maintenance, Place)>,
     profiles: Vec<(Profile, Place)>,
+}
+
+/// The most errors kept: a hostile file of a million bad items must not become a million lines
+/// of CI log (and the memory and time to position them); the rest are counted.
+pub const MAX_ERRORS: usize = 1000;
+
+/// The errors found so far: the first [`MAX_ERRORS`], and how many more.
+#[derive(Default)]
+struct Errors {
+    kept: Vec<Pending>,
+    omitted: usize,
+}
+
+impl Errors {
+    fn push(&mut self, error: Pending) {
+        if self.kept.len() < MAX_ERRORS {
+            self.kept.push(error);
+        } else {
+            self.omitted += 1;
+        }
+    }
+
+    fn extend(&mut self, errors: impl IntoIterator<Item = Pending>) {
+        for error in errors {
+            self.push(error);
+        }
+    }
 }
 
 /// The file being read, to make places and diagnostics from YAML paths.
@@ -241,7 +270,7 @@ impl Loader {
         Loader {
             now,
             sources: Vec::new(),
-            errors: Vec::new(),
+            errors: Errors::default(),
             warnings: Vec::new(),
             rules: Vec::new(),
             clients: Vec::new(),
@@ -570,9 +599,14 @@ impl Loader {
         }
 
         let warnings = sources.diagnostics(self.warnings);
-        if !self.errors.is_empty() {
-            let errors = sources.diagnostics(self.errors);
-            return Err(LoadError::Invalid { errors, warnings });
+        if !self.errors.kept.is_empty() {
+            let omitted = self.errors.omitted;
+            let errors = sources.diagnostics(self.errors.kept);
+            return Err(LoadError::Invalid {
+                errors,
+                warnings,
+                omitted,
+            });
         }
         Ok(Loaded {
             state: DesiredState {
@@ -595,7 +629,7 @@ fn strip<T>(items: Vec<(T, Place)>) -> Vec<T> {
 
 /// Sorts resources by key and reports each one declared again, naming both places.
 fn unique<T: Resource>(
-    errors: &mut Vec<Pending>,
+    errors: &mut Errors,
     sources: &Sources,
     what: &str,
     items: Vec<(T, Place)>,
@@ -617,12 +651,7 @@ fn unique<T: Resource>(
 }
 
 /// Takes a setting that at most one file may declare.
-fn single<T>(
-    errors: &mut Vec<Pending>,
-    sources: &Sources,
-    what: &str,
-    mut items: Vec<(T, Place)>,
-) -> Option<T> {
+fn single<T>(errors: &mut Errors, sources: &Sources, what: &str, mut items: Vec<(T, Place)>) -> Option<T> {
     let rest = items.split_off(items.len().min(1));
     let (value, first) = items.pop()?;
     for (_, place) in rest {

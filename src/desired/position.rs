@@ -19,6 +19,8 @@ pub struct PositionIndex {
     keys: HashMap<String, Pos>,
     /// Where a mapping key is written the second time, for "duplicate entry" errors.
     duplicates: HashMap<String, Pos>,
+    /// Where the text ends: no position is reported past it.
+    end: Pos,
 }
 
 enum Frame {
@@ -44,7 +46,10 @@ pub fn join(path: &str, key: &str) -> String {
 impl PositionIndex {
     /// Indexes `text`. Syntax errors stop indexing silently: the YAML deserializer reports them.
     pub fn build(text: &str) -> PositionIndex {
-        let mut index = PositionIndex::default();
+        let mut index = PositionIndex {
+            end: end_of(text),
+            ..PositionIndex::default()
+        };
         let mut stack: Vec<Frame> = Vec::new();
         for event in Parser::new_from_str(text) {
             let Ok((event, span)) = event else { break };
@@ -119,15 +124,21 @@ impl PositionIndex {
     /// Where the value at `path` starts, else where the nearest enclosing node starts.
     pub fn value(&self, path: &str) -> Pos {
         let mut p = path;
-        loop {
+        let pos = loop {
             if let Some(pos) = self.values.get(p) {
-                return *pos;
+                break *pos;
             }
             match p.rfind(['.', '[']) {
                 Some(i) => p = &p[..i],
-                None => return self.values.get("").copied().unwrap_or(Pos { line: 1, column: 1 }),
+                None => break self.values.get("").copied().unwrap_or(Pos { line: 1, column: 1 }),
             }
-        }
+        };
+        self.inside(pos)
+    }
+
+    /// `pos`, or the end of the text when the parser's span ends past it (it can, by a line).
+    fn inside(&self, pos: Pos) -> Pos {
+        if pos.line <= self.end.line { pos } else { self.end }
     }
 
     /// Where the mapping key at `path` is written a second time, if it is.
@@ -137,21 +148,39 @@ impl PositionIndex {
 
     /// Where the mapping key at `path` is written, falling back to its value.
     pub fn key(&self, path: &str) -> Pos {
-        self.keys.get(path).copied().unwrap_or_else(|| self.value(path))
+        self.keys
+            .get(path)
+            .map(|pos| self.inside(*pos))
+            .unwrap_or_else(|| self.value(path))
     }
 }
 
 /// `pos`, or the end of `text` when `pos` is past it: libyaml reports an error at the end of a
 /// file that does not end with a line break one line below its last line.
 pub fn clamp(text: &str, pos: Pos) -> Pos {
-    // Lines as YAML breaks them: CRLF, CR, LF, NEL, LS, PS.
+    let end = end_of(text);
+    if pos.line <= end.line { pos } else { end }
+}
+
+/// The position just past the last character of `text`.
+fn end_of(text: &str) -> Pos {
+    let (lines, last_line_start) = lines(text);
+    Pos {
+        line: lines,
+        column: text[last_line_start..].chars().count() + 1,
+    }
+}
+
+/// How many lines `text` has as YAML (and an editor) breaks them: at CRLF, CR, LF, NEL, LS and
+/// PS; and where its last line starts.
+pub fn lines(text: &str) -> (usize, usize) {
     let mut lines = 1;
     let mut last_line_start = 0;
     let mut chars = text.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
-        let brk = match c {
+    while let Some((_, c)) = chars.next() {
+        let breaks = match c {
             '\r' => {
-                if chars.peek().is_some_and(|(_, n)| *n == '\n') {
+                if chars.peek().is_some_and(|(_, next)| *next == '\n') {
                     chars.next();
                 }
                 true
@@ -159,19 +188,12 @@ pub fn clamp(text: &str, pos: Pos) -> Pos {
             '\n' | '\u{85}' | '\u{2028}' | '\u{2029}' => true,
             _ => false,
         };
-        if brk {
+        if breaks {
             lines += 1;
-            last_line_start = chars.peek().map_or(text.len(), |(j, _)| *j);
+            last_line_start = chars.peek().map_or(text.len(), |(next, _)| *next);
         }
-        let _ = i;
     }
-    if pos.line <= lines {
-        return pos;
-    }
-    Pos {
-        line: lines,
-        column: text[last_line_start..].chars().count() + 1,
-    }
+    (lines, last_line_start)
 }
 
 /// The most levels of nested collections a state file may have; a state file needs four.

@@ -268,7 +268,9 @@ fn warnings_are_not_errors() {
 fn invalid_load_keeps_warnings_and_returns_no_state() {
     let text = "rate_limits:\n  - scope: global\n    enabled: false\n  - scope: bogus\n";
     match load(&[("s.yaml", text)]) {
-        Err(LoadError::Invalid { errors, warnings }) => assert_eq!((errors.len(), warnings.len()), (1, 1)),
+        Err(LoadError::Invalid { errors, warnings, .. }) => {
+            assert_eq!((errors.len(), warnings.len()), (1, 1))
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -393,7 +395,7 @@ fn load_bytes_as_a_user_would(bytes: Vec<u8>) {
         Ok(text) => loader.add_text(path, text),
         Err(refusal) => loader.add_refusal(path, refusal),
     }
-    if let Err(LoadError::Invalid { errors, warnings }) = loader.finish() {
+    if let Err(LoadError::Invalid { errors, warnings, .. }) = loader.finish() {
         assert!(!errors.is_empty());
         for d in errors.iter().chain(&warnings) {
             assert_eq!(d.file, path);

@@ -324,3 +324,26 @@ fn no_shipped_key_hash_is_the_hash_of_a_guessable_key() {
         check(&word.to_uppercase());
     }
 }
+
+#[test]
+fn a_million_bad_items_are_a_thousand_lines_not_a_million() {
+    // 200,000 invalid rules in 400 KB: the errors beyond the first thousand are counted.
+    let items = format!("version: 1\nrate_limits: [{}]\n", "1,".repeat(200_000));
+    let state = StateDir::new(&[("many.yaml", &items)]);
+    let out = refused(&state, &[], Duration::from_secs(30));
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1002,
+        "a thousand errors, the count of the rest, the summary"
+    );
+    assert_eq!(
+        lines[1000],
+        "… and 199000 more errors, not shown (only the first 1000 are)"
+    );
+    assert!(
+        lines[1001].ends_with("is invalid (200000 errors); nothing was written"),
+        "{}",
+        lines[1001]
+    );
+}
