@@ -136,6 +136,8 @@ struct Loop {
     last_good: Option<DesiredState>,
     /// The fingerprint of the last state applied, to tell drift from edits.
     last_applied: Option<String>,
+    /// When the last pass started: overrides that expired before it were acted on by it.
+    last_pass: DateTime<Utc>,
 }
 
 /// Watches `dir` and reconciles it into `db` until `shutdown` resolves. A pass in progress
@@ -166,6 +168,7 @@ pub async fn run(
         clock,
         last_good: None,
         last_applied: None,
+        last_pass: DateTime::<Utc>::MIN_UTC,
     };
     tokio::pin!(shutdown);
     let mut trigger = Trigger::Start;
@@ -227,7 +230,10 @@ pub async fn run(
                 () = state.db.changes().changed(), if !retrying => {}
                 () = tokio::time::sleep(EXPIRY_REFRESH), if !retrying => {}
             }
-            expiry = state.next_expiry((state.clock)()).await;
+            // Expiries since the last pass, not since now: an override that expired while the
+            // loop had not heard of it (set by another process, read here only every few
+            // seconds) is acted on at once instead of being passed over until the interval.
+            expiry = state.next_expiry(state.last_pass).await;
         };
     }
 }
@@ -330,6 +336,7 @@ impl Loop {
     async fn pass(&mut self, trigger: Trigger) -> Passed {
         let started = Instant::now();
         let now = (self.clock)();
+        self.last_pass = now;
         self.metrics.passes.inc();
         let mut invalid = None;
         match self.dir.load(now) {
@@ -427,13 +434,14 @@ impl Loop {
         }
     }
 
-    /// When the next open override expires: git's value must return then, not an interval later.
-    async fn next_expiry(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    /// When the next open override expires after `after` (an instant already in the past means
+    /// at once): git's value must return then, not an interval later.
+    async fn next_expiry(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match self.db.open_overrides().await {
             Ok(overrides) => overrides
                 .iter()
                 .filter_map(|o| o.expires_at)
-                .filter(|at| *at > now)
+                .filter(|at| *at > after)
                 .min(),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read overrides; their expiry waits for the interval");

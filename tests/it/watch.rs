@@ -421,3 +421,37 @@ fn a_watcher_waits_out_another_applier_holding_the_lock() {
     );
     assert!(!watching.log().contains("pass failed"), "{}", watching.log());
 }
+
+#[test]
+fn an_override_set_by_another_process_is_undone_when_it_expires() {
+    // The watcher hears nothing of a write made by another process: it reads the overrides again
+    // every 5 s. One that expired meanwhile (here after 1 s) was passed over until the interval
+    // (10 minutes), since only expiries still in the future were waited for.
+    for db in all_backends() {
+        let rt = runtime();
+        let b = db.backend;
+        let state = StateDir::new(&[("clients.yaml", &state_with("")), ("rules.yaml", &rules(10))]);
+        let watching = Process::start(&db, &state, &["reconcile", "--watch", "--interval", "10m"]);
+        wait_for(&rt, &db.url, "192.0.2.1", Some(10), &format!("{b}: first pass"));
+        let serving = Process::start(&db, &state, &["serve", "--bind", "127.0.0.1:0"]);
+        let body = r#"{"scope": "ip", "key": "192.0.2.1", "max_requests": 77, "reason": "load test", "ttl_seconds": 1}"#;
+        let status = ureq::post(format!("{}/system/ratelimits/rules", serving.base()))
+            .header("Authorization", format!("Bearer {OPERATOR}"))
+            .header("Content-Type", "application/json")
+            .send(body)
+            .unwrap()
+            .status();
+        assert_eq!(status, 200, "{b}");
+        let set = Instant::now();
+        wait_for(
+            &rt,
+            &db.url,
+            "192.0.2.1",
+            Some(10),
+            &format!("{b}: git's value back"),
+        );
+        let back = set.elapsed();
+        assert!(back < Duration::from_secs(8), "{b}: back after {back:?}");
+        watching.wait_log("trigger=\"override expired\"", Duration::from_secs(5));
+    }
+}
