@@ -78,6 +78,20 @@ fn git(dir: &std::path::Path, args: &[&str]) {
     assert!(status.success(), "git {args:?}");
 }
 
+/// Overrides git's rule for 192.0.2.1 over HTTP: `max` requests, for `ttl` seconds.
+fn override_rule(base: &str, max: u32, ttl: u32) {
+    let body = format!(
+        r#"{{"scope": "ip", "key": "192.0.2.1", "max_requests": {max}, "reason": "load test", "ttl_seconds": {ttl}}}"#
+    );
+    let status = ureq::post(format!("{base}/system/ratelimits/rules"))
+        .header("Authorization", format!("Bearer {OPERATOR}"))
+        .header("Content-Type", "application/json")
+        .send(&body)
+        .unwrap()
+        .status();
+    assert_eq!(status, 200, "overriding the rule through {base}");
+}
+
 #[test]
 fn edits_atomic_saves_recreated_files_and_checkouts_are_all_applied() {
     for db in all_backends() {
@@ -203,14 +217,7 @@ fn an_override_with_a_short_ttl_expires_and_gits_value_returns_on_time() {
         );
         wait_for(&rt, &db.url, "192.0.2.1", Some(10), &format!("{b}: first pass"));
         let base = watching.base();
-        let body = r#"{"scope": "ip", "key": "192.0.2.1", "max_requests": 77, "reason": "load test", "ttl_seconds": 2}"#;
-        let status = ureq::post(format!("{base}/system/ratelimits/rules"))
-            .header("Authorization", format!("Bearer {OPERATOR}"))
-            .header("Content-Type", "application/json")
-            .send(body)
-            .unwrap()
-            .status();
-        assert_eq!(status, 200, "{b}");
+        override_rule(&base, 77, 2);
         let set = Instant::now();
         assert_eq!(limits(&rt, &db.url).unwrap()[0].1, 77, "{b}: the override holds");
         wait_for(
@@ -434,14 +441,7 @@ fn an_override_set_by_another_process_is_undone_when_it_expires() {
         let watching = Process::start(&db, &state, &["reconcile", "--watch", "--interval", "10m"]);
         wait_for(&rt, &db.url, "192.0.2.1", Some(10), &format!("{b}: first pass"));
         let serving = Process::start(&db, &state, &["serve", "--bind", "127.0.0.1:0"]);
-        let body = r#"{"scope": "ip", "key": "192.0.2.1", "max_requests": 77, "reason": "load test", "ttl_seconds": 1}"#;
-        let status = ureq::post(format!("{}/system/ratelimits/rules", serving.base()))
-            .header("Authorization", format!("Bearer {OPERATOR}"))
-            .header("Content-Type", "application/json")
-            .send(body)
-            .unwrap()
-            .status();
-        assert_eq!(status, 200, "{b}");
+        override_rule(&serving.base(), 77, 1);
         let set = Instant::now();
         wait_for(
             &rt,
