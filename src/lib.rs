@@ -14,9 +14,11 @@
 //! - [`reconcile`]: load → plan → apply under the single-writer lock; saved plans.
 //! - [`mode`]: the effective maintenance mode (override, else window, else git).
 //! - [`server`]: the axum HTTP server: routes, API keys and roles, JSON errors.
+//! - [`api_error`]: the HTTP API's error type and JSON body, for the server and the layers.
 //! - [`cli`]: the command line, one module per subcommand.
 //! - [`text`]: values and messages made safe to print (one line, escaped, cut).
 
+pub mod api_error;
 pub mod cli;
 pub mod desired;
 pub mod domain;

@@ -319,35 +319,3 @@ pub fn digest<T: Serialize>(value: &T) -> String {
     serde_json::to_writer(&mut hasher, value).expect("plain data serializes to JSON");
     format!("{:x}", hasher.finalize())
 }
-
-impl Actual {
-    /// A store holding exactly `state`, all owned by git and without overrides: what a store
-    /// reconciled to `state` looks like, for planning between two states with no database.
-    pub fn of(state: &crate::desired::DesiredState) -> Actual {
-        fn stored<T: Clone>(items: &[T]) -> Vec<Stored<T>> {
-            (1..)
-                .zip(items)
-                .map(|(id, value)| Stored {
-                    id,
-                    owner: crate::domain::Owner::Git,
-                    value: value.clone(),
-                })
-                .collect()
-        }
-        Actual {
-            rules: stored(&state.rules),
-            clients: stored(&state.clients),
-            windows: stored(&state.windows),
-            flags: stored(&state.flags),
-            maintenance: state
-                .maintenance
-                .as_ref()
-                .map(|m| stored(std::slice::from_ref(m)).remove(0)),
-            profile: state
-                .profile
-                .as_ref()
-                .map(|p| stored(std::slice::from_ref(p)).remove(0)),
-            overrides: Vec::new(),
-        }
-    }
-}

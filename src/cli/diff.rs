@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use super::Status;
 use crate::desired::StateDir;
-use crate::model::Actual;
 use crate::plan::render::{Format, PlanDocument, render};
 use crate::plan::{PlanOptions, plan};
 use crate::reconcile::guard;
@@ -33,7 +32,7 @@ impl Args {
         let now = super::now();
         let old = super::load(old, now)?;
         let new = super::load(new, now)?;
-        let plan = plan(&new.state, &Actual::of(&old.state), now, PlanOptions::default());
+        let plan = plan(&new.state, &old.state.as_store(), now, PlanOptions::default());
         let doc = PlanDocument::new(&plan, new.state.fingerprint());
         super::print_out(&render(&doc, self.format, super::stdout_color()))?;
         // The same refusal the apply would meet, so a pull request that empties a file fails.

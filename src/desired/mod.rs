@@ -16,7 +16,9 @@ use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
 use crate::domain::{RuleKey, Scope, WindowSeconds, parse_time};
-use crate::model::{Client, FeatureFlag, Maintenance, Profile, RateLimitRule, Resource, Window};
+use crate::model::{
+    Actual, Client, FeatureFlag, Maintenance, Profile, RateLimitRule, Resource, Stored, Window,
+};
 use position::{Pos, PositionIndex, join};
 use raw::{RawClient, RawFile, RawFlag, RawProfile, RawRule, RawWindow};
 
@@ -34,6 +36,36 @@ pub struct DesiredState {
 }
 
 impl DesiredState {
+    /// A store holding exactly this state, all owned by git and without overrides: what a store
+    /// reconciled to it looks like, for planning between two states with no database.
+    pub fn as_store(&self) -> Actual {
+        fn stored<T: Clone>(items: &[T]) -> Vec<Stored<T>> {
+            (1..)
+                .zip(items)
+                .map(|(id, value)| Stored {
+                    id,
+                    owner: crate::domain::Owner::Git,
+                    value: value.clone(),
+                })
+                .collect()
+        }
+        Actual {
+            rules: stored(&self.rules),
+            clients: stored(&self.clients),
+            windows: stored(&self.windows),
+            flags: stored(&self.flags),
+            maintenance: self
+                .maintenance
+                .as_ref()
+                .map(|m| stored(std::slice::from_ref(m)).remove(0)),
+            profile: self
+                .profile
+                .as_ref()
+                .map(|p| stored(std::slice::from_ref(p)).remove(0)),
+            overrides: Vec::new(),
+        }
+    }
+
     /// A digest of the whole state, so a saved plan can tell that the files changed since.
     pub fn fingerprint(&self) -> String {
         crate::model::digest(self)

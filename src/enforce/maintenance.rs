@@ -9,9 +9,9 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{Enforcer, Gate, Passage, caller};
+use crate::api_error::ApiError;
 use crate::domain::{Mode, Role};
 use crate::mode::{EffectiveMode, effective};
-use crate::server::ApiError;
 
 /// The freeze: in `read_only`, writes by non-admins get 503; in `maintenance`, everything but
 /// the always-served paths gets 503.

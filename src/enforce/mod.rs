@@ -307,7 +307,7 @@ fn caller(request: &mut Request, view: &View) -> Result<Option<Caller>, Identity
 /// The answer to ambiguous identity headers.
 fn bad_request(e: IdentityError) -> Response {
     use axum::response::IntoResponse as _;
-    crate::server::ApiError::BadRequest(e.to_string()).into_response()
+    crate::api_error::ApiError::BadRequest(e.to_string()).into_response()
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{Enforcer, Gate, Passage, bad_request, caller, client_ip, user_id};
+use crate::api_error::ApiError;
 use crate::limit::{Decision, Rule, Subject};
-use crate::server::ApiError;
 
 /// The header naming the end user a request is made for, for `user` rules.
 pub const USER_HEADER: &str = "x-user-id";

@@ -24,9 +24,6 @@ use crate::model::{
 };
 use crate::plan::Plan;
 
-/// The setting that holds the deployment profile.
-pub const PROFILE_SETTING: &str = "deployment_profile";
-
 type RuleRow = (i64, String, String, i32, i32, bool, bool, String, String);
 /// A rule row with its timestamps.
 type RuleRecordRow = (

@@ -3,6 +3,9 @@
 use chrono::{DateTime, Utc};
 
 use super::RunMeta;
+
+/// The setting that holds the deployment profile.
+const PROFILE_SETTING: &str = "deployment_profile";
 use crate::domain::Owner;
 use crate::model::{Client, FeatureFlag, Maintenance, Profile, RateLimitRule, Resource, Stored, Window};
 use crate::plan::{Action, Op, Plan};
@@ -193,7 +196,7 @@ impl Row for Profile {
     const COLUMNS: &'static [Column] = &[("name", ColType::Text), ("value", ColType::Text)];
     const CREATED_AT: bool = false;
     fn values(&self) -> Vec<Value> {
-        vec![text(super::shared::PROFILE_SETTING), text(self.name.as_str())]
+        vec![text(PROFILE_SETTING), text(self.name.as_str())]
     }
 }
 
