@@ -53,7 +53,7 @@ async fn seed(db: &Db) {
 
 /// A server over `db` with the bare reference route beside the real ones.
 async fn start(db: Db) -> (SocketAddr, Arc<AppState>) {
-    let clock: server::Clock = Arc::new(|| valhalla_ops::domain::normalize_time(Utc::now()));
+    let clock = valhalla_ops::clock::system();
     let state = Arc::new(AppState::with(db, clock, ReplicaOptions::default()));
     state.replica.view().await.expect("state loads");
     state.replica.spawn();

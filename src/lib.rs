@@ -16,10 +16,14 @@
 //! - [`server`]: the axum HTTP server: routes, API keys and roles, JSON errors.
 //! - [`api_error`]: the HTTP API's error type and JSON body, for the server and the layers.
 //! - [`cli`]: the command line, one module per subcommand.
+//! - [`clock`], [`backoff`], [`shutdown`]: the one clock, exponential backoff, and signals
+//!   (graceful on the first, forced on the second).
 //! - [`text`]: values and messages made safe to print (one line, escaped, cut).
 
 pub mod api_error;
+pub mod backoff;
 pub mod cli;
+pub mod clock;
 pub mod desired;
 pub mod domain;
 pub mod enforce;
@@ -30,6 +34,7 @@ pub mod plan;
 pub mod reconcile;
 pub mod replica;
 pub mod server;
+pub mod shutdown;
 pub mod store;
 pub mod text;
 pub mod watch;

@@ -14,8 +14,7 @@ use crate::domain::{ClientName, KeySha256, Role};
 use crate::limit::{Limiter, RuleTable};
 use crate::store::{Db, LiveState, MaintenanceInputs, RuleRecord, Store as _, StoreError, Usage};
 
-/// The time as the server sees it; tests inject their own.
-pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+pub use crate::clock::Clock;
 
 /// The channel the store's triggers notify on every change to cached tables.
 pub const CHANNEL: &str = "valhalla_ops_changed";
@@ -336,7 +335,13 @@ impl Replica {
     /// connection the listener reconnects and the view is reloaded in full, since notifications
     /// sent meanwhile are gone.
     async fn listen(&self, pool: sqlx::PgPool) {
-        let mut backoff = Duration::from_millis(100);
+        // Capped low: once the database is back, changes made meanwhile must be enforced within
+        // about two seconds (this wait plus a connection's).
+        let backoff = crate::backoff::Backoff {
+            first: Duration::from_millis(100),
+            max: LISTEN_BACKOFF_MAX,
+        };
+        let mut failures = 0;
         loop {
             let listener = async {
                 let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
@@ -346,15 +351,14 @@ impl Replica {
             let mut listener = match listener.await {
                 Ok(l) => l,
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?backoff, "cannot listen for changes");
-                    tokio::time::sleep(backoff).await;
-                    // Capped low: once the database is back, changes made meanwhile must be
-                    // enforced within about two seconds (this wait plus a connection's).
-                    backoff = (backoff * 2).min(LISTEN_BACKOFF_MAX);
+                    failures += 1;
+                    let wait = backoff.after(failures);
+                    tracing::warn!(error = %e, retry_in = ?wait, "cannot listen for changes");
+                    tokio::time::sleep(wait).await;
                     continue;
                 }
             };
-            backoff = Duration::from_millis(100);
+            failures = 0;
             // Listening now: anything committed before is read by this full reload.
             self.changed_elsewhere();
             loop {

@@ -193,7 +193,7 @@ pub async fn run(
             }
             Passed::Failed => {
                 failures = failures.saturating_add(1);
-                (backoff(failures).min(state.options.interval), None)
+                (BACKOFF.after(failures).min(state.options.interval), None)
             }
         };
         let retrying = failures > 0;
@@ -239,9 +239,10 @@ pub async fn run(
 }
 
 /// 0.5 s after the first failure, doubling up to [`MAX_BACKOFF`].
-fn backoff(failures: u32) -> Duration {
-    (Duration::from_millis(500) * 2u32.pow(failures.clamp(1, 8) - 1)).min(MAX_BACKOFF)
-}
+const BACKOFF: crate::backoff::Backoff = crate::backoff::Backoff {
+    first: Duration::from_millis(500),
+    max: MAX_BACKOFF,
+};
 
 /// A new watch on a directory that was replaced; while that fails, `lost` stays set and the
 /// loop keeps looking every second.
@@ -473,7 +474,7 @@ mod tests {
 
     #[test]
     fn backoff_starts_at_half_a_second_and_doubles_to_the_cap() {
-        let waits: Vec<u64> = (1..=8).map(|n| backoff(n).as_millis() as u64).collect();
+        let waits: Vec<u64> = (1..=8).map(|n| BACKOFF.after(n).as_millis() as u64).collect();
         assert_eq!(waits, [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000]);
     }
 

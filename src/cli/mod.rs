@@ -304,7 +304,11 @@ impl WatchArgs {
 /// Opens the store, retrying with backoff while the database is unreachable: a watch loop
 /// outlives database outages, starting in one included.
 async fn open_retrying(config: &StoreConfig) -> anyhow::Result<Db> {
-    let mut backoff = std::time::Duration::from_millis(500);
+    let backoff = crate::backoff::Backoff {
+        first: std::time::Duration::from_millis(500),
+        max: std::time::Duration::from_secs(30),
+    };
+    let mut failures = 0;
     loop {
         match Db::open_with(&config.url, config.options).await {
             Ok(db) => return Ok(db),
@@ -312,20 +316,13 @@ async fn open_retrying(config: &StoreConfig) -> anyhow::Result<Db> {
                 return Err(anyhow::Error::new(e).context("cannot open the store"));
             }
             Err(e) => {
-                tracing::warn!("cannot open the store: {e}; retrying in {backoff:?}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
+                failures += 1;
+                let wait = backoff.after(failures);
+                tracing::warn!("cannot open the store: {e}; retrying in {wait:?}");
+                tokio::time::sleep(wait).await;
             }
         }
     }
 }
 
-/// The system clock at the precision the store keeps, for long-running loops.
-fn clock() -> crate::replica::Clock {
-    std::sync::Arc::new(now)
-}
-
-/// Current time at the precision the store keeps.
-fn now() -> chrono::DateTime<chrono::Utc> {
-    crate::domain::normalize_time(chrono::Utc::now())
-}
+use crate::clock::{now, system as clock};

@@ -122,7 +122,7 @@ impl Args {
                 "--watch applies every pass; it cannot be combined with --dry-run, --out, --plan or --detailed-exitcode"
             );
         }
-        let shutdown = crate::server::shutdown_signal();
+        let shutdown = crate::shutdown::signal();
         tokio::pin!(shutdown);
         let db = tokio::select! {
             db = super::open_retrying(store) => db?,

@@ -73,7 +73,7 @@ impl Args {
         store: &super::StoreConfig,
     ) -> anyhow::Result<Status> {
         // Handlers first: a SIGTERM that arrives while starting stops the server cleanly.
-        let signal = server::shutdown_signal();
+        let signal = crate::shutdown::signal();
         let db = super::open(store).await?;
         let listener = tokio::net::TcpListener::bind(self.bind)
             .await
@@ -92,7 +92,7 @@ impl Args {
             snapshot_interval: self.snapshot_interval.max(std::time::Duration::from_millis(100)),
             ..defaults
         };
-        let clock: server::Clock = Arc::new(|| crate::domain::normalize_time(chrono::Utc::now()));
+        let clock = crate::clock::system();
         let shown = crate::text::shown(&state_dir.path.to_string_lossy());
         if self.watch.watch && !state_dir.path.is_dir() {
             anyhow::bail!("cannot watch {shown}: not a directory");

@@ -27,7 +27,8 @@ use tower_http::normalize_path::NormalizePathLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
-pub use crate::replica::{Caller, Clock};
+pub use crate::clock::Clock;
+pub use crate::replica::Caller;
 pub use error::ApiError;
 pub use listen::ConnectionLimits;
 
@@ -57,8 +58,7 @@ pub struct AppState {
 impl AppState {
     /// State over `db` with the system clock and default replica options.
     pub fn new(db: Db) -> AppState {
-        let clock: Clock = Arc::new(|| crate::domain::normalize_time(Utc::now()));
-        AppState::with(db, clock, ReplicaOptions::default())
+        AppState::with(db, crate::clock::system(), ReplicaOptions::default())
     }
 
     /// State over `db` with `clock` (tests move it) and `options`.
@@ -353,41 +353,4 @@ pub async fn serve(
     let limits = state.limits;
     let app = NormalizePathLayer::trim_trailing_slash().layer(router(state));
     listen::serve(listener, app, limits, shutdown).await
-}
-
-/// Completes on Ctrl-C or SIGTERM. The handlers are installed when this is called, not when the
-/// future is first polled, so a signal that arrives while a pass is still running is not lost
-/// (and does not kill the process mid-transaction).
-pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
-    #[cfg(unix)]
-    let signals = {
-        use tokio::signal::unix::{SignalKind, signal};
-        (
-            signal(SignalKind::interrupt()).ok(),
-            signal(SignalKind::terminate()).ok(),
-        )
-    };
-    async move {
-        #[cfg(unix)]
-        {
-            let (interrupt, terminate) = signals;
-            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
-                match s {
-                    Some(mut s) => {
-                        s.recv().await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                () = wait(interrupt) => {},
-                () = wait(terminate) => {},
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-        tracing::info!("shutting down: finishing what is in flight");
-    }
 }

@@ -266,7 +266,7 @@ where
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
         )
         .bind(meta.started_at)
-        .bind(crate::domain::normalize_time(Utc::now()))
+        .bind(crate::clock::now())
         .bind(meta.actor.clone())
         .bind(meta.source.clone())
         .bind(count(s.create))

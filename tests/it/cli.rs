@@ -469,6 +469,43 @@ fn serve_answers_and_shuts_down_cleanly_on_sigterm() {
 }
 
 #[test]
+fn a_second_signal_forces_exit_while_a_request_is_in_flight() {
+    use std::io::Write as _;
+    use std::time::Duration;
+    let db = crate::support::sqlite();
+    let state = StateDir::sample();
+    let mut serving = crate::support::Process::start(
+        &db,
+        &state,
+        &["serve", "--bind", "127.0.0.1:0", "--body-timeout", "60s"],
+    );
+    // A request whose body never comes: the graceful shutdown waits for it.
+    let addr = serving.base().trim_start_matches("http://").to_owned();
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    slow.write_all(
+        b"POST /system/ratelimits/check HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    serving.signal();
+    serving.wait_log("a second signal forces exit", Duration::from_secs(5));
+    assert!(
+        serving.exited(Duration::from_millis(700)).is_none(),
+        "the first signal waits for the request in flight"
+    );
+    serving.signal();
+    let status = serving
+        .exited(Duration::from_secs(5))
+        .expect("the second signal forces exit");
+    assert_eq!(status.code(), Some(130), "{}", serving.log());
+    assert!(
+        serving.log().contains("a second signal: exiting now"),
+        "{}",
+        serving.log()
+    );
+}
+
+#[test]
 fn diff_plans_between_two_state_directories_without_a_database() {
     let db = crate::support::sqlite();
     let old = StateDir::sample();
