@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::domain::Mode;
-use crate::store::MaintenanceInputs;
+use crate::model::MaintenanceInputs;
 
 /// Where the effective mode comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]

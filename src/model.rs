@@ -319,3 +319,18 @@ pub fn digest<T: Serialize>(value: &T) -> String {
     serde_json::to_writer(&mut hasher, value).expect("plain data serializes to JSON");
     format!("{:x}", hasher.finalize())
 }
+
+/// What the effective maintenance mode is computed from: the stored steady mode, the active
+/// windows and the open mode overrides, as the store holds them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MaintenanceInputs {
+    /// The mode in force in the store (an override writes it).
+    pub state: Maintenance,
+    /// The mode git declares (only the reconciler writes it).
+    pub git: Maintenance,
+    pub updated_at: DateTime<Utc>,
+    /// Active windows (past, present and future).
+    pub windows: Vec<Window>,
+    /// Mode overrides not cleared yet (some may have expired).
+    pub overrides: Vec<Override>,
+}

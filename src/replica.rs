@@ -12,7 +12,8 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{ClientName, KeySha256, Role};
 use crate::limit::{Limiter, RuleTable};
-use crate::store::{Db, LiveState, MaintenanceInputs, RuleRecord, Store as _, StoreError, Usage};
+use crate::model::MaintenanceInputs;
+use crate::store::{Db, LiveState, RuleRecord, Store as _, StoreError, Usage};
 
 pub use crate::clock::Clock;
 
@@ -67,7 +68,7 @@ impl View {
                 (c.value.key_sha256, caller)
             })
             .collect();
-        let table = RuleTable::new(&live.rules);
+        let table = RuleTable::new(live.rules.iter().map(|r| (r.id, &r.rule)));
         View {
             generation,
             clients,

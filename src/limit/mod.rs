@@ -138,7 +138,7 @@ impl Limiter {
 mod tests {
     use std::net::IpAddr;
 
-    use super::table::tests::record;
+    use super::table::tests::{record, table as rules};
     use super::*;
     use crate::domain::Scope;
 
@@ -153,7 +153,7 @@ mod tests {
 
     #[test]
     fn a_refusal_by_one_rule_is_not_counted_by_the_others() {
-        let table = RuleTable::new(&[record(1, Scope::Global, "*", 100), record(2, Scope::User, "u", 2)]);
+        let table = rules(&[record(1, Scope::Global, "*", 100), record(2, Scope::User, "u", 2)]);
         let limiter = Limiter::new(100);
         let s = subject("192.0.2.1", Some("u"));
         assert!(limiter.check(&table, &s, 0).allowed);
@@ -169,8 +169,8 @@ mod tests {
     #[test]
     fn a_shadow_rule_never_refuses_but_reports() {
         let mut shadow = record(1, Scope::Ip, "198.51.100.0/24", 1);
-        shadow.rule.shadow = true;
-        let table = RuleTable::new(&[shadow]);
+        shadow.1.shadow = true;
+        let table = rules(&[shadow]);
         let limiter = Limiter::new(100);
         let s = subject("198.51.100.7", None);
         let first = limiter.check(&table, &s, 0);
@@ -187,22 +187,22 @@ mod tests {
     fn lowering_a_limit_keeps_the_count_and_a_new_window_starts_afresh() {
         let limiter = Limiter::new(100);
         let s = subject("192.0.2.1", Some("u"));
-        let table = RuleTable::new(&[record(1, Scope::User, "u", 5)]);
+        let table = rules(&[record(1, Scope::User, "u", 5)]);
         for _ in 0..3 {
             assert!(limiter.check(&table, &s, 0).allowed);
         }
         // During an incident the limit drops to 3: the three already counted still count.
-        let lowered = RuleTable::new(&[record(1, Scope::User, "u", 3)]);
+        let lowered = rules(&[record(1, Scope::User, "u", 3)]);
         assert!(!limiter.check(&lowered, &s, 0).allowed);
         // A different window length makes the old counts meaningless: a fresh counter.
         let mut longer = record(1, Scope::User, "u", 3);
-        longer.rule.window_seconds = crate::domain::WindowSeconds::new(120).unwrap();
-        assert!(limiter.check(&RuleTable::new(&[longer]), &s, 0).allowed);
+        longer.1.window_seconds = crate::domain::WindowSeconds::new(120).unwrap();
+        assert!(limiter.check(&rules(&[longer]), &s, 0).allowed);
     }
 
     #[test]
     fn concurrent_requests_never_get_past_the_limit() {
-        let table = RuleTable::new(&[
+        let table = rules(&[
             record(1, Scope::Global, "*", 1000),
             record(2, Scope::User, "u", 100),
         ]);
@@ -227,7 +227,7 @@ mod tests {
 
     #[test]
     fn the_binding_verdict_is_the_tightest_enforced_one() {
-        let table = RuleTable::new(&[
+        let table = rules(&[
             record(1, Scope::Global, "*", 100),
             record(2, Scope::Ip, "192.0.2.0/24", 5),
         ]);

@@ -8,7 +8,7 @@ use ipnet::IpNet;
 
 use super::window::Quota;
 use crate::domain::Scope;
-use crate::store::RuleRecord;
+use crate::model::RateLimitRule;
 
 /// One enabled rule as the limiter applies it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,16 +22,16 @@ pub struct Rule {
 }
 
 impl Rule {
-    fn of(record: &RuleRecord) -> Rule {
+    fn of(id: i64, rule: &RateLimitRule) -> Rule {
         Rule {
-            id: record.id,
-            scope: record.rule.scope,
-            key: record.rule.key.as_str().to_owned(),
+            id,
+            scope: rule.scope,
+            key: rule.key.as_str().to_owned(),
             quota: Quota {
-                window_ms: u64::from(record.rule.window_seconds.get()) * 1000,
-                max: record.rule.max_requests,
+                window_ms: u64::from(rule.window_seconds.get()) * 1000,
+                max: rule.max_requests,
             },
-            shadow: record.rule.shadow,
+            shadow: rule.shadow,
         }
     }
 }
@@ -70,12 +70,12 @@ pub struct RuleTable {
 }
 
 impl RuleTable {
-    /// Compiles the enabled rules of `records`; disabled ones are left out.
-    pub fn new<'a>(records: impl IntoIterator<Item = &'a RuleRecord>) -> RuleTable {
+    /// Compiles the enabled ones of `rules`, each with its id; disabled ones are left out.
+    pub fn new<'a>(rules: impl IntoIterator<Item = (i64, &'a RateLimitRule)>) -> RuleTable {
         let mut table = RuleTable::default();
         let mut networks: HashMap<u8, HashMap<IpNet, Arc<Rule>>> = HashMap::new();
-        for record in records.into_iter().filter(|r| r.rule.enabled) {
-            let rule = Arc::new(Rule::of(record));
+        for (id, rule) in rules.into_iter().filter(|(_, r)| r.enabled) {
+            let rule = Arc::new(Rule::of(id, rule));
             match rule.scope {
                 Scope::Global => table.global = Some(rule),
                 Scope::ApiKey => {
@@ -168,28 +168,26 @@ fn canonical(addr: IpAddr) -> IpAddr {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use chrono::Utc;
-
     use super::*;
-    use crate::domain::{Owner, RuleKey, WindowSeconds};
-    use crate::model::RateLimitRule;
+    use crate::domain::{RuleKey, WindowSeconds};
 
-    pub(crate) fn record(id: i64, scope: Scope, key: &str, max: u32) -> RuleRecord {
-        RuleRecord {
-            id,
-            rule: RateLimitRule {
-                scope,
-                key: RuleKey::parse(scope, key).unwrap(),
-                window_seconds: WindowSeconds::new(60).unwrap(),
-                max_requests: max,
-                enabled: true,
-                shadow: false,
-                description: String::new(),
-            },
-            owner: Owner::Git,
-            created_at: Utc::now(),
-            updated_at: Utc::now(),
-        }
+    /// An enabled rule of `max` requests a minute, with its id.
+    pub(crate) fn record(id: i64, scope: Scope, key: &str, max: u32) -> (i64, RateLimitRule) {
+        let rule = RateLimitRule {
+            scope,
+            key: RuleKey::parse(scope, key).unwrap(),
+            window_seconds: WindowSeconds::new(60).unwrap(),
+            max_requests: max,
+            enabled: true,
+            shadow: false,
+            description: String::new(),
+        };
+        (id, rule)
+    }
+
+    /// The table of `rules`.
+    pub(crate) fn table(rules: &[(i64, RateLimitRule)]) -> RuleTable {
+        RuleTable::new(rules.iter().map(|(id, rule)| (*id, rule)))
     }
 
     fn ip(s: &str) -> IpAddr {
@@ -204,7 +202,7 @@ pub(crate) mod tests {
             record(3, Scope::Ip, "10.1.2.3", 5),
             record(4, Scope::Ip, "2001:db8::/32", 7),
         ];
-        let table = RuleTable::new(&rules);
+        let table = table(&rules);
         let id = |a: &str| table.ip_rule(ip(a)).map(|(r, _)| r.id);
         assert_eq!(id("10.1.2.3"), Some(3));
         assert_eq!(id("10.1.9.9"), Some(2));
@@ -226,7 +224,7 @@ pub(crate) mod tests {
     #[test]
     fn matching_collects_every_scope_and_skips_disabled_rules() {
         let mut disabled = record(5, Scope::User, "u-2", 1);
-        disabled.rule.enabled = false;
+        disabled.1.enabled = false;
         let rules = [
             record(1, Scope::Global, "*", 1000),
             record(2, Scope::Ip, "203.0.113.0/24", 10),
@@ -234,7 +232,7 @@ pub(crate) mod tests {
             record(4, Scope::User, "u-1", 10),
             disabled,
         ];
-        let table = RuleTable::new(&rules);
+        let table = table(&rules);
         let ids = |s: Subject<'_>| table.matching(&s).iter().map(|(r, _)| r.id).collect::<Vec<_>>();
         let all = Subject {
             global: true,

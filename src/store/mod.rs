@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::domain::{ClientName, ClientType, FlagName, Mode, Owner, ProfileName, Role, Scope};
 use crate::model::{
-    Actual, Client, FeatureFlag, Maintenance, NewOverride, Override, RateLimitRule, Stored, Window,
+    Actual, Client, FeatureFlag, MaintenanceInputs, NewOverride, Override, RateLimitRule, Stored, Window,
 };
 use crate::plan::Plan;
 
@@ -549,20 +549,6 @@ pub struct LiveState {
     pub clients: Vec<Stored<Client>>,
     pub rules: Vec<RuleRecord>,
     pub maintenance: MaintenanceInputs,
-}
-
-/// The stored steady mode, the active windows and the open mode overrides.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MaintenanceInputs {
-    /// The mode in force in the store (an override writes it).
-    pub state: Maintenance,
-    /// The mode git declares (only the reconciler writes it).
-    pub git: Maintenance,
-    pub updated_at: DateTime<Utc>,
-    /// Active windows (past, present and future).
-    pub windows: Vec<Window>,
-    /// Mode overrides not cleared yet (some may have expired).
-    pub overrides: Vec<Override>,
 }
 
 /// How many committed changes this process knows of: bumped after every write through this

@@ -10,17 +10,16 @@ use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Transaction
 use super::writes::{self, Row, Step};
 use super::{
     ApiChange, Applied, ApplyError, AuditFilter, AuditRecord, BatchError, ClientFilter, ClientRecord,
-    FlagRecord, LiveState, Lockdown, MaintenanceInputs, RuleFilter, RuleRecord, RuleWritten, RunMeta,
-    RunRecord, SecurityCounts, SnapshotFilter, SnapshotRecord, StoreError, Usage, WindowFilter, WindowRecord,
-    WriteDone, WriteOp,
+    FlagRecord, LiveState, Lockdown, RuleFilter, RuleRecord, RuleWritten, RunMeta, RunRecord, SecurityCounts,
+    SnapshotFilter, SnapshotRecord, StoreError, Usage, WindowFilter, WindowRecord, WriteDone, WriteOp,
 };
 use crate::domain::{
     ClientName, FlagName, KeySha256, Mode, Owner, ParseError, ProfileName, Role, RuleKey, WindowName,
     WindowSeconds,
 };
 use crate::model::{
-    Actual, Client, FeatureFlag, Kind, Maintenance, NewOverride, Override, Profile, RateLimitRule, Resource,
-    Stored, Window,
+    Actual, Client, FeatureFlag, Kind, Maintenance, MaintenanceInputs, NewOverride, Override, Profile,
+    RateLimitRule, Resource, Stored, Window,
 };
 use crate::plan::Plan;
 
