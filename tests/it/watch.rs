@@ -83,13 +83,19 @@ fn override_rule(base: &str, max: u32, ttl: u32) {
     let body = format!(
         r#"{{"scope": "ip", "key": "192.0.2.1", "max_requests": {max}, "reason": "load test", "ttl_seconds": {ttl}}}"#
     );
-    let status = ureq::post(format!("{base}/system/ratelimits/rules"))
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent
+        .post(format!("{base}/system/ratelimits/rules"))
         .header("Authorization", format!("Bearer {OPERATOR}"))
         .header("Content-Type", "application/json")
         .send(&body)
-        .unwrap()
-        .status();
-    assert_eq!(status, 200, "overriding the rule through {base}");
+        .unwrap();
+    let status = response.status();
+    let answer = response.body_mut().read_to_string().unwrap_or_default();
+    assert_eq!(status, 200, "overriding the rule through {base}: {answer}");
 }
 
 #[test]
