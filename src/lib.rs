@@ -14,6 +14,7 @@
 //! - [`reconcile`]: load → plan → apply under the single-writer lock; saved plans.
 //! - [`mode`]: the effective maintenance mode (override, else window, else git).
 //! - [`server`]: the axum HTTP server: routes, API keys and roles, JSON errors.
+//! - [`auth`]: the key a request presents, the caller it identifies, role checks.
 //! - [`api_error`]: the HTTP API's error type and JSON body, for the server and the layers.
 //! - [`cli`]: the command line, one module per subcommand.
 //! - [`clock`], [`backoff`], [`shutdown`]: the one clock, exponential backoff, and signals
@@ -21,6 +22,7 @@
 //! - [`text`]: values and messages made safe to print (one line, escaped, cut).
 
 pub mod api_error;
+pub mod auth;
 pub mod backoff;
 pub mod cli;
 pub mod clock;

@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use chrono::{DateTime, Utc};
 
-use crate::domain::{ClientName, KeySha256, Role};
+use crate::domain::KeySha256;
 use crate::limit::{Limiter, RuleTable};
 use crate::model::MaintenanceInputs;
 use crate::store::{Db, LiveState, RuleRecord, Store as _, StoreError, Usage};
 
+pub use crate::auth::Caller;
 pub use crate::clock::Clock;
 
 /// The channel the store's triggers notify on every change to cached tables.
@@ -31,14 +32,6 @@ const RELOAD_BACKOFF: Duration = Duration::from_secs(1);
 
 /// The longest wait between attempts to listen for changes again.
 const LISTEN_BACKOFF_MAX: Duration = Duration::from_secs(1);
-
-/// The authenticated client of a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    pub id: i64,
-    pub name: ClientName,
-    pub role: Role,
-}
 
 /// What a replica holds in memory, read from the store in one snapshot.
 #[derive(Debug)]

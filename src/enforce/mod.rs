@@ -31,7 +31,7 @@ use std::task::{Context, Poll};
 use std::net::IpAddr;
 
 use axum::extract::Request;
-use axum::http::header::{AUTHORIZATION, HeaderName};
+use axum::http::header::HeaderName;
 use axum::http::{HeaderMap, Method};
 use axum::response::Response;
 use ipnet::IpNet;
@@ -40,9 +40,9 @@ use tower::{Layer, Service};
 pub use maintenance::Freeze;
 pub use ratelimit::{RateLimit, rate_limit_headers};
 
-use crate::domain::KeySha256;
+use crate::auth::{Caller, IdentityError, identify};
 use crate::limit::Decision;
-use crate::replica::{Caller, Replica, View};
+use crate::replica::{Replica, View};
 
 /// A hook called with every rate-limit decision.
 pub type Observer = Box<dyn Fn(&Decision) + Send + Sync>;
@@ -240,56 +240,6 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
     client
 }
 
-/// Identity headers a request sends ambiguously: whichever copy a layer read, another layer (or
-/// a proxy in front) could read the other, so the request is refused (400) instead.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum IdentityError {
-    #[error("the {0} header is sent more than once; send it once")]
-    Repeated(&'static str),
-    #[error("Authorization and X-API-Key present different keys; send one key")]
-    Conflicting,
-}
-
-/// The one value of header `name`, if it is sent; sent twice is an error.
-fn single<'h>(headers: &'h HeaderMap, name: &'static str) -> Result<Option<&'h str>, IdentityError> {
-    let mut values = headers.get_all(name).iter();
-    let first = values.next();
-    if values.next().is_some() {
-        return Err(IdentityError::Repeated(name));
-    }
-    Ok(first.and_then(|v| v.to_str().ok()).map(str::trim))
-}
-
-/// The key a request presents: `Authorization: Bearer <key>` or `X-API-Key: <key>` (both, if
-/// they agree).
-pub fn presented_key(headers: &HeaderMap) -> Result<Option<&str>, IdentityError> {
-    let bearer = single(headers, AUTHORIZATION.as_str())?
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim)
-        .filter(|k| !k.is_empty());
-    let header = single(headers, API_KEY_HEADER)?.filter(|k| !k.is_empty());
-    match (bearer, header) {
-        (Some(a), Some(b)) if a != b => Err(IdentityError::Conflicting),
-        (a, b) => Ok(a.or(b)),
-    }
-}
-
-/// The end user a request names in `X-User-Id`, for `user` rules.
-pub fn user_id(headers: &HeaderMap) -> Result<Option<&str>, IdentityError> {
-    single(headers, ratelimit::USER_HEADER)
-}
-
-/// The active client whose key the request presents. Only the key's hash is compared, and a key
-/// too short to carry 128 bits is not looked up at all.
-pub fn identify(headers: &HeaderMap, view: &View) -> Result<Option<Caller>, IdentityError> {
-    Ok(presented_key(headers)?
-        .filter(|key| KeySha256::long_enough(key))
-        .and_then(|key| view.clients.get(&KeySha256::of_key(key)).cloned()))
-}
-
-/// The header that carries a key without the `Bearer` scheme.
-pub const API_KEY_HEADER: &str = "x-api-key";
-
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// The caller of a request, from an earlier layer's extension or from its key.
@@ -297,7 +247,7 @@ fn caller(request: &mut Request, view: &View) -> Result<Option<Caller>, Identity
     if let Some(caller) = request.extensions().get::<Caller>() {
         return Ok(Some(caller.clone()));
     }
-    let caller = identify(request.headers(), view)?;
+    let caller = identify(request.headers(), &view.clients)?;
     if let Some(caller) = &caller {
         request.extensions_mut().insert(caller.clone());
     }
@@ -307,7 +257,7 @@ fn caller(request: &mut Request, view: &View) -> Result<Option<Caller>, Identity
 /// The answer to ambiguous identity headers.
 fn bad_request(e: IdentityError) -> Response {
     use axum::response::IntoResponse as _;
-    crate::api_error::ApiError::BadRequest(e.to_string()).into_response()
+    crate::api_error::ApiError::from(e).into_response()
 }
 
 #[cfg(test)]

@@ -10,12 +10,10 @@ use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{Enforcer, Gate, Passage, bad_request, caller, client_ip, user_id};
+use super::{Enforcer, Gate, Passage, bad_request, caller, client_ip};
 use crate::api_error::ApiError;
+use crate::auth::user_id;
 use crate::limit::{Decision, Rule, Subject};
-
-/// The header naming the end user a request is made for, for `user` rules.
-pub const USER_HEADER: &str = "x-user-id";
 
 /// The rate limiter: every enforced rule that applies must admit the request.
 pub struct RateLimit;

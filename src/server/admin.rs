@@ -8,9 +8,10 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use super::auth::Admin;
 use super::error::ErrorBody;
 use super::{ApiError, AppState, Caller, expiry};
-use crate::domain::{FlagName, Mode, ProfileName, Role};
+use crate::domain::{FlagName, Mode, ProfileName};
 use crate::mode::effective;
 use crate::plan::PlanOptions;
 use crate::plan::render::PlanDocument;
@@ -59,10 +60,9 @@ fn payload<T: DeserializeOwned>(action: &str, value: Value) -> Result<T, ApiErro
 #[utoipa::path(post, path = "/admin/ops", tag = "admin", security(("api_key" = [])), request_body = OpsRequest, responses((status = 200, description = "`{action, result}`", body = Object), (status = 422, description = "Unknown action or invalid payload", body = ErrorBody), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
 pub async fn ops(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    Admin(caller): Admin,
     Json(request): Json<OpsRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(Role::Admin)?;
     let action = request.action.clone();
     let action = action.as_str();
     let result = match action {

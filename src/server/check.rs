@@ -7,9 +7,10 @@ use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 
+use super::auth::Reader;
 use super::error::ErrorBody;
-use super::{ApiError, AppState, Caller};
-use crate::domain::{ClientName, Role, RuleKey, Scope};
+use super::{ApiError, AppState};
+use crate::domain::{ClientName, RuleKey, Scope};
 use crate::limit::Subject;
 
 /// Either `{scope, key}` (one rule's question) or any of `{ip, user, client}` (every rule that
@@ -65,10 +66,9 @@ fn parse_ip(raw: &str) -> Result<IpAddr, ApiError> {
 #[utoipa::path(post, path = "/system/ratelimits/check", tag = "rules", security(("api_key" = [])), request_body = CheckRequest, responses((status = 200, description = "The decision", body = CheckResponse), (status = 422, description = "Neither or both forms, or a bad key", body = ErrorBody), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
 pub async fn check(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    Reader(_caller): Reader,
     Json(request): Json<CheckRequest>,
 ) -> Result<Json<CheckResponse>, ApiError> {
-    caller.require(Role::Reader)?;
     let by_request = request.ip.is_some() || request.user.is_some() || request.client.is_some();
     let mut subject = Subject::default();
     let (key, client);

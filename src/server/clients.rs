@@ -7,6 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
+use super::auth::{Operator, Reader};
 use super::error::ErrorBody;
 use super::{ApiError, AppState, Caller, expiry, page};
 use crate::domain::{ClientName, ClientType, KeySha256, NewKey, Role};
@@ -30,10 +31,9 @@ pub struct ClientsQuery {
 #[utoipa::path(get, path = "/system/clients", tag = "clients", security(("api_key" = [])), params(ClientsQuery), responses((status = 200, description = "Clients by name; never a key or hash", body = [ClientRecord]), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    Reader(_caller): Reader,
     Query(q): Query<ClientsQuery>,
 ) -> Result<Json<Vec<ClientRecord>>, ApiError> {
-    caller.require(Role::Reader)?;
     let filter = ClientFilter {
         active: q.active,
         client_type: q.client_type,
@@ -82,10 +82,9 @@ fn within_reach(caller: &Caller, role: Role) -> Result<(), ApiError> {
 #[utoipa::path(post, path = "/system/clients", tag = "clients", security(("api_key" = [])), request_body = RegisterBody, responses((status = 201, description = "Registered; the key is shown this once", body = Registered), (status = 409, description = "The name is taken", body = ErrorBody), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
 pub async fn register(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    Operator(caller): Operator,
     Json(body): Json<RegisterBody>,
 ) -> Result<(StatusCode, Json<Registered>), ApiError> {
-    caller.require(Role::Operator)?;
     within_reach(&caller, body.role)?;
     let key = NewKey::generate().map_err(ApiError::NoRandomness)?;
     let client = Client {
@@ -131,7 +130,6 @@ async fn set_active(
     active: bool,
     body: Option<Json<ReasonBody>>,
 ) -> Result<Json<ClientRecord>, ApiError> {
-    caller.require(Role::Operator)?;
     let Json(body) = body.unwrap_or_default();
     let now = state.now();
     // Look the client up first, to refuse managing a more powerful one.
@@ -154,7 +152,7 @@ async fn set_active(
 #[utoipa::path(post, path = "/system/clients/{id}/activate", tag = "clients", security(("api_key" = [])), params(("id" = i64, Path, description = "Client id")), request_body(content = Option<ReasonBody>, description = "Needed for git-owned clients"), responses((status = 200, description = "Activated", body = ClientRecord), (status = 404, description = "No such client", body = ErrorBody), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
 pub async fn activate(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    Operator(caller): Operator,
     Path(id): Path<i64>,
     body: Option<Json<ReasonBody>>,
 ) -> Result<Json<ClientRecord>, ApiError> {
@@ -165,7 +163,7 @@ pub async fn activate(
 #[utoipa::path(post, path = "/system/clients/{id}/deactivate", tag = "clients", security(("api_key" = [])), params(("id" = i64, Path, description = "Client id")), request_body(content = Option<ReasonBody>, description = "Needed for git-owned clients"), responses((status = 200, description = "Deactivated; its key stops working at once", body = ClientRecord), (status = 404, description = "No such client", body = ErrorBody), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
 pub async fn deactivate(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    Operator(caller): Operator,
     Path(id): Path<i64>,
     body: Option<Json<ReasonBody>>,
 ) -> Result<Json<ClientRecord>, ApiError> {

@@ -14,9 +14,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use super::auth::Reader;
 use super::error::ErrorBody;
-use super::{ApiError, AppState, Caller};
-use crate::domain::{Role, Scope};
+use super::{ApiError, AppState};
+use crate::domain::Scope;
 use crate::limit::Decision;
 use crate::store::Store as _;
 
@@ -205,8 +206,7 @@ pub async fn record(State(state): State<Arc<AppState>>, request: Request, next: 
 
 /// `GET /metrics` (reader): the OpenMetrics text exposition.
 #[utoipa::path(get, path = "/metrics", tag = "metrics", security(("api_key" = [])), responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
-pub async fn scrape(State(state): State<Arc<AppState>>, caller: Caller) -> Result<Response, ApiError> {
-    caller.require(Role::Reader)?;
+pub async fn scrape(State(state): State<Arc<AppState>>, Reader(_): Reader) -> Result<Response, ApiError> {
     let now = state.now();
     let active = state
         .db

@@ -29,6 +29,7 @@ use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 pub use crate::clock::Clock;
 pub use crate::replica::Caller;
+use auth::Reader;
 pub use error::ApiError;
 pub use listen::ConnectionLimits;
 
@@ -150,8 +151,7 @@ impl utoipa::Modify for ApiKeyScheme {
         (status = 401, description = "No valid API key", body = error::ErrorBody)
     )
 )]
-async fn openapi_json(caller: Caller) -> Result<axum::Json<&'static utoipa::openapi::OpenApi>, ApiError> {
-    caller.require(crate::domain::Role::Reader)?;
+async fn openapi_json(Reader(_): Reader) -> Result<axum::Json<&'static utoipa::openapi::OpenApi>, ApiError> {
     Ok(axum::Json(document()))
 }
 

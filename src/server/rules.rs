@@ -7,9 +7,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 
+use super::auth::{Operator, Reader};
 use super::error::ErrorBody;
-use super::{ApiError, AppState, Caller, expiry, page};
-use crate::domain::{Role, RuleKey, Scope, WindowSeconds};
+use super::{ApiError, AppState, expiry, page};
+use crate::domain::{RuleKey, Scope, WindowSeconds};
 use crate::model::RateLimitRule;
 use crate::store::{
     ApiChange, RuleFilter, RuleRecord, RuleWritten, SnapshotFilter, SnapshotRecord, Store as _,
@@ -33,10 +34,9 @@ pub struct RulesQuery {
 #[utoipa::path(get, path = "/system/ratelimits/rules", tag = "rules", security(("api_key" = [])), params(RulesQuery), responses((status = 200, description = "Rules by scope and key", body = [RuleRecord]), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    Reader(_caller): Reader,
     Query(q): Query<RulesQuery>,
 ) -> Result<Json<Vec<RuleRecord>>, ApiError> {
-    caller.require(Role::Reader)?;
     let filter = RuleFilter {
         scope: q.scope,
         key: q.key,
@@ -50,10 +50,9 @@ pub async fn list(
 #[utoipa::path(get, path = "/system/ratelimits/rules/{id}", tag = "rules", security(("api_key" = [])), params(("id" = i64, Path, description = "Rule id")), responses((status = 200, description = "The rule", body = RuleRecord), (status = 404, description = "No such rule", body = ErrorBody), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
 pub async fn get(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    Reader(_caller): Reader,
     Path(id): Path<i64>,
 ) -> Result<Json<RuleRecord>, ApiError> {
-    caller.require(Role::Reader)?;
     // From the replica's view: every write reaches it before its response is sent.
     match state.replica.view().await?.rules.get(&id) {
         Some(rule) => Ok(Json(rule.clone())),
@@ -78,10 +77,9 @@ pub struct SnapshotsQuery {
 #[utoipa::path(get, path = "/system/ratelimits/snapshots", tag = "rules", security(("api_key" = [])), params(SnapshotsQuery), responses((status = 200, description = "Usage snapshots, newest first", body = [SnapshotRecord]), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
 pub async fn snapshots(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    Reader(_caller): Reader,
     Query(q): Query<SnapshotsQuery>,
 ) -> Result<Json<Vec<SnapshotRecord>>, ApiError> {
-    caller.require(Role::Reader)?;
     let filter = SnapshotFilter {
         scope: q.scope,
         key: q.key,
@@ -130,10 +128,9 @@ pub struct RuleBody {
 #[utoipa::path(post, path = "/system/ratelimits/rules", tag = "rules", security(("api_key" = [])), request_body = RuleBody, responses((status = 201, description = "Created", body = RuleWritten), (status = 200, description = "Updated", body = RuleWritten), (status = 422, description = "Invalid rule, or a git-owned rule without a reason", body = ErrorBody), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
 pub async fn put(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    Operator(caller): Operator,
     Json(body): Json<RuleBody>,
 ) -> Result<(StatusCode, Json<RuleWritten>), ApiError> {
-    caller.require(Role::Operator)?;
     let invalid = |e: crate::domain::ParseError| ApiError::Unprocessable(e.0);
     let rule = RateLimitRule {
         scope: body.scope,
@@ -176,11 +173,10 @@ pub struct DeleteQuery {
 #[utoipa::path(delete, path = "/system/ratelimits/rules/{id}", tag = "rules", security(("api_key" = [])), params(("id" = i64, Path, description = "Rule id"), DeleteQuery), responses((status = 204, description = "Deleted"), (status = 404, description = "No such rule", body = ErrorBody), (status = 422, description = "A git-owned rule without a reason", body = ErrorBody), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    Operator(caller): Operator,
     Path(id): Path<i64>,
     Query(q): Query<DeleteQuery>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require(Role::Operator)?;
     let now = state.now();
     let change = ApiChange {
         actor: caller.name.to_string(),

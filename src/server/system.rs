@@ -7,9 +7,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
+use super::auth::{Operator, Reader};
 use super::error::ErrorBody;
-use super::{ApiError, AppState, Caller, expiry};
-use crate::domain::{Mode, Role};
+use super::{ApiError, AppState, expiry};
+use crate::domain::Mode;
 use crate::mode::{EffectiveMode, effective};
 use crate::model::Override;
 use crate::store::{ApiChange, FlagRecord, RunRecord, Store as _};
@@ -55,9 +56,8 @@ pub struct OverrideView {
 #[utoipa::path(get, path = "/system/overrides", tag = "overrides", security(("api_key" = [])), responses((status = 200, description = "Overrides not cleared", body = [OverrideView]), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
 pub async fn list_overrides(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    Reader(_caller): Reader,
 ) -> Result<Json<Vec<OverrideView>>, ApiError> {
-    caller.require(Role::Reader)?;
     let now = state.now();
     let overrides = state.db.open_overrides().await?;
     Ok(Json(
@@ -75,10 +75,9 @@ pub async fn list_overrides(
 #[utoipa::path(delete, path = "/system/overrides/{id}", tag = "overrides", security(("api_key" = [])), params(("id" = i64, Path, description = "Override id")), responses((status = 204, description = "Cleared"), (status = 404, description = "No open override", body = ErrorBody), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
 pub async fn clear_override(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    Operator(caller): Operator,
     Path(id): Path<i64>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require(Role::Operator)?;
     match state
         .db
         .clear_overrides(Some(id), caller.name.as_str(), "api", state.now())
@@ -106,10 +105,9 @@ pub struct RunsQuery {
 #[utoipa::path(get, path = "/system/reconcile/runs", tag = "reconcile", security(("api_key" = [])), params(RunsQuery), responses((status = 200, description = "Recent runs, newest first", body = [RunRecord]), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
 pub async fn runs(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    Reader(_caller): Reader,
     Query(query): Query<RunsQuery>,
 ) -> Result<Json<Vec<RunRecord>>, ApiError> {
-    caller.require(Role::Reader)?;
     let limit = query.limit.unwrap_or(50);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::Unprocessable(format!(
@@ -135,11 +133,10 @@ pub struct ModeBody {
 #[utoipa::path(post, path = "/system/maintenance/state/{mode}", tag = "maintenance", security(("api_key" = [])), params(("mode" = Mode, Path, description = "normal, maintenance or read_only")), request_body = ModeBody, responses((status = 200, description = "The effective mode after the change", body = EffectiveMode), (status = 422, description = "Unknown mode or no reason", body = ErrorBody), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
 pub async fn set_mode(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    Operator(caller): Operator,
     Path(mode): Path<String>,
     Json(body): Json<ModeBody>,
 ) -> Result<Json<EffectiveMode>, ApiError> {
-    caller.require(Role::Operator)?;
     let mode: Mode = mode
         .parse()
         .map_err(|e: crate::domain::ParseError| ApiError::Unprocessable(e.0))?;
@@ -165,8 +162,7 @@ pub async fn set_mode(
 #[utoipa::path(get, path = "/system/feature-flags", tag = "flags", security(("api_key" = [])), responses((status = 200, description = "Every flag", body = [FlagRecord]), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
 pub async fn flags(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    Reader(_caller): Reader,
 ) -> Result<Json<Vec<FlagRecord>>, ApiError> {
-    caller.require(Role::Reader)?;
     Ok(Json(state.db.flags().await?))
 }

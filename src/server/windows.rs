@@ -7,9 +7,10 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 
+use super::auth::{Operator, Reader};
 use super::error::ErrorBody;
-use super::{ApiError, AppState, Caller, page};
-use crate::domain::{Role, WindowMode, WindowName, parse_time};
+use super::{ApiError, AppState, page};
+use crate::domain::{WindowMode, WindowName, parse_time};
 use crate::model::Window;
 use crate::store::{ApiChange, Store as _, WindowFilter, WindowRecord};
 
@@ -31,10 +32,9 @@ pub struct WindowsQuery {
 #[utoipa::path(get, path = "/system/maintenance/windows", tag = "maintenance", security(("api_key" = [])), params(WindowsQuery), responses((status = 200, description = "Windows by start", body = [WindowRecord]), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    Reader(_caller): Reader,
     Query(q): Query<WindowsQuery>,
 ) -> Result<Json<Vec<WindowRecord>>, ApiError> {
-    caller.require(Role::Reader)?;
     let starts_after = q.upcoming.filter(|u| *u).map(|_| state.now());
     let filter = WindowFilter {
         active: q.active,
@@ -67,10 +67,9 @@ pub struct WindowBody {
 #[utoipa::path(post, path = "/system/maintenance/windows", tag = "maintenance", security(("api_key" = [])), request_body = WindowBody, responses((status = 201, description = "Scheduled", body = WindowRecord), (status = 409, description = "The name is taken", body = ErrorBody), (status = 422, description = "ends_at is not after starts_at, or a time has no offset", body = ErrorBody), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    Operator(caller): Operator,
     Json(body): Json<WindowBody>,
 ) -> Result<(StatusCode, Json<WindowRecord>), ApiError> {
-    caller.require(Role::Operator)?;
     let invalid = |e: crate::domain::ParseError| ApiError::Unprocessable(e.0);
     let starts_at = parse_time(&body.starts_at).map_err(invalid)?;
     let ends_at = parse_time(&body.ends_at).map_err(invalid)?;
