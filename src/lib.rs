@@ -6,20 +6,27 @@
 //!
 //! # Layout
 //!
+//! From the bottom up; each module imports only those above it in this list.
+//!
+//! - [`text`]: values and messages made safe to print (one line, escaped, cut).
 //! - [`domain`]: validated newtypes and enums (`ClientName`, `Scope`, `Mode`, …).
 //! - [`model`]: the resources, as the desired state and the store both hold them.
-//! - [`desired`]: the state files: loading with positioned errors, and export.
-//! - [`plan`]: the pure planner, `plan(desired, actual, now)`, and its renderers.
-//! - [`store`]: the `Store` trait and its PostgreSQL and SQLite backends.
-//! - [`reconcile`]: load → plan → apply under the single-writer lock; saved plans.
-//! - [`mode`]: the effective maintenance mode (override, else window, else git).
-//! - [`server`]: the axum HTTP server: routes, API keys and roles, JSON errors.
-//! - [`auth`]: the key a request presents, the caller it identifies, role checks.
-//! - [`api_error`]: the HTTP API's error type and JSON body, for the server and the layers.
-//! - [`cli`]: the command line, one module per subcommand.
 //! - [`clock`], [`backoff`], [`shutdown`]: the one clock, exponential backoff, and signals
 //!   (graceful on the first, forced on the second).
-//! - [`text`]: values and messages made safe to print (one line, escaped, cut).
+//! - [`desired`]: the state files: reading them safely, loading with positioned errors, export.
+//! - [`plan`]: the pure planner, `plan(desired, actual, now)`, and its renderers.
+//! - [`mode`]: the effective maintenance mode (override, else window, else git); pure.
+//! - [`limit`]: rate limiting without I/O: the rule table, sliding-window counters, decisions.
+//! - [`store`]: the `Store` trait and its PostgreSQL and SQLite backends.
+//! - [`reconcile`]: load → plan → apply under the single-writer lock; saved plans.
+//! - [`api_error`]: the HTTP API's error type and JSON body, for the server and the layers.
+//! - [`auth`]: the key a request presents, the caller it identifies, role checks.
+//! - [`replica`]: a server's cached view of the store and its counters, kept fresh by the change
+//!   feed (LISTEN/NOTIFY, `data_version`), and usage snapshots.
+//! - [`enforce`]: tower layers any axum service can mount: the rate limiter and the freeze.
+//! - [`watch`]: continuous reconciliation: notify, debounce, whole passes, retries.
+//! - [`server`]: the axum HTTP server: routes per resource, role extractors, the accept loop.
+//! - [`cli`]: the command line, one module per subcommand.
 
 pub mod api_error;
 pub mod auth;

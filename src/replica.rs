@@ -153,7 +153,7 @@ impl Replica {
     }
 
     /// The view, reloaded first if a change has been signalled since it was loaded. A reload
-    /// already under way elsewhere is waited for briefly ([`STALE_WAIT`]); if it takes longer (a
+    /// already under way elsewhere is waited for briefly (`STALE_WAIT`); if it takes longer (a
     /// very large state), the previous view answers meanwhile rather than stalling every
     /// request. While the store is unreachable the last view is served (and reloading retried
     /// every second).
