@@ -57,7 +57,7 @@ fn payload<T: DeserializeOwned>(action: &str, value: Value) -> Result<T, ApiErro
 }
 
 /// `POST /admin/ops/` (admin).
-#[utoipa::path(post, path = "/admin/ops", tag = "admin", security(("api_key" = [])), request_body = OpsRequest, responses((status = 200, description = "`{action, result}`", body = Object), (status = 422, description = "Unknown action or invalid payload", body = ErrorBody), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
+#[utoipa::path(post, path = "/admin/ops", tag = "admin", security(("api_key" = [])), request_body = OpsRequest, responses((status = 200, description = "`{action, result}`", body = Object), (status = 422, description = "Unknown action or invalid payload", body = ErrorBody)))]
 pub async fn ops(
     State(state): State<Arc<AppState>>,
     Admin(caller): Admin,

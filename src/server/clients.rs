@@ -28,7 +28,7 @@ pub struct ClientsQuery {
 }
 
 /// `GET /system/clients/` (reader): clients by name, with no key material but a display prefix.
-#[utoipa::path(get, path = "/system/clients", tag = "clients", security(("api_key" = [])), params(ClientsQuery), responses((status = 200, description = "Clients by name; never a key or hash", body = [ClientRecord]), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
+#[utoipa::path(get, path = "/system/clients", tag = "clients", security(("api_key" = [])), params(ClientsQuery), responses((status = 200, description = "Clients by name; never a key or hash", body = [ClientRecord])))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     Reader(_caller): Reader,
@@ -79,7 +79,7 @@ fn within_reach(caller: &Caller, role: Role) -> Result<(), ApiError> {
 }
 
 /// `POST /system/clients/` (operator): register a client owned by the API; 201 with its key.
-#[utoipa::path(post, path = "/system/clients", tag = "clients", security(("api_key" = [])), request_body = RegisterBody, responses((status = 201, description = "Registered; the key is shown this once", body = Registered), (status = 409, description = "The name is taken", body = ErrorBody), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
+#[utoipa::path(post, path = "/system/clients", tag = "clients", security(("api_key" = [])), request_body = RegisterBody, responses((status = 201, description = "Registered; the key is shown this once", body = Registered), (status = 409, description = "The name is taken", body = ErrorBody)))]
 pub async fn register(
     State(state): State<Arc<AppState>>,
     Operator(caller): Operator,
@@ -149,7 +149,7 @@ async fn set_active(
 }
 
 /// `POST /system/clients/{id}/activate` (operator).
-#[utoipa::path(post, path = "/system/clients/{id}/activate", tag = "clients", security(("api_key" = [])), params(("id" = i64, Path, description = "Client id")), request_body(content = Option<ReasonBody>, description = "Needed for git-owned clients"), responses((status = 200, description = "Activated", body = ClientRecord), (status = 404, description = "No such client", body = ErrorBody), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
+#[utoipa::path(post, path = "/system/clients/{id}/activate", tag = "clients", security(("api_key" = [])), params(("id" = i64, Path, description = "Client id")), request_body(content = Option<ReasonBody>, description = "Needed for git-owned clients"), responses((status = 200, description = "Activated", body = ClientRecord), (status = 404, description = "No such client", body = ErrorBody)))]
 pub async fn activate(
     State(state): State<Arc<AppState>>,
     Operator(caller): Operator,
@@ -160,7 +160,7 @@ pub async fn activate(
 }
 
 /// `POST /system/clients/{id}/deactivate` (operator).
-#[utoipa::path(post, path = "/system/clients/{id}/deactivate", tag = "clients", security(("api_key" = [])), params(("id" = i64, Path, description = "Client id")), request_body(content = Option<ReasonBody>, description = "Needed for git-owned clients"), responses((status = 200, description = "Deactivated; its key stops working at once", body = ClientRecord), (status = 404, description = "No such client", body = ErrorBody), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
+#[utoipa::path(post, path = "/system/clients/{id}/deactivate", tag = "clients", security(("api_key" = [])), params(("id" = i64, Path, description = "Client id")), request_body(content = Option<ReasonBody>, description = "Needed for git-owned clients"), responses((status = 200, description = "Deactivated; its key stops working at once", body = ClientRecord), (status = 404, description = "No such client", body = ErrorBody)))]
 pub async fn deactivate(
     State(state): State<Arc<AppState>>,
     Operator(caller): Operator,

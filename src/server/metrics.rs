@@ -15,7 +15,6 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use super::auth::Reader;
-use super::error::ErrorBody;
 use super::{ApiError, AppState};
 use crate::domain::Scope;
 use crate::limit::Decision;
@@ -205,7 +204,7 @@ pub async fn record(State(state): State<Arc<AppState>>, request: Request, next: 
 }
 
 /// `GET /metrics` (reader): the OpenMetrics text exposition.
-#[utoipa::path(get, path = "/metrics", tag = "metrics", security(("api_key" = [])), responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
+#[utoipa::path(get, path = "/metrics", tag = "metrics", security(("api_key" = [])), responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String)))]
 pub async fn scrape(State(state): State<Arc<AppState>>, Reader(_): Reader) -> Result<Response, ApiError> {
     let now = state.now();
     let active = state

@@ -147,8 +147,7 @@ impl utoipa::Modify for ApiKeyScheme {
     tag = "health",
     security(("api_key" = [])),
     responses(
-        (status = 200, description = "The OpenAPI document", body = Object),
-        (status = 401, description = "No valid API key", body = error::ErrorBody)
+        (status = 200, description = "The OpenAPI document", body = Object)
     )
 )]
 async fn openapi_json(Reader(_): Reader) -> Result<axum::Json<&'static utoipa::openapi::OpenApi>, ApiError> {
@@ -190,11 +189,22 @@ impl utoipa::Modify for EnforcementResponses {
         let not_json = response("The body is not `application/json`");
         let invalid = response("Well-formed but invalid input");
         let limited = response("Over a rate limit (code `rate_limited`); `Retry-After` says when to retry");
+        let unauthorized = response("No valid API key");
+        let forbidden = response("Role too low");
         let frozen = response("Refused by the maintenance mode; `Retry-After` when its end is known");
         for (path, item) in openapi.paths.paths.iter_mut() {
             let operations = [&mut item.get, &mut item.post, &mut item.put, &mut item.delete];
             for operation in operations.into_iter().flatten() {
                 let has_body = operation.request_body.is_some();
+                // Every operation that needs a key says what happens without one, or with a role
+                // too low; the role extractors answer these before the handler runs.
+                if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                    let responses = &mut operation.responses.responses;
+                    responses
+                        .entry("401".into())
+                        .or_insert_with(|| unauthorized.clone());
+                    responses.entry("403".into()).or_insert_with(|| forbidden.clone());
+                }
                 let has_parameters = operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
                 let responses = &mut operation.responses.responses;
                 // Axum's extractors refuse before the handler runs; the JSON error layer gives

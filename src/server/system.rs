@@ -53,7 +53,7 @@ pub struct OverrideView {
 }
 
 /// `GET /system/overrides` (reader): overrides not cleared, expired ones marked inactive.
-#[utoipa::path(get, path = "/system/overrides", tag = "overrides", security(("api_key" = [])), responses((status = 200, description = "Overrides not cleared", body = [OverrideView]), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
+#[utoipa::path(get, path = "/system/overrides", tag = "overrides", security(("api_key" = [])), responses((status = 200, description = "Overrides not cleared", body = [OverrideView])))]
 pub async fn list_overrides(
     State(state): State<Arc<AppState>>,
     Reader(_caller): Reader,
@@ -72,7 +72,7 @@ pub async fn list_overrides(
 }
 
 /// `DELETE /system/overrides/{id}` (operator): lift an override; the next reconcile restores git.
-#[utoipa::path(delete, path = "/system/overrides/{id}", tag = "overrides", security(("api_key" = [])), params(("id" = i64, Path, description = "Override id")), responses((status = 204, description = "Cleared"), (status = 404, description = "No open override", body = ErrorBody), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/system/overrides/{id}", tag = "overrides", security(("api_key" = [])), params(("id" = i64, Path, description = "Override id")), responses((status = 204, description = "Cleared"), (status = 404, description = "No open override", body = ErrorBody)))]
 pub async fn clear_override(
     State(state): State<Arc<AppState>>,
     Operator(caller): Operator,
@@ -102,7 +102,7 @@ pub struct RunsQuery {
 }
 
 /// `GET /system/reconcile/runs` (reader): the most recent reconcile runs.
-#[utoipa::path(get, path = "/system/reconcile/runs", tag = "reconcile", security(("api_key" = [])), params(RunsQuery), responses((status = 200, description = "Recent runs, newest first", body = [RunRecord]), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
+#[utoipa::path(get, path = "/system/reconcile/runs", tag = "reconcile", security(("api_key" = [])), params(RunsQuery), responses((status = 200, description = "Recent runs, newest first", body = [RunRecord])))]
 pub async fn runs(
     State(state): State<Arc<AppState>>,
     Reader(_caller): Reader,
@@ -130,7 +130,7 @@ pub struct ModeBody {
 
 /// `POST /system/maintenance/state/{mode}` (operator): set the mode now, as an override that
 /// the reconciler holds until it expires or is cleared. Returns the effective state.
-#[utoipa::path(post, path = "/system/maintenance/state/{mode}", tag = "maintenance", security(("api_key" = [])), params(("mode" = Mode, Path, description = "normal, maintenance or read_only")), request_body = ModeBody, responses((status = 200, description = "The effective mode after the change", body = EffectiveMode), (status = 422, description = "Unknown mode or no reason", body = ErrorBody), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
+#[utoipa::path(post, path = "/system/maintenance/state/{mode}", tag = "maintenance", security(("api_key" = [])), params(("mode" = Mode, Path, description = "normal, maintenance or read_only")), request_body = ModeBody, responses((status = 200, description = "The effective mode after the change", body = EffectiveMode), (status = 422, description = "Unknown mode or no reason", body = ErrorBody)))]
 pub async fn set_mode(
     State(state): State<Arc<AppState>>,
     Operator(caller): Operator,
@@ -159,7 +159,7 @@ pub async fn set_mode(
 }
 
 /// `GET /system/feature-flags` (reader): every flag by name.
-#[utoipa::path(get, path = "/system/feature-flags", tag = "flags", security(("api_key" = [])), responses((status = 200, description = "Every flag", body = [FlagRecord]), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody)))]
+#[utoipa::path(get, path = "/system/feature-flags", tag = "flags", security(("api_key" = [])), responses((status = 200, description = "Every flag", body = [FlagRecord])))]
 pub async fn flags(
     State(state): State<Arc<AppState>>,
     Reader(_caller): Reader,
