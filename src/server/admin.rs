@@ -18,26 +18,68 @@ use crate::plan::render::PlanDocument;
 use crate::reconcile::{Request, reconcile};
 use crate::store::{ApiChange, AuditFilter, Store as _, StoreError, WriteDone, WriteOp};
 
-/// The actions this server runs.
-pub const ACTIONS: &[&str] = &[
-    "security_snapshot",
-    "set_maintenance_mode",
-    "set_feature_flag",
-    "set_deployment_profile",
-    "lockdown",
-    "clear_overrides",
-    "reconcile",
-    "audit_log",
-    "batch",
-];
+/// Declares the admin actions once: their names, their payloads, and whether a `batch` may hold
+/// them. The enum's matches are exhaustive, so the list, the parsing and the dispatch cannot
+/// drift apart.
+macro_rules! actions {
+    ($($name:literal => $variant:ident($payload:ty), batchable: $batchable:literal;)+) => {
+        /// An admin action with its parsed payload.
+        enum Action {
+            $($variant($payload),)+
+        }
 
-/// The actions a `batch` may hold: writes that apply all-or-nothing together.
-const BATCHABLE: &[&str] = &[
-    "set_maintenance_mode",
-    "set_feature_flag",
-    "set_deployment_profile",
-    "clear_overrides",
-];
+        /// Every action's name, and whether a `batch` may hold it (a write that applies
+        /// all-or-nothing with the others).
+        const ACTIONS: &[(&str, bool)] = &[$(($name, $batchable),)+];
+
+        impl Action {
+            /// The action named `name` with its payload (an absent payload is an empty object).
+            fn parse(name: &str, payload: Value) -> Result<Action, ApiError> {
+                match name {
+                    $($name => Ok(Action::$variant(parse_payload(name, payload)?)),)+
+                    other => Err(ApiError::Unprocessable(format!(
+                        "unknown action `{}`; known actions: {}",
+                        crate::text::shown(other),
+                        names(|_| true)
+                    ))),
+                }
+            }
+
+            fn name(&self) -> &'static str {
+                match self {
+                    $(Action::$variant(_) => $name,)+
+                }
+            }
+        }
+    };
+}
+
+actions! {
+    "security_snapshot" => SecuritySnapshot(NoPayload), batchable: false;
+    "set_maintenance_mode" => SetMaintenanceMode(SetMode), batchable: true;
+    "set_feature_flag" => SetFeatureFlag(SetFlag), batchable: true;
+    "set_deployment_profile" => SetDeploymentProfile(SetProfile), batchable: true;
+    "lockdown" => Lockdown(LockdownRequest), batchable: false;
+    "clear_overrides" => ClearOverrides(ClearOverridesRequest), batchable: true;
+    "reconcile" => Reconcile(RunReconcile), batchable: false;
+    "audit_log" => AuditLog(AuditQuery), batchable: false;
+    "batch" => Batch(BatchRequest), batchable: false;
+}
+
+/// The names of the actions `which` selects, comma-separated.
+fn names(which: impl Fn(bool) -> bool) -> String {
+    let names: Vec<&str> = ACTIONS
+        .iter()
+        .filter(|(_, b)| which(*b))
+        .map(|(n, _)| *n)
+        .collect();
+    names.join(", ")
+}
+
+/// The payload of an action that takes none.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoPayload {}
 
 /// Body of `POST /admin/ops/`.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -50,7 +92,7 @@ pub struct OpsRequest {
 }
 
 /// Reads an action's payload; an absent payload is an empty object.
-fn payload<T: DeserializeOwned>(action: &str, value: Value) -> Result<T, ApiError> {
+fn parse_payload<T: DeserializeOwned>(action: &str, value: Value) -> Result<T, ApiError> {
     let value = if value.is_null() { json!({}) } else { value };
     serde_json::from_value(value)
         .map_err(|e| ApiError::Unprocessable(format!("{action}: invalid payload: {e}")))
@@ -63,32 +105,30 @@ pub async fn ops(
     Admin(caller): Admin,
     Json(request): Json<OpsRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let action = request.action.clone();
-    let action = action.as_str();
+    let action = Action::parse(&request.action, request.payload)?;
+    let name = action.name();
     let result = match action {
-        "security_snapshot" => security_snapshot(&state).await?,
-        "lockdown" => lockdown(&state, &caller, payload(action, request.payload)?).await?,
+        Action::SecuritySnapshot(NoPayload {}) => security_snapshot(&state).await?,
+        Action::Lockdown(p) => lockdown(&state, &caller, p).await?,
+        Action::Reconcile(p) => run_reconcile(&state, &caller, p).await?,
+        Action::AuditLog(p) => audit_log(&state, p).await?,
+        Action::Batch(p) => batch(&state, &caller, p).await?,
         // A single write is a batch of one: one path for validation, the transaction and errors.
-        _ if BATCHABLE.contains(&action) => {
-            let op = write_op(&state, &caller, request)?;
-            let done = write(&state, &[op], |_| action.to_owned()).await?;
+        write @ (Action::SetMaintenanceMode(_)
+        | Action::SetFeatureFlag(_)
+        | Action::SetDeploymentProfile(_)
+        | Action::ClearOverrides(_)) => {
+            let sets_mode = matches!(write, Action::SetMaintenanceMode(_));
+            let op = write_op(&state, &caller, write)?;
+            let done = write_ops(&state, &[op], |_| name.to_owned()).await?;
             let mut result = json!(done[0]);
-            if action == "set_maintenance_mode" {
+            if sets_mode {
                 result["state"] = json!(effective(&state.db.maintenance().await?, state.now()));
             }
             result
         }
-        "reconcile" => run_reconcile(&state, &caller, payload(action, request.payload)?).await?,
-        "audit_log" => audit_log(&state, payload(action, request.payload)?).await?,
-        "batch" => batch(&state, &caller, payload(action, request.payload)?).await?,
-        other => {
-            return Err(ApiError::Unprocessable(format!(
-                "unknown action `{other}`; known actions: {}",
-                ACTIONS.join(", ")
-            )));
-        }
     };
-    Ok(Json(json!({ "action": action, "result": result })))
+    Ok(Json(json!({ "action": name, "result": result })))
 }
 
 async fn security_snapshot(state: &AppState) -> Result<Value, ApiError> {
@@ -133,7 +173,7 @@ struct SetMode {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ClearOverrides {
+struct ClearOverridesRequest {
     /// Only the overrides of this group (a lockdown); all when absent.
     group_id: Option<String>,
 }
@@ -289,70 +329,67 @@ async fn lockdown(state: &AppState, caller: &Caller, p: LockdownRequest) -> Resu
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Batch {
+struct BatchRequest {
     actions: Vec<OpsRequest>,
 }
 
-/// One batched action as a store write, checked before anything is written.
-fn write_op(state: &AppState, caller: &Caller, request: OpsRequest) -> Result<WriteOp, ApiError> {
-    let action = request.action.as_str();
+/// One batched action as a store write, checked before anything is written; actions that are
+/// not writes are refused.
+fn write_op(state: &AppState, caller: &Caller, action: Action) -> Result<WriteOp, ApiError> {
     Ok(match action {
-        "set_maintenance_mode" => {
-            let p: SetMode = payload(action, request.payload)?;
-            WriteOp::SetMode {
-                mode: p.mode,
-                change: change(state, caller, p.reason, p.ttl_seconds)?,
-            }
-        }
-        "set_feature_flag" => {
-            let p: SetFlag = payload(action, request.payload)?;
-            WriteOp::SetFlag {
-                name: p.name,
-                enabled: p.enabled,
-                change: change(state, caller, p.reason, p.ttl_seconds)?,
-            }
-        }
-        "set_deployment_profile" => {
-            let p: SetProfile = payload(action, request.payload)?;
-            WriteOp::SetProfile {
-                name: p.profile,
-                change: change(state, caller, p.reason, p.ttl_seconds)?,
-            }
-        }
-        "clear_overrides" => {
-            let p: ClearOverrides = payload(action, request.payload)?;
-            WriteOp::ClearOverrides {
-                group_id: p.group_id,
-                actor: caller.name.to_string(),
-                now: state.now(),
-            }
-        }
-        other => {
+        Action::SetMaintenanceMode(p) => WriteOp::SetMode {
+            mode: p.mode,
+            change: change(state, caller, p.reason, p.ttl_seconds)?,
+        },
+        Action::SetFeatureFlag(p) => WriteOp::SetFlag {
+            name: p.name,
+            enabled: p.enabled,
+            change: change(state, caller, p.reason, p.ttl_seconds)?,
+        },
+        Action::SetDeploymentProfile(p) => WriteOp::SetProfile {
+            name: p.profile,
+            change: change(state, caller, p.reason, p.ttl_seconds)?,
+        },
+        Action::ClearOverrides(p) => WriteOp::ClearOverrides {
+            group_id: p.group_id,
+            actor: caller.name.to_string(),
+            now: state.now(),
+        },
+        other @ (Action::SecuritySnapshot(_)
+        | Action::Lockdown(_)
+        | Action::Reconcile(_)
+        | Action::AuditLog(_)
+        | Action::Batch(_)) => {
             return Err(ApiError::Unprocessable(format!(
-                "`{other}` cannot be batched; batchable actions: {}",
-                BATCHABLE.join(", ")
+                "`{}` cannot be batched; batchable actions: {}",
+                other.name(),
+                names(|batchable| batchable)
             )));
         }
     })
 }
 
-async fn batch(state: &AppState, caller: &Caller, p: Batch) -> Result<Value, ApiError> {
+async fn batch(state: &AppState, caller: &Caller, p: BatchRequest) -> Result<Value, ApiError> {
     let ops = p
         .actions
         .into_iter()
         .enumerate()
         .map(|(i, request)| {
-            write_op(state, caller, request).map_err(|e| match e {
-                ApiError::Unprocessable(m) => ApiError::Unprocessable(format!("batch action {i}: {m}")),
-                e => e,
-            })
+            Action::parse(&request.action, request.payload)
+                .and_then(|action| write_op(state, caller, action))
+                .map_err(|e| match e {
+                    ApiError::Unprocessable(m) => ApiError::Unprocessable(format!("batch action {i}: {m}")),
+                    e => e,
+                })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(json!(write(state, &ops, |i| format!("batch action {i}")).await?))
+    Ok(json!(
+        write_ops(state, &ops, |i| format!("batch action {i}")).await?
+    ))
 }
 
 /// Applies writes all-or-nothing; a refused write is a 422 naming it with `label`.
-async fn write(
+async fn write_ops(
     state: &AppState,
     ops: &[WriteOp],
     label: impl Fn(usize) -> String,
