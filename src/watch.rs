@@ -340,7 +340,18 @@ impl Loop {
         self.last_pass = now;
         self.metrics.passes.inc();
         let mut invalid = None;
-        match self.dir.load(now) {
+        // Reading and parsing a large directory is blocking work: off the async threads, so a
+        // server beside the loop keeps answering during a pass.
+        let dir = self.dir.clone();
+        let loaded = tokio::task::spawn_blocking(move || dir.load(now))
+            .await
+            .unwrap_or_else(|e| {
+                Err(LoadError::Io {
+                    path: self.dir.path.clone(),
+                    source: std::io::Error::other(format!("the loading task failed: {e}")),
+                })
+            });
+        match loaded {
             Ok(loaded) => self.last_good = Some(loaded.state),
             Err(e) => {
                 if let LoadError::Invalid { errors, .. } = &e {
