@@ -52,11 +52,11 @@ async fn seed(db: &Db) {
 }
 
 /// A server over `db` with the bare reference route beside the real ones.
-async fn start(db: Db) -> (SocketAddr, Arc<AppState>) {
+async fn start(db: Db) -> (SocketAddr, Arc<AppState>, valhalla_ops::shutdown::TaskGuard) {
     let clock = valhalla_ops::clock::system();
     let state = Arc::new(AppState::with(db, clock, ReplicaOptions::default()));
     state.replica.view().await.expect("state loads");
-    state.replica.spawn();
+    let tasks = state.replica.spawn();
     let app = Router::new()
         .route("/bare", axum::routing::get(|| async { "ok" }))
         .merge(server::router(Arc::clone(&state)));
@@ -71,7 +71,7 @@ async fn start(db: Db) -> (SocketAddr, Arc<AppState>) {
         limits,
         std::future::pending(),
     ));
-    (addr, state)
+    (addr, state, tasks)
 }
 
 /// One keep-alive HTTP/1.1 connection that sends a request and reads its whole response.
@@ -238,8 +238,8 @@ async fn propagation(url: &str) -> (Duration, Duration, usize) {
     let db_a = Db::open(url).await.unwrap();
     seed(&db_a).await;
     let db_b = Db::open(url).await.unwrap();
-    let (a, _) = start(db_a).await;
-    let (b, _) = start(db_b).await;
+    let (a, _, _a_tasks) = start(db_a).await;
+    let (b, _, _b_tasks) = start(db_b).await;
     let mut on_a = Conn::open(a).await;
     let mut on_b = Conn::open(b).await;
     // A route the freeze refuses (the overrides routes are the way out, always served).
@@ -281,7 +281,7 @@ async fn save_to_visible(edits: usize) -> (Duration, Duration) {
     let db = Db::open(&format!("sqlite://{}", dir.path().join("watch.db").display()))
         .await
         .unwrap();
-    let (addr, app) = start(db.clone()).await;
+    let (addr, app, _tasks) = start(db.clone()).await;
     let clock = Arc::clone(&app.replica.clock);
     let metrics = app.metrics.watch.clone();
     let options = valhalla_ops::watch::WatchOptions::default();
@@ -350,7 +350,7 @@ fn main() {
         let db = Db::open(&url).await.unwrap();
         seed(&db).await;
         let rules = db.live().await.unwrap().rules;
-        let (addr, _) = start(db).await;
+        let (addr, _, _tasks) = start(db).await;
         (addr, rules[0].id)
     });
     println!(

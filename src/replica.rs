@@ -257,9 +257,9 @@ impl Replica {
         })
     }
 
-    /// Keeps the view fresh and the snapshots written until the process ends: listens for
+    /// Keeps the view fresh and the snapshots written until the guard is dropped: listens for
     /// changes made elsewhere and flushes counters every snapshot interval.
-    pub fn spawn(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+    pub fn spawn(self: &Arc<Self>) -> crate::shutdown::TaskGuard {
         // Reloads as soon as anything changes (a write here, a notification, the file's data
         // version), so requests find the view fresh instead of paying for the reload.
         let refresher = {
@@ -309,7 +309,7 @@ impl Replica {
                 async move { replica.poll(store.pool().clone()).await },
             )],
         });
-        tasks
+        crate::shutdown::TaskGuard::new(tasks)
     }
 
     /// Ticks every snapshot interval, the first one interval from now.

@@ -69,3 +69,24 @@ impl Signals {
         }
     }
 }
+
+/// Background tasks that stop when this guard is dropped, so whoever starts them cannot forget
+/// to stop them.
+#[must_use = "the tasks stop as soon as the guard is dropped"]
+#[derive(Debug, Default)]
+pub struct TaskGuard(Vec<tokio::task::JoinHandle<()>>);
+
+impl TaskGuard {
+    /// Guards `tasks`.
+    pub fn new(tasks: Vec<tokio::task::JoinHandle<()>>) -> TaskGuard {
+        TaskGuard(tasks)
+    }
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}

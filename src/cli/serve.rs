@@ -143,9 +143,7 @@ impl Args {
                 Err(e) => tracing::error!("the watch loop failed: {e}"),
             }
         }
-        for task in tasks {
-            task.abort();
-        }
+        drop(tasks);
         // The last counts since the previous snapshot are not lost on a clean shutdown.
         if let Err(e) = state.replica.flush().await {
             tracing::warn!(error = %e, "cannot write the last rate-limit snapshots");

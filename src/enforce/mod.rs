@@ -9,7 +9,8 @@
 //!
 //! let clock = Arc::new(chrono::Utc::now);
 //! let replica = Arc::new(Replica::new(db, clock, ReplicaOptions::default()));
-//! replica.spawn();
+//! // The replica stays fresh until `_tasks` is dropped.
+//! let _tasks = replica.spawn();
 //! let enforcer = Arc::new(Enforcer::new(Arc::clone(&replica)));
 //! let app: axum::Router = axum::Router::new()
 //!     .route("/orders", axum::routing::get(|| async { "[]" }))

@@ -48,6 +48,8 @@ pub struct TestApp {
     pub state_dir: crate::support::StateDir,
     /// Seconds the server's clock runs ahead of the real one.
     pub clock_offset: Arc<std::sync::atomic::AtomicI64>,
+    /// The replica's background tasks, stopped with the app.
+    _tasks: valhalla_ops::shutdown::TaskGuard,
 }
 
 impl TestApp {
@@ -68,7 +70,7 @@ impl TestApp {
             .unwrap();
         let state_dir = crate::support::StateDir::new(&[("state.yaml", state_yaml)]);
         let clock_offset = Arc::new(std::sync::atomic::AtomicI64::new(0));
-        let (base, state) = runtime.block_on(async {
+        let (base, state, tasks) = runtime.block_on(async {
             let db = Db::open(&test_db.url).await.unwrap();
             apply(&db, state_yaml).await;
             // The server's clock runs `clock_offset` seconds ahead of the real one.
@@ -82,7 +84,7 @@ impl TestApp {
             };
             configure(&mut state);
             let state = Arc::new(state);
-            state.replica.spawn();
+            let tasks = state.replica.spawn();
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let base = format!("http://{}", listener.local_addr().unwrap());
             tokio::spawn(server::serve(
@@ -90,7 +92,7 @@ impl TestApp {
                 Arc::clone(&state),
                 std::future::pending(),
             ));
-            (base, state)
+            (base, state, tasks)
         });
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -108,6 +110,7 @@ impl TestApp {
             _db: test_db,
             state_dir,
             clock_offset,
+            _tasks: tasks,
         }
     }
 
