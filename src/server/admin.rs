@@ -18,6 +18,11 @@ use crate::plan::render::PlanDocument;
 use crate::reconcile::{Request, reconcile};
 use crate::store::{ApiChange, AuditFilter, Store as _, StoreError, WriteDone, WriteOp};
 
+/// This module's routes.
+pub(super) fn routes() -> utoipa_axum::router::OpenApiRouter<Arc<AppState>> {
+    utoipa_axum::router::OpenApiRouter::new().routes(utoipa_axum::routes!(ops))
+}
+
 /// Declares the admin actions once: their names, their payloads, and whether a `batch` may hold
 /// them. The enum's matches are exhaustive, so the list, the parsing and the dispatch cannot
 /// drift apart.

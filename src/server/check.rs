@@ -13,6 +13,11 @@ use super::{ApiError, AppState};
 use crate::domain::{ClientName, RuleKey, Scope};
 use crate::limit::Subject;
 
+/// This module's routes.
+pub(super) fn routes() -> utoipa_axum::router::OpenApiRouter<Arc<AppState>> {
+    utoipa_axum::router::OpenApiRouter::new().routes(utoipa_axum::routes!(check))
+}
+
 /// Either `{scope, key}` (one rule's question) or any of `{ip, user, client}` (every rule that
 /// applies to such a request, the global one included).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

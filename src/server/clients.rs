@@ -14,6 +14,14 @@ use crate::domain::{ClientName, ClientType, KeySha256, NewKey, Role};
 use crate::model::Client;
 use crate::store::{ApiChange, ClientFilter, ClientRecord, Store as _};
 
+/// This module's routes.
+pub(super) fn routes() -> utoipa_axum::router::OpenApiRouter<Arc<AppState>> {
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(list, register))
+        .routes(utoipa_axum::routes!(activate))
+        .routes(utoipa_axum::routes!(deactivate))
+}
+
 /// Query of `GET /system/clients/`.
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -20,6 +20,11 @@ use crate::domain::Scope;
 use crate::limit::Decision;
 use crate::store::Store as _;
 
+/// This module's routes.
+pub(super) fn routes() -> utoipa_axum::router::OpenApiRouter<Arc<AppState>> {
+    utoipa_axum::router::OpenApiRouter::new().routes(utoipa_axum::routes!(scrape))
+}
+
 /// The labels of a request: the route pattern (not the raw path, so ids do not explode the
 /// series), the method and the status.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -6,10 +6,14 @@ mod auth;
 mod check;
 mod clients;
 pub mod error;
+mod flags;
+mod health;
 pub mod listen;
+mod maintenance;
 mod metrics;
+mod overrides;
 mod rules;
-mod system;
+mod runs;
 mod windows;
 
 use std::future::Future;
@@ -233,26 +237,20 @@ fn routes() -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
     use utoipa::OpenApi as _;
     use utoipa_axum::router::OpenApiRouter;
     use utoipa_axum::routes;
+    // Each resource registers its own routes; this is the whole list.
     OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(system::healthz))
-        .routes(routes!(system::readyz))
+        .merge(health::routes())
         .routes(routes!(openapi_json))
-        .routes(routes!(metrics::scrape))
-        .routes(routes!(system::maintenance_state))
-        .routes(routes!(system::set_mode))
-        .routes(routes!(windows::list, windows::create))
-        .routes(routes!(rules::list, rules::put))
-        .routes(routes!(rules::get, rules::delete))
-        .routes(routes!(rules::snapshots))
-        .routes(routes!(check::check))
-        .routes(routes!(clients::list, clients::register))
-        .routes(routes!(clients::activate))
-        .routes(routes!(clients::deactivate))
-        .routes(routes!(system::flags))
-        .routes(routes!(system::list_overrides))
-        .routes(routes!(system::clear_override))
-        .routes(routes!(system::runs))
-        .routes(routes!(admin::ops))
+        .merge(metrics::routes())
+        .merge(maintenance::routes())
+        .merge(windows::routes())
+        .merge(rules::routes())
+        .merge(check::routes())
+        .merge(clients::routes())
+        .merge(flags::routes())
+        .merge(overrides::routes())
+        .merge(runs::routes())
+        .merge(admin::routes())
         .split_for_parts()
 }
 

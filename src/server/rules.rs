@@ -16,6 +16,14 @@ use crate::store::{
     ApiChange, RuleFilter, RuleRecord, RuleWritten, SnapshotFilter, SnapshotRecord, Store as _,
 };
 
+/// This module's routes.
+pub(super) fn routes() -> utoipa_axum::router::OpenApiRouter<Arc<AppState>> {
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(list, put))
+        .routes(utoipa_axum::routes!(get, delete))
+        .routes(utoipa_axum::routes!(snapshots))
+}
+
 /// Query of `GET /system/ratelimits/rules`.
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]

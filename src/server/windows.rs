@@ -14,6 +14,11 @@ use crate::domain::{WindowMode, WindowName, parse_time};
 use crate::model::Window;
 use crate::store::{ApiChange, Store as _, WindowFilter, WindowRecord};
 
+/// This module's routes.
+pub(super) fn routes() -> utoipa_axum::router::OpenApiRouter<Arc<AppState>> {
+    utoipa_axum::router::OpenApiRouter::new().routes(utoipa_axum::routes!(list, create))
+}
+
 /// Query of `GET /system/maintenance/windows`.
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -1,0 +1,41 @@
+//! Health and readiness: is the process up, and does its database answer.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::ErrorBody;
+use super::{ApiError, AppState};
+use crate::store::Store as _;
+
+/// This module's routes.
+pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+}
+
+/// `GET /healthz`: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "The process answers", body = Object)))]
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// How long `/readyz` waits for the database.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(900);
+
+/// `GET /readyz`: the database answers too.
+#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "The database answers", body = Object), (status = 503, description = "The database does not answer", body = ErrorBody)))]
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
+    // Within the second a readiness probe usually allows, whatever the database does.
+    tokio::time::timeout(READY_TIMEOUT, state.db.ping())
+        .await
+        .map_err(|_| ApiError::Unavailable(crate::store::StoreError::Database(sqlx::Error::PoolTimedOut)))?
+        .map_err(ApiError::Unavailable)?;
+    Ok(Json(
+        serde_json::json!({ "status": "ready", "backend": crate::store::Store::backend(&state.db) }),
+    ))
+}

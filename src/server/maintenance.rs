@@ -1,0 +1,71 @@
+//! The maintenance mode: the effective state (public) and setting it (an override).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::auth::Operator;
+use super::error::ErrorBody;
+use super::{ApiError, AppState, expiry};
+use crate::domain::Mode;
+use crate::mode::{EffectiveMode, effective};
+use crate::store::{ApiChange, Store as _};
+
+/// This module's routes.
+pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(maintenance_state))
+        .routes(routes!(set_mode))
+}
+
+/// `GET /system/maintenance/state` (public): the mode in force and where it comes from.
+#[utoipa::path(get, path = "/system/maintenance/state", tag = "maintenance", responses((status = 200, description = "The effective mode", body = EffectiveMode)))]
+pub async fn maintenance_state(State(state): State<Arc<AppState>>) -> Result<Json<EffectiveMode>, ApiError> {
+    let view = state.replica.view().await?;
+    Ok(Json(effective(&view.maintenance, state.now())))
+}
+
+/// Body of `POST /system/maintenance/state/{mode}`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModeBody {
+    /// Why; shown in the state and in every plan while the override holds.
+    reason: Option<String>,
+    /// How long the override lasts; without it, until cleared.
+    #[schema(minimum = 1, maximum = 31536000)]
+    ttl_seconds: Option<i64>,
+}
+
+/// `POST /system/maintenance/state/{mode}` (operator): set the mode now, as an override that
+/// the reconciler holds until it expires or is cleared. Returns the effective state.
+#[utoipa::path(post, path = "/system/maintenance/state/{mode}", tag = "maintenance", security(("api_key" = [])), params(("mode" = Mode, Path, description = "normal, maintenance or read_only")), request_body = ModeBody, responses((status = 200, description = "The effective mode after the change", body = EffectiveMode), (status = 422, description = "Unknown mode or no reason", body = ErrorBody)))]
+pub async fn set_mode(
+    State(state): State<Arc<AppState>>,
+    Operator(caller): Operator,
+    Path(mode): Path<String>,
+    Json(body): Json<ModeBody>,
+) -> Result<Json<EffectiveMode>, ApiError> {
+    let mode: Mode = mode
+        .parse()
+        .map_err(|e: crate::domain::ParseError| ApiError::Unprocessable(e.0))?;
+    let reason = body.reason.filter(|r| !r.trim().is_empty());
+    if reason.is_none() {
+        return Err(ApiError::Unprocessable(
+            "a `reason` is required to set the maintenance mode".into(),
+        ));
+    }
+    let now = state.now();
+    let change = ApiChange {
+        actor: caller.name.to_string(),
+        reason,
+        expires_at: expiry(body.ttl_seconds, now)?,
+        now,
+        group_id: None,
+    };
+    state.db.set_mode(mode, &change).await?;
+    Ok(Json(effective(&state.db.maintenance().await?, now)))
+}

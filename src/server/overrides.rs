@@ -1,0 +1,70 @@
+//! Emergency overrides: listing them, and lifting one so that git's value returns.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::auth::{Operator, Reader};
+use super::error::ErrorBody;
+use super::{ApiError, AppState};
+use crate::model::Override;
+use crate::store::Store as _;
+
+/// This module's routes.
+pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list_overrides))
+        .routes(routes!(clear_override))
+}
+
+/// An override as listed, with whether it still holds.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct OverrideView {
+    #[serde(flatten)]
+    pub inner: Override,
+    pub active: bool,
+}
+
+/// `GET /system/overrides` (reader): overrides not cleared, expired ones marked inactive.
+#[utoipa::path(get, path = "/system/overrides", tag = "overrides", security(("api_key" = [])), responses((status = 200, description = "Overrides not cleared", body = [OverrideView])))]
+pub async fn list_overrides(
+    State(state): State<Arc<AppState>>,
+    Reader(_caller): Reader,
+) -> Result<Json<Vec<OverrideView>>, ApiError> {
+    let now = state.now();
+    let overrides = state.db.open_overrides().await?;
+    Ok(Json(
+        overrides
+            .into_iter()
+            .map(|o| OverrideView {
+                active: o.is_active(now),
+                inner: o,
+            })
+            .collect(),
+    ))
+}
+
+/// `DELETE /system/overrides/{id}` (operator): lift an override; the next reconcile restores git.
+#[utoipa::path(delete, path = "/system/overrides/{id}", tag = "overrides", security(("api_key" = [])), params(("id" = i64, Path, description = "Override id")), responses((status = 204, description = "Cleared"), (status = 404, description = "No open override", body = ErrorBody)))]
+pub async fn clear_override(
+    State(state): State<Arc<AppState>>,
+    Operator(caller): Operator,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, ApiError> {
+    match state
+        .db
+        .clear_overrides(Some(id), caller.name.as_str(), "api", state.now())
+        .await
+    {
+        Ok(_) => Ok(StatusCode::NO_CONTENT),
+        Err(crate::store::StoreError::NoSuchOverride(id)) => Err(ApiError::NotFound(format!(
+            "override #{id} does not exist or is already cleared"
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
