@@ -7,7 +7,7 @@ use chrono::Utc;
 use serde_json::Value;
 use valhalla_ops::store::Store as _;
 
-use crate::api::{ADMIN, OPERATOR, READER, TestApp, state_with};
+use crate::support::app::{ADMIN, OPERATOR, READER, TestApp, state_with};
 use crate::support::{Process, StateDir, all_backends};
 
 const USER_RULE: &str =

@@ -3,8 +3,8 @@
 
 use valhalla_ops::domain::KeySha256;
 
-use crate::api::{ADMIN, OPERATOR, READER, TestApp, state_with};
 use crate::support::all_backends;
+use crate::support::app::{ADMIN, OPERATOR, READER, TestApp, state_with};
 
 /// A client declared with the hash of `key`.
 fn client(name: &str, role: &str, key: &str) -> String {
@@ -168,7 +168,7 @@ fn a_database_outage_is_answered_fast_and_the_cache_keeps_serving() {
     proxy.cut();
     // What needs the database fails fast, with Retry-After, many at once as well as one.
     let started = Instant::now();
-    let answers: Vec<crate::api::Reply> = std::thread::scope(|s| {
+    let answers: Vec<crate::support::app::Reply> = std::thread::scope(|s| {
         let calls: Vec<_> = (0..8)
             .map(|i| {
                 let path = if i % 2 == 0 {

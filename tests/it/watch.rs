@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use valhalla_ops::store::{Db, RuleFilter, Store as _};
 
-use crate::api::{OPERATOR, state_with};
+use crate::support::app::{OPERATOR, state_with};
 use crate::support::{Process, StateDir, all_backends};
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use sqlx::Connection as _;
 
+pub mod app;
+
 /// The admin URL of the Postgres server tests create their databases on.
 const POSTGRES_ENV: &str = "VALHALLA_TEST_POSTGRES_URL";
 /// Set (as CI does) to fail instead of skipping when Postgres is not configured or reachable.
