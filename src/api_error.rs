@@ -74,7 +74,7 @@ impl ApiError {
 }
 
 /// The stable `code` of an error status.
-pub(crate) fn code(status: StatusCode) -> &'static str {
+fn code(status: StatusCode) -> &'static str {
     match status {
         StatusCode::BAD_REQUEST => "bad_request",
         StatusCode::UNAUTHORIZED => "unauthorized",

@@ -16,6 +16,11 @@ pub fn shown(value: &str) -> String {
     cut(value, MAX_VALUE_CHARS)
 }
 
+/// A path as messages echo it: escaped, and cut like any value.
+pub fn path(path: &std::path::Path) -> String {
+    shown(&path.to_string_lossy())
+}
+
 /// A whole message made one line: escaped, and cut after [`MAX_MESSAGE_CHARS`] characters.
 pub fn one_line(message: &str) -> String {
     cut(message, MAX_MESSAGE_CHARS)

@@ -218,7 +218,7 @@ fn load(state: &StateDir, now: chrono::DateTime<chrono::Utc>) -> anyhow::Result<
             let _ = writeln!(err, "{}", d.line(kind));
         }
     };
-    let shown = crate::text::shown(&state.path.to_string_lossy());
+    let shown = crate::text::path(&state.path);
     match state.load(now) {
         Ok(loaded) => {
             print("warning", &loaded.warnings);

@@ -133,12 +133,7 @@ impl Args {
         let metrics = crate::watch::WatchMetrics::default();
         crate::watch::run(db, state.clone(), options, metrics, super::clock(), shutdown)
             .await
-            .with_context(|| {
-                format!(
-                    "cannot watch {}",
-                    crate::text::shown(&state.path.to_string_lossy())
-                )
-            })?;
+            .with_context(|| format!("cannot watch {}", crate::text::path(&state.path)))?;
         Ok(Status::Ok)
     }
 }

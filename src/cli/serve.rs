@@ -93,7 +93,7 @@ impl Args {
             ..defaults
         };
         let clock = crate::clock::system();
-        let shown = crate::text::shown(&state_dir.path.to_string_lossy());
+        let shown = crate::text::path(&state_dir.path);
         if self.watch.watch && !state_dir.path.is_dir() {
             anyhow::bail!("cannot watch {shown}: not a directory");
         }

@@ -14,7 +14,7 @@ impl Args {
         let s = &loaded.state;
         super::print_out(&format!(
             "{} is valid: {} file{}, {} rate-limit rules, {} clients, {} maintenance windows, {} feature flags{}{}\n",
-            crate::text::shown(&state.path.to_string_lossy()),
+            crate::text::path(&state.path),
             loaded.files,
             if loaded.files == 1 { "" } else { "s" },
             s.rules.len(),

@@ -111,12 +111,12 @@ pub struct Loaded {
 /// Why a state directory could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot read state directory {}: {source}", crate::text::shown(&path.to_string_lossy()))]
+    #[error("cannot read state directory {}: {source}", crate::text::path(path))]
     Io { path: PathBuf, source: std::io::Error },
     #[error(
         "no state files (*.yaml, *.yml) under {}: an empty desired state would remove every \
          git-owned resource; if that is what you mean, add a file containing `version: 1`",
-        crate::text::shown(&.0.to_string_lossy())
+        crate::text::path(.0)
     )]
     Empty(PathBuf),
     #[error("the desired state is invalid ({} error{})", errors.len() + omitted, if errors.len() + omitted == 1 { "" } else { "s" })]

@@ -133,12 +133,8 @@ impl PositionIndex {
                 None => break self.values.get("").copied().unwrap_or(Pos { line: 1, column: 1 }),
             }
         };
-        self.inside(pos)
-    }
-
-    /// `pos`, or the end of the text when the parser's span ends past it (it can, by a line).
-    fn inside(&self, pos: Pos) -> Pos {
-        if pos.line <= self.end.line { pos } else { self.end }
+        // The parser's span can end a line past the text.
+        no_later_than(pos, self.end)
     }
 
     /// Where the mapping key at `path` is written a second time, if it is.
@@ -150,7 +146,7 @@ impl PositionIndex {
     pub fn key(&self, path: &str) -> Pos {
         self.keys
             .get(path)
-            .map(|pos| self.inside(*pos))
+            .map(|pos| no_later_than(*pos, self.end))
             .unwrap_or_else(|| self.value(path))
     }
 }
@@ -158,7 +154,11 @@ impl PositionIndex {
 /// `pos`, or the end of `text` when `pos` is past it: libyaml reports an error at the end of a
 /// file that does not end with a line break one line below its last line.
 pub fn clamp(text: &str, pos: Pos) -> Pos {
-    let end = end_of(text);
+    no_later_than(pos, end_of(text))
+}
+
+/// `pos`, or `end` when `pos` is on a later line.
+fn no_later_than(pos: Pos, end: Pos) -> Pos {
     if pos.line <= end.line { pos } else { end }
 }
 
@@ -173,7 +173,7 @@ fn end_of(text: &str) -> Pos {
 
 /// How many lines `text` has as YAML (and an editor) breaks them: at CRLF, CR, LF, NEL, LS and
 /// PS; and where its last line starts.
-pub fn lines(text: &str) -> (usize, usize) {
+fn lines(text: &str) -> (usize, usize) {
     let mut lines = 1;
     let mut last_line_start = 0;
     let mut chars = text.char_indices().peekable();

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use valhalla_ops::store::{Db, RuleFilter, Store as _};
 
 use crate::support::app::{OPERATOR, state_with};
-use crate::support::{Process, StateDir, all_backends};
+use crate::support::{Process, StateDir, TestDb, all_backends};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -78,6 +78,21 @@ fn git(dir: &std::path::Path, args: &[&str]) {
     assert!(status.success(), "git {args:?}");
 }
 
+/// The test clients, and a rule for 192.0.2.1 of 10 requests: what the watch tests start from.
+fn watched_state() -> StateDir {
+    StateDir::new(&[("clients.yaml", &state_with("")), ("rules.yaml", &rules(10))])
+}
+
+/// A watcher started with `args` on [`watched_state`], once its first pass is applied.
+fn start_watching(db: &TestDb, args: &[&str]) -> (tokio::runtime::Runtime, StateDir, Process) {
+    let rt = runtime();
+    let state = watched_state();
+    let watching = Process::start(db, &state, args);
+    let first = format!("{}: first pass", db.backend);
+    wait_for(&rt, &db.url, "192.0.2.1", Some(10), &first);
+    (rt, state, watching)
+}
+
 /// Overrides git's rule for 192.0.2.1 over HTTP: `max` requests, for `ttl` seconds.
 fn override_rule(base: &str, max: u32, ttl: u32) {
     let body = format!(
@@ -101,11 +116,8 @@ fn override_rule(base: &str, max: u32, ttl: u32) {
 #[test]
 fn edits_atomic_saves_recreated_files_and_checkouts_are_all_applied() {
     for db in all_backends() {
-        let rt = runtime();
         let b = db.backend;
-        let state = StateDir::new(&[("clients.yaml", &state_with("")), ("rules.yaml", &rules(10))]);
-        let _watching = Process::start(&db, &state, &["reconcile", "--watch", "--interval", "60s"]);
-        wait_for(&rt, &db.url, "192.0.2.1", Some(10), &format!("{b}: first pass"));
+        let (rt, state, _watching) = start_watching(&db, &["reconcile", "--watch", "--interval", "60s"]);
 
         state.write("rules.yaml", &rules(11));
         wait_for(
@@ -158,11 +170,8 @@ fn edits_atomic_saves_recreated_files_and_checkouts_are_all_applied() {
 #[test]
 fn an_invalid_edit_is_not_applied_and_the_next_valid_one_is() {
     for db in all_backends() {
-        let rt = runtime();
         let b = db.backend;
-        let state = StateDir::new(&[("clients.yaml", &state_with("")), ("rules.yaml", &rules(10))]);
-        let watching = Process::start(&db, &state, &["reconcile", "--watch", "--interval", "60s"]);
-        wait_for(&rt, &db.url, "192.0.2.1", Some(10), &format!("{b}: first pass"));
+        let (rt, state, watching) = start_watching(&db, &["reconcile", "--watch", "--interval", "60s"]);
 
         // A duplicate of the rule in another file, and a syntax error: positions are logged.
         state.write("more.yaml", &rules(99));
@@ -190,11 +199,8 @@ fn an_invalid_edit_is_not_applied_and_the_next_valid_one_is() {
 #[test]
 fn a_row_changed_by_hand_is_healed_on_the_next_interval() {
     for db in all_backends() {
-        let rt = runtime();
         let b = db.backend;
-        let state = StateDir::new(&[("clients.yaml", &state_with("")), ("rules.yaml", &rules(10))]);
-        let watching = Process::start(&db, &state, &["reconcile", "--watch", "--interval", "1s"]);
-        wait_for(&rt, &db.url, "192.0.2.1", Some(10), &format!("{b}: first pass"));
+        let (rt, _state, watching) = start_watching(&db, &["reconcile", "--watch", "--interval", "1s"]);
         rt.block_on(async {
             let store = Db::connect(&db.url, Default::default()).await.unwrap();
             let sql = "UPDATE rate_limit_rules SET max_requests = 999";
@@ -212,16 +218,12 @@ fn a_row_changed_by_hand_is_healed_on_the_next_interval() {
 #[test]
 fn an_override_with_a_short_ttl_expires_and_gits_value_returns_on_time() {
     for db in all_backends() {
-        let rt = runtime();
         let b = db.backend;
-        let state = StateDir::new(&[("clients.yaml", &state_with("")), ("rules.yaml", &rules(10))]);
         // A long interval: only the expiry can wake the loop in time.
-        let watching = Process::start(
+        let (rt, _state, watching) = start_watching(
             &db,
-            &state,
             &["serve", "--bind", "127.0.0.1:0", "--watch", "--interval", "10m"],
         );
-        wait_for(&rt, &db.url, "192.0.2.1", Some(10), &format!("{b}: first pass"));
         let base = watching.base();
         override_rule(&base, 77, 2);
         let set = Instant::now();
@@ -263,7 +265,7 @@ fn two_watchers_on_one_postgres_apply_each_change_once() {
         return;
     };
     let rt = runtime();
-    let state = StateDir::new(&[("clients.yaml", &state_with("")), ("rules.yaml", &rules(10))]);
+    let state = watched_state();
     let args = |actor: &'static str| ["reconcile", "--watch", "--interval", "1s", "--actor", actor];
     let _one = Process::start(&db, &state, &args("one"));
     let _two = Process::start(&db, &state, &args("two"));
@@ -334,7 +336,7 @@ fn a_database_that_is_down_at_start_is_retried_not_fatal() {
         return;
     };
     let rt = runtime();
-    let state = StateDir::new(&[("clients.yaml", &state_with("")), ("rules.yaml", &rules(10))]);
+    let state = watched_state();
     let watching = Process::start(&later, &state, &["reconcile", "--watch", "--interval", "1s"]);
     watching.wait_log("retrying in", Duration::from_secs(10));
     later.create();
@@ -406,7 +408,7 @@ fn a_watcher_waits_out_another_applier_holding_the_lock() {
             .unwrap();
         conn
     });
-    let state = StateDir::new(&[("clients.yaml", &state_with("")), ("rules.yaml", &rules(10))]);
+    let state = watched_state();
     let watching = Process::start(
         &db,
         &state,
@@ -441,11 +443,8 @@ fn an_override_set_by_another_process_is_undone_when_it_expires() {
     // every 5 s. One that expired meanwhile (here after 1 s) was passed over until the interval
     // (10 minutes), since only expiries still in the future were waited for.
     for db in all_backends() {
-        let rt = runtime();
         let b = db.backend;
-        let state = StateDir::new(&[("clients.yaml", &state_with("")), ("rules.yaml", &rules(10))]);
-        let watching = Process::start(&db, &state, &["reconcile", "--watch", "--interval", "10m"]);
-        wait_for(&rt, &db.url, "192.0.2.1", Some(10), &format!("{b}: first pass"));
+        let (rt, state, watching) = start_watching(&db, &["reconcile", "--watch", "--interval", "10m"]);
         let serving = Process::start(&db, &state, &["serve", "--bind", "127.0.0.1:0"]);
         override_rule(&serving.base(), 77, 1);
         let set = Instant::now();

@@ -223,14 +223,8 @@ pub async fn apply(db: &Db, yaml: &str) {
 impl TestApp {
     /// Sends `body` as JSON.
     pub fn send_json(&self, method: &str, path: &str, key: Option<&str>, body: &str) -> (u16, Value) {
-        let mut request = ureq::http::Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base))
-            .header("Content-Type", "application/json");
-        if let Some(key) = key {
-            request = request.header("Authorization", format!("Bearer {key}"));
-        }
-        read(self.agent.run(request.body(body.to_owned()).unwrap()).unwrap())
+        let reply = self.exchange(method, path, key, &[], Some(body));
+        (reply.status, reply.body)
     }
 
     /// The plan the reconciler would make now for `yaml`, as (kind, key, action).
