@@ -93,6 +93,28 @@ fn start_watching(db: &TestDb, args: &[&str]) -> (tokio::runtime::Runtime, State
     (rt, state, watching)
 }
 
+/// Waits for git's value of the rule to return after an override set at `set`: within `within`,
+/// woken by the override's expiry.
+fn git_value_back_on_expiry(
+    rt: &tokio::runtime::Runtime,
+    db: &TestDb,
+    watching: &Process,
+    set: Instant,
+    within: Duration,
+) {
+    let b = db.backend;
+    wait_for(
+        rt,
+        &db.url,
+        "192.0.2.1",
+        Some(10),
+        &format!("{b}: git's value back"),
+    );
+    let back = set.elapsed();
+    assert!(back < within, "{b}: back after {back:?}");
+    watching.wait_log("trigger=\"override expired\"", Duration::from_secs(5));
+}
+
 /// Overrides git's rule for 192.0.2.1 over HTTP: `max` requests, for `ttl` seconds.
 fn override_rule(base: &str, max: u32, ttl: u32) {
     let body = format!(
@@ -228,16 +250,7 @@ fn an_override_with_a_short_ttl_expires_and_gits_value_returns_on_time() {
         override_rule(&base, 77, 2);
         let set = Instant::now();
         assert_eq!(limits(&rt, &db.url).unwrap()[0].1, 77, "{b}: the override holds");
-        wait_for(
-            &rt,
-            &db.url,
-            "192.0.2.1",
-            Some(10),
-            &format!("{b}: git's value back"),
-        );
-        let back = set.elapsed();
-        assert!(back < Duration::from_secs(4), "{b}: back after {back:?}");
-        watching.wait_log("trigger=\"override expired\"", Duration::from_secs(5));
+        git_value_back_on_expiry(&rt, &db, &watching, set, Duration::from_secs(4));
         // The loop's counters are in the server's /metrics.
         let metrics = ureq::get(format!("{base}/metrics"))
             .header("Authorization", format!("Bearer {OPERATOR}"))
@@ -443,20 +456,10 @@ fn an_override_set_by_another_process_is_undone_when_it_expires() {
     // every 5 s. One that expired meanwhile (here after 1 s) was passed over until the interval
     // (10 minutes), since only expiries still in the future were waited for.
     for db in all_backends() {
-        let b = db.backend;
         let (rt, state, watching) = start_watching(&db, &["reconcile", "--watch", "--interval", "10m"]);
         let serving = Process::start(&db, &state, &["serve", "--bind", "127.0.0.1:0"]);
         override_rule(&serving.base(), 77, 1);
         let set = Instant::now();
-        wait_for(
-            &rt,
-            &db.url,
-            "192.0.2.1",
-            Some(10),
-            &format!("{b}: git's value back"),
-        );
-        let back = set.elapsed();
-        assert!(back < Duration::from_secs(8), "{b}: back after {back:?}");
-        watching.wait_log("trigger=\"override expired\"", Duration::from_secs(5));
+        git_value_back_on_expiry(&rt, &db, &watching, set, Duration::from_secs(8));
     }
 }
