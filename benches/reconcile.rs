@@ -11,7 +11,7 @@ use chrono::Utc;
 use sqlx::Connection as _;
 use valhalla_ops::desired::{DesiredState, load_dir};
 use valhalla_ops::reconcile::{Request, reconcile};
-use valhalla_ops::store::Db;
+use valhalla_ops::store::{Backend, Db};
 
 /// The allocator of the shipped binary, so the figures are the binary's.
 #[global_allocator]
@@ -258,8 +258,10 @@ const RULE_COLUMNS: &str =
 
 /// COPY of the rules into an empty copy of the table: the physical floor on Postgres.
 async fn pg_copy(db: &Db, desired: &DesiredState) -> (Samples, &'static str) {
-    let Db::Postgres(store) = db else { unreachable!() };
-    let mut conn = store.pool().acquire().await.unwrap();
+    let Backend::Postgres(pool) = db.pool() else {
+        unreachable!()
+    };
+    let mut conn = pool.acquire().await.unwrap();
     sqlx::query("CREATE TABLE rules_copy (LIKE rate_limit_rules INCLUDING ALL)")
         .execute(&mut *conn)
         .await
@@ -285,8 +287,10 @@ async fn pg_copy(db: &Db, desired: &DesiredState) -> (Samples, &'static str) {
 
 /// One prepared INSERT per rule in one transaction: the usual floor on SQLite, which has no COPY.
 async fn sqlite_insert(db: &Db, desired: &DesiredState) -> (Samples, &'static str) {
-    let Db::Sqlite(store) = db else { unreachable!() };
-    let mut conn = store.pool().acquire().await.unwrap();
+    let Backend::Sqlite(pool) = db.pool() else {
+        unreachable!()
+    };
+    let mut conn = pool.acquire().await.unwrap();
     sqlx::query("CREATE TABLE rules_copy AS SELECT * FROM rate_limit_rules WHERE 0")
         .execute(&mut *conn)
         .await

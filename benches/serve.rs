@@ -24,7 +24,7 @@ use valhalla_ops::domain::KeySha256;
 use valhalla_ops::reconcile::{Request, reconcile};
 use valhalla_ops::replica::ReplicaOptions;
 use valhalla_ops::server::{self, AppState};
-use valhalla_ops::store::{Db, Store as _};
+use valhalla_ops::store::Db;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use crate::desired::DesiredState;
 use crate::plan::render::PlanDocument;
 use crate::plan::{MassRemoval, Plan, PlanOptions, plan};
-use crate::store::{ApplyError, RunMeta, Store, StoreError};
+use crate::store::{ApplyError, Db, RunMeta, StoreError};
 
 /// What a reconcile is asked to do.
 #[derive(Debug, Clone, Default)]
@@ -84,8 +84,8 @@ pub fn guard(plan: &Plan, allow_mass_removal: bool) -> Result<(), Refusal> {
 /// Plans `desired` against the store and, unless a dry run, applies it in one transaction.
 /// A dry run returns its plan even when [`guard`] would refuse to apply it, so that the caller
 /// can show what would be removed before failing.
-pub async fn reconcile<S: Store>(
-    store: &S,
+pub async fn reconcile(
+    store: &Db,
     desired: &DesiredState,
     request: &Request,
     now: DateTime<Utc>,

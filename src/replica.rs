@@ -1,6 +1,6 @@
 //! A replica's in-memory view of the store (clients, rules, the mode) and its rate-limit
-//! counters, kept fresh by change signals: this process's own writes at once, other processes'
-//! through Postgres LISTEN/NOTIFY or SQLite's data version.
+//! counters, reloaded when the store's change count moves (this process's writes at once, other
+//! processes' through the store's change follower).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,30 +8,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use chrono::{DateTime, Utc};
+use chrono::DateTime;
 
 use crate::domain::KeySha256;
 use crate::limit::{Limiter, RuleTable};
 use crate::model::MaintenanceInputs;
-use crate::store::{Db, LiveState, RuleRecord, Store as _, StoreError, Usage};
+use crate::store::{Db, LiveState, RuleRecord, StoreError, Usage, UsageBatch};
 
 pub use crate::auth::Caller;
 pub use crate::clock::Clock;
-
-/// The channel the store's triggers notify on every change to cached tables.
-pub const CHANNEL: &str = "valhalla_ops_changed";
-
-/// How often a SQLite replica asks whether another process changed the file.
-const SQLITE_POLL: Duration = Duration::from_millis(250);
 
 /// How long a request waits for a reload under way before answering from the previous view.
 const STALE_WAIT: Duration = Duration::from_millis(50);
 
 /// How long a replica serves its last view after a failed reload before trying again.
 const RELOAD_BACKOFF: Duration = Duration::from_secs(1);
-
-/// The longest wait between attempts to listen for changes again.
-const LISTEN_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// What a replica holds in memory, read from the store in one snapshot.
 #[derive(Debug)]
@@ -216,9 +207,7 @@ impl Replica {
         let Some(batch) = self.take_usage() else {
             return Ok(0);
         };
-        self.db
-            .record_usage(&self.options.name, &batch.usage, batch.now, batch.keep_after)
-            .await?;
+        self.db.record_usage(&self.options.name, &batch).await?;
         Ok(batch.usage.len())
     }
 
@@ -258,7 +247,7 @@ impl Replica {
     }
 
     /// Keeps the view fresh and the snapshots written until the guard is dropped: listens for
-    /// changes made elsewhere and flushes counters every snapshot interval.
+    /// changes made elsewhere and writes counters every snapshot interval.
     pub fn spawn(self: &Arc<Self>) -> crate::shutdown::TaskGuard {
         // Reloads as soon as anything changes (a write here, a notification, the file's data
         // version), so requests find the view fresh instead of paying for the reload.
@@ -286,157 +275,15 @@ impl Replica {
                 }
             })
         };
-        let replica = Arc::clone(self);
-        let mut tasks = vec![refresher];
-        tasks.extend(match self.db.clone() {
-            Db::Postgres(store) => {
-                let flusher = {
-                    let replica = Arc::clone(self);
-                    tokio::spawn(async move {
-                        let mut tick = replica.snapshot_ticks();
-                        loop {
-                            tick.tick().await;
-                            if let Err(e) = replica.flush().await {
-                                tracing::warn!(error = %e, "cannot write rate-limit snapshots");
-                            }
-                        }
-                    })
-                };
-                let listener = tokio::spawn(async move { replica.listen(store.pool().clone()).await });
-                vec![flusher, listener]
-            }
-            Db::Sqlite(store) => vec![tokio::spawn(
-                async move { replica.poll(store.pool().clone()).await },
-            )],
-        });
-        crate::shutdown::TaskGuard::new(tasks)
-    }
-
-    /// Ticks every snapshot interval, the first one interval from now.
-    fn snapshot_ticks(&self) -> tokio::time::Interval {
-        let period = self.options.snapshot_interval;
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick
-    }
-
-    /// Marks the view stale; the refresher reloads it at once.
-    fn changed_elsewhere(&self) {
-        self.db.changes().bump();
-    }
-
-    /// Postgres: LISTEN on [`CHANNEL`]; every notification refreshes the view. After a lost
-    /// connection the listener reconnects and the view is reloaded in full, since notifications
-    /// sent meanwhile are gone.
-    async fn listen(&self, pool: sqlx::PgPool) {
-        // Capped low: once the database is back, changes made meanwhile must be enforced within
-        // about two seconds (this wait plus a connection's).
-        let backoff = crate::backoff::Backoff {
-            first: Duration::from_millis(100),
-            max: LISTEN_BACKOFF_MAX,
+        let follower = {
+            let replica = Arc::clone(self);
+            tokio::spawn(async move {
+                let db = replica.db.clone();
+                let every = replica.options.snapshot_interval;
+                db.follow_changes(&replica.options.name, every, || replica.take_usage())
+                    .await;
+            })
         };
-        let mut failures = 0;
-        loop {
-            let listener = async {
-                let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
-                listener.listen(CHANNEL).await?;
-                Ok::<_, sqlx::Error>(listener)
-            };
-            let mut listener = match listener.await {
-                Ok(l) => l,
-                Err(e) => {
-                    failures += 1;
-                    let wait = backoff.after(failures);
-                    tracing::warn!(error = %e, retry_in = ?wait, "cannot listen for changes");
-                    tokio::time::sleep(wait).await;
-                    continue;
-                }
-            };
-            failures = 0;
-            // Listening now: anything committed before is read by this full reload.
-            self.changed_elsewhere();
-            loop {
-                match listener.try_recv().await {
-                    Ok(Some(_)) => {
-                        // One commit notifies once per table it touched: one reload for all.
-                        while listener.next_buffered().is_some() {}
-                        self.changed_elsewhere();
-                    }
-                    Ok(None) => {
-                        tracing::warn!("lost the change listener's connection; resyncing");
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "the change listener failed; resyncing");
-                        break;
-                    }
-                }
-            }
-        }
+        crate::shutdown::TaskGuard::new(vec![refresher, follower])
     }
-
-    /// SQLite: one process owns the file, and its own writes refresh the view at once. A
-    /// command run beside it (a reconcile, an edit by hand) is seen through `PRAGMA
-    /// data_version`, which changes when another connection commits. Snapshots are written
-    /// through the same connection, so the replica's own flushes do not look like changes.
-    async fn poll(&self, pool: sqlx::SqlitePool) {
-        use sqlx::{ConnectOptions as _, Connection as _};
-        let mut last = None;
-        let mut conn: Option<sqlx::SqliteConnection> = None;
-        let mut flushes = self.snapshot_ticks();
-        loop {
-            let flush = tokio::select! {
-                () = tokio::time::sleep(SQLITE_POLL) => false,
-                _ = flushes.tick() => true,
-            };
-            if conn.is_none() {
-                conn = pool.connect_options().connect().await.ok();
-            }
-            let Some(c) = conn.as_mut() else { continue };
-            let done = if flush {
-                match self.take_usage() {
-                    Some(batch) => {
-                        crate::store::record_usage_on(
-                            c,
-                            &self.options.name,
-                            &batch.usage,
-                            batch.now,
-                            batch.keep_after,
-                        )
-                        .await
-                    }
-                    None => Ok(()),
-                }
-            } else {
-                match sqlx::query_scalar::<_, i64>("PRAGMA data_version")
-                    .fetch_one(&mut *c)
-                    .await
-                {
-                    Ok(version) => {
-                        if last.is_some_and(|l| l != version) {
-                            self.changed_elsewhere();
-                        }
-                        last = Some(version);
-                        Ok(())
-                    }
-                    Err(e) => Err(e.into()),
-                }
-            };
-            if let Err(e) = done {
-                tracing::warn!(error = %e, "cannot poll the database or write snapshots");
-                if let Some(c) = conn.take() {
-                    let _ = c.close().await;
-                }
-                // Versions are per connection: the next one starts a new comparison.
-                last = None;
-            }
-        }
-    }
-}
-
-/// Snapshot rows ready to write.
-struct UsageBatch {
-    usage: Vec<Usage>,
-    now: DateTime<Utc>,
-    keep_after: DateTime<Utc>,
 }

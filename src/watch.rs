@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 use crate::desired::{DesiredState, LoadError, StateDir};
 use crate::plan::PlanOptions;
 use crate::reconcile::{ReconcileError, Request, reconcile};
-use crate::store::{Db, Store as _, StoreError};
+use crate::store::{Db, StoreError};
 
 /// The `source` of the runs a watch loop records.
 pub const SOURCE: &str = "watch";

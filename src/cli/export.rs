@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 
 use super::Status;
-use crate::store::Store as _;
 
 /// Options of `export`.
 #[derive(Debug, clap::Args)]

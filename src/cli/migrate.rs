@@ -1,7 +1,6 @@
 //! `migrate`: apply pending migrations.
 
 use super::Status;
-use crate::store::Store as _;
 
 /// Migrates the store and says what was applied.
 pub async fn run(config: &super::StoreConfig) -> anyhow::Result<Status> {

@@ -20,7 +20,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::desired::{LoadError, Loaded, StateDir};
-use crate::store::{DEFAULT_DATABASE_URL, Db, Store as _, StoreOptions};
+use crate::store::{DEFAULT_DATABASE_URL, Db, StoreOptions};
 
 /// valhalla-ops: the GitOps control plane of the Valhalla API platform.
 #[derive(Debug, Parser)]

@@ -3,7 +3,6 @@
 use std::fmt::Write as _;
 
 use super::Status;
-use crate::store::Store as _;
 
 /// The formats of listings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

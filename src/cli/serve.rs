@@ -9,7 +9,6 @@ use anyhow::Context as _;
 use super::Status;
 use crate::replica::ReplicaOptions;
 use crate::server::{self, AppState};
-use crate::store::Store as _;
 
 /// Options of `serve`.
 #[derive(Debug, clap::Args)]

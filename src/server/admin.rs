@@ -16,7 +16,7 @@ use crate::mode::effective;
 use crate::plan::PlanOptions;
 use crate::plan::render::PlanDocument;
 use crate::reconcile::{Request, reconcile};
-use crate::store::{ApiChange, AuditFilter, Store as _, StoreError, WriteDone, WriteOp};
+use crate::store::{ApiChange, AuditFilter, StoreError, WriteDone, WriteOp};
 
 /// This module's routes.
 pub(super) fn routes() -> utoipa_axum::router::OpenApiRouter<Arc<AppState>> {

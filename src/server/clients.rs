@@ -12,7 +12,7 @@ use super::error::ErrorBody;
 use super::{ApiError, AppState, Caller, expiry, page};
 use crate::domain::{ClientName, ClientType, KeySha256, NewKey, Role};
 use crate::model::Client;
-use crate::store::{ApiChange, ClientFilter, ClientRecord, Store as _};
+use crate::store::{ApiChange, ClientFilter, ClientRecord};
 
 /// This module's routes.
 pub(super) fn routes() -> utoipa_axum::router::OpenApiRouter<Arc<AppState>> {

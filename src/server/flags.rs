@@ -9,7 +9,7 @@ use utoipa_axum::routes;
 
 use super::auth::Reader;
 use super::{ApiError, AppState};
-use crate::store::{FlagRecord, Store as _};
+use crate::store::FlagRecord;
 
 /// This module's routes.
 pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {

@@ -9,7 +9,6 @@ use utoipa_axum::routes;
 
 use super::error::ErrorBody;
 use super::{ApiError, AppState};
-use crate::store::Store as _;
 
 /// This module's routes.
 pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
@@ -36,6 +35,6 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<serde_jso
         .map_err(|_| ApiError::Unavailable(crate::store::StoreError::Database(sqlx::Error::PoolTimedOut)))?
         .map_err(ApiError::Unavailable)?;
     Ok(Json(
-        serde_json::json!({ "status": "ready", "backend": crate::store::Store::backend(&state.db) }),
+        serde_json::json!({ "status": "ready", "backend": state.db.backend() }),
     ))
 }

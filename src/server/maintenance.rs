@@ -13,7 +13,7 @@ use super::error::ErrorBody;
 use super::{ApiError, AppState, expiry};
 use crate::domain::Mode;
 use crate::mode::{EffectiveMode, effective};
-use crate::store::{ApiChange, Store as _};
+use crate::store::ApiChange;
 
 /// This module's routes.
 pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {

@@ -18,7 +18,6 @@ use super::auth::Reader;
 use super::{ApiError, AppState};
 use crate::domain::Scope;
 use crate::limit::Decision;
-use crate::store::Store as _;
 
 /// This module's routes.
 pub(super) fn routes() -> utoipa_axum::router::OpenApiRouter<Arc<AppState>> {

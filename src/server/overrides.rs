@@ -13,7 +13,6 @@ use super::auth::{Operator, Reader};
 use super::error::ErrorBody;
 use super::{ApiError, AppState};
 use crate::model::Override;
-use crate::store::Store as _;
 
 /// This module's routes.
 pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {

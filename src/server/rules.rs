@@ -12,9 +12,7 @@ use super::error::ErrorBody;
 use super::{ApiError, AppState, expiry, page};
 use crate::domain::{RuleKey, Scope, WindowSeconds};
 use crate::model::RateLimitRule;
-use crate::store::{
-    ApiChange, RuleFilter, RuleRecord, RuleWritten, SnapshotFilter, SnapshotRecord, Store as _,
-};
+use crate::store::{ApiChange, RuleFilter, RuleRecord, RuleWritten, SnapshotFilter, SnapshotRecord};
 
 /// This module's routes.
 pub(super) fn routes() -> utoipa_axum::router::OpenApiRouter<Arc<AppState>> {

@@ -10,7 +10,7 @@ use utoipa_axum::routes;
 
 use super::auth::Reader;
 use super::{ApiError, AppState};
-use crate::store::{RunRecord, Store as _};
+use crate::store::RunRecord;
 
 /// This module's routes.
 pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {

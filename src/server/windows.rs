@@ -12,7 +12,7 @@ use super::error::ErrorBody;
 use super::{ApiError, AppState, page};
 use crate::domain::{WindowMode, WindowName, parse_time};
 use crate::model::Window;
-use crate::store::{ApiChange, Store as _, WindowFilter, WindowRecord};
+use crate::store::{ApiChange, WindowFilter, WindowRecord};
 
 /// This module's routes.
 pub(super) fn routes() -> utoipa_axum::router::OpenApiRouter<Arc<AppState>> {

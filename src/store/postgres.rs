@@ -6,11 +6,10 @@ use std::time::Duration;
 
 use chrono::SecondsFormat;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{AssertSqlSafe, Connection as _, PgConnection, Pool, Postgres, Transaction};
+use sqlx::{AssertSqlSafe, Connection as _, PgConnection, Postgres, Transaction};
 
-use super::shared::Dialect;
 use super::writes::{ColType, Column, Step, Value};
-use super::{StoreError, StoreOptions, redact};
+use super::{StoreError, redact};
 
 /// The advisory lock every applying reconciler takes ("valhalla" in ASCII, as a number).
 pub const APPLY_LOCK: i64 = 0x76616c68616c6c61;
@@ -32,46 +31,24 @@ const COPY_CHUNK: usize = 1 << 20;
 /// pays off from about 20,000 rows.
 const COPY_MIN_ROWS: usize = 20_000;
 
-/// A store on PostgreSQL.
-#[derive(Debug, Clone)]
-pub struct PgStore {
-    pub(super) pool: PgPool,
-    /// How long an apply waits for the advisory lock.
-    pub(super) lock_timeout: Duration,
-    /// Committed changes, shared by every clone.
-    pub(super) changes: std::sync::Arc<super::Changes>,
-}
-
-impl PgStore {
-    /// Connects (failing fast, with the server's reason, when it is unreachable).
-    pub async fn connect(url: &str, store_options: StoreOptions) -> Result<PgStore, StoreError> {
-        let connect_err = |source| StoreError::Connect {
-            url: redact(url),
-            source,
-        };
-        let options = PgConnectOptions::from_str(url).map_err(connect_err)?;
-        // One direct connection first: a pool reports an unreachable server only as a timeout,
-        // while the connection says why (refused, unknown host, authentication).
-        let probe = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
-            .await
-            .map_err(|_| connect_err(sqlx::Error::PoolTimedOut))?
-            .map_err(connect_err)?;
-        probe.close().await.map_err(connect_err)?;
-        let pool = PgPoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_lazy_with(options);
-        Ok(PgStore {
-            pool,
-            lock_timeout: store_options.lock_timeout,
-            changes: Default::default(),
-        })
-    }
-
-    /// The connection pool, for tests and the HTTP layer.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
+/// Connects (failing fast, with the server's reason, when it is unreachable).
+pub(super) async fn connect(url: &str) -> Result<PgPool, StoreError> {
+    let connect_err = |source| StoreError::Connect {
+        url: redact(url),
+        source,
+    };
+    let options = PgConnectOptions::from_str(url).map_err(connect_err)?;
+    // One direct connection first: a pool reports an unreachable server only as a timeout,
+    // while the connection says why (refused, unknown host, authentication).
+    let probe = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
+        .await
+        .map_err(|_| connect_err(sqlx::Error::PoolTimedOut))?
+        .map_err(connect_err)?;
+    probe.close().await.map_err(connect_err)?;
+    Ok(PgPoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_lazy_with(options))
 }
 
 fn pg_type(ty: ColType) -> &'static str {
@@ -164,127 +141,140 @@ fn is_lock_timeout(e: &sqlx::Error) -> bool {
         .is_some_and(|c| c == "55P03")
 }
 
-impl Dialect for Postgres {
-    const NAME: &'static str = "postgres";
-    const MIGRATIONS: &'static [(i64, &'static str, &'static str)] = &[
-        (
-            1,
-            "initial",
-            include_str!("../../migrations/postgres/0001_initial.sql"),
-        ),
-        (
-            2,
-            "forget key prefix",
-            include_str!("../../migrations/postgres/0002_forget_key_prefix.sql"),
-        ),
-        (
-            3,
-            "git mode",
-            include_str!("../../migrations/postgres/0003_git_mode.sql"),
-        ),
-        (
-            4,
-            "replicas",
-            include_str!("../../migrations/postgres/0004_replicas.sql"),
-        ),
-    ];
+/// The embedded migrations: version, name, SQL.
+pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/postgres/0001_initial.sql"),
+    ),
+    (
+        2,
+        "forget key prefix",
+        include_str!("../../migrations/postgres/0002_forget_key_prefix.sql"),
+    ),
+    (
+        3,
+        "git mode",
+        include_str!("../../migrations/postgres/0003_git_mode.sql"),
+    ),
+    (
+        4,
+        "replicas",
+        include_str!("../../migrations/postgres/0004_replicas.sql"),
+    ),
+];
 
-    async fn begin_read(pool: &Pool<Self>) -> Result<Transaction<'static, Self>, StoreError> {
-        Ok(pool
-            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await?)
+/// The channel that migration 4's triggers notify on every change to a table replicas cache.
+pub const CHANNEL: &str = "valhalla_ops_changed";
+
+/// A read-only transaction that sees one consistent snapshot.
+pub(super) async fn begin_read(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await
+}
+
+/// A transaction holding the advisory lock [`APPLY_LOCK`], waiting at most `wait` for it.
+pub(super) async fn begin_apply(
+    pool: &PgPool,
+    wait: Duration,
+) -> Result<Transaction<'static, Postgres>, StoreError> {
+    let mut tx = pool.begin().await?;
+    // SET takes no bind parameters; the value is a number formatted here.
+    let set = format!("SET LOCAL lock_timeout = '{}ms'", wait.as_millis().max(1));
+    sqlx::query(AssertSqlSafe(set)).execute(&mut *tx).await?;
+    // Read committed: every read after this starts once the lock is ours, so it sees what
+    // the previous holder committed.
+    match sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(APPLY_LOCK)
+        .execute(&mut *tx)
+        .await
+    {
+        Ok(_) => Ok(tx),
+        Err(e) if is_lock_timeout(&e) => Err(StoreError::LockHeld(wait)),
+        Err(e) => Err(e.into()),
     }
+}
 
-    async fn begin_apply(
-        pool: &Pool<Self>,
-        wait: Duration,
-    ) -> Result<Transaction<'static, Self>, StoreError> {
-        let mut tx = pool.begin().await?;
-        // SET takes no bind parameters; the value is a number formatted here.
-        let set = format!("SET LOCAL lock_timeout = '{}ms'", wait.as_millis().max(1));
-        sqlx::query(AssertSqlSafe(set)).execute(&mut *tx).await?;
-        // Read committed: every read after this starts once the lock is ours, so it sees what
-        // the previous holder committed.
-        match sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(APPLY_LOCK)
-            .execute(&mut *tx)
-            .await
-        {
-            Ok(_) => Ok(tx),
-            Err(e) if is_lock_timeout(&e) => Err(StoreError::LockHeld(wait)),
-            Err(e) => Err(e.into()),
+/// Large inserts go through COPY (the fastest path into Postgres); smaller inserts, updates
+/// and deletes bind one array per column. Either way one statement per step, whatever the
+/// number of rows.
+pub(super) async fn run_step(conn: &mut PgConnection, step: &Step) -> Result<(), sqlx::Error> {
+    match step {
+        Step::Delete { table, ids } => {
+            sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE id = ANY($1)")))
+                .bind(ids)
+                .execute(conn)
+                .await?;
         }
-    }
-
-    /// Large inserts go through COPY (the fastest path into Postgres); smaller inserts, updates
-    /// and deletes bind one array per column. Either way one statement per step, whatever the
-    /// number of rows.
-    async fn run_step(conn: &mut PgConnection, step: &Step) -> Result<(), sqlx::Error> {
-        match step {
-            Step::Delete { table, ids } => {
-                sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE id = ANY($1)")))
-                    .bind(ids)
-                    .execute(conn)
-                    .await?;
-            }
-            Step::Update { table, columns, rows } => {
-                let names: Vec<&str> = columns.iter().map(|c| c.0).collect();
-                let sets: Vec<String> = names.iter().map(|n| format!("{n} = u.{n}")).collect();
-                let arrays: Vec<String> = std::iter::once("$1::int8[]".to_owned())
-                    .chain(
-                        columns
-                            .iter()
-                            .enumerate()
-                            .map(|(i, (_, ty))| format!("${}::{}[]", i + 2, pg_type(*ty))),
-                    )
-                    .collect();
-                let sql = format!(
-                    "UPDATE {table} AS t SET {} FROM UNNEST({}) AS u(id, {}) WHERE t.id = u.id",
-                    sets.join(", "),
-                    arrays.join(", "),
-                    names.join(", ")
-                );
-                let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
-                let values: Vec<&[Value]> = rows.iter().map(|(_, v)| v.as_slice()).collect();
-                let query = sqlx::query(AssertSqlSafe(sql)).bind(ids);
-                bind_columns(query, columns, &values).execute(conn).await?;
-            }
-            Step::Insert { table, columns, rows } if rows.len() < COPY_MIN_ROWS => {
-                insert_unnest(conn, table, columns, rows, "").await?;
-            }
-            Step::Upsert {
-                table,
-                columns,
-                rows,
-                conflict,
-                update,
-            } => {
-                let clause = Step::on_conflict(conflict, update);
-                insert_unnest(conn, table, columns, rows, &clause).await?;
-            }
-            Step::Insert { table, columns, rows } => {
-                let names: Vec<&str> = columns.iter().map(|c| c.0).collect();
-                let mut copy = conn
-                    .copy_in_raw(&format!("COPY {table} ({}) FROM STDIN", names.join(", ")))
-                    .await?;
-                let mut buf = String::with_capacity(COPY_CHUNK + 4096);
-                for row in rows {
-                    for (i, value) in row.iter().enumerate() {
-                        if i > 0 {
-                            buf.push('\t');
-                        }
-                        copy_value(&mut buf, value);
+        Step::Update { table, columns, rows } => {
+            let names: Vec<&str> = columns.iter().map(|c| c.0).collect();
+            let sets: Vec<String> = names.iter().map(|n| format!("{n} = u.{n}")).collect();
+            let arrays: Vec<String> = std::iter::once("$1::int8[]".to_owned())
+                .chain(
+                    columns
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (_, ty))| format!("${}::{}[]", i + 2, pg_type(*ty))),
+                )
+                .collect();
+            let sql = format!(
+                "UPDATE {table} AS t SET {} FROM UNNEST({}) AS u(id, {}) WHERE t.id = u.id",
+                sets.join(", "),
+                arrays.join(", "),
+                names.join(", ")
+            );
+            let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
+            let values: Vec<&[Value]> = rows.iter().map(|(_, v)| v.as_slice()).collect();
+            let query = sqlx::query(AssertSqlSafe(sql)).bind(ids);
+            bind_columns(query, columns, &values).execute(conn).await?;
+        }
+        Step::Insert { table, columns, rows } if rows.len() < COPY_MIN_ROWS => {
+            insert_unnest(conn, table, columns, rows, "").await?;
+        }
+        Step::Upsert {
+            table,
+            columns,
+            rows,
+            conflict,
+            update,
+        } => {
+            let clause = Step::on_conflict(conflict, update);
+            insert_unnest(conn, table, columns, rows, &clause).await?;
+        }
+        Step::Insert { table, columns, rows } => {
+            let names: Vec<&str> = columns.iter().map(|c| c.0).collect();
+            let mut copy = conn
+                .copy_in_raw(&format!("COPY {table} ({}) FROM STDIN", names.join(", ")))
+                .await?;
+            let mut buf = String::with_capacity(COPY_CHUNK + 4096);
+            for row in rows {
+                for (i, value) in row.iter().enumerate() {
+                    if i > 0 {
+                        buf.push('\t');
                     }
-                    buf.push('\n');
-                    if buf.len() >= COPY_CHUNK {
-                        copy.send(buf.as_bytes()).await?;
-                        buf.clear();
-                    }
+                    copy_value(&mut buf, value);
                 }
-                copy.send(buf.as_bytes()).await?;
-                copy.finish().await?;
+                buf.push('\n');
+                if buf.len() >= COPY_CHUNK {
+                    copy.send(buf.as_bytes()).await?;
+                    buf.clear();
+                }
             }
+            copy.send(buf.as_bytes()).await?;
+            copy.finish().await?;
         }
-        Ok(())
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_channel_is_the_one_the_migration_notifies_on() {
+        let (_, _, sql) = MIGRATIONS[3];
+        assert!(sql.contains(&format!("pg_notify('{CHANNEL}'")), "{sql}");
     }
 }

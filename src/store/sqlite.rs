@@ -8,56 +8,34 @@ use sqlx::sqlite::{
     SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, Pool, Sqlite, SqliteConnection, Transaction};
+use sqlx::{AssertSqlSafe, Sqlite, SqliteConnection, Transaction};
 
-use super::shared::Dialect;
 use super::writes::{Column, Step, Value};
-use super::{StoreError, StoreOptions, redact};
+use super::{StoreError, redact};
 
 /// SQLite's limit on parameters in one statement (SQLITE_MAX_VARIABLE_NUMBER of the bundled
 /// library).
 const MAX_PARAMS: usize = 32_766;
 
-/// A store in a SQLite file.
-#[derive(Debug, Clone)]
-pub struct SqliteStore {
-    pub(super) pool: SqlitePool,
-    /// How long a writer waits for another (SQLite's busy timeout).
-    pub(super) lock_timeout: Duration,
-    /// Committed changes, shared by every clone.
-    pub(super) changes: std::sync::Arc<super::Changes>,
-}
-
-impl SqliteStore {
-    /// Opens (creating when missing) the database file of `url`.
-    pub async fn connect(url: &str, store_options: StoreOptions) -> Result<SqliteStore, StoreError> {
-        let connect_err = |source| StoreError::Connect {
-            url: redact(url),
-            source,
-        };
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(connect_err)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(store_options.lock_timeout);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await
-            .map_err(connect_err)?;
-        Ok(SqliteStore {
-            pool,
-            lock_timeout: store_options.lock_timeout,
-            changes: Default::default(),
-        })
-    }
-
-    /// The connection pool, for tests and the HTTP layer.
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
+/// Opens (creating when missing) the database file of `url`; a writer waits up to
+/// `lock_timeout` for another (SQLite's busy timeout).
+pub(super) async fn connect(url: &str, lock_timeout: Duration) -> Result<SqlitePool, StoreError> {
+    let connect_err = |source| StoreError::Connect {
+        url: redact(url),
+        source,
+    };
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(connect_err)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        .busy_timeout(lock_timeout);
+    SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(options)
+        .await
+        .map_err(connect_err)
 }
 
 type SqliteQuery = sqlx::query::Query<'static, Sqlite, SqliteArguments>;
@@ -111,92 +89,86 @@ fn is_busy(e: &sqlx::Error) -> bool {
     code.is_some_and(|c| c & 0xff == 5)
 }
 
-impl Dialect for Sqlite {
-    const NAME: &'static str = "sqlite";
-    const MIGRATIONS: &'static [(i64, &'static str, &'static str)] = &[
-        (
-            1,
-            "initial",
-            include_str!("../../migrations/sqlite/0001_initial.sql"),
-        ),
-        (
-            2,
-            "forget key prefix",
-            include_str!("../../migrations/sqlite/0002_forget_key_prefix.sql"),
-        ),
-        (
-            3,
-            "git mode",
-            include_str!("../../migrations/sqlite/0003_git_mode.sql"),
-        ),
-        (
-            4,
-            "replicas",
-            include_str!("../../migrations/sqlite/0004_replicas.sql"),
-        ),
-    ];
+/// The embedded migrations: version, name, SQL.
+pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/sqlite/0001_initial.sql"),
+    ),
+    (
+        2,
+        "forget key prefix",
+        include_str!("../../migrations/sqlite/0002_forget_key_prefix.sql"),
+    ),
+    (
+        3,
+        "git mode",
+        include_str!("../../migrations/sqlite/0003_git_mode.sql"),
+    ),
+    (
+        4,
+        "replicas",
+        include_str!("../../migrations/sqlite/0004_replicas.sql"),
+    ),
+];
 
-    async fn begin_read(pool: &Pool<Self>) -> Result<Transaction<'static, Self>, StoreError> {
-        // A deferred transaction reads one consistent WAL snapshot.
-        Ok(pool.begin().await?)
+/// A transaction holding the write lock (`BEGIN IMMEDIATE`), waiting up to the busy timeout for
+/// it; `wait` is that timeout, for the error.
+pub(super) async fn begin_apply(
+    pool: &SqlitePool,
+    wait: Duration,
+) -> Result<Transaction<'static, Sqlite>, StoreError> {
+    match pool.begin_with("BEGIN IMMEDIATE").await {
+        Ok(tx) => Ok(tx),
+        Err(e) if is_busy(&e) => Err(StoreError::LockHeld(wait)),
+        Err(e) => Err(e.into()),
     }
+}
 
-    async fn begin_apply(
-        pool: &Pool<Self>,
-        wait: Duration,
-    ) -> Result<Transaction<'static, Self>, StoreError> {
-        // IMMEDIATE takes the write lock at once, waiting up to the busy timeout for it.
-        match pool.begin_with("BEGIN IMMEDIATE").await {
-            Ok(tx) => Ok(tx),
-            Err(e) if is_busy(&e) => Err(StoreError::LockHeld(wait)),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Multi-row statements, chunked to SQLite's parameter limit.
-    async fn run_step(conn: &mut SqliteConnection, step: &Step) -> Result<(), sqlx::Error> {
-        match step {
-            Step::Delete { table, ids } => {
-                for chunk in ids.chunks(MAX_PARAMS) {
-                    let sql = format!("DELETE FROM {table} WHERE id IN {}", tuple(chunk.len()));
-                    let query = chunk
-                        .iter()
-                        .fold(sqlx::query(AssertSqlSafe(sql)), |q, id| q.bind(*id));
-                    query.execute(&mut *conn).await?;
-                }
-            }
-            Step::Update { table, columns, rows } => {
-                let names: Vec<&str> = columns.iter().map(|c| c.0).collect();
-                let sets: Vec<String> = names.iter().map(|n| format!("{n} = u.{n}")).collect();
-                for chunk in rows.chunks(MAX_PARAMS / (columns.len() + 1)) {
-                    let values = vec![tuple(columns.len() + 1); chunk.len()].join(", ");
-                    let sql = format!(
-                        "WITH u(id, {}) AS (VALUES {values}) UPDATE {table} SET {} FROM u WHERE {table}.id = u.id",
-                        names.join(", "),
-                        sets.join(", ")
-                    );
-                    let query = chunk
-                        .iter()
-                        .fold(sqlx::query(AssertSqlSafe(sql)), |q, (id, row)| {
-                            row.iter().fold(q.bind(*id), bind_value)
-                        });
-                    query.execute(&mut *conn).await?;
-                }
-            }
-            Step::Insert { table, columns, rows } => {
-                insert_chunks(conn, table, columns, rows, "").await?;
-            }
-            Step::Upsert {
-                table,
-                columns,
-                rows,
-                conflict,
-                update,
-            } => {
-                let clause = Step::on_conflict(conflict, update);
-                insert_chunks(conn, table, columns, rows, &clause).await?;
+/// Multi-row statements, chunked to SQLite's parameter limit.
+pub(super) async fn run_step(conn: &mut SqliteConnection, step: &Step) -> Result<(), sqlx::Error> {
+    match step {
+        Step::Delete { table, ids } => {
+            for chunk in ids.chunks(MAX_PARAMS) {
+                let sql = format!("DELETE FROM {table} WHERE id IN {}", tuple(chunk.len()));
+                let query = chunk
+                    .iter()
+                    .fold(sqlx::query(AssertSqlSafe(sql)), |q, id| q.bind(*id));
+                query.execute(&mut *conn).await?;
             }
         }
-        Ok(())
+        Step::Update { table, columns, rows } => {
+            let names: Vec<&str> = columns.iter().map(|c| c.0).collect();
+            let sets: Vec<String> = names.iter().map(|n| format!("{n} = u.{n}")).collect();
+            for chunk in rows.chunks(MAX_PARAMS / (columns.len() + 1)) {
+                let values = vec![tuple(columns.len() + 1); chunk.len()].join(", ");
+                let sql = format!(
+                    "WITH u(id, {}) AS (VALUES {values}) UPDATE {table} SET {} FROM u WHERE {table}.id = u.id",
+                    names.join(", "),
+                    sets.join(", ")
+                );
+                let query = chunk
+                    .iter()
+                    .fold(sqlx::query(AssertSqlSafe(sql)), |q, (id, row)| {
+                        row.iter().fold(q.bind(*id), bind_value)
+                    });
+                query.execute(&mut *conn).await?;
+            }
+        }
+        Step::Insert { table, columns, rows } => {
+            insert_chunks(conn, table, columns, rows, "").await?;
+        }
+        Step::Upsert {
+            table,
+            columns,
+            rows,
+            conflict,
+            update,
+        } => {
+            let clause = Step::on_conflict(conflict, update);
+            insert_chunks(conn, table, columns, rows, &clause).await?;
+        }
     }
+    Ok(())
 }

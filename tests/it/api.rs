@@ -5,7 +5,6 @@ use serde_json::Value;
 use valhalla_ops::domain::KeySha256;
 use valhalla_ops::model::{Kind, NewOverride};
 use valhalla_ops::server::{self};
-use valhalla_ops::store::{Db, Store as _};
 
 use crate::support::all_backends;
 use crate::support::app::{ADMIN, OPERATOR, READER, RETIRED, TestApp, apply, read, state_with};
@@ -167,17 +166,7 @@ fn maintenance_state_is_public_and_follows_override_then_window_then_git() {
         // first and the override last, as one transaction would make both visible at once.)
         app.runtime.block_on(async {
             let db = &app.state.db;
-            match db {
-                Db::Postgres(s) => sqlx::query("UPDATE maintenance_state SET mode = 'maintenance'")
-                    .execute(s.pool())
-                    .await
-                    .map(drop),
-                Db::Sqlite(s) => sqlx::query("UPDATE maintenance_state SET mode = 'maintenance'")
-                    .execute(s.pool())
-                    .await
-                    .map(drop),
-            }
-            .unwrap();
+            crate::support::exec(db, "UPDATE maintenance_state SET mode = 'maintenance'").await;
             let freeze = NewOverride {
                 kind: Kind::MaintenanceMode,
                 key: "mode".into(),
@@ -337,13 +326,7 @@ fn usage_snapshots_are_listed() {
         );
         let insert = "INSERT INTO rate_limit_snapshots (scope, key, window_seconds, max_requests, current_count, window_started_at) \
                       VALUES ('ip', '10.0.0.1', 60, 100, 42, '2026-11-25T10:00:00Z')";
-        app.runtime.block_on(async {
-            match &app.state.db {
-                Db::Postgres(s) => sqlx::query(insert).execute(s.pool()).await.map(drop),
-                Db::Sqlite(s) => sqlx::query(insert).execute(s.pool()).await.map(drop),
-            }
-            .unwrap()
-        });
+        app.runtime.block_on(crate::support::exec(&app.state.db, insert));
         let (status, list) = app.get("/system/ratelimits/snapshots?scope=ip&key=10.0.0.1", Some(READER));
         assert_eq!(
             (status, &list[0]["current_count"]),

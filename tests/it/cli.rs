@@ -14,7 +14,6 @@ fn secret_hash() -> String {
 /// Counts rows of `table` through the binary-independent store.
 fn count_rules(db: &TestDb) -> usize {
     tokio::runtime::Runtime::new().unwrap().block_on(async {
-        use valhalla_ops::store::Store as _;
         let store = valhalla_ops::store::Db::open(&db.url).await.unwrap();
         store.snapshot().await.unwrap().rules.len()
     })
@@ -22,7 +21,6 @@ fn count_rules(db: &TestDb) -> usize {
 
 fn runs(db: &TestDb) -> Vec<valhalla_ops::store::RunRecord> {
     tokio::runtime::Runtime::new().unwrap().block_on(async {
-        use valhalla_ops::store::Store as _;
         let store = valhalla_ops::store::Db::open(&db.url).await.unwrap();
         store.runs(100).await.unwrap()
     })
@@ -350,7 +348,6 @@ fn overrides_list_and_clear() {
         let state = StateDir::sample();
         assert_eq!(run(&db, state.path(), &["reconcile"]).code, 0);
         tokio::runtime::Runtime::new().unwrap().block_on(async {
-            use valhalla_ops::store::Store as _;
             let store = valhalla_ops::store::Db::open(&db.url).await.unwrap();
             let new = valhalla_ops::model::NewOverride {
                 kind: valhalla_ops::model::Kind::MaintenanceMode,

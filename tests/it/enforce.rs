@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use serde_json::Value;
-use valhalla_ops::store::Store as _;
 
 use crate::support::app::{ADMIN, OPERATOR, READER, TestApp, state_with};
 use crate::support::{Process, StateDir, all_backends};
@@ -521,10 +520,9 @@ fn a_replica_whose_listener_is_killed_resyncs_and_keeps_following_changes() {
     };
     let app = TestApp::spawn(db, &state_with(""));
     assert_eq!(app.get("/system/overrides", Some(READER)).0, 200);
-    let valhalla_ops::store::Db::Postgres(store) = &app.state.db else {
+    let valhalla_ops::store::Backend::Postgres(pool) = app.state.db.pool().clone() else {
         unreachable!()
     };
-    let pool = store.pool().clone();
     app.runtime.block_on(async {
         // The listener connects in the background: wait for it before killing it.
         let start = Instant::now();

@@ -8,9 +8,9 @@ use valhalla_ops::domain::{Mode, Owner};
 use valhalla_ops::model::{Kind, NewOverride, Resource};
 use valhalla_ops::plan::{Action, PlanOptions};
 use valhalla_ops::reconcile::{ReconcileError, Refusal, Request, reconcile};
-use valhalla_ops::store::{Db, Store};
+use valhalla_ops::store::Db;
 
-use crate::support::all_backends;
+use crate::support::{all_backends, exec};
 
 const HASH_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const HASH_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
@@ -48,15 +48,6 @@ fn request(actor: &str) -> Request {
         source: "test".into(),
         ..Request::default()
     }
-}
-
-/// Runs SQL directly, as an operator editing the database by hand (or a later HTTP write) would.
-async fn exec(db: &Db, sql: &'static str) {
-    match db {
-        Db::Postgres(s) => sqlx::query(sql).execute(s.pool()).await.map(drop),
-        Db::Sqlite(s) => sqlx::query(sql).execute(s.pool()).await.map(drop),
-    }
-    .expect(sql);
 }
 
 fn values<T: Resource>(rows: &[valhalla_ops::model::Stored<T>]) -> Vec<(String, T, Owner)> {

@@ -4,7 +4,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use valhalla_ops::store::{Db, RuleFilter, Store as _};
+use valhalla_ops::store::{Db, RuleFilter};
 
 use crate::support::app::{OPERATOR, state_with};
 use crate::support::{Process, StateDir, TestDb, all_backends};
@@ -225,12 +225,7 @@ fn a_row_changed_by_hand_is_healed_on_the_next_interval() {
         let (rt, _state, watching) = start_watching(&db, &["reconcile", "--watch", "--interval", "1s"]);
         rt.block_on(async {
             let store = Db::connect(&db.url, Default::default()).await.unwrap();
-            let sql = "UPDATE rate_limit_rules SET max_requests = 999";
-            match &store {
-                Db::Postgres(s) => sqlx::query(sql).execute(s.pool()).await.map(drop),
-                Db::Sqlite(s) => sqlx::query(sql).execute(s.pool()).await.map(drop),
-            }
-            .unwrap();
+            crate::support::exec(&store, "UPDATE rate_limit_rules SET max_requests = 999").await;
         });
         wait_for(&rt, &db.url, "192.0.2.1", Some(10), &format!("{b}: healed"));
         watching.wait_log("drift corrected", Duration::from_secs(5));

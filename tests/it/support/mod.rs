@@ -373,3 +373,13 @@ impl Proxy {
         self.up.store(true, Ordering::Release);
     }
 }
+
+/// Runs SQL directly on either backend, as an operator editing the database by hand would.
+pub async fn exec(db: &valhalla_ops::store::Db, sql: &'static str) {
+    use valhalla_ops::store::Backend;
+    match db.pool() {
+        Backend::Postgres(p) => sqlx::query(sql).execute(p).await.map(drop),
+        Backend::Sqlite(p) => sqlx::query(sql).execute(p).await.map(drop),
+    }
+    .expect(sql);
+}

@@ -1,0 +1,128 @@
+//! What callers hand the store: who is changing what and why, listing filters, batch writes,
+//! a replica's counts.
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::{ClientType, FlagName, Mode, ProfileName, Scope};
+
+/// Who runs a reconcile and against which desired state; recorded with the run.
+#[derive(Debug, Clone)]
+pub struct RunMeta {
+    pub actor: String,
+    /// Where the run came from: `cli`, `watch`, `api`.
+    pub source: String,
+    pub started_at: DateTime<Utc>,
+    pub state_fingerprint: String,
+}
+
+/// Who changes something over HTTP, and why: recorded in the audit log and in an override when
+/// the change touches a git-owned resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiChange {
+    /// The calling client's name.
+    pub actor: String,
+    pub reason: Option<String>,
+    /// When an override made by this change ends (`None`: until cleared).
+    pub expires_at: Option<DateTime<Utc>>,
+    pub now: DateTime<Utc>,
+    /// Overrides made together (a lockdown) share a group, lifted together.
+    pub group_id: Option<String>,
+}
+
+/// A page of a listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// Which rules to list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleFilter {
+    pub scope: Option<Scope>,
+    pub key: Option<String>,
+    pub enabled: Option<bool>,
+    pub page: Page,
+}
+
+/// Which usage snapshots to list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotFilter {
+    pub scope: Option<Scope>,
+    pub key: Option<String>,
+    pub page: Page,
+}
+
+/// Which clients to list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientFilter {
+    pub active: Option<bool>,
+    pub client_type: Option<ClientType>,
+    pub page: Page,
+}
+
+/// Which maintenance windows to list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowFilter {
+    pub active: Option<bool>,
+    /// Only windows that start after this time.
+    pub starts_after: Option<DateTime<Utc>>,
+    pub page: Page,
+}
+
+/// Which audit records to list.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AuditFilter {
+    pub kind: Option<String>,
+    pub key: Option<String>,
+    pub actor: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub limit: i64,
+}
+
+/// One write of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOp {
+    SetMode {
+        mode: Mode,
+        change: ApiChange,
+    },
+    SetFlag {
+        name: FlagName,
+        enabled: bool,
+        change: ApiChange,
+    },
+    SetProfile {
+        name: ProfileName,
+        change: ApiChange,
+    },
+    ClearOverrides {
+        group_id: Option<String>,
+        actor: String,
+        now: DateTime<Utc>,
+    },
+}
+
+/// One counter's count in one window, as a replica records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Usage {
+    pub scope: Scope,
+    pub rule_key: String,
+    /// The counted subject: the rule's key, or for a network rule the address.
+    pub key: String,
+    pub shadow: bool,
+    pub window_seconds: i64,
+    pub max_requests: i64,
+    pub current_count: i64,
+    pub window_started_at: DateTime<Utc>,
+}
+
+/// A replica's counts since its last write, ready to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageBatch {
+    pub usage: Vec<Usage>,
+    /// When the counts were taken: the rows' `updated_at`.
+    pub now: DateTime<Utc>,
+    /// Snapshot rows last updated before this are forgotten.
+    pub keep_after: DateTime<Utc>,
+}

@@ -1,0 +1,178 @@
+//! What the store's reads and writes return: stored resources with their bookkeeping, runs,
+//! audit records, usage snapshots, the outcome of a write.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::domain::{ClientName, ClientType, Owner, Role};
+use crate::model::{Client, FeatureFlag, MaintenanceInputs, Override, RateLimitRule, Stored, Window};
+use crate::plan::Plan;
+
+/// What an apply did.
+#[derive(Debug)]
+pub struct Applied {
+    /// The plan that was written.
+    pub plan: Plan,
+    pub run_id: i64,
+}
+
+/// A recorded reconcile run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct RunRecord {
+    pub id: i64,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub actor: String,
+    pub source: String,
+    pub created: i64,
+    pub updated: i64,
+    pub deleted: i64,
+    pub deactivated: i64,
+    pub held: i64,
+    pub unmanaged: i64,
+}
+
+/// One audited change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub run_id: Option<i64>,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub source: String,
+    pub kind: String,
+    pub key: String,
+    pub action: String,
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+/// A stored rule with its bookkeeping, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct RuleRecord {
+    pub id: i64,
+    #[serde(flatten)]
+    pub rule: RateLimitRule,
+    pub owner: Owner,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl RuleRecord {
+    /// The rule as the planner and the writers see it.
+    pub fn stored(self) -> Stored<RateLimitRule> {
+        Stored {
+            id: self.id,
+            owner: self.owner,
+            value: self.rule,
+        }
+    }
+}
+
+/// The result of [`Store::put_rule`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct RuleWritten {
+    #[serde(flatten)]
+    pub rule: RuleRecord,
+    /// Whether the rule is new.
+    #[serde(skip)]
+    pub created: bool,
+    /// The override recorded because the rule is git-owned.
+    #[serde(rename = "override", skip_serializing_if = "Option::is_none")]
+    pub hold: Option<Override>,
+}
+
+/// A client as the API shows it: no key and no hash, only the key's display prefix (for keys the
+/// server issued).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ClientRecord {
+    pub id: i64,
+    pub name: ClientName,
+    pub client_type: ClientType,
+    pub role: Role,
+    pub active: bool,
+    pub description: String,
+    pub key_prefix: Option<String>,
+    pub owner: Owner,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A stored window with its bookkeeping, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct WindowRecord {
+    pub id: i64,
+    #[serde(flatten)]
+    pub window: Window,
+    pub owner: Owner,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A stored feature flag with its bookkeeping, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct FlagRecord {
+    pub id: i64,
+    #[serde(flatten)]
+    pub flag: FeatureFlag,
+    pub owner: Owner,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A counter snapshot written by enforcement (an audit of usage).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct SnapshotRecord {
+    pub id: i64,
+    pub scope: String,
+    /// The counted subject: the rule's key, or for a network rule the address counted.
+    pub key: String,
+    /// The key of the rule that counted (the network, for a network rule).
+    pub rule_key: String,
+    pub shadow: bool,
+    /// The replica whose counter this is: counters are per replica.
+    pub replica: String,
+    pub window_seconds: i64,
+    pub max_requests: i64,
+    pub current_count: i64,
+    pub window_started_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Counts of clients and rules for the security snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SecurityCounts {
+    /// (role, active, count) for every combination present.
+    pub clients: Vec<(Role, bool, i64)>,
+    /// Active clients, the longest unchanged first: (name, role, last changed).
+    pub oldest_keys: Vec<(String, Role, DateTime<Utc>)>,
+    pub rules: i64,
+    pub disabled_rules: i64,
+    pub shadow_rules: i64,
+}
+
+/// What a lockdown did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Lockdown {
+    /// The override group; `clear_overrides` with it lifts the lockdown.
+    pub group_id: String,
+    /// The clients deactivated, by name.
+    pub deactivated: Vec<String>,
+    pub overrides: Vec<Override>,
+}
+
+/// What one write of a batch did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteDone {
+    Override(Override),
+    Cleared(u64),
+}
+
+/// What a replica keeps in memory: active clients, every rule, the maintenance inputs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveState {
+    pub clients: Vec<Stored<Client>>,
+    pub rules: Vec<RuleRecord>,
+    pub maintenance: MaintenanceInputs,
+}

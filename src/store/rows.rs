@@ -1,0 +1,440 @@
+//! The tables' rows as named structs decoded by column name, each table's one column list, and
+//! how a row becomes a domain value or a record (a stored value that does not parse is
+//! [`StoreError::Corrupt`], naming its row).
+
+use chrono::{DateTime, Utc};
+
+use super::StoreError;
+use super::records::{
+    AuditRecord, ClientRecord, FlagRecord, RuleRecord, RunRecord, SnapshotRecord, WindowRecord,
+};
+use crate::domain::{
+    ClientName, FlagName, KeySha256, ParseError, ProfileName, RuleKey, WindowName, WindowSeconds,
+    normalize_time,
+};
+use crate::model::{
+    Client, FeatureFlag, Kind, Maintenance, Override, Profile, RateLimitRule, Stored, Window,
+};
+
+/// Every column of a table's row struct, as a literal for `concat!`: the one place a query's
+/// select list (or `RETURNING` list) is written.
+macro_rules! columns {
+    (rules) => {
+        "id, scope, key, window_seconds, max_requests, enabled, shadow, description, owner, \
+         created_at, updated_at"
+    };
+    (clients) => {
+        "id, name, client_type, role, key_sha256, active, description, owner, key_prefix, \
+         created_at, updated_at"
+    };
+    (windows) => {
+        "id, name, starts_at, ends_at, mode, active, description, owner, created_at, updated_at"
+    };
+    (flags) => {
+        "id, name, enabled, description, owner, created_at, updated_at"
+    };
+    (mode) => {
+        "id, mode, reason, owner, updated_at, git_mode, git_reason"
+    };
+    (profile) => {
+        "id, value, owner"
+    };
+    (overrides) => {
+        "id, resource_kind, resource_key, actor, reason, created_at, expires_at, group_id"
+    };
+    (runs) => {
+        "id, started_at, finished_at, actor, source, created, updated, deleted, deactivated, \
+         held, unmanaged"
+    };
+    (audit) => {
+        "id, run_id, at, actor, source, resource_kind, resource_key, action, before, after"
+    };
+    (snapshots) => {
+        "id, scope, key, rule_key, shadow, replica, window_seconds, max_requests, current_count, \
+         window_started_at, updated_at"
+    };
+}
+pub(super) use columns;
+
+/// Turns a parse failure of a stored value into an error naming the row.
+fn corrupt(table: &'static str, id: i64) -> impl Fn(ParseError) -> StoreError {
+    move |e| StoreError::Corrupt {
+        table,
+        id,
+        message: e.0,
+    }
+}
+
+/// A row of `rate_limit_rules`.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct RuleRow {
+    id: i64,
+    scope: String,
+    key: String,
+    window_seconds: i32,
+    max_requests: i32,
+    enabled: bool,
+    shadow: bool,
+    description: String,
+    owner: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl RuleRow {
+    pub(super) fn record(self) -> Result<RuleRecord, StoreError> {
+        let bad = corrupt("rate_limit_rules", self.id);
+        let scope = self.scope.parse().map_err(&bad)?;
+        let max = self.max_requests;
+        let max_requests =
+            u32::try_from(max).map_err(|_| bad(ParseError(format!("max_requests {max} is negative"))))?;
+        Ok(RuleRecord {
+            id: self.id,
+            rule: RateLimitRule {
+                key: RuleKey::parse(scope, &self.key).map_err(&bad)?,
+                scope,
+                window_seconds: WindowSeconds::new(self.window_seconds.into()).map_err(&bad)?,
+                max_requests,
+                enabled: self.enabled,
+                shadow: self.shadow,
+                description: self.description,
+            },
+            owner: self.owner.parse().map_err(&bad)?,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+
+    pub(super) fn stored(self) -> Result<Stored<RateLimitRule>, StoreError> {
+        self.record().map(RuleRecord::stored)
+    }
+}
+
+/// A row of `api_clients`.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct ClientRow {
+    id: i64,
+    name: String,
+    client_type: String,
+    role: String,
+    key_sha256: String,
+    active: bool,
+    description: String,
+    owner: String,
+    key_prefix: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl ClientRow {
+    pub(super) fn record(self) -> Result<ClientRecord, StoreError> {
+        Ok(self.parse()?.0)
+    }
+
+    pub(super) fn stored(self) -> Result<Stored<Client>, StoreError> {
+        Ok(self.parse()?.1)
+    }
+
+    /// The row as the API shows it, and as the planner sees it (with the key's hash).
+    fn parse(self) -> Result<(ClientRecord, Stored<Client>), StoreError> {
+        let bad = corrupt("api_clients", self.id);
+        let client = Client {
+            name: ClientName::parse(self.name).map_err(&bad)?,
+            client_type: self.client_type.parse().map_err(&bad)?,
+            role: self.role.parse().map_err(&bad)?,
+            key_sha256: KeySha256::parse(&self.key_sha256).map_err(&bad)?,
+            active: self.active,
+            description: self.description,
+        };
+        let owner = self.owner.parse().map_err(&bad)?;
+        let record = ClientRecord {
+            id: self.id,
+            name: client.name.clone(),
+            client_type: client.client_type,
+            role: client.role,
+            active: client.active,
+            description: client.description.clone(),
+            key_prefix: self.key_prefix,
+            owner,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        };
+        let stored = Stored {
+            id: self.id,
+            owner,
+            value: client,
+        };
+        Ok((record, stored))
+    }
+}
+
+/// A row of `maintenance_windows`.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct WindowRow {
+    id: i64,
+    name: String,
+    starts_at: DateTime<Utc>,
+    ends_at: DateTime<Utc>,
+    mode: String,
+    active: bool,
+    description: String,
+    owner: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl WindowRow {
+    pub(super) fn record(self) -> Result<WindowRecord, StoreError> {
+        let bad = corrupt("maintenance_windows", self.id);
+        Ok(WindowRecord {
+            id: self.id,
+            window: Window {
+                name: WindowName::parse(self.name).map_err(&bad)?,
+                starts_at: normalize_time(self.starts_at),
+                ends_at: normalize_time(self.ends_at),
+                mode: self.mode.parse().map_err(&bad)?,
+                active: self.active,
+                description: self.description,
+            },
+            owner: self.owner.parse().map_err(&bad)?,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+
+    pub(super) fn stored(self) -> Result<Stored<Window>, StoreError> {
+        let r = self.record()?;
+        Ok(Stored {
+            id: r.id,
+            owner: r.owner,
+            value: r.window,
+        })
+    }
+}
+
+/// A row of `feature_flags`.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct FlagRow {
+    id: i64,
+    name: String,
+    enabled: bool,
+    description: String,
+    owner: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl FlagRow {
+    pub(super) fn record(self) -> Result<FlagRecord, StoreError> {
+        let bad = corrupt("feature_flags", self.id);
+        Ok(FlagRecord {
+            id: self.id,
+            flag: FeatureFlag {
+                name: FlagName::parse(self.name).map_err(&bad)?,
+                enabled: self.enabled,
+                description: self.description,
+            },
+            owner: self.owner.parse().map_err(&bad)?,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+
+    pub(super) fn stored(self) -> Result<Stored<FeatureFlag>, StoreError> {
+        let r = self.record()?;
+        Ok(Stored {
+            id: r.id,
+            owner: r.owner,
+            value: r.flag,
+        })
+    }
+}
+
+/// The one row of `maintenance_state`: the mode in force and the mode git declared.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct ModeRow {
+    id: i64,
+    mode: String,
+    reason: String,
+    owner: String,
+    pub(super) updated_at: DateTime<Utc>,
+    git_mode: String,
+    git_reason: String,
+}
+
+impl ModeRow {
+    /// The mode in force.
+    pub(super) fn stored(&self) -> Result<Stored<Maintenance>, StoreError> {
+        self.parse(&self.mode, &self.reason)
+    }
+
+    /// The mode git declared, which an override does not change.
+    pub(super) fn git(&self) -> Result<Maintenance, StoreError> {
+        Ok(self.parse(&self.git_mode, &self.git_reason)?.value)
+    }
+
+    fn parse(&self, mode: &str, reason: &str) -> Result<Stored<Maintenance>, StoreError> {
+        let bad = corrupt("maintenance_state", self.id);
+        Ok(Stored {
+            id: self.id,
+            owner: self.owner.parse().map_err(&bad)?,
+            value: Maintenance {
+                mode: mode.parse().map_err(&bad)?,
+                reason: reason.to_owned(),
+            },
+        })
+    }
+}
+
+/// The deployment profile's row of `settings`.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct ProfileRow {
+    id: i64,
+    value: String,
+    owner: String,
+}
+
+impl ProfileRow {
+    pub(super) fn stored(self) -> Result<Stored<Profile>, StoreError> {
+        let bad = corrupt("settings", self.id);
+        Ok(Stored {
+            id: self.id,
+            owner: self.owner.parse().map_err(&bad)?,
+            value: Profile {
+                name: ProfileName::parse(self.value).map_err(&bad)?,
+            },
+        })
+    }
+}
+
+/// A row of `overrides` (the clearing columns are not read back).
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct OverrideRow {
+    id: i64,
+    resource_kind: String,
+    resource_key: String,
+    actor: String,
+    reason: String,
+    created_at: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
+    group_id: Option<String>,
+}
+
+impl OverrideRow {
+    pub(super) fn parse(self) -> Result<Override, StoreError> {
+        let kind = Kind::parse(&self.resource_kind).ok_or_else(|| {
+            let unknown = format!("unknown resource kind `{}`", self.resource_kind);
+            corrupt("overrides", self.id)(ParseError(unknown))
+        })?;
+        Ok(Override {
+            id: self.id,
+            kind,
+            key: self.resource_key,
+            actor: self.actor,
+            reason: self.reason,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            group_id: self.group_id,
+        })
+    }
+}
+
+/// A row of `reconcile_runs` (the fingerprints are not read back).
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct RunRow {
+    id: i64,
+    started_at: DateTime<Utc>,
+    finished_at: DateTime<Utc>,
+    actor: String,
+    source: String,
+    created: i32,
+    updated: i32,
+    deleted: i32,
+    deactivated: i32,
+    held: i32,
+    unmanaged: i32,
+}
+
+impl From<RunRow> for RunRecord {
+    fn from(r: RunRow) -> RunRecord {
+        RunRecord {
+            id: r.id,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            actor: r.actor,
+            source: r.source,
+            created: r.created.into(),
+            updated: r.updated.into(),
+            deleted: r.deleted.into(),
+            deactivated: r.deactivated.into(),
+            held: r.held.into(),
+            unmanaged: r.unmanaged.into(),
+        }
+    }
+}
+
+/// A row of `audit_log`.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct AuditRow {
+    id: i64,
+    run_id: Option<i64>,
+    at: DateTime<Utc>,
+    actor: String,
+    source: String,
+    resource_kind: String,
+    resource_key: String,
+    action: String,
+    before: Option<String>,
+    after: Option<String>,
+}
+
+impl From<AuditRow> for AuditRecord {
+    fn from(r: AuditRow) -> AuditRecord {
+        AuditRecord {
+            id: r.id,
+            run_id: r.run_id,
+            at: r.at,
+            actor: r.actor,
+            source: r.source,
+            kind: r.resource_kind,
+            key: r.resource_key,
+            action: r.action,
+            before: r.before,
+            after: r.after,
+        }
+    }
+}
+
+/// A row of `rate_limit_snapshots`.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct SnapshotRow {
+    id: i64,
+    scope: String,
+    key: String,
+    rule_key: String,
+    shadow: bool,
+    replica: String,
+    window_seconds: i32,
+    max_requests: i32,
+    current_count: i32,
+    window_started_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<SnapshotRow> for SnapshotRecord {
+    fn from(r: SnapshotRow) -> SnapshotRecord {
+        SnapshotRecord {
+            id: r.id,
+            scope: r.scope,
+            key: r.key,
+            rule_key: r.rule_key,
+            shadow: r.shadow,
+            replica: r.replica,
+            window_seconds: r.window_seconds.into(),
+            max_requests: r.max_requests.into(),
+            current_count: r.current_count.into(),
+            window_started_at: r.window_started_at,
+            updated_at: r.updated_at,
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! The store's queries, one file per job, each adding its methods to [`super::Db`] (what callers
+//! use) and to the transaction type (steps that run inside another write).
+
+mod admin;
+mod clients;
+mod migrate;
+mod overrides;
+mod reconcile;
+mod rules;
+mod settings;
+mod usage;
+mod windows;

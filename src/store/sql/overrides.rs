@@ -1,0 +1,186 @@
+//! Overrides and the HTTP changes that make them: a change over HTTP writes its row and audit
+//! record, and holds a git-owned resource (or the mode, a flag, the profile) with an override
+//! until it expires or is cleared.
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::Owner;
+use crate::model::{NewOverride, Override, Resource, Stored};
+use crate::store::backend::{Tx, on};
+use crate::store::rows::{OverrideRow, columns};
+use crate::store::writes::{self, Row};
+use crate::store::{ApiChange, Db, StoreError};
+
+impl Db {
+    /// Records an override.
+    pub async fn add_override(&self, new: NewOverride, now: DateTime<Utc>) -> Result<Override, StoreError> {
+        let mut tx = self.begin().await?;
+        let added = tx.add_override(new, now).await?;
+        self.commit(tx).await?;
+        Ok(added)
+    }
+
+    /// Overrides not cleared yet (some may have expired).
+    pub async fn open_overrides(&self) -> Result<Vec<Override>, StoreError> {
+        let mut tx = self.begin_read().await?;
+        let open = tx.open_overrides().await?;
+        tx.commit().await?;
+        Ok(open)
+    }
+
+    /// Clears one override (`Some(id)`) or every open one, audited with `source` (`cli`, `api`);
+    /// returns how many were cleared.
+    pub async fn clear_overrides(
+        &self,
+        id: Option<i64>,
+        actor: &str,
+        source: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.begin().await?;
+        let cleared = tx.clear(id, None, actor, source, now).await?;
+        if let (Some(id), 0) = (id, cleared) {
+            return Err(StoreError::NoSuchOverride(id));
+        }
+        self.commit(tx).await?;
+        Ok(cleared)
+    }
+}
+
+impl Tx<'_> {
+    /// Records an override.
+    pub(in crate::store) async fn add_override(
+        &mut self,
+        new: NewOverride,
+        now: DateTime<Utc>,
+    ) -> Result<Override, StoreError> {
+        let sql = concat!(
+            "INSERT INTO overrides (resource_kind, resource_key, actor, reason, group_id, created_at, \
+             expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ",
+            columns!(overrides)
+        );
+        let row = on!(self, |c| sqlx::query_as::<_, OverrideRow>(sql)
+            .bind(new.kind.as_str())
+            .bind(&new.key)
+            .bind(&new.actor)
+            .bind(&new.reason)
+            .bind(&new.group_id)
+            .bind(now)
+            .bind(new.expires_at)
+            .fetch_one(&mut **c)
+            .await)?;
+        row.parse()
+    }
+
+    /// Overrides not cleared yet, or only those of `group` (a lockdown's).
+    pub(in crate::store) async fn open_overrides_of(
+        &mut self,
+        group: Option<&str>,
+    ) -> Result<Vec<Override>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            columns!(overrides),
+            " FROM overrides WHERE cleared_at IS NULL AND ($1 IS NULL OR group_id = $1) ORDER BY id"
+        );
+        let rows = on!(self, |c| sqlx::query_as::<_, OverrideRow>(sql)
+            .bind(group)
+            .fetch_all(&mut **c)
+            .await)?;
+        rows.into_iter().map(OverrideRow::parse).collect()
+    }
+
+    /// Every override not cleared yet.
+    pub(in crate::store) async fn open_overrides(&mut self) -> Result<Vec<Override>, StoreError> {
+        self.open_overrides_of(None).await
+    }
+
+    /// Clears the open overrides matching `id` and `group` (all when both are absent) and writes
+    /// one audit row for each; returns how many were cleared.
+    pub(in crate::store) async fn clear(
+        &mut self,
+        id: Option<i64>,
+        group: Option<&str>,
+        actor: &str,
+        source: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let sql = concat!(
+            "UPDATE overrides SET cleared_at = $1, cleared_by = $2 WHERE cleared_at IS NULL \
+             AND ($3 IS NULL OR id = $3) AND ($4 IS NULL OR group_id = $4) RETURNING ",
+            columns!(overrides)
+        );
+        let rows = on!(self, |c| sqlx::query_as::<_, OverrideRow>(sql)
+            .bind(now)
+            .bind(actor)
+            .bind(id)
+            .bind(group)
+            .fetch_all(&mut **c)
+            .await)?;
+        let cleared: Vec<Override> = rows
+            .into_iter()
+            .map(OverrideRow::parse)
+            .collect::<Result<_, _>>()?;
+        if let Some(step) = writes::clear_audit(&cleared, actor, source, now) {
+            self.run_step(&step).await?;
+        }
+        Ok(cleared.len() as u64)
+    }
+
+    /// Writes one HTTP change: the row, its audit record, and its override when there is one.
+    pub(in crate::store) async fn api_write<T: Row>(
+        &mut self,
+        current: Option<&Stored<T>>,
+        target: Option<&T>,
+        hold: Option<NewOverride>,
+        change: &ApiChange,
+    ) -> Result<Option<Override>, StoreError> {
+        if let Some(step) = writes::api_step(current, target, change.now) {
+            self.run_step(&step).await?;
+        }
+        self.api_record(current, target, hold, change).await
+    }
+
+    /// Records an HTTP change whose row is already written: its audit record and its override.
+    pub(in crate::store) async fn api_record<T: Row>(
+        &mut self,
+        current: Option<&Stored<T>>,
+        target: Option<&T>,
+        hold: Option<NewOverride>,
+        change: &ApiChange,
+    ) -> Result<Option<Override>, StoreError> {
+        let audit = writes::api_audit(current, target, &change.actor, change.now);
+        self.run_step(&audit).await?;
+        match hold {
+            Some(new) => Ok(Some(self.add_override(new, change.now).await?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The override an HTTP change to a git-owned resource records (none for others); it needs a
+/// reason.
+pub(in crate::store) fn hold_for<T: Resource>(
+    current: Option<&Stored<T>>,
+    change: &ApiChange,
+) -> Result<Option<NewOverride>, StoreError> {
+    match current.filter(|c| c.owner == Owner::Git) {
+        Some(current) => always_hold::<T>(current.value.key(), change).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The override of a change that is always one (the mode, a flag, the profile).
+pub(in crate::store) fn always_hold<T: Resource>(
+    key: String,
+    change: &ApiChange,
+) -> Result<NewOverride, StoreError> {
+    let reason = change.reason.clone().filter(|r| !r.trim().is_empty());
+    Ok(NewOverride {
+        kind: T::KIND,
+        reason: reason.ok_or_else(|| StoreError::OverrideNeedsReason(format!("{} {key}", T::KIND)))?,
+        key,
+        actor: change.actor.clone(),
+        expires_at: change.expires_at,
+        group_id: change.group_id.clone(),
+    })
+}

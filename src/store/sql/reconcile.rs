@@ -1,0 +1,189 @@
+//! The reconciler's side of the store: the snapshot a plan is made from, the locked apply that
+//! writes it with its run and audit rows, and the record of runs and audit.
+
+use chrono::{DateTime, Utc};
+
+use crate::model::Actual;
+use crate::plan::Plan;
+use crate::store::backend::{Tx, on};
+use crate::store::rows::{AuditRow, ClientRow, FlagRow, ProfileRow, RuleRow, RunRow, WindowRow, columns};
+use crate::store::writes;
+use crate::store::{Applied, ApplyError, AuditFilter, AuditRecord, Db, RunMeta, RunRecord, StoreError};
+
+impl Db {
+    /// Reads everything a plan depends on in one consistent snapshot.
+    pub async fn snapshot(&self) -> Result<Actual, StoreError> {
+        let mut tx = self.begin_read().await?;
+        let actual = tx.actual().await?;
+        tx.commit().await?;
+        Ok(actual)
+    }
+
+    /// The only writer of managed resources: takes the single-writer lock, reads a snapshot,
+    /// lets `decide` turn it into a plan (pure, and free to refuse), writes the plan in bulk with
+    /// its run and audit rows, and commits. Any failure rolls the whole transaction back.
+    pub async fn apply<F, E>(&self, meta: RunMeta, decide: F) -> Result<Applied, ApplyError<E>>
+    where
+        F: FnOnce(&Actual) -> Result<Plan, E> + Send,
+        E: Send,
+    {
+        let mut tx = self.begin_apply().await?;
+        let actual = tx.actual().await?;
+        let plan = decide(&actual).map_err(ApplyError::Refused)?;
+        let run_id = tx.write_plan(&plan, &meta).await.map_err(StoreError::from)?;
+        self.commit(tx).await?;
+        Ok(Applied { plan, run_id })
+    }
+
+    /// The most recent reconcile runs, newest first.
+    pub async fn runs(&self, limit: i64) -> Result<Vec<RunRecord>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            columns!(runs),
+            " FROM reconcile_runs ORDER BY id DESC LIMIT $1"
+        );
+        let mut conn = self.conn().await?;
+        let rows = on!(&mut conn, |c| sqlx::query_as::<_, RunRow>(sql)
+            .bind(limit)
+            .fetch_all(&mut **c)
+            .await)?;
+        Ok(rows.into_iter().map(RunRecord::from).collect())
+    }
+
+    /// How many reconcile runs the store has recorded.
+    pub async fn run_count(&self) -> Result<i64, StoreError> {
+        let sql = "SELECT COUNT(*) FROM reconcile_runs";
+        let mut conn = self.conn().await?;
+        Ok(on!(&mut conn, |c| sqlx::query_scalar(sql)
+            .fetch_one(&mut **c)
+            .await)?)
+    }
+
+    /// Deletes runs of `source` that changed nothing and finished before `before` (a watch
+    /// loop records a run every pass); runs that changed something are kept with their audit.
+    pub async fn forget_idle_runs(&self, source: &str, before: DateTime<Utc>) -> Result<(), StoreError> {
+        let sql = "DELETE FROM reconcile_runs WHERE source = $1 AND finished_at < $2 \
+                   AND created = 0 AND updated = 0 AND deleted = 0 AND deactivated = 0";
+        let mut conn = self.conn().await?;
+        on!(&mut conn, |c| sqlx::query(sql)
+            .bind(source)
+            .bind(before)
+            .execute(&mut **c)
+            .await
+            .map(drop))?;
+        Ok(())
+    }
+
+    /// The most recent audit records, newest first.
+    pub async fn audit(&self, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
+        self.audit_filtered(&AuditFilter {
+            limit,
+            ..AuditFilter::default()
+        })
+        .await
+    }
+
+    /// Audit records matching a filter, newest first.
+    pub async fn audit_filtered(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            columns!(audit),
+            " FROM audit_log WHERE ($1 IS NULL OR resource_kind = $1) \
+             AND ($2 IS NULL OR resource_key = $2) AND ($3 IS NULL OR actor = $3) \
+             AND ($4 IS NULL OR at >= $4) ORDER BY id DESC LIMIT $5"
+        );
+        let mut conn = self.conn().await?;
+        let rows = on!(&mut conn, |c| sqlx::query_as::<_, AuditRow>(sql)
+            .bind(filter.kind.as_deref())
+            .bind(filter.key.as_deref())
+            .bind(filter.actor.as_deref())
+            .bind(filter.since)
+            .bind(filter.limit)
+            .fetch_all(&mut **c)
+            .await)?;
+        Ok(rows.into_iter().map(AuditRecord::from).collect())
+    }
+}
+
+impl Tx<'_> {
+    /// Reads a whole snapshot; the transaction decides its isolation.
+    pub(in crate::store) async fn actual(&mut self) -> Result<Actual, StoreError> {
+        let rules = on!(self, |c| sqlx::query_as::<_, RuleRow>(concat!(
+            "SELECT ",
+            columns!(rules),
+            " FROM rate_limit_rules ORDER BY id"
+        ))
+        .fetch_all(&mut **c)
+        .await)?;
+        let clients = on!(self, |c| sqlx::query_as::<_, ClientRow>(concat!(
+            "SELECT ",
+            columns!(clients),
+            " FROM api_clients ORDER BY id"
+        ))
+        .fetch_all(&mut **c)
+        .await)?;
+        let windows = on!(self, |c| sqlx::query_as::<_, WindowRow>(concat!(
+            "SELECT ",
+            columns!(windows),
+            " FROM maintenance_windows ORDER BY id"
+        ))
+        .fetch_all(&mut **c)
+        .await)?;
+        let flags = on!(self, |c| sqlx::query_as::<_, FlagRow>(concat!(
+            "SELECT ",
+            columns!(flags),
+            " FROM feature_flags ORDER BY id"
+        ))
+        .fetch_all(&mut **c)
+        .await)?;
+        let mode = self.mode_row().await?;
+        let profile = self.profile_row().await?;
+        let overrides = self.open_overrides().await?;
+        Ok(Actual {
+            rules: rules.into_iter().map(RuleRow::stored).collect::<Result<_, _>>()?,
+            clients: clients
+                .into_iter()
+                .map(ClientRow::stored)
+                .collect::<Result<_, _>>()?,
+            windows: windows
+                .into_iter()
+                .map(WindowRow::stored)
+                .collect::<Result<_, _>>()?,
+            flags: flags.into_iter().map(FlagRow::stored).collect::<Result<_, _>>()?,
+            maintenance: mode.map(|m| m.stored()).transpose()?,
+            profile: profile.map(ProfileRow::stored).transpose()?,
+            overrides,
+        })
+    }
+
+    /// Writes `plan`, its run record and its audit rows; returns the run's id.
+    async fn write_plan(&mut self, plan: &Plan, meta: &RunMeta) -> Result<i64, sqlx::Error> {
+        for step in writes::plan_steps(plan, meta.started_at) {
+            self.run_step(&step).await?;
+        }
+        let s = plan.summary();
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        let sql = "INSERT INTO reconcile_runs (started_at, finished_at, actor, source, created, updated, \
+                   deleted, deactivated, held, unmanaged, store_fingerprint, state_fingerprint) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id";
+        let run_id: i64 = on!(self, |c| sqlx::query_scalar(sql)
+            .bind(meta.started_at)
+            .bind(crate::clock::now())
+            .bind(&meta.actor)
+            .bind(&meta.source)
+            .bind(count(s.create))
+            .bind(count(s.update))
+            .bind(count(s.delete))
+            .bind(count(s.deactivate))
+            .bind(count(s.held))
+            .bind(count(s.unmanaged))
+            .bind(&plan.store_fingerprint)
+            .bind(&meta.state_fingerprint)
+            .fetch_one(&mut **c)
+            .await)?;
+        if let Some(step) = writes::audit_step(plan, run_id, meta, meta.started_at) {
+            self.run_step(&step).await?;
+        }
+        Ok(run_id)
+    }
+}

@@ -1,0 +1,73 @@
+//! What replicas read and write: the live state they cache, and the usage snapshots of their
+//! counters.
+
+use crate::store::backend::{Tx, on};
+use crate::store::rows::{RuleRow, SnapshotRow, columns};
+use crate::store::writes;
+use crate::store::{Db, LiveState, SnapshotFilter, SnapshotRecord, StoreError, UsageBatch};
+
+impl Db {
+    /// Active clients, every rule and the maintenance inputs, read in one snapshot.
+    pub async fn live(&self) -> Result<LiveState, StoreError> {
+        let mut tx = self.begin_read().await?;
+        let clients = tx.active_clients().await?;
+        let sql = concat!("SELECT ", columns!(rules), " FROM rate_limit_rules ORDER BY id");
+        let rules = on!(&mut tx, |c| sqlx::query_as::<_, RuleRow>(sql)
+            .fetch_all(&mut **c)
+            .await)?;
+        let maintenance = tx.maintenance().await?;
+        tx.commit().await?;
+        Ok(LiveState {
+            clients,
+            rules: rules.into_iter().map(RuleRow::record).collect::<Result<_, _>>()?,
+            maintenance,
+        })
+    }
+
+    /// Upserts `replica`'s counters and forgets snapshot rows last updated before the batch's
+    /// `keep_after`.
+    pub async fn record_usage(&self, replica: &str, batch: &UsageBatch) -> Result<(), StoreError> {
+        self.begin().await?.record_usage(replica, batch).await
+    }
+
+    /// Usage snapshots matching a filter, newest first.
+    pub async fn snapshots(&self, filter: &SnapshotFilter) -> Result<Vec<SnapshotRecord>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            columns!(snapshots),
+            " FROM rate_limit_snapshots WHERE ($1 IS NULL OR scope = $1) AND ($2 IS NULL OR key = $2) \
+             ORDER BY updated_at DESC, id DESC LIMIT $3 OFFSET $4"
+        );
+        let mut conn = self.conn().await?;
+        let rows = on!(&mut conn, |c| sqlx::query_as::<_, SnapshotRow>(sql)
+            .bind(filter.scope.map(|s| s.as_str()))
+            .bind(filter.key.as_deref())
+            .bind(filter.page.limit)
+            .bind(filter.page.offset)
+            .fetch_all(&mut **c)
+            .await)?;
+        Ok(rows.into_iter().map(SnapshotRecord::from).collect())
+    }
+}
+
+impl Tx<'_> {
+    /// Upserts the counters (one row per counter and window) and forgets old rows, in two
+    /// statements, and commits.
+    pub(in crate::store) async fn record_usage(
+        mut self,
+        replica: &str,
+        batch: &UsageBatch,
+    ) -> Result<(), StoreError> {
+        if !batch.usage.is_empty() {
+            self.run_step(&writes::usage_step(replica, &batch.usage, batch.now))
+                .await?;
+        }
+        let sql = "DELETE FROM rate_limit_snapshots WHERE updated_at < $1";
+        on!(&mut self, |c| sqlx::query(sql)
+            .bind(batch.keep_after)
+            .execute(&mut **c)
+            .await
+            .map(drop))?;
+        self.commit().await
+    }
+}
