@@ -8,11 +8,12 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::auth::{Operator, Reader};
+use super::bodies::{self, ApiClient};
 use super::error::ErrorBody;
 use super::{ApiError, AppState, Caller, expiry, page};
 use crate::domain::{ClientName, ClientType, KeySha256, NewKey, Role};
 use crate::model::Client;
-use crate::store::{ApiChange, ClientFilter, ClientRecord};
+use crate::store::{ApiChange, ClientFilter};
 
 /// This module's routes.
 pub(super) fn routes() -> utoipa_axum::router::OpenApiRouter<Arc<AppState>> {
@@ -36,18 +37,18 @@ pub struct ClientsQuery {
 }
 
 /// `GET /system/clients/` (reader): clients by name, with no key material but a display prefix.
-#[utoipa::path(get, path = "/system/clients", tag = "clients", security(("api_key" = [])), params(ClientsQuery), responses((status = 200, description = "Clients by name; never a key or hash", body = [ClientRecord])))]
+#[utoipa::path(get, path = "/system/clients", tag = "clients", security(("api_key" = [])), params(ClientsQuery), responses((status = 200, description = "Clients by name; never a key or hash", body = [ApiClient])))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     Reader(_caller): Reader,
     Query(q): Query<ClientsQuery>,
-) -> Result<Json<Vec<ClientRecord>>, ApiError> {
+) -> Result<Json<Vec<ApiClient>>, ApiError> {
     let filter = ClientFilter {
         active: q.active,
         client_type: q.client_type,
         page: page(q.limit, q.offset)?,
     };
-    Ok(Json(state.db.clients(&filter).await?))
+    Ok(Json(bodies::all(state.db.clients(&filter).await?)))
 }
 
 fn reader() -> Role {
@@ -71,7 +72,7 @@ pub struct RegisterBody {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Registered {
     #[serde(flatten)]
-    client: ClientRecord,
+    client: ApiClient,
     key: String,
 }
 
@@ -116,7 +117,7 @@ pub async fn register(
     Ok((
         StatusCode::CREATED,
         Json(Registered {
-            client: record,
+            client: record.into(),
             key: key.key,
         }),
     ))
@@ -137,7 +138,7 @@ async fn set_active(
     id: i64,
     active: bool,
     body: Option<Json<ReasonBody>>,
-) -> Result<Json<ClientRecord>, ApiError> {
+) -> Result<Json<ApiClient>, ApiError> {
     let Json(body) = body.unwrap_or_default();
     let now = state.now();
     // Look the client up first, to refuse managing a more powerful one.
@@ -153,27 +154,27 @@ async fn set_active(
     };
     let record = state.db.set_client_active(id, active, &change).await?;
     // A deactivated key must stop working now, not when the cache would have expired.
-    Ok(Json(record))
+    Ok(Json(record.into()))
 }
 
 /// `POST /system/clients/{id}/activate` (operator).
-#[utoipa::path(post, path = "/system/clients/{id}/activate", tag = "clients", security(("api_key" = [])), params(("id" = i64, Path, description = "Client id")), request_body(content = Option<ReasonBody>, description = "Needed for git-owned clients"), responses((status = 200, description = "Activated", body = ClientRecord), (status = 404, description = "No such client", body = ErrorBody)))]
+#[utoipa::path(post, path = "/system/clients/{id}/activate", tag = "clients", security(("api_key" = [])), params(("id" = i64, Path, description = "Client id")), request_body(content = Option<ReasonBody>, description = "Needed for git-owned clients"), responses((status = 200, description = "Activated", body = ApiClient), (status = 404, description = "No such client", body = ErrorBody)))]
 pub async fn activate(
     State(state): State<Arc<AppState>>,
     Operator(caller): Operator,
     Path(id): Path<i64>,
     body: Option<Json<ReasonBody>>,
-) -> Result<Json<ClientRecord>, ApiError> {
+) -> Result<Json<ApiClient>, ApiError> {
     set_active(&state, &caller, id, true, body).await
 }
 
 /// `POST /system/clients/{id}/deactivate` (operator).
-#[utoipa::path(post, path = "/system/clients/{id}/deactivate", tag = "clients", security(("api_key" = [])), params(("id" = i64, Path, description = "Client id")), request_body(content = Option<ReasonBody>, description = "Needed for git-owned clients"), responses((status = 200, description = "Deactivated; its key stops working at once", body = ClientRecord), (status = 404, description = "No such client", body = ErrorBody)))]
+#[utoipa::path(post, path = "/system/clients/{id}/deactivate", tag = "clients", security(("api_key" = [])), params(("id" = i64, Path, description = "Client id")), request_body(content = Option<ReasonBody>, description = "Needed for git-owned clients"), responses((status = 200, description = "Deactivated; its key stops working at once", body = ApiClient), (status = 404, description = "No such client", body = ErrorBody)))]
 pub async fn deactivate(
     State(state): State<Arc<AppState>>,
     Operator(caller): Operator,
     Path(id): Path<i64>,
     body: Option<Json<ReasonBody>>,
-) -> Result<Json<ClientRecord>, ApiError> {
+) -> Result<Json<ApiClient>, ApiError> {
     set_active(&state, &caller, id, false, body).await
 }

@@ -3,6 +3,7 @@
 
 mod admin;
 mod auth;
+mod bodies;
 mod check;
 mod clients;
 pub mod error;

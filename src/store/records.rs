@@ -17,7 +17,7 @@ pub struct Applied {
 }
 
 /// A recorded reconcile run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunRecord {
     pub id: i64,
     pub started_at: DateTime<Utc>,
@@ -33,7 +33,7 @@ pub struct RunRecord {
 }
 
 /// One audited change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuditRecord {
     pub id: i64,
     pub run_id: Option<i64>,
@@ -48,10 +48,9 @@ pub struct AuditRecord {
 }
 
 /// A stored rule with its bookkeeping, as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleRecord {
     pub id: i64,
-    #[serde(flatten)]
     pub rule: RateLimitRule,
     pub owner: Owner,
     pub created_at: DateTime<Utc>,
@@ -69,22 +68,19 @@ impl RuleRecord {
     }
 }
 
-/// The result of [`Store::put_rule`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+/// The result of [`super::Db::put_rule`].
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleWritten {
-    #[serde(flatten)]
     pub rule: RuleRecord,
     /// Whether the rule is new.
-    #[serde(skip)]
     pub created: bool,
     /// The override recorded because the rule is git-owned.
-    #[serde(rename = "override", skip_serializing_if = "Option::is_none")]
     pub hold: Option<Override>,
 }
 
 /// A client as the API shows it: no key and no hash, only the key's display prefix (for keys the
 /// server issued).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientRecord {
     pub id: i64,
     pub name: ClientName,
@@ -99,10 +95,9 @@ pub struct ClientRecord {
 }
 
 /// A stored window with its bookkeeping, as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WindowRecord {
     pub id: i64,
-    #[serde(flatten)]
     pub window: Window,
     pub owner: Owner,
     pub created_at: DateTime<Utc>,
@@ -110,10 +105,9 @@ pub struct WindowRecord {
 }
 
 /// A stored feature flag with its bookkeeping, as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlagRecord {
     pub id: i64,
-    #[serde(flatten)]
     pub flag: FeatureFlag,
     pub owner: Owner,
     pub created_at: DateTime<Utc>,
@@ -121,7 +115,7 @@ pub struct FlagRecord {
 }
 
 /// A counter snapshot written by enforcement (an audit of usage).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotRecord {
     pub id: i64,
     pub scope: String,

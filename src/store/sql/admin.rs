@@ -18,14 +18,13 @@ impl Db {
         )
         .fetch_all(&mut **c)
         .await)?;
-        let oldest: Vec<(String, String, chrono::DateTime<chrono::Utc>)> =
-            on!(&mut tx, |c| {
-                sqlx::query_as(
+        let oldest: Vec<(String, String, chrono::DateTime<chrono::Utc>)> = on!(&mut tx, |c| {
+            sqlx::query_as(
             "SELECT name, role, updated_at FROM api_clients WHERE active ORDER BY updated_at, name LIMIT 10"
         )
         .fetch_all(&mut **c)
         .await
-            })?;
+        })?;
         let (rules, disabled_rules, shadow_rules): (i64, i64, i64) = on!(&mut tx, |c| sqlx::query_as(
             "SELECT COUNT(*), COALESCE(SUM(CASE WHEN enabled THEN 0 ELSE 1 END), 0), \
              COALESCE(SUM(CASE WHEN shadow THEN 1 ELSE 0 END), 0) FROM rate_limit_rules"
