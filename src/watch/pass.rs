@@ -1,0 +1,325 @@
+//! One watch pass (load the directory, reconcile it, report in one log line) and the error
+//! policy that decides how the loop goes on after a pass that failed.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+use super::{SOURCE, WatchMetrics, WatchOptions};
+use crate::backoff::Backoff;
+use crate::desired::{DesiredState, LoadError, StateDir};
+use crate::plan::{PlanOptions, Summary};
+use crate::reconcile::{ReconcileError, Refusal, Request, reconcile};
+use crate::store::{Db, StoreError};
+
+/// 0.5 s after the first failure, doubling up to 30 s.
+const BACKOFF: Backoff = Backoff {
+    first: Duration::from_millis(500),
+    max: Duration::from_secs(30),
+};
+
+/// What woke a pass; only logged, never used to decide what the pass does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Trigger {
+    Start,
+    Files,
+    Interval,
+    Expiry,
+    Retry,
+}
+
+impl Trigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Start => "start",
+            Trigger::Files => "files changed",
+            Trigger::Interval => "interval",
+            Trigger::Expiry => "override expired",
+            Trigger::Retry => "retry",
+        }
+    }
+}
+
+/// What a pass that reached the store did.
+#[derive(Debug)]
+pub(super) struct Passed {
+    summary: Summary,
+    run_id: i64,
+    /// The files had not changed since the last apply, yet there were changes to make.
+    drifted: bool,
+    /// Why the files did not load, when the last good state was applied instead.
+    invalid: Option<LoadError>,
+    /// When the next open override expires: git's value must return then.
+    pub(super) next_expiry: Option<DateTime<Utc>>,
+}
+
+/// Why a pass applied nothing.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum PassError {
+    /// The files are invalid and no earlier state loaded.
+    #[error("{0}; nothing applied")]
+    Invalid(LoadError),
+    #[error(transparent)]
+    Refused(Refusal),
+    /// Another replica was applying; it leaves nothing to do.
+    #[error("another replica held the apply lock for {0:?}")]
+    LockHeld(Duration),
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+/// How the loop goes on after a pass, unless a file event or an override's expiry comes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Action {
+    /// Pass again after the interval.
+    AwaitInterval,
+    /// Pass again after this backoff.
+    Retry(Duration),
+}
+
+/// The error policy. Invalid files and a refused plan wait for an edit (or the interval):
+/// passing sooner would fail the same way. A busy lock or a failing database is outside the
+/// files, so the pass is retried after `failures` (consecutive, this one included) backoffs,
+/// never later than the interval.
+pub(super) fn error_policy(error: &PassError, failures: u32, interval: Duration) -> Action {
+    match error {
+        PassError::Invalid(_) | PassError::Refused(_) => Action::AwaitInterval,
+        PassError::LockHeld(_) | PassError::Store(_) => Action::Retry(BACKOFF.after(failures).min(interval)),
+    }
+}
+
+/// The loop's memory between passes.
+pub(super) struct Passes {
+    pub(super) db: Db,
+    pub(super) dir: StateDir,
+    pub(super) options: WatchOptions,
+    pub(super) metrics: WatchMetrics,
+    pub(super) clock: crate::clock::Clock,
+    /// The last state that loaded: while the files are invalid it stays in force.
+    last_good: Option<DesiredState>,
+    /// The fingerprint of the last state applied, to tell drift from edits.
+    last_applied: Option<String>,
+    /// When the last pass started: overrides that expired before it were acted on by it.
+    pub(super) last_pass: DateTime<Utc>,
+}
+
+impl Passes {
+    pub(super) fn new(
+        db: Db,
+        dir: StateDir,
+        options: WatchOptions,
+        metrics: WatchMetrics,
+        clock: crate::clock::Clock,
+    ) -> Passes {
+        Passes {
+            db,
+            dir,
+            options,
+            metrics,
+            clock,
+            last_good: None,
+            last_applied: None,
+            last_pass: DateTime::<Utc>::MIN_UTC,
+        }
+    }
+
+    /// One whole pass, reported in one log line and in the metrics.
+    pub(super) async fn pass(&mut self, trigger: Trigger) -> Result<Passed, PassError> {
+        let started = Instant::now();
+        let result = self.reconcile().await;
+        self.report(trigger, &result, started.elapsed().as_millis());
+        result
+    }
+
+    /// Loads the directory (the last good state when it is invalid) and reconciles it.
+    async fn reconcile(&mut self) -> Result<Passed, PassError> {
+        let now = (self.clock)();
+        self.last_pass = now;
+        // Reading and parsing a large directory is blocking work: off the async threads, so a
+        // server beside the loop keeps answering during a pass.
+        let dir = self.dir.clone();
+        let loaded = tokio::task::spawn_blocking(move || dir.load(now))
+            .await
+            .unwrap_or_else(|e| {
+                Err(LoadError::Io {
+                    path: self.dir.path.clone(),
+                    source: std::io::Error::other(format!("the loading task failed: {e}")),
+                })
+            });
+        // Invalid files fail the pass, yet the last good state is still enforced: drift is
+        // healed and expired overrides are undone while someone fixes the files.
+        let (desired, invalid) = match loaded {
+            Ok(loaded) => (&*self.last_good.insert(loaded.state), None),
+            Err(e) => match &self.last_good {
+                Some(last_good) => (last_good, Some(e)),
+                None => return Err(PassError::Invalid(e)),
+            },
+        };
+        let request = Request {
+            options: PlanOptions {
+                prune: self.options.prune,
+            },
+            allow_mass_removal: self.options.allow_mass_removal,
+            actor: self.options.actor.clone(),
+            source: SOURCE.into(),
+            ..Request::default()
+        };
+        let outcome = reconcile(&self.db, desired, &request, now)
+            .await
+            .map_err(|e| match e {
+                ReconcileError::Refused(refusal) => PassError::Refused(refusal),
+                ReconcileError::Store(StoreError::LockHeld(waited)) => PassError::LockHeld(waited),
+                ReconcileError::Store(e) => PassError::Store(e),
+            })?;
+        let drifted = self.last_applied.as_deref() == Some(outcome.state_fingerprint.as_str());
+        self.last_applied = Some(outcome.state_fingerprint);
+        let before = now - self.options.idle_run_retention;
+        if let Err(e) = self.db.forget_idle_runs(SOURCE, before).await {
+            tracing::warn!(error = %e, "cannot forget old idle runs");
+        }
+        Ok(Passed {
+            summary: outcome.plan.summary(),
+            run_id: outcome.run_id.unwrap_or_default(),
+            drifted,
+            invalid,
+            next_expiry: self.next_expiry(now).await,
+        })
+    }
+
+    /// Counts the pass and logs it in one line (invalid files' errors first, one a line).
+    fn report(&self, trigger: Trigger, result: &Result<Passed, PassError>, ms: u128) {
+        let m = &self.metrics;
+        m.passes.inc();
+        let invalid = match result {
+            Ok(passed) => passed.invalid.as_ref(),
+            Err(PassError::Invalid(e)) => Some(e),
+            Err(_) => None,
+        };
+        if let Some(LoadError::Invalid { errors, .. }) = invalid {
+            for error in errors {
+                tracing::warn!("{error}");
+            }
+        }
+        let trigger = trigger.as_str();
+        match result {
+            Ok(passed) => {
+                let changes = passed.summary.changes() as u64;
+                m.changes.inc_by(changes);
+                if passed.drifted {
+                    m.drift.inc_by(changes);
+                }
+                let what = match changes {
+                    0 => "in sync".to_owned(),
+                    n => format!(
+                        "applied {n} change{} ({}){}",
+                        if n == 1 { "" } else { "s" },
+                        describe(&passed.summary),
+                        if passed.drifted { ", drift corrected" } else { "" }
+                    ),
+                };
+                let run = passed.run_id;
+                match &passed.invalid {
+                    None => tracing::info!(trigger, run, ms, "pass: {what}"),
+                    Some(e) => {
+                        m.failures.inc();
+                        tracing::warn!(
+                            trigger,
+                            run,
+                            ms,
+                            "pass: {what}; {e}, so the last good state stays in force"
+                        );
+                    }
+                }
+            }
+            Err(e @ PassError::LockHeld(_)) => {
+                tracing::info!(trigger, ms, "pass: {e}; checking again shortly");
+            }
+            Err(e @ PassError::Invalid(_)) => {
+                m.failures.inc();
+                tracing::warn!(trigger, "pass rejected: {e}");
+            }
+            Err(e @ PassError::Refused(_)) => {
+                m.failures.inc();
+                tracing::warn!(trigger, ms, "pass refused: {e}");
+            }
+            Err(e @ PassError::Store(_)) => {
+                m.failures.inc();
+                tracing::warn!(trigger, ms, "pass failed: {e}; retrying");
+            }
+        }
+    }
+
+    /// When the next open override expires after `after` (an instant already in the past means
+    /// at once): git's value must return then, not an interval later.
+    pub(super) async fn next_expiry(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match self.db.open_overrides().await {
+            Ok(overrides) => overrides
+                .iter()
+                .filter_map(|o| o.expires_at)
+                .filter(|at| *at > after)
+                .min(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read overrides; their expiry waits for the interval");
+                None
+            }
+        }
+    }
+}
+
+/// `2 updated, 1 created`: the counts that are not zero.
+fn describe(summary: &Summary) -> String {
+    [
+        (summary.create, "created"),
+        (summary.update, "updated"),
+        (summary.delete, "deleted"),
+        (summary.deactivate, "deactivated"),
+        (summary.held, "held by overrides"),
+    ]
+    .iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("{n} {what}"))
+    .collect::<Vec<_>>()
+    .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_starts_at_half_a_second_and_doubles_to_the_cap() {
+        let waits: Vec<u64> = (1..=8).map(|n| BACKOFF.after(n).as_millis() as u64).collect();
+        assert_eq!(waits, [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000]);
+    }
+
+    #[test]
+    fn the_error_policy_retries_what_the_files_cannot_fix_and_waits_for_an_edit_otherwise() {
+        let interval = Duration::from_secs(10);
+        let store = || PassError::Store(StoreError::NotFound("x".into()));
+        assert_eq!(
+            error_policy(&store(), 1, interval),
+            Action::Retry(Duration::from_millis(500))
+        );
+        assert_eq!(
+            error_policy(&store(), 3, interval),
+            Action::Retry(Duration::from_secs(2))
+        );
+        assert_eq!(
+            error_policy(&store(), 9, interval),
+            Action::Retry(interval),
+            "never later than the interval"
+        );
+        let busy = PassError::LockHeld(Duration::from_secs(15));
+        assert_eq!(
+            error_policy(&busy, 1, interval),
+            Action::Retry(Duration::from_millis(500))
+        );
+        let refused = PassError::Refused(Refusal::StaleStore);
+        assert_eq!(error_policy(&refused, 1, interval), Action::AwaitInterval);
+        let invalid = PassError::Invalid(LoadError::Io {
+            path: "state".into(),
+            source: std::io::Error::other("gone"),
+        });
+        assert_eq!(error_policy(&invalid, 1, interval), Action::AwaitInterval);
+    }
+}
