@@ -1,0 +1,284 @@
+//! API clients over HTTP: keys and roles, registration, (de)activation, rotation through git.
+
+use serde_json::Value;
+use valhalla_ops::domain::KeySha256;
+
+use super::assert_error;
+use crate::support::all_backends;
+use crate::support::app::{ADMIN, OPERATOR, READER, RETIRED, TestApp, apply, read, state_with};
+
+#[test]
+fn api_keys_and_roles() {
+    for db in all_backends() {
+        let app = TestApp::spawn(db, &state_with(""));
+        assert_error(&app, app.get("/system/overrides", None), 401, "unauthorized");
+        assert_error(
+            &app,
+            app.get("/system/overrides", Some("vk_nobody")),
+            401,
+            "unauthorized",
+        );
+        // A deactivated client's key is refused.
+        assert_error(
+            &app,
+            app.get("/system/overrides", Some(RETIRED)),
+            401,
+            "unauthorized",
+        );
+        assert_eq!(
+            app.get("/system/overrides", Some(READER)),
+            (200, serde_json::json!([]))
+        );
+        // X-API-Key works as well as Bearer.
+        let response = app
+            .agent
+            .get(format!("{}/system/reconcile/runs/", app.base))
+            .header("X-API-Key", OPERATOR)
+            .call()
+            .unwrap();
+        let (status, body) = read(response);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body[0]["actor"], "test");
+        // A reader may not clear overrides.
+        assert_error(
+            &app,
+            app.call("DELETE", "/system/overrides/1", Some(READER)),
+            403,
+            "forbidden",
+        );
+    }
+}
+
+#[test]
+fn a_client_deactivated_by_a_reconcile_is_refused_at_once() {
+    for db in all_backends() {
+        let app = TestApp::spawn(db, &state_with(""));
+        assert_eq!(app.get("/system/overrides", Some(READER)).0, 200);
+        let without_reader = state_with("").replacen("    active: true\n", "    active: false\n", 1);
+        app.runtime.block_on(apply(&app.state.db, &without_reader));
+        assert_error(
+            &app,
+            app.get("/system/overrides", Some(READER)),
+            401,
+            "unauthorized",
+        );
+    }
+}
+
+#[test]
+fn clients_are_registered_with_a_key_shown_once() {
+    for db in all_backends() {
+        let app = TestApp::spawn(db, &state_with(""));
+        let b = app.backend;
+        let body = r#"{"name": "backup-job", "type": "script", "description": "Nightly backups"}"#;
+        assert_error(
+            &app,
+            app.send_json("POST", "/system/clients/", Some(READER), body),
+            403,
+            "forbidden",
+        );
+        let (status, created) = app.send_json("POST", "/system/clients/", Some(OPERATOR), body);
+        assert_eq!(status, 201, "{b}: {created}");
+        let key = created["key"].as_str().unwrap().to_owned();
+        assert!(key.starts_with("vk_") && key.len() >= 35, "{key}");
+        assert_eq!(created["key_prefix"].as_str(), Some(&key[..10]));
+        assert_eq!(
+            (&created["role"], &created["owner"], &created["client_type"]),
+            (&"reader".into(), &"api".into(), &"script".into())
+        );
+        assert!(created.get("key_sha256").is_none(), "{created}");
+        // The key works at once.
+        assert_eq!(app.get("/system/overrides", Some(&key)).0, 200, "{b}");
+
+        assert_error(
+            &app,
+            app.send_json("POST", "/system/clients", Some(OPERATOR), body),
+            409,
+            "conflict",
+        );
+        let admin = r#"{"name": "root-bot", "client_type": "script", "role": "admin"}"#;
+        assert_error(
+            &app,
+            app.send_json("POST", "/system/clients", Some(OPERATOR), admin),
+            403,
+            "forbidden",
+        );
+        assert_eq!(
+            app.send_json("POST", "/system/clients", Some(ADMIN), admin).0,
+            201
+        );
+        assert_error(
+            &app,
+            app.send_json(
+                "POST",
+                "/system/clients",
+                Some(OPERATOR),
+                r#"{"name": "Bad Name", "type": "script"}"#,
+            ),
+            422,
+            "unprocessable",
+        );
+
+        // Listings never carry a key or a hash.
+        let response = app
+            .agent
+            .get(format!("{}/system/clients", app.base))
+            .header("X-API-Key", READER)
+            .call()
+            .unwrap();
+        let text = response.into_body().read_to_string().unwrap();
+        assert!(
+            !text.contains("key_sha256")
+                && !text.contains(&key)
+                && !text.contains(KeySha256::of_key(&key).as_str()),
+            "{text}"
+        );
+        let all: Value = serde_json::from_str(&text).unwrap();
+        let names: Vec<&str> = all
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            ["admin", "backup-job", "operator", "reader", "retired", "root-bot"],
+            "{b}"
+        );
+        let (_, inactive) = app.get("/system/clients?active=false", Some(READER));
+        assert_eq!(inactive[0]["name"], "retired");
+        let (_, scripts) = app.get("/system/clients?client_type=weweb", Some(READER));
+        assert_eq!(scripts, serde_json::json!([]));
+    }
+}
+
+#[test]
+fn deactivation_takes_effect_at_once_and_git_clients_need_a_reason() {
+    for db in all_backends() {
+        let app = TestApp::spawn(db, &state_with(""));
+        let b = app.backend;
+        let (_, created) = app.send_json(
+            "POST",
+            "/system/clients",
+            Some(OPERATOR),
+            r#"{"name": "temp", "type": "script"}"#,
+        );
+        let (id, key) = (
+            created["id"].as_i64().unwrap(),
+            created["key"].as_str().unwrap().to_owned(),
+        );
+        assert_eq!(app.get("/system/overrides", Some(&key)).0, 200);
+        let (status, off) = app.call(
+            "POST",
+            &format!("/system/clients/{id}/deactivate"),
+            Some(OPERATOR),
+        );
+        assert_eq!((status, &off["active"]), (200, &false.into()), "{b}: {off}");
+        assert_error(
+            &app,
+            app.get("/system/overrides", Some(&key)),
+            401,
+            "unauthorized",
+        );
+        assert_eq!(
+            app.call("POST", &format!("/system/clients/{id}/activate"), Some(OPERATOR))
+                .0,
+            200
+        );
+        assert_eq!(app.get("/system/overrides", Some(&key)).0, 200, "{b}");
+
+        // A git-owned client: deactivating it is an override, with a reason.
+        let (_, readers) = app.get("/system/clients?client_type=script&limit=10", Some(READER));
+        let reader_id = readers
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "reader")
+            .unwrap()["id"]
+            .as_i64()
+            .unwrap();
+        let path = format!("/system/clients/{reader_id}/deactivate");
+        assert_error(
+            &app,
+            app.call("POST", &path, Some(OPERATOR)),
+            422,
+            "unprocessable",
+        );
+        let (status, off) = app.send_json(
+            "POST",
+            &path,
+            Some(OPERATOR),
+            r#"{"reason": "leaked key", "ttl_seconds": 3600}"#,
+        );
+        assert_eq!((status, &off["owner"]), (200, &"git".into()), "{b}: {off}");
+        assert_error(
+            &app,
+            app.get("/system/overrides", Some(READER)),
+            401,
+            "unauthorized",
+        );
+        let plan = app.plan(&state_with(""));
+        assert!(
+            plan.contains(&("client".into(), "reader".into(), "held".into())),
+            "{b}: {plan:?}"
+        );
+        // An operator cannot touch an admin client.
+        let (_, admins) = app.get("/system/clients?limit=10", Some(ADMIN));
+        let admin_id = admins
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "admin")
+            .unwrap()["id"]
+            .as_i64()
+            .unwrap();
+        assert_error(
+            &app,
+            app.call(
+                "POST",
+                &format!("/system/clients/{admin_id}/deactivate"),
+                Some(OPERATOR),
+            ),
+            403,
+            "forbidden",
+        );
+        assert_error(
+            &app,
+            app.call("POST", "/system/clients/999999/deactivate", Some(OPERATOR)),
+            404,
+            "not_found",
+        );
+    }
+}
+
+#[test]
+fn a_key_rotated_through_git_forgets_the_old_prefix() {
+    for db in all_backends() {
+        let app = TestApp::spawn(db, &state_with(""));
+        let (_, created) = app.send_json(
+            "POST",
+            "/system/clients",
+            Some(OPERATOR),
+            r#"{"name": "etl", "type": "integration"}"#,
+        );
+        assert!(created["key_prefix"].is_string(), "{created}");
+        // The client is adopted into git with a new key.
+        let rotated = format!(
+            "  - name: etl\n    type: integration\n    role: reader\n    key_sha256: {}\n",
+            KeySha256::of_key("vk_rotated_through_git_000000000").as_str()
+        );
+        app.runtime.block_on(apply(&app.state.db, &state_with(&rotated)));
+        let (_, clients) = app.get("/system/clients?client_type=integration", Some(READER));
+        assert_eq!(
+            (&clients[0]["owner"], &clients[0]["key_prefix"]),
+            (&"git".into(), &Value::Null),
+            "{}: {clients}",
+            app.backend
+        );
+        assert_eq!(
+            app.get("/system/overrides", Some("vk_rotated_through_git_000000000"))
+                .0,
+            200
+        );
+    }
+}

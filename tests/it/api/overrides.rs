@@ -1,0 +1,220 @@
+//! Overrides over HTTP: listing and clearing them, the freeze and its expiry.
+
+use chrono::{Duration, Utc};
+use serde_json::Value;
+use valhalla_ops::model::{Kind, NewOverride};
+
+use super::{RULES, assert_error};
+use crate::support::all_backends;
+use crate::support::app::{ADMIN, OPERATOR, READER, TestApp, read, state_with};
+
+#[test]
+fn overrides_are_listed_and_cleared() {
+    for db in all_backends() {
+        let app = TestApp::spawn(db, &state_with(""));
+        let freeze = NewOverride {
+            kind: Kind::MaintenanceMode,
+            key: "mode".into(),
+            actor: "tyr".into(),
+            reason: "incident 12".into(),
+            expires_at: Some(Utc::now() + Duration::minutes(30)),
+            group_id: None,
+        };
+        let id = app
+            .runtime
+            .block_on(app.state.db.add_override(freeze, Utc::now()))
+            .unwrap()
+            .id;
+        let (status, list) = app.get("/system/overrides", Some(READER));
+        assert_eq!(
+            (status, &list[0]["reason"], &list[0]["active"]),
+            (200, &"incident 12".into(), &true.into())
+        );
+        assert_eq!(
+            app.call("DELETE", &format!("/system/overrides/{id}"), Some(OPERATOR)),
+            (204, Value::Null)
+        );
+        assert_error(
+            &app,
+            app.call("DELETE", &format!("/system/overrides/{id}"), Some(OPERATOR)),
+            404,
+            "not_found",
+        );
+        assert_error(
+            &app,
+            app.call("DELETE", "/system/overrides/abc", Some(OPERATOR)),
+            400,
+            "bad_request",
+        );
+        assert_eq!(
+            app.get("/system/overrides", Some(READER)),
+            (200, serde_json::json!([]))
+        );
+    }
+}
+
+#[test]
+fn tyr_freezes_the_platform_and_lifts_the_freeze() {
+    for db in all_backends() {
+        let app = TestApp::spawn(db, &state_with(RULES));
+        let b = app.backend;
+        let freeze = r#"{"reason": "incident 42", "ttl_seconds": 600}"#;
+        assert_error(
+            &app,
+            app.send_json(
+                "POST",
+                "/system/maintenance/state/read_only",
+                Some(READER),
+                freeze,
+            ),
+            403,
+            "forbidden",
+        );
+        assert_error(
+            &app,
+            app.send_json("POST", "/system/maintenance/state/frozen", Some(ADMIN), freeze),
+            422,
+            "unprocessable",
+        );
+        assert_error(
+            &app,
+            app.send_json("POST", "/system/maintenance/state/read_only", Some(ADMIN), "{}"),
+            422,
+            "unprocessable",
+        );
+
+        let (status, state) =
+            app.send_json("POST", "/system/maintenance/state/read_only", Some(ADMIN), freeze);
+        assert_eq!(status, 200, "{b}: {state}");
+        assert_eq!(
+            (&state["mode"], &state["source"], &state["reason"]),
+            (&"read_only".into(), &"override".into(), &"incident 42".into())
+        );
+        assert!(state["until"].is_string(), "{state}");
+        assert_eq!(app.get("/system/maintenance/state", None).1["mode"], "read_only");
+
+        // Reads go on; writes by non-admins are refused with Retry-After; admins still write.
+        assert_eq!(app.get("/system/ratelimits/rules", Some(READER)).0, 200, "{b}");
+        let rule = r#"{"scope": "user", "key": "user-9", "max_requests": 1}"#;
+        let request = ureq::http::Request::builder()
+            .method("POST")
+            .uri(format!("{}/system/ratelimits/rules", app.base))
+            .header("Authorization", format!("Bearer {OPERATOR}"))
+            .header("Content-Type", "application/json")
+            .body(rule.to_owned())
+            .unwrap();
+        let response = app.agent.run(request).unwrap();
+        let retry_after: i64 = response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            (590..=600).contains(&retry_after),
+            "{b}: Retry-After {retry_after}"
+        );
+        let (status, refused) = read(response);
+        assert_error(&app, (status, refused.clone()), 503, "unavailable");
+        assert!(
+            refused["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("read-only (incident 42)"),
+            "{refused}"
+        );
+        assert_eq!(
+            app.send_json("POST", "/system/ratelimits/rules", Some(ADMIN), rule)
+                .0,
+            201,
+            "{b}"
+        );
+
+        // The reconciler holds the mode instead of undoing the freeze.
+        let plan = app.plan(&state_with(RULES).replace("clients:", "maintenance:\n  mode: normal\nclients:"));
+        assert!(
+            plan.contains(&("maintenance_mode".into(), "mode".into(), "held".into())),
+            "{b}: {plan:?}"
+        );
+
+        // Full maintenance refuses even reads, but health and the state stay up.
+        let down = r#"{"reason": "database failover"}"#;
+        assert_eq!(
+            app.send_json("POST", "/system/maintenance/state/maintenance", Some(ADMIN), down)
+                .0,
+            200
+        );
+        assert_error(
+            &app,
+            app.get("/system/ratelimits/rules", Some(READER)),
+            503,
+            "unavailable",
+        );
+        assert_eq!(app.get("/healthz", None).0, 200);
+        assert_eq!(
+            app.get("/system/maintenance/state", None).1["mode"],
+            "maintenance"
+        );
+
+        // Lifting the freeze is always possible through the state endpoint.
+        let lift = r#"{"reason": "resolved"}"#;
+        let (status, state) = app.send_json("POST", "/system/maintenance/state/normal", Some(OPERATOR), lift);
+        assert_eq!((status, &state["mode"]), (200, &"normal".into()), "{b}: {state}");
+        assert_eq!(app.get("/system/ratelimits/rules", Some(READER)).0, 200, "{b}");
+        // Each new mode replaced the previous override: one is open, and clearing it hands the
+        // mode back to git.
+        let (_, open) = app.get("/system/overrides", Some(READER));
+        assert_eq!(open.as_array().map(Vec::len), Some(1), "{b}: {open}");
+        assert_eq!(
+            app.call(
+                "DELETE",
+                &format!("/system/overrides/{}", open[0]["id"]),
+                Some(OPERATOR)
+            )
+            .0,
+            204
+        );
+        assert_eq!(
+            app.get("/system/maintenance/state", None).1["source"],
+            "git",
+            "{b}"
+        );
+    }
+}
+
+#[test]
+fn an_expired_freeze_lifts_on_time_without_a_reconcile() {
+    for db in all_backends() {
+        let app = TestApp::spawn(
+            db,
+            &state_with("maintenance:\n  mode: normal\n  reason: steady\n"),
+        );
+        let b = app.backend;
+        let freeze = r#"{"reason": "incident 77", "ttl_seconds": 60}"#;
+        assert_eq!(
+            app.send_json("POST", "/system/maintenance/state/read_only", Some(ADMIN), freeze)
+                .0,
+            200
+        );
+        let rule = r#"{"scope": "user", "key": "user-1", "max_requests": 1}"#;
+        assert_error(
+            &app,
+            app.send_json("POST", "/system/ratelimits/rules", Some(OPERATOR), rule),
+            503,
+            "unavailable",
+        );
+        // A minute later by the server's clock, git's mode is in force again, with no write.
+        app.clock_offset.store(61, std::sync::atomic::Ordering::Relaxed);
+        let (_, state) = app.get("/system/maintenance/state", None);
+        assert_eq!(
+            (&state["mode"], &state["source"], &state["reason"]),
+            (&"normal".into(), &"git".into(), &"steady".into()),
+            "{b}: {state}"
+        );
+        assert_eq!(
+            app.send_json("POST", "/system/ratelimits/rules", Some(OPERATOR), rule)
+                .0,
+            201,
+            "{b}"
+        );
+    }
+}
