@@ -428,7 +428,9 @@ pub const MIN_KEY_CHARS: usize = 22;
 
 /// A freshly generated API key: `vk_` and 256 random bits in hex. Shown once, never stored.
 pub struct NewKey {
+    /// The key itself, shown once and never stored.
     pub key: String,
+    /// What the store keeps.
     pub sha256: KeySha256,
 }
 

@@ -17,14 +17,15 @@
 //! - [`plan`]: the pure planner, `plan(desired, actual, now)`, and its renderers.
 //! - [`mode`]: the effective maintenance mode (override, else window, else git); pure.
 //! - [`limit`]: rate limiting without I/O: the rule table, sliding-window counters, decisions.
-//! - [`store`]: the `Store` trait and its PostgreSQL and SQLite backends.
+//! - [`store`]: [`store::Db`] over PostgreSQL or SQLite: queries by job, rows, bulk writes, and
+//!   the change follower (LISTEN/NOTIFY, `data_version`).
 //! - [`reconcile`]: load → plan → apply under the single-writer lock; saved plans.
 //! - [`api_error`]: the HTTP API's error type and JSON body, for the server and the layers.
 //! - [`auth`]: the key a request presents, the caller it identifies, role checks.
-//! - [`replica`]: a server's cached view of the store and its counters, kept fresh by the change
-//!   feed (LISTEN/NOTIFY, `data_version`), and usage snapshots.
+//! - [`replica`]: a server's cached view of the store and its counters, reloaded when the
+//!   store's change count moves, and usage snapshots.
 //! - [`enforce`]: tower layers any axum service can mount: the rate limiter and the freeze.
-//! - [`watch`]: continuous reconciliation: notify, debounce, whole passes, retries.
+//! - [`watch`]: continuous reconciliation: the directory watch, whole passes, the error policy.
 //! - [`server`]: the axum HTTP server: routes per resource, role extractors, the accept loop.
 //! - [`cli`]: the command line, one module per subcommand.
 

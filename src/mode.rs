@@ -25,6 +25,7 @@ pub struct EffectiveMode {
     pub reason: String,
     /// When the stored mode last changed.
     pub updated_at: DateTime<Utc>,
+    /// What set the mode: an override, a window, or git.
     pub source: Source,
     /// When this mode ends, where known: the override's expiry or the window's end.
     pub until: Option<DateTime<Utc>>,

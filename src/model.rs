@@ -74,8 +74,10 @@ impl fmt::Display for Kind {
 /// One field of a resource as people read it; `secret` fields never show their value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Field {
+    /// The field as YAML spells it.
     pub name: &'static str,
     pub value: String,
+    /// Key material: plans say that it changes, never what it is.
     pub secret: bool,
 }
 
@@ -250,6 +252,7 @@ impl Resource for Profile {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Stored<T> {
     pub id: i64,
+    /// Who manages the row: git (the reconciler) or the API.
     pub owner: Owner,
     pub value: T,
 }
@@ -282,10 +285,14 @@ impl Override {
 #[derive(Debug, Clone)]
 pub struct NewOverride {
     pub kind: Kind,
+    /// The resource's key, as [`Resource::key`] gives it.
     pub key: String,
+    /// The client that made the change.
     pub actor: String,
     pub reason: String,
+    /// `None` lasts until cleared.
     pub expires_at: Option<DateTime<Utc>>,
+    /// Overrides made together (a lockdown) share a group.
     pub group_id: Option<String>,
 }
 

@@ -108,6 +108,7 @@ pub struct Replica {
     pub limiter: Limiter,
     pub clock: Clock,
     pub options: ReplicaOptions,
+    /// How many times the view was loaded, for metrics.
     reloads: AtomicU64,
 }
 

@@ -24,15 +24,19 @@ struct Slot {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reading {
     pub key: CounterKey,
+    /// Start of the counted window, in milliseconds since the epoch.
     pub window_start_ms: u64,
+    /// Requests counted in that window.
     pub count: u32,
 }
 
 /// Every counter of one replica.
 #[derive(Debug)]
 pub struct Counters {
+    /// Counters by key, split over independently locked shards.
     shards: Box<[Mutex<HashMap<CounterKey, Slot>>]>,
     hasher: RandomState,
+    /// The most counters a shard holds before it evicts.
     per_shard: usize,
 }
 

@@ -20,7 +20,9 @@ pub struct Verdict {
     pub rule: Arc<Rule>,
     /// Whether this rule admits the request (a shadow rule's refusal is only reported).
     pub allowed: bool,
+    /// Requests the rule still admits now, after this one.
     pub remaining: u32,
+    /// Milliseconds until the rule admits again (the Retry-After when refused).
     pub reset_ms: u64,
 }
 
@@ -34,6 +36,7 @@ impl Verdict {
 /// The answer for one request: refused if any enforced rule refuses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
+    /// Whether every enforced rule admits the request.
     pub allowed: bool,
     /// One verdict per matching rule: global, ip, api_key, user, in that order.
     pub verdicts: Vec<Verdict>,

@@ -13,11 +13,13 @@ use crate::model::RateLimitRule;
 /// One enabled rule as the limiter applies it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
+    /// The rule's row id, which keys its counters.
     pub id: i64,
     pub scope: Scope,
     /// The rule's key as stored (`*`, an address, a network, a client name, a user id).
     pub key: String,
     pub quota: Quota,
+    /// Counts and reports, never refuses.
     pub shadow: bool,
 }
 
@@ -41,6 +43,7 @@ impl Rule {
 pub struct Subject<'a> {
     /// Whether the global rule applies (it does to every request, not to a scoped question).
     pub global: bool,
+    /// The client address, for `ip` rules.
     pub ip: Option<IpAddr>,
     /// The authenticated client's name, for `api_key` rules.
     pub client: Option<&'a str>,
@@ -55,6 +58,7 @@ pub struct CounterKey {
     /// The window is part of the key, so a rule whose window changes starts a fresh count
     /// (counts of another window length mean nothing); a changed limit keeps the count.
     pub window_ms: u64,
+    /// For a network rule, the address counted: each has its own budget.
     pub addr: Option<IpAddr>,
 }
 

@@ -10,7 +10,9 @@
 /// A rule's limit: at most `max` requests per `window_ms` milliseconds (`max == 0` blocks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Quota {
+    /// The window length in milliseconds.
     pub window_ms: u64,
+    /// Requests admitted per window.
     pub max: u32,
 }
 
@@ -30,7 +32,9 @@ pub struct Outcome {
 pub struct Window {
     /// Start of the current window, in milliseconds since the epoch.
     start_ms: u64,
+    /// Requests admitted in the previous window (weighted by its overlap when estimating).
     prev: u32,
+    /// Requests admitted in the current window.
     curr: u32,
 }
 

@@ -130,6 +130,7 @@ impl Removable for Window {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MassRemoval {
     pub kind: Kind,
+    /// How many the plan deletes or deactivates.
     pub removing: usize,
     /// Git-owned, active resources of the kind in the store.
     pub total: usize,
@@ -158,7 +159,9 @@ pub struct Summary {
     pub update: usize,
     pub delete: usize,
     pub deactivate: usize,
+    /// Operations an override holds: nothing is written.
     pub held: usize,
+    /// API-owned resources git does not declare, left alone without `--prune`.
     pub unmanaged: usize,
 }
 
@@ -315,10 +318,13 @@ fn mass_removal<T: Removable>(ops: &[Op<T>], actual: &[Stored<T>]) -> Option<Mas
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FieldChange {
     pub field: String,
+    /// The stored value; `None` when the operation creates the resource.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub old: Option<String>,
+    /// The value afterwards; `None` when the field goes away.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub new: Option<String>,
+    /// Key material: `old` and `new` are left out.
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub secret: bool,
 }
@@ -329,6 +335,7 @@ pub struct HoldInfo {
     pub override_id: i64,
     pub actor: String,
     pub reason: String,
+    /// When the override ends; `None`: until it is cleared.
     pub until: Option<DateTime<Utc>>,
 }
 

@@ -4,8 +4,9 @@
 use sqlx::pool::PoolConnection;
 use sqlx::{Postgres, Sqlite, Transaction};
 
+use super::error::StoreError;
 use super::writes::Step;
-use super::{StoreError, postgres, sqlite};
+use super::{postgres, sqlite};
 
 /// A value of the PostgreSQL backend or of the SQLite one.
 #[derive(Debug, Clone)]
@@ -20,8 +21,8 @@ pub enum Backend<P, S> {
 macro_rules! on {
     ($x:expr, |$c:ident| $body:expr) => {
         match $x {
-            $crate::store::Backend::Postgres($c) => $body,
-            $crate::store::Backend::Sqlite($c) => $body,
+            $crate::store::backend::Backend::Postgres($c) => $body,
+            $crate::store::backend::Backend::Sqlite($c) => $body,
         }
     };
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 use sqlx::{ConnectOptions as _, Connection as _};
 
 use super::backend::Backend;
-use super::{Db, UsageBatch, postgres};
+use super::inputs::UsageBatch;
+use super::{Db, postgres};
 use crate::backoff::Backoff;
 
 /// How often SQLite is asked whether another process changed the file.
@@ -27,7 +28,9 @@ const LISTEN_BACKOFF: Backoff = Backoff {
 /// count they were loaded at.
 #[derive(Debug, Default)]
 pub struct Changes {
+    /// Changes counted so far.
     generation: AtomicU64,
+    /// Wakes the tasks waiting for the next change.
     notify: tokio::sync::Notify,
 }
 

@@ -1,4 +1,5 @@
-//! Why the store failed, and why an apply or a batch did not happen.
+//! Why the store failed, why an apply or a batch did not happen, and database URLs made fit
+//! to show in those messages.
 
 use std::time::Duration;
 
@@ -44,7 +45,19 @@ pub enum ApplyError<E> {
 #[derive(Debug, thiserror::Error)]
 #[error("write {index} failed: {source}")]
 pub struct BatchError {
+    /// The failing write's position in the batch.
     pub index: usize,
     #[source]
     pub source: StoreError,
+}
+
+/// The URL with any password replaced, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
 }

@@ -12,6 +12,7 @@ pub struct RunMeta {
     /// Where the run came from: `cli`, `watch`, `api`.
     pub source: String,
     pub started_at: DateTime<Utc>,
+    /// The fingerprint of the desired state planned from.
     pub state_fingerprint: String,
 }
 
@@ -21,6 +22,7 @@ pub struct RunMeta {
 pub struct ApiChange {
     /// The calling client's name.
     pub actor: String,
+    /// Why; required when the change makes an override.
     pub reason: Option<String>,
     /// When an override made by this change ends (`None`: until cleared).
     pub expires_at: Option<DateTime<Utc>>,
@@ -32,7 +34,9 @@ pub struct ApiChange {
 /// A page of a listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Page {
+    /// At most this many rows.
     pub limit: i64,
+    /// Rows skipped before the first.
     pub offset: i64,
 }
 
@@ -76,7 +80,9 @@ pub struct AuditFilter {
     pub kind: Option<String>,
     pub key: Option<String>,
     pub actor: Option<String>,
+    /// Only records at or after this time.
     pub since: Option<DateTime<Utc>>,
+    /// At most this many records.
     pub limit: i64,
 }
 
@@ -107,12 +113,15 @@ pub enum WriteOp {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Usage {
     pub scope: Scope,
+    /// The key of the rule that counted (the network, for a network rule).
     pub rule_key: String,
     /// The counted subject: the rule's key, or for a network rule the address.
     pub key: String,
+    /// The rule only reports: it never refuses.
     pub shadow: bool,
     pub window_seconds: i64,
     pub max_requests: i64,
+    /// Requests counted in the window so far.
     pub current_count: i64,
     pub window_started_at: DateTime<Utc>,
 }

@@ -22,7 +22,7 @@ use backend::{Conn, Tx, on};
 
 pub use backend::Backend;
 pub use changes::Changes;
-pub use error::{ApplyError, BatchError, StoreError};
+pub use error::{ApplyError, BatchError, StoreError, redact};
 pub use inputs::{
     ApiChange, AuditFilter, ClientFilter, Page, RuleFilter, RunMeta, SnapshotFilter, Usage, UsageBatch,
     WindowFilter, WriteOp,
@@ -156,16 +156,5 @@ impl Db {
         tx.commit().await?;
         self.changes.bump();
         Ok(())
-    }
-}
-
-/// The URL with any password replaced, for messages and logs.
-pub fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_owned(),
     }
 }

@@ -8,8 +8,8 @@ use chrono::SecondsFormat;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection as _, PgConnection, Postgres, Transaction};
 
+use super::error::{StoreError, redact};
 use super::writes::{ColType, Column, Step, Value};
-use super::{StoreError, redact};
 
 /// The advisory lock every applying reconciler takes ("valhalla" in ASCII, as a number).
 pub const APPLY_LOCK: i64 = 0x76616c68616c6c61;

@@ -13,6 +13,7 @@ use crate::plan::Plan;
 pub struct Applied {
     /// The plan that was written.
     pub plan: Plan,
+    /// The run recorded with it.
     pub run_id: i64,
 }
 
@@ -23,7 +24,9 @@ pub struct RunRecord {
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
     pub actor: String,
+    /// Where the run came from: `cli`, `watch`, `api`.
     pub source: String,
+    /// Operations of the run by action (see [`crate::plan::Action`]).
     pub created: i64,
     pub updated: i64,
     pub deleted: i64,
@@ -36,14 +39,19 @@ pub struct RunRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuditRecord {
     pub id: i64,
+    /// The reconcile run that made the change; `None` for a change over HTTP.
     pub run_id: Option<i64>,
     pub at: DateTime<Utc>,
     pub actor: String,
     pub source: String,
+    /// The resource kind, as [`crate::model::Kind::as_str`] names it.
     pub kind: String,
     pub key: String,
+    /// What happened: a plan action (`create`, `update`, …) or `clear_override`.
     pub action: String,
+    /// The resource as JSON before the change; `None` when it was created.
     pub before: Option<String>,
+    /// The resource as JSON after the change; `None` when it was deleted.
     pub after: Option<String>,
 }
 
@@ -68,7 +76,7 @@ impl RuleRecord {
     }
 }
 
-/// The result of [`super::Db::put_rule`].
+/// The result of `Db::put_rule`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleWritten {
     pub rule: RuleRecord,
@@ -88,6 +96,7 @@ pub struct ClientRecord {
     pub role: Role,
     pub active: bool,
     pub description: String,
+    /// The display prefix of a key the server issued; `None` for keys declared in git.
     pub key_prefix: Option<String>,
     pub owner: Owner,
     pub created_at: DateTime<Utc>,

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::StoreError;
+use super::error::StoreError;
 use super::records::{
     AuditRecord, ClientRecord, FlagRecord, RuleRecord, RunRecord, SnapshotRecord, WindowRecord,
 };

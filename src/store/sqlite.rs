@@ -10,8 +10,8 @@ use sqlx::sqlite::{
 };
 use sqlx::{AssertSqlSafe, Sqlite, SqliteConnection, Transaction};
 
+use super::error::{StoreError, redact};
 use super::writes::{Column, Step, Value};
-use super::{StoreError, redact};
 
 /// SQLite's limit on parameters in one statement (SQLITE_MAX_VARIABLE_NUMBER of the bundled
 /// library).

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::RunMeta;
+use super::inputs::{RunMeta, Usage};
 
 /// The setting that holds the deployment profile.
 const PROFILE_SETTING: &str = "deployment_profile";
@@ -516,7 +516,7 @@ pub fn clear_audit(
 }
 
 /// The upsert of a replica's counters into `rate_limit_snapshots`.
-pub fn usage_step(replica: &str, usage: &[super::Usage], now: DateTime<Utc>) -> Step {
+pub fn usage_step(replica: &str, usage: &[Usage], now: DateTime<Utc>) -> Step {
     const COLUMNS: &[Column] = &[
         ("replica", ColType::Text),
         ("scope", ColType::Text),

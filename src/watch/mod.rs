@@ -30,7 +30,9 @@ pub struct WatchOptions {
     pub debounce: Duration,
     /// Recorded with each run.
     pub actor: String,
+    /// Remove API-owned resources git does not declare.
     pub prune: bool,
+    /// Apply plans the mass-removal guard would refuse.
     pub allow_mass_removal: bool,
     /// Runs that changed nothing are forgotten after this long.
     pub idle_run_retention: chrono::Duration,
@@ -58,7 +60,9 @@ const EXPIRY_REFRESH: Duration = Duration::from_secs(5);
 pub struct WatchMetrics {
     pub passes: Counter,
     pub changes: Counter,
+    /// Passes that applied nothing, or applied the last good state because the files were invalid.
     pub failures: Counter,
+    /// Changes applied although the files had not changed.
     pub drift: Counter,
 }
 
