@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 
 use super::auth::Admin;
 use super::error::ErrorBody;
-use super::{ApiError, AppState, Caller, expiry};
+use super::params::expiry;
+use super::{ApiError, AppState, Caller};
 use crate::domain::{FlagName, Mode, ProfileName};
 use crate::mode::effective;
 use crate::plan::PlanOptions;

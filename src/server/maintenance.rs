@@ -10,7 +10,8 @@ use utoipa_axum::routes;
 
 use super::auth::Operator;
 use super::error::ErrorBody;
-use super::{ApiError, AppState, expiry};
+use super::params::expiry;
+use super::{ApiError, AppState};
 use crate::domain::Mode;
 use crate::mode::{EffectiveMode, effective};
 use crate::store::ApiChange;
