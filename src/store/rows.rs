@@ -16,22 +16,33 @@ use crate::model::{
     Client, FeatureFlag, Kind, Maintenance, Override, Profile, RateLimitRule, Stored, Window,
 };
 
-/// Every column of a table's row struct, as a literal for `concat!`: the one place a query's
-/// select list (or `RETURNING` list) is written.
+/// The columns of a table's row struct, as a literal for `concat!`: the one place a query's
+/// select list (or `RETURNING` list) is written. A resource's row is what the planner reads;
+/// its `_records` row adds the bookkeeping the API shows, which a reconcile has no use for.
 macro_rules! columns {
     (rules) => {
-        "id, scope, key, window_seconds, max_requests, enabled, shadow, description, owner, \
-         created_at, updated_at"
+        "id, scope, key, window_seconds, max_requests, enabled, shadow, description, owner"
+    };
+    (rule_records) => {
+        concat!(columns!(rules), ", created_at, updated_at")
     };
     (clients) => {
-        "id, name, client_type, role, key_sha256, active, description, owner, key_prefix, \
-         created_at, updated_at"
+        "id, name, client_type, role, key_sha256, active, description, owner"
+    };
+    (client_records) => {
+        concat!(columns!(clients), ", key_prefix, created_at, updated_at")
     };
     (windows) => {
-        "id, name, starts_at, ends_at, mode, active, description, owner, created_at, updated_at"
+        "id, name, starts_at, ends_at, mode, active, description, owner"
+    };
+    (window_records) => {
+        concat!(columns!(windows), ", created_at, updated_at")
     };
     (flags) => {
-        "id, name, enabled, description, owner, created_at, updated_at"
+        "id, name, enabled, description, owner"
+    };
+    (flag_records) => {
+        concat!(columns!(flags), ", created_at, updated_at")
     };
     (mode) => {
         "id, mode, reason, owner, updated_at, git_mode, git_reason"
@@ -65,7 +76,7 @@ fn corrupt(table: &'static str, id: i64) -> impl Fn(ParseError) -> StoreError {
     }
 }
 
-/// A row of `rate_limit_rules`.
+/// A row of `rate_limit_rules`, as the planner reads it.
 #[derive(Debug, sqlx::FromRow)]
 pub(super) struct RuleRow {
     id: i64,
@@ -77,20 +88,19 @@ pub(super) struct RuleRow {
     shadow: bool,
     description: String,
     owner: String,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
 }
 
 impl RuleRow {
-    pub(super) fn record(self) -> Result<RuleRecord, StoreError> {
+    pub(super) fn stored(self) -> Result<Stored<RateLimitRule>, StoreError> {
         let bad = corrupt("rate_limit_rules", self.id);
         let scope = self.scope.parse().map_err(&bad)?;
         let max = self.max_requests;
         let max_requests =
             u32::try_from(max).map_err(|_| bad(ParseError(format!("max_requests {max} is negative"))))?;
-        Ok(RuleRecord {
+        Ok(Stored {
             id: self.id,
-            rule: RateLimitRule {
+            owner: self.owner.parse().map_err(&bad)?,
+            value: RateLimitRule {
                 key: RuleKey::parse(scope, &self.key).map_err(&bad)?,
                 scope,
                 window_seconds: WindowSeconds::new(self.window_seconds.into()).map_err(&bad)?,
@@ -99,18 +109,33 @@ impl RuleRow {
                 shadow: self.shadow,
                 description: self.description,
             },
-            owner: self.owner.parse().map_err(&bad)?,
+        })
+    }
+}
+
+/// A row of `rate_limit_rules` with its bookkeeping, as the API shows it.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct RuleRecordRow {
+    #[sqlx(flatten)]
+    row: RuleRow,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl RuleRecordRow {
+    pub(super) fn record(self) -> Result<RuleRecord, StoreError> {
+        let stored = self.row.stored()?;
+        Ok(RuleRecord {
+            id: stored.id,
+            rule: stored.value,
+            owner: stored.owner,
             created_at: self.created_at,
             updated_at: self.updated_at,
         })
     }
-
-    pub(super) fn stored(self) -> Result<Stored<RateLimitRule>, StoreError> {
-        self.record().map(RuleRecord::stored)
-    }
 }
 
-/// A row of `api_clients`.
+/// A row of `api_clients`, as the planner and authentication read it.
 #[derive(Debug, sqlx::FromRow)]
 pub(super) struct ClientRow {
     id: i64,
@@ -121,54 +146,60 @@ pub(super) struct ClientRow {
     active: bool,
     description: String,
     owner: String,
+}
+
+impl ClientRow {
+    pub(super) fn stored(self) -> Result<Stored<Client>, StoreError> {
+        let bad = corrupt("api_clients", self.id);
+        Ok(Stored {
+            id: self.id,
+            owner: self.owner.parse().map_err(&bad)?,
+            value: Client {
+                name: ClientName::parse(self.name).map_err(&bad)?,
+                client_type: self.client_type.parse().map_err(&bad)?,
+                role: self.role.parse().map_err(&bad)?,
+                key_sha256: KeySha256::parse(&self.key_sha256).map_err(&bad)?,
+                active: self.active,
+                description: self.description,
+            },
+        })
+    }
+}
+
+/// A row of `api_clients` with the key's display prefix and the bookkeeping, as the API shows
+/// it (without the key's hash).
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct ClientRecordRow {
+    #[sqlx(flatten)]
+    row: ClientRow,
     key_prefix: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
 
-impl ClientRow {
-    pub(super) fn record(self) -> Result<ClientRecord, StoreError> {
-        Ok(self.parse()?.0)
-    }
-
+impl ClientRecordRow {
     pub(super) fn stored(self) -> Result<Stored<Client>, StoreError> {
-        Ok(self.parse()?.1)
+        self.row.stored()
     }
 
-    /// The row as the API shows it, and as the planner sees it (with the key's hash).
-    fn parse(self) -> Result<(ClientRecord, Stored<Client>), StoreError> {
-        let bad = corrupt("api_clients", self.id);
-        let client = Client {
-            name: ClientName::parse(self.name).map_err(&bad)?,
-            client_type: self.client_type.parse().map_err(&bad)?,
-            role: self.role.parse().map_err(&bad)?,
-            key_sha256: KeySha256::parse(&self.key_sha256).map_err(&bad)?,
-            active: self.active,
-            description: self.description,
-        };
-        let owner = self.owner.parse().map_err(&bad)?;
-        let record = ClientRecord {
-            id: self.id,
-            name: client.name.clone(),
-            client_type: client.client_type,
-            role: client.role,
-            active: client.active,
-            description: client.description.clone(),
+    pub(super) fn record(self) -> Result<ClientRecord, StoreError> {
+        let Stored { id, owner, value } = self.row.stored()?;
+        Ok(ClientRecord {
+            id,
+            name: value.name,
+            client_type: value.client_type,
+            role: value.role,
+            active: value.active,
+            description: value.description,
             key_prefix: self.key_prefix,
             owner,
             created_at: self.created_at,
             updated_at: self.updated_at,
-        };
-        let stored = Stored {
-            id: self.id,
-            owner,
-            value: client,
-        };
-        Ok((record, stored))
+        })
     }
 }
 
-/// A row of `maintenance_windows`.
+/// A row of `maintenance_windows`, as the planner reads it.
 #[derive(Debug, sqlx::FromRow)]
 pub(super) struct WindowRow {
     id: i64,
@@ -179,16 +210,15 @@ pub(super) struct WindowRow {
     active: bool,
     description: String,
     owner: String,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
 }
 
 impl WindowRow {
-    pub(super) fn record(self) -> Result<WindowRecord, StoreError> {
+    pub(super) fn stored(self) -> Result<Stored<Window>, StoreError> {
         let bad = corrupt("maintenance_windows", self.id);
-        Ok(WindowRecord {
+        Ok(Stored {
             id: self.id,
-            window: Window {
+            owner: self.owner.parse().map_err(&bad)?,
+            value: Window {
                 name: WindowName::parse(self.name).map_err(&bad)?,
                 starts_at: normalize_time(self.starts_at),
                 ends_at: normalize_time(self.ends_at),
@@ -196,23 +226,33 @@ impl WindowRow {
                 active: self.active,
                 description: self.description,
             },
-            owner: self.owner.parse().map_err(&bad)?,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-        })
-    }
-
-    pub(super) fn stored(self) -> Result<Stored<Window>, StoreError> {
-        let r = self.record()?;
-        Ok(Stored {
-            id: r.id,
-            owner: r.owner,
-            value: r.window,
         })
     }
 }
 
-/// A row of `feature_flags`.
+/// A row of `maintenance_windows` with its bookkeeping, as the API shows it.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct WindowRecordRow {
+    #[sqlx(flatten)]
+    row: WindowRow,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl WindowRecordRow {
+    pub(super) fn record(self) -> Result<WindowRecord, StoreError> {
+        let stored = self.row.stored()?;
+        Ok(WindowRecord {
+            id: stored.id,
+            window: stored.value,
+            owner: stored.owner,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+/// A row of `feature_flags`, as the planner reads it.
 #[derive(Debug, sqlx::FromRow)]
 pub(super) struct FlagRow {
     id: i64,
@@ -220,32 +260,41 @@ pub(super) struct FlagRow {
     enabled: bool,
     description: String,
     owner: String,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
 }
 
 impl FlagRow {
-    pub(super) fn record(self) -> Result<FlagRecord, StoreError> {
+    pub(super) fn stored(self) -> Result<Stored<FeatureFlag>, StoreError> {
         let bad = corrupt("feature_flags", self.id);
-        Ok(FlagRecord {
+        Ok(Stored {
             id: self.id,
-            flag: FeatureFlag {
+            owner: self.owner.parse().map_err(&bad)?,
+            value: FeatureFlag {
                 name: FlagName::parse(self.name).map_err(&bad)?,
                 enabled: self.enabled,
                 description: self.description,
             },
-            owner: self.owner.parse().map_err(&bad)?,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
         })
     }
+}
 
-    pub(super) fn stored(self) -> Result<Stored<FeatureFlag>, StoreError> {
-        let r = self.record()?;
-        Ok(Stored {
-            id: r.id,
-            owner: r.owner,
-            value: r.flag,
+/// A row of `feature_flags` with its bookkeeping, as the API shows it.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct FlagRecordRow {
+    #[sqlx(flatten)]
+    row: FlagRow,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl FlagRecordRow {
+    pub(super) fn record(self) -> Result<FlagRecord, StoreError> {
+        let stored = self.row.stored()?;
+        Ok(FlagRecord {
+            id: stored.id,
+            flag: stored.value,
+            owner: stored.owner,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
         })
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::model::{Client, Stored};
 use crate::store::backend::{Tx, on};
-use crate::store::rows::{ClientRow, columns};
+use crate::store::rows::{ClientRecordRow, ClientRow, columns};
 use crate::store::sql::overrides::hold_for;
 use crate::store::{ApiChange, ClientFilter, ClientRecord, Db, StoreError};
 
@@ -17,19 +17,19 @@ impl Db {
     pub async fn clients(&self, filter: &ClientFilter) -> Result<Vec<ClientRecord>, StoreError> {
         let sql = concat!(
             "SELECT ",
-            columns!(clients),
+            columns!(client_records),
             " FROM api_clients WHERE ($1 IS NULL OR active = $1) AND ($2 IS NULL OR client_type = $2) \
              ORDER BY name LIMIT $3 OFFSET $4"
         );
         let mut conn = self.conn().await?;
-        let rows = on!(&mut conn, |c| sqlx::query_as::<_, ClientRow>(sql)
+        let rows = on!(&mut conn, |c| sqlx::query_as::<_, ClientRecordRow>(sql)
             .bind(filter.active)
             .bind(filter.client_type.map(|t| t.as_str()))
             .bind(filter.page.limit)
             .bind(filter.page.offset)
             .fetch_all(&mut **c)
             .await)?;
-        rows.into_iter().map(ClientRow::record).collect()
+        rows.into_iter().map(ClientRecordRow::record).collect()
     }
 
     /// One client by id, as the API shows it.
@@ -37,7 +37,7 @@ impl Db {
         let mut tx = self.begin_read().await?;
         let row = tx.client_by(Which::Id(id)).await?;
         tx.commit().await?;
-        row.map(ClientRow::record).transpose()
+        row.map(ClientRecordRow::record).transpose()
     }
 
     /// Registers a client owned by the API; [`StoreError::Conflict`] when the name is taken.
@@ -94,17 +94,17 @@ impl Db {
 
 impl Tx<'_> {
     /// One client's row.
-    async fn client_by(&mut self, which: Which<'_>) -> Result<Option<ClientRow>, StoreError> {
+    async fn client_by(&mut self, which: Which<'_>) -> Result<Option<ClientRecordRow>, StoreError> {
         let (id, name) = match which {
             Which::Id(id) => (Some(id), None),
             Which::Name(name) => (None, Some(name)),
         };
         let sql = concat!(
             "SELECT ",
-            columns!(clients),
+            columns!(client_records),
             " FROM api_clients WHERE id = $1 OR name = $2"
         );
-        Ok(on!(self, |c| sqlx::query_as::<_, ClientRow>(sql)
+        Ok(on!(self, |c| sqlx::query_as::<_, ClientRecordRow>(sql)
             .bind(id)
             .bind(name)
             .fetch_optional(&mut **c)

@@ -2,7 +2,7 @@
 
 use crate::model::{Override, RateLimitRule, Resource};
 use crate::store::backend::{Tx, on};
-use crate::store::rows::{RuleRow, columns};
+use crate::store::rows::{RuleRecordRow, columns};
 use crate::store::sql::overrides::hold_for;
 use crate::store::{ApiChange, Db, RuleFilter, RuleRecord, RuleWritten, StoreError};
 
@@ -11,12 +11,12 @@ impl Db {
     pub async fn rules(&self, filter: &RuleFilter) -> Result<Vec<RuleRecord>, StoreError> {
         let sql = concat!(
             "SELECT ",
-            columns!(rules),
+            columns!(rule_records),
             " FROM rate_limit_rules WHERE ($1 IS NULL OR scope = $1) AND ($2 IS NULL OR key = $2) \
              AND ($3 IS NULL OR enabled = $3) ORDER BY scope, key LIMIT $4 OFFSET $5"
         );
         let mut conn = self.conn().await?;
-        let rows = on!(&mut conn, |c| sqlx::query_as::<_, RuleRow>(sql)
+        let rows = on!(&mut conn, |c| sqlx::query_as::<_, RuleRecordRow>(sql)
             .bind(filter.scope.map(|s| s.as_str()))
             .bind(filter.key.as_deref())
             .bind(filter.enabled)
@@ -24,7 +24,7 @@ impl Db {
             .bind(filter.page.offset)
             .fetch_all(&mut **c)
             .await)?;
-        rows.into_iter().map(RuleRow::record).collect()
+        rows.into_iter().map(RuleRecordRow::record).collect()
     }
 
     /// One rule by id.
@@ -68,27 +68,31 @@ impl Db {
 impl Tx<'_> {
     /// One rule by id.
     async fn rule(&mut self, id: i64) -> Result<Option<RuleRecord>, StoreError> {
-        let sql = concat!("SELECT ", columns!(rules), " FROM rate_limit_rules WHERE id = $1");
-        let row = on!(self, |c| sqlx::query_as::<_, RuleRow>(sql)
+        let sql = concat!(
+            "SELECT ",
+            columns!(rule_records),
+            " FROM rate_limit_rules WHERE id = $1"
+        );
+        let row = on!(self, |c| sqlx::query_as::<_, RuleRecordRow>(sql)
             .bind(id)
             .fetch_optional(&mut **c)
             .await)?;
-        row.map(RuleRow::record).transpose()
+        row.map(RuleRecordRow::record).transpose()
     }
 
     /// The rule of `rule`'s scope and key.
     async fn rule_by_key(&mut self, rule: &RateLimitRule) -> Result<Option<RuleRecord>, StoreError> {
         let sql = concat!(
             "SELECT ",
-            columns!(rules),
+            columns!(rule_records),
             " FROM rate_limit_rules WHERE scope = $1 AND key = $2"
         );
-        let row = on!(self, |c| sqlx::query_as::<_, RuleRow>(sql)
+        let row = on!(self, |c| sqlx::query_as::<_, RuleRecordRow>(sql)
             .bind(rule.scope.as_str())
             .bind(rule.key.as_str())
             .fetch_optional(&mut **c)
             .await)?;
-        row.map(RuleRow::record).transpose()
+        row.map(RuleRecordRow::record).transpose()
     }
 
     /// [`Db::put_rule`] inside a locked transaction (a lockdown's).

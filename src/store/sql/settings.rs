@@ -4,7 +4,7 @@
 use crate::domain::{FlagName, Mode, ProfileName};
 use crate::model::{FeatureFlag, Maintenance, MaintenanceInputs, Override, Profile, Resource};
 use crate::store::backend::{Tx, on};
-use crate::store::rows::{FlagRow, ModeRow, OverrideRow, ProfileRow, columns};
+use crate::store::rows::{FlagRecordRow, FlagRow, ModeRow, OverrideRow, ProfileRow, columns};
 use crate::store::sql::overrides::always_hold;
 use crate::store::{ApiChange, Db, FlagRecord, StoreError};
 
@@ -28,12 +28,16 @@ impl Db {
 
     /// Every feature flag, by name.
     pub async fn flags(&self) -> Result<Vec<FlagRecord>, StoreError> {
-        let sql = concat!("SELECT ", columns!(flags), " FROM feature_flags ORDER BY name");
+        let sql = concat!(
+            "SELECT ",
+            columns!(flag_records),
+            " FROM feature_flags ORDER BY name"
+        );
         let mut conn = self.conn().await?;
-        let rows = on!(&mut conn, |c| sqlx::query_as::<_, FlagRow>(sql)
+        let rows = on!(&mut conn, |c| sqlx::query_as::<_, FlagRecordRow>(sql)
             .fetch_all(&mut **c)
             .await)?;
-        rows.into_iter().map(FlagRow::record).collect()
+        rows.into_iter().map(FlagRecordRow::record).collect()
     }
 }
 

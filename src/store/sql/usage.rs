@@ -2,7 +2,7 @@
 //! counters.
 
 use crate::store::backend::{Tx, on};
-use crate::store::rows::{RuleRow, SnapshotRow, columns};
+use crate::store::rows::{RuleRecordRow, SnapshotRow, columns};
 use crate::store::writes;
 use crate::store::{Db, LiveState, SnapshotFilter, SnapshotRecord, StoreError, UsageBatch};
 
@@ -11,15 +11,22 @@ impl Db {
     pub async fn live(&self) -> Result<LiveState, StoreError> {
         let mut tx = self.begin_read().await?;
         let clients = tx.active_clients().await?;
-        let sql = concat!("SELECT ", columns!(rules), " FROM rate_limit_rules ORDER BY id");
-        let rules = on!(&mut tx, |c| sqlx::query_as::<_, RuleRow>(sql)
+        let sql = concat!(
+            "SELECT ",
+            columns!(rule_records),
+            " FROM rate_limit_rules ORDER BY id"
+        );
+        let rules = on!(&mut tx, |c| sqlx::query_as::<_, RuleRecordRow>(sql)
             .fetch_all(&mut **c)
             .await)?;
         let maintenance = tx.maintenance().await?;
         tx.commit().await?;
         Ok(LiveState {
             clients,
-            rules: rules.into_iter().map(RuleRow::record).collect::<Result<_, _>>()?,
+            rules: rules
+                .into_iter()
+                .map(RuleRecordRow::record)
+                .collect::<Result<_, _>>()?,
             maintenance,
         })
     }

@@ -2,7 +2,7 @@
 
 use crate::model::Window;
 use crate::store::backend::{Tx, on};
-use crate::store::rows::{WindowRow, columns};
+use crate::store::rows::{WindowRecordRow, WindowRow, columns};
 use crate::store::{ApiChange, Db, StoreError, WindowFilter, WindowRecord};
 
 impl Db {
@@ -10,19 +10,19 @@ impl Db {
     pub async fn windows(&self, filter: &WindowFilter) -> Result<Vec<WindowRecord>, StoreError> {
         let sql = concat!(
             "SELECT ",
-            columns!(windows),
+            columns!(window_records),
             " FROM maintenance_windows WHERE ($1 IS NULL OR active = $1) \
              AND ($2 IS NULL OR starts_at > $2) ORDER BY starts_at, name LIMIT $3 OFFSET $4"
         );
         let mut conn = self.conn().await?;
-        let rows = on!(&mut conn, |c| sqlx::query_as::<_, WindowRow>(sql)
+        let rows = on!(&mut conn, |c| sqlx::query_as::<_, WindowRecordRow>(sql)
             .bind(filter.active)
             .bind(filter.starts_after)
             .bind(filter.page.limit)
             .bind(filter.page.offset)
             .fetch_all(&mut **c)
             .await)?;
-        rows.into_iter().map(WindowRow::record).collect()
+        rows.into_iter().map(WindowRecordRow::record).collect()
     }
 
     /// Creates an api-owned window; [`StoreError::Conflict`] when the name is taken.
@@ -49,13 +49,13 @@ impl Db {
 }
 
 impl Tx<'_> {
-    async fn window_by_name(&mut self, name: &str) -> Result<Option<WindowRow>, StoreError> {
+    async fn window_by_name(&mut self, name: &str) -> Result<Option<WindowRecordRow>, StoreError> {
         let sql = concat!(
             "SELECT ",
-            columns!(windows),
+            columns!(window_records),
             " FROM maintenance_windows WHERE name = $1"
         );
-        Ok(on!(self, |c| sqlx::query_as::<_, WindowRow>(sql)
+        Ok(on!(self, |c| sqlx::query_as::<_, WindowRecordRow>(sql)
             .bind(name)
             .fetch_optional(&mut **c)
             .await)?)
