@@ -249,6 +249,10 @@ pub struct Loader {
     profiles: Vec<(Profile, Place)>,
 }
 
+/// The first line of the state files valhalla-ops writes: the YAML language server then checks
+/// them against the committed schema, for files directly in `state/` at the repository's root.
+pub const MODELINE: &str = "# yaml-language-server: $schema=../schema/valhalla-ops.schema.json";
+
 /// The most errors kept: a hostile file of a million bad items must not become a million lines
 /// of CI log (and the memory and time to position them); the rest are counted.
 pub const MAX_ERRORS: usize = 1000;

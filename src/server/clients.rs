@@ -14,7 +14,7 @@ use super::params::{expiry, page};
 use super::{ApiError, AppState, Caller};
 use crate::domain::{ClientName, ClientType, KeySha256, NewKey, Role};
 use crate::model::Client;
-use crate::store::{ApiChange, ClientFilter};
+use crate::store::{ApiChange, ClientFilter, ClientRecord};
 
 /// This module's routes.
 pub(super) fn routes() -> utoipa_axum::router::OpenApiRouter<Arc<AppState>> {
@@ -128,9 +128,14 @@ pub async fn register(
 #[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReasonBody {
+    /// Why; required for a git-owned client (the change becomes an override).
     reason: Option<String>,
+    /// How long such an override lasts; without it, until cleared.
     #[schema(minimum = 1, maximum = 31536000)]
     ttl_seconds: Option<i64>,
+    /// Deactivate even the caller's own client, which locks the caller out.
+    #[serde(default)]
+    force: bool,
 }
 
 async fn set_active(
@@ -146,6 +151,9 @@ async fn set_active(
     let current = state.db.client(id).await?;
     let current = current.ok_or_else(|| ApiError::NotFound(format!("client {id} does not exist")))?;
     within_reach(caller, current.role)?;
+    if !active && current.active && !body.force {
+        not_a_lockout(state, caller, &current).await?;
+    }
     let change = ApiChange {
         actor: caller.name.to_string(),
         reason: body.reason,
@@ -156,6 +164,26 @@ async fn set_active(
     let record = state.db.set_client_active(id, active, &change).await?;
     // A deactivated key must stop working now, not when the cache would have expired.
     Ok(Json(record.into()))
+}
+
+/// Refuses a deactivation that would lock the caller out (the README's own example once did,
+/// followed literally). Only an admin can manage an admin, so the last active admin can only be
+/// deactivated by itself: the message says so. `"force": true` says it is meant.
+async fn not_a_lockout(state: &AppState, caller: &Caller, client: &ClientRecord) -> Result<(), ApiError> {
+    if client.id != caller.id {
+        return Ok(());
+    }
+    let view = state.replica.fresh_view().await?;
+    let admins = view.clients.values().filter(|c| c.role == Role::Admin).count();
+    let last = if client.role == Role::Admin && admins <= 1 {
+        ", and it is the last active admin: nobody could reach /admin/ after it"
+    } else {
+        ""
+    };
+    Err(ApiError::Conflict(format!(
+        "client {} cannot deactivate itself without \"force\": true: its key would stop working at once{last}",
+        client.name
+    )))
 }
 
 /// `POST /system/clients/{id}/activate` (operator).
@@ -170,7 +198,7 @@ pub async fn activate(
 }
 
 /// `POST /system/clients/{id}/deactivate` (operator).
-#[utoipa::path(post, path = "/system/clients/{id}/deactivate", tag = "clients", security(("api_key" = [])), params(("id" = i64, Path, description = "Client id")), request_body(content = Option<ReasonBody>, description = "Needed for git-owned clients"), responses((status = 200, description = "Deactivated; its key stops working at once", body = ApiClient), (status = 404, description = "No such client", body = ErrorBody)))]
+#[utoipa::path(post, path = "/system/clients/{id}/deactivate", tag = "clients", security(("api_key" = [])), params(("id" = i64, Path, description = "Client id")), request_body(content = Option<ReasonBody>, description = "Needed for git-owned clients"), responses((status = 200, description = "Deactivated; its key stops working at once", body = ApiClient), (status = 404, description = "No such client", body = ErrorBody), (status = 409, description = "The caller's own client, without `force`", body = ErrorBody)))]
 pub async fn deactivate(
     State(state): State<Arc<AppState>>,
     Operator(caller): Operator,

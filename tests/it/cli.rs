@@ -322,24 +322,118 @@ fn secrets_never_appear_in_output() {
 #[test]
 fn keys_generate_prints_a_key_and_its_hash() {
     let db = crate::support::sqlite();
-    let state = StateDir::new(&[]);
+    let state = StateDir::sample();
     let out = run(&db, state.path(), &["keys", "generate", "--client", "backup-job"]);
     assert_eq!(out.code, 0, "{out:?}");
-    let key = out
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("key:        "))
+    let (key, hash) = key_and_hash(&out.stdout);
+    assert_eq!(valhalla_ops::domain::KeySha256::of_key(&key).as_str(), hash);
+    // The entry pastes under the `clients:` list that ends the sample's clients.yaml: a second
+    // `clients:` key in the same file would be a duplicate.
+    assert!(!out.stdout.lines().any(|l| l.starts_with("clients:")), "{out:?}");
+    let entry = entry_of(&out.stdout);
+    assert!(
+        entry.contains("role: reader") && entry.contains("type: script"),
+        "{entry}"
+    );
+    state.write("clients.yaml", &(state.read("clients.yaml") + &entry));
+    let validated = run(&db, state.path(), &["validate"]);
+    assert_eq!(validated.code, 0, "{validated:?}\n{entry}");
+}
+
+/// The key and its hash from `keys generate`'s output.
+fn key_and_hash(stdout: &str) -> (String, String) {
+    let field = |name: &str| {
+        let found = stdout.lines().find_map(|l| l.strip_prefix(name));
+        found
+            .unwrap_or_else(|| panic!("no {name} in {stdout}"))
+            .to_owned()
+    };
+    (field("key:        "), field("key_sha256: "))
+}
+
+/// The client entry `keys generate --client` prints: the lines from its `  - name:`.
+fn entry_of(stdout: &str) -> String {
+    let start = stdout
+        .find("  - name: ")
+        .unwrap_or_else(|| panic!("no entry in {stdout}"));
+    stdout[start..].to_owned()
+}
+
+#[test]
+fn the_first_hour_of_the_readme_works_as_written() {
+    let db = crate::support::sqlite();
+    let state = StateDir::sample();
+    // "valhalla-ops keys generate --client ops-console --role admin"
+    let out = run(
+        &db,
+        state.path(),
+        &["keys", "generate", "--client", "ops-console", "--role", "admin"],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let (key, _) = key_and_hash(&out.stdout);
+    // "paste the entry under `clients:` in state/clients.yaml"
+    state.write(
+        "clients.yaml",
+        &(state.read("clients.yaml") + &entry_of(&out.stdout)),
+    );
+    // "valhalla-ops reconcile"
+    let reconciled = run(&db, state.path(), &["reconcile"]);
+    assert_eq!(reconciled.code, 0, "{reconciled:?}");
+    // "valhalla-ops serve &", then an admin call with the new key.
+    let mut serving = crate::support::Process::start(&db, &state, &["serve", "--bind", "127.0.0.1:0"]);
+    let answer = ureq::post(format!("{}/admin/ops", serving.base()))
+        .header("Authorization", &format!("Bearer {key}"))
+        .send_json(serde_json::json!({ "action": "security_snapshot" }))
+        .unwrap()
+        .into_body()
+        .read_json::<serde_json::Value>()
         .unwrap();
-    let hash = out
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("key_sha256: "))
-        .unwrap();
-    assert_eq!(valhalla_ops::domain::KeySha256::of_key(key).as_str(), hash);
-    // The printed client entry is a valid state file.
-    let entry = &out.stdout[out.stdout.find("clients:").unwrap()..];
-    let state = StateDir::new(&[("c.yaml", entry)]);
-    assert_eq!(run(&db, state.path(), &["validate"]).code, 0);
+    assert_eq!(answer["action"], "security_snapshot", "{answer}");
+    assert!(serving.stop(std::time::Duration::from_secs(10)).success());
+}
+
+#[test]
+fn keys_generate_writes_a_new_state_file_and_never_overwrites_one() {
+    let db = crate::support::sqlite();
+    let state = StateDir::sample();
+    let file = state.path().join("ops.yaml");
+    let file_arg = file.to_str().unwrap();
+    let args = [
+        "keys",
+        "generate",
+        "--client",
+        "ops",
+        "--role",
+        "operator",
+        "--type",
+        "integration",
+        "--out",
+        file_arg,
+    ];
+    let out = run(&db, state.path(), &args);
+    assert_eq!(out.code, 0, "{out:?}");
+    let (_, hash) = key_and_hash(&out.stdout);
+    let written = state.read("ops.yaml");
+    assert!(
+        written.starts_with("# yaml-language-server: $schema="),
+        "{written}"
+    );
+    assert!(written.contains(&hash), "{written}");
+    assert!(
+        !out.stdout.contains("  - name:"),
+        "the entry went to the file: {out:?}"
+    );
+    let validated = run(&db, state.path(), &["validate"]);
+    assert_eq!(validated.code, 0, "{validated:?}\n{written}");
+    // A second run does not overwrite the file (nor print a key it did not record).
+    let again = run(&db, state.path(), &args);
+    assert_eq!(again.code, 1, "{again:?}");
+    assert!(again.stderr.contains("cannot create"), "{again:?}");
+    assert!(!again.stdout.contains("key:"), "{again:?}");
+    assert_eq!(state.read("ops.yaml"), written);
+    // Options that describe a client need one.
+    let orphan = run(&db, state.path(), &["keys", "generate", "--role", "admin"]);
+    assert_eq!(orphan.code, 2, "{orphan:?}");
 }
 
 #[test]

@@ -282,3 +282,56 @@ fn a_key_rotated_through_git_forgets_the_old_prefix() {
         );
     }
 }
+
+#[test]
+fn a_caller_cannot_lock_itself_out_by_accident() {
+    for db in all_backends() {
+        let app = TestApp::spawn(db, &state_with(""));
+        let b = app.backend;
+        let (_, clients) = app.get("/system/clients?limit=10", Some(READER));
+        let admin = clients.as_array().unwrap().iter().find(|c| c["name"] == "admin");
+        let admin = admin.unwrap_or_else(|| panic!("{b}: {clients}"))["id"]
+            .as_i64()
+            .unwrap();
+        let deactivate = |who: i64, key: &str, body: &str| {
+            app.send_json(
+                "POST",
+                &format!("/system/clients/{who}/deactivate"),
+                Some(key),
+                body,
+            )
+        };
+        let reason = r#"{"reason": "rotating"}"#;
+        // A second admin exists: deactivating itself is refused, and the key keeps working.
+        let (_, second) = app.send_json(
+            "POST",
+            "/system/clients",
+            Some(ADMIN),
+            r#"{"name": "second-admin", "type": "script", "role": "admin"}"#,
+        );
+        let (status, body) = deactivate(admin, ADMIN, reason);
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (409, &"conflict".into()),
+            "{b}: {body}"
+        );
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("itself") && !message.contains("last"),
+            "{b}: {message}"
+        );
+        assert_eq!(app.get("/system/overrides", Some(ADMIN)).0, 200, "{b}");
+        // Another admin, or another client, is deactivated as before.
+        let (status, off) = deactivate(second["id"].as_i64().unwrap(), ADMIN, "{}");
+        assert_eq!((status, &off["active"]), (200, &false.into()), "{b}: {off}");
+        // Now the last active admin: the refusal says so.
+        let (status, body) = deactivate(admin, ADMIN, reason);
+        assert_eq!(status, 409, "{b}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("last active admin"), "{b}: {message}");
+        // Said explicitly, it is done.
+        let (status, off) = deactivate(admin, ADMIN, r#"{"reason": "rotating", "force": true}"#);
+        assert_eq!((status, &off["active"]), (200, &false.into()), "{b}: {off}");
+        assert_eq!(app.get("/system/overrides", Some(ADMIN)).0, 401, "{b}");
+    }
+}
