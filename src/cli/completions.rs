@@ -15,10 +15,28 @@ impl Args {
     /// Prints the completion script, e.g. `valhalla-ops completions bash > /etc/bash_completion.d/valhalla-ops`.
     pub fn run(self) -> anyhow::Result<Status> {
         let mut out = Vec::new();
-        clap_complete::generate(self.shell, &mut Cli::command(), "valhalla-ops", &mut out);
-        super::print_out(&String::from_utf8_lossy(&out))?;
+        clap_complete::generate(self.shell, &mut Cli::command(), BIN, &mut out);
+        let mut script = String::from_utf8_lossy(&out).into_owned();
+        if self.shell == clap_complete::Shell::Bash {
+            script = fix_bash_states(&script);
+        }
+        super::print_out(&script)?;
         Ok(Status::Ok)
     }
+}
+
+/// The binary's name, as shells see it.
+const BIN: &str = "valhalla-ops";
+
+/// clap_complete's bash script for a binary with a hyphen in its name spells the state of a
+/// subcommand two ways (clap-rs/clap#6421): its loop arrives at `valhalla__ops__subcmd__reconcile`
+/// while the `case` arms read `valhalla__subcmd__ops__subcmd__reconcile`, so no subcommand's
+/// options ever complete. The arms are respelled the way the loop spells them; once clap_complete
+/// is fixed, the misspelling no longer occurs and this changes nothing.
+fn fix_bash_states(script: &str) -> String {
+    let wrong = BIN.replace('-', "__subcmd__");
+    let right = BIN.replace('-', "__");
+    script.replace(&wrong, &right)
 }
 
 /// Prints the man page (roff), e.g. `valhalla-ops man > valhalla-ops.1`.

@@ -8,4 +8,5 @@ mod hostile;
 mod hostile_http;
 mod store;
 mod support;
+mod tools;
 mod watch;

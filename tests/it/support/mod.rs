@@ -383,3 +383,33 @@ pub async fn exec(db: &valhalla_ops::store::Db, sql: &'static str) {
     }
     .expect(sql);
 }
+
+/// Set (as CI does) to fail instead of skipping when a third-party tool a test runs is missing.
+const REQUIRE_TOOLS_ENV: &str = "VALHALLA_REQUIRE_TOOLS";
+
+/// The path of `name` on the PATH, or `None` (said plainly, once per tool) when it is not
+/// installed; with `VALHALLA_REQUIRE_TOOLS` set, a missing tool fails the test instead.
+pub fn tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|candidate| candidate.is_file())
+    });
+    if found.is_none() {
+        let required = std::env::var_os(REQUIRE_TOOLS_ENV).is_some_and(|v| !v.is_empty() && v != "0");
+        assert!(
+            !required,
+            "{REQUIRE_TOOLS_ENV} is set but `{name}` is not installed (`bash .ci/run` installs it)"
+        );
+        static SAID: Mutex<Vec<String>> = Mutex::new(Vec::new());
+        let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
+        if !said.iter().any(|s| s == name) {
+            said.push(name.to_owned());
+            let _ = writeln!(
+                std::io::stderr(),
+                "\nNOTE: the tests that run `{name}` did NOT run: it is not installed (`bash .ci/run` installs it).\n"
+            );
+        }
+    }
+    found
+}
