@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
@@ -108,8 +108,8 @@ pub struct Replica {
     pub limiter: Limiter,
     pub clock: Clock,
     pub options: ReplicaOptions,
-    /// How many times the view was loaded, for metrics.
-    reloads: AtomicU64,
+    /// How many times the view was loaded, exposed as a metric.
+    reloads: prometheus_client::metrics::counter::Counter,
 }
 
 impl std::fmt::Debug for Replica {
@@ -130,7 +130,7 @@ impl Replica {
             limiter: Limiter::new(options.counters),
             clock,
             options,
-            reloads: AtomicU64::new(0),
+            reloads: Default::default(),
         }
     }
 
@@ -141,7 +141,12 @@ impl Replica {
 
     /// How many times the view was loaded.
     pub fn reloads(&self) -> u64 {
-        self.reloads.load(Ordering::Relaxed)
+        self.reloads.get()
+    }
+
+    /// The reload count itself, for a metrics registry (clones count together).
+    pub fn reload_counter(&self) -> prometheus_client::metrics::counter::Counter {
+        self.reloads.clone()
     }
 
     /// The view, reloaded first if a change has been signalled since it was loaded. A reload
@@ -189,7 +194,7 @@ impl Replica {
             (Ok(live), _) => {
                 let view = Arc::new(View::new(wanted, live));
                 self.view.store(Some(Arc::clone(&view)));
-                self.reloads.fetch_add(1, Ordering::Relaxed);
+                self.reloads.inc();
                 *failed_at = None;
                 Ok(view)
             }

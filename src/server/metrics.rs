@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -90,13 +90,13 @@ pub struct Metrics {
     active_overrides: Gauge,
     reconcile_runs: Gauge,
     counters: Gauge,
-    reloads: Gauge,
     /// The reconcile loop of `serve --watch` (zero without it).
     pub watch: crate::watch::WatchMetrics,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
+impl Metrics {
+    /// The server's metrics, with `reloads` (the replica's reload count) among them.
+    pub fn new(reloads: Counter) -> Self {
         let mut registry = Registry::with_prefix("valhalla_ops");
         let requests = Family::<RequestLabels, Counter>::default();
         // 0.5 ms to about 16 s.
@@ -150,11 +150,10 @@ impl Default for Metrics {
             "Rate-limit counters held in memory by this replica",
             counters.clone(),
         );
-        let reloads = Gauge::default();
         registry.register(
             "cache_reloads",
             "Times this replica reloaded its cached clients, rules and mode",
-            reloads.clone(),
+            reloads,
         );
         let watch = crate::watch::WatchMetrics::default();
         watch.register(&mut registry);
@@ -167,12 +166,9 @@ impl Default for Metrics {
             active_overrides,
             reconcile_runs,
             counters,
-            reloads,
         }
     }
-}
 
-impl Metrics {
     /// Counts each verdict of a rate-limit decision.
     pub fn rate_limited(&self, decision: &Decision) {
         for verdict in &decision.verdicts {
@@ -207,9 +203,14 @@ pub async fn record(State(state): State<Arc<AppState>>, request: Request, next: 
     response
 }
 
-/// `GET /metrics` (reader): the OpenMetrics text exposition.
-#[utoipa::path(get, path = "/metrics", tag = "metrics", security(("api_key" = [])), responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String)))]
-pub async fn scrape(State(state): State<Arc<AppState>>, Reader(_): Reader) -> Result<Response, ApiError> {
+/// `GET /metrics` (reader): the OpenMetrics text exposition to scrapers that ask for it, the
+/// classic Prometheus text format to others.
+#[utoipa::path(get, path = "/metrics", tag = "metrics", security(("api_key" = [])), responses((status = 200, description = "OpenMetrics text when `Accept` asks for `application/openmetrics-text`, else the Prometheus text format 0.0.4", content((String = "text/plain"), (String = "application/openmetrics-text")))))]
+pub async fn scrape(
+    State(state): State<Arc<AppState>>,
+    Reader(_): Reader,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let now = state.now();
     let active = state
         .db
@@ -226,18 +227,57 @@ pub async fn scrape(State(state): State<Arc<AppState>>, Reader(_): Reader) -> Re
     let replica = &state.replica;
     let held = i64::try_from(replica.limiter.counters()).unwrap_or(i64::MAX);
     state.metrics.counters.set(held);
-    state
-        .metrics
-        .reloads
-        .set(i64::try_from(replica.reloads()).unwrap_or(i64::MAX));
     let mut body = String::new();
     // Writing into a String cannot fail.
     prometheus_client::encoding::text::encode(&mut body, &state.metrics.registry)
         .expect("metrics encode into a String");
+    let (body, content_type) = if wants_openmetrics(&headers) {
+        (body, "application/openmetrics-text; version=1.0.0; charset=utf-8")
+    } else {
+        (classic_text(&body), "text/plain; version=0.0.4; charset=utf-8")
+    };
     let mut response = body.into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     Ok(response)
+}
+
+/// Whether the scraper asks for OpenMetrics (Prometheus does); other clients (curl, promtool,
+/// older scrapers) get the classic text format.
+fn wants_openmetrics(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"))
+}
+
+/// The OpenMetrics exposition as the classic Prometheus text format (0.0.4), which
+/// prometheus_client does not write (prometheus/client_rust#51): a counter's `HELP` and `TYPE`
+/// name its samples (`x_total`), and there are no `UNIT` lines and no `# EOF`.
+fn classic_text(openmetrics: &str) -> String {
+    let counters: Vec<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 16 * counters.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let header = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match header {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let suffix = if counters.contains(&name) { "_total" } else { "" };
+                out.push_str(&format!("{prefix}{name}{suffix} {tail}"));
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }

@@ -72,13 +72,14 @@ impl AppState {
 
     /// State over `db` with `clock` (tests move it) and `options`.
     pub fn with(db: Db, clock: Clock, options: ReplicaOptions) -> AppState {
+        let replica = Arc::new(Replica::new(db.clone(), clock, options));
         AppState {
-            replica: Arc::new(Replica::new(db.clone(), clock, options)),
+            metrics: Arc::new(metrics::Metrics::new(replica.reload_counter())),
+            replica,
             db,
             state_dir: None,
             trusted_proxies: Vec::new(),
             limits: ConnectionLimits::default(),
-            metrics: Arc::new(metrics::Metrics::default()),
         }
     }
 

@@ -26,9 +26,15 @@ fn bash_completes(script: &std::path::Path, words: &[&str]) -> Vec<String> {
         words[last],
         words[last - 1],
     );
-    let out = Command::new("bash").args(["--norc", "-c", &program]).output().unwrap();
+    let out = Command::new("bash")
+        .args(["--norc", "-c", &program])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 #[test]
@@ -55,7 +61,12 @@ fn zsh_and_fish_load_the_completions() {
         );
         let out = Command::new(zsh).args(["-f", "-c", &program]).output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(stdout.trim(), "loaded", "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            stdout.trim(),
+            "loaded",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     if let Some(fish) = tool("fish") {
         let script = completions("fish");
@@ -63,7 +74,10 @@ fn zsh_and_fish_load_the_completions() {
             "source '{}'; complete -C 'valhalla-ops reconcile --dry'",
             script.path().display()
         );
-        let out = Command::new(fish).args(["--no-config", "-c", &program]).output().unwrap();
+        let out = Command::new(fish)
+            .args(["--no-config", "-c", &program])
+            .output()
+            .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             stdout.lines().any(|l| l.starts_with("--dry-run")),
@@ -71,4 +85,79 @@ fn zsh_and_fish_load_the_completions() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// Runs `promtool check metrics` on `text`; its exit status and what it said.
+fn promtool_check(promtool: &std::path::Path, text: &str) -> (Option<i32>, String) {
+    use std::io::Write as _;
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code(), said)
+}
+
+#[test]
+fn promtool_finds_nothing_to_complain_about_in_the_metrics() {
+    use crate::support::app::{ADMIN, READER, TestApp, state_with};
+    let Some(promtool) = tool("promtool") else { return };
+    let app = TestApp::spawn(
+        sqlite(),
+        &state_with("rate_limits:\n  - scope: global\n    max_requests: 1000\n"),
+    );
+    // Something in every family: requests, a rate-limit verdict, an override, a reload.
+    assert_eq!(app.get("/system/ratelimits/rules", Some(READER)).0, 200);
+    let freeze = r#"{"reason": "drill", "ttl_seconds": 60}"#;
+    let (status, _) = app.send_json("POST", "/system/maintenance/state/read_only", Some(ADMIN), freeze);
+    assert_eq!(status, 200);
+    // What curl and promtool get: the classic text format.
+    let classic = app.exchange("GET", "/metrics", Some(READER), &[], None);
+    assert_eq!(classic.status, 200);
+    assert!(
+        classic
+            .header("content-type")
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = classic.body.as_str().unwrap().to_owned();
+    let (code, said) = promtool_check(&promtool, &text);
+    assert_eq!(code, Some(0), "promtool said:\n{said}\non:\n{text}");
+    assert!(said.trim().is_empty(), "promtool said:\n{said}\non:\n{text}");
+    // Every family's type is the truth: a count that only goes up is a counter.
+    for counter in [
+        "valhalla_ops_cache_reloads_total",
+        "valhalla_ops_http_requests_total",
+        "valhalla_ops_ratelimit_decisions_total",
+        "valhalla_ops_watch_passes_total",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {counter} counter")),
+            "{counter}:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("# TYPE valhalla_ops_active_overrides gauge"),
+        "{text}"
+    );
+    // A scraper that asks for OpenMetrics gets it, ending with its EOF marker.
+    let accept = [(
+        "Accept",
+        "application/openmetrics-text; version=1.0.0,text/plain;q=0.5",
+    )];
+    let open = app.exchange("GET", "/metrics", Some(READER), &accept, None);
+    assert!(
+        open.header("content-type")
+            .starts_with("application/openmetrics-text")
+    );
+    let open = open.body.as_str().unwrap().to_owned();
+    assert!(open.ends_with("# EOF\n"), "{open}");
+    assert!(
+        open.contains("# TYPE valhalla_ops_cache_reloads counter"),
+        "{open}"
+    );
 }
