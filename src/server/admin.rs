@@ -105,7 +105,7 @@ fn parse_payload<T: DeserializeOwned>(action: &str, value: Value) -> Result<T, A
 }
 
 /// `POST /admin/ops/` (admin).
-#[utoipa::path(post, path = "/admin/ops", tag = "admin", security(("api_key" = [])), request_body = OpsRequest, responses((status = 200, description = "`{action, result}`", body = Object), (status = 422, description = "Unknown action or invalid payload", body = ErrorBody)))]
+#[utoipa::path(post, path = "/admin/ops", operation_id = "run_admin_action", tag = "admin", security(("api_key" = [])), request_body = OpsRequest, responses((status = 200, description = "`{action, result}`", body = Object), (status = 422, description = "Unknown action or invalid payload", body = ErrorBody)))]
 pub async fn ops(
     State(state): State<Arc<AppState>>,
     Admin(caller): Admin,

@@ -68,7 +68,7 @@ fn parse_ip(raw: &str) -> Result<IpAddr, ApiError> {
 }
 
 /// `POST /system/ratelimits/check` (reader): decides about one request and counts it.
-#[utoipa::path(post, path = "/system/ratelimits/check", tag = "rules", security(("api_key" = [])), request_body = CheckRequest, responses((status = 200, description = "The decision", body = CheckResponse), (status = 422, description = "Neither or both forms, or a bad key", body = ErrorBody)))]
+#[utoipa::path(post, path = "/system/ratelimits/check", operation_id = "check_rate_limit", tag = "rules", security(("api_key" = [])), request_body = CheckRequest, responses((status = 200, description = "The decision", body = CheckResponse), (status = 422, description = "Neither or both forms, or a bad key", body = ErrorBody)))]
 pub async fn check(
     State(state): State<Arc<AppState>>,
     Reader(_caller): Reader,

@@ -38,7 +38,7 @@ pub struct ClientsQuery {
 }
 
 /// `GET /system/clients/` (reader): clients by name, with no key material but a display prefix.
-#[utoipa::path(get, path = "/system/clients", tag = "clients", security(("api_key" = [])), params(ClientsQuery), responses((status = 200, description = "Clients by name; never a key or hash", body = [ApiClient])))]
+#[utoipa::path(get, path = "/system/clients", operation_id = "list_clients", tag = "clients", security(("api_key" = [])), params(ClientsQuery), responses((status = 200, description = "Clients by name; never a key or hash", body = [ApiClient])))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     Reader(_caller): Reader,
@@ -89,7 +89,7 @@ fn within_reach(caller: &Caller, role: Role) -> Result<(), ApiError> {
 }
 
 /// `POST /system/clients/` (operator): register a client owned by the API; 201 with its key.
-#[utoipa::path(post, path = "/system/clients", tag = "clients", security(("api_key" = [])), request_body = RegisterBody, responses((status = 201, description = "Registered; the key is shown this once", body = Registered), (status = 409, description = "The name is taken", body = ErrorBody)))]
+#[utoipa::path(post, path = "/system/clients", operation_id = "register_client", tag = "clients", security(("api_key" = [])), request_body = RegisterBody, responses((status = 201, description = "Registered; the key is shown this once", body = Registered), (status = 409, description = "The name is taken", body = ErrorBody)))]
 pub async fn register(
     State(state): State<Arc<AppState>>,
     Operator(caller): Operator,
@@ -187,7 +187,7 @@ async fn not_a_lockout(state: &AppState, caller: &Caller, client: &ClientRecord)
 }
 
 /// `POST /system/clients/{id}/activate` (operator).
-#[utoipa::path(post, path = "/system/clients/{id}/activate", tag = "clients", security(("api_key" = [])), params(("id" = i64, Path, description = "Client id")), request_body(content = Option<ReasonBody>, description = "Needed for git-owned clients"), responses((status = 200, description = "Activated", body = ApiClient), (status = 404, description = "No such client", body = ErrorBody)))]
+#[utoipa::path(post, path = "/system/clients/{id}/activate", operation_id = "activate_client", tag = "clients", security(("api_key" = [])), params(("id" = i64, Path, description = "Client id")), request_body(content = Option<ReasonBody>, description = "Needed for git-owned clients"), responses((status = 200, description = "Activated", body = ApiClient), (status = 404, description = "No such client", body = ErrorBody)))]
 pub async fn activate(
     State(state): State<Arc<AppState>>,
     Operator(caller): Operator,
@@ -198,7 +198,7 @@ pub async fn activate(
 }
 
 /// `POST /system/clients/{id}/deactivate` (operator).
-#[utoipa::path(post, path = "/system/clients/{id}/deactivate", tag = "clients", security(("api_key" = [])), params(("id" = i64, Path, description = "Client id")), request_body(content = Option<ReasonBody>, description = "Needed for git-owned clients"), responses((status = 200, description = "Deactivated; its key stops working at once", body = ApiClient), (status = 404, description = "No such client", body = ErrorBody), (status = 409, description = "The caller's own client, without `force`", body = ErrorBody)))]
+#[utoipa::path(post, path = "/system/clients/{id}/deactivate", operation_id = "deactivate_client", tag = "clients", security(("api_key" = [])), params(("id" = i64, Path, description = "Client id")), request_body(content = Option<ReasonBody>, description = "Needed for git-owned clients"), responses((status = 200, description = "Deactivated; its key stops working at once", body = ApiClient), (status = 404, description = "No such client", body = ErrorBody), (status = 409, description = "The caller's own client, without `force`", body = ErrorBody)))]
 pub async fn deactivate(
     State(state): State<Arc<AppState>>,
     Operator(caller): Operator,

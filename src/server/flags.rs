@@ -17,7 +17,7 @@ pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
 }
 
 /// `GET /system/feature-flags` (reader): every flag by name.
-#[utoipa::path(get, path = "/system/feature-flags", tag = "flags", security(("api_key" = [])), responses((status = 200, description = "Every flag", body = [Flag])))]
+#[utoipa::path(get, path = "/system/feature-flags", operation_id = "list_feature_flags", tag = "flags", security(("api_key" = [])), responses((status = 200, description = "Every flag", body = [Flag])))]
 pub async fn flags(
     State(state): State<Arc<AppState>>,
     Reader(_caller): Reader,

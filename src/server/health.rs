@@ -18,7 +18,7 @@ pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
 }
 
 /// `GET /healthz`: the process answers.
-#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "The process answers", body = Object)))]
+#[utoipa::path(get, path = "/healthz", operation_id = "check_liveness", tag = "health", responses((status = 200, description = "The process answers", body = Object)))]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
@@ -27,7 +27,7 @@ pub async fn healthz() -> Json<serde_json::Value> {
 const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(900);
 
 /// `GET /readyz`: the database answers too.
-#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "The database answers", body = Object), (status = 503, description = "The database does not answer", body = ErrorBody)))]
+#[utoipa::path(get, path = "/readyz", operation_id = "check_readiness", tag = "health", responses((status = 200, description = "The database answers", body = Object), (status = 503, description = "The database does not answer", body = ErrorBody)))]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
     // Within the second a readiness probe usually allows, whatever the database does.
     tokio::time::timeout(READY_TIMEOUT, state.db.ping())

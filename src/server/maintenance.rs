@@ -24,7 +24,7 @@ pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
 }
 
 /// `GET /system/maintenance/state` (public): the mode in force and where it comes from.
-#[utoipa::path(get, path = "/system/maintenance/state", tag = "maintenance", responses((status = 200, description = "The effective mode", body = EffectiveMode)))]
+#[utoipa::path(get, path = "/system/maintenance/state", operation_id = "get_maintenance_state", tag = "maintenance", responses((status = 200, description = "The effective mode", body = EffectiveMode)))]
 pub async fn maintenance_state(State(state): State<Arc<AppState>>) -> Result<Json<EffectiveMode>, ApiError> {
     let view = state.replica.view().await?;
     Ok(Json(effective(&view.maintenance, state.now())))
@@ -43,7 +43,7 @@ pub struct ModeBody {
 
 /// `POST /system/maintenance/state/{mode}` (operator): set the mode now, as an override that
 /// the reconciler holds until it expires or is cleared. Returns the effective state.
-#[utoipa::path(post, path = "/system/maintenance/state/{mode}", tag = "maintenance", security(("api_key" = [])), params(("mode" = Mode, Path, description = "normal, maintenance or read_only")), request_body = ModeBody, responses((status = 200, description = "The effective mode after the change", body = EffectiveMode), (status = 422, description = "Unknown mode or no reason", body = ErrorBody)))]
+#[utoipa::path(post, path = "/system/maintenance/state/{mode}", operation_id = "set_maintenance_mode", tag = "maintenance", security(("api_key" = [])), params(("mode" = Mode, Path, description = "normal, maintenance or read_only")), request_body = ModeBody, responses((status = 200, description = "The effective mode after the change", body = EffectiveMode), (status = 422, description = "Unknown mode or no reason", body = ErrorBody)))]
 pub async fn set_mode(
     State(state): State<Arc<AppState>>,
     Operator(caller): Operator,

@@ -205,7 +205,7 @@ pub async fn record(State(state): State<Arc<AppState>>, request: Request, next: 
 
 /// `GET /metrics` (reader): the OpenMetrics text exposition to scrapers that ask for it, the
 /// classic Prometheus text format to others.
-#[utoipa::path(get, path = "/metrics", tag = "metrics", security(("api_key" = [])), responses((status = 200, description = "OpenMetrics text when `Accept` asks for `application/openmetrics-text`, else the Prometheus text format 0.0.4", content((String = "text/plain"), (String = "application/openmetrics-text")))))]
+#[utoipa::path(get, path = "/metrics", operation_id = "get_metrics", tag = "metrics", security(("api_key" = [])), responses((status = 200, description = "OpenMetrics text when `Accept` asks for `application/openmetrics-text`, else the Prometheus text format 0.0.4", content((String = "text/plain"), (String = "application/openmetrics-text")))))]
 pub async fn scrape(
     State(state): State<Arc<AppState>>,
     Reader(_): Reader,

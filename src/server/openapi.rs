@@ -44,6 +44,7 @@ impl utoipa::Modify for ApiKeyScheme {
 #[utoipa::path(
     get,
     path = "/openapi.json",
+    operation_id = "get_openapi_document",
     tag = "health",
     security(("api_key" = [])),
     responses(

@@ -30,7 +30,7 @@ pub struct OverrideView {
 }
 
 /// `GET /system/overrides` (reader): overrides not cleared, expired ones marked inactive.
-#[utoipa::path(get, path = "/system/overrides", tag = "overrides", security(("api_key" = [])), responses((status = 200, description = "Overrides not cleared", body = [OverrideView])))]
+#[utoipa::path(get, path = "/system/overrides", operation_id = "list_overrides", tag = "overrides", security(("api_key" = [])), responses((status = 200, description = "Overrides not cleared", body = [OverrideView])))]
 pub async fn list_overrides(
     State(state): State<Arc<AppState>>,
     Reader(_caller): Reader,
@@ -49,7 +49,7 @@ pub async fn list_overrides(
 }
 
 /// `DELETE /system/overrides/{id}` (operator): lift an override; the next reconcile restores git.
-#[utoipa::path(delete, path = "/system/overrides/{id}", tag = "overrides", security(("api_key" = [])), params(("id" = i64, Path, description = "Override id")), responses((status = 204, description = "Cleared"), (status = 404, description = "No open override", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/system/overrides/{id}", operation_id = "clear_override", tag = "overrides", security(("api_key" = [])), params(("id" = i64, Path, description = "Override id")), responses((status = 204, description = "Cleared"), (status = 404, description = "No open override", body = ErrorBody)))]
 pub async fn clear_override(
     State(state): State<Arc<AppState>>,
     Operator(caller): Operator,

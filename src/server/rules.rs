@@ -39,7 +39,7 @@ pub struct RulesQuery {
 }
 
 /// `GET /system/ratelimits/rules` (reader): rules ordered by scope and key, paged.
-#[utoipa::path(get, path = "/system/ratelimits/rules", tag = "rules", security(("api_key" = [])), params(RulesQuery), responses((status = 200, description = "Rules by scope and key", body = [Rule])))]
+#[utoipa::path(get, path = "/system/ratelimits/rules", operation_id = "list_rules", tag = "rules", security(("api_key" = [])), params(RulesQuery), responses((status = 200, description = "Rules by scope and key", body = [Rule])))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     Reader(_caller): Reader,
@@ -55,7 +55,7 @@ pub async fn list(
 }
 
 /// `GET /system/ratelimits/rules/{id}` (reader).
-#[utoipa::path(get, path = "/system/ratelimits/rules/{id}", tag = "rules", security(("api_key" = [])), params(("id" = i64, Path, description = "Rule id")), responses((status = 200, description = "The rule", body = Rule), (status = 404, description = "No such rule", body = ErrorBody)))]
+#[utoipa::path(get, path = "/system/ratelimits/rules/{id}", operation_id = "get_rule", tag = "rules", security(("api_key" = [])), params(("id" = i64, Path, description = "Rule id")), responses((status = 200, description = "The rule", body = Rule), (status = 404, description = "No such rule", body = ErrorBody)))]
 pub async fn get(
     State(state): State<Arc<AppState>>,
     Reader(_caller): Reader,
@@ -82,7 +82,7 @@ pub struct SnapshotsQuery {
 }
 
 /// `GET /system/ratelimits/snapshots` (reader): usage counters written by enforcement.
-#[utoipa::path(get, path = "/system/ratelimits/snapshots", tag = "rules", security(("api_key" = [])), params(SnapshotsQuery), responses((status = 200, description = "Usage snapshots, newest first", body = [Snapshot])))]
+#[utoipa::path(get, path = "/system/ratelimits/snapshots", operation_id = "list_usage_snapshots", tag = "rules", security(("api_key" = [])), params(SnapshotsQuery), responses((status = 200, description = "Usage snapshots, newest first", body = [Snapshot])))]
 pub async fn snapshots(
     State(state): State<Arc<AppState>>,
     Reader(_caller): Reader,
@@ -133,7 +133,7 @@ pub struct RuleBody {
 
 /// `POST /system/ratelimits/rules` (operator): create (201) or update (200) the rule of a
 /// (scope, key). A git-owned rule is overridden: the reconciler holds it until the override ends.
-#[utoipa::path(post, path = "/system/ratelimits/rules", tag = "rules", security(("api_key" = [])), request_body = RuleBody, responses((status = 201, description = "Created", body = RuleSaved), (status = 200, description = "Updated", body = RuleSaved), (status = 422, description = "Invalid rule, or a git-owned rule without a reason", body = ErrorBody)))]
+#[utoipa::path(post, path = "/system/ratelimits/rules", operation_id = "upsert_rule", tag = "rules", security(("api_key" = [])), request_body = RuleBody, responses((status = 201, description = "Created", body = RuleSaved), (status = 200, description = "Updated", body = RuleSaved), (status = 422, description = "Invalid rule, or a git-owned rule without a reason", body = ErrorBody)))]
 pub async fn put(
     State(state): State<Arc<AppState>>,
     Operator(caller): Operator,
@@ -178,7 +178,7 @@ pub struct DeleteQuery {
 
 /// `DELETE /system/ratelimits/rules/{id}` (operator): 204. A git-owned rule is held deleted by an
 /// override (which needs a `reason`) until it ends; then the reconciler restores it.
-#[utoipa::path(delete, path = "/system/ratelimits/rules/{id}", tag = "rules", security(("api_key" = [])), params(("id" = i64, Path, description = "Rule id"), DeleteQuery), responses((status = 204, description = "Deleted"), (status = 404, description = "No such rule", body = ErrorBody), (status = 422, description = "A git-owned rule without a reason", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/system/ratelimits/rules/{id}", operation_id = "delete_rule", tag = "rules", security(("api_key" = [])), params(("id" = i64, Path, description = "Rule id"), DeleteQuery), responses((status = 204, description = "Deleted"), (status = 404, description = "No such rule", body = ErrorBody), (status = 422, description = "A git-owned rule without a reason", body = ErrorBody)))]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     Operator(caller): Operator,

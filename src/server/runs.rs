@@ -28,7 +28,7 @@ pub struct RunsQuery {
 }
 
 /// `GET /system/reconcile/runs` (reader): the most recent reconcile runs.
-#[utoipa::path(get, path = "/system/reconcile/runs", tag = "reconcile", security(("api_key" = [])), params(RunsQuery), responses((status = 200, description = "Recent runs, newest first", body = [Run])))]
+#[utoipa::path(get, path = "/system/reconcile/runs", operation_id = "list_reconcile_runs", tag = "reconcile", security(("api_key" = [])), params(RunsQuery), responses((status = 200, description = "Recent runs, newest first", body = [Run])))]
 pub async fn runs(
     State(state): State<Arc<AppState>>,
     Reader(_caller): Reader,

@@ -36,7 +36,7 @@ pub struct WindowsQuery {
 }
 
 /// `GET /system/maintenance/windows` (reader): windows by start.
-#[utoipa::path(get, path = "/system/maintenance/windows", tag = "maintenance", security(("api_key" = [])), params(WindowsQuery), responses((status = 200, description = "Windows by start", body = [MaintenanceWindow])))]
+#[utoipa::path(get, path = "/system/maintenance/windows", operation_id = "list_windows", tag = "maintenance", security(("api_key" = [])), params(WindowsQuery), responses((status = 200, description = "Windows by start", body = [MaintenanceWindow])))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     Reader(_caller): Reader,
@@ -71,7 +71,7 @@ pub struct WindowBody {
 }
 
 /// `POST /system/maintenance/windows` (operator): schedule a window; 422 unless ends_at > starts_at.
-#[utoipa::path(post, path = "/system/maintenance/windows", tag = "maintenance", security(("api_key" = [])), request_body = WindowBody, responses((status = 201, description = "Scheduled", body = MaintenanceWindow), (status = 409, description = "The name is taken", body = ErrorBody), (status = 422, description = "ends_at is not after starts_at, or a time has no offset", body = ErrorBody)))]
+#[utoipa::path(post, path = "/system/maintenance/windows", operation_id = "create_window", tag = "maintenance", security(("api_key" = [])), request_body = WindowBody, responses((status = 201, description = "Scheduled", body = MaintenanceWindow), (status = 409, description = "The name is taken", body = ErrorBody), (status = 422, description = "ends_at is not after starts_at, or a time has no offset", body = ErrorBody)))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     Operator(caller): Operator,

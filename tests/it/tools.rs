@@ -161,3 +161,48 @@ fn promtool_finds_nothing_to_complain_about_in_the_metrics() {
         "{open}"
     );
 }
+
+/// The server's OpenAPI document, as `GET /openapi.json` serves it, in a file.
+fn openapi_document(app: &crate::support::app::TestApp) -> tempfile::NamedTempFile {
+    let (status, doc) = app.get("/openapi.json", Some(crate::support::app::READER));
+    assert_eq!(status, 200, "{doc}");
+    let file = tempfile::Builder::new().suffix(".json").tempfile().unwrap();
+    std::fs::write(file.path(), doc.to_string()).unwrap();
+    file
+}
+
+#[test]
+fn openapi_spec_validator_accepts_the_document() {
+    use crate::support::app::{TestApp, state_with};
+    let Some(validator) = tool("openapi-spec-validator") else {
+        return;
+    };
+    let app = TestApp::spawn(sqlite(), &state_with(""));
+    let doc = openapi_document(&app);
+    let out = Command::new(validator).arg(doc.path()).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every operation has an id of its own that says what it does.
+    let (_, doc) = app.get("/openapi.json", Some(crate::support::app::READER));
+    let mut ids: Vec<String> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .filter_map(|op| op["operationId"].as_str().map(str::to_owned))
+        .collect();
+    let count = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), count, "{ids:?}");
+    for vague in ["list", "get", "put", "delete", "ops", "scrape"] {
+        assert!(
+            !ids.iter().any(|id| id == vague),
+            "`{vague}` says nothing: {ids:?}"
+        );
+    }
+}
