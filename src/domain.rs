@@ -149,6 +149,9 @@ fn check_name(what: &str, s: &str) -> Result<(), ParseError> {
     }
 }
 
+/// What [`check_name`] accepts, as a regular expression for schemas.
+const NAME_PATTERN: &str = "^[a-z0-9][a-z0-9_-]{0,63}$";
+
 /// Declares a validated name newtype over `String`.
 macro_rules! name_type {
     ($(#[$meta:meta])* $name:ident, $what:literal) => {
@@ -185,7 +188,11 @@ macro_rules! name_type {
 
         impl utoipa::PartialSchema for $name {
             fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-                string_schema(concat!("A ", $what, ": [a-z0-9][a-z0-9_-]{0,63}.")).into()
+                string_schema(concat!("A ", $what, "."))
+                    .pattern(Some(NAME_PATTERN))
+                    .min_length(Some(1))
+                    .max_length(Some(64))
+                    .into()
             }
         }
 
@@ -198,7 +205,7 @@ macro_rules! name_type {
             fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
                 schemars::json_schema!({
                     "type": "string",
-                    "pattern": "^[a-z0-9][a-z0-9_-]{0,63}$",
+                    "pattern": NAME_PATTERN,
                     "description": concat!("A ", $what, ".")
                 })
             }

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::auth::Admin;
 use super::error::ErrorBody;
+use super::json::Object;
 use super::params::expiry;
 use super::{ApiError, AppState, Caller};
 use crate::domain::{FlagName, Mode, ProfileName};
@@ -91,10 +92,21 @@ struct NoPayload {}
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpsRequest {
+    /// The action's name.
+    #[schema(schema_with = action_names)]
     action: String,
     #[serde(default)]
     #[schema(value_type = Object)]
     payload: Value,
+}
+
+/// The actions' names, as the schema of `action`.
+fn action_names() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(ACTIONS.iter().map(|(name, _)| *name)))
+        .description(Some("The action's name."))
+        .build()
 }
 
 /// Reads an action's payload; an absent payload is an empty object.
@@ -109,7 +121,7 @@ fn parse_payload<T: DeserializeOwned>(action: &str, value: Value) -> Result<T, A
 pub async fn ops(
     State(state): State<Arc<AppState>>,
     Admin(caller): Admin,
-    Json(request): Json<OpsRequest>,
+    Object(request): Object<OpsRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let action = Action::parse(&request.action, request.payload)?;
     let name = action.name();

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::Reader;
 use super::error::ErrorBody;
+use super::json::Object;
 use super::{ApiError, AppState};
 use crate::domain::{ClientName, RuleKey, Scope};
 use crate::limit::Subject;
@@ -28,11 +29,30 @@ pub struct CheckRequest {
     /// `global`).
     pub key: Option<String>,
     /// The client's address; the most specific `ip` rule applies.
+    #[schema(schema_with = ip_address)]
     pub ip: Option<String>,
     /// The end user (`user` rules).
     pub user: Option<String>,
     /// The calling client's name (`api_key` rules).
+    #[schema(value_type = Option<ClientName>)]
     pub client: Option<String>,
+}
+
+/// An IPv4 or IPv6 address.
+fn ip_address() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
+    let address = |format| {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(format)))
+    };
+    OneOfBuilder::new()
+        .item(address(KnownFormat::Ipv4))
+        .item(address(KnownFormat::Ipv6))
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .description(Some("The client's address; the most specific `ip` rule applies."))
+        .build()
+        .into()
 }
 
 /// The rule that decided.
@@ -72,7 +92,7 @@ fn parse_ip(raw: &str) -> Result<IpAddr, ApiError> {
 pub async fn check(
     State(state): State<Arc<AppState>>,
     Reader(_caller): Reader,
-    Json(request): Json<CheckRequest>,
+    Object(request): Object<CheckRequest>,
 ) -> Result<Json<CheckResponse>, ApiError> {
     let by_request = request.ip.is_some() || request.user.is_some() || request.client.is_some();
     let mut subject = Subject::default();

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::{Operator, Reader};
 use super::bodies::{self, ApiClient};
 use super::error::ErrorBody;
+use super::json::Object;
 use super::params::{expiry, page};
 use super::{ApiError, AppState, Caller};
 use crate::domain::{ClientName, ClientType, KeySha256, NewKey, Role};
@@ -93,7 +94,7 @@ fn within_reach(caller: &Caller, role: Role) -> Result<(), ApiError> {
 pub async fn register(
     State(state): State<Arc<AppState>>,
     Operator(caller): Operator,
-    Json(body): Json<RegisterBody>,
+    Object(body): Object<RegisterBody>,
 ) -> Result<(StatusCode, Json<Registered>), ApiError> {
     within_reach(&caller, body.role)?;
     let key = NewKey::generate().map_err(ApiError::NoRandomness)?;
@@ -132,6 +133,7 @@ pub struct ReasonBody {
     reason: Option<String>,
     /// How long such an override lasts; without it, until cleared.
     #[schema(minimum = 1, maximum = 31536000)]
+    #[serde(default, deserialize_with = "super::json::whole::optional")]
     ttl_seconds: Option<i64>,
     /// Deactivate even the caller's own client, which locks the caller out.
     #[serde(default)]
@@ -143,9 +145,10 @@ async fn set_active(
     caller: &Caller,
     id: i64,
     active: bool,
-    body: Option<Json<ReasonBody>>,
+    body: Option<Object<Option<ReasonBody>>>,
 ) -> Result<Json<ApiClient>, ApiError> {
-    let Json(body) = body.unwrap_or_default();
+    // No body, or `null`, is no reason.
+    let body = body.and_then(|Object(b)| b).unwrap_or_default();
     let now = state.now();
     // Look the client up first, to refuse managing a more powerful one.
     let current = state.db.client(id).await?;
@@ -192,7 +195,7 @@ pub async fn activate(
     State(state): State<Arc<AppState>>,
     Operator(caller): Operator,
     Path(id): Path<i64>,
-    body: Option<Json<ReasonBody>>,
+    body: Option<Object<Option<ReasonBody>>>,
 ) -> Result<Json<ApiClient>, ApiError> {
     set_active(&state, &caller, id, true, body).await
 }
@@ -203,7 +206,7 @@ pub async fn deactivate(
     State(state): State<Arc<AppState>>,
     Operator(caller): Operator,
     Path(id): Path<i64>,
-    body: Option<Json<ReasonBody>>,
+    body: Option<Object<Option<ReasonBody>>>,
 ) -> Result<Json<ApiClient>, ApiError> {
     set_active(&state, &caller, id, false, body).await
 }

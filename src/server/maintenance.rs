@@ -4,12 +4,13 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::Operator;
 use super::error::ErrorBody;
+use super::json::Object;
 use super::params::expiry;
 use super::{ApiError, AppState};
 use crate::domain::Mode;
@@ -35,21 +36,32 @@ pub async fn maintenance_state(State(state): State<Arc<AppState>>) -> Result<Jso
 #[serde(deny_unknown_fields)]
 pub struct ModeBody {
     /// Why; shown in the state and in every plan while the override holds.
+    #[schema(value_type = String, required = true, min_length = 1, pattern = "\\S")]
     reason: Option<String>,
     /// How long the override lasts; without it, until cleared.
     #[schema(minimum = 1, maximum = 31536000)]
+    #[serde(default, deserialize_with = "super::json::whole::optional")]
     ttl_seconds: Option<i64>,
+}
+
+/// What setting the mode did.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ModeSet {
+    #[serde(flatten)]
+    state: EffectiveMode,
+    /// The override that holds the mode: `DELETE /system/overrides/{id}` lifts it.
+    override_id: i64,
 }
 
 /// `POST /system/maintenance/state/{mode}` (operator): set the mode now, as an override that
 /// the reconciler holds until it expires or is cleared. Returns the effective state.
-#[utoipa::path(post, path = "/system/maintenance/state/{mode}", operation_id = "set_maintenance_mode", tag = "maintenance", security(("api_key" = [])), params(("mode" = Mode, Path, description = "normal, maintenance or read_only")), request_body = ModeBody, responses((status = 200, description = "The effective mode after the change", body = EffectiveMode), (status = 422, description = "Unknown mode or no reason", body = ErrorBody)))]
+#[utoipa::path(post, path = "/system/maintenance/state/{mode}", operation_id = "set_maintenance_mode", tag = "maintenance", security(("api_key" = [])), params(("mode" = Mode, Path, description = "normal, maintenance or read_only")), request_body = ModeBody, responses((status = 200, description = "The effective mode after the change, and the override that holds it", body = ModeSet), (status = 422, description = "Unknown mode or no reason", body = ErrorBody)))]
 pub async fn set_mode(
     State(state): State<Arc<AppState>>,
     Operator(caller): Operator,
     Path(mode): Path<String>,
-    Json(body): Json<ModeBody>,
-) -> Result<Json<EffectiveMode>, ApiError> {
+    Object(body): Object<ModeBody>,
+) -> Result<Json<ModeSet>, ApiError> {
     let mode: Mode = mode
         .parse()
         .map_err(|e: crate::domain::ParseError| ApiError::Unprocessable(e.0))?;
@@ -67,6 +79,9 @@ pub async fn set_mode(
         now,
         group_id: None,
     };
-    state.db.set_mode(mode, &change).await?;
-    Ok(Json(effective(&state.db.maintenance().await?, now)))
+    let hold = state.db.set_mode(mode, &change).await?;
+    Ok(Json(ModeSet {
+        state: effective(&state.db.maintenance().await?, now),
+        override_id: hold.id,
+    }))
 }

@@ -9,6 +9,7 @@ mod clients;
 pub mod error;
 mod flags;
 mod health;
+mod json;
 pub mod listen;
 mod maintenance;
 mod metrics;

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use super::auth::{Operator, Reader};
 use super::bodies::{self, Rule, RuleSaved, Snapshot};
 use super::error::ErrorBody;
+use super::json::Object;
 use super::params::{expiry, page};
 use super::{ApiError, AppState};
 use crate::domain::{RuleKey, Scope, WindowSeconds};
@@ -115,8 +116,11 @@ pub struct RuleBody {
     /// Optional only for the global scope.
     key: Option<String>,
     #[serde(default = "sixty")]
+    #[schema(minimum = 1, maximum = 86400)]
+    #[serde(deserialize_with = "super::json::whole::number")]
     window_seconds: i64,
     #[serde(default = "sixty_requests")]
+    #[serde(deserialize_with = "super::json::whole::number")]
     max_requests: u32,
     #[serde(default = "yes")]
     enabled: bool,
@@ -128,6 +132,7 @@ pub struct RuleBody {
     reason: Option<String>,
     /// How long such an override lasts; without it, until cleared.
     #[schema(minimum = 1, maximum = 31536000)]
+    #[serde(default, deserialize_with = "super::json::whole::optional")]
     ttl_seconds: Option<i64>,
 }
 
@@ -137,7 +142,7 @@ pub struct RuleBody {
 pub async fn put(
     State(state): State<Arc<AppState>>,
     Operator(caller): Operator,
-    Json(body): Json<RuleBody>,
+    Object(body): Object<RuleBody>,
 ) -> Result<(StatusCode, Json<RuleSaved>), ApiError> {
     let invalid = |e: crate::domain::ParseError| ApiError::Unprocessable(e.0);
     let rule = RateLimitRule {

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use super::auth::{Operator, Reader};
 use super::bodies::{self, MaintenanceWindow};
 use super::error::ErrorBody;
+use super::json::Object;
 use super::params::page;
 use super::{ApiError, AppState};
 use crate::domain::{WindowMode, WindowName, parse_time};
@@ -62,7 +63,10 @@ pub struct WindowBody {
     /// Generated when absent.
     name: Option<WindowName>,
     /// RFC 3339 with an offset.
+    #[schema(format = DateTime)]
     starts_at: String,
+    /// RFC 3339 with an offset; after `starts_at`.
+    #[schema(format = DateTime)]
     ends_at: String,
     #[serde(default = "maintenance")]
     mode: WindowMode,
@@ -75,7 +79,7 @@ pub struct WindowBody {
 pub async fn create(
     State(state): State<Arc<AppState>>,
     Operator(caller): Operator,
-    Json(body): Json<WindowBody>,
+    Object(body): Object<WindowBody>,
 ) -> Result<(StatusCode, Json<MaintenanceWindow>), ApiError> {
     let invalid = |e: crate::domain::ParseError| ApiError::Unprocessable(e.0);
     let starts_at = parse_time(&body.starts_at).map_err(invalid)?;

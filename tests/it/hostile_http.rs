@@ -366,3 +366,50 @@ fn a_body_that_does_not_arrive_in_time_is_a_408() {
         started.elapsed()
     );
 }
+
+#[test]
+fn bodies_are_json_objects_as_documented() {
+    let app = TestApp::spawn(crate::support::sqlite(), &state_with(""));
+    let (_, clients) = app.get("/system/clients?limit=10", Some(READER));
+    let reader = clients
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "reader")
+        .unwrap();
+    let deactivate = format!("/system/clients/{}/deactivate", reader["id"]);
+    // serde reads a struct from an array of its fields: `[null, null]` deactivated a client.
+    let (status, body) = app.send_json("POST", &deactivate, Some(OPERATOR), "[null, null]");
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        body["error"]["message"], "the body must be a JSON object",
+        "{body}"
+    );
+    let (status, body) = app.send_json(
+        "POST",
+        "/system/clients",
+        Some(OPERATOR),
+        r#"["sneaky", "script", "reader", ""]"#,
+    );
+    assert_eq!(status, 422, "{body}");
+    // `null` where the body is optional is no body (the schema allows it).
+    let (status, body) = app.send_json("POST", &deactivate, Some(OPERATOR), "null");
+    assert_eq!(
+        status, 422,
+        "git-owned: a reason is needed, as without a body ({body})"
+    );
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("reason"),
+        "{body}"
+    );
+    // A whole number written as `60.0` is an integer to JSON Schema, so to the server too.
+    let rule = r#"{"scope": "ip", "key": "192.0.2.9", "window_seconds": 60.0, "max_requests": 5.0, "ttl_seconds": 30.0}"#;
+    let (status, body) = app.send_json("POST", "/system/ratelimits/rules", Some(OPERATOR), rule);
+    assert_eq!((status, &body["window_seconds"]), (201, &60.into()), "{body}");
+    let fraction = r#"{"scope": "ip", "key": "192.0.2.10", "window_seconds": 60.5}"#;
+    let (status, body) = app.send_json("POST", "/system/ratelimits/rules", Some(OPERATOR), fraction);
+    assert_eq!(status, 422, "{body}");
+    // The mode's reason is required by the schema and by the server alike.
+    let (status, body) = app.send_json("POST", "/system/maintenance/state/read_only", Some(ADMIN), "{}");
+    assert_eq!(status, 422, "{body}");
+}

@@ -92,6 +92,14 @@ fn tyr_freezes_the_platform_and_lifts_the_freeze() {
         );
         assert!(state["until"].is_string(), "{state}");
         assert_eq!(app.get("/system/maintenance/state", None).1["mode"], "read_only");
+        // The answer names the override that holds the mode: the one to clear to lift it.
+        let (_, open) = app.get("/system/overrides", Some(READER));
+        let hold = open
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["kind"] == "maintenance_mode");
+        assert_eq!(state["override_id"], hold.unwrap()["id"], "{b}: {state} {open}");
 
         // Reads go on; writes by non-admins are refused with Retry-After; admins still write.
         assert_eq!(app.get("/system/ratelimits/rules", Some(READER)).0, 200, "{b}");
