@@ -156,9 +156,27 @@ pub struct SchemaMaintenance {
     pub windows: Option<Vec<RawWindow>>,
 }
 
-/// The JSON Schema (draft 2020-12) of a state file, pretty-printed.
+/// The JSON Schema (draft 2020-12) of a state file, pretty-printed. Only standard formats: a
+/// validator in strict mode (ajv) refuses schemars' `uint32`, which `minimum`/`maximum` say.
 pub fn json_schema() -> String {
-    let schema = schemars::schema_for!(SchemaFile);
+    let settings = schemars::generate::SchemaSettings::draft2020_12()
+        .with_transform(schemars::transform::RecursiveTransform(standard_formats));
+    let schema = settings.into_generator().into_root_schema_for::<SchemaFile>();
     // A JSON Schema is plain JSON: serializing it cannot fail.
     serde_json::to_string_pretty(&schema).expect("a JSON Schema serializes") + "\n"
+}
+
+/// Replaces the integer formats schemars invents (`uint32`, …) with the bounds they stand for.
+fn standard_formats(schema: &mut schemars::Schema) {
+    let bound = match schema.get("format").and_then(|f| f.as_str()) {
+        Some("uint8") => u64::from(u8::MAX),
+        Some("uint16") => u64::from(u16::MAX),
+        Some("uint32") => u64::from(u32::MAX),
+        Some("uint64" | "uint" | "int32" | "int64" | "int" | "int16" | "int8") => u64::MAX,
+        _ => return,
+    };
+    schema.remove("format");
+    if bound != u64::MAX && schema.get("maximum").is_none() {
+        schema.insert("maximum".into(), bound.into());
+    }
 }

@@ -287,3 +287,58 @@ fn schemathesis_finds_no_server_error_and_no_schema_mismatch() {
         assert!(serving.stop(std::time::Duration::from_secs(10)).success());
     }
 }
+
+/// The shipped state files: the sample `state/` and the lockdown example.
+fn shipped_state_files() -> Vec<std::path::PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<_> = ["state", "examples/lockdown"]
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(root.join(dir)).unwrap())
+        .map(|entry| entry.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 8, "{files:?}");
+    files
+}
+
+#[test]
+fn json_schema_validators_accept_the_schema_and_the_shipped_files() {
+    let schema = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/valhalla-ops.schema.json");
+    let files = shipped_state_files();
+    if let Some(ajv) = tool("ajv") {
+        // ajv in its default strict mode, with the standard formats; its YAML reader reads an
+        // unquoted timestamp as a date, as JavaScript YAML parsers do.
+        for file in &files {
+            let out = Command::new(&ajv)
+                .args(["validate", "--spec=draft2020", "-c", "ajv-formats", "-s"])
+                .arg(&schema)
+                .arg("-d")
+                .arg(file)
+                .output()
+                .unwrap();
+            let said =
+                String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "ajv on {}:\n{said}", file.display());
+            assert!(
+                !said.contains("unknown format"),
+                "ajv on {}:\n{said}",
+                file.display()
+            );
+        }
+    }
+    if let Some(check) = tool("check-jsonschema") {
+        let out = Command::new(check)
+            .arg("--schemafile")
+            .arg(&schema)
+            .args(&files)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
