@@ -6,14 +6,14 @@ use super::Status;
 pub async fn run(config: &super::StoreConfig) -> anyhow::Result<Status> {
     let store = crate::store::Db::connect(&config.url, config.options).await?;
     let applied = store.migrate().await?;
-    let message = if applied.is_empty() {
-        format!("{} database is up to date.\n", store.backend())
-    } else {
-        format!(
-            "{} database migrated to version {:?}.\n",
+    let message = match applied.last() {
+        None => format!("{} database is up to date.\n", store.backend()),
+        Some(version) => format!(
+            "{} database migrated to version {version} ({} migration{} applied).\n",
             store.backend(),
-            applied.last()
-        )
+            applied.len(),
+            if applied.len() == 1 { "" } else { "s" }
+        ),
     };
     super::print_out(&message)?;
     Ok(Status::Ok)

@@ -1,7 +1,5 @@
 //! `overrides list|clear`: see and lift emergency overrides.
 
-use std::fmt::Write as _;
-
 use super::Status;
 
 /// The formats of listings.
@@ -52,24 +50,25 @@ impl Command {
                     super::print_out("No open overrides.\n")?;
                     return Ok(Status::Ok);
                 }
-                let mut out = String::new();
-                let _ = writeln!(
-                    out,
-                    "{:>5}  {:<20} {:<28} {:<14} {:<26} REASON",
-                    "ID", "KIND", "RESOURCE", "ACTOR", "UNTIL"
-                );
+                let mut rows = vec![["ID", "KIND", "RESOURCE", "ACTOR", "UNTIL", "REASON"].map(String::from)];
                 for o in &overrides {
                     let until = match o.expires_at {
                         Some(t) if !o.is_active(now) => format!("expired {}", t.format("%Y-%m-%d %H:%M")),
                         Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                         None => "until cleared".into(),
                     };
-                    let _ = writeln!(
-                        out,
-                        "{:>5}  {:<20} {:<28} {:<14} {:<26} {}",
-                        o.id, o.kind, o.key, o.actor, until, o.reason
-                    );
+                    // Keys, actors and reasons come from HTTP callers: one line each, escaped.
+                    let shown = |s: &str| crate::text::one_line(s);
+                    rows.push([
+                        o.id.to_string(),
+                        o.kind.to_string(),
+                        shown(&o.key),
+                        shown(&o.actor),
+                        until,
+                        shown(&o.reason),
+                    ]);
                 }
+                let out = table(&rows);
                 super::print_out(&out)?;
             }
             Command::Clear { id, all: _, actor } => {
@@ -83,4 +82,26 @@ impl Command {
         }
         Ok(Status::Ok)
     }
+}
+
+/// Rows as columns padded to their widest cell (the last column unpadded), two spaces apart.
+fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let width = |col: usize| rows.iter().map(|r| r[col].chars().count()).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..N).map(width).collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (col, cell) in row.iter().enumerate() {
+            if col + 1 < N {
+                let pad = widths[col] - cell.chars().count();
+                line.push_str(cell);
+                line.push_str(&" ".repeat(pad + 2));
+            } else {
+                line.push_str(cell);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
 }

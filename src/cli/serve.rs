@@ -23,7 +23,7 @@ pub struct Args {
     bind: SocketAddr,
 
     /// This replica's name in rate-limit snapshots [default: host:pid].
-    #[arg(long, env = "VALHALLA_REPLICA", value_name = "NAME")]
+    #[arg(long, env = "VALHALLA_REPLICA", hide_env_values = true, value_name = "NAME")]
     replica: Option<String>,
 
     /// How often rate-limit counters are written to `rate_limit_snapshots`.
@@ -37,7 +37,7 @@ pub struct Args {
 
     /// A proxy (address or network, repeatable) whose `X-Forwarded-For` names the client for
     /// `ip` rules; without one, the peer address is the client's.
-    #[arg(long = "trusted-proxy", env = "VALHALLA_TRUSTED_PROXIES", value_delimiter = ',', value_name = "CIDR", value_parser = parse_net)]
+    #[arg(long = "trusted-proxy", env = "VALHALLA_TRUSTED_PROXIES", hide_env_values = true, value_delimiter = ',', value_name = "CIDR", value_parser = parse_net)]
     trusted_proxies: Vec<ipnet::IpNet>,
 
     /// A request's headers must arrive within this (an idle keep-alive connection is closed
@@ -50,7 +50,7 @@ pub struct Args {
     body_timeout: std::time::Duration,
 
     /// The most connections open at once; further ones wait to be accepted.
-    #[arg(long, env = "VALHALLA_MAX_CONNECTIONS", default_value_t = 1024, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "VALHALLA_MAX_CONNECTIONS", hide_env_values = true, default_value_t = 1024, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
 
     #[command(flatten)]

@@ -461,7 +461,7 @@ impl Loader {
                         Segment::Unknown => {}
                     }
                 }
-                let message = strip_location(&e.inner().to_string());
+                let message = quote_hint(strip_location(&e.inner().to_string()));
                 // An unknown field is reported at the field's own key, named in the message.
                 let place_at = match message
                     .strip_prefix("unknown field `")
@@ -708,6 +708,19 @@ fn duplicate_at(text: &str, message: &str) -> Option<Pos> {
     // A string key is quoted as Rust quotes it; a number or a boolean is written as it is.
     let key = serde_json::from_str::<String>(key).unwrap_or_else(|_| key.trim_matches('`').to_owned());
     PositionIndex::build(text).duplicate(&join(path, &key))
+}
+
+/// Adds what to do when YAML read a text value as a number or a boolean: a key hash of digits
+/// only is a number to YAML (`1234…` becomes a float), `no` may be a boolean.
+fn quote_hint(message: String) -> String {
+    let typed = ["floating point", "integer", "boolean"]
+        .iter()
+        .any(|t| message.starts_with(&format!("invalid type: {t}")));
+    if typed && message.ends_with("expected a string") {
+        format!("{message}; quote the value (\"…\") so that YAML reads it as text")
+    } else {
+        message
+    }
 }
 
 /// Drops the " at line L column C" serde_yaml puts in its messages; diagnostics carry their

@@ -479,3 +479,21 @@ fn a_node_the_index_places_past_the_end_is_reported_inside_the_file() {
     load_bytes_as_a_user_would(text.into_bytes());
     assert!(error.starts_with("s.yaml:"), "{error}");
 }
+
+#[test]
+fn a_value_yaml_reads_as_a_number_says_to_quote_it() {
+    let digits = "1".repeat(64);
+    let text = format!("clients:\n  - name: bot\n    type: script\n    key_sha256: {digits}\n");
+    let error = one_error(&text);
+    assert!(
+        error.starts_with("s.yaml:4:17: clients[0].key_sha256: invalid type: floating point"),
+        "{error}"
+    );
+    assert!(
+        error.ends_with("; quote the value (\"…\") so that YAML reads it as text"),
+        "{error}"
+    );
+    // Quoted, the same digits are a valid hash.
+    let quoted = format!("clients:\n  - name: bot\n    type: script\n    key_sha256: \"{digits}\"\n");
+    assert!(load(&[("s.yaml", &quoted)]).is_ok());
+}

@@ -8,8 +8,9 @@ use std::time::Duration;
 pub enum StoreError {
     #[error("unsupported database URL `{0}`: use postgres://… or sqlite://…")]
     UnsupportedUrl(String),
-    #[error("cannot connect to {url}: {source}")]
-    Connect { url: String, source: sqlx::Error },
+    /// The error is shown in the message, not chained: its own text repeats it with noise.
+    #[error("cannot connect to {url}: {}", reason(error))]
+    Connect { url: String, error: sqlx::Error },
     #[error("cannot migrate the database: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("another reconcile holds the apply lock (waited {0:?}); try again when it has finished")]
@@ -28,8 +29,23 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0} is declared in git: changing it over HTTP makes an override, which needs a `reason`")]
     OverrideNeedsReason(String),
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    #[error("database error: {}", reason(.0))]
+    Database(sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Database(e)
+    }
+}
+
+/// What a database error says, for people: the server's own message without the line of the
+/// server's C source that sqlx appends to it (`… does not exist at line 948`).
+fn reason(e: &sqlx::Error) -> String {
+    match e.as_database_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().unwrap_or_default()),
+        None => e.to_string(),
+    }
 }
 
 /// Why an apply did not happen: the decision refused, or the store failed.

@@ -33,9 +33,9 @@ const COPY_MIN_ROWS: usize = 20_000;
 
 /// Connects (failing fast, with the server's reason, when it is unreachable).
 pub(super) async fn connect(url: &str) -> Result<PgPool, StoreError> {
-    let connect_err = |source| StoreError::Connect {
+    let connect_err = |error| StoreError::Connect {
         url: redact(url),
-        source,
+        error,
     };
     let options = PgConnectOptions::from_str(url).map_err(connect_err)?;
     // One direct connection first: a pool reports an unreachable server only as a timeout,

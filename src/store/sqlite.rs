@@ -20,9 +20,9 @@ const MAX_PARAMS: usize = 32_766;
 /// Opens (creating when missing) the database file of `url`; a writer waits up to
 /// `lock_timeout` for another (SQLite's busy timeout).
 pub(super) async fn connect(url: &str, lock_timeout: Duration) -> Result<SqlitePool, StoreError> {
-    let connect_err = |source| StoreError::Connect {
+    let connect_err = |error| StoreError::Connect {
         url: redact(url),
-        source,
+        error,
     };
     let options = SqliteConnectOptions::from_str(url)
         .map_err(connect_err)?

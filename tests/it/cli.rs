@@ -437,6 +437,77 @@ fn keys_generate_writes_a_new_state_file_and_never_overwrites_one() {
 }
 
 #[test]
+fn migrate_says_which_version_and_a_missing_database_is_named_plainly() {
+    let db = crate::support::sqlite();
+    let state = StateDir::new(&[]);
+    let out = run(&db, state.path(), &["migrate"]);
+    assert!(
+        out.stdout
+            .contains("migrated to version 4 (4 migrations applied)"),
+        "{out:?}"
+    );
+    let out = run(&db, state.path(), &["migrate"]);
+    assert_eq!(out.stdout, "sqlite database is up to date.\n", "{out:?}");
+    if let Some(missing) = crate::support::postgres_unborn() {
+        let out = run(&missing, state.path(), &["migrate"]);
+        assert_eq!(out.code, 1, "{out:?}");
+        assert!(out.stderr.contains("does not exist (SQLSTATE 3D000)"), "{out:?}");
+        assert!(
+            !out.stderr.contains("at line"),
+            "a line of Postgres's C source: {out:?}"
+        );
+    }
+}
+
+#[test]
+fn overrides_list_lines_up_whatever_the_values() {
+    let db = crate::support::sqlite();
+    let state = StateDir::sample();
+    assert_eq!(run(&db, state.path(), &["reconcile"]).code, 0);
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = valhalla_ops::store::Db::open(&db.url).await.unwrap();
+        let hold = |kind, key: &str, actor: &str, reason: &str| valhalla_ops::model::NewOverride {
+            kind,
+            key: key.into(),
+            actor: actor.into(),
+            reason: reason.into(),
+            expires_at: None,
+            group_id: None,
+        };
+        use valhalla_ops::model::Kind;
+        let now = chrono::Utc::now();
+        store
+            .add_override(hold(Kind::MaintenanceMode, "mode", "tyr", "incident 9"), now)
+            .await
+            .unwrap();
+        // A long key and a reason with a line break, as an HTTP caller may send.
+        let long = hold(
+            Kind::RateLimitRule,
+            "ip:2001:db8:ffff:ffff:ffff:ffff:ffff:0/112",
+            "an-operator-with-a-long-name",
+            "two\nlines",
+        );
+        store.add_override(long, now).await.unwrap();
+    });
+    let list = run(&db, state.path(), &["overrides", "list"]);
+    // Every column starts where its heading does, and each override is one line.
+    let lines: Vec<&str> = list.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{list:?}");
+    for heading in ["KIND", "RESOURCE", "ACTOR", "UNTIL", "REASON"] {
+        let at = lines[0].find(heading).unwrap();
+        for line in &lines[1..] {
+            let before = line.chars().nth(at - 1);
+            let here = line.chars().nth(at);
+            assert!(
+                before == Some(' ') && here.is_some_and(|c| c != ' '),
+                "{heading}:\n{}",
+                list.stdout
+            );
+        }
+    }
+}
+
+#[test]
 fn overrides_list_and_clear() {
     for db in all_backends() {
         let state = StateDir::sample();
