@@ -249,9 +249,10 @@ fn diff<T: Removable>(
         let hold = holds.get(&(T::KIND, key.as_str())).map(|o| (*o).clone());
         let action = if hold.is_some() {
             Action::Held
-        } else if !current.value.is_active() {
-            continue; // Soft-deleted earlier: history, not a resource to act on.
+        } else if !current.value.is_active() && current.owner == Owner::Git {
+            continue; // Retired by a reconcile: history, not a resource to act on.
         } else if current.owner == Owner::Api && !options.prune {
+            // Inactive too (deactivated over HTTP): it exists, and only `--prune` retires it.
             Action::Unmanaged
         } else if T::DELETES {
             Action::Delete

@@ -255,6 +255,49 @@ fn api_owned_resources_are_unmanaged_unless_pruned() {
 }
 
 #[test]
+fn an_api_owned_client_deactivated_over_http_is_still_unmanaged_and_pruned() {
+    let inactive = Client {
+        active: false,
+        ..client("temp", 'd')
+    };
+    let actual = Actual {
+        clients: vec![
+            stored(1, Owner::Api, inactive.clone()),
+            // Retired by an earlier reconcile: history.
+            git(
+                2,
+                Client {
+                    active: false,
+                    ..client("old", 'e')
+                },
+            ),
+        ],
+        ..Default::default()
+    };
+    let p = plan_of(&DesiredState::default(), &actual);
+    assert_eq!(actions(&p.clients), [(Action::Unmanaged, "temp")]);
+    let pruned = plan(
+        &DesiredState::default(),
+        &actual,
+        now(),
+        PlanOptions { prune: true },
+    );
+    assert_eq!(actions(&pruned.clients), [(Action::Deactivate, "temp")]);
+    assert!(
+        pruned.has_changes(),
+        "retiring it is a write: it becomes git's history"
+    );
+    let after = apply(&actual, &pruned);
+    let again = plan(
+        &DesiredState::default(),
+        &after,
+        now(),
+        PlanOptions { prune: true },
+    );
+    assert!(actions(&again.clients).is_empty(), "{:?}", again.clients);
+}
+
+#[test]
 fn active_override_holds_the_resource_and_says_who() {
     let desired = DesiredState {
         clients: vec![client("weweb", 'a')],
@@ -474,7 +517,14 @@ fn apply(actual: &Actual, p: &Plan) -> Actual {
                         ..rows[i].clone()
                     }
                 }
-                (Action::Deactivate, Some(i), Some(t)) => rows[i].value = t.clone(),
+                // Retired by the reconciler: the row becomes git's history.
+                (Action::Deactivate, Some(i), Some(t)) => {
+                    rows[i] = Stored {
+                        owner: Owner::Git,
+                        value: t.clone(),
+                        ..rows[i].clone()
+                    }
+                }
                 (Action::Delete, Some(i), _) => {
                     rows.remove(i);
                 }

@@ -231,8 +231,10 @@ impl Steps {
             let current = op.current.as_ref();
             match (op.action, current, &op.target) {
                 (Action::Delete, Some(c), _) => deletes.push(c.id),
+                // A retired row belongs to the reconciler, so an inactive api-owned row is one
+                // deactivated over HTTP and still the API's, not history.
                 (Action::Deactivate, Some(c), Some(t)) => {
-                    deactivations.push((c.id, row(t, c.owner, None, now)))
+                    deactivations.push((c.id, row(t, Owner::Git, None, now)))
                 }
                 (Action::Update, Some(c), Some(t)) => updates.push((c.id, row(t, Owner::Git, None, now))),
                 (Action::Create, None, Some(t)) => {

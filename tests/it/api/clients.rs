@@ -335,3 +335,74 @@ fn a_caller_cannot_lock_itself_out_by_accident() {
         assert_eq!(app.get("/system/overrides", Some(ADMIN)).0, 401, "{b}");
     }
 }
+
+#[test]
+fn a_client_made_and_deactivated_over_http_stays_in_plans_until_pruned() {
+    use valhalla_ops::plan::PlanOptions;
+    use valhalla_ops::reconcile::{Request, reconcile};
+    for db in all_backends() {
+        let app = TestApp::spawn(db, &state_with(""));
+        let b = app.backend;
+        let (_, temp) = app.send_json(
+            "POST",
+            "/system/clients",
+            Some(OPERATOR),
+            r#"{"name": "temp", "type": "script"}"#,
+        );
+        let id = temp["id"].as_i64().unwrap();
+        assert_eq!(
+            app.call(
+                "POST",
+                &format!("/system/clients/{id}/deactivate"),
+                Some(OPERATOR)
+            )
+            .0,
+            200
+        );
+        let unmanaged = ("client".to_owned(), "temp".to_owned(), "unmanaged".to_owned());
+        assert!(
+            app.plan(&state_with("")).contains(&unmanaged),
+            "{b}: {:?}",
+            app.plan(&state_with(""))
+        );
+        // --prune retires it: a write, after which it is history.
+        let desired = {
+            let mut loader = valhalla_ops::desired::Loader::new(chrono::Utc::now());
+            loader.add_file(std::path::Path::new("s.yaml"), &state_with(""));
+            loader.finish().unwrap().state
+        };
+        let prune = Request {
+            options: PlanOptions { prune: true },
+            actor: "test".into(),
+            source: "test".into(),
+            ..Request::default()
+        };
+        let outcome = app
+            .runtime
+            .block_on(reconcile(&app.state.db, &desired, &prune, chrono::Utc::now()))
+            .unwrap();
+        let summary = outcome.plan.summary();
+        assert_eq!(
+            (summary.deactivate, summary.changes()),
+            (1, 1),
+            "{b}: {summary:?}"
+        );
+        assert!(
+            app.plan(&state_with("")).is_empty(),
+            "{b}: {:?}",
+            app.plan(&state_with(""))
+        );
+        let (_, clients) = app.get("/system/clients?limit=100", Some(READER));
+        let after = clients
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap();
+        assert_eq!(
+            (&after["active"], &after["owner"]),
+            (&false.into(), &"git".into()),
+            "{b}: {after}"
+        );
+    }
+}
