@@ -15,9 +15,7 @@ use super::params::expiry;
 use super::{ApiError, AppState, Caller};
 use crate::domain::{FlagName, Mode, ProfileName};
 use crate::mode::effective;
-use crate::plan::PlanOptions;
 use crate::plan::render::PlanDocument;
-use crate::reconcile::{Request, reconcile};
 use crate::store::{ApiChange, AuditFilter, StoreError, WriteDone, WriteOp};
 
 /// This module's routes.
@@ -143,6 +141,9 @@ pub async fn ops(
             if sets_mode {
                 result["state"] = json!(effective(&state.db.maintenance().await?, state.now()));
             }
+            if let [WriteDone::Cleared(n)] = done[..] {
+                result["restore"] = json!(super::restore::give_back(&state, &caller, n).await);
+            }
             result
         }
     };
@@ -212,40 +213,7 @@ struct RunReconcile {
 }
 
 async fn run_reconcile(state: &AppState, caller: &Caller, p: RunReconcile) -> Result<Value, ApiError> {
-    let Some(dir) = state.state_dir.clone() else {
-        return Err(ApiError::Unprocessable(
-            "this server was started without a state directory (--state)".into(),
-        ));
-    };
-    let now = state.now();
-    // Loading a large state directory is CPU work: keep it off the request threads.
-    let loaded = tokio::task::spawn_blocking(move || dir.load(now))
-        .await
-        .map_err(|e| ApiError::Unprocessable(format!("loading the state failed: {e}")))?;
-    let loaded = loaded.map_err(|e| match e {
-        crate::desired::LoadError::Invalid { errors, .. } => ApiError::Unprocessable(format!(
-            "the desired state is invalid: {}",
-            errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        )),
-        e => ApiError::Unprocessable(e.to_string()),
-    })?;
-    let request = Request {
-        dry_run: p.dry_run,
-        options: PlanOptions { prune: p.prune },
-        actor: caller.name.to_string(),
-        source: "api".into(),
-        ..Request::default()
-    };
-    let outcome = reconcile(&state.db, &loaded.state, &request, now)
-        .await
-        .map_err(|e| match e {
-            crate::reconcile::ReconcileError::Refused(r) => ApiError::Unprocessable(r.to_string()),
-            crate::reconcile::ReconcileError::Store(s) => s.into(),
-        })?;
+    let outcome = super::restore::reconcile_state_dir(state, caller, p.dry_run, p.prune).await?;
     if outcome.run_id.is_some() {
         // Clients may have changed: keys must follow at once.
     }
@@ -407,9 +375,18 @@ async fn batch(state: &AppState, caller: &Caller, p: BatchRequest) -> Result<Val
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(json!(
-        write_ops(state, &ops, |i| format!("batch action {i}")).await?
-    ))
+    let done = write_ops(state, &ops, |i| format!("batch action {i}")).await?;
+    // Lifted overrides give git's values back, as a single clear_overrides does; the answer
+    // stays the list of what each write did.
+    let cleared = done
+        .iter()
+        .map(|d| if let WriteDone::Cleared(n) = d { *n } else { 0 })
+        .sum();
+    let restored = super::restore::give_back(state, caller, cleared).await;
+    if let Some(next) = restored.next {
+        tracing::warn!("a batch lifted {cleared} overrides: {next}");
+    }
+    Ok(json!(done))
 }
 
 /// Applies writes all-or-nothing; a refused write is a 422 naming it with `label`.

@@ -17,6 +17,7 @@ mod middleware;
 mod openapi;
 mod overrides;
 mod params;
+mod restore;
 mod rules;
 mod runs;
 mod windows;

@@ -4,13 +4,13 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::{Operator, Reader};
 use super::error::ErrorBody;
+use super::restore::Restored;
 use super::{ApiError, AppState};
 use crate::model::Override;
 
@@ -48,22 +48,27 @@ pub async fn list_overrides(
     ))
 }
 
-/// `DELETE /system/overrides/{id}` (operator): lift an override; the next reconcile restores git.
-#[utoipa::path(delete, path = "/system/overrides/{id}", operation_id = "clear_override", tag = "overrides", security(("api_key" = [])), params(("id" = i64, Path, description = "Override id")), responses((status = 204, description = "Cleared"), (status = 404, description = "No open override", body = ErrorBody)))]
+/// `DELETE /system/overrides/{id}` (operator): lift an override. On a server with `--state`,
+/// git's value comes back at once (a reconcile of the state directory); otherwise the answer
+/// says that a reconcile is needed.
+#[utoipa::path(delete, path = "/system/overrides/{id}", operation_id = "clear_override", tag = "overrides", security(("api_key" = [])), params(("id" = i64, Path, description = "Override id")), responses((status = 200, description = "Cleared, and whether git's value is back", body = Restored), (status = 404, description = "No open override", body = ErrorBody)))]
 pub async fn clear_override(
     State(state): State<Arc<AppState>>,
     Operator(caller): Operator,
     Path(id): Path<i64>,
-) -> Result<StatusCode, ApiError> {
-    match state
+) -> Result<Json<Restored>, ApiError> {
+    let cleared = match state
         .db
         .clear_overrides(Some(id), caller.name.as_str(), "api", state.now())
         .await
     {
-        Ok(_) => Ok(StatusCode::NO_CONTENT),
-        Err(crate::store::StoreError::NoSuchOverride(id)) => Err(ApiError::NotFound(format!(
-            "override #{id} does not exist or is already cleared"
-        ))),
-        Err(e) => Err(e.into()),
-    }
+        Ok(n) => n,
+        Err(crate::store::StoreError::NoSuchOverride(id)) => {
+            return Err(ApiError::NotFound(format!(
+                "override #{id} does not exist or is already cleared"
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Json(super::restore::give_back(&state, &caller, cleared).await))
 }

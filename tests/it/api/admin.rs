@@ -168,17 +168,21 @@ fn lockdown_and_its_reversal() {
         let (_, dry) = ops(r#"{"action": "reconcile", "payload": {"dry_run": true}}"#);
         assert_eq!(dry["result"]["plan"]["summary"]["held"], 4, "{b}: {dry}");
 
-        // Lifting the group and reconciling restores git's values.
+        // Lifting the group gives git's values back at once: this server knows its state
+        // directory and reconciles it (the clients were left deactivated until a reconcile).
         let (_, cleared) = ops(&format!(
             r#"{{"action": "clear_overrides", "payload": {{"group_id": "{group}"}}}}"#
         ));
         assert_eq!(cleared["result"]["cleared"], 4, "{b}");
+        let restore = &cleared["result"]["restore"];
+        assert_eq!(restore["restored"], true, "{b}: {cleared}");
+        assert!(restore["run_id"].is_i64(), "{b}: {cleared}");
+        assert_eq!(app.get("/system/overrides", Some(READER)).0, 200, "{b}");
         let (_, applied) = ops(r#"{"action": "reconcile"}"#);
         assert_eq!(
-            applied["result"]["plan"]["summary"]["update"], 4,
-            "{b}: {applied}"
+            applied["result"]["plan"]["summary"]["update"], 0,
+            "{b}: nothing left for a reconcile: {applied}"
         );
-        assert_eq!(app.get("/system/overrides", Some(READER)).0, 200, "{b}");
         let (_, state) = app.get("/system/maintenance/state", None);
         assert_eq!(
             (&state["mode"], &state["source"]),
@@ -272,5 +276,37 @@ fn batches_apply_all_or_nothing() {
             false,
             "{b}: rolled back"
         );
+    }
+}
+
+#[test]
+fn a_lifted_override_without_a_state_directory_says_a_reconcile_is_needed() {
+    for db in all_backends() {
+        let app = TestApp::spawn_with(db, &state_with(""), |state| state.state_dir = None);
+        let b = app.backend;
+        let (_, clients) = app.get("/system/clients?limit=10", Some(READER));
+        let reader = clients
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "reader")
+            .unwrap();
+        let off = format!("/system/clients/{}/deactivate", reader["id"]);
+        let (status, _) = app.send_json("POST", &off, Some(OPERATOR), r#"{"reason": "leak"}"#);
+        assert_eq!(status, 200, "{b}");
+        let (_, open) = app.get("/system/overrides", Some(OPERATOR));
+        let id = open[0]["id"].as_i64().unwrap();
+        let (status, lifted) = app.call("DELETE", &format!("/system/overrides/{id}"), Some(OPERATOR));
+        assert_eq!(
+            (status, &lifted["restored"]),
+            (200, &false.into()),
+            "{b}: {lifted}"
+        );
+        assert!(
+            lifted["next"].as_str().unwrap().contains("reconcile"),
+            "{b}: {lifted}"
+        );
+        // Still deactivated: nothing gave git's value back.
+        assert_eq!(app.get("/system/overrides", Some(READER)).0, 401, "{b}");
     }
 }

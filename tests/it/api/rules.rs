@@ -277,33 +277,38 @@ fn writes_to_git_owned_rules_are_overrides_the_reconciler_holds() {
             plan.contains(&("rate_limit_rule".into(), "user:user-7".into(), "held".into())),
             "{b}: {plan:?}"
         );
-        // Clearing the overrides lets git's values return on the next reconcile.
+        // Clearing the overrides gives git's values back at once (this server knows its state
+        // directory): the office network's limit, and user-7's rule deleted over HTTP.
         let (_, overrides) = app.get("/system/overrides", Some(READER));
         for o in overrides.as_array().unwrap() {
+            let (status, lifted) = app.call(
+                "DELETE",
+                &format!("/system/overrides/{}", o["id"]),
+                Some(OPERATOR),
+            );
             assert_eq!(
-                app.call(
-                    "DELETE",
-                    &format!("/system/overrides/{}", o["id"]),
-                    Some(OPERATOR)
-                )
-                .0,
-                204
+                (status, &lifted["restored"]),
+                (200, &true.into()),
+                "{b}: {lifted}"
             );
         }
-        let mut plan = app.plan(&state_with(RULES));
-        plan.sort();
+        let plan = app.plan(&state_with(RULES));
         assert_eq!(
             plan,
-            [
-                (
-                    "rate_limit_rule".into(),
-                    "ip:203.0.113.0/24".into(),
-                    "update".into()
-                ),
-                ("rate_limit_rule".into(), "user:user-7".into(), "create".into())
-            ],
-            "{b}"
+            Vec::<(String, String, String)>::new(),
+            "{b}: nothing left to restore"
         );
+        let (_, office) = app.get(
+            "/system/ratelimits/rules?scope=ip&key=203.0.113.0/24",
+            Some(READER),
+        );
+        assert_eq!(
+            (&office[0]["max_requests"], &office[0]["owner"]),
+            (&600.into(), &"git".into()),
+            "{b}: {office}"
+        );
+        let (_, user) = app.get("/system/ratelimits/rules?scope=user&key=user-7", Some(READER));
+        assert_eq!(user.as_array().map(Vec::len), Some(1), "{b}: {user}");
     }
 }
 
