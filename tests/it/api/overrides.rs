@@ -1,7 +1,6 @@
 //! Overrides over HTTP: listing and clearing them, the freeze and its expiry.
 
 use chrono::{Duration, Utc};
-use serde_json::Value;
 use valhalla_ops::model::{Kind, NewOverride};
 
 use super::{RULES, assert_error};
