@@ -226,8 +226,13 @@ pub fn text(doc: &PlanDocument, color: bool) -> String {
     out
 }
 
+/// The largest markdown plan: GitHub refuses comments over 65,536 characters; the rest is
+/// headroom for what a workflow wraps around the plan.
+pub const MARKDOWN_LIMIT: usize = 60_000;
+
 /// The plan as a pull-request comment: a table of counts, held overrides called out, then a
-/// diff block per kind, collapsed when long.
+/// diff block per kind, collapsed when long, and cut at [`MARKDOWN_LIMIT`] with a note saying
+/// how much is left out (the full plan is `--format text` or `json`).
 pub fn markdown(doc: &PlanDocument) -> String {
     const COLLAPSE_OVER: usize = 15;
     let s = &doc.summary;
@@ -249,37 +254,84 @@ pub fn markdown(doc: &PlanDocument) -> String {
     let held: Vec<&Change> = doc.changes.iter().filter(|c| c.action == Action::Held).collect();
     if !held.is_empty() {
         out.push_str("> [!WARNING]\n> Held by emergency overrides; the reconciler leaves these alone until they expire or are cleared:\n");
-        for c in held {
+        for c in held.iter().take(50) {
             let _ = writeln!(out, "> - `{}` {}: {}", c.kind, c.key, hold_text(c));
+        }
+        if held.len() > 50 {
+            let _ = writeln!(out, "> - … and {} more", held.len() - 50);
         }
         out.push('\n');
     }
-    for kind in Kind::ALL {
+    let footer = format!("<sub>{}.</sub>\n", summary_line(s));
+    // Room for the diff blocks, the footer and the note that says what was left out.
+    let budget = MARKDOWN_LIMIT.saturating_sub(out.len() + footer.len() + 400);
+    let mut shown = 0;
+    let mut blocks = String::new();
+    'kinds: for kind in Kind::ALL {
         let changes: Vec<&Change> = doc.changes.iter().filter(|c| c.kind == kind).collect();
         if changes.is_empty() {
             continue;
         }
         let mut block = String::from("```diff\n");
+        let mut full = true;
         for c in &changes {
-            let (head, details) = change_lines(c, false);
-            let _ = writeln!(block, "{} {head}", sigil(c.action).0);
-            for d in details {
-                let _ = writeln!(block, "      {d}");
+            let lines = markdown_lines(c);
+            // The block's own wrapping (summary, fences) is under 200 characters.
+            if blocks.len() + block.len() + lines.len() + 200 > budget {
+                full = false;
+                break;
             }
+            block.push_str(&lines);
+            shown += 1;
         }
         block.push_str("```\n");
-        if changes.len() > COLLAPSE_OVER {
-            let _ = write!(
-                out,
-                "<details><summary>{} ({} changes)</summary>\n\n{block}\n</details>\n\n",
-                kind.title(),
-                changes.len()
-            );
-        } else {
-            let _ = write!(out, "#### {}\n\n{block}\n", kind.title());
+        if block.len() > "```diff\n```\n".len() {
+            if changes.len() > COLLAPSE_OVER {
+                let _ = write!(
+                    blocks,
+                    "<details><summary>{} ({} changes)</summary>\n\n{block}\n</details>\n\n",
+                    kind.title(),
+                    changes.len()
+                );
+            } else {
+                let _ = write!(blocks, "#### {}\n\n{block}\n", kind.title());
+            }
+        }
+        if !full {
+            break 'kinds;
         }
     }
-    let _ = writeln!(out, "<sub>{}.</sub>", summary_line(s));
+    out.push_str(&blocks);
+    if shown < doc.changes.len() {
+        let _ = writeln!(
+            out,
+            "> [!NOTE]\n> {} of {} changes are not shown: the comment would be too long. The full plan is `--format text` or `--format json` (the example workflows attach it).\n",
+            doc.changes.len() - shown,
+            doc.changes.len()
+        );
+    }
+    out.push_str(&footer);
+    out
+}
+
+/// One change in a `diff` block: the head with its sigil, then its fields. An update's field is
+/// a `-` line with the old value and a `+` line with the new one, so that diff highlighting
+/// colours both.
+fn markdown_lines(c: &Change) -> String {
+    let (head, details) = change_lines(c, false);
+    let mut out = format!("{} {head}\n", sigil(c.action).0);
+    let pairs = matches!(c.action, Action::Update | Action::Deactivate);
+    for (f, d) in c.fields.iter().zip(details) {
+        match (&f.old, &f.new) {
+            (Some(old), Some(new)) if pairs && !f.secret => {
+                let _ = writeln!(out, "-     {}: {}", f.field, quote(old));
+                let _ = writeln!(out, "+     {}: {}", f.field, quote(new));
+            }
+            _ => {
+                let _ = writeln!(out, "      {d}");
+            }
+        }
+    }
     out
 }
 

@@ -755,3 +755,61 @@ proptest! {
         prop_assert_eq!(plan_of(&desired, &actual), plan_of(&desired, &actual));
     }
 }
+
+#[test]
+fn markdown_colours_old_and_new_values_of_an_update() {
+    let desired = DesiredState {
+        rules: vec![rule(Scope::Ip, "10.0.0.1", 9)],
+        ..Default::default()
+    };
+    let actual = Actual {
+        rules: vec![git(1, rule(Scope::Ip, "10.0.0.1", 5))],
+        ..Default::default()
+    };
+    let doc = render::PlanDocument::new(&plan_of(&desired, &actual), String::new());
+    let md = render::markdown(&doc);
+    // In a ```diff block only lines that start with - or + are coloured.
+    assert!(
+        md.contains("\n-     max_requests: 5\n+     max_requests: 9\n"),
+        "{md}"
+    );
+}
+
+#[test]
+fn markdown_fits_a_pull_request_comment_whatever_the_plan() {
+    let desired = DesiredState {
+        rules: (0..3000)
+            .map(|i| {
+                rule(
+                    Scope::Ip,
+                    &format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256),
+                    5,
+                )
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let doc = render::PlanDocument::new(&plan_of(&desired, &Actual::default()), String::new());
+    let md = render::markdown(&doc);
+    assert!(md.len() <= render::MARKDOWN_LIMIT, "{} characters", md.len());
+    assert!(
+        md.starts_with("### valhalla-ops plan\n\n| create |"),
+        "the summary table is always there"
+    );
+    assert!(md.contains("| 3000 | 0 | 0 | 0 | 0 | 0 |"), "{}", &md[..300]);
+    let note = md
+        .lines()
+        .find(|l| l.contains("changes are not shown"))
+        .expect("a note on what is left out");
+    let left_out: usize = note
+        .trim_start_matches("> ")
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let shown = md.lines().filter(|l| l.starts_with("+ create")).count();
+    assert_eq!(shown + left_out, 3000, "{note}");
+    assert!(shown > 100, "as much as fits is shown: {shown}");
+    assert_eq!(md.matches("```").count() % 2, 0, "every code block is closed");
+}

@@ -342,3 +342,106 @@ fn json_schema_validators_accept_the_schema_and_the_shipped_files() {
         );
     }
 }
+
+/// The GitLab plan job's script, run by bash as GitLab runs it (`set -eo pipefail`, one shell),
+/// with `valhalla-ops`, `git` and `curl` stubbed; returns the exit status and the curl calls.
+fn run_gitlab_plan(refused: bool, previous_note: Option<i64>) -> (Option<i32>, String) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let pipeline: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(root.join("examples/ci/gitlab-ci.yml")).unwrap())
+            .unwrap();
+    let lines: Vec<&str> = pipeline["plan"]["script"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    let work = tempfile::tempdir().unwrap();
+    let notes = match previous_note {
+        Some(id) => format!(
+            r####"[{{"id": 1, "body": "LGTM"}}, {{"id": {id}, "body": "### valhalla-ops plan\n..."}}]"####
+        ),
+        None => r#"[{"id": 1, "body": "LGTM"}]"#.to_owned(),
+    };
+    let stubs = format!(
+        r####"set -eo pipefail
+cd '{dir}'
+valhalla-ops() {{ case "$1" in validate) return 0;; diff) echo "### valhalla-ops plan"; {exit};; esac; }}
+git() {{ :; }}
+curl() {{ echo "curl $*" >> calls; case "$*" in *"--request"*) ;; *) echo '{notes}';; esac; }}
+export CI_API_V4_URL=https://gitlab.example/api/v4 CI_PROJECT_ID=7 CI_MERGE_REQUEST_IID=42
+export CI_MERGE_REQUEST_TARGET_BRANCH_NAME=main VALHALLA_NOTE_TOKEN=t
+touch calls
+"####,
+        dir = work.path().display(),
+        exit = if refused { "return 1" } else { "return 0" },
+    );
+    let program = format!("{stubs}{}\n", lines.join("\n"));
+    let out = Command::new("bash")
+        .args(["--norc", "-c", &program])
+        .output()
+        .unwrap();
+    let calls = std::fs::read_to_string(work.path().join("calls")).unwrap_or_default();
+    (out.status.code(), calls + &String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn the_ci_examples_post_one_plan_comment_even_when_the_plan_is_refused() {
+    let Some(_) = tool("jq") else { return };
+    // GitLab: a new note the first time, the same note updated after; a refused plan is posted
+    // and then fails the job.
+    let (code, calls) = run_gitlab_plan(false, None);
+    assert_eq!(code, Some(0), "{calls}");
+    assert!(
+        calls.contains("--request POST") && !calls.contains("--request PUT"),
+        "{calls}"
+    );
+    let (code, calls) = run_gitlab_plan(true, Some(9));
+    assert_eq!(code, Some(1), "a refused plan fails the job: {calls}");
+    assert!(
+        calls.contains("--request PUT") && calls.contains("/notes/9"),
+        "{calls}"
+    );
+    assert!(!calls.contains("--request POST"), "one note, updated: {calls}");
+    // GitHub: the comment step runs whatever the plan step's exit, and a last step fails the
+    // job on a refused plan; the full plan is attached. Its script is valid JavaScript.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let workflow: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(root.join("examples/ci/github-actions.yml")).unwrap())
+            .unwrap();
+    let steps = workflow["jobs"]["plan"]["steps"].as_sequence().unwrap();
+    let step = |name: &str| {
+        let found = steps
+            .iter()
+            .find(|s| s["name"].as_str().is_some_and(|n| n.starts_with(name)));
+        found.unwrap_or_else(|| panic!("no step {name}"))
+    };
+    let comment = step("Post or update the plan comment");
+    assert!(
+        comment["if"].as_str().unwrap().contains("always()"),
+        "{comment:?}"
+    );
+    assert!(
+        step("Attach the full plan")["uses"]
+            .as_str()
+            .unwrap()
+            .starts_with("actions/upload-artifact")
+    );
+    assert!(
+        step("Fail when the plan was refused")["if"]
+            .as_str()
+            .unwrap()
+            .contains("steps.plan.outputs.status")
+    );
+    if let Some(node) = tool("node") {
+        let script = comment["with"]["script"].as_str().unwrap();
+        let file = tempfile::Builder::new().suffix(".js").tempfile().unwrap();
+        std::fs::write(file.path(), format!("(async () => {{\n{script}\n}})();\n")).unwrap();
+        let out = Command::new(node)
+            .arg("--check")
+            .arg(file.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
