@@ -17,18 +17,24 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Object<T> {
     type Rejection = Response;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        // Content type, size and syntax are axum's to refuse, with their usual answers.
-        let axum::Json(value) = axum::Json::<Value>::from_request(request, state)
+        // The body is buffered already (the body deadline reads it): looking at it is cheap.
+        let (parts, body) = request.into_parts();
+        let bytes = axum::body::to_bytes(body, super::BODY_LIMIT)
             .await
-            .map_err(IntoResponse::into_response)?;
-        if !(value.is_object() || value.is_null()) {
+            .map_err(|_| ApiError::BadRequest("the request body could not be read".into()).into_response())?;
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        // An object, or `null` (no body, where one is optional), goes straight to serde; other
+        // well-formed JSON is refused; malformed JSON gets axum's 400 below.
+        if !matches!(first, Some(b'{' | b'n')) && serde_json::from_slice::<Value>(&bytes).is_ok() {
             let message = "the body must be a JSON object";
             return Err(ApiError::Unprocessable(message.into()).into_response());
         }
-        serde_json::from_value(value).map(Object).map_err(|e| {
-            ApiError::Unprocessable(format!("invalid body: {}", crate::text::one_line(&e.to_string())))
-                .into_response()
-        })
+        let request = Request::from_parts(parts, axum::body::Body::from(bytes));
+        // Content type, syntax and fields are axum's to refuse, with their usual answers.
+        let axum::Json(value) = axum::Json::<T>::from_request(request, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Object(value))
     }
 }
 
