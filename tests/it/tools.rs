@@ -258,7 +258,10 @@ fn schemathesis_finds_no_server_error_and_no_schema_mismatch() {
         let file = tempfile::Builder::new().suffix(".json").tempfile().unwrap();
         std::fs::write(file.path(), document).unwrap();
         let mut command = Command::new(&schemathesis);
+        // Its caches (.schemathesis, .hypothesis) go into the working directory: not the repository.
+        let scratch = tempfile::tempdir().unwrap();
         command
+            .current_dir(scratch.path())
             .arg("--config-file")
             .arg(&config)
             .arg("--no-color")
