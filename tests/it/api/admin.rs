@@ -284,14 +284,7 @@ fn a_lifted_override_without_a_state_directory_says_a_reconcile_is_needed() {
     for db in all_backends() {
         let app = TestApp::spawn_with(db, &state_with(""), |state| state.state_dir = None);
         let b = app.backend;
-        let (_, clients) = app.get("/system/clients?limit=10", Some(READER));
-        let reader = clients
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == "reader")
-            .unwrap();
-        let off = format!("/system/clients/{}/deactivate", reader["id"]);
+        let off = format!("/system/clients/{}/deactivate", app.client_id("reader"));
         let (status, _) = app.send_json("POST", &off, Some(OPERATOR), r#"{"reason": "leak"}"#);
         assert_eq!(status, 200, "{b}");
         let (_, open) = app.get("/system/overrides", Some(OPERATOR));

@@ -288,11 +288,7 @@ fn a_caller_cannot_lock_itself_out_by_accident() {
     for db in all_backends() {
         let app = TestApp::spawn(db, &state_with(""));
         let b = app.backend;
-        let (_, clients) = app.get("/system/clients?limit=10", Some(READER));
-        let admin = clients.as_array().unwrap().iter().find(|c| c["name"] == "admin");
-        let admin = admin.unwrap_or_else(|| panic!("{b}: {clients}"))["id"]
-            .as_i64()
-            .unwrap();
+        let admin = app.client_id("admin");
         let deactivate = |who: i64, key: &str, body: &str| {
             app.send_json(
                 "POST",

@@ -221,6 +221,16 @@ pub async fn apply(db: &Db, yaml: &str) {
 }
 
 impl TestApp {
+    /// The id of the client named `name`, as the API lists it.
+    pub fn client_id(&self, name: &str) -> i64 {
+        let (_, clients) = self.get("/system/clients?limit=100", Some(READER));
+        let found = clients
+            .as_array()
+            .and_then(|all| all.iter().find(|c| c["name"] == name));
+        let found = found.unwrap_or_else(|| panic!("{}: no client {name} in {clients}", self.backend));
+        found["id"].as_i64().unwrap()
+    }
+
     /// Sends `body` as JSON.
     pub fn send_json(&self, method: &str, path: &str, key: Option<&str>, body: &str) -> (u16, Value) {
         let reply = self.exchange(method, path, key, &[], Some(body));
