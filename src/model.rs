@@ -294,6 +294,9 @@ pub struct NewOverride {
     pub expires_at: Option<DateTime<Utc>>,
     /// Overrides made together (a lockdown) share a group.
     pub group_id: Option<String>,
+    /// What git declared for the resource when the override took it over, as a state-file
+    /// entry (JSON), for `export`; `None` when git declared nothing for it.
+    pub git_value: Option<String>,
 }
 
 /// Everything the store holds that a plan depends on, read in one snapshot.

@@ -1,10 +1,12 @@
-//! `export`: write the store as state files.
+//! `export`: write the store as state files, with git's values where overrides hold resources.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 
 use super::Status;
+use crate::desired::export::Source;
 
 /// Options of `export`.
 #[derive(Debug, clap::Args)]
@@ -19,18 +21,38 @@ impl Args {
     pub async fn run(self, store: &super::StoreConfig) -> anyhow::Result<Status> {
         let store = super::open(store).await?;
         let actual = store.snapshot().await?;
-        match &self.out {
+        let held: Vec<_> = (store.held(super::now()).await?)
+            .into_iter()
+            .map(|h| (h.hold, h.git_value))
+            .collect();
+        let git_mode = store.maintenance().await?.git;
+        let source = Source {
+            actual: &actual,
+            held: &held,
+            git_mode: Some(&git_mode),
+        };
+        let notes = match &self.out {
             Some(dir) => {
-                let written = crate::desired::export::write(&actual, dir)
-                    .with_context(|| format!("cannot write the export to {}", dir.display()))?;
+                let (written, notes) = crate::desired::export::write(source, dir)
+                    .with_context(|| format!("cannot write the export to {}", crate::text::path(dir)))?;
                 for path in written {
                     tracing::info!("wrote {}", path.display());
                 }
-                super::print_out(&format!("Exported the store to {}.\n", dir.display()))?;
+                super::print_out(&format!("Exported the store to {}.\n", crate::text::path(dir)))?;
+                notes
             }
-            None => super::print_out(
-                &crate::desired::export::single(&actual).context("cannot write the store as YAML")?,
-            )?,
+            None => {
+                let (text, notes) =
+                    crate::desired::export::single(source).context("cannot write the store as YAML")?;
+                super::print_out(&text)?;
+                notes
+            }
+        };
+        // An override's value is not git's: say which resources were exported as git declares
+        // them, so that nobody takes the store's emergency values for the state to commit.
+        let mut err = anstream::stderr();
+        for note in notes {
+            let _ = writeln!(err, "note: {note}");
         }
         Ok(Status::Ok)
     }

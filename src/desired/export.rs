@@ -1,27 +1,49 @@
-//! Writes a store snapshot as state files that `validate` and `reconcile` load back.
+//! Writes a store snapshot as state files that `validate` and `reconcile` load back. Where an
+//! override holds a resource, the file has git's value (with a comment saying so), not the
+//! overridden one: committing an export must not turn an emergency change into git's intent.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::MODELINE;
 use super::raw::{RawClient, RawFlag, RawRule, RawWindow};
 use crate::domain::{Mode, ProfileName};
-use crate::model::{Actual, Stored};
+use crate::model::{
+    Actual, Client, FeatureFlag, Kind, Maintenance, Override, Profile, RateLimitRule, Window,
+};
+
+/// What an export is made of: the store's resources, the overrides in force with git's values
+/// for what they hold, and git's maintenance mode.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    pub actual: &'a Actual,
+    /// Overrides in force, each with git's entry (JSON) for its resource when git owned it.
+    pub held: &'a [(Override, Option<String>)],
+    /// The mode git declared, which an override of the mode does not change.
+    pub git_mode: Option<&'a Maintenance>,
+}
+
+/// One list entry, with a comment above it when an override holds it.
+struct Item<T> {
+    comment: Option<String>,
+    value: T,
+}
+
+impl<T> Item<T> {
+    fn plain(value: T) -> Item<T> {
+        Item { comment: None, value }
+    }
+}
 
 /// One exported file; empty sections are left out.
-#[derive(Serialize)]
 struct ExportFile {
-    version: u32,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    rate_limits: Vec<RawRule>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    clients: Vec<RawClient>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    maintenance: Option<ExportMaintenance>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    feature_flags: Vec<RawFlag>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    deployment_profile: Option<ProfileName>,
+    rate_limits: Vec<Item<RawRule>>,
+    clients: Vec<Item<RawClient>>,
+    maintenance: Option<(Option<String>, ExportMaintenance)>,
+    feature_flags: Vec<Item<RawFlag>>,
+    deployment_profile: Option<(Option<String>, ProfileName)>,
 }
 
 #[derive(Serialize)]
@@ -37,7 +59,6 @@ struct ExportMaintenance {
 impl ExportFile {
     fn empty() -> ExportFile {
         ExportFile {
-            version: 1,
             rate_limits: Vec::new(),
             clients: Vec::new(),
             maintenance: None,
@@ -47,82 +68,286 @@ impl ExportFile {
     }
 }
 
+/// What an export says about an overridden resource, in its file and on stderr.
+fn held_note(o: &Override) -> String {
+    let until = o.expires_at.map_or("until cleared".to_owned(), |t| {
+        format!("until {}", t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+    });
+    format!(
+        "held by override #{} ({}, {:?}, {until}): git's value, not the store's",
+        o.id,
+        crate::text::one_line(&o.actor),
+        crate::text::one_line(&o.reason)
+    )
+}
+
+/// Replaces (or adds) the entry of each resource of `kind` an override holds with git's value.
+fn with_git_values<T: serde::de::DeserializeOwned>(
+    items: &mut Vec<Item<T>>,
+    held: &[(Override, Option<String>)],
+    kind: Kind,
+    key_of: impl Fn(&T) -> String,
+    notes: &mut Vec<String>,
+) {
+    for (o, git) in held.iter().filter(|(o, _)| o.kind == kind) {
+        let note = held_note(o);
+        notes.push(format!("{kind} {}: {note}", o.key));
+        let Some(value) = git.as_deref().and_then(|g| serde_json::from_str::<T>(g).ok()) else {
+            // Git declared nothing for it (an api-owned resource): the store's value stays.
+            if let Some(item) = items.iter_mut().find(|i| key_of(&i.value) == o.key) {
+                item.comment = Some(format!("held by override #{}; not declared in git", o.id));
+            }
+            continue;
+        };
+        let item = Item {
+            comment: Some(note),
+            value,
+        };
+        match items.iter_mut().find(|i| key_of(&i.value) == o.key) {
+            Some(existing) => *existing = item,
+            // Deleted over HTTP and held deleted: git still declares it.
+            None => items.push(item),
+        }
+    }
+}
+
+/// A rule as a state-file entry.
+fn raw_rule(r: &RateLimitRule) -> RawRule {
+    RawRule {
+        scope: r.scope,
+        key: (r.scope != crate::domain::Scope::Global).then(|| r.key.to_string()),
+        window_seconds: r.window_seconds.get(),
+        max_requests: r.max_requests,
+        enabled: r.enabled,
+        shadow: r.shadow,
+        description: r.description.clone(),
+    }
+}
+
+/// A client as a state-file entry.
+fn raw_client(c: &Client) -> RawClient {
+    RawClient {
+        name: c.name.clone(),
+        client_type: c.client_type,
+        role: c.role,
+        key_sha256: c.key_sha256.clone(),
+        active: c.active,
+        description: c.description.clone(),
+    }
+}
+
+/// A feature flag as a state-file entry.
+fn raw_flag(f: &FeatureFlag) -> RawFlag {
+    RawFlag {
+        name: f.name.clone(),
+        enabled: f.enabled,
+        description: f.description.clone(),
+    }
+}
+
+/// A resource as the state-file entry `export` writes for it, as JSON: what an override records
+/// of git's value when it takes a git-owned resource over.
+pub trait Entry {
+    fn entry_json(&self) -> Option<String>;
+}
+
+impl Entry for RateLimitRule {
+    fn entry_json(&self) -> Option<String> {
+        serde_json::to_string(&raw_rule(self)).ok()
+    }
+}
+
+impl Entry for Client {
+    fn entry_json(&self) -> Option<String> {
+        serde_json::to_string(&raw_client(self)).ok()
+    }
+}
+
+impl Entry for FeatureFlag {
+    fn entry_json(&self) -> Option<String> {
+        serde_json::to_string(&raw_flag(self)).ok()
+    }
+}
+
+impl Entry for Profile {
+    fn entry_json(&self) -> Option<String> {
+        serde_json::to_string(&self.name).ok()
+    }
+}
+
+/// The mode's git value lives in its own columns (`git_mode`); windows are not overridden.
+impl Entry for Maintenance {
+    fn entry_json(&self) -> Option<String> {
+        None
+    }
+}
+
+impl Entry for Window {
+    fn entry_json(&self) -> Option<String> {
+        None
+    }
+}
+
 /// Everything active, api-owned resources too, so that reconciling the export adopts them into
 /// git. Windows that were deactivated are history and stay out; inactive clients are kept with
-/// `active: false`.
-fn build(actual: &Actual) -> ExportFile {
+/// `active: false`. Returns the notes on overridden resources too.
+fn build(source: Source<'_>) -> (ExportFile, Vec<String>) {
+    let actual = source.actual;
     let time = |t: &chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
-    ExportFile {
-        version: 1,
-        rate_limits: actual
-            .rules
-            .iter()
-            .map(|Stored { value: r, .. }| RawRule {
-                scope: r.scope,
-                key: (r.scope != crate::domain::Scope::Global).then(|| r.key.to_string()),
-                window_seconds: r.window_seconds.get(),
-                max_requests: r.max_requests,
-                enabled: r.enabled,
-                shadow: r.shadow,
-                description: r.description.clone(),
-            })
-            .collect(),
-        clients: actual
-            .clients
-            .iter()
-            .map(|Stored { value: c, .. }| RawClient {
-                name: c.name.clone(),
-                client_type: c.client_type,
-                role: c.role,
-                key_sha256: c.key_sha256.clone(),
-                active: c.active,
-                description: c.description.clone(),
-            })
-            .collect(),
-        maintenance: Some(ExportMaintenance {
-            mode: actual.maintenance.as_ref().map(|m| m.value.mode),
-            reason: actual.maintenance.as_ref().map(|m| m.value.reason.clone()),
-            windows: actual
-                .windows
-                .iter()
-                .filter(|w| w.value.active)
-                .map(|Stored { value: w, .. }| RawWindow {
-                    name: w.name.clone(),
-                    starts_at: time(&w.starts_at),
-                    ends_at: time(&w.ends_at),
-                    mode: w.mode,
-                    description: w.description.clone(),
-                })
-                .collect(),
-        }),
-        feature_flags: actual
-            .flags
-            .iter()
-            .map(|Stored { value: f, .. }| RawFlag {
-                name: f.name.clone(),
-                enabled: f.enabled,
-                description: f.description.clone(),
-            })
-            .collect(),
-        deployment_profile: actual.profile.as_ref().map(|p| p.value.name.clone()),
-    }
+    let mut notes = Vec::new();
+    let mut rate_limits: Vec<Item<RawRule>> = actual
+        .rules
+        .iter()
+        .map(|r| Item::plain(raw_rule(&r.value)))
+        .collect();
+    let rule_key = |r: &RawRule| format!("{}:{}", r.scope.as_str(), r.key.as_deref().unwrap_or("*"));
+    with_git_values(
+        &mut rate_limits,
+        source.held,
+        Kind::RateLimitRule,
+        rule_key,
+        &mut notes,
+    );
+    let mut clients: Vec<Item<RawClient>> = actual
+        .clients
+        .iter()
+        .map(|c| Item::plain(raw_client(&c.value)))
+        .collect();
+    with_git_values(
+        &mut clients,
+        source.held,
+        Kind::Client,
+        |c| c.name.to_string(),
+        &mut notes,
+    );
+    let mut feature_flags: Vec<Item<RawFlag>> = actual
+        .flags
+        .iter()
+        .map(|f| Item::plain(raw_flag(&f.value)))
+        .collect();
+    with_git_values(
+        &mut feature_flags,
+        source.held,
+        Kind::FeatureFlag,
+        |f| f.name.to_string(),
+        &mut notes,
+    );
+    let mode_hold = source.held.iter().find(|(o, _)| o.kind == Kind::MaintenanceMode);
+    let mode = match (mode_hold, source.git_mode) {
+        (Some((o, _)), Some(git)) => {
+            notes.push(format!("{} {}: {}", o.kind, o.key, held_note(o)));
+            Some((Some(held_note(o)), git.clone()))
+        }
+        _ => actual.maintenance.as_ref().map(|m| (None, m.value.clone())),
+    };
+    let (mode_comment, mode) = match mode {
+        Some((comment, m)) => (comment, Some(m)),
+        None => (None, None),
+    };
+    let windows = actual
+        .windows
+        .iter()
+        .filter(|w| w.value.active)
+        .map(|w| {
+            let w = &w.value;
+            RawWindow {
+                name: w.name.clone(),
+                starts_at: time(&w.starts_at),
+                ends_at: time(&w.ends_at),
+                mode: w.mode,
+                description: w.description.clone(),
+            }
+        })
+        .collect();
+    let maintenance = ExportMaintenance {
+        mode: mode.as_ref().map(|m| m.mode),
+        reason: mode.map(|m| m.reason),
+        windows,
+    };
+    let profile_hold = source
+        .held
+        .iter()
+        .find(|(o, _)| o.kind == Kind::DeploymentProfile);
+    let deployment_profile = match profile_hold {
+        Some((o, git)) => {
+            notes.push(format!("{} {}: {}", o.kind, o.key, held_note(o)));
+            let git = git
+                .as_deref()
+                .and_then(|g| serde_json::from_str::<ProfileName>(g).ok());
+            git.or_else(|| actual.profile.as_ref().map(|p| p.value.name.clone()))
+                .map(|p| (Some(held_note(o)), p))
+        }
+        None => actual.profile.as_ref().map(|p| (None, p.value.name.clone())),
+    };
+    let file = ExportFile {
+        rate_limits,
+        clients,
+        maintenance: Some((mode_comment, maintenance)),
+        feature_flags,
+        deployment_profile,
+    };
+    (file, notes)
 }
 
 const HEADER: &str =
     "# Exported by valhalla-ops from the store; commit it to adopt these resources into git.\n";
 
+/// Writes a list section, each entry under its comment.
+fn section<T: Serialize>(out: &mut String, name: &str, items: &[Item<T>]) -> Result<(), serde_yaml::Error> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    let _ = writeln!(out, "{name}:");
+    for item in items {
+        if let Some(comment) = &item.comment {
+            let _ = writeln!(out, "  # {comment}");
+        }
+        for (i, line) in serde_yaml::to_string(&item.value)?.lines().enumerate() {
+            let _ = writeln!(out, "{}{line}", if i == 0 { "  - " } else { "    " });
+        }
+    }
+    Ok(())
+}
+
 fn to_yaml(file: &ExportFile) -> Result<String, serde_yaml::Error> {
-    Ok(format!("{HEADER}{}", serde_yaml::to_string(file)?))
+    let mut out = format!("{MODELINE}\n{HEADER}version: 1\n");
+    section(&mut out, "rate_limits", &file.rate_limits)?;
+    section(&mut out, "clients", &file.clients)?;
+    if let Some((comment, maintenance)) = &file.maintenance {
+        if let Some(comment) = comment {
+            let _ = writeln!(out, "# maintenance.mode: {comment}");
+        }
+        out.push_str("maintenance:\n");
+        for line in serde_yaml::to_string(maintenance)?.lines() {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
+    section(&mut out, "feature_flags", &file.feature_flags)?;
+    if let Some((comment, profile)) = &file.deployment_profile {
+        if let Some(comment) = comment {
+            let _ = writeln!(out, "# {comment}");
+        }
+        out.push_str(&serde_yaml::to_string(&std::collections::BTreeMap::from([(
+            "deployment_profile",
+            profile,
+        )]))?);
+    }
+    Ok(out)
 }
 
-/// The whole store as one state file.
-pub fn single(actual: &Actual) -> Result<String, serde_yaml::Error> {
-    to_yaml(&build(actual))
+/// The whole store as one state file, and the notes on overridden resources.
+pub fn single(source: Source<'_>) -> Result<(String, Vec<String>), serde_yaml::Error> {
+    let (file, notes) = build(source);
+    Ok((to_yaml(&file)?, notes))
 }
 
-/// The store as a file per concern, by name: rules, clients, maintenance, settings.
-pub fn render(actual: &Actual) -> Result<Vec<(&'static str, String)>, serde_yaml::Error> {
-    let all = build(actual);
+/// Files by name, with their text.
+pub type Files = Vec<(&'static str, String)>;
+
+/// The store as a file per concern, by name (rules, clients, maintenance, settings), and the
+/// notes on overridden resources.
+pub fn render(source: Source<'_>) -> Result<(Files, Vec<String>), serde_yaml::Error> {
+    let (all, notes) = build(source);
     let mut rules = ExportFile::empty();
     rules.rate_limits = all.rate_limits;
     let mut clients = ExportFile::empty();
@@ -132,7 +357,7 @@ pub fn render(actual: &Actual) -> Result<Vec<(&'static str, String)>, serde_yaml
     let mut settings = ExportFile::empty();
     settings.feature_flags = all.feature_flags;
     settings.deployment_profile = all.deployment_profile;
-    [
+    let files = [
         ("rate_limits.yaml", rules),
         ("clients.yaml", clients),
         ("maintenance.yaml", maintenance),
@@ -140,19 +365,21 @@ pub fn render(actual: &Actual) -> Result<Vec<(&'static str, String)>, serde_yaml
     ]
     .into_iter()
     .map(|(name, file)| Ok((name, to_yaml(&file)?)))
-    .collect()
+    .collect::<Result<_, serde_yaml::Error>>()?;
+    Ok((files, notes))
 }
 
-/// Writes [`render`]'s files into `dir`, creating it; returns the paths written.
-pub fn write(actual: &Actual, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+/// Writes [`render`]'s files into `dir`, creating it; returns the paths written and the notes.
+pub fn write(source: Source<'_>, dir: &Path) -> std::io::Result<(Vec<PathBuf>, Vec<String>)> {
     std::fs::create_dir_all(dir)?;
-    render(actual)
-        .map_err(std::io::Error::other)?
+    let (files, notes) = render(source).map_err(std::io::Error::other)?;
+    let paths = files
         .into_iter()
         .map(|(name, text)| {
             let path = dir.join(name);
             std::fs::write(&path, text)?;
             Ok(path)
         })
-        .collect()
+        .collect::<std::io::Result<_>>()?;
+    Ok((paths, notes))
 }

@@ -28,8 +28,8 @@ pub use inputs::{
     WindowFilter, WriteOp,
 };
 pub use records::{
-    Applied, AuditRecord, ClientRecord, FlagRecord, LiveState, Lockdown, RuleRecord, RuleWritten, RunRecord,
-    SecurityCounts, SnapshotRecord, WindowRecord, WriteDone,
+    Applied, AuditRecord, ClientRecord, FlagRecord, Held, LiveState, Lockdown, RuleRecord, RuleWritten,
+    RunRecord, SecurityCounts, SnapshotRecord, WindowRecord, WriteDone,
 };
 
 /// The embedded default: a SQLite file in the working directory, created on first use.

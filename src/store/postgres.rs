@@ -163,6 +163,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "replicas",
         include_str!("../../migrations/postgres/0004_replicas.sql"),
     ),
+    (
+        5,
+        "override git value",
+        include_str!("../../migrations/postgres/0005_override_git_value.sql"),
+    ),
 ];
 
 /// The channel that migration 4's triggers notify on every change to a table replicas cache.

@@ -179,3 +179,11 @@ pub struct LiveState {
     pub rules: Vec<RuleRecord>,
     pub maintenance: MaintenanceInputs,
 }
+
+/// An open override with what git declared for the resource it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub hold: Override,
+    /// Git's entry for the resource as JSON, when git owned it as the override took it over.
+    pub git_value: Option<String>,
+}

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 use super::error::StoreError;
 use super::records::{
-    AuditRecord, ClientRecord, FlagRecord, RuleRecord, RunRecord, SnapshotRecord, WindowRecord,
+    AuditRecord, ClientRecord, FlagRecord, Held, RuleRecord, RunRecord, SnapshotRecord, WindowRecord,
 };
 use crate::domain::{
     ClientName, FlagName, KeySha256, ParseError, ProfileName, RuleKey, WindowName, WindowSeconds,
@@ -52,6 +52,9 @@ macro_rules! columns {
     };
     (overrides) => {
         "id, resource_kind, resource_key, actor, reason, created_at, expires_at, group_id"
+    };
+    (held) => {
+        concat!(columns!(overrides), ", git_value")
     };
     (runs) => {
         "id, started_at, finished_at, actor, source, created, updated, deleted, deactivated, \
@@ -384,6 +387,23 @@ impl OverrideRow {
             created_at: self.created_at,
             expires_at: self.expires_at,
             group_id: self.group_id,
+        })
+    }
+}
+
+/// A row of `overrides` with what git declared for its resource.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct HeldRow {
+    #[sqlx(flatten)]
+    row: OverrideRow,
+    git_value: Option<String>,
+}
+
+impl HeldRow {
+    pub(super) fn parse(self) -> Result<Held, StoreError> {
+        Ok(Held {
+            hold: self.row.parse()?,
+            git_value: self.git_value,
         })
     }
 }

@@ -111,6 +111,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "replicas",
         include_str!("../../migrations/sqlite/0004_replicas.sql"),
     ),
+    (
+        5,
+        "override git value",
+        include_str!("../../migrations/sqlite/0005_override_git_value.sql"),
+    ),
 ];
 
 /// A transaction holding the write lock (`BEGIN IMMEDIATE`), waiting up to the busy timeout for

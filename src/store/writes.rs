@@ -466,6 +466,7 @@ pub fn overrides_step(new: &[crate::model::NewOverride], now: DateTime<Utc>) -> 
                 Value::Text(o.group_id.clone()),
                 Value::Time(now),
                 o.expires_at.map_or(Value::Text(None), Value::Time),
+                Value::Text(o.git_value.clone()),
             ]
         })
         .collect();
@@ -477,6 +478,7 @@ pub fn overrides_step(new: &[crate::model::NewOverride], now: DateTime<Utc>) -> 
         ("group_id", ColType::Text),
         ("created_at", ColType::Time),
         ("expires_at", ColType::Time),
+        ("git_value", ColType::Text),
     ];
     (!rows.is_empty()).then_some(Step::Insert {
         table: "overrides",

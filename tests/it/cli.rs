@@ -137,6 +137,108 @@ fn invalid_state_changes_nothing_and_reports_every_error() {
 }
 
 #[test]
+fn export_writes_gits_values_where_overrides_hold_resources() {
+    use valhalla_ops::domain::{Mode, Scope};
+    use valhalla_ops::store::{ApiChange, ClientFilter, Page, RuleFilter};
+    for db in all_backends() {
+        let state = StateDir::sample();
+        assert_eq!(run(&db, state.path(), &["reconcile"]).code, 0);
+        // An incident: the office network's limit raised, a client switched off, a rule deleted,
+        // the platform frozen; each an override over HTTP.
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let store = valhalla_ops::store::Db::open(&db.url).await.unwrap();
+            let change = ApiChange {
+                actor: "tyr".into(),
+                reason: Some("incident 9".into()),
+                expires_at: None,
+                now: chrono::Utc::now(),
+                group_id: None,
+            };
+            let rule = |key: &str| RuleFilter {
+                scope: Some(Scope::Ip),
+                key: Some(key.into()),
+                enabled: None,
+                page: Page { limit: 10, offset: 0 },
+            };
+            let office = store.rules(&rule("203.0.113.0/24")).await.unwrap().remove(0);
+            let raised = valhalla_ops::model::RateLimitRule {
+                max_requests: 60_000,
+                ..office.rule
+            };
+            store.put_rule(&raised, &change).await.unwrap();
+            let blocked = store.rules(&rule("198.51.100.23")).await.unwrap().remove(0);
+            store.delete_rule(blocked.id, &change).await.unwrap();
+            let all = ClientFilter {
+                active: None,
+                client_type: None,
+                page: Page {
+                    limit: 100,
+                    offset: 0,
+                },
+            };
+            let weweb = store
+                .clients(&all)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|c| c.name.as_str() == "weweb")
+                .unwrap();
+            store.set_client_active(weweb.id, false, &change).await.unwrap();
+            store.set_mode(Mode::ReadOnly, &change).await.unwrap();
+        });
+        let single = run(&db, state.path(), &["export"]);
+        assert_eq!(single.code, 0, "{single:?}");
+        let text = &single.stdout;
+        assert!(text.starts_with("# yaml-language-server: $schema="), "{text}");
+        // Git's values, each under a comment that says why.
+        assert!(
+            !text.contains("60000"),
+            "the emergency limit is not git's: {text}"
+        );
+        assert!(
+            text.contains("key: 203.0.113.0/24\n    max_requests: 600"),
+            "{text}"
+        );
+        assert!(
+            text.contains("key: 198.51.100.23"),
+            "the rule deleted over HTTP is still git's: {text}"
+        );
+        assert!(text.contains("mode: normal"), "{text}");
+        let held = text.lines().filter(|l| l.contains("held by override #")).count();
+        assert_eq!(held, 4, "{text}");
+        for kind in [
+            "rate_limit_rule ip:203.0.113.0/24",
+            "rate_limit_rule ip:198.51.100.23",
+            "client weweb",
+            "maintenance_mode",
+        ] {
+            assert!(
+                single.stderr.contains(&format!("note: {kind}")),
+                "{kind}: {single:?}"
+            );
+        }
+        // Committed, the export changes nothing: what it declares is git's, and the overrides
+        // still hold the rest.
+        let one = StateDir::new(&[("all.yaml", text)]);
+        let check = run(
+            &db,
+            one.path(),
+            &["reconcile", "--dry-run", "--detailed-exitcode"],
+        );
+        assert_eq!(check.code, 0, "{}: {check:?}", db.backend);
+        assert!(check.stdout.contains("4 held by override"), "{check:?}");
+        let (_dir, out) = scratch("export-held");
+        let files = run(&db, state.path(), &["export", "--out", out.to_str().unwrap()]);
+        assert_eq!(files.code, 0, "{files:?}");
+        let rules = std::fs::read_to_string(out.join("rate_limits.yaml")).unwrap();
+        assert!(
+            rules.contains("held by override") && rules.contains("max_requests: 600"),
+            "{rules}"
+        );
+    }
+}
+
+#[test]
 fn export_then_reconcile_is_in_sync() {
     for db in all_backends() {
         let state = StateDir::sample();
@@ -443,7 +545,7 @@ fn migrate_says_which_version_and_a_missing_database_is_named_plainly() {
     let out = run(&db, state.path(), &["migrate"]);
     assert!(
         out.stdout
-            .contains("migrated to version 4 (4 migrations applied)"),
+            .contains("migrated to version 5 (5 migrations applied)"),
         "{out:?}"
     );
     let out = run(&db, state.path(), &["migrate"]);
@@ -473,6 +575,7 @@ fn overrides_list_lines_up_whatever_the_values() {
             reason: reason.into(),
             expires_at: None,
             group_id: None,
+            git_value: None,
         };
         use valhalla_ops::model::Kind;
         let now = chrono::Utc::now();
@@ -521,6 +624,7 @@ fn overrides_list_and_clear() {
                 reason: "incident 9".into(),
                 expires_at: None,
                 group_id: None,
+                git_value: None,
             };
             store.add_override(new, chrono::Utc::now()).await.unwrap();
         });

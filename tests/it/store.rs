@@ -217,6 +217,7 @@ async fn story(db: Db) {
                 reason: "incident 42".into(),
                 expires_at: Some(now() + Duration::minutes(30)),
                 group_id: None,
+                git_value: None,
             },
             now(),
         )
@@ -259,6 +260,7 @@ async fn story(db: Db) {
         reason: "kill switch".into(),
         expires_at: None,
         group_id: Some("g1".into()),
+        git_value: None,
     };
     let flag_hold = db.add_override(flag_hold, later).await.unwrap();
     let held = reconcile(&db, &desired3, &request("bob"), later).await.unwrap();
@@ -378,7 +380,7 @@ async fn migrations_are_idempotent() {
         assert!(db.migrate().await.unwrap().is_empty(), "{}", test_db.backend);
         let other = crate::support::sqlite();
         let fresh = Db::connect(&other.url, Default::default()).await.unwrap();
-        assert_eq!(fresh.migrate().await.unwrap(), [1, 2, 3, 4]);
+        assert_eq!(fresh.migrate().await.unwrap(), [1, 2, 3, 4, 5]);
     }
 }
 

@@ -4,12 +4,13 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::desired::export::Entry;
 use crate::domain::Owner;
 use crate::model::{NewOverride, Override, Resource, Stored};
 use crate::store::backend::{Tx, on};
-use crate::store::rows::{OverrideRow, columns};
+use crate::store::rows::{HeldRow, OverrideRow, columns};
 use crate::store::writes::{self, Row};
-use crate::store::{ApiChange, Db, StoreError};
+use crate::store::{ApiChange, Db, Held, StoreError};
 
 impl Db {
     /// Records an override.
@@ -26,6 +27,21 @@ impl Db {
         let open = tx.open_overrides().await?;
         tx.commit().await?;
         Ok(open)
+    }
+
+    /// The overrides in force at `now`, with what git declared for each resource they hold.
+    pub async fn held(&self, now: DateTime<Utc>) -> Result<Vec<Held>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            columns!(held),
+            " FROM overrides WHERE cleared_at IS NULL ORDER BY id"
+        );
+        let mut conn = self.conn().await?;
+        let rows = on!(&mut conn, |c| sqlx::query_as::<_, HeldRow>(sql)
+            .fetch_all(&mut **c)
+            .await)?;
+        let held: Vec<Held> = rows.into_iter().map(HeldRow::parse).collect::<Result<_, _>>()?;
+        Ok(held.into_iter().filter(|h| h.hold.is_active(now)).collect())
     }
 
     /// Clears one override (`Some(id)`) or every open one, audited with `source` (`cli`, `api`);
@@ -56,7 +72,7 @@ impl Tx<'_> {
     ) -> Result<Override, StoreError> {
         let sql = concat!(
             "INSERT INTO overrides (resource_kind, resource_key, actor, reason, group_id, created_at, \
-             expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ",
+             expires_at, git_value) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ",
             columns!(overrides)
         );
         let row = on!(self, |c| sqlx::query_as::<_, OverrideRow>(sql)
@@ -67,6 +83,7 @@ impl Tx<'_> {
             .bind(&new.group_id)
             .bind(now)
             .bind(new.expires_at)
+            .bind(&new.git_value)
             .fetch_one(&mut **c)
             .await)?;
         row.parse()
@@ -159,22 +176,27 @@ impl Tx<'_> {
 
 /// The override an HTTP change to a git-owned resource records (none for others); it needs a
 /// reason.
-pub(in crate::store) fn hold_for<T: Resource>(
+pub(in crate::store) fn hold_for<T: Resource + Entry>(
     current: Option<&Stored<T>>,
     change: &ApiChange,
 ) -> Result<Option<NewOverride>, StoreError> {
     match current.filter(|c| c.owner == Owner::Git) {
-        Some(current) => always_hold::<T>(current.value.key(), change).map(Some),
+        Some(current) => always_hold(Some(current), current.value.key(), change).map(Some),
         None => Ok(None),
     }
 }
 
-/// The override of a change that is always one (the mode, a flag, the profile).
-pub(in crate::store) fn always_hold<T: Resource>(
+/// The override of a change that is always one (the mode, a flag, the profile); it remembers
+/// git's value when git owns `current`.
+pub(in crate::store) fn always_hold<T: Resource + Entry>(
+    current: Option<&Stored<T>>,
     key: String,
     change: &ApiChange,
 ) -> Result<NewOverride, StoreError> {
     let reason = change.reason.clone().filter(|r| !r.trim().is_empty());
+    let git_value = current
+        .filter(|c| c.owner == Owner::Git)
+        .and_then(|c| c.value.entry_json());
     Ok(NewOverride {
         kind: T::KIND,
         reason: reason.ok_or_else(|| StoreError::OverrideNeedsReason(format!("{} {key}", T::KIND)))?,
@@ -182,5 +204,6 @@ pub(in crate::store) fn always_hold<T: Resource>(
         actor: change.actor.clone(),
         expires_at: change.expires_at,
         group_id: change.group_id.clone(),
+        git_value,
     })
 }

@@ -98,7 +98,7 @@ impl Tx<'_> {
     ) -> Result<Override, StoreError> {
         let current = self.the_mode_row().await?.stored()?;
         // The mode is always held, whoever owns it: an emergency freeze must not be undone.
-        let hold = always_hold::<Maintenance>(current.value.key(), change)?;
+        let hold = always_hold(Some(&current), current.value.key(), change)?;
         let target = Maintenance {
             mode,
             reason: change.reason.clone().unwrap_or_default(),
@@ -152,7 +152,7 @@ impl Tx<'_> {
                 description: String::new(),
             },
         };
-        let hold = always_hold::<FeatureFlag>(target.key(), change)?;
+        let hold = always_hold(current.as_ref(), target.key(), change)?;
         let hold = self
             .api_write(current.as_ref(), Some(&target), Some(hold), change)
             .await?;
@@ -167,7 +167,7 @@ impl Tx<'_> {
     ) -> Result<Override, StoreError> {
         let current = self.profile_row().await?.map(ProfileRow::stored).transpose()?;
         let target = Profile { name: name.clone() };
-        let hold = always_hold::<Profile>(target.key(), change)?;
+        let hold = always_hold(current.as_ref(), target.key(), change)?;
         let hold = self
             .api_write(current.as_ref(), Some(&target), Some(hold), change)
             .await?;

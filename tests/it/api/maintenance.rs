@@ -38,6 +38,7 @@ fn maintenance_state_is_public_and_follows_override_then_window_then_git() {
                 reason: "incident 13".into(),
                 expires_at: None,
                 group_id: None,
+                git_value: None,
             };
             db.add_override(freeze, Utc::now()).await.unwrap();
         });

@@ -18,6 +18,7 @@ fn overrides_are_listed_and_cleared() {
             reason: "incident 12".into(),
             expires_at: Some(Utc::now() + Duration::minutes(30)),
             group_id: None,
+            git_value: None,
         };
         let id = app
             .runtime
