@@ -9,12 +9,11 @@ use std::process::ExitCode;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
 use valhalla_ops::cli::{Cli, exit_code};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::from_args(std::env::args_os().collect());
     let (level, sqlx) = match (cli.quiet, cli.verbose) {
         (true, _) => ("error", "error"),
         // Services say what each pass and each start does; one-shot commands stay quiet.

@@ -140,7 +140,43 @@ impl Cli {
     }
 }
 
+/// The global options that only some subcommands use, by field name.
+const DATABASE: &[&str] = &["database_url", "lock_timeout"];
+const STATE: &[&str] = &["state", "max_file_mib"];
+
+/// Subcommands, by path, with the global options they have no use for: their help leaves them
+/// out (they are still accepted, so that scripts passing them everywhere keep working).
+const UNUSED_GLOBALS: &[(&[&str], &[&[&str]])] = &[
+    (&["validate"], &[DATABASE]),
+    (&["diff"], &[DATABASE, &["state"]]),
+    (&["export"], &[STATE]),
+    (&["migrate"], &[STATE]),
+    (&["overrides", "list"], &[STATE]),
+    (&["overrides", "clear"], &[STATE]),
+    (&["keys", "generate"], &[DATABASE, STATE]),
+    (&["completions"], &[DATABASE, STATE]),
+    (&["man"], &[DATABASE, STATE]),
+    (&["schema"], &[DATABASE, STATE]),
+];
+
 impl Cli {
+    /// Parses `args` as the binary does, exiting as clap does on an error or a request for help;
+    /// a subcommand's help lists only the global options it uses.
+    pub fn from_args(args: Vec<std::ffi::OsString>) -> Cli {
+        use clap::Parser as _;
+        match Cli::try_parse_from(&args) {
+            Ok(cli) => cli,
+            Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => match help_without_unused(&args) {
+                Some(help) => {
+                    let _ = print_out(&help);
+                    std::process::exit(0)
+                }
+                None => e.exit(),
+            },
+            Err(e) => e.exit(),
+        }
+    }
+
     /// Runs the chosen subcommand.
     pub async fn run(self) -> anyhow::Result<Status> {
         let store = self.store();
@@ -168,6 +204,41 @@ impl Cli {
             Command::Schema => schema::run(),
         }
     }
+}
+
+/// The help of the subcommand `args` ask about, without the global options it has no use for;
+/// `None` for one that uses them all (clap's own help is right).
+fn help_without_unused(args: &[std::ffi::OsString]) -> Option<String> {
+    use clap::CommandFactory as _;
+    let mut cmd = Cli::command();
+    // Built, so that every subcommand holds the global options and its full name.
+    cmd.build();
+    // The words that name subcommands, in order (`help keys generate` and `keys generate -h`
+    // alike); option values are skipped.
+    let mut path = Vec::new();
+    let mut at = &cmd;
+    for word in args.iter().skip(1).filter_map(|a| a.to_str()) {
+        if let Some(sub) = at.find_subcommand(word).filter(|s| s.get_name() != "help") {
+            path.push(sub.get_name().to_owned());
+            at = sub;
+        }
+    }
+    let (_, groups) = UNUSED_GLOBALS.iter().find(|(p, _)| p.iter().eq(path.iter()))?;
+    let mut sub = &mut cmd;
+    for name in &path {
+        sub = sub.find_subcommand_mut(name)?;
+    }
+    let mut shown = std::mem::replace(sub, clap::Command::new(""));
+    for id in groups.iter().flat_map(|g| g.iter()) {
+        shown = shown.mut_arg(*id, |a| a.hide(true));
+    }
+    let long = args.iter().any(|a| a == "--help" || a == "help");
+    let help = if long {
+        shown.render_long_help()
+    } else {
+        shown.render_help()
+    };
+    Some(help.ansi().to_string())
 }
 
 /// Maps the outcome to the documented exit codes: 0 ok, 1 error, 2 changes.

@@ -986,3 +986,54 @@ fn the_kubernetes_example_runs_real_commands_with_real_settings() {
         ["/readyz", "/healthz"]
     );
 }
+
+#[test]
+fn a_subcommand_help_lists_only_the_global_options_it_uses() {
+    let db = crate::support::sqlite();
+    let state = StateDir::new(&[]);
+    let help = |args: &[&str]| {
+        let out = run(&db, state.path(), args);
+        assert_eq!(out.code, 0, "{out:?}");
+        out.stdout
+    };
+    for ask in [
+        &["keys", "generate", "--help"][..],
+        &["help", "keys", "generate"],
+        &["keys", "generate", "-h"],
+    ] {
+        let keys = help(ask);
+        assert!(
+            keys.contains("--role") && keys.contains("--verbose"),
+            "{ask:?}:\n{keys}"
+        );
+        for unused in ["--database-url", "--state", "--lock-timeout", "--max-file-mib"] {
+            assert!(
+                !keys.contains(unused),
+                "{unused} does nothing for keys generate ({ask:?}):\n{keys}"
+            );
+        }
+    }
+    let validate = help(&["validate", "--help"]);
+    assert!(
+        validate.contains("--state") && !validate.contains("--database-url"),
+        "{validate}"
+    );
+    let reconcile = help(&["reconcile", "--help"]);
+    for used in ["--database-url", "--state", "--lock-timeout", "--max-file-mib"] {
+        assert!(reconcile.contains(used), "{used}:\n{reconcile}");
+    }
+    // Still accepted where it is not listed, before or after the subcommand.
+    assert_eq!(
+        run(&db, state.path(), &["--state", "x", "keys", "generate"]).code,
+        0
+    );
+    assert_eq!(
+        run(&db, state.path(), &["schema", "--database-url", "sqlite://x.db"]).code,
+        0
+    );
+    assert_eq!(
+        run(&db, state.path(), &["validate", "--max-file-mib", "2"]).code,
+        1,
+        "an empty directory"
+    );
+}
