@@ -292,6 +292,21 @@ fn build(source: Source<'_>) -> (ExportFile, Vec<String>) {
 const HEADER: &str =
     "# Exported by valhalla-ops from the store; commit it to adopt these resources into git.\n";
 
+/// A window's `starts_at:`/`ends_at:` line with its time in quotes: serde_yaml writes an RFC 3339
+/// time plain, which JavaScript YAML readers (editors, ajv) take for a date, not the text the
+/// schema asks for. The times are RFC 3339, so quoting them needs no escaping.
+fn quoted_time(line: &str) -> String {
+    for key in ["starts_at: ", "ends_at: "] {
+        if let Some(at) = line.find(key) {
+            let (head, value) = line.split_at(at + key.len());
+            if !value.starts_with(['"', '\'']) {
+                return format!("{head}\"{value}\"");
+            }
+        }
+    }
+    line.to_owned()
+}
+
 /// Writes a list section, each entry under its comment.
 fn section<T: Serialize>(out: &mut String, name: &str, items: &[Item<T>]) -> Result<(), serde_yaml::Error> {
     if items.is_empty() {
@@ -319,7 +334,7 @@ fn to_yaml(file: &ExportFile) -> Result<String, serde_yaml::Error> {
         }
         out.push_str("maintenance:\n");
         for line in serde_yaml::to_string(maintenance)?.lines() {
-            let _ = writeln!(out, "  {line}");
+            let _ = writeln!(out, "  {}", quoted_time(line));
         }
     }
     section(&mut out, "feature_flags", &file.feature_flags)?;

@@ -448,3 +448,32 @@ fn the_ci_examples_post_one_plan_comment_even_when_the_plan_is_refused() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
 }
+
+#[test]
+fn ajv_accepts_what_export_writes() {
+    let Some(ajv) = tool("ajv") else { return };
+    let db = sqlite();
+    let state = StateDir::sample();
+    assert_eq!(run(&db, state.path(), &["reconcile"]).code, 0);
+    let (_dir, out) = crate::support::scratch("export-ajv");
+    let export = run(&db, state.path(), &["export", "--out", out.to_str().unwrap()]);
+    assert_eq!(export.code, 0, "{export:?}");
+    let windows = std::fs::read_to_string(out.join("maintenance.yaml")).unwrap();
+    assert!(windows.contains("starts_at: \""), "{windows}");
+    let schema = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/valhalla-ops.schema.json");
+    for file in std::fs::read_dir(&out).unwrap() {
+        let file = file.unwrap().path();
+        let out = Command::new(&ajv)
+            .args(["validate", "--spec=draft2020", "-c", "ajv-formats", "-s"])
+            .arg(&schema)
+            .arg("-d")
+            .arg(&file)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "ajv on {}:\n{said}", file.display());
+    }
+    // Quoted, the times still load back as they were.
+    let check = run(&db, &out, &["reconcile", "--dry-run", "--detailed-exitcode"]);
+    assert_eq!(check.code, 0, "{check:?}");
+}
