@@ -81,6 +81,13 @@ fn held_note(o: &Override) -> String {
     )
 }
 
+/// [`held_note`] for `o`, also added to `notes` with the resource it is about.
+fn noted(o: &Override, notes: &mut Vec<String>) -> String {
+    let note = held_note(o);
+    notes.push(format!("{} {}: {note}", o.kind, o.key));
+    note
+}
+
 /// Replaces (or adds) the entry of each resource of `kind` an override holds with git's value.
 fn with_git_values<T: serde::de::DeserializeOwned>(
     items: &mut Vec<Item<T>>,
@@ -90,8 +97,7 @@ fn with_git_values<T: serde::de::DeserializeOwned>(
     notes: &mut Vec<String>,
 ) {
     for (o, git) in held.iter().filter(|(o, _)| o.kind == kind) {
-        let note = held_note(o);
-        notes.push(format!("{kind} {}: {note}", o.key));
+        let note = noted(o, notes);
         let Some(value) = git.as_deref().and_then(|g| serde_json::from_str::<T>(g).ok()) else {
             // Git declared nothing for it (an api-owned resource): the store's value stays.
             if let Some(item) = items.iter_mut().find(|i| key_of(&i.value) == o.key) {
@@ -233,16 +239,9 @@ fn build(source: Source<'_>) -> (ExportFile, Vec<String>) {
         &mut notes,
     );
     let mode_hold = source.held.iter().find(|(o, _)| o.kind == Kind::MaintenanceMode);
-    let mode = match (mode_hold, source.git_mode) {
-        (Some((o, _)), Some(git)) => {
-            notes.push(format!("{} {}: {}", o.kind, o.key, held_note(o)));
-            Some((Some(held_note(o)), git.clone()))
-        }
-        _ => actual.maintenance.as_ref().map(|m| (None, m.value.clone())),
-    };
-    let (mode_comment, mode) = match mode {
-        Some((comment, m)) => (comment, Some(m)),
-        None => (None, None),
+    let (mode_comment, mode) = match (mode_hold, source.git_mode) {
+        (Some((o, _)), Some(git)) => (Some(noted(o, &mut notes)), Some(git.clone())),
+        _ => (None, actual.maintenance.as_ref().map(|m| m.value.clone())),
     };
     let windows = actual
         .windows
@@ -270,12 +269,12 @@ fn build(source: Source<'_>) -> (ExportFile, Vec<String>) {
         .find(|(o, _)| o.kind == Kind::DeploymentProfile);
     let deployment_profile = match profile_hold {
         Some((o, git)) => {
-            notes.push(format!("{} {}: {}", o.kind, o.key, held_note(o)));
+            let note = noted(o, &mut notes);
             let git = git
                 .as_deref()
                 .and_then(|g| serde_json::from_str::<ProfileName>(g).ok());
             git.or_else(|| actual.profile.as_ref().map(|p| p.value.name.clone()))
-                .map(|p| (Some(held_note(o)), p))
+                .map(|p| (Some(note), p))
         }
         None => actual.profile.as_ref().map(|p| (None, p.value.name.clone())),
     };

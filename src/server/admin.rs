@@ -213,10 +213,8 @@ struct RunReconcile {
 }
 
 async fn run_reconcile(state: &AppState, caller: &Caller, p: RunReconcile) -> Result<Value, ApiError> {
+    // The read-your-writes layer makes the replica follow before the answer goes out.
     let outcome = super::restore::reconcile_state_dir(state, caller, p.dry_run, p.prune).await?;
-    if outcome.run_id.is_some() {
-        // Clients may have changed: keys must follow at once.
-    }
     let document = PlanDocument::new(&outcome.plan, outcome.state_fingerprint.clone());
     Ok(json!({ "run_id": outcome.run_id, "plan": document }))
 }

@@ -188,15 +188,7 @@ fn deactivation_takes_effect_at_once_and_git_clients_need_a_reason() {
         assert_eq!(app.get("/system/overrides", Some(&key)).0, 200, "{b}");
 
         // A git-owned client: deactivating it is an override, with a reason.
-        let (_, readers) = app.get("/system/clients?client_type=script&limit=10", Some(READER));
-        let reader_id = readers
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == "reader")
-            .unwrap()["id"]
-            .as_i64()
-            .unwrap();
+        let reader_id = app.client_id("reader");
         let path = format!("/system/clients/{reader_id}/deactivate");
         assert_error(
             &app,
@@ -223,15 +215,7 @@ fn deactivation_takes_effect_at_once_and_git_clients_need_a_reason() {
             "{b}: {plan:?}"
         );
         // An operator cannot touch an admin client.
-        let (_, admins) = app.get("/system/clients?limit=10", Some(ADMIN));
-        let admin_id = admins
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == "admin")
-            .unwrap()["id"]
-            .as_i64()
-            .unwrap();
+        let admin_id = app.client_id("admin");
         assert_error(
             &app,
             app.call(
