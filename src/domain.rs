@@ -101,6 +101,18 @@ string_enum!(
     Scope, "scope" { Ip => "ip", User => "user", ApiKey => "api_key", Global => "global" }
 );
 string_enum!(
+    /// What a rate-limit rule does while the shared counter store (Redis) is unreachable:
+    /// `open` admits, `closed` refuses with 503, `local` counts in this replica's memory.
+    OnOutage, "failure policy" { Open => "open", Closed => "closed", Local => "local" }
+);
+
+impl OnOutage {
+    /// The policy of a rule that does not declare one: keep limiting, per replica, as without
+    /// shared counters (neither a wide-open platform nor a refused one).
+    pub const DEFAULT: OnOutage = OnOutage::Local;
+}
+
+string_enum!(
     /// The kind of software a client is.
     ClientType, "client type" {
         Weweb => "weweb", Heimdall => "heimdall", Tyr => "tyr", Script => "script", Integration => "integration",

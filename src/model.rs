@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    ClientName, ClientType, FlagName, KeySha256, Mode, Owner, ProfileName, Role, RuleKey, Scope, WindowMode,
+    ClientName, ClientType, FlagName, KeySha256, Mode, OnOutage, Owner, ProfileName, Role, RuleKey, Scope, WindowMode,
     WindowName, WindowSeconds,
 };
 
@@ -112,6 +112,8 @@ pub struct RateLimitRule {
     pub enabled: bool,
     /// Counted and reported, never enforced.
     pub shadow: bool,
+    /// What the rule does while shared counters are unreachable.
+    pub on_outage: OnOutage,
     pub description: String,
 }
 
@@ -126,6 +128,7 @@ impl Resource for RateLimitRule {
             Field::plain("max_requests", self.max_requests),
             Field::plain("enabled", self.enabled),
             Field::plain("shadow", self.shadow),
+            Field::plain("on_outage", self.on_outage),
             Field::plain("description", &self.description),
         ]
     }

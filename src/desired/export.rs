@@ -126,6 +126,7 @@ fn raw_rule(r: &RateLimitRule) -> RawRule {
         max_requests: r.max_requests,
         enabled: r.enabled,
         shadow: r.shadow,
+        on_outage: r.on_outage,
         description: r.description.clone(),
     }
 }

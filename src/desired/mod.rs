@@ -519,6 +519,7 @@ impl Loader {
             max_requests: r.max_requests,
             enabled: r.enabled,
             shadow: r.shadow,
+            on_outage: r.on_outage,
             description: r.description,
         };
         if !rule.enabled {

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
 
 use crate::domain::{
-    ClientName, ClientType, FlagName, KeySha256, Mode, ProfileName, Role, Scope, WindowMode, WindowName,
+    ClientName, ClientType, FlagName, KeySha256, Mode, OnOutage, ProfileName, Role, Scope, WindowMode, WindowName,
 };
 
 /// One state file. Sections hold raw items so that each item is checked on its own and every
@@ -67,8 +67,20 @@ pub struct RawRule {
     pub enabled: bool,
     #[serde(default, skip_serializing_if = "is_false")]
     pub shadow: bool,
+    /// While the shared counter store (Redis) is unreachable: `open` admits, `closed` refuses
+    /// with 503, `local` (the default) counts in each replica's memory.
+    #[serde(default = "local", skip_serializing_if = "is_local")]
+    pub on_outage: OnOutage,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
+}
+
+fn local() -> OnOutage {
+    OnOutage::DEFAULT
+}
+
+fn is_local(policy: &OnOutage) -> bool {
+    *policy == OnOutage::DEFAULT
 }
 
 /// A client as written.

@@ -155,10 +155,12 @@ mod tests {
                     max: 100,
                 },
                 shadow,
+                on_outage: crate::domain::OnOutage::DEFAULT,
             }),
             allowed: true,
             remaining,
             reset_ms: 30_500,
+            outage: false,
         }
     }
 

@@ -24,6 +24,9 @@ pub struct Verdict {
     pub remaining: u32,
     /// Milliseconds until the rule admits again (the Retry-After when refused).
     pub reset_ms: u64,
+    /// Decided by the rule's `on_outage` policy because the shared counter store was
+    /// unreachable: refused by `closed`, or counted in this replica's memory by `local`.
+    pub outage: bool,
 }
 
 impl Verdict {
@@ -51,6 +54,15 @@ impl Decision {
             .find(|v| !v.allowed)
             .or_else(|| enforced().min_by_key(|v| v.remaining))
             .or_else(|| self.verdicts.iter().min_by_key(|v| v.remaining))
+    }
+
+    /// Whether the request is refused because a `closed` rule cannot reach the shared
+    /// counters (a 503, not a 429: the subject did nothing wrong).
+    pub fn unavailable(&self) -> bool {
+        !self.allowed
+            && self
+                .binding()
+                .is_some_and(|v| v.outage && v.rule.on_outage == crate::domain::OnOutage::Closed)
     }
 
     /// Shadow rules that would have refused this request.
@@ -84,11 +96,15 @@ impl Limiter {
     /// taken back), so retrying does not extend a block. Shadow rules count as if they were
     /// enforced alone, so what they report is what enforcing them would do.
     pub fn check(&self, table: &RuleTable, subject: &Subject<'_>, now_ms: u64) -> Decision {
-        let matched = table.matching(subject);
+        self.check_matched(&table.matching(subject), now_ms)
+    }
+
+    /// [`check`](Self::check) for rules already matched to a subject, each with its counter.
+    pub fn check_matched(&self, matched: &[(&Arc<Rule>, CounterKey)], now_ms: u64) -> Decision {
         let mut verdicts = Vec::with_capacity(matched.len());
         let mut taken: Vec<(CounterKey, u64)> = Vec::with_capacity(matched.len());
         let mut allowed = true;
-        for (rule, key) in matched {
+        for &(rule, key) in matched {
             let count = rule.shadow || allowed;
             let (outcome, start) = self.counters.with(key, now_ms, |w| {
                 let o = if count {
@@ -111,6 +127,7 @@ impl Limiter {
                 allowed: outcome.allowed,
                 remaining: outcome.remaining,
                 reset_ms: outcome.reset_ms,
+                outage: false,
             });
         }
         if !allowed {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use super::window::Quota;
-use crate::domain::Scope;
+use crate::domain::{OnOutage, Scope};
 use crate::model::RateLimitRule;
 
 /// One enabled rule as the limiter applies it.
@@ -21,6 +21,8 @@ pub struct Rule {
     pub quota: Quota,
     /// Counts and reports, never refuses.
     pub shadow: bool,
+    /// What the rule does while shared counters are unreachable.
+    pub on_outage: OnOutage,
 }
 
 impl Rule {
@@ -34,6 +36,7 @@ impl Rule {
                 max: rule.max_requests,
             },
             shadow: rule.shadow,
+            on_outage: rule.on_outage,
         }
     }
 }
@@ -184,6 +187,7 @@ pub(crate) mod tests {
             max_requests: max,
             enabled: true,
             shadow: false,
+            on_outage: OnOutage::DEFAULT,
             description: String::new(),
         };
         (id, rule)

@@ -5,7 +5,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::domain::{
-    ClientName, ClientType, FlagName, KeySha256, Mode, ProfileName, Role, RuleKey, Scope, WindowMode,
+    ClientName, ClientType, FlagName, KeySha256, Mode, OnOutage, ProfileName, Role, RuleKey, Scope, WindowMode,
     WindowName, WindowSeconds,
 };
 
@@ -21,6 +21,7 @@ fn rule(scope: Scope, key: &str, max: u32) -> RateLimitRule {
         max_requests: max,
         enabled: true,
         shadow: false,
+        on_outage: OnOutage::DEFAULT,
         description: String::new(),
     }
 }

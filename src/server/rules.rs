@@ -13,7 +13,7 @@ use super::error::ErrorBody;
 use super::json::Object;
 use super::params::{expiry, page};
 use super::{ApiError, AppState};
-use crate::domain::{RuleKey, Scope, WindowSeconds};
+use crate::domain::{OnOutage, RuleKey, Scope, WindowSeconds};
 use crate::model::RateLimitRule;
 use crate::store::{ApiChange, RuleFilter, SnapshotFilter};
 
@@ -103,6 +103,10 @@ fn sixty() -> i64 {
 fn sixty_requests() -> u32 {
     60
 }
+fn local() -> OnOutage {
+    OnOutage::DEFAULT
+}
+
 fn yes() -> bool {
     true
 }
@@ -126,6 +130,10 @@ pub struct RuleBody {
     enabled: bool,
     #[serde(default)]
     shadow: bool,
+    /// While shared counters are unreachable: `open` admits, `closed` refuses with 503,
+    /// `local` (the default) counts in each replica's memory.
+    #[serde(default = "local")]
+    on_outage: OnOutage,
     #[serde(default)]
     description: String,
     /// Why; required when the rule is declared in git (the change becomes an override).
@@ -152,6 +160,7 @@ pub async fn put(
         max_requests: body.max_requests,
         enabled: body.enabled,
         shadow: body.shadow,
+        on_outage: body.on_outage,
         description: body.description,
     };
     let now = state.now();

@@ -168,6 +168,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "override git value",
         include_str!("../../migrations/postgres/0005_override_git_value.sql"),
     ),
+    (
+        6,
+        "on outage",
+        include_str!("../../migrations/postgres/0006_on_outage.sql"),
+    ),
 ];
 
 /// The channel that migration 4's triggers notify on every change to a table replicas cache.

@@ -21,7 +21,7 @@ use crate::model::{
 /// its `_records` row adds the bookkeeping the API shows, which a reconcile has no use for.
 macro_rules! columns {
     (rules) => {
-        "id, scope, key, window_seconds, max_requests, enabled, shadow, description, owner"
+        "id, scope, key, window_seconds, max_requests, enabled, shadow, on_outage, description, owner"
     };
     (rule_records) => {
         concat!(columns!(rules), ", created_at, updated_at")
@@ -89,6 +89,7 @@ pub(super) struct RuleRow {
     max_requests: i32,
     enabled: bool,
     shadow: bool,
+    on_outage: String,
     description: String,
     owner: String,
 }
@@ -110,6 +111,7 @@ impl RuleRow {
                 max_requests,
                 enabled: self.enabled,
                 shadow: self.shadow,
+                on_outage: self.on_outage.parse().map_err(&bad)?,
                 description: self.description,
             },
         })

@@ -116,6 +116,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "override git value",
         include_str!("../../migrations/sqlite/0005_override_git_value.sql"),
     ),
+    (
+        6,
+        "on outage",
+        include_str!("../../migrations/sqlite/0006_on_outage.sql"),
+    ),
 ];
 
 /// A transaction holding the write lock (`BEGIN IMMEDIATE`), waiting up to the busy timeout for

@@ -95,6 +95,7 @@ impl Row for RateLimitRule {
         ("max_requests", ColType::Int),
         ("enabled", ColType::Bool),
         ("shadow", ColType::Bool),
+        ("on_outage", ColType::Text),
         ("description", ColType::Text),
     ];
     fn values(&self) -> Vec<Value> {
@@ -105,6 +106,7 @@ impl Row for RateLimitRule {
             Value::Int(self.max_requests.into()),
             Value::Bool(self.enabled),
             Value::Bool(self.shadow),
+            text(self.on_outage.as_str()),
             text(&self.description),
         ]
     }

@@ -388,7 +388,7 @@ async fn migrations_are_idempotent() {
 /// COPY must escape; then a bulk update and a bulk removal.
 #[tokio::test]
 async fn bulk_writes_round_trip_on_every_backend() {
-    use valhalla_ops::domain::{RuleKey, Scope, WindowSeconds};
+    use valhalla_ops::domain::{OnOutage, RuleKey, Scope, WindowSeconds};
     use valhalla_ops::model::RateLimitRule;
     let rules = |max: u32| -> DesiredState {
         let rules = (0..20_500)
@@ -399,6 +399,7 @@ async fn bulk_writes_round_trip_on_every_backend() {
                 max_requests: max + i % 7,
                 enabled: i % 3 != 0,
                 shadow: i % 5 == 0,
+                on_outage: OnOutage::ALL[(i % 3) as usize],
                 description: format!("tab\there\nline two \\ back\\slash \"{i}\" é"),
             })
             .collect();

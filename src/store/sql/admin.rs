@@ -1,7 +1,7 @@
 //! The admin console's reads and writes: the security snapshot, the lockdown, and batches of
 //! writes applied all-or-nothing.
 
-use crate::domain::{Mode, Role, RuleKey, Scope, WindowSeconds};
+use crate::domain::{Mode, OnOutage, Role, RuleKey, Scope, WindowSeconds};
 use crate::model::{Client, RateLimitRule, Stored};
 use crate::store::backend::on;
 use crate::store::rows::{ClientRow, columns};
@@ -108,6 +108,7 @@ impl Db {
                 max_requests,
                 enabled: true,
                 shadow: false,
+                on_outage: OnOutage::DEFAULT,
                 description: format!("lockdown: {}", change.reason.clone().unwrap_or_default()),
             };
             tx.put_rule(&rule, change).await?;
