@@ -36,6 +36,9 @@ pub enum ApiError {
     /// A rate-limit rule refuses the request.
     #[error("{0}")]
     RateLimited(String),
+    /// A `closed` rate-limit rule refuses while the shared counters are unreachable.
+    #[error("{0}")]
+    CountersUnreachable(String),
     #[error("internal error")]
     Internal(#[source] StoreError),
 }
@@ -65,7 +68,10 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) | ApiError::Maintenance(_) | ApiError::NoRandomness(_) => {
+            ApiError::Unavailable(_)
+            | ApiError::Maintenance(_)
+            | ApiError::NoRandomness(_)
+            | ApiError::CountersUnreachable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

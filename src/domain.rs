@@ -106,6 +106,11 @@ string_enum!(
     OnOutage, "failure policy" { Open => "open", Closed => "closed", Local => "local" }
 );
 
+string_enum!(
+    /// Where rate-limit counts are kept: each replica's memory, or one Redis for every replica.
+    CounterStore, "counter store" { Memory => "memory", Redis => "redis" }
+);
+
 impl OnOutage {
     /// The policy of a rule that does not declare one: keep limiting, per replica, as without
     /// shared counters (neither a wide-open platform nor a refused one).

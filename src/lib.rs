@@ -22,6 +22,8 @@
 //! - [`reconcile`]: load → plan → apply under the single-writer lock; saved plans.
 //! - [`api_error`]: the HTTP API's error type and JSON body, for the server and the layers.
 //! - [`auth`]: the key a request presents, the caller it identifies, role checks.
+//! - [`counting`]: where a replica counts: its memory, or one Redis shared by every replica,
+//!   with each rule's `on_outage` policy while Redis is unreachable.
 //! - [`replica`]: a server's cached view of the store and its counters, reloaded when the
 //!   store's change count moves, and usage snapshots.
 //! - [`enforce`]: tower layers any axum service can mount: the rate limiter and the freeze.
@@ -34,6 +36,7 @@ pub mod auth;
 pub mod backoff;
 pub mod cli;
 pub mod clock;
+pub mod counting;
 pub mod desired;
 pub mod domain;
 pub mod enforce;

@@ -11,7 +11,8 @@ use arc_swap::ArcSwapOption;
 use chrono::DateTime;
 
 use crate::domain::KeySha256;
-use crate::limit::{Limiter, RuleTable};
+use crate::counting::Counting;
+use crate::limit::{Decision, RuleTable, Subject};
 use crate::model::MaintenanceInputs;
 use crate::store::{Db, LiveState, RuleRecord, StoreError, Usage, UsageBatch};
 
@@ -105,7 +106,8 @@ pub struct Replica {
     view: ArcSwapOption<View>,
     /// One reload at a time; the others wait for it and use its result.
     reloading: tokio::sync::Mutex<Option<Instant>>,
-    pub limiter: Limiter,
+    /// Where requests are counted: this replica's memory, or the shared counters.
+    pub counting: Counting,
     pub clock: Clock,
     pub options: ReplicaOptions,
     /// How many times the view was loaded, exposed as a metric.
@@ -121,13 +123,19 @@ impl std::fmt::Debug for Replica {
 }
 
 impl Replica {
-    /// A replica over `db`; the view is loaded on first use.
+    /// A replica over `db` that counts in its own memory; the view is loaded on first use.
     pub fn new(db: Db, clock: Clock, options: ReplicaOptions) -> Replica {
+        let counting = Counting::memory(options.counters);
+        Replica::with_counting(db, clock, options, counting)
+    }
+
+    /// A replica over `db` that counts in `counting` (say, [`Counting::shared`]).
+    pub fn with_counting(db: Db, clock: Clock, options: ReplicaOptions, counting: Counting) -> Replica {
         Replica {
             db,
             view: ArcSwapOption::empty(),
             reloading: tokio::sync::Mutex::new(None),
-            limiter: Limiter::new(options.counters),
+            counting,
             clock,
             options,
             reloads: Default::default(),
@@ -137,6 +145,13 @@ impl Replica {
     /// The current time in milliseconds since the epoch, as the limiter counts.
     pub fn now_ms(&self) -> u64 {
         u64::try_from((self.clock)().timestamp_millis()).unwrap_or(0)
+    }
+
+    /// Decides about one request of `subject` against `table` and counts it.
+    pub async fn check(&self, table: &RuleTable, subject: &Subject<'_>) -> Decision {
+        self.counting
+            .check(&table.matching(subject), self.now_ms())
+            .await
     }
 
     /// How many times the view was loaded.
@@ -220,12 +235,11 @@ impl Replica {
     /// The counters counted since the last call, as snapshot rows; idle counters are forgotten.
     fn take_usage(&self) -> Option<UsageBatch> {
         let now = (self.clock)();
-        let readings = self.limiter.take_dirty();
-        self.limiter.sweep(self.now_ms());
+        let readings = self.counting.take_readings(self.now_ms());
         let view = self.view.load_full()?;
         let usage: Vec<Usage> = readings
             .iter()
-            .filter_map(|r| {
+            .filter_map(|(counter, r)| {
                 let rule = &view.rules.get(&r.key.rule)?.rule;
                 Some(Usage {
                     scope: rule.scope,
@@ -235,6 +249,7 @@ impl Replica {
                         .addr
                         .map_or_else(|| rule.key.as_str().to_owned(), |a| a.to_string()),
                     shadow: rule.shadow,
+                    counter: *counter,
                     window_seconds: i64::try_from(r.key.window_ms / 1000).unwrap_or(i64::MAX),
                     max_requests: rule.max_requests.into(),
                     current_count: r.count.into(),

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use super::Status;
-use crate::replica::ReplicaOptions;
+use crate::counting::{Counting, RedisCounters, RedisOptions, WindowClock};
+use crate::replica::{Replica, ReplicaOptions};
 use crate::server::{self, AppState};
 
 /// Options of `serve`.
@@ -29,6 +30,19 @@ pub struct Args {
     /// How often rate-limit counters are written to `rate_limit_snapshots`.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     snapshot_interval: std::time::Duration,
+
+    /// Share rate-limit counters between replicas in this Redis (`redis://host:6379/0`, or
+    /// `rediss://` for TLS); without it each replica counts in its own memory.
+    #[arg(long, env = "VALHALLA_COUNTERS", hide_env_values = true, value_name = "URL")]
+    counters: Option<String>,
+
+    /// Put before every key in that Redis: give each deployment sharing one Redis its own.
+    #[arg(long, env = "VALHALLA_COUNTERS_PREFIX", hide_env_values = true, default_value = crate::counting::DEFAULT_PREFIX, value_name = "PREFIX", requires = "counters")]
+    counters_prefix: String,
+
+    /// How long a request waits for Redis before the rules' on_outage policies decide.
+    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration, value_name = "DURATION", requires = "counters")]
+    counters_timeout: std::time::Duration,
 
     /// The most rate-limit counters held in memory (about 100 bytes each); idle ones are
     /// evicted first, then the least recently used.
@@ -65,6 +79,23 @@ fn parse_net(raw: &str) -> Result<ipnet::IpNet, String> {
 }
 
 impl Args {
+    /// The counter store: memory, or the shared counters of `--counters`, which need not
+    /// answer yet (the replica starts degraded and counts in Redis once it answers).
+    async fn counting(&self, capacity: usize) -> anyhow::Result<Counting> {
+        let Some(url) = &self.counters else {
+            return Ok(Counting::memory(capacity));
+        };
+        let redis = RedisCounters::new(&RedisOptions {
+            url: url.clone(),
+            prefix: self.counters_prefix.clone(),
+            timeout: self.counters_timeout.max(std::time::Duration::from_millis(1)),
+            clock: WindowClock::Redis,
+        })?;
+        let counting = Counting::shared(capacity, redis);
+        counting.connect().await;
+        Ok(counting)
+    }
+
     /// Serves until a shutdown signal; in-flight requests finish first.
     pub async fn run(
         self,
@@ -78,10 +109,15 @@ impl Args {
             .await
             .with_context(|| format!("cannot listen on {}", self.bind))?;
         let addr = listener.local_addr()?;
+        let counting = self.counting(self.max_counters.max(1)).await?;
         // Said whatever the log level: an operator needs to know where the server is.
+        let counted_in = match counting.shown_url() {
+            Some(url) => format!("counters in {url}"),
+            None => "counters in memory".to_owned(),
+        };
         let _ = writeln!(
             std::io::stderr(),
-            "valhalla-ops: serving http://{addr} ({} store)",
+            "valhalla-ops: serving http://{addr} ({} store, {counted_in})",
             db.backend()
         );
         let defaults = ReplicaOptions::default();
@@ -104,7 +140,7 @@ impl Args {
                 body_timeout: self.body_timeout.max(std::time::Duration::from_millis(100)),
                 max_connections: self.max_connections as usize,
             },
-            ..AppState::with(db, clock, options)
+            ..AppState::over(Replica::with_counting(db.clone(), clock, options, counting), db)
         });
         // Fail at start, not on the first request, if the state cannot be read.
         state

@@ -50,7 +50,7 @@ impl Gate for RateLimit {
             client: client.as_ref().map(|c| c.as_str()),
             user,
         };
-        let decision = replica.limiter.check(&view.table, &subject, replica.now_ms());
+        let decision = replica.check(&view.table, &subject).await;
         if let Some(observe) = &enforcer.observe {
             observe(&decision);
         }
@@ -66,25 +66,36 @@ impl Gate for RateLimit {
     }
 }
 
-/// The 429 for a refused request, with `Retry-After`.
+/// The 429 for a refused request, with `Retry-After`; a 503 when a `closed` rule refuses
+/// because the shared counters are unreachable.
 fn refusal(decision: &Decision) -> Response {
     let Some(binding) = decision.binding() else {
         return ApiError::RateLimited("rate limit exceeded".into()).into_response();
     };
     let rule = &binding.rule;
-    let message = if rule.quota.max == 0 {
-        format!("requests are blocked by the {} rule {}", rule.scope, rule.key)
+    let error = if decision.unavailable() {
+        ApiError::CountersUnreachable(format!(
+            "the rate-limit counters are unreachable and the {} rule {} refuses while they are (on_outage: closed); retry in {} s",
+            rule.scope,
+            rule.key,
+            binding.reset_seconds()
+        ))
+    } else if rule.quota.max == 0 {
+        ApiError::RateLimited(format!(
+            "requests are blocked by the {} rule {}",
+            rule.scope, rule.key
+        ))
     } else {
-        format!(
+        ApiError::RateLimited(format!(
             "rate limit exceeded: the {} rule {} allows {} requests per {} s; retry in {} s",
             rule.scope,
             rule.key,
             rule.quota.max,
             rule.quota.window_ms / 1000,
             binding.reset_seconds()
-        )
+        ))
     };
-    let mut response = ApiError::RateLimited(message).into_response();
+    let mut response = error.into_response();
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(binding.reset_seconds()));

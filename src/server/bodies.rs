@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::domain::{ClientName, ClientType, Owner, Role};
+use crate::domain::{ClientName, ClientType, CounterStore, Owner, Role};
 use crate::model::{FeatureFlag, Override, RateLimitRule, Window};
 use crate::store::{
     ClientRecord, FlagRecord, RuleRecord, RuleWritten, RunRecord, SnapshotRecord, WindowRecord,
@@ -208,8 +208,11 @@ pub struct Snapshot {
     /// The key of the rule that counted (the network, for a network rule).
     pub rule_key: String,
     pub shadow: bool,
-    /// The replica whose counter this is: counters are per replica.
+    /// The replica whose count this is; empty for a shared count, which every replica writes.
     pub replica: String,
+    /// Where the count is kept: `memory` (one replica's own count) or `redis` (the count every
+    /// replica shares).
+    pub counter: CounterStore,
     pub window_seconds: i64,
     pub max_requests: i64,
     pub current_count: i64,
@@ -226,6 +229,7 @@ impl From<SnapshotRecord> for Snapshot {
             rule_key,
             shadow,
             replica,
+            counter,
             window_seconds,
             max_requests,
             current_count,
@@ -239,6 +243,7 @@ impl From<SnapshotRecord> for Snapshot {
             rule_key,
             shadow,
             replica,
+            counter,
             window_seconds,
             max_requests,
             current_count,

@@ -76,6 +76,9 @@ pub struct CheckResponse {
     pub rule: Option<CheckedRule>,
     /// Whether the deciding rule is a shadow rule (reported, never refusing).
     pub shadow: bool,
+    /// Whether the deciding rule's `on_outage` policy decided, because the shared counters
+    /// are unreachable (a `closed` rule refuses; a `local` one counted in this replica only).
+    pub outage: bool,
 }
 
 fn unprocessable(message: impl Into<String>) -> ApiError {
@@ -141,10 +144,7 @@ pub async fn check(
         }
     }
     let view = state.replica.view().await?;
-    let decision = state
-        .replica
-        .limiter
-        .check(&view.table, &subject, state.replica.now_ms());
+    let decision = state.replica.check(&view.table, &subject).await;
     state.metrics.rate_limited(&decision);
     let binding = decision.binding();
     Ok(Json(CheckResponse {
@@ -158,5 +158,6 @@ pub async fn check(
             key: v.rule.key.clone(),
         }),
         shadow: binding.is_some_and(|v| v.rule.shadow),
+        outage: binding.is_some_and(|v| v.outage),
     }))
 }

@@ -26,15 +26,21 @@ pub async fn healthz() -> Json<serde_json::Value> {
 /// How long `/readyz` waits for the database.
 const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(900);
 
-/// `GET /readyz`: the database answers too.
-#[utoipa::path(get, path = "/readyz", operation_id = "check_readiness", tag = "health", responses((status = 200, description = "The database answers", body = Object), (status = 503, description = "The database does not answer", body = ErrorBody)))]
+/// `GET /readyz`: the database answers too. While the shared rate-limit counters are
+/// unreachable the replica still serves (each rule follows its `on_outage` policy): the answer
+/// is 200 with `"status": "degraded"`, so a load balancer keeps it and a person sees why.
+#[utoipa::path(get, path = "/readyz", operation_id = "check_readiness", tag = "health", responses((status = 200, description = "The database answers: `ready`, or `degraded` while the shared counters are unreachable", body = Object), (status = 503, description = "The database does not answer", body = ErrorBody)))]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
     // Within the second a readiness probe usually allows, whatever the database does.
     tokio::time::timeout(READY_TIMEOUT, state.db.ping())
         .await
         .map_err(|_| ApiError::Unavailable(crate::store::StoreError::Database(sqlx::Error::PoolTimedOut)))?
         .map_err(ApiError::Unavailable)?;
-    Ok(Json(
-        serde_json::json!({ "status": "ready", "backend": state.db.backend() }),
-    ))
+    let counters = state.replica.counting.health();
+    let status = if counters.reachable { "ready" } else { "degraded" };
+    Ok(Json(serde_json::json!({
+        "status": status,
+        "backend": state.db.backend(),
+        "counters": counters,
+    })))
 }

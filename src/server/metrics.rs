@@ -95,8 +95,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// The server's metrics, with `reloads` (the replica's reload count) among them.
-    pub fn new(reloads: Counter) -> Self {
+    /// The server's metrics, with the replica's own (reloads, the counter store) among them.
+    pub fn new(replica: &crate::replica::Replica) -> Self {
         let mut registry = Registry::with_prefix("valhalla_ops");
         let requests = Family::<RequestLabels, Counter>::default();
         // 0.5 ms to about 16 s.
@@ -153,8 +153,9 @@ impl Metrics {
         registry.register(
             "cache_reloads",
             "Times this replica reloaded its cached clients, rules and mode",
-            reloads,
+            replica.reload_counter(),
         );
+        replica.counting.metrics.register(&mut registry);
         let watch = crate::watch::WatchMetrics::default();
         watch.register(&mut registry);
         Metrics {
@@ -225,7 +226,7 @@ pub async fn scrape(
         .set(i64::try_from(active).unwrap_or(i64::MAX));
     state.metrics.reconcile_runs.set(state.db.run_count().await?);
     let replica = &state.replica;
-    let held = i64::try_from(replica.limiter.counters()).unwrap_or(i64::MAX);
+    let held = i64::try_from(replica.counting.memory.counters()).unwrap_or(i64::MAX);
     state.metrics.counters.set(held);
     let mut body = String::new();
     // Writing into a String cannot fail.

@@ -74,9 +74,14 @@ impl AppState {
 
     /// State over `db` with `clock` (tests move it) and `options`.
     pub fn with(db: Db, clock: Clock, options: ReplicaOptions) -> AppState {
-        let replica = Arc::new(Replica::new(db.clone(), clock, options));
+        AppState::over(Replica::new(db.clone(), clock, options), db)
+    }
+
+    /// The state of a server over `replica` (which reads `db`).
+    pub fn over(replica: Replica, db: Db) -> AppState {
+        let replica = Arc::new(replica);
         AppState {
-            metrics: Arc::new(metrics::Metrics::new(replica.reload_counter())),
+            metrics: Arc::new(metrics::Metrics::new(&replica)),
             replica,
             db,
             state_dir: None,

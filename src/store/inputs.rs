@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::{ClientType, FlagName, Mode, ProfileName, Scope};
+use crate::domain::{ClientType, CounterStore, FlagName, Mode, ProfileName, Scope};
 
 /// Who runs a reconcile and against which desired state; recorded with the run.
 #[derive(Debug, Clone)]
@@ -119,6 +119,8 @@ pub struct Usage {
     pub key: String,
     /// The rule only reports: it never refuses.
     pub shadow: bool,
+    /// Whose count it is: this replica's (`memory`) or every replica's (`redis`).
+    pub counter: CounterStore,
     pub window_seconds: i64,
     pub max_requests: i64,
     /// Requests counted in the window so far.

@@ -248,8 +248,9 @@ pub(super) async fn run_step(conn: &mut PgConnection, step: &Step) -> Result<(),
             rows,
             conflict,
             update,
+            grow,
         } => {
-            let clause = Step::on_conflict(conflict, update);
+            let clause = Step::on_conflict(table, conflict, update, grow);
             insert_unnest(conn, table, columns, rows, &clause).await?;
         }
         Step::Insert { table, columns, rows } => {

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::domain::{ClientName, ClientType, Owner, Role};
+use crate::domain::{ClientName, ClientType, CounterStore, Owner, Role};
 use crate::model::{Client, FeatureFlag, MaintenanceInputs, Override, RateLimitRule, Stored, Window};
 use crate::plan::Plan;
 
@@ -133,8 +133,10 @@ pub struct SnapshotRecord {
     /// The key of the rule that counted (the network, for a network rule).
     pub rule_key: String,
     pub shadow: bool,
-    /// The replica whose counter this is: counters are per replica.
+    /// The replica whose count this is; empty for a shared count.
     pub replica: String,
+    /// Where the count is kept: `memory` (the replica's own) or `redis` (every replica's).
+    pub counter: CounterStore,
     pub window_seconds: i64,
     pub max_requests: i64,
     pub current_count: i64,

@@ -64,8 +64,8 @@ macro_rules! columns {
         "id, run_id, at, actor, source, resource_kind, resource_key, action, before, after"
     };
     (snapshots) => {
-        "id, scope, key, rule_key, shadow, replica, window_seconds, max_requests, current_count, \
-         window_started_at, updated_at"
+        "id, scope, key, rule_key, shadow, replica, counter, window_seconds, max_requests, \
+         current_count, window_started_at, updated_at"
     };
 }
 pub(super) use columns;
@@ -485,6 +485,7 @@ pub(super) struct SnapshotRow {
     rule_key: String,
     shadow: bool,
     replica: String,
+    counter: String,
     window_seconds: i32,
     max_requests: i32,
     current_count: i32,
@@ -492,20 +493,23 @@ pub(super) struct SnapshotRow {
     updated_at: DateTime<Utc>,
 }
 
-impl From<SnapshotRow> for SnapshotRecord {
-    fn from(r: SnapshotRow) -> SnapshotRecord {
-        SnapshotRecord {
+impl SnapshotRow {
+    pub(super) fn record(self) -> Result<SnapshotRecord, StoreError> {
+        let r = self;
+        let counter = r.counter.parse().map_err(corrupt("rate_limit_snapshots", r.id))?;
+        Ok(SnapshotRecord {
             id: r.id,
             scope: r.scope,
             key: r.key,
             rule_key: r.rule_key,
             shadow: r.shadow,
             replica: r.replica,
+            counter,
             window_seconds: r.window_seconds.into(),
             max_requests: r.max_requests.into(),
             current_count: r.current_count.into(),
             window_started_at: r.window_started_at,
             updated_at: r.updated_at,
-        }
+        })
     }
 }

@@ -175,8 +175,9 @@ pub(super) async fn run_step(conn: &mut SqliteConnection, step: &Step) -> Result
             rows,
             conflict,
             update,
+            grow,
         } => {
-            let clause = Step::on_conflict(conflict, update);
+            let clause = Step::on_conflict(table, conflict, update, grow);
             insert_chunks(conn, table, columns, rows, &clause).await?;
         }
     }

@@ -6,7 +6,7 @@ use super::inputs::{RunMeta, Usage};
 
 /// The setting that holds the deployment profile.
 const PROFILE_SETTING: &str = "deployment_profile";
-use crate::domain::Owner;
+use crate::domain::{CounterStore, Owner};
 use crate::model::{Client, FeatureFlag, Maintenance, Profile, RateLimitRule, Resource, Stored, Window};
 use crate::plan::{Action, Op, Plan};
 
@@ -49,20 +49,28 @@ pub enum Step {
         columns: Vec<Column>,
         rows: Vec<Vec<Value>>,
     },
-    /// Inserts rows; a row that hits the unique index `conflict` names updates `update` instead.
+    /// Inserts rows; a row that hits the unique index `conflict` names updates `update` instead,
+    /// and `grow` where the new value is larger.
     Upsert {
         table: &'static str,
         columns: Vec<Column>,
         rows: Vec<Vec<Value>>,
         conflict: &'static [&'static str],
         update: &'static [&'static str],
+        grow: &'static [&'static str],
     },
 }
 
 impl Step {
     /// The `ON CONFLICT` clause of an upsert (the same text on both backends).
-    pub fn on_conflict(conflict: &[&str], update: &[&str]) -> String {
-        let sets: Vec<String> = update.iter().map(|c| format!("{c} = excluded.{c}")).collect();
+    pub fn on_conflict(table: &str, conflict: &[&str], update: &[&str], grow: &[&str]) -> String {
+        let sets: Vec<String> = update
+            .iter()
+            .map(|c| format!("{c} = excluded.{c}"))
+            .chain(grow.iter().map(|c| {
+                format!("{c} = CASE WHEN excluded.{c} > {table}.{c} THEN excluded.{c} ELSE {table}.{c} END")
+            }))
+            .collect();
         format!(
             " ON CONFLICT ({}) DO UPDATE SET {}",
             conflict.join(", "),
@@ -521,10 +529,13 @@ pub fn clear_audit(
     })
 }
 
-/// The upsert of a replica's counters into `rate_limit_snapshots`.
+/// The upsert of a replica's counters into `rate_limit_snapshots`. A shared count is one row
+/// whichever replica writes it (its `replica` is empty), and a row keeps the largest count
+/// written for its window, so a replica that read the count earlier cannot lower it.
 pub fn usage_step(replica: &str, usage: &[Usage], now: DateTime<Utc>) -> Step {
     const COLUMNS: &[Column] = &[
         ("replica", ColType::Text),
+        ("counter", ColType::Text),
         ("scope", ColType::Text),
         ("rule_key", ColType::Text),
         ("key", ColType::Text),
@@ -539,7 +550,11 @@ pub fn usage_step(replica: &str, usage: &[Usage], now: DateTime<Utc>) -> Step {
         .iter()
         .map(|u| {
             vec![
-                text(replica),
+                text(match u.counter {
+                    CounterStore::Memory => replica,
+                    CounterStore::Redis => "",
+                }),
+                text(u.counter.as_str()),
                 text(u.scope.as_str()),
                 text(&u.rule_key),
                 text(&u.key),
@@ -557,6 +572,7 @@ pub fn usage_step(replica: &str, usage: &[Usage], now: DateTime<Utc>) -> Step {
         columns: COLUMNS.to_vec(),
         rows,
         conflict: &["replica", "scope", "rule_key", "key", "window_started_at"],
-        update: &["current_count", "max_requests", "updated_at"],
+        update: &["max_requests", "updated_at"],
+        grow: &["current_count"],
     }
 }

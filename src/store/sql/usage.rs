@@ -53,7 +53,7 @@ impl Db {
             .bind(filter.page.offset)
             .fetch_all(&mut **c)
             .await)?;
-        Ok(rows.into_iter().map(SnapshotRecord::from).collect())
+        rows.into_iter().map(SnapshotRow::record).collect()
     }
 }
 

@@ -1,0 +1,294 @@
+//! Where a replica counts: in its own memory (the default), or in one Redis that every replica
+//! shares, with each rule's `on_outage` policy deciding while Redis is unreachable.
+
+mod circuit;
+mod metrics;
+mod redis;
+mod refusals;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use self::metrics::CountingMetrics;
+pub use self::redis::{RedisCounters, RedisOptions, UrlError, WindowClock, shown_url};
+
+use self::circuit::Circuit;
+use self::metrics::CallOutcome;
+use self::refusals::Refusals;
+use crate::domain::{CounterStore, OnOutage};
+use crate::limit::{CounterKey, Decision, Limiter, Reading, Rule, Verdict};
+
+/// How often a replica asks an unreachable Redis whether it is back.
+const PROBE_EVERY: Duration = Duration::from_millis(100);
+
+/// What a `closed` rule tells a refused client while Redis is unreachable: retry in a second.
+const CLOSED_RETRY_MS: u64 = 1_000;
+
+/// The default key prefix in Redis.
+pub const DEFAULT_PREFIX: &str = "valhalla-ops";
+
+/// The default time a decision waits for Redis.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
+
+/// How the counter store is doing, for `/readyz`, `/metrics` and the status page.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Health {
+    pub store: CounterStore,
+    /// False while the shared counters are unreachable.
+    pub reachable: bool,
+    /// How long they have been unreachable, in whole seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unreachable_seconds: Option<u64>,
+}
+
+/// A replica's counters: its memory, and the shared ones when configured.
+#[derive(Debug)]
+pub struct Counting {
+    /// This replica's own counters: all of them without Redis, the `local` rules' during an
+    /// outage with it.
+    pub memory: Limiter,
+    shared: Option<Arc<Shared>>,
+    pub metrics: CountingMetrics,
+}
+
+/// The shared counters and what a replica keeps beside them.
+#[derive(Debug)]
+struct Shared {
+    redis: RedisCounters,
+    circuit: Circuit,
+    refusals: Refusals,
+    /// Shared counts this replica saw since its last snapshot: (window start, count) by counter.
+    seen: std::sync::Mutex<std::collections::HashMap<CounterKey, (u64, u32)>>,
+    /// The most counts `seen` holds (the memory counters' capacity).
+    seen_capacity: usize,
+}
+
+impl Counting {
+    /// Counting in this replica's memory only, holding at most about `capacity` counters.
+    pub fn memory(capacity: usize) -> Counting {
+        Counting {
+            memory: Limiter::new(capacity),
+            shared: None,
+            metrics: CountingMetrics::default(),
+        }
+    }
+
+    /// Counting in `redis`, shared by every replica that uses it.
+    pub fn shared(capacity: usize, redis: RedisCounters) -> Counting {
+        Counting {
+            shared: Some(Arc::new(Shared {
+                redis,
+                circuit: Circuit::default(),
+                refusals: Refusals::default(),
+                seen: Default::default(),
+                seen_capacity: capacity,
+            })),
+            ..Counting::memory(capacity)
+        }
+    }
+
+    /// Which store counts.
+    pub fn store(&self) -> CounterStore {
+        match self.shared {
+            None => CounterStore::Memory,
+            Some(_) => CounterStore::Redis,
+        }
+    }
+
+    /// How the store is doing.
+    pub fn health(&self) -> Health {
+        let open_for = self.shared.as_ref().and_then(|s| s.circuit.open_for());
+        Health {
+            store: self.store(),
+            reachable: open_for.is_none(),
+            unreachable_seconds: open_for.map(|d| d.as_secs()),
+        }
+    }
+
+    /// Decides about one request against the rules it matched (each with its counter) and
+    /// counts it, as [`Limiter::check`] does, in the configured store. `now_ms` is this
+    /// replica's clock: the memory counters' time, and the time of remembered refusals.
+    pub async fn check(&self, matched: &[(&Arc<Rule>, CounterKey)], now_ms: u64) -> Decision {
+        let Some(shared) = &self.shared else {
+            return self.memory.check_matched(matched, now_ms);
+        };
+        if matched.is_empty() {
+            return Decision {
+                allowed: true,
+                verdicts: Vec::new(),
+            };
+        }
+        if let Some(refused) = shared.refusals.check(matched, now_ms) {
+            self.metrics.local_refusals.inc();
+            return refused;
+        }
+        if !shared.circuit.is_closed() {
+            return self.outage(matched, now_ms);
+        }
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(shared.redis.timeout, shared.redis.decide(matched, now_ms)).await;
+        let seconds = started.elapsed().as_secs_f64();
+        let failure = match outcome {
+            Ok(Ok(answer)) => {
+                self.metrics.call(CallOutcome::Ok, seconds);
+                shared.circuit.succeeded();
+                shared.remember_counts(&answer.counted);
+                if !answer.decision.allowed {
+                    shared.refusals.remember(matched, &answer.decision, now_ms);
+                }
+                return answer.decision;
+            }
+            Ok(Err(e)) => {
+                self.metrics.call(CallOutcome::Error, seconds);
+                e.to_string()
+            }
+            Err(_) => {
+                self.metrics.call(CallOutcome::Timeout, seconds);
+                format!("no answer within {} ms", shared.redis.timeout.as_millis())
+            }
+        };
+        if shared.circuit.failed() {
+            self.unreachable(shared, &failure);
+        }
+        self.outage(matched, now_ms)
+    }
+
+    /// Reports an outage (once: the circuit just opened) and starts probing.
+    fn unreachable(&self, shared: &Arc<Shared>, failure: &str) {
+        self.metrics.outages.inc();
+        self.metrics.up.set(0);
+        tracing::error!(
+            "the shared rate-limit counters at {} are unreachable ({}); each rule follows its on_outage policy until they answer again",
+            shared.redis.shown,
+            crate::text::one_line(failure)
+        );
+        self.probe(Arc::clone(shared));
+    }
+
+    /// The decision while the shared counters are unreachable: `open` rules are left out,
+    /// an enforced `closed` rule refuses (counting nothing), and `local` rules count in this
+    /// replica's memory.
+    fn outage(&self, matched: &[(&Arc<Rule>, CounterKey)], now_ms: u64) -> Decision {
+        let policy = |p: OnOutage| move |(rule, _): &&(&Arc<Rule>, CounterKey)| rule.on_outage == p;
+        for (rule, _) in matched {
+            self.metrics.outage_verdict(rule.on_outage);
+        }
+        let closed: Vec<Verdict> = matched
+            .iter()
+            .filter(policy(OnOutage::Closed))
+            .map(|(rule, _)| Verdict {
+                rule: Arc::clone(rule),
+                allowed: false,
+                remaining: 0,
+                reset_ms: CLOSED_RETRY_MS,
+                outage: true,
+            })
+            .collect();
+        if closed.iter().any(|v| !v.rule.shadow) {
+            return Decision {
+                allowed: false,
+                verdicts: closed,
+            };
+        }
+        let local: Vec<(&Arc<Rule>, CounterKey)> =
+            matched.iter().filter(policy(OnOutage::Local)).copied().collect();
+        let mut decision = self.memory.check_matched(&local, now_ms);
+        for verdict in &mut decision.verdicts {
+            verdict.outage = true;
+        }
+        decision.verdicts.extend(closed);
+        decision
+    }
+
+    /// Asks Redis every `PROBE_EVERY` whether it answers, and closes the circuit when it does.
+    fn probe(&self, shared: Arc<Shared>) {
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(PROBE_EVERY).await;
+                let ping = tokio::time::timeout(shared.redis.timeout.max(PROBE_EVERY), shared.redis.ping());
+                if let Ok(Ok(())) = ping.await {
+                    if let Some(down) = shared.circuit.close() {
+                        metrics.up.set(1);
+                        tracing::warn!(
+                            "the shared rate-limit counters at {} answer again after {:.1} s; counting is shared again",
+                            shared.redis.shown,
+                            down.as_secs_f64()
+                        );
+                    }
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Counters counted since the last call, for the snapshot writer: this replica's own, and
+    /// the shared ones it saw. Idle memory counters are forgotten.
+    pub fn take_readings(&self, now_ms: u64) -> Vec<(CounterStore, Reading)> {
+        let mut readings: Vec<(CounterStore, Reading)> = self
+            .memory
+            .take_dirty()
+            .into_iter()
+            .map(|r| (CounterStore::Memory, r))
+            .collect();
+        self.memory.sweep(now_ms);
+        if let Some(shared) = &self.shared {
+            let seen = std::mem::take(&mut *shared.seen.lock().unwrap_or_else(|e| e.into_inner()));
+            readings.extend(seen.into_iter().map(|(key, (window_start_ms, count))| {
+                let reading = Reading {
+                    key,
+                    window_start_ms,
+                    count,
+                };
+                (CounterStore::Redis, reading)
+            }));
+        }
+        readings
+    }
+
+    /// Connects to the shared counters at start. If they do not answer, the replica starts
+    /// in an outage (said once, probing from now on) instead of failing its first requests.
+    pub async fn connect(&self) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let ping = tokio::time::timeout(shared.redis.timeout.max(Duration::from_millis(500)), shared.redis.ping());
+        let failure = match ping.await {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "no answer".to_owned(),
+        };
+        if shared.circuit.open() {
+            self.unreachable(shared, &failure);
+        }
+    }
+
+    /// The shared counters' URL without its password, when configured.
+    pub fn shown_url(&self) -> Option<&str> {
+        self.shared.as_ref().map(|s| s.redis.shown.as_str())
+    }
+}
+
+impl Shared {
+    /// Keeps the latest shared count of each counter this replica counted in, for snapshots.
+    fn remember_counts(&self, counted: &[Reading]) {
+        if counted.is_empty() {
+            return;
+        }
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        for r in counted {
+            if seen.len() >= self.seen_capacity && !seen.contains_key(&r.key) {
+                // A snapshot is an audit, not the count itself: past capacity, new subjects
+                // wait for the next interval.
+                continue;
+            }
+            let entry = seen.entry(r.key).or_insert((r.window_start_ms, r.count));
+            if (r.window_start_ms, r.count) > *entry {
+                *entry = (r.window_start_ms, r.count);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,223 @@
+//! The shared counters in Redis: one script call decides a request over every rule that applies
+//! to it, atomically, on one multiplexed connection that every request of the replica shares.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::limit::{CounterKey, Decision, Reading, Rule, Verdict};
+
+/// The decision script (see its header for the arguments and the reply).
+const SCRIPT: &str = include_str!("decide.lua");
+
+/// Whose clock decides the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WindowClock {
+    /// Redis's (`TIME`): one clock for every replica, whatever theirs say. The default.
+    #[default]
+    Redis,
+    /// The caller's: for tests and simulations that set the time.
+    Caller,
+}
+
+/// How to reach the shared counters.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// `redis://[user:password@]host:port/db`, or `rediss://…` for TLS.
+    pub url: String,
+    /// Put before every key, so that several deployments can share one Redis.
+    pub prefix: String,
+    /// How long a decision waits for Redis before the rules' outage policies decide instead.
+    pub timeout: Duration,
+    pub clock: WindowClock,
+}
+
+/// Why the shared counters cannot be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid counter store URL {url}: {reason}")]
+pub struct UrlError {
+    url: String,
+    reason: String,
+}
+
+/// A connection to the shared counters.
+pub struct RedisCounters {
+    connection: ConnectionManager,
+    script: redis::Script,
+    prefix: String,
+    pub timeout: Duration,
+    clock: WindowClock,
+    /// The URL without its password, for logs.
+    pub shown: String,
+}
+
+impl std::fmt::Debug for RedisCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisCounters")
+            .field("url", &self.shown)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one call decided, with the counts it left for the snapshots.
+#[derive(Debug)]
+pub struct Shared {
+    pub decision: Decision,
+    /// The counters this request was counted in, with their counts after it.
+    pub counted: Vec<Reading>,
+}
+
+impl RedisCounters {
+    /// The shared counters at `options.url`. Nothing is sent yet: the connection is made on
+    /// first use and remade after a failure, so a replica starts (degraded) while Redis is down.
+    pub fn new(options: &RedisOptions) -> Result<RedisCounters, UrlError> {
+        let shown = shown_url(&options.url);
+        let invalid = |reason: String| UrlError {
+            url: shown.clone(),
+            reason,
+        };
+        if !(options.url.starts_with("redis://") || options.url.starts_with("rediss://")) {
+            return Err(invalid("use redis://host:port/db, or rediss:// for TLS".into()));
+        }
+        let client = redis::Client::open(options.url.as_str()).map_err(|e| invalid(e.to_string()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(options.timeout.max(Duration::from_millis(250))))
+            .set_response_timeout(None)
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(100));
+        let connection = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| invalid(e.to_string()))?;
+        Ok(RedisCounters {
+            connection,
+            script: redis::Script::new(SCRIPT),
+            prefix: options.prefix.clone(),
+            timeout: options.timeout,
+            clock: options.clock,
+            shown,
+        })
+    }
+
+    /// Decides about one request in one script call; `now_ms` is used only with the caller's
+    /// clock.
+    pub async fn decide(
+        &self,
+        matched: &[(&Arc<Rule>, CounterKey)],
+        now_ms: u64,
+    ) -> Result<Shared, redis::RedisError> {
+        let mut invocation = self.script.prepare_invoke();
+        match self.clock {
+            WindowClock::Redis => invocation.arg(""),
+            WindowClock::Caller => invocation.arg(now_ms),
+        };
+        for (rule, key) in matched {
+            invocation
+                .key(self.key(key))
+                .arg(rule.quota.window_ms.max(1))
+                .arg(rule.quota.max)
+                .arg(u8::from(rule.shadow));
+        }
+        let mut connection = self.connection.clone();
+        let reply: Vec<i64> = invocation.invoke_async(&mut connection).await?;
+        parse(matched, &reply).ok_or_else(|| {
+            redis::RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "the decision script answered in an unexpected shape",
+            ))
+        })
+    }
+
+    /// Whether Redis answers.
+    pub async fn ping(&self) -> Result<(), redis::RedisError> {
+        let mut connection = self.connection.clone();
+        redis::cmd("PING").query_async::<()>(&mut connection).await
+    }
+
+    /// The Redis key of a counter: `prefix:rule:window_ms`, and the address for a network rule.
+    fn key(&self, key: &CounterKey) -> String {
+        match key.addr {
+            None => format!("{}:{}:{}", self.prefix, key.rule, key.window_ms),
+            Some(addr) => format!("{}:{}:{}:{}", self.prefix, key.rule, key.window_ms, Address(addr)),
+        }
+    }
+}
+
+/// An address as a key part (IPv6 written in full brackets, so a key reads unambiguously).
+struct Address(IpAddr);
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            IpAddr::V4(a) => write!(f, "{a}"),
+            IpAddr::V6(a) => write!(f, "[{a}]"),
+        }
+    }
+}
+
+/// The script's reply as a decision: `{allowed, then per counter: allowed, remaining, reset_ms,
+/// count, window start}`.
+fn parse(matched: &[(&Arc<Rule>, CounterKey)], reply: &[i64]) -> Option<Shared> {
+    let (&allowed, per_counter) = reply.split_first()?;
+    if per_counter.len() != matched.len() * 5 {
+        return None;
+    }
+    let allowed = allowed == 1;
+    let mut verdicts = Vec::with_capacity(matched.len());
+    let mut counted = Vec::new();
+    for ((rule, key), fields) in matched.iter().zip(per_counter.chunks_exact(5)) {
+        let [admits, remaining, reset_ms, count, start] = fields else {
+            return None;
+        };
+        let admits = *admits == 1;
+        verdicts.push(Verdict {
+            rule: Arc::clone(rule),
+            allowed: admits,
+            remaining: u32::try_from(*remaining).ok()?,
+            reset_ms: u64::try_from(*reset_ms).ok()?,
+            outage: false,
+        });
+        let was_counted = if rule.shadow { admits } else { allowed };
+        if was_counted {
+            counted.push(Reading {
+                key: *key,
+                window_start_ms: u64::try_from(*start).ok()?,
+                count: u32::try_from(*count).ok()?,
+            });
+        }
+    }
+    Some(Shared {
+        decision: Decision { allowed, verdicts },
+        counted,
+    })
+}
+
+/// The URL with its password replaced, fit for a log line.
+pub fn shown_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) => {
+            if url.password().is_some() {
+                let _ = url.set_password(Some("***"));
+            }
+            crate::text::one_line(url.as_str())
+        }
+        Err(_) => "(an unparsable URL)".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shown_url_hides_its_password() {
+        assert_eq!(
+            shown_url("redis://:s3cret@cache:6379/0"),
+            "redis://:***@cache:6379/0"
+        );
+        assert_eq!(shown_url("rediss://ops:pw@cache/1"), "rediss://ops:***@cache/1");
+        assert_eq!(shown_url("redis://cache"), "redis://cache");
+        assert!(!shown_url("redis://:p w@[").contains("p w"));
+    }
+}
