@@ -118,7 +118,10 @@ impl Counting {
                 verdicts: Vec::new(),
             };
         }
-        if let Some(refused) = shared.refusals.check(matched, now_ms) {
+        // A shadow rule counts even the requests others refuse, so only Redis can answer
+        // a request that one applies to.
+        let shadowed = matched.iter().any(|(rule, _)| rule.shadow);
+        if !shadowed && let Some(refused) = shared.refusals.check(matched, now_ms) {
             self.metrics.local_refusals.inc();
             return refused;
         }

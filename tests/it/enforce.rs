@@ -7,15 +7,15 @@ use chrono::Utc;
 use serde_json::Value;
 
 use crate::support::app::{ADMIN, OPERATOR, READER, TestApp, state_with};
-use crate::support::{Process, StateDir, all_backends};
+use crate::support::{Process, StateDir, all_backends, setups};
 
 const USER_RULE: &str =
     "rate_limits:\n  - scope: user\n    key: user-7\n    window_seconds: 60\n    max_requests: 3\n";
 
 #[test]
 fn over_the_limit_is_a_429_with_retry_after_and_the_draft_headers() {
-    for db in all_backends() {
-        let app = TestApp::spawn(db, &state_with(USER_RULE));
+    for (db, counters) in setups() {
+        let app = TestApp::spawn_counting(db, counters, &state_with(USER_RULE));
         let b = app.backend;
         let as_user = |user: &str| {
             app.exchange(
@@ -71,9 +71,9 @@ fn over_the_limit_is_a_429_with_retry_after_and_the_draft_headers() {
 
 #[test]
 fn the_most_specific_ip_rule_wins_and_zero_blocks() {
-    for db in all_backends() {
+    for (db, counters) in setups() {
         let rules = "rate_limits:\n  - scope: ip\n    key: 127.0.0.0/8\n    max_requests: 1000\n  - scope: ip\n    key: 127.0.0.1\n    max_requests: 0\n    description: blocked\n";
-        let app = TestApp::spawn(db, &state_with(rules));
+        let app = TestApp::spawn_counting(db, counters, &state_with(rules));
         let b = app.backend;
         let blocked = app.exchange("GET", "/system/overrides", Some(READER), &[], None);
         assert_eq!(blocked.status, 429, "{b}: {}", blocked.body);
@@ -129,9 +129,9 @@ fn the_most_specific_ip_rule_wins_and_zero_blocks() {
 
 #[test]
 fn behind_a_trusted_proxy_the_forwarded_address_is_limited() {
-    for db in all_backends() {
+    for (db, counters) in setups() {
         let rules = "rate_limits:\n  - scope: ip\n    key: 203.0.113.9\n    max_requests: 0\n";
-        let app = TestApp::spawn_with(db, &state_with(rules), |state| {
+        let app = TestApp::spawn_counting_with(db, counters, &state_with(rules), |state| {
             state.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
         });
         let b = app.backend;
@@ -165,8 +165,8 @@ fn behind_a_trusted_proxy_the_forwarded_address_is_limited() {
 
 #[test]
 fn a_read_only_platform_still_answers_rate_limit_checks() {
-    for db in all_backends() {
-        let app = TestApp::spawn(db, &state_with(USER_RULE));
+    for (db, counters) in setups() {
+        let app = TestApp::spawn_counting(db, counters, &state_with(USER_RULE));
         let b = app.backend;
         let freeze = r#"{"reason": "incident 5"}"#;
         let (status, _) = app.send_json(
@@ -191,10 +191,10 @@ fn a_read_only_platform_still_answers_rate_limit_checks() {
 
 #[test]
 fn shadow_rules_count_and_report_but_never_refuse() {
-    for db in all_backends() {
+    for (db, counters) in setups() {
         let rules =
             "rate_limits:\n  - scope: ip\n    key: 127.0.0.0/8\n    max_requests: 2\n    shadow: true\n";
-        let app = TestApp::spawn(db, &state_with(rules));
+        let app = TestApp::spawn_counting(db, counters, &state_with(rules));
         let b = app.backend;
         let mut last = None;
         for _ in 0..6 {
@@ -234,9 +234,9 @@ fn shadow_rules_count_and_report_but_never_refuse() {
 
 #[test]
 fn the_check_endpoint_counts_what_it_is_asked_about() {
-    for db in all_backends() {
+    for (db, counters) in setups() {
         let rules = "rate_limits:\n  - scope: api_key\n    key: reader\n    window_seconds: 10\n    max_requests: 2\n  - scope: global\n    max_requests: 1000\n";
-        let app = TestApp::spawn(db, &state_with(rules));
+        let app = TestApp::spawn_counting(db, counters, &state_with(rules));
         let b = app.backend;
         let check = |body: &str| app.send_json("POST", "/system/ratelimits/check", Some(READER), body);
         let one = r#"{"scope": "api_key", "key": "reader"}"#;
@@ -296,9 +296,9 @@ fn the_check_endpoint_counts_what_it_is_asked_about() {
 
 #[test]
 fn counters_are_snapshotted_in_bulk() {
-    for db in all_backends() {
+    for (db, counters) in setups() {
         let rules = "rate_limits:\n  - scope: ip\n    key: 127.0.0.0/8\n    max_requests: 100\n  - scope: user\n    key: user-7\n    max_requests: 50\n";
-        let app = TestApp::spawn(db, &state_with(rules));
+        let app = TestApp::spawn_counting(db, counters, &state_with(rules));
         let b = app.backend;
         for _ in 0..3 {
             app.exchange(
@@ -323,7 +323,13 @@ fn counters_are_snapshotted_in_bulk() {
             (&"127.0.0.1".into(), &"127.0.0.0/8".into(), &3.into(), &100.into()),
             "{b}: {rows}"
         );
-        assert!(row["replica"].as_str().is_some_and(|r| !r.is_empty()), "{b}");
+        // A replica's own count names the replica; a shared count is everyone's: one row.
+        if b.ends_with("redis") {
+            assert_eq!((&row["counter"], &row["replica"]), (&"redis".into(), &"".into()), "{b}");
+        } else {
+            assert_eq!(row["counter"], "memory", "{b}");
+            assert!(row["replica"].as_str().is_some_and(|r| !r.is_empty()), "{b}");
+        }
         // The same window's row is updated in place, not appended.
         app.exchange(
             "GET",

@@ -8,11 +8,12 @@ use serde_json::Value;
 use valhalla_ops::desired::Loader;
 use valhalla_ops::domain::KeySha256;
 use valhalla_ops::reconcile::{Request, reconcile};
-use valhalla_ops::replica::ReplicaOptions;
+use valhalla_ops::counting::{Counting, RedisCounters, RedisOptions, WindowClock};
+use valhalla_ops::replica::{Replica, ReplicaOptions};
 use valhalla_ops::server::{self, AppState};
 use valhalla_ops::store::Db;
 
-use super::TestDb;
+use super::{Counters, TestDb};
 
 pub const READER: &str = "vk_test_reader_0000000000000000000000000000";
 pub const OPERATOR: &str = "vk_test_operator_00000000000000000000000000";
@@ -43,8 +44,10 @@ pub struct TestApp {
     pub runtime: tokio::runtime::Runtime,
     /// A client that keeps no idle connections and reads error statuses as answers.
     pub agent: ureq::Agent,
+    /// The backend and the counter store, for messages: `sqlite`, `postgres+redis`.
     pub backend: &'static str,
     _db: TestDb,
+    _counters: Counters,
     /// The state the server's admin `reconcile` action loads.
     pub state_dir: crate::support::StateDir,
     /// Seconds the server's clock runs ahead of the real one.
@@ -64,6 +67,21 @@ impl TestApp {
         state_yaml: &str,
         configure: impl FnOnce(&mut AppState) + Send,
     ) -> TestApp {
+        TestApp::spawn_counting_with(test_db, Counters::Memory, state_yaml, configure)
+    }
+
+    /// A server that counts in `counters`: in Redis, with the server's (settable) clock.
+    pub fn spawn_counting(test_db: TestDb, counters: Counters, state_yaml: &str) -> TestApp {
+        TestApp::spawn_counting_with(test_db, counters, state_yaml, |_| {})
+    }
+
+    /// [`spawn_counting`](Self::spawn_counting), with the state adjusted by `configure`.
+    pub fn spawn_counting_with(
+        test_db: TestDb,
+        counters: Counters,
+        state_yaml: &str,
+        configure: impl FnOnce(&mut AppState) + Send,
+    ) -> TestApp {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -79,9 +97,25 @@ impl TestApp {
             let clock: server::Clock = Arc::new(move || {
                 Utc::now() + Duration::seconds(offset.load(std::sync::atomic::Ordering::Relaxed))
             });
+            let options = ReplicaOptions::default();
+            let counting = match &counters {
+                Counters::Memory => Counting::memory(options.counters),
+                Counters::Redis(redis) => {
+                    let shared = RedisCounters::new(&RedisOptions {
+                        url: redis.url.clone(),
+                        prefix: redis.prefix.clone(),
+                        // Generous: a loaded test machine is not an outage.
+                        timeout: std::time::Duration::from_secs(2),
+                        clock: WindowClock::Caller,
+                    })
+                    .unwrap();
+                    Counting::shared(options.counters, shared)
+                }
+            };
+            let replica = Replica::with_counting(db.clone(), clock, options, counting);
             let mut state = AppState {
                 state_dir: Some(valhalla_ops::desired::StateDir::new(state_dir.path())),
-                ..AppState::with(db, clock, ReplicaOptions::default())
+                ..AppState::over(replica, db)
             };
             configure(&mut state);
             let state = Arc::new(state);
@@ -107,8 +141,13 @@ impl TestApp {
             state,
             runtime,
             agent,
-            backend: test_db.backend,
+            backend: match counters {
+                Counters::Memory => test_db.backend,
+                Counters::Redis(_) if test_db.backend == "sqlite" => "sqlite+redis",
+                Counters::Redis(_) => "postgres+redis",
+            },
             _db: test_db,
+            _counters: counters,
             state_dir,
             clock_offset,
             _tasks: tasks,

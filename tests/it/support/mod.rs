@@ -413,3 +413,157 @@ pub fn tool(name: &str) -> Option<PathBuf> {
     }
     found
 }
+
+/// The Redis server tests count in (they use their own key prefix and delete its keys).
+const REDIS_ENV: &str = "VALHALLA_TEST_REDIS_URL";
+/// Set (as CI does) to fail instead of skipping when Redis is not configured or reachable.
+const REQUIRE_REDIS_ENV: &str = "VALHALLA_REQUIRE_REDIS";
+
+/// A key prefix of its own on the test Redis; its keys are deleted when the value is dropped.
+pub struct TestRedis {
+    pub url: String,
+    pub prefix: String,
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        let deleted = (|| -> redis::RedisResult<()> {
+            let mut conn = redis::Client::open(self.url.as_str())?.get_connection()?;
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{}:*", self.prefix))
+                .query(&mut conn)?;
+            if !keys.is_empty() {
+                redis::cmd("DEL").arg(&keys).query::<()>(&mut conn)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = deleted {
+            eprintln!("cannot delete the test keys {}:*: {e}", self.prefix);
+        }
+    }
+}
+
+/// A fresh key prefix on the test Redis, or `None` (said once, plainly) when none is set.
+pub fn redis() -> Option<TestRedis> {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let required = std::env::var_os(REQUIRE_REDIS_ENV).is_some_and(|v| !v.is_empty() && v != "0");
+    let Ok(url) = std::env::var(REDIS_ENV) else {
+        assert!(
+            !required,
+            "{REQUIRE_REDIS_ENV} is set but {REDIS_ENV} is not: the Redis tests cannot run"
+        );
+        static SAID: Once = Once::new();
+        SAID.call_once(|| {
+            let _ = writeln!(
+                std::io::stderr(),
+                "\nNOTE: Redis counter tests did NOT run: set {REDIS_ENV}=redis://127.0.0.1:6379/0 to run them.\n"
+            );
+        });
+        return None;
+    };
+    let reachable = redis::Client::open(url.as_str())
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
+        .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+    if let Err(e) = reachable {
+        panic!("{REDIS_ENV} is set, but Redis does not answer at {url}: {e}");
+    }
+    let prefix = format!(
+        "vops-test-{}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        chrono::Utc::now().timestamp_subsec_nanos()
+    );
+    Some(TestRedis { url, prefix })
+}
+
+/// Where a test server counts.
+pub enum Counters {
+    Memory,
+    Redis(TestRedis),
+}
+
+/// Every backend with every counter store that can run here: each in memory, and each with
+/// Redis when it is configured.
+pub fn setups() -> Vec<(TestDb, Counters)> {
+    let mut setups = Vec::new();
+    for db in all_backends() {
+        setups.push((db, Counters::Memory));
+    }
+    if let Some(redis) = redis() {
+        setups.push((sqlite(), Counters::Redis(redis)));
+    }
+    if let (Some(db), Some(redis)) = (postgres(), redis()) {
+        setups.push((db, Counters::Redis(redis)));
+    }
+    setups
+}
+
+/// A private `redis-server` on a free port, which a test may kill and restart.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    binary: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts one, or `None` when `redis-server` is not installed (and the tools are not
+    /// required).
+    pub fn start() -> Option<RedisServer> {
+        let binary = tool("redis-server")?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut server = RedisServer {
+            child: None,
+            port,
+            binary,
+            _dir: tempfile::tempdir().expect("temp dir"),
+        };
+        server.restart();
+        Some(server)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Starts the server (again) on its port and waits until it answers.
+    pub fn restart(&mut self) {
+        let child = Command::new(&self.binary)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self._dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        let start = Instant::now();
+        loop {
+            let answered = redis::Client::open(self.url())
+                .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+            if answered.is_ok() {
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the server at once (SIGKILL: no goodbye to its clients).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
