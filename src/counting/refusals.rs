@@ -43,7 +43,13 @@ impl Refusals {
                     rule: Arc::clone(rule),
                     allowed: false,
                     remaining: 0,
-                    reset_ms: r.until_ms - now_ms,
+                    // A blocking rule tells a client to come back in a window, however often
+                    // it asks, as the counters themselves do.
+                    reset_ms: if rule.quota.max == 0 {
+                        rule.quota.window_ms.max(1)
+                    } else {
+                        r.until_ms - now_ms
+                    },
                     outage: false,
                 }],
             })
@@ -61,7 +67,12 @@ impl Refusals {
         }
         for ((rule, key), verdict) in matched.iter().zip(&decision.verdicts) {
             if !verdict.allowed && !rule.shadow {
-                let until_ms = now_ms + verdict.reset_ms;
+                // A blocking rule refuses until a reload changes it.
+                let until_ms = if rule.quota.max == 0 {
+                    u64::MAX
+                } else {
+                    now_ms + verdict.reset_ms
+                };
                 refused.insert(
                     *key,
                     Refusal {
