@@ -266,12 +266,13 @@ fn outage(db: TestDb) {
         format!("  - scope: user\n    key: {user}\n    max_requests: 5\n    window_seconds: 86400\n    on_outage: {policy}\n")
     };
     let rules = format!(
-        "rate_limits:\n{}{}{}{}{}",
+        "rate_limits:\n{}{}{}{}{}{}",
         rule("u-shared", "closed"),
         rule("u-open", "open"),
         rule("u-closed", "closed"),
         rule("u-local", "local"),
         rule("u-after", "closed"),
+        rule("u-frozen", "open"),
     );
     let state = StateDir::new(&[("state.yaml", &state_with(&rules))]);
     let servers = replicas(&db, &state, 2, &server.url(), "outage", &["--counters-timeout", "100ms"]);
@@ -315,9 +316,29 @@ fn outage(db: TestDb) {
     }
     // Shared again, without a restart of either replica: one budget for both.
     assert_eq!(admitted(&requests(&bases, "u-after", 12)), 5, "{b}");
+
+    // A Redis that hangs instead of refusing connections: each request waits no longer than
+    // the timeout, then its rule's policy decides; the circuit opens, and closes once it answers.
+    server.freeze(true);
+    let started = Instant::now();
+    let frozen = requests(&bases, "u-frozen", 12);
+    let took = started.elapsed();
+    assert_eq!(admitted(&frozen), 12, "{b}: {frozen:?}");
+    assert!(took < Duration::from_secs(5), "{b}: 12 requests took {took:?} against a hung Redis");
+    for base in &bases {
+        assert_eq!(readiness(base)["status"], "degraded", "{b}");
+    }
+    server.freeze(false);
+    let start = Instant::now();
+    for base in &bases {
+        while readiness(base)["status"] != "ready" {
+            assert!(start.elapsed() < Duration::from_secs(10), "{b}: never shared again");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     for process in &servers {
         let log = process.log();
-        assert_eq!(log.matches("are unreachable").count(), 1, "said once per outage: {log}");
-        assert_eq!(log.matches("counting is shared again").count(), 1, "{log}");
+        assert_eq!(log.matches("are unreachable").count(), 2, "said once per outage: {log}");
+        assert_eq!(log.matches("counting is shared again").count(), 2, "{log}");
     }
 }

@@ -553,6 +553,14 @@ impl RedisServer {
         }
     }
 
+    /// Stops (SIGSTOP) or resumes (SIGCONT) the server: connections stay open, nothing answers.
+    pub fn freeze(&self, frozen: bool) {
+        if let Some(child) = &self.child {
+            let signal = if frozen { "-STOP" } else { "-CONT" };
+            let _ = Command::new("kill").args([signal, &child.id().to_string()]).status();
+        }
+    }
+
     /// Kills the server at once (SIGKILL: no goodbye to its clients).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
