@@ -1,7 +1,9 @@
 //! Serving benchmark: requests/s and p50/p99 latency at 64 keep-alive connections on loopback
 //! for (a) `GET /system/maintenance/state` with every layer on, (b) an authenticated
 //! `GET /system/ratelimits/rules/{id}`, (c) `POST /system/ratelimits/check`, and (d) a bare route
-//! with no layers in the same process as the reference; then, when Postgres is reachable, how
+//! with no layers in the same process as the reference; (b) and (c) again on a second server
+//! whose counters are in Redis (when one answers at `VALHALLA_TEST_REDIS_URL`, default
+//! `redis://127.0.0.1:6379/0`), with the Redis calls per request; then, when Postgres is reachable, how
 //! long an override written through one replica takes to be enforced by another; and the time
 //! from saving a state file to the change being visible over HTTP with the watch loop running.
 //! Prints figures; asserts nothing.
@@ -21,8 +23,10 @@ use tokio::net::TcpStream;
 use tower::Layer as _;
 use valhalla_ops::desired::Loader;
 use valhalla_ops::domain::KeySha256;
+use valhalla_ops::limit::DEFAULT_CAPACITY;
 use valhalla_ops::reconcile::{Request, reconcile};
-use valhalla_ops::replica::ReplicaOptions;
+use valhalla_ops::counting::{Counting, RedisCounters, RedisOptions, WindowClock};
+use valhalla_ops::replica::{Replica, ReplicaOptions};
 use valhalla_ops::server::{self, AppState};
 use valhalla_ops::store::Db;
 
@@ -51,10 +55,11 @@ async fn seed(db: &Db) {
         .expect("seeded");
 }
 
-/// A server over `db` with the bare reference route beside the real ones.
-async fn start(db: Db) -> (SocketAddr, Arc<AppState>, valhalla_ops::shutdown::TaskGuard) {
+/// A server over `db` counting in `counting`, with the bare reference route beside the real ones.
+async fn start(db: Db, counting: Counting) -> (SocketAddr, Arc<AppState>, valhalla_ops::shutdown::TaskGuard) {
     let clock = valhalla_ops::clock::system();
-    let state = Arc::new(AppState::with(db, clock, ReplicaOptions::default()));
+    let replica = Replica::with_counting(db.clone(), clock, ReplicaOptions::default(), counting);
+    let state = Arc::new(AppState::over(replica, db));
     state.replica.view().await.expect("state loads");
     let tasks = state.replica.spawn();
     let app = Router::new()
@@ -131,6 +136,8 @@ impl Conn {
 }
 
 struct Figures {
+    /// Requests sent, the warm-up included.
+    sent: usize,
     rps: f64,
     p50: Duration,
     p99: Duration,
@@ -149,9 +156,11 @@ async fn load(addr: SocketAddr, request: Vec<u8>, seconds: u64) -> Figures {
                 let mut conn = Conn::open(addr).await;
                 let mut latencies = Vec::with_capacity(100_000);
                 let mut statuses = Vec::new();
+                let mut sent = 0;
                 loop {
                     let start = Instant::now();
                     let status = conn.send(&request).await;
+                    sent += 1;
                     let now = Instant::now();
                     if now >= end {
                         break;
@@ -163,22 +172,25 @@ async fn load(addr: SocketAddr, request: Vec<u8>, seconds: u64) -> Figures {
                         }
                     }
                 }
-                (latencies, statuses)
+                (latencies, statuses, sent)
             })
         })
         .collect();
     let mut all = Vec::new();
     let mut statuses = Vec::new();
+    let mut sent = 0;
     for task in tasks {
-        let (latencies, s) = task.await.unwrap();
+        let (latencies, s, n) = task.await.unwrap();
         all.extend(latencies);
         statuses.extend(s);
+        sent += n;
     }
     statuses.sort_unstable();
     statuses.dedup();
     all.sort_unstable();
     let at = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
     Figures {
+        sent,
         rps: all.len() as f64 / seconds as f64,
         p50: at(0.50),
         p99: at(0.99),
@@ -238,8 +250,8 @@ async fn propagation(url: &str) -> (Duration, Duration, usize) {
     let db_a = Db::open(url).await.unwrap();
     seed(&db_a).await;
     let db_b = Db::open(url).await.unwrap();
-    let (a, _, _a_tasks) = start(db_a).await;
-    let (b, _, _b_tasks) = start(db_b).await;
+    let (a, _, _a_tasks) = start(db_a, Counting::memory(DEFAULT_CAPACITY)).await;
+    let (b, _, _b_tasks) = start(db_b, Counting::memory(DEFAULT_CAPACITY)).await;
     let mut on_a = Conn::open(a).await;
     let mut on_b = Conn::open(b).await;
     // A route the freeze refuses (the overrides routes are the way out, always served).
@@ -281,7 +293,7 @@ async fn save_to_visible(edits: usize) -> (Duration, Duration) {
     let db = Db::open(&format!("sqlite://{}", dir.path().join("watch.db").display()))
         .await
         .unwrap();
-    let (addr, app, _tasks) = start(db.clone()).await;
+    let (addr, app, _tasks) = start(db.clone(), Counting::memory(DEFAULT_CAPACITY)).await;
     let clock = Arc::clone(&app.replica.clock);
     let metrics = app.metrics.watch.clone();
     let options = valhalla_ops::watch::WatchOptions::default();
@@ -346,48 +358,75 @@ fn main() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let (addr, rule_id) = server.block_on(async {
+    let redis_url =
+        std::env::var("VALHALLA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
+    let prefix = format!("vops-bench-{}", std::process::id());
+    let (addr, rule_id, shared) = server.block_on(async {
         let db = Db::open(&url).await.unwrap();
         seed(&db).await;
         let rules = db.live().await.unwrap().rules;
-        let (addr, _, _tasks) = start(db).await;
-        (addr, rules[0].id)
+        let (addr, _, _tasks) = start(db.clone(), Counting::memory(DEFAULT_CAPACITY)).await;
+        let redis = RedisCounters::new(&RedisOptions {
+            url: redis_url.clone(),
+            prefix: prefix.clone(),
+            timeout: valhalla_ops::counting::DEFAULT_TIMEOUT,
+            clock: WindowClock::Redis,
+        })
+        .unwrap();
+        let counting = Counting::shared(DEFAULT_CAPACITY, redis);
+        counting.connect().await;
+        let shared = if counting.health().reachable {
+            let (addr, state, _tasks) = start(db, counting).await;
+            Some((addr, state))
+        } else {
+            None
+        };
+        (addr, rules[0].id, shared)
     });
     println!(
         "valhalla-ops serving benchmark: {CONNECTIONS} connections, {ROUNDS} rounds of {seconds} s per scenario, SQLite store, 2 server threads"
     );
-    let scenarios = [
-        ("(d) bare route, no layers", get("/bare", None)),
+    let rule = get(&format!("/system/ratelimits/rules/{rule_id}"), Some(KEY));
+    let check = post(
+        "/system/ratelimits/check",
+        KEY,
+        r#"{"ip": "192.0.2.7", "client": "bench", "user": "user-2"}"#,
+    );
+    let mut scenarios = vec![
+        ("(d) bare route, no layers", addr, get("/bare", None)),
         (
             "(a) GET /system/maintenance/state",
+            addr,
             get("/system/maintenance/state", None),
         ),
-        (
-            "(b) GET /system/ratelimits/rules/{id}",
-            get(&format!("/system/ratelimits/rules/{rule_id}"), Some(KEY)),
-        ),
-        (
-            "(c) POST /system/ratelimits/check",
-            post(
-                "/system/ratelimits/check",
-                KEY,
-                r#"{"ip": "192.0.2.7", "client": "bench", "user": "user-2"}"#,
-            ),
-        ),
+        ("(b) GET /system/ratelimits/rules/{id}", addr, rule.clone()),
+        ("(c) POST /system/ratelimits/check", addr, check.clone()),
     ];
+    if let Some((shared_addr, _)) = &shared {
+        scenarios.push(("(b) with Redis counters", *shared_addr, rule));
+        scenarios.push(("(c) with Redis counters", *shared_addr, check));
+    } else {
+        println!("Redis counters: skipped (no Redis answers at {redis_url})");
+    }
+    let redis_calls = || shared.as_ref().map_or(0, |(_, state)| state.replica.counting.metrics.calls());
     // Rounds interleave the scenarios, so a slow moment of the machine hits them all alike; each
     // figure is the median over the rounds, each ratio the median of the per-round ratios.
     let mut results: Vec<Vec<Figures>> = scenarios.iter().map(|_| Vec::new()).collect();
+    let mut calls: Vec<(u64, usize)> = scenarios.iter().map(|_| (0, 0)).collect();
     for _ in 0..ROUNDS {
-        for (i, (_, request)) in scenarios.iter().enumerate() {
-            results[i].push(client.block_on(load(addr, request.clone(), seconds)));
+        for (i, (_, addr, request)) in scenarios.iter().enumerate() {
+            let before = redis_calls();
+            let figures = client.block_on(load(*addr, request.clone(), seconds));
+            calls[i].0 += redis_calls() - before;
+            calls[i].1 += figures.sent;
+            results[i].push(figures);
         }
     }
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    for (i, (name, _)) in scenarios.iter().enumerate() {
+    for (i, (name, _, _)) in scenarios.iter().enumerate() {
         let runs = &results[i];
         let ratio = median((0..ROUNDS).map(|r| runs[r].rps / results[0][r].rps).collect());
         let rps = median(runs.iter().map(|f| f.rps).collect());
@@ -396,12 +435,40 @@ fn main() {
         let mut statuses: Vec<u16> = runs.iter().flat_map(|f| f.statuses.clone()).collect();
         statuses.sort_unstable();
         statuses.dedup();
+        let per_request = calls[i].0 as f64 / calls[i].1.max(1) as f64;
         println!(
-            "{name:<40} {rps:>9.0} req/s  {:>5.0}% of bare  p50 {:>8}  p99 {:>8}  statuses {statuses:?}",
+            "{name:<40} {rps:>9.0} req/s  {:>5.0}% of bare  p50 {:>8}  p99 {:>8}  Redis calls/request {per_request:.2}  statuses {statuses:?}",
             ratio * 100.0,
             ms(Duration::from_secs_f64(p50)),
             ms(Duration::from_secs_f64(p99)),
         );
+    }
+    if shared.is_some() {
+        // Redis-backed against in-process, round by round.
+        for (redis, memory) in [(4, 2), (5, 3)] {
+            let ratio = median(
+                (0..ROUNDS)
+                    .map(|r| results[redis][r].rps / results[memory][r].rps)
+                    .collect(),
+            );
+            println!(
+                "{:<40} {:>5.0}% of in-process counters",
+                scenarios[redis].0,
+                ratio * 100.0
+            );
+        }
+        server.block_on(async {
+            let client = ::redis::Client::open(redis_url.as_str()).unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            let keys: Vec<String> = ::redis::cmd("KEYS")
+                .arg(format!("{prefix}:*"))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            if !keys.is_empty() {
+                let _: () = ::redis::cmd("DEL").arg(&keys).query_async(&mut conn).await.unwrap();
+            }
+        });
     }
     let (median, p95) = server.block_on(save_to_visible(20));
     println!(
