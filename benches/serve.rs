@@ -21,11 +21,11 @@ use sqlx::Connection as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tower::Layer as _;
+use valhalla_ops::counting::{Counting, RedisCounters, RedisOptions, WindowClock};
 use valhalla_ops::desired::Loader;
 use valhalla_ops::domain::KeySha256;
 use valhalla_ops::limit::DEFAULT_CAPACITY;
 use valhalla_ops::reconcile::{Request, reconcile};
-use valhalla_ops::counting::{Counting, RedisCounters, RedisOptions, WindowClock};
 use valhalla_ops::replica::{Replica, ReplicaOptions};
 use valhalla_ops::server::{self, AppState};
 use valhalla_ops::store::Db;
@@ -408,7 +408,11 @@ fn main() {
     } else {
         println!("Redis counters: skipped (no Redis answers at {redis_url})");
     }
-    let redis_calls = || shared.as_ref().map_or(0, |(_, state)| state.replica.counting.metrics.calls());
+    let redis_calls = || {
+        shared
+            .as_ref()
+            .map_or(0, |(_, state)| state.replica.counting.metrics.calls())
+    };
     // Rounds interleave the scenarios, so a slow moment of the machine hits them all alike; each
     // figure is the median over the rounds, each ratio the median of the per-round ratios.
     let mut results: Vec<Vec<Figures>> = scenarios.iter().map(|_| Vec::new()).collect();
@@ -466,7 +470,11 @@ fn main() {
                 .await
                 .unwrap();
             if !keys.is_empty() {
-                let _: () = ::redis::cmd("DEL").arg(&keys).query_async(&mut conn).await.unwrap();
+                let _: () = ::redis::cmd("DEL")
+                    .arg(&keys)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
             }
         });
     }

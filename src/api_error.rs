@@ -71,9 +71,7 @@ impl ApiError {
             ApiError::Unavailable(_)
             | ApiError::Maintenance(_)
             | ApiError::NoRandomness(_)
-            | ApiError::CountersUnreachable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            | ApiError::CountersUnreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

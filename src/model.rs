@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    ClientName, ClientType, FlagName, KeySha256, Mode, OnOutage, Owner, ProfileName, Role, RuleKey, Scope, WindowMode,
-    WindowName, WindowSeconds,
+    ClientName, ClientType, FlagName, KeySha256, Mode, OnOutage, Owner, ProfileName, Role, RuleKey, Scope,
+    WindowMode, WindowName, WindowSeconds,
 };
 
 /// The kinds of resource, in the order plans list them.

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use chrono::DateTime;
 
-use crate::domain::KeySha256;
 use crate::counting::Counting;
+use crate::domain::KeySha256;
 use crate::limit::{Decision, RuleTable, Subject};
 use crate::model::MaintenanceInputs;
 use crate::store::{Db, LiveState, RuleRecord, StoreError, Usage, UsageBatch};
@@ -149,9 +149,7 @@ impl Replica {
 
     /// Decides about one request of `subject` against `table` and counts it.
     pub async fn check(&self, table: &RuleTable, subject: &Subject<'_>) -> Decision {
-        self.counting
-            .check(&table.matching(subject), self.now_ms())
-            .await
+        self.counting.check(&table.matching(subject), self.now_ms()).await
     }
 
     /// How many times the view was loaded.

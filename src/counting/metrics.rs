@@ -45,7 +45,8 @@ pub struct CountingMetrics {
 impl Default for CountingMetrics {
     fn default() -> Self {
         let calls_family = Family::<CallLabels, Counter>::default();
-        let calls = ["ok", "error", "timeout"].map(|outcome| calls_family.get_or_create(&CallLabels { outcome }).clone());
+        let calls = ["ok", "error", "timeout"]
+            .map(|outcome| calls_family.get_or_create(&CallLabels { outcome }).clone());
         let policy_family = Family::<PolicyLabels, Counter>::default();
         let outage_verdicts = [OnOutage::Open, OnOutage::Closed, OnOutage::Local].map(|p| {
             policy_family

@@ -255,7 +255,10 @@ impl Counting {
         let Some(shared) = &self.shared else {
             return;
         };
-        let ping = tokio::time::timeout(shared.redis.timeout.max(Duration::from_millis(500)), shared.redis.ping());
+        let ping = tokio::time::timeout(
+            shared.redis.timeout.max(Duration::from_millis(500)),
+            shared.redis.ping(),
+        );
         let failure = match ping.await {
             Ok(Ok(())) => return,
             Ok(Err(e)) => e.to_string(),

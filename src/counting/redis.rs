@@ -88,8 +88,8 @@ impl RedisCounters {
             .set_response_timeout(None)
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(100));
-        let connection = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| invalid(e.to_string()))?;
+        let connection =
+            ConnectionManager::new_lazy_with_config(client, config).map_err(|e| invalid(e.to_string()))?;
         Ok(RedisCounters {
             connection,
             script: redis::Script::new(SCRIPT),

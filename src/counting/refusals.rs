@@ -111,7 +111,10 @@ mod tests {
         let local = refusals.check(&matched, 1_500).expect("refused locally");
         assert_eq!(local.binding().unwrap().rule.id, 2);
         assert_eq!(local.binding().unwrap().reset_ms, reset - 500);
-        assert!(refusals.check(&matched, 1_000 + reset).is_none(), "admits again at its reset");
+        assert!(
+            refusals.check(&matched, 1_000 + reset).is_none(),
+            "admits again at its reset"
+        );
         // Another subject of the same rules is not refused.
         let other = rules.matching(&Subject {
             global: true,

@@ -5,7 +5,14 @@ use crate::domain::Scope;
 use crate::limit::Subject;
 use crate::limit::table::tests::{record, table};
 
-fn rule(id: i64, scope: Scope, key: &str, max: u32, policy: OnOutage, shadow: bool) -> (i64, crate::model::RateLimitRule) {
+fn rule(
+    id: i64,
+    scope: Scope,
+    key: &str,
+    max: u32,
+    policy: OnOutage,
+    shadow: bool,
+) -> (i64, crate::model::RateLimitRule) {
     let mut r = record(id, scope, key, max);
     r.1.on_outage = policy;
     r.1.shadow = shadow;
@@ -30,7 +37,10 @@ fn open_rules_admit_closed_ones_refuse_and_local_ones_count_here() {
     let matched = rules.matching(&subject("counted"));
     // The global rule allows one request; open, it is left out: the local rule decides alone.
     let decisions: Vec<Decision> = (0..3).map(|_| counting.outage(&matched, 0)).collect();
-    assert_eq!(decisions.iter().map(|d| d.allowed).collect::<Vec<_>>(), [true, true, false]);
+    assert_eq!(
+        decisions.iter().map(|d| d.allowed).collect::<Vec<_>>(),
+        [true, true, false]
+    );
     let refused = &decisions[2];
     assert_eq!(refused.verdicts.len(), 1, "{refused:?}");
     assert!(refused.verdicts[0].outage && refused.verdicts[0].rule.id == 2);
@@ -43,7 +53,10 @@ fn open_rules_admit_closed_ones_refuse_and_local_ones_count_here() {
     let matched = closed.matching(&subject("frozen"));
     let decision = counting.outage(&matched, 0);
     assert!(!decision.allowed && decision.unavailable());
-    assert_eq!(decision.binding().map(|v| (v.rule.id, v.reset_seconds())), Some((2, 1)));
+    assert_eq!(
+        decision.binding().map(|v| (v.rule.id, v.reset_seconds())),
+        Some((2, 1))
+    );
     // Refused by the closed rule, the request was counted by no local rule either.
     let global_only = closed.matching(&Subject {
         global: true,
@@ -64,17 +77,23 @@ fn a_closed_shadow_rule_reports_and_never_refuses() {
 #[test]
 fn memory_counting_is_the_limiter_itself() {
     let counting = Counting::memory(100);
-    assert_eq!(counting.health(), Health {
-        store: CounterStore::Memory,
-        reachable: true,
-        unreachable_seconds: None,
-    });
+    assert_eq!(
+        counting.health(),
+        Health {
+            store: CounterStore::Memory,
+            reachable: true,
+            unreachable_seconds: None,
+        }
+    );
     let rules = table(&[rule(1, Scope::User, "u", 1, OnOutage::Closed, false)]);
     let matched = rules.matching(&subject("u"));
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     assert!(rt.block_on(counting.check(&matched, 0)).allowed);
     let refused = rt.block_on(counting.check(&matched, 0));
-    assert!(!refused.allowed && !refused.unavailable(), "without Redis there is no outage");
+    assert!(
+        !refused.allowed && !refused.unavailable(),
+        "without Redis there is no outage"
+    );
     let readings = counting.take_readings(0);
     assert_eq!(readings.len(), 1);
     assert_eq!((readings[0].0, readings[0].1.count), (CounterStore::Memory, 1));

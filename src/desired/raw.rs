@@ -4,7 +4,8 @@ use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
 
 use crate::domain::{
-    ClientName, ClientType, FlagName, KeySha256, Mode, OnOutage, ProfileName, Role, Scope, WindowMode, WindowName,
+    ClientName, ClientType, FlagName, KeySha256, Mode, OnOutage, ProfileName, Role, Scope, WindowMode,
+    WindowName,
 };
 
 /// One state file. Sections hold raw items so that each item is checked on its own and every

@@ -5,8 +5,8 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::domain::{
-    ClientName, ClientType, FlagName, KeySha256, Mode, OnOutage, ProfileName, Role, RuleKey, Scope, WindowMode,
-    WindowName, WindowSeconds,
+    ClientName, ClientType, FlagName, KeySha256, Mode, OnOutage, ProfileName, Role, RuleKey, Scope,
+    WindowMode, WindowName, WindowSeconds,
 };
 
 fn now() -> DateTime<Utc> {

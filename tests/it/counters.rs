@@ -175,14 +175,29 @@ fn check(agent: &ureq::Agent, base: &str, body: &str) -> Value {
 }
 
 /// Replicas of `serve` over `db`, counting in Redis at `url` under `prefix`.
-fn replicas(db: &TestDb, state: &StateDir, n: usize, url: &str, prefix: &str, extra: &[&str]) -> Vec<Process> {
+fn replicas(
+    db: &TestDb,
+    state: &StateDir,
+    n: usize,
+    url: &str,
+    prefix: &str,
+    extra: &[&str],
+) -> Vec<Process> {
     let applied = crate::support::run(db, state.path(), &["reconcile"]);
     assert_eq!(applied.code, 0, "{}", applied.stderr);
     (0..n)
         .map(|i| {
             let name = format!("replica-{i}");
             let mut args = vec![
-                "serve", "--bind", "127.0.0.1:0", "--replica", &name, "--counters", url, "--counters-prefix", prefix,
+                "serve",
+                "--bind",
+                "127.0.0.1:0",
+                "--replica",
+                &name,
+                "--counters",
+                url,
+                "--counters-prefix",
+                prefix,
             ];
             args.extend_from_slice(extra);
             Process::start(db, state, &args)
@@ -211,8 +226,14 @@ fn four_replicas_sharing_redis_admit_exactly_the_budget() {
         let servers = replicas(&db, &state, 4, &redis.url, &redis.prefix, &[]);
         let bases: Vec<String> = servers.iter().map(Process::base).collect();
 
-        let http = hammer(&bases, 2_000, 64, |agent, base| get_as(agent, base, "/system/overrides", "u-http").0);
-        assert_eq!(http, BTreeMap::from([(200, 100), (429, 1_900)]), "{b}: through the rate-limit layer");
+        let http = hammer(&bases, 2_000, 64, |agent, base| {
+            get_as(agent, base, "/system/overrides", "u-http").0
+        });
+        assert_eq!(
+            http,
+            BTreeMap::from([(200, 100), (429, 1_900)]),
+            "{b}: through the rate-limit layer"
+        );
 
         let checks = hammer(&bases, 2_000, 64, |agent, base| {
             match check(agent, base, r#"{"user": "u-check"}"#)["allowed"].as_bool() {
@@ -220,7 +241,11 @@ fn four_replicas_sharing_redis_admit_exactly_the_budget() {
                 _ => 429,
             }
         });
-        assert_eq!(checks, BTreeMap::from([(200, 100), (429, 1_900)]), "{b}: through the check endpoint");
+        assert_eq!(
+            checks,
+            BTreeMap::from([(200, 100), (429, 1_900)]),
+            "{b}: through the check endpoint"
+        );
 
         // The global rule counted the 200 admitted requests and none of the 3,800 refused ones
         // (this question is the 201st).
@@ -263,7 +288,9 @@ fn outage(db: TestDb) {
     };
     let b = db.backend;
     let rule = |user: &str, policy: &str| {
-        format!("  - scope: user\n    key: {user}\n    max_requests: 5\n    window_seconds: 86400\n    on_outage: {policy}\n")
+        format!(
+            "  - scope: user\n    key: {user}\n    max_requests: 5\n    window_seconds: 86400\n    on_outage: {policy}\n"
+        )
     };
     let rules = format!(
         "rate_limits:\n{}{}{}{}{}{}",
@@ -275,7 +302,14 @@ fn outage(db: TestDb) {
         rule("u-frozen", "open"),
     );
     let state = StateDir::new(&[("state.yaml", &state_with(&rules))]);
-    let servers = replicas(&db, &state, 2, &server.url(), "outage", &["--counters-timeout", "100ms"]);
+    let servers = replicas(
+        &db,
+        &state,
+        2,
+        &server.url(),
+        "outage",
+        &["--counters-timeout", "100ms"],
+    );
     let bases: Vec<String> = servers.iter().map(Process::base).collect();
 
     // Shared: two replicas, one budget.
@@ -286,9 +320,16 @@ fn outage(db: TestDb) {
     let open = requests(&bases, "u-open", 12);
     assert_eq!(admitted(&open), 12, "{b}: open admits: {open:?}");
     let closed = requests(&bases, "u-closed", 6);
-    assert!(closed.iter().all(|(s, retry)| *s == 503 && retry == "1"), "{b}: closed refuses with 503: {closed:?}");
+    assert!(
+        closed.iter().all(|(s, retry)| *s == 503 && retry == "1"),
+        "{b}: closed refuses with 503: {closed:?}"
+    );
     // Local: each replica counts its own five.
-    assert_eq!(admitted(&requests(&bases, "u-local", 20)), 10, "local counts per replica");
+    assert_eq!(
+        admitted(&requests(&bases, "u-local", 20)),
+        10,
+        "local counts per replica"
+    );
     for base in &bases {
         let ready = readiness(base);
         assert_eq!(ready["status"], "degraded", "{ready}");
@@ -302,7 +343,10 @@ fn outage(db: TestDb) {
             .read_to_string()
             .unwrap();
         assert!(metrics.contains("valhalla_ops_counter_store_up 0"), "{metrics}");
-        assert!(metrics.contains("valhalla_ops_counter_store_outages_total 1"), "{metrics}");
+        assert!(
+            metrics.contains("valhalla_ops_counter_store_outages_total 1"),
+            "{metrics}"
+        );
         assert!(metrics.contains(r#"valhalla_ops_ratelimit_outage_verdicts_total{policy="closed"}"#));
     }
 
@@ -324,7 +368,10 @@ fn outage(db: TestDb) {
     let frozen = requests(&bases, "u-frozen", 12);
     let took = started.elapsed();
     assert_eq!(admitted(&frozen), 12, "{b}: {frozen:?}");
-    assert!(took < Duration::from_secs(5), "{b}: 12 requests took {took:?} against a hung Redis");
+    assert!(
+        took < Duration::from_secs(5),
+        "{b}: 12 requests took {took:?} against a hung Redis"
+    );
     for base in &bases {
         assert_eq!(readiness(base)["status"], "degraded", "{b}");
     }
@@ -332,13 +379,20 @@ fn outage(db: TestDb) {
     let start = Instant::now();
     for base in &bases {
         while readiness(base)["status"] != "ready" {
-            assert!(start.elapsed() < Duration::from_secs(10), "{b}: never shared again");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{b}: never shared again"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
     for process in &servers {
         let log = process.log();
-        assert_eq!(log.matches("are unreachable").count(), 2, "said once per outage: {log}");
+        assert_eq!(
+            log.matches("are unreachable").count(),
+            2,
+            "said once per outage: {log}"
+        );
         assert_eq!(log.matches("counting is shared again").count(), 2, "{log}");
     }
 }

@@ -325,7 +325,11 @@ fn counters_are_snapshotted_in_bulk() {
         );
         // A replica's own count names the replica; a shared count is everyone's: one row.
         if b.ends_with("redis") {
-            assert_eq!((&row["counter"], &row["replica"]), (&"redis".into(), &"".into()), "{b}");
+            assert_eq!(
+                (&row["counter"], &row["replica"]),
+                (&"redis".into(), &"".into()),
+                "{b}"
+            );
         } else {
             assert_eq!(row["counter"], "memory", "{b}");
             assert!(row["replica"].as_str().is_some_and(|r| !r.is_empty()), "{b}");

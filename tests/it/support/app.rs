@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use chrono::{Duration, Utc};
 use serde_json::Value;
+use valhalla_ops::counting::{Counting, RedisCounters, RedisOptions, WindowClock};
 use valhalla_ops::desired::Loader;
 use valhalla_ops::domain::KeySha256;
 use valhalla_ops::reconcile::{Request, reconcile};
-use valhalla_ops::counting::{Counting, RedisCounters, RedisOptions, WindowClock};
 use valhalla_ops::replica::{Replica, ReplicaOptions};
 use valhalla_ops::server::{self, AppState};
 use valhalla_ops::store::Db;

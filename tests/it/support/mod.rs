@@ -532,7 +532,16 @@ impl RedisServer {
     /// Starts the server (again) on its port and waits until it answers.
     pub fn restart(&mut self) {
         let child = Command::new(&self.binary)
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .arg("--dir")
             .arg(self._dir.path())
             .stdout(Stdio::null())
@@ -548,7 +557,10 @@ impl RedisServer {
             if answered.is_ok() {
                 return;
             }
-            assert!(start.elapsed() < Duration::from_secs(10), "redis-server did not start");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "redis-server did not start"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -557,7 +569,9 @@ impl RedisServer {
     pub fn freeze(&self, frozen: bool) {
         if let Some(child) = &self.child {
             let signal = if frozen { "-STOP" } else { "-CONT" };
-            let _ = Command::new("kill").args([signal, &child.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status();
         }
     }
 
