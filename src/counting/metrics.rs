@@ -94,22 +94,22 @@ impl CountingMetrics {
     /// Adds these metrics to `registry`.
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
-            "counter_store_calls",
+            "shared_counters_calls",
             "Calls to the shared rate-limit counters (Redis) by outcome: ok, error, timeout",
             self.calls_family.clone(),
         );
         registry.register(
-            "counter_store_call_duration_seconds",
+            "shared_counters_call_duration_seconds",
             "Latency of calls to the shared rate-limit counters",
             self.call_seconds.clone(),
         );
         registry.register(
-            "counter_store_up",
+            "shared_counters_up",
             "1 while rate-limit counting works as configured; 0 while the shared counters are unreachable and rules follow their on_outage policy",
             self.up.clone(),
         );
         registry.register(
-            "counter_store_outages",
+            "shared_counters_outages",
             "Times the shared rate-limit counters became unreachable",
             self.outages.clone(),
         );

@@ -342,9 +342,9 @@ fn outage(db: TestDb) {
             .body_mut()
             .read_to_string()
             .unwrap();
-        assert!(metrics.contains("valhalla_ops_counter_store_up 0"), "{metrics}");
+        assert!(metrics.contains("valhalla_ops_shared_counters_up 0"), "{metrics}");
         assert!(
-            metrics.contains("valhalla_ops_counter_store_outages_total 1"),
+            metrics.contains("valhalla_ops_shared_counters_outages_total 1"),
             "{metrics}"
         );
         assert!(metrics.contains(r#"valhalla_ops_ratelimit_outage_verdicts_total{policy="closed"}"#));

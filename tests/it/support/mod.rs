@@ -77,23 +77,14 @@ pub fn postgres() -> Option<TestDb> {
 /// database that is down), or `None` when no server is configured. Dropped like the others.
 pub fn postgres_unborn() -> Option<TestDb> {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let required = std::env::var_os(REQUIRE_ENV).is_some_and(|v| !v.is_empty() && v != "0");
-    let Ok(admin) = std::env::var(POSTGRES_ENV) else {
-        assert!(
-            !required,
-            "{REQUIRE_ENV} is set but {POSTGRES_ENV} is not: the Postgres tests cannot run"
-        );
-        static SAID: Once = Once::new();
-        // Written to the real stderr, past the test harness's capture, so a plain `cargo test`
-        // says that only half of the backends ran.
-        SAID.call_once(|| {
-            let _ = writeln!(
-                std::io::stderr(),
-                "\nNOTE: Postgres tests did NOT run: set {POSTGRES_ENV}=postgres://user@host:5432/postgres to run them.\n"
-            );
-        });
-        return None;
-    };
+    static SAID: Once = Once::new();
+    let admin = server_url(
+        "Postgres tests",
+        POSTGRES_ENV,
+        REQUIRE_ENV,
+        "postgres://user@host:5432/postgres",
+        &SAID,
+    )?;
     let name = format!(
         "vops_test_{}_{}_{}",
         std::process::id(),
@@ -131,6 +122,27 @@ impl TestDb {
             panic!("cannot create a Postgres test database through {POSTGRES_ENV}: {e}");
         }
     }
+}
+
+/// The URL of a server in `var`, or `None` when it is not set: then said once (through `said`),
+/// plainly, on the real stderr past the test harness's capture, so that a plain `cargo test`
+/// tells which half did not run; a failure instead when `require` is set, as in CI.
+fn server_url(tests: &str, var: &str, require: &str, example: &str, said: &Once) -> Option<String> {
+    if let Ok(url) = std::env::var(var) {
+        return Some(url);
+    }
+    let required = std::env::var_os(require).is_some_and(|v| !v.is_empty() && v != "0");
+    assert!(
+        !required,
+        "{require} is set but {var} is not: the {tests} cannot run"
+    );
+    said.call_once(|| {
+        let _ = writeln!(
+            std::io::stderr(),
+            "\nNOTE: {tests} did NOT run: set {var}={example} to run them.\n"
+        );
+    });
+    None
 }
 
 /// One fresh database per backend that can run here.
@@ -446,21 +458,14 @@ impl Drop for TestRedis {
 /// A fresh key prefix on the test Redis, or `None` (said once, plainly) when none is set.
 pub fn redis() -> Option<TestRedis> {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let required = std::env::var_os(REQUIRE_REDIS_ENV).is_some_and(|v| !v.is_empty() && v != "0");
-    let Ok(url) = std::env::var(REDIS_ENV) else {
-        assert!(
-            !required,
-            "{REQUIRE_REDIS_ENV} is set but {REDIS_ENV} is not: the Redis tests cannot run"
-        );
-        static SAID: Once = Once::new();
-        SAID.call_once(|| {
-            let _ = writeln!(
-                std::io::stderr(),
-                "\nNOTE: Redis counter tests did NOT run: set {REDIS_ENV}=redis://127.0.0.1:6379/0 to run them.\n"
-            );
-        });
-        return None;
-    };
+    static SAID: Once = Once::new();
+    let url = server_url(
+        "Redis counter tests",
+        REDIS_ENV,
+        REQUIRE_REDIS_ENV,
+        "redis://127.0.0.1:6379/0",
+        &SAID,
+    )?;
     let reachable = redis::Client::open(url.as_str())
         .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
         .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
