@@ -36,6 +36,9 @@ pub enum ApiError {
     /// A rate-limit rule refuses the request.
     #[error("{0}")]
     RateLimited(String),
+    /// The server has no room for this now (too many pages follow the status).
+    #[error("{0}")]
+    Busy(String),
     /// A `closed` rate-limit rule refuses while the shared counters are unreachable.
     #[error("{0}")]
     CountersUnreachable(String),
@@ -71,7 +74,8 @@ impl ApiError {
             ApiError::Unavailable(_)
             | ApiError::Maintenance(_)
             | ApiError::NoRandomness(_)
-            | ApiError::CountersUnreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | ApiError::CountersUnreachable(_)
+            | ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -127,7 +131,7 @@ impl IntoResponse for ApiError {
             tracing::error!("request failed: {cause}");
         }
         let mut response = body(self.status(), &self.to_string());
-        if let ApiError::Unavailable(_) = self {
+        if let ApiError::Unavailable(_) | ApiError::Busy(_) = self {
             // A database outage or a held lock: worth retrying soon.
             response
                 .headers_mut()

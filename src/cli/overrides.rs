@@ -73,7 +73,13 @@ impl Command {
             }
             Command::Clear { id, all: _, actor } => {
                 let actor = actor.unwrap_or_else(super::default_actor);
-                let n = store.clear_overrides(id, &actor, "cli", now).await?;
+                let lift = crate::store::Lift {
+                    actor: &actor,
+                    source: "cli",
+                    reason: None,
+                    now,
+                };
+                let n = store.clear_overrides(id, &lift).await?;
                 super::print_out(&format!(
                     "Cleared {n} override{}; the next reconcile restores git's values.\n",
                     if n == 1 { "" } else { "s" }

@@ -42,11 +42,11 @@ pub use maintenance::Freeze;
 pub use ratelimit::{RateLimit, rate_limit_headers};
 
 use crate::auth::{Caller, IdentityError, identify};
-use crate::limit::Decision;
+use crate::limit::{Decision, Subject};
 use crate::replica::{Replica, View};
 
-/// A hook called with every rate-limit decision.
-pub type Observer = Box<dyn Fn(&Decision) + Send + Sync>;
+/// A hook called with every rate-limit decision and the subject it was about.
+pub type Observer = Box<dyn Fn(&Decision, &Subject<'_>) + Send + Sync>;
 
 /// The future every enforcement service returns.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, Infallible>> + Send>>;
@@ -199,6 +199,8 @@ pub fn default_always_served(path: &str) -> bool {
         || path == "/metrics"
         || path == "/system/maintenance/state"
         || path.starts_with("/system/maintenance/state/")
+        || path == "/status"
+        || path.starts_with("/status/")
         || path == "/system/overrides"
         || path.starts_with("/system/overrides/")
         || path.starts_with("/admin/")

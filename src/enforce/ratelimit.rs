@@ -52,7 +52,7 @@ impl Gate for RateLimit {
         };
         let decision = replica.check(&view.table, &subject).await;
         if let Some(observe) = &enforcer.observe {
-            observe(&decision);
+            observe(&decision, &subject);
         }
         let mut headers = HeaderMap::new();
         rate_limit_headers(&decision, &mut headers);

@@ -145,7 +145,7 @@ pub async fn check(
     }
     let view = state.replica.view().await?;
     let decision = state.replica.check(&view.table, &subject).await;
-    state.metrics.rate_limited(&decision);
+    state.rate_limited(&decision, &subject);
     let binding = decision.binding();
     Ok(Json(CheckResponse {
         allowed: decision.allowed,

@@ -20,6 +20,7 @@ mod params;
 mod restore;
 mod rules;
 mod runs;
+pub mod status;
 mod windows;
 
 use std::future::Future;
@@ -64,6 +65,8 @@ pub struct AppState {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Deadlines for headers and bodies, and the bound on open connections.
     pub limits: ConnectionLimits,
+    /// What the status page's streams share.
+    pub status: status::StatusHub,
 }
 
 impl AppState {
@@ -87,7 +90,14 @@ impl AppState {
             state_dir: None,
             trusted_proxies: Vec::new(),
             limits: ConnectionLimits::default(),
+            status: status::StatusHub::default(),
         }
+    }
+
+    /// Counts a rate-limit decision in the metrics and, when it refused, for the status page.
+    pub fn rate_limited(&self, decision: &crate::limit::Decision, subject: &crate::limit::Subject<'_>) {
+        self.metrics.rate_limited(decision);
+        self.status.recent.record(decision, subject, self.replica.now_ms());
     }
 
     /// The time as handlers see it.
@@ -114,6 +124,7 @@ pub(super) fn routes() -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
         .merge(overrides::routes())
         .merge(runs::routes())
         .merge(admin::routes())
+        .merge(status::routes())
         .split_for_parts()
 }
 
@@ -121,8 +132,8 @@ pub(super) fn routes() -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
 pub fn router(state: Arc<AppState>) -> Router {
     let mut enforcer = Enforcer::new(Arc::clone(&state.replica));
     enforcer.trusted_proxies = state.trusted_proxies.clone();
-    let metrics = Arc::clone(&state.metrics);
-    enforcer.observe = Some(Box::new(move |decision| metrics.rate_limited(decision)));
+    let observer = Arc::clone(&state);
+    enforcer.observe = Some(Box::new(move |decision, subject| observer.rate_limited(decision, subject)));
     let enforcer = Arc::new(enforcer);
     routes()
         .0
@@ -165,6 +176,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = state.limits;
+    let hub = state.status.clone();
     let app = NormalizePathLayer::trim_trailing_slash().layer(router(state));
+    // Open status streams end as the server stops accepting, so they do not hold it up.
+    let shutdown = async move {
+        shutdown.await;
+        hub.close();
+    };
     listen::serve(listener, app, limits, shutdown).await
 }

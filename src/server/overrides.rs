@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
-use serde::Serialize;
+use axum::extract::{Path, Query, State};
+use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -48,20 +48,44 @@ pub async fn list_overrides(
     ))
 }
 
-/// `DELETE /system/overrides/{id}` (operator): lift an override. On a server with `--state`,
-/// git's value comes back at once (a reconcile of the state directory); otherwise the answer
-/// says that a reconcile is needed.
-#[utoipa::path(delete, path = "/system/overrides/{id}", operation_id = "clear_override", tag = "overrides", security(("api_key" = [])), params(("id" = i64, Path, description = "Override id")), responses((status = 200, description = "Cleared, and whether git's value is back", body = Restored), (status = 404, description = "No open override", body = ErrorBody)))]
+/// Why an override is lifted.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LiftQuery {
+    /// Recorded in the audit log with the lift.
+    reason: Option<String>,
+    /// Lift every override of this one's group (a lockdown) with it.
+    #[serde(default)]
+    group: bool,
+}
+
+/// `DELETE /system/overrides/{id}` (operator): lift an override (with the others of its group,
+/// for a lockdown's). On a server with `--state`, git's value comes back at once (a reconcile of
+/// the state directory); otherwise the answer says that a reconcile is needed.
+#[utoipa::path(delete, path = "/system/overrides/{id}", operation_id = "clear_override", tag = "overrides", security(("api_key" = [])), params(("id" = i64, Path, description = "Override id"), LiftQuery), responses((status = 200, description = "Cleared, and whether git's value is back", body = Restored), (status = 404, description = "No open override", body = ErrorBody)))]
 pub async fn clear_override(
     State(state): State<Arc<AppState>>,
     Operator(caller): Operator,
     Path(id): Path<i64>,
+    Query(query): Query<LiftQuery>,
 ) -> Result<Json<Restored>, ApiError> {
-    let cleared = match state
-        .db
-        .clear_overrides(Some(id), caller.name.as_str(), "api", state.now())
-        .await
-    {
+    let lift = crate::store::Lift {
+        actor: caller.name.as_str(),
+        source: "api",
+        reason: query.reason.as_deref().filter(|r| !r.trim().is_empty()),
+        now: state.now(),
+    };
+    let group = if query.group {
+        let open = state.db.open_overrides().await?;
+        open.into_iter().find(|o| o.id == id).and_then(|o| o.group_id)
+    } else {
+        None
+    };
+    let cleared = match &group {
+        Some(group) => state.db.clear_group(group, &lift).await,
+        None => state.db.clear_overrides(Some(id), &lift).await,
+    };
+    let cleared = match cleared {
         Ok(n) => n,
         Err(crate::store::StoreError::NoSuchOverride(id)) => {
             return Err(ApiError::NotFound(format!(

@@ -137,3 +137,14 @@ pub struct UsageBatch {
     /// Snapshot rows last updated before this are forgotten.
     pub keep_after: DateTime<Utc>,
 }
+
+/// Who lifts overrides, from where, why, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lift<'a> {
+    pub actor: &'a str,
+    /// `api` or `cli`.
+    pub source: &'a str,
+    /// Why, when the lifter said; recorded in the audit log.
+    pub reason: Option<&'a str>,
+    pub now: DateTime<Utc>,
+}

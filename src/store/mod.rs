@@ -24,7 +24,7 @@ pub use backend::Backend;
 pub use changes::Changes;
 pub use error::{ApplyError, BatchError, StoreError, redact};
 pub use inputs::{
-    ApiChange, AuditFilter, ClientFilter, Page, RuleFilter, RunMeta, SnapshotFilter, Usage, UsageBatch,
+    ApiChange, AuditFilter, ClientFilter, Lift, Page, RuleFilter, RunMeta, SnapshotFilter, Usage, UsageBatch,
     WindowFilter, WriteOp,
 };
 pub use records::{

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::inputs::{RunMeta, Usage};
+use super::inputs::{Lift, RunMeta, Usage};
 
 /// The setting that holds the deployment profile.
 const PROFILE_SETTING: &str = "deployment_profile";
@@ -497,13 +497,16 @@ pub fn overrides_step(new: &[crate::model::NewOverride], now: DateTime<Utc>) -> 
     })
 }
 
-/// The audit rows of overrides cleared by `actor`: what each held, and that it no longer does.
-pub fn clear_audit(
-    cleared: &[crate::model::Override],
-    actor: &str,
-    source: &str,
-    now: DateTime<Utc>,
-) -> Option<Step> {
+/// The audit rows of overrides lifted: what each held, and that it no longer does (with why,
+/// when the lifter said).
+pub fn clear_audit(cleared: &[crate::model::Override], lift: &Lift<'_>) -> Option<Step> {
+    let Lift {
+        actor,
+        source,
+        reason,
+        now,
+    } = *lift;
+    let after = reason.map(|r| serde_json::json!({ "lifted_because": r }).to_string());
     let rows: Vec<Vec<Value>> = cleared
         .iter()
         .map(|o| {
@@ -517,7 +520,7 @@ pub fn clear_audit(
                 text(&o.key),
                 text("clear_override"),
                 Value::Text(Some(before)),
-                Value::Text(None),
+                Value::Text(after.clone()),
             ]
         })
         .collect();

@@ -7,7 +7,7 @@ use crate::store::backend::on;
 use crate::store::rows::{ClientRow, columns};
 use crate::store::sql::overrides::hold_for;
 use crate::store::writes;
-use crate::store::{ApiChange, BatchError, Db, Lockdown, SecurityCounts, StoreError, WriteDone, WriteOp};
+use crate::store::{ApiChange, BatchError, Db, Lift, Lockdown, SecurityCounts, StoreError, WriteDone, WriteOp};
 
 impl Db {
     /// Counts for the admin security snapshot.
@@ -143,10 +143,17 @@ impl Db {
                 WriteOp::SetProfile { name, change } => {
                     tx.set_profile(name, change).await.map(WriteDone::Override)
                 }
-                WriteOp::ClearOverrides { group_id, actor, now } => tx
-                    .clear(None, group_id.as_deref(), actor, "api", *now)
-                    .await
-                    .map(WriteDone::Cleared),
+                WriteOp::ClearOverrides { group_id, actor, now } => {
+                    let lift = Lift {
+                        actor,
+                        source: "api",
+                        reason: None,
+                        now: *now,
+                    };
+                    tx.clear(None, group_id.as_deref(), &lift)
+                        .await
+                        .map(WriteDone::Cleared)
+                }
             };
             // Returning drops the transaction, which rolls back every write made so far.
             done.push(result.map_err(at(index))?);

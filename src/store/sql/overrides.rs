@@ -10,7 +10,7 @@ use crate::model::{NewOverride, Override, Resource, Stored};
 use crate::store::backend::{Tx, on};
 use crate::store::rows::{HeldRow, OverrideRow, columns};
 use crate::store::writes::{self, Row};
-use crate::store::{ApiChange, Db, Held, StoreError};
+use crate::store::{ApiChange, Db, Held, Lift, StoreError};
 
 impl Db {
     /// Records an override.
@@ -49,15 +49,21 @@ impl Db {
     pub async fn clear_overrides(
         &self,
         id: Option<i64>,
-        actor: &str,
-        source: &str,
-        now: DateTime<Utc>,
+        lift: &Lift<'_>,
     ) -> Result<u64, StoreError> {
         let mut tx = self.begin().await?;
-        let cleared = tx.clear(id, None, actor, source, now).await?;
+        let cleared = tx.clear(id, None, lift).await?;
         if let (Some(id), 0) = (id, cleared) {
             return Err(StoreError::NoSuchOverride(id));
         }
+        self.commit(tx).await?;
+        Ok(cleared)
+    }
+
+    /// Lifts every open override of a group (a lockdown) in one transaction.
+    pub async fn clear_group(&self, group: &str, lift: &Lift<'_>) -> Result<u64, StoreError> {
+        let mut tx = self.begin().await?;
+        let cleared = tx.clear(None, Some(group), lift).await?;
         self.commit(tx).await?;
         Ok(cleared)
     }
@@ -117,9 +123,7 @@ impl Tx<'_> {
         &mut self,
         id: Option<i64>,
         group: Option<&str>,
-        actor: &str,
-        source: &str,
-        now: DateTime<Utc>,
+        lift: &Lift<'_>,
     ) -> Result<u64, StoreError> {
         let sql = concat!(
             "UPDATE overrides SET cleared_at = $1, cleared_by = $2 WHERE cleared_at IS NULL \
@@ -127,8 +131,8 @@ impl Tx<'_> {
             columns!(overrides)
         );
         let rows = on!(self, |c| sqlx::query_as::<_, OverrideRow>(sql)
-            .bind(now)
-            .bind(actor)
+            .bind(lift.now)
+            .bind(lift.actor)
             .bind(id)
             .bind(group)
             .fetch_all(&mut **c)
@@ -137,7 +141,7 @@ impl Tx<'_> {
             .into_iter()
             .map(OverrideRow::parse)
             .collect::<Result<_, _>>()?;
-        if let Some(step) = writes::clear_audit(&cleared, actor, source, now) {
+        if let Some(step) = writes::clear_audit(&cleared, lift) {
             self.run_step(&step).await?;
         }
         Ok(cleared.len() as u64)

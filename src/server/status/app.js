@@ -1,0 +1,347 @@
+// The status page: follows /status/events and draws what it says. The key typed into the page
+// lives in this closure only: never in the URL, a cookie, localStorage or sessionStorage, so it
+// is gone when the tab is. Everything shown is written as text, never as HTML.
+"use strict";
+(() => {
+  const $ = (id) => document.getElementById(id);
+  let key = null;
+  let role = null;
+  let follower = null;
+  let offset = 0; // server time − this browser's time, in ms
+  let retry = 500;
+
+  const serverNow = () => Date.now() + offset;
+
+  function el(tag, text, cls) {
+    const e = document.createElement(tag);
+    if (text !== undefined && text !== null) e.textContent = String(text);
+    if (cls) e.className = cls;
+    return e;
+  }
+
+  function span(ms) {
+    let s = Math.max(0, Math.round(ms / 1000));
+    const d = Math.floor(s / 86400); s -= d * 86400;
+    const h = Math.floor(s / 3600); s -= h * 3600;
+    const m = Math.floor(s / 60); s -= m * 60;
+    const two = (n) => String(n).padStart(2, "0");
+    if (d > 0) return `${d}d ${h}h ${two(m)}m`;
+    if (h > 0) return `${h}h ${two(m)}m ${two(s)}s`;
+    return `${m}m ${two(s)}s`;
+  }
+
+  function when(iso) {
+    return new Date(iso).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+  }
+
+  // Countdowns: every element with data-until shows the time left and moves every second.
+  function countdown(e, iso, prefix) {
+    e.dataset.until = iso;
+    e.dataset.prefix = prefix;
+    tickOne(e);
+    return e;
+  }
+  function tickOne(e) {
+    const left = Date.parse(e.dataset.until) - serverNow();
+    e.textContent = left > 0 ? `${e.dataset.prefix} ${span(left)}` : `${e.dataset.prefix} now`;
+  }
+  setInterval(() => document.querySelectorAll("[data-until]").forEach(tickOne), 1000);
+
+  function headers(extra) {
+    const h = Object.assign({}, extra || {});
+    if (key) h.Authorization = `Bearer ${key}`;
+    return h;
+  }
+
+  // Server-sent events over fetch, so that the key travels in a header, not in the URL.
+  async function follow() {
+    if (follower) follower.abort();
+    const mine = new AbortController();
+    follower = mine;
+    try {
+      const response = await fetch("/status/events", { headers: headers(), cache: "no-store", signal: mine.signal });
+      if (response.status === 401 && key) {
+        $("viewer").textContent = "That key is unknown or inactive; showing the public status.";
+        forget(false);
+        return;
+      }
+      if (!response.ok || !response.body) throw new Error(`HTTP ${response.status}`);
+      $("connection").textContent = "";
+      retry = 500;
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += decoder.decode(value, { stream: true }).replace(/\r\n/g, "\n");
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          let event = "message";
+          const data = [];
+          for (const line of block.split("\n")) {
+            if (line.startsWith("event:")) event = line.slice(6).trim();
+            else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+          }
+          if (event === "status" && data.length) render(JSON.parse(data.join("\n")));
+        }
+      }
+      throw new Error("the stream ended");
+    } catch (e) {
+      if (mine.signal.aborted) return;
+      $("connection").textContent = `Reconnecting… (${e.message})`;
+      setTimeout(() => { if (follower === mine) follow(); }, retry);
+      retry = Math.min(retry * 2, 8000);
+    }
+  }
+
+  function render(doc) {
+    offset = Date.parse(doc.now) - Date.now();
+    renderBanner(doc.mode);
+    const viewer = doc.viewer;
+    role = viewer ? viewer.role : null;
+    $("viewer").textContent = viewer ? `Signed in as ${viewer.name} (${viewer.role}); the key is kept in this tab only.` : "";
+    $("forget-key").hidden = !viewer;
+    $("private").hidden = !viewer;
+    const operator = role === "operator" || role === "admin";
+    $("freeze-actions").hidden = !operator;
+    if (!viewer) return;
+    renderOverrides(doc.overrides || [], operator);
+    renderWindows(doc.windows || []);
+    renderRuns(doc.runs || []);
+    renderLimiter(doc.limiter);
+  }
+
+  function renderBanner(mode) {
+    const banner = $("banner");
+    banner.className = `banner ${mode.mode}`;
+    $("mode").textContent = mode.mode;
+    const from = { git: "declared in git", override: "an emergency override", window: "a maintenance window" }[mode.source] || mode.source;
+    const parts = [`From ${from}`];
+    if (mode.actor) parts.push(`set by ${mode.actor}`);
+    if (mode.reason) parts.push(`“${mode.reason}”`);
+    $("mode-detail").textContent = parts.join(" · ");
+    const until = $("mode-until");
+    if (mode.until) countdown(until, mode.until, "Ends by itself in");
+    else { delete until.dataset.until; until.textContent = mode.source === "git" ? "" : "Until lifted"; }
+  }
+
+  function renderOverrides(overrides, operator) {
+    const body = $("overrides").querySelector("tbody");
+    body.replaceChildren();
+    $("overrides-empty").hidden = overrides.length > 0;
+    $("overrides").hidden = overrides.length === 0;
+    // A lockdown's overrides are one group: one heading row, lifted together.
+    const groups = new Map();
+    for (const o of overrides) {
+      const g = o.group_id || `#${o.id}`;
+      if (!groups.has(g)) groups.set(g, []);
+      groups.get(g).push(o);
+    }
+    for (const [group, members] of groups) {
+      const grouped = members.length > 1 || members[0].group_id;
+      if (grouped) {
+        const row = el("tr", null, "group");
+        const head = el("td", `Lockdown group ${group} (${members.length} overrides)`);
+        head.colSpan = 6;
+        row.append(head, actionCell(operator, members[0], `Lift group ${group}`, true));
+        body.append(row);
+      }
+      for (const o of members) {
+        const row = el("tr", null, grouped ? "member" : "");
+        row.append(
+          el("td", `${o.kind} ${o.key}`),
+          el("td", o.actor),
+          el("td", o.reason),
+          el("td", when(o.since)),
+          o.expires_at ? countdown(el("td", null, "ends"), o.expires_at, "in") : el("td", "until lifted", "ends"),
+          restores(o.restores),
+          grouped ? el("td") : actionCell(operator, o, `Lift ${o.kind} ${o.key}`, false),
+        );
+        body.append(row);
+      }
+    }
+  }
+
+  function restores(value) {
+    const cell = el("td");
+    if (value === null || value === undefined) cell.append(el("span", "nothing declared", "quiet"));
+    else cell.append(el("code", JSON.stringify(value)));
+    return cell;
+  }
+
+  function actionCell(operator, o, label, group) {
+    const cell = el("td", null, "act");
+    if (!operator) return cell;
+    const button = el("button", group ? "Lift group…" : "Lift…");
+    button.type = "button";
+    button.dataset.action = "lift";
+    button.dataset.override = o.id;
+    button.setAttribute("aria-label", label);
+    button.addEventListener("click", () => ask({
+      title: group ? "Lift the lockdown group" : "Lift this override",
+      text: group
+        ? `Every override of group ${o.group_id} ends now, and git's values come back.`
+        : `The override on ${o.kind} ${o.key} (by ${o.actor}: “${o.reason}”) ends now, and git's value comes back.`,
+      freeze: false,
+      run: (reason) => call("DELETE", `/system/overrides/${o.id}`, { reason, group }),
+    }));
+    cell.append(button);
+    return cell;
+  }
+
+  function renderWindows(windows) {
+    const list = $("windows");
+    list.replaceChildren();
+    $("windows-empty").hidden = windows.length > 0;
+    const axis = $("axis");
+    axis.replaceChildren();
+    const start = serverNow();
+    const width = 7 * 86400 * 1000;
+    const at = (ms) => `${Math.max(0, Math.min(100, ((ms - start) / width) * 100))}%`;
+    const midnight = new Date(start);
+    midnight.setHours(24, 0, 0, 0);
+    for (let d = midnight.getTime(); d < start + width; d += 86400 * 1000) {
+      const day = el("div", new Date(d).toLocaleDateString(undefined, { weekday: "short", day: "numeric" }), "day");
+      day.style.left = at(d);
+      axis.append(day);
+    }
+    for (const w of windows) {
+      const from = Date.parse(w.starts_at);
+      const to = Date.parse(w.ends_at);
+      const bar = el("div", null, `span ${w.mode}`);
+      bar.style.left = at(from);
+      bar.style.width = `calc(${at(to)} - ${at(from)} + 3px)`;
+      bar.title = `${w.name}: ${w.mode}`;
+      axis.append(bar);
+      const item = el("li");
+      item.append(el("strong", w.name), ` (${w.mode}) ${when(w.starts_at)} → ${when(w.ends_at)} `);
+      item.append(w.open ? countdown(el("span"), w.ends_at, "· open now, ends in") : countdown(el("span"), w.starts_at, "· opens in"));
+      if (w.description) item.append(el("div", w.description, "quiet"));
+      list.append(item);
+    }
+    const now = el("div", null, "now");
+    now.style.left = "0%";
+    axis.append(now);
+  }
+
+  function renderRuns(runs) {
+    const body = $("runs").querySelector("tbody");
+    body.replaceChildren();
+    for (const r of runs) {
+      const changes = ["created", "updated", "deleted", "deactivated", "held"]
+        .filter((k) => r[k] > 0)
+        .map((k) => `${r[k]} ${k}`);
+      const row = el("tr");
+      row.append(el("td", when(r.finished_at)), el("td", r.actor), el("td", r.source), el("td", changes.join(", ") || "no change"));
+      body.append(row);
+    }
+  }
+
+  function renderLimiter(limiter) {
+    if (!limiter) return;
+    const c = limiter.counters;
+    $("counters").textContent = c.store === "redis"
+      ? (c.reachable ? "Counters: shared in Redis, reachable." : `Counters: Redis UNREACHABLE for ${c.unreachable_seconds}s; each rule follows its on_outage policy.`)
+      : "Counters: in this replica's memory.";
+    for (const [id, rows] of [["refused", limiter.refused], ["shadow", limiter.shadow]]) {
+      const body = $(id).querySelector("tbody");
+      body.replaceChildren();
+      if (!rows.length) {
+        const cell = el("td", `None in the last ${limiter.minutes} minutes.`, "quiet");
+        cell.colSpan = 3;
+        const row = el("tr");
+        row.append(cell);
+        body.append(row);
+      }
+      for (const r of rows) {
+        const row = el("tr");
+        row.append(el("td", `${r.scope} ${r.subject}`), el("td", r.rule), el("td", r.count, "count"));
+        body.append(row);
+      }
+    }
+  }
+
+  async function call(method, path, body) {
+    const init = { method, headers: headers({ "Content-Type": "application/json" }) };
+    if (method === "DELETE") {
+      const query = new URLSearchParams({ reason: body.reason });
+      if (body.group) query.set("group", "true");
+      path += `?${query}`;
+    } else {
+      init.body = JSON.stringify(body);
+    }
+    const response = await fetch(path, init);
+    if (!response.ok) {
+      let message = `HTTP ${response.status}`;
+      try { message = (await response.json()).error.message; } catch (_) { /* keep the status */ }
+      throw new Error(message);
+    }
+  }
+
+  // One dialog for every action: a reason, an optional duration, and a confirmation.
+  let pending = null;
+  function ask(action) {
+    pending = action;
+    $("confirm-title").textContent = action.title;
+    $("confirm-text").textContent = action.text;
+    $("freeze-mode-row").hidden = !action.freeze;
+    $("duration-row").hidden = !action.freeze;
+    $("reason").value = "";
+    $("duration").value = "";
+    $("confirm-error").textContent = "";
+    $("confirm").showModal();
+    $(action.freeze ? "freeze-mode" : "reason").focus();
+  }
+
+  $("confirm-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const reason = $("reason").value.trim();
+    if (!reason) { $("confirm-error").textContent = "A reason is required."; $("reason").focus(); return; }
+    const minutes = parseInt($("duration").value, 10);
+    try {
+      await pending.run(reason, Number.isFinite(minutes) && minutes > 0 ? minutes : null);
+      $("confirm").close();
+    } catch (e) {
+      $("confirm-error").textContent = e.message;
+    }
+  });
+  $("confirm-cancel").addEventListener("click", () => $("confirm").close());
+
+  $("freeze").addEventListener("click", () => ask({
+    title: "Freeze the platform",
+    text: "Every replica enforces the new mode within a second. It holds until it ends by itself or is lifted here.",
+    freeze: true,
+    run: (reason, minutes) => {
+      const body = { reason };
+      if (minutes) body.ttl_seconds = minutes * 60;
+      return call("POST", `/system/maintenance/state/${$("freeze-mode").value}`, body);
+    },
+  }));
+
+  function forget(refollow) {
+    key = null;
+    role = null;
+    $("key").value = "";
+    $("forget-key").hidden = true;
+    $("private").hidden = true;
+    $("freeze-actions").hidden = true;
+    if (refollow !== false) $("viewer").textContent = "";
+    follow();
+  }
+
+  $("key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const typed = $("key").value.trim();
+    $("key").value = "";
+    if (!typed) return;
+    key = typed;
+    $("viewer").textContent = "Checking the key…";
+    follow();
+  });
+  $("forget-key").addEventListener("click", () => forget());
+
+  follow();
+})();

@@ -1,0 +1,194 @@
+//! What the status page shows, as one JSON document: the mode for everyone, and for a key the
+//! overrides, the windows of the coming week, the recent reconciles and the limiter.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+
+use super::recent::RefusedCount;
+use crate::api_error::ApiError;
+use crate::auth::Caller;
+use crate::counting::Health;
+use crate::domain::{Role, WindowMode};
+use crate::mode::{EffectiveMode, Source};
+use crate::model::Kind;
+use crate::server::AppState;
+use crate::server::bodies::Run;
+
+/// How many recent reconciles the page lists.
+const RUNS: i64 = 10;
+/// How far ahead the page shows maintenance windows.
+const AHEAD_DAYS: i64 = 7;
+/// How many refused subjects the page lists.
+const TOP: usize = 10;
+
+/// The status page's data.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct StatusSnapshot {
+    /// The server's time: countdowns are computed against it.
+    pub now: DateTime<Utc>,
+    pub mode: ModeBanner,
+    /// Who the key belongs to; absent without a key (the page then shows only the mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub viewer: Option<Viewer>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overrides: Option<Vec<OverrideItem>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub windows: Option<Vec<WindowItem>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runs: Option<Vec<Run>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limiter: Option<LimiterStatus>,
+}
+
+/// The mode in force, where it comes from, and when it ends by itself.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ModeBanner {
+    #[serde(flatten)]
+    pub effective: EffectiveMode,
+    /// Who set it, for a mode held by an override (shown with a key only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+}
+
+/// The client whose key the page was given.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Viewer {
+    pub name: String,
+    pub role: Role,
+}
+
+/// An override in force.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OverrideItem {
+    pub id: i64,
+    pub kind: Kind,
+    pub key: String,
+    pub actor: String,
+    pub reason: String,
+    pub since: DateTime<Utc>,
+    /// When it ends by itself; null until cleared.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Overrides made together (a lockdown) share a group and are lifted together.
+    pub group_id: Option<String>,
+    /// What git declares for the resource, which comes back when the override ends; null when
+    /// git declared nothing for it.
+    pub restores: Option<serde_json::Value>,
+}
+
+/// A maintenance window open now or opening within the week.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WindowItem {
+    pub name: String,
+    pub mode: WindowMode,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub description: String,
+    pub open: bool,
+}
+
+/// The limiter on this replica.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LimiterStatus {
+    /// The window the counts cover, in minutes.
+    pub minutes: u64,
+    /// The most refused subjects.
+    pub refused: Vec<RefusedCount>,
+    /// Shadow rules that would have refused, by subject.
+    pub shadow: Vec<RefusedCount>,
+    /// The counter store: memory, or Redis and whether it answers.
+    #[schema(value_type = Object)]
+    pub counters: Health,
+}
+
+/// The snapshot for `viewer` (none: the public part only).
+pub async fn snapshot(state: &AppState, viewer: Option<&Caller>) -> Result<StatusSnapshot, ApiError> {
+    let now = state.now();
+    let view = state.replica.view().await?;
+    let effective = crate::mode::effective(&view.maintenance, now);
+    let Some(viewer) = viewer else {
+        return Ok(StatusSnapshot {
+            now,
+            mode: ModeBanner {
+                effective,
+                actor: None,
+            },
+            viewer: None,
+            overrides: None,
+            windows: None,
+            runs: None,
+            limiter: None,
+        });
+    };
+    let actor = (effective.source == Source::Override)
+        .then(|| {
+            view.maintenance
+                .overrides
+                .iter()
+                .filter(|o| o.is_active(now))
+                .max_by_key(|o| o.created_at)
+                .map(|o| o.actor.clone())
+        })
+        .flatten();
+    // Git's mode is what a mode override gives way to (its own entry is not kept with it).
+    let git_mode = serde_json::json!({
+        "mode": view.maintenance.git.mode,
+        "reason": view.maintenance.git.reason,
+    });
+    let overrides = state
+        .db
+        .held(now)
+        .await?
+        .into_iter()
+        .filter(|h| h.hold.is_active(now))
+        .map(|h| OverrideItem {
+            id: h.hold.id,
+            kind: h.hold.kind,
+            key: h.hold.key,
+            actor: h.hold.actor,
+            reason: h.hold.reason,
+            since: h.hold.created_at,
+            expires_at: h.hold.expires_at,
+            group_id: h.hold.group_id,
+            restores: match h.hold.kind {
+                Kind::MaintenanceMode => Some(git_mode.clone()),
+                _ => h.git_value.and_then(|v| serde_json::from_str(&v).ok()),
+            },
+        })
+        .collect();
+    let horizon = now + Duration::days(AHEAD_DAYS);
+    let mut windows: Vec<WindowItem> = view
+        .maintenance
+        .windows
+        .iter()
+        .filter(|w| w.active && w.ends_at > now && w.starts_at < horizon)
+        .map(|w| WindowItem {
+            name: w.name.to_string(),
+            mode: w.mode,
+            starts_at: w.starts_at,
+            ends_at: w.ends_at,
+            description: w.description.clone(),
+            open: w.starts_at <= now,
+        })
+        .collect();
+    windows.sort_by_key(|w| (w.starts_at, w.name.clone()));
+    let runs = crate::server::bodies::all(state.db.runs(RUNS).await?);
+    let now_ms = state.replica.now_ms();
+    let (refused, shadow) = state.status.recent.top(TOP, now_ms);
+    Ok(StatusSnapshot {
+        now,
+        mode: ModeBanner { effective, actor },
+        viewer: Some(Viewer {
+            name: viewer.name.to_string(),
+            role: viewer.role,
+        }),
+        overrides: Some(overrides),
+        windows: Some(windows),
+        runs: Some(runs),
+        limiter: Some(LimiterStatus {
+            minutes: super::recent::MINUTES,
+            refused,
+            shadow,
+            counters: state.replica.counting.health(),
+        }),
+    })
+}

@@ -1,0 +1,310 @@
+//! The status page in a real headless Chromium, driven over WebDriver (Debian's `chromium` and
+//! `chromium-driver`): public and keyed views, a freeze made on another replica appearing within
+//! a second, a countdown that moves, an operator lifting it from the page, and the key kept out
+//! of the URL and the browser's storage. Screenshots land in `target/status-screenshots/`.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+use crate::support::app::{OPERATOR, READER, state_with};
+use crate::support::{Process, StateDir, TestDb, all_backends, tool};
+
+/// A headless Chromium behind its own ChromeDriver on a free port.
+struct Browser {
+    client: Client,
+    driver: Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn start(chromedriver: PathBuf, chromium: PathBuf) -> Browser {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let driver = Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let profile = tempfile::tempdir().expect("temp dir");
+        // The flags this machine's closed network needs (no background connections), and a
+        // profile of its own.
+        let args = [
+            "--headless=new".to_owned(),
+            "--no-sandbox".to_owned(),
+            "--disable-gpu".to_owned(),
+            "--disable-quic".to_owned(),
+            "--no-first-run".to_owned(),
+            "--disable-background-networking".to_owned(),
+            "--disable-component-update".to_owned(),
+            "--disable-sync".to_owned(),
+            "--window-size=1280,1100".to_owned(),
+            format!("--user-data-dir={}", profile.path().display()),
+        ];
+        let capabilities = json!({
+            "goog:chromeOptions": { "binary": chromium, "args": args }
+        });
+        let capabilities = capabilities.as_object().cloned().unwrap_or_default();
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let url = format!("http://127.0.0.1:{port}");
+        let start = Instant::now();
+        let client = loop {
+            match ClientBuilder::new(connector.clone())
+                .capabilities(capabilities.clone())
+                .connect(&url)
+                .await
+            {
+                Ok(client) => break client,
+                Err(e) if start.elapsed() < Duration::from_secs(20) => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("cannot start a Chromium session: {e}"),
+            }
+        };
+        Browser {
+            client,
+            driver,
+            _profile: profile,
+        }
+    }
+
+    /// The text of the element with this id.
+    async fn text(&self, id: &str) -> String {
+        self.client
+            .find(Locator::Id(id))
+            .await
+            .unwrap_or_else(|e| panic!("#{id}: {e}"))
+            .text()
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Waits until the element with this id says something containing `want`.
+    async fn wait_text(&self, id: &str, want: &str, within: Duration) -> Duration {
+        let start = Instant::now();
+        loop {
+            if self.text(id).await.contains(want) {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < within,
+                "#{id} never said {want:?}; it says {:?}",
+                self.text(id).await
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    async fn displayed(&self, id: &str) -> bool {
+        match self.client.find(Locator::Id(id)).await {
+            Ok(e) => e.is_displayed().await.unwrap_or(false),
+            Err(_) => false,
+        }
+    }
+
+    /// The action buttons the page shows.
+    async fn action_buttons(&self) -> usize {
+        let mut shown = 0;
+        for b in self.client.find_all(Locator::Css("button[data-action], #freeze")).await.unwrap() {
+            if b.is_displayed().await.unwrap_or(false) {
+                shown += 1;
+            }
+        }
+        shown
+    }
+
+    async fn type_key(&self, key: &str) {
+        let input = self.client.find(Locator::Id("key")).await.unwrap();
+        // Typed and submitted from the keyboard: Enter submits.
+        input.send_keys(&format!("{key}\u{E007}")).await.unwrap();
+    }
+
+    async fn eval(&self, script: &str) -> Value {
+        self.client.execute(script, Vec::new()).await.unwrap()
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let png = self.client.screenshot().await.unwrap();
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/status-screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(name), png).unwrap();
+    }
+
+    async fn stop(mut self) {
+        let _ = self.client.close().await;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// A POST to a served process, as `key`.
+fn post(base: &str, path: &str, key: &str, body: &str) -> (u16, Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent
+        .post(format!("{base}{path}"))
+        .header("Authorization", format!("Bearer {key}"))
+        .header("Content-Type", "application/json")
+        .send(body)
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.body_mut().read_json().unwrap_or(Value::Null))
+}
+
+#[test]
+fn the_status_page_shows_a_freeze_from_another_replica_and_lifts_it() {
+    let (Some(chromedriver), Some(chromium)) = (tool("chromedriver"), tool("chromium")) else {
+        return;
+    };
+    for db in all_backends() {
+        status_page(&db, chromedriver.clone(), chromium.clone());
+    }
+}
+
+fn status_page(db: &TestDb, chromedriver: PathBuf, chromium: PathBuf) {
+    let b = db.backend;
+    let opens = chrono::Utc::now() + chrono::Duration::days(2);
+    let window = format!(
+        "maintenance:\n  mode: normal\n  windows:\n    - name: db-upgrade\n      starts_at: \"{}\"\n      ends_at: \"{}\"\n      description: Postgres upgrade\nrate_limits:\n  - scope: user\n    key: noisy\n    max_requests: 1\n",
+        opens.to_rfc3339(),
+        (opens + chrono::Duration::hours(2)).to_rfc3339()
+    );
+    let state = StateDir::new(&[("state.yaml", &state_with(&window))]);
+    let applied = crate::support::run(db, state.path(), &["reconcile"]);
+    assert_eq!(applied.code, 0, "{b}: {}", applied.stderr);
+    let serve = |name: &str| Process::start(db, &state, &["serve", "--bind", "127.0.0.1:0", "--replica", name]);
+    let (replica_a, replica_b) = (serve("a"), serve("b"));
+    let (a, other) = (replica_a.base(), replica_b.base());
+    // Someone hammers past a limit on A: the page lists them.
+    for _ in 0..3 {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let _ = agent
+            .get(format!("{a}/system/overrides"))
+            .header("Authorization", format!("Bearer {READER}"))
+            .header("X-User-Id", "noisy")
+            .call();
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let browser = Browser::start(chromedriver, chromium).await;
+        browser.client.goto(&format!("{a}/status")).await.unwrap();
+
+        // Without a key: the mode, and nothing else.
+        browser.wait_text("mode", "normal", Duration::from_secs(5)).await;
+        assert!(!browser.displayed("private").await, "{b}");
+        assert_eq!(browser.action_buttons().await, 0, "{b}");
+        browser.screenshot(&format!("{b}-public.png")).await;
+
+        // A reader sees overrides, windows and runs, and no buttons.
+        browser.type_key(READER).await;
+        browser.wait_text("viewer", "(reader)", Duration::from_secs(5)).await;
+        assert!(browser.displayed("private").await, "{b}");
+        browser.wait_text("windows", "db-upgrade", Duration::from_secs(2)).await;
+        assert!(browser.text("windows").await.contains("opens in"), "{b}");
+        assert!(browser.text("runs").await.contains("cli"), "{b}: {}", browser.text("runs").await);
+        assert!(browser.text("overrides-empty").await.contains("None"), "{b}");
+        assert!(browser.text("refused").await.contains("user noisy"), "{b}: {}", browser.text("refused").await);
+        assert_eq!(browser.action_buttons().await, 0, "{b}: a reader sees no action");
+
+        // Tyr freezes the platform through the other replica: the page shows it within a second.
+        let freeze = r#"{"reason": "incident 42: payment provider down", "ttl_seconds": 600}"#;
+        let (status, set) = post(&other, "/system/maintenance/state/read_only", OPERATOR, freeze);
+        assert_eq!(status, 200, "{b}: {set}");
+        let shown = browser.wait_text("mode", "read_only", Duration::from_secs(5)).await;
+        assert!(shown < Duration::from_secs(1), "{b}: the freeze showed after {shown:?}");
+        let detail = browser.text("mode-detail").await;
+        assert!(detail.contains("incident 42") && detail.contains("operator"), "{b}: {detail}");
+        browser.wait_text("overrides", "incident 42", Duration::from_secs(2)).await;
+        let before = browser.text("mode-until").await;
+        assert!(before.starts_with("Ends by itself in 9m") || before.starts_with("Ends by itself in 10m"), "{b}: {before}");
+        tokio::time::sleep(Duration::from_millis(1_300)).await;
+        let after = browser.text("mode-until").await;
+        assert_ne!(before, after, "{b}: the countdown does not move");
+
+        // An operator lifts it from the page; the banner is back to normal.
+        browser.client.find(Locator::Id("forget-key")).await.unwrap().click().await.unwrap();
+        browser.type_key(OPERATOR).await;
+        browser.wait_text("viewer", "(operator)", Duration::from_secs(5)).await;
+        browser.wait_text("overrides", "incident 42", Duration::from_secs(2)).await;
+        assert!(browser.action_buttons().await >= 2, "{b}: freeze and lift");
+        browser.screenshot(&format!("{b}-frozen-operator.png")).await;
+        let lift = browser.client.find(Locator::Css("button[data-action=lift]")).await.unwrap();
+        lift.click().await.unwrap();
+        let reason = browser.client.find(Locator::Id("reason")).await.unwrap();
+        // Confirming without a reason is refused on the page.
+        browser.client.find(Locator::Id("confirm-ok")).await.unwrap().click().await.unwrap();
+        browser.wait_text("confirm-error", "reason is required", Duration::from_secs(2)).await;
+        reason.send_keys("provider back, incident 42 closed\u{E007}").await.unwrap();
+        browser.wait_text("mode", "normal", Duration::from_secs(5)).await;
+        browser.wait_text("overrides-empty", "None", Duration::from_secs(2)).await;
+
+        // The key was never in the URL, a cookie or the browser's storage.
+        let url = browser.client.current_url().await.unwrap();
+        assert!(!url.as_str().contains("vk_"), "{b}: {url}");
+        let stored = browser
+            .eval("return [localStorage.length, sessionStorage.length, document.cookie, JSON.stringify(localStorage), JSON.stringify(sessionStorage)];")
+            .await;
+        assert_eq!(stored, json!([0, 0, "", "{}", "{}"]), "{b}");
+        browser.stop().await;
+    });
+
+    // The lift was audited with its reason.
+    let lifted = runtime.block_on(async {
+        let store = valhalla_ops::store::Db::open(&db.url).await.unwrap();
+        store.audit(50).await.unwrap()
+    });
+    assert!(
+        lifted.iter().any(|r| r.action == "clear_override"
+            && r.after.as_deref().is_some_and(|a| a.contains("incident 42 closed"))),
+        "{b}: {lifted:?}"
+    );
+}
+
+#[test]
+fn the_page_and_its_assets_carry_a_console_s_security_headers_and_no_inline_script() {
+    for db in all_backends() {
+        let app = crate::support::app::TestApp::spawn(db, &state_with(""));
+        let page = app.exchange("GET", "/status", None, &[], None);
+        assert_eq!(page.status, 200);
+        let csp = page.header("content-security-policy");
+        for directive in ["default-src 'none'", "script-src 'self'", "frame-ancestors 'none'"] {
+            assert!(csp.contains(directive), "{csp}");
+        }
+        assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
+        assert_eq!(page.header("x-frame-options"), "DENY");
+        let html = app
+            .agent
+            .get(format!("{}/status", app.base))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        assert!(html.contains(r#"<script src="/status/app.js" defer></script>"#));
+        assert_eq!(html.matches("<script").count(), 1, "one script, from a file");
+        assert!(!html.contains(" style=") && !html.contains(" onclick="), "no inline style or handler");
+        for asset in ["/status/app.js", "/status/app.css"] {
+            let reply = app.exchange("GET", asset, None, &[], None);
+            assert_eq!(reply.status, 200, "{asset}");
+            assert!(reply.header("content-security-policy").contains("default-src 'none'"));
+        }
+        // Without a key the data is the mode only; with one, the rest.
+        let (status, public) = app.get("/status/snapshot", None);
+        assert_eq!(status, 200);
+        assert!(public.get("overrides").is_none() && public["mode"]["mode"] == "normal", "{public}");
+        let (status, keyed) = app.get("/status/snapshot", Some(READER));
+        assert_eq!(status, 200);
+        assert!(keyed["overrides"].is_array() && keyed["viewer"]["role"] == "reader", "{keyed}");
+        // A wrong key is said, not silently shown the public page.
+        assert_eq!(app.get("/status/snapshot", Some("vk_not_a_key_at_all_0000000000000000")).0, 401);
+    }
+}
