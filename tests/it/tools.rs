@@ -221,8 +221,14 @@ fn schemathesis_finds_no_server_error_and_no_schema_mismatch() {
     // In the second pass the freeze answers before authentication does (a frozen platform refuses
     // a request without a key with its 503, not a 401), so schemathesis's check that requests
     // without credentials are refused is left to the first pass.
+    // The status page's event stream never ends by design (the browser test drives it), so it
+    // is left out: schemathesis reads a response to its end.
     let passes: [(&str, &str, &[&str]); 2] = [
-        ("the others", "--exclude-operation-id", &[]),
+        (
+            "the others",
+            "--exclude-operation-id",
+            &["--exclude-operation-id", "follow_status"],
+        ),
         (
             "the freezing three",
             "--include-operation-id",
