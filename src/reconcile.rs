@@ -72,6 +72,15 @@ pub struct Outcome {
     pub run_id: Option<i64>,
 }
 
+/// Records a refused plan as a run (the status page and the runs list show it), and returns the
+/// refusal as the reconcile's error. A failure to record it is logged: the refusal still stands.
+async fn refused(store: &Db, meta: &RunMeta, refusal: Refusal) -> ReconcileError {
+    if let Err(e) = store.record_refusal(meta, &refusal.to_string()).await {
+        tracing::warn!(error = %e, "cannot record the refused run");
+    }
+    refusal.into()
+}
+
 /// Refuses a plan that removes too much unless allowed.
 pub fn guard(plan: &Plan, allow_mass_removal: bool) -> Result<(), Refusal> {
     if plan.mass_removals.is_empty() || allow_mass_removal {
@@ -100,21 +109,21 @@ pub async fn reconcile(
             run_id: None,
         });
     }
-    let options = match &request.saved {
-        Some(saved) if saved.state_fingerprint != state_fingerprint => {
-            return Err(Refusal::StaleState.into());
-        }
-        Some(saved) => saved.options,
-        None => request.options,
-    };
     let meta = RunMeta {
         actor: request.actor.clone(),
         source: request.source.clone(),
         started_at: now,
         state_fingerprint: state_fingerprint.clone(),
     };
+    let options = match &request.saved {
+        Some(saved) if saved.state_fingerprint != state_fingerprint => {
+            return Err(refused(store, &meta, Refusal::StaleState).await);
+        }
+        Some(saved) => saved.options,
+        None => request.options,
+    };
     let applied = store
-        .apply(meta, |actual| {
+        .apply(meta.clone(), |actual| {
             let plan = plan(desired, actual, now, options);
             if let Some(saved) = &request.saved {
                 // The same store and the same state give the same plan, unless an override
@@ -127,7 +136,12 @@ pub async fn reconcile(
             guard(&plan, request.allow_mass_removal)?;
             Ok(plan)
         })
-        .await?;
+        .await;
+    let applied = match applied {
+        Ok(applied) => applied,
+        Err(ApplyError::Refused(refusal)) => return Err(refused(store, &meta, refusal).await),
+        Err(e) => return Err(e.into()),
+    };
     Ok(Outcome {
         plan: applied.plan,
         state_fingerprint,

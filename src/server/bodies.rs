@@ -26,6 +26,11 @@ pub struct Run {
     pub deactivated: i64,
     pub held: i64,
     pub unmanaged: i64,
+    /// Why the plan was refused and nothing applied (a mass removal, a stale saved plan);
+    /// null for an applied plan.
+    pub refusal: Option<String>,
+    /// The run undid changes made behind git's back (a watch pass on unchanged files).
+    pub drift: bool,
 }
 
 impl From<RunRecord> for Run {
@@ -42,6 +47,8 @@ impl From<RunRecord> for Run {
             deactivated,
             held,
             unmanaged,
+            refusal,
+            drift,
         } = r;
         Run {
             id,
@@ -55,6 +62,8 @@ impl From<RunRecord> for Run {
             deactivated,
             held,
             unmanaged,
+            refusal,
+            drift,
         }
     }
 }

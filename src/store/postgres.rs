@@ -173,6 +173,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "on outage",
         include_str!("../../migrations/postgres/0006_on_outage.sql"),
     ),
+    (
+        7,
+        "run outcomes",
+        include_str!("../../migrations/postgres/0007_run_outcomes.sql"),
+    ),
 ];
 
 /// The channel that migration 4's triggers notify on every change to a table replicas cache.

@@ -33,6 +33,10 @@ pub struct RunRecord {
     pub deactivated: i64,
     pub held: i64,
     pub unmanaged: i64,
+    /// Why the plan was refused (nothing applied); `None` for an applied plan.
+    pub refusal: Option<String>,
+    /// A watch pass whose changes undid edits made behind git's back.
+    pub drift: bool,
 }
 
 /// One audited change.

@@ -58,7 +58,7 @@ macro_rules! columns {
     };
     (runs) => {
         "id, started_at, finished_at, actor, source, created, updated, deleted, deactivated, \
-         held, unmanaged"
+         held, unmanaged, refusal, drift"
     };
     (audit) => {
         "id, run_id, at, actor, source, resource_kind, resource_key, action, before, after"
@@ -424,6 +424,8 @@ pub(super) struct RunRow {
     deactivated: i32,
     held: i32,
     unmanaged: i32,
+    refusal: Option<String>,
+    drift: bool,
 }
 
 impl From<RunRow> for RunRecord {
@@ -440,6 +442,8 @@ impl From<RunRow> for RunRecord {
             deactivated: r.deactivated.into(),
             held: r.held.into(),
             unmanaged: r.unmanaged.into(),
+            refusal: r.refusal,
+            drift: r.drift,
         }
     }
 }

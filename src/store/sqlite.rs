@@ -121,6 +121,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "on outage",
         include_str!("../../migrations/sqlite/0006_on_outage.sql"),
     ),
+    (
+        7,
+        "run outcomes",
+        include_str!("../../migrations/sqlite/0007_run_outcomes.sql"),
+    ),
 ];
 
 /// A transaction holding the write lock (`BEGIN IMMEDIATE`), waiting up to the busy timeout for

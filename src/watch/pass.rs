@@ -171,8 +171,14 @@ impl Passes {
                 ReconcileError::Store(StoreError::LockHeld(waited)) => PassError::LockHeld(waited),
                 ReconcileError::Store(e) => PassError::Store(e),
             })?;
-        let drifted = self.last_applied.as_deref() == Some(outcome.state_fingerprint.as_str());
+        let drifted = self.last_applied.as_deref() == Some(outcome.state_fingerprint.as_str())
+            && outcome.plan.has_changes();
         self.last_applied = Some(outcome.state_fingerprint);
+        if let (true, Some(run_id)) = (drifted, outcome.run_id)
+            && let Err(e) = self.db.mark_drift(run_id).await
+        {
+            tracing::warn!(error = %e, "cannot mark run #{run_id} as correcting drift");
+        }
         let before = now - self.options.idle_run_retention;
         if let Err(e) = self.db.forget_idle_runs(SOURCE, before).await {
             tracing::warn!(error = %e, "cannot forget old idle runs");

@@ -179,8 +179,16 @@ fn status_page(db: &TestDb, chromedriver: PathBuf, chromium: PathBuf) {
         (opens + chrono::Duration::hours(2)).to_rfc3339()
     );
     let state = StateDir::new(&[("state.yaml", &state_with(&window))]);
+    // A saved plan, then an edit: applying the plan is refused, and the refusal is a run too.
+    let (_plans, plan) = crate::support::scratch("plan.json");
+    let plan = plan.to_str().unwrap();
+    let saved = crate::support::run(db, state.path(), &["reconcile", "--dry-run", "--out", plan]);
+    assert_eq!(saved.code, 0, "{b}: {}", saved.stderr);
     let applied = crate::support::run(db, state.path(), &["reconcile"]);
     assert_eq!(applied.code, 0, "{b}: {}", applied.stderr);
+    state.write("more.yaml", "feature_flags:\n  - name: new-checkout\n    enabled: false\n");
+    let stale = crate::support::run(db, state.path(), &["reconcile", "--plan", plan]);
+    assert_ne!(stale.code, 0, "{b}: {stale:?}");
     let serve = |name: &str| Process::start(db, &state, &["serve", "--bind", "127.0.0.1:0", "--replica", name]);
     let (replica_a, replica_b) = (serve("a"), serve("b"));
     let (a, other) = (replica_a.base(), replica_b.base());
@@ -210,7 +218,9 @@ fn status_page(db: &TestDb, chromedriver: PathBuf, chromium: PathBuf) {
         assert!(browser.displayed("private").await, "{b}");
         browser.wait_text("windows", "db-upgrade", Duration::from_secs(2)).await;
         assert!(browser.text("windows").await.contains("opens in"), "{b}");
-        assert!(browser.text("runs").await.contains("cli"), "{b}: {}", browser.text("runs").await);
+        let runs = browser.text("runs").await;
+        assert!(runs.contains("cli") && runs.contains("6 created"), "{b}: {runs}");
+        assert!(runs.contains("refused, nothing applied: the saved plan was computed from another desired state"), "{b}: {runs}");
         assert!(browser.text("overrides-empty").await.contains("None"), "{b}");
         assert!(browser.text("refused").await.contains("user noisy"), "{b}: {}", browser.text("refused").await);
         assert_eq!(browser.action_buttons().await, 0, "{b}: a reader sees no action");

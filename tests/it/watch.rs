@@ -229,6 +229,15 @@ fn a_row_changed_by_hand_is_healed_on_the_next_interval() {
         });
         wait_for(&rt, &db.url, "192.0.2.1", Some(10), &format!("{b}: healed"));
         watching.wait_log("drift corrected", Duration::from_secs(5));
+        // The run says so too (the status page shows it).
+        let runs = rt.block_on(async {
+            let store = Db::connect(&db.url, Default::default()).await.unwrap();
+            store.runs(100).await.unwrap()
+        });
+        let drifted: Vec<_> = runs.iter().filter(|r| r.drift).collect();
+        assert_eq!(drifted.len(), 1, "{b}: {runs:?}");
+        assert_eq!((drifted[0].updated, drifted[0].refusal.as_deref()), (1, None), "{b}");
+        assert!(!runs.iter().any(|r| r.drift && r.updated == 0), "{b}: only changes correct drift");
     }
 }
 

@@ -234,8 +234,11 @@
       const changes = ["created", "updated", "deleted", "deactivated", "held"]
         .filter((k) => r[k] > 0)
         .map((k) => `${r[k]} ${k}`);
-      const row = el("tr");
-      row.append(el("td", when(r.finished_at)), el("td", r.actor), el("td", r.source), el("td", changes.join(", ") || "no change"));
+      let what = changes.join(", ") || "no change";
+      if (r.drift) what += " (drift corrected)";
+      if (r.refusal) what = `refused, nothing applied: ${r.refusal}`;
+      const row = el("tr", null, r.refusal ? "refused" : "");
+      row.append(el("td", when(r.finished_at)), el("td", r.actor), el("td", r.source), el("td", what));
       body.append(row);
     }
   }

@@ -59,11 +59,43 @@ impl Db {
             .await)?)
     }
 
+    /// Records a run whose plan was refused (nothing applied), with why; returns its id.
+    pub async fn record_refusal(&self, meta: &RunMeta, refusal: &str) -> Result<i64, StoreError> {
+        let sql = "INSERT INTO reconcile_runs (started_at, finished_at, actor, source, \
+                   store_fingerprint, state_fingerprint, refusal) \
+                   VALUES ($1, $2, $3, $4, '', $5, $6) RETURNING id";
+        let mut conn = self.conn().await?;
+        let id = on!(&mut conn, |c| sqlx::query_scalar(sql)
+            .bind(meta.started_at)
+            .bind(crate::clock::now())
+            .bind(&meta.actor)
+            .bind(&meta.source)
+            .bind(&meta.state_fingerprint)
+            .bind(refusal)
+            .fetch_one(&mut **c)
+            .await)?;
+        Ok(id)
+    }
+
+    /// Marks a run as having corrected drift (known only once its changes are compared with
+    /// the files that were last applied).
+    pub async fn mark_drift(&self, run_id: i64) -> Result<(), StoreError> {
+        let sql = "UPDATE reconcile_runs SET drift = TRUE WHERE id = $1";
+        let mut conn = self.conn().await?;
+        on!(&mut conn, |c| sqlx::query(sql)
+            .bind(run_id)
+            .execute(&mut **c)
+            .await
+            .map(drop))?;
+        Ok(())
+    }
+
     /// Deletes runs of `source` that changed nothing and finished before `before` (a watch
     /// loop records a run every pass); runs that changed something are kept with their audit.
     pub async fn forget_idle_runs(&self, source: &str, before: DateTime<Utc>) -> Result<(), StoreError> {
         let sql = "DELETE FROM reconcile_runs WHERE source = $1 AND finished_at < $2 \
-                   AND created = 0 AND updated = 0 AND deleted = 0 AND deactivated = 0";
+                   AND created = 0 AND updated = 0 AND deleted = 0 AND deactivated = 0 \
+                   AND refusal IS NULL";
         let mut conn = self.conn().await?;
         on!(&mut conn, |c| sqlx::query(sql)
             .bind(source)
