@@ -97,7 +97,9 @@ impl AppState {
     /// Counts a rate-limit decision in the metrics and, when it refused, for the status page.
     pub fn rate_limited(&self, decision: &crate::limit::Decision, subject: &crate::limit::Subject<'_>) {
         self.metrics.rate_limited(decision);
-        self.status.recent.record(decision, subject, self.replica.now_ms());
+        self.status
+            .recent
+            .record(decision, subject, self.replica.now_ms());
     }
 
     /// The time as handlers see it.
@@ -133,7 +135,9 @@ pub fn router(state: Arc<AppState>) -> Router {
     let mut enforcer = Enforcer::new(Arc::clone(&state.replica));
     enforcer.trusted_proxies = state.trusted_proxies.clone();
     let observer = Arc::clone(&state);
-    enforcer.observe = Some(Box::new(move |decision, subject| observer.rate_limited(decision, subject)));
+    enforcer.observe = Some(Box::new(move |decision, subject| {
+        observer.rate_limited(decision, subject)
+    }));
     let enforcer = Arc::new(enforcer);
     routes()
         .0

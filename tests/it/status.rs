@@ -112,7 +112,12 @@ impl Browser {
     /// The action buttons the page shows.
     async fn action_buttons(&self) -> usize {
         let mut shown = 0;
-        for b in self.client.find_all(Locator::Css("button[data-action], #freeze")).await.unwrap() {
+        for b in self
+            .client
+            .find_all(Locator::Css("button[data-action], #freeze"))
+            .await
+            .unwrap()
+        {
             if b.is_displayed().await.unwrap_or(false) {
                 shown += 1;
             }
@@ -186,22 +191,32 @@ fn status_page(db: &TestDb, chromedriver: PathBuf, chromium: PathBuf) {
     assert_eq!(saved.code, 0, "{b}: {}", saved.stderr);
     let applied = crate::support::run(db, state.path(), &["reconcile"]);
     assert_eq!(applied.code, 0, "{b}: {}", applied.stderr);
-    state.write("more.yaml", "feature_flags:\n  - name: new-checkout\n    enabled: false\n");
+    state.write(
+        "more.yaml",
+        "feature_flags:\n  - name: new-checkout\n    enabled: false\n",
+    );
     let stale = crate::support::run(db, state.path(), &["reconcile", "--plan", plan]);
     assert_ne!(stale.code, 0, "{b}: {stale:?}");
-    let serve = |name: &str| Process::start(db, &state, &["serve", "--bind", "127.0.0.1:0", "--replica", name]);
+    let serve =
+        |name: &str| Process::start(db, &state, &["serve", "--bind", "127.0.0.1:0", "--replica", name]);
     let (replica_a, replica_b) = (serve("a"), serve("b"));
     let (a, other) = (replica_a.base(), replica_b.base());
     // Someone hammers past a limit on A: the page lists them.
     for _ in 0..3 {
-        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
         let _ = agent
             .get(format!("{a}/system/overrides"))
             .header("Authorization", format!("Bearer {READER}"))
             .header("X-User-Id", "noisy")
             .call();
     }
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let browser = Browser::start(chromedriver, chromium).await;
         browser.client.goto(&format!("{a}/status")).await.unwrap();
@@ -220,7 +235,7 @@ fn status_page(db: &TestDb, chromedriver: PathBuf, chromium: PathBuf) {
         assert!(browser.text("windows").await.contains("opens in"), "{b}");
         let runs = browser.text("runs").await;
         assert!(runs.contains("cli") && runs.contains("6 created"), "{b}: {runs}");
-        assert!(runs.contains("refused, nothing applied: the saved plan was computed from another desired state"), "{b}: {runs}");
+        assert!(runs.contains("refused: the saved plan was computed from another desired state"), "{b}: {runs}");
         assert!(browser.text("overrides-empty").await.contains("None"), "{b}");
         assert!(browser.text("refused").await.contains("user noisy"), "{b}: {}", browser.text("refused").await);
         assert_eq!(browser.action_buttons().await, 0, "{b}: a reader sees no action");
@@ -274,7 +289,9 @@ fn status_page(db: &TestDb, chromedriver: PathBuf, chromium: PathBuf) {
     });
     assert!(
         lifted.iter().any(|r| r.action == "clear_override"
-            && r.after.as_deref().is_some_and(|a| a.contains("incident 42 closed"))),
+            && r.after
+                .as_deref()
+                .is_some_and(|a| a.contains("incident 42 closed"))),
         "{b}: {lifted:?}"
     );
 }
@@ -286,10 +303,17 @@ fn the_page_and_its_assets_carry_a_console_s_security_headers_and_no_inline_scri
         let page = app.exchange("GET", "/status", None, &[], None);
         assert_eq!(page.status, 200);
         let csp = page.header("content-security-policy");
-        for directive in ["default-src 'none'", "script-src 'self'", "frame-ancestors 'none'"] {
+        for directive in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "frame-ancestors 'none'",
+        ] {
             assert!(csp.contains(directive), "{csp}");
         }
-        assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
+        assert!(
+            !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+            "{csp}"
+        );
         assert_eq!(page.header("x-frame-options"), "DENY");
         let html = app
             .agent
@@ -301,20 +325,37 @@ fn the_page_and_its_assets_carry_a_console_s_security_headers_and_no_inline_scri
             .unwrap();
         assert!(html.contains(r#"<script src="/status/app.js" defer></script>"#));
         assert_eq!(html.matches("<script").count(), 1, "one script, from a file");
-        assert!(!html.contains(" style=") && !html.contains(" onclick="), "no inline style or handler");
+        assert!(
+            !html.contains(" style=") && !html.contains(" onclick="),
+            "no inline style or handler"
+        );
         for asset in ["/status/app.js", "/status/app.css"] {
             let reply = app.exchange("GET", asset, None, &[], None);
             assert_eq!(reply.status, 200, "{asset}");
-            assert!(reply.header("content-security-policy").contains("default-src 'none'"));
+            assert!(
+                reply
+                    .header("content-security-policy")
+                    .contains("default-src 'none'")
+            );
         }
         // Without a key the data is the mode only; with one, the rest.
         let (status, public) = app.get("/status/snapshot", None);
         assert_eq!(status, 200);
-        assert!(public.get("overrides").is_none() && public["mode"]["mode"] == "normal", "{public}");
+        assert!(
+            public.get("overrides").is_none() && public["mode"]["mode"] == "normal",
+            "{public}"
+        );
         let (status, keyed) = app.get("/status/snapshot", Some(READER));
         assert_eq!(status, 200);
-        assert!(keyed["overrides"].is_array() && keyed["viewer"]["role"] == "reader", "{keyed}");
+        assert!(
+            keyed["overrides"].is_array() && keyed["viewer"]["role"] == "reader",
+            "{keyed}"
+        );
         // A wrong key is said, not silently shown the public page.
-        assert_eq!(app.get("/status/snapshot", Some("vk_not_a_key_at_all_0000000000000000")).0, 401);
+        assert_eq!(
+            app.get("/status/snapshot", Some("vk_not_a_key_at_all_0000000000000000"))
+                .0,
+            401
+        );
     }
 }

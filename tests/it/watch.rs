@@ -236,8 +236,15 @@ fn a_row_changed_by_hand_is_healed_on_the_next_interval() {
         });
         let drifted: Vec<_> = runs.iter().filter(|r| r.drift).collect();
         assert_eq!(drifted.len(), 1, "{b}: {runs:?}");
-        assert_eq!((drifted[0].updated, drifted[0].refusal.as_deref()), (1, None), "{b}");
-        assert!(!runs.iter().any(|r| r.drift && r.updated == 0), "{b}: only changes correct drift");
+        assert_eq!(
+            (drifted[0].updated, drifted[0].refusal.as_deref()),
+            (1, None),
+            "{b}"
+        );
+        assert!(
+            !runs.iter().any(|r| r.drift && r.updated == 0),
+            "{b}: only changes correct drift"
+        );
     }
 }
 

@@ -236,7 +236,7 @@
         .map((k) => `${r[k]} ${k}`);
       let what = changes.join(", ") || "no change";
       if (r.drift) what += " (drift corrected)";
-      if (r.refusal) what = `refused, nothing applied: ${r.refusal}`;
+      if (r.refusal) what = `refused: ${r.refusal}`;
       const row = el("tr", null, r.refusal ? "refused" : "");
       row.append(el("td", when(r.finished_at)), el("td", r.actor), el("td", r.source), el("td", what));
       body.append(row);

@@ -8,12 +8,12 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use futures_util::Stream;
 use tokio::sync::{Semaphore, watch};
 use utoipa_axum::router::OpenApiRouter;
@@ -87,7 +87,10 @@ fn console(content_type: &'static str, body: &'static str) -> Response {
         ),
     );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(
@@ -127,7 +130,9 @@ impl FromRequestParts<Arc<AppState>> for MaybeCaller {
         if presented_key(&parts.headers)?.is_none() {
             return Ok(MaybeCaller(None));
         }
-        Caller::from_request_parts(parts, state).await.map(|c| MaybeCaller(Some(c)))
+        Caller::from_request_parts(parts, state)
+            .await
+            .map(|c| MaybeCaller(Some(c)))
     }
 }
 

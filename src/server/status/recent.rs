@@ -144,7 +144,10 @@ mod tests {
         }
         let (enforced, shadowed) = recent.top(10, 60_000);
         assert_eq!(enforced.len(), 1);
-        assert_eq!((enforced[0].refused.subject.as_str(), enforced[0].count), ("u", 4));
+        assert_eq!(
+            (enforced[0].refused.subject.as_str(), enforced[0].count),
+            ("u", 4)
+        );
         let shadow_counts: Vec<(&str, u64)> = shadowed
             .iter()
             .map(|r| (r.refused.subject.as_str(), r.count))

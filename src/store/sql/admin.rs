@@ -7,7 +7,9 @@ use crate::store::backend::on;
 use crate::store::rows::{ClientRow, columns};
 use crate::store::sql::overrides::hold_for;
 use crate::store::writes;
-use crate::store::{ApiChange, BatchError, Db, Lift, Lockdown, SecurityCounts, StoreError, WriteDone, WriteOp};
+use crate::store::{
+    ApiChange, BatchError, Db, Lift, Lockdown, SecurityCounts, StoreError, WriteDone, WriteOp,
+};
 
 impl Db {
     /// Counts for the admin security snapshot.

@@ -46,11 +46,7 @@ impl Db {
 
     /// Clears one override (`Some(id)`) or every open one, audited with `source` (`cli`, `api`);
     /// returns how many were cleared.
-    pub async fn clear_overrides(
-        &self,
-        id: Option<i64>,
-        lift: &Lift<'_>,
-    ) -> Result<u64, StoreError> {
+    pub async fn clear_overrides(&self, id: Option<i64>, lift: &Lift<'_>) -> Result<u64, StoreError> {
         let mut tx = self.begin().await?;
         let cleared = tx.clear(id, None, lift).await?;
         if let (Some(id), 0) = (id, cleared) {
