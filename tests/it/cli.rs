@@ -320,11 +320,21 @@ fn saved_plan_applies_once_and_stale_plans_are_refused() {
             other.stderr.contains("computed from another desired state"),
             "{other:?}"
         );
-        assert_eq!(
-            runs(&db).len(),
-            1,
-            "{}: a refused plan recorded a run",
-            db.backend
+        // The refusals are runs too, applying nothing, with why (the status page lists them).
+        let runs = runs(&db);
+        let refusals: Vec<&str> = runs.iter().filter_map(|r| r.refusal.as_deref()).collect();
+        assert_eq!(runs.len(), 3, "{}: {runs:?}", db.backend);
+        assert!(
+            refusals[0].contains("computed from another desired state"),
+            "{refusals:?}"
+        );
+        assert!(refusals[1].contains("the saved plan is stale"), "{refusals:?}");
+        let refused = runs.iter().filter(|r| r.refusal.is_some());
+        assert!(
+            refused.clone().count() == 2
+                && refused
+                    .into_iter()
+                    .all(|r| r.created + r.updated + r.deleted == 0)
         );
     }
 }

@@ -359,3 +359,28 @@ fn the_page_and_its_assets_carry_a_console_s_security_headers_and_no_inline_scri
         );
     }
 }
+
+#[test]
+fn an_open_status_stream_does_not_hold_up_a_shutdown() {
+    let db = crate::support::sqlite();
+    let state = StateDir::new(&[("state.yaml", &state_with(""))]);
+    assert_eq!(crate::support::run(&db, state.path(), &["reconcile"]).code, 0);
+    let mut serving = Process::start(&db, &state, &["serve", "--bind", "127.0.0.1:0"]);
+    let base = serving.base();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut stream = agent
+        .get(format!("{base}/status/events"))
+        .header("Authorization", format!("Bearer {READER}"))
+        .call()
+        .unwrap();
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let mut first = [0u8; 13];
+    std::io::Read::read_exact(&mut stream.body_mut().as_reader(), &mut first).unwrap();
+    assert_eq!(&first, b"event: status");
+    // The page is still following when the server is told to stop: it stops all the same.
+    let status = serving.stop(Duration::from_secs(5));
+    assert!(status.success(), "{status:?}\n{}", serving.log());
+}

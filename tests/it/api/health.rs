@@ -124,6 +124,11 @@ fn the_openapi_document_lists_every_route_the_server_serves() {
         ("delete", "/system/overrides/{id}"),
         ("get", "/system/reconcile/runs"),
         ("get", "/system/feature-flags"),
+        ("get", "/status"),
+        ("get", "/status/app.js"),
+        ("get", "/status/app.css"),
+        ("get", "/status/snapshot"),
+        ("get", "/status/events"),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_owned(), p.to_owned()))
@@ -160,6 +165,18 @@ fn the_openapi_document_lists_every_route_the_server_serves() {
     // Every documented operation is served: never the router's own 404 or a 405.
     for (method, path) in &documented {
         let concrete = path.replace("{id}", "1").replace("{mode}", "normal");
+        if path == "/status/events" {
+            // An endless stream: its headers say it is served.
+            let response = app
+                .agent
+                .get(format!("{}{path}", app.base))
+                .header("Authorization", format!("Bearer {ADMIN}"))
+                .call()
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            assert_eq!(response.headers()["content-type"], "text/event-stream");
+            continue;
+        }
         let (status, body) = app.send_json(&method.to_uppercase(), &concrete, Some(ADMIN), "{}");
         assert_ne!(status, 405, "{method} {path}: {body}");
         assert!(
@@ -168,7 +185,15 @@ fn the_openapi_document_lists_every_route_the_server_serves() {
         );
         // Protected operations declare the API-key scheme.
         let operation = &doc["paths"][path.as_str()][method.as_str()];
-        let public = ["/healthz", "/readyz", "/system/maintenance/state"].contains(&path.as_str());
+        let public = [
+            "/healthz",
+            "/readyz",
+            "/system/maintenance/state",
+            "/status",
+            "/status/app.js",
+            "/status/app.css",
+        ]
+        .contains(&path.as_str());
         assert_eq!(
             operation["security"].is_array(),
             !public,
