@@ -190,8 +190,9 @@ pub fn default_unlimited(path: &str) -> bool {
     path == "/healthz" || path == "/readyz" || path == "/system/ratelimits/check"
 }
 
-/// Health, metrics, the admin console, and the way out of a freeze: reading and setting the mode,
-/// listing and lifting overrides. A freeze that refused those would hold until it expired.
+/// Health, metrics, the admin console, the status page, and the way out of a freeze: reading
+/// and setting the mode, listing and lifting overrides. A freeze that refused those would hold
+/// until it expired.
 /// The handlers still check roles (setting the mode and lifting overrides need an operator).
 pub fn default_always_served(path: &str) -> bool {
     path == "/healthz"
