@@ -4,6 +4,7 @@
 //! of the URL and the browser's storage. Screenshots land in `target/status-screenshots/`.
 
 use std::path::PathBuf;
+use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,10 @@ impl Browser {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
+        // In a process group of its own, so that the browsers it starts go with it, even when
+        // a failed assertion skips the orderly close.
         let driver = Command::new(chromedriver)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -142,9 +146,15 @@ impl Browser {
         std::fs::write(dir.join(name), png).unwrap();
     }
 
-    async fn stop(mut self) {
-        let _ = self.client.close().await;
-        let _ = self.driver.kill();
+    async fn stop(self) {
+        let _ = self.client.clone().close().await;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.driver.wait();
     }
 }
@@ -271,6 +281,12 @@ fn status_page(db: &TestDb, chromedriver: PathBuf, chromium: PathBuf) {
         reason.send_keys("provider back, incident 42 closed\u{E007}").await.unwrap();
         browser.wait_text("mode", "normal", Duration::from_secs(5)).await;
         browser.wait_text("overrides-empty", "None", Duration::from_secs(2)).await;
+
+        // On a phone's width the page still fits: nothing wider than the screen.
+        browser.client.set_window_size(390, 844).await.unwrap();
+        let overflow = browser.eval("return document.documentElement.scrollWidth <= window.innerWidth;").await;
+        assert_eq!(overflow, json!(true), "{b}: the page scrolls sideways on a phone");
+        browser.screenshot(&format!("{b}-phone.png")).await;
 
         // The key was never in the URL, a cookie or the browser's storage.
         let url = browser.client.current_url().await.unwrap();

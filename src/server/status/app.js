@@ -118,8 +118,8 @@
     const banner = $("banner");
     banner.className = `banner ${mode.mode}`;
     $("mode").textContent = mode.mode;
-    const from = { git: "declared in git", override: "an emergency override", window: "a maintenance window" }[mode.source] || mode.source;
-    const parts = [`From ${from}`];
+    const from = { git: "Declared in git", override: "An emergency override", window: "A maintenance window" }[mode.source] || mode.source;
+    const parts = [from];
     if (mode.actor) parts.push(`set by ${mode.actor}`);
     if (mode.reason) parts.push(`“${mode.reason}”`);
     $("mode-detail").textContent = parts.join(" · ");
