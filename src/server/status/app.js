@@ -155,7 +155,7 @@
           el("td", `${o.kind} ${o.key}`),
           el("td", o.actor),
           el("td", o.reason),
-          el("td", when(o.since)),
+          el("td", when(o.created_at)),
           o.expires_at ? countdown(el("td", null, "ends"), o.expires_at, "in") : el("td", "until lifted", "ends"),
           restores(o.restores),
           grouped ? el("td") : actionCell(operator, o, `Lift ${o.kind} ${o.key}`, false),

@@ -10,7 +10,7 @@ use crate::auth::Caller;
 use crate::counting::Health;
 use crate::domain::{Role, WindowMode};
 use crate::mode::{EffectiveMode, Source};
-use crate::model::Kind;
+use crate::model::{Kind, Override};
 use crate::server::AppState;
 use crate::server::bodies::Run;
 
@@ -57,19 +57,11 @@ pub struct Viewer {
     pub role: Role,
 }
 
-/// An override in force.
+/// An override in force, with what git restores when it ends.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OverrideItem {
-    pub id: i64,
-    pub kind: Kind,
-    pub key: String,
-    pub actor: String,
-    pub reason: String,
-    pub since: DateTime<Utc>,
-    /// When it ends by itself; null until cleared.
-    pub expires_at: Option<DateTime<Utc>>,
-    /// Overrides made together (a lockdown) share a group and are lifted together.
-    pub group_id: Option<String>,
+    #[serde(flatten)]
+    pub hold: Override,
     /// What git declares for the resource, which comes back when the override ends; null when
     /// git declared nothing for it.
     pub restores: Option<serde_json::Value>,
@@ -141,18 +133,11 @@ pub async fn snapshot(state: &AppState, viewer: Option<&Caller>) -> Result<Statu
         .into_iter()
         .filter(|h| h.hold.is_active(now))
         .map(|h| OverrideItem {
-            id: h.hold.id,
-            kind: h.hold.kind,
-            key: h.hold.key,
-            actor: h.hold.actor,
-            reason: h.hold.reason,
-            since: h.hold.created_at,
-            expires_at: h.hold.expires_at,
-            group_id: h.hold.group_id,
             restores: match h.hold.kind {
                 Kind::MaintenanceMode => Some(git_mode.clone()),
                 _ => h.git_value.and_then(|v| serde_json::from_str(&v).ok()),
             },
+            hold: h.hold,
         })
         .collect();
     let horizon = now + Duration::days(AHEAD_DAYS);
