@@ -117,14 +117,16 @@ pub async fn run(
     let mut trigger = Trigger::Start;
     let mut failures: u32 = 0;
     loop {
-        let passed = state.pass(trigger).await;
         if lost.load(Ordering::Acquire) && dir.is_dir() {
             // A directory deleted and created again (or swapped by a deploy) took its watch
-            // with it: watch the new one.
+            // with it: watch the new one before the pass reads it, so that a file written
+            // after that read still wakes the loop (watching after the pass lost such a write
+            // until the interval).
             if let Some(fresh) = rewatch(dir, &changed, &lost) {
                 _watcher = fresh;
             }
         }
+        let passed = state.pass(trigger).await;
         let interval = state.options.interval;
         let (action, expiry) = match passed {
             Ok(passed) => (Action::AwaitInterval, passed.next_expiry),
