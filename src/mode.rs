@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::domain::Mode;
-use crate::model::MaintenanceInputs;
+use crate::model::{MaintenanceInputs, Override};
 
 /// Where the effective mode comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -31,6 +31,15 @@ pub struct EffectiveMode {
     pub until: Option<DateTime<Utc>>,
 }
 
+/// The mode override in force at `now`, if any: the newest active one.
+pub fn holding_override(inputs: &MaintenanceInputs, now: DateTime<Utc>) -> Option<&Override> {
+    inputs
+        .overrides
+        .iter()
+        .filter(|o| o.is_active(now))
+        .max_by_key(|o| o.created_at)
+}
+
 /// Computes the effective mode at `now`; no write is needed for a window to open or close.
 pub fn effective(inputs: &MaintenanceInputs, now: DateTime<Utc>) -> EffectiveMode {
     // Without an override or an open window, git's own mode is in force, even if an override
@@ -43,12 +52,7 @@ pub fn effective(inputs: &MaintenanceInputs, now: DateTime<Utc>) -> EffectiveMod
         until: None,
     };
     // An override wrote its mode into the stored row; it holds until it expires or is cleared.
-    if let Some(o) = inputs
-        .overrides
-        .iter()
-        .filter(|o| o.is_active(now))
-        .max_by_key(|o| o.created_at)
-    {
+    if let Some(o) = holding_override(inputs, now) {
         return EffectiveMode {
             mode: inputs.state.mode,
             reason: o.reason.clone(),

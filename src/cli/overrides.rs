@@ -79,7 +79,8 @@ impl Command {
                     reason: None,
                     now,
                 };
-                let n = store.clear_overrides(id, &lift).await?;
+                let which = id.map_or(crate::store::Lifting::Every, crate::store::Lifting::One);
+                let n = store.clear_overrides(which, &lift).await?;
                 super::print_out(&format!(
                     "Cleared {n} override{}; the next reconcile restores git's values.\n",
                     if n == 1 { "" } else { "s" }

@@ -13,6 +13,7 @@ use super::error::ErrorBody;
 use super::restore::Restored;
 use super::{ApiError, AppState};
 use crate::model::Override;
+use crate::store::Lifting;
 
 /// This module's routes.
 pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
@@ -75,17 +76,12 @@ pub async fn clear_override(
         reason: query.reason.as_deref().filter(|r| !r.trim().is_empty()),
         now: state.now(),
     };
-    let group = if query.group {
-        let open = state.db.open_overrides().await?;
-        open.into_iter().find(|o| o.id == id).and_then(|o| o.group_id)
+    let which = if query.group {
+        Lifting::WithItsGroup(id)
     } else {
-        None
+        Lifting::One(id)
     };
-    let cleared = match &group {
-        Some(group) => state.db.clear_group(group, &lift).await,
-        None => state.db.clear_overrides(Some(id), &lift).await,
-    };
-    let cleared = match cleared {
+    let cleared = match state.db.clear_overrides(which, &lift).await {
         Ok(n) => n,
         Err(crate::store::StoreError::NoSuchOverride(id)) => {
             return Err(ApiError::NotFound(format!(

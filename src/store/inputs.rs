@@ -138,6 +138,17 @@ pub struct UsageBatch {
     pub keep_after: DateTime<Utc>,
 }
 
+/// Which overrides to lift.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifting {
+    /// Every open override.
+    Every,
+    /// This one.
+    One(i64),
+    /// This one, and the rest of its group (a lockdown) when it belongs to one.
+    WithItsGroup(i64),
+}
+
 /// Who lifts overrides, from where, why, and when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lift<'a> {

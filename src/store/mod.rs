@@ -24,8 +24,8 @@ pub use backend::Backend;
 pub use changes::Changes;
 pub use error::{ApplyError, BatchError, StoreError, redact};
 pub use inputs::{
-    ApiChange, AuditFilter, ClientFilter, Lift, Page, RuleFilter, RunMeta, SnapshotFilter, Usage, UsageBatch,
-    WindowFilter, WriteOp,
+    ApiChange, AuditFilter, ClientFilter, Lift, Lifting, Page, RuleFilter, RunMeta, SnapshotFilter, Usage,
+    UsageBatch, WindowFilter, WriteOp,
 };
 pub use records::{
     Applied, AuditRecord, ClientRecord, FlagRecord, Held, LiveState, Lockdown, RuleRecord, RuleWritten,

@@ -266,15 +266,23 @@ async fn story(db: Db) {
     let held = reconcile(&db, &desired3, &request("bob"), later).await.unwrap();
     assert_eq!(held.plan.summary().held, 1, "{backend}");
     assert!(!held.plan.has_changes(), "{backend}");
+    use valhalla_ops::store::Lifting;
     let lift = valhalla_ops::store::Lift {
         actor: "carol",
         source: "cli",
         reason: None,
         now: later,
     };
-    assert_eq!(db.clear_overrides(Some(flag_hold.id), &lift).await.unwrap(), 1);
+    assert_eq!(
+        db.clear_overrides(Lifting::One(flag_hold.id), &lift)
+            .await
+            .unwrap(),
+        1
+    );
     assert!(
-        db.clear_overrides(Some(flag_hold.id), &lift).await.is_err(),
+        db.clear_overrides(Lifting::One(flag_hold.id), &lift)
+            .await
+            .is_err(),
         "cleared twice"
     );
     // The clear is audited: who lifted which override.

@@ -112,15 +112,9 @@ pub async fn snapshot(state: &AppState, viewer: Option<&Caller>) -> Result<Statu
         });
     };
     let actor = (effective.source == Source::Override)
-        .then(|| {
-            view.maintenance
-                .overrides
-                .iter()
-                .filter(|o| o.is_active(now))
-                .max_by_key(|o| o.created_at)
-                .map(|o| o.actor.clone())
-        })
-        .flatten();
+        .then(|| crate::mode::holding_override(&view.maintenance, now))
+        .flatten()
+        .map(|o| o.actor.clone());
     // Git's mode is what a mode override gives way to (its own entry is not kept with it).
     let git_mode = serde_json::json!({
         "mode": view.maintenance.git.mode,

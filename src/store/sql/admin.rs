@@ -5,7 +5,7 @@ use crate::domain::{Mode, OnOutage, Role, RuleKey, Scope, WindowSeconds};
 use crate::model::{Client, RateLimitRule, Stored};
 use crate::store::backend::on;
 use crate::store::rows::{ClientRow, columns};
-use crate::store::sql::overrides::hold_for;
+use crate::store::sql::overrides::{Cleared, hold_for};
 use crate::store::writes;
 use crate::store::{
     ApiChange, BatchError, Db, Lift, Lockdown, SecurityCounts, StoreError, WriteDone, WriteOp,
@@ -152,9 +152,11 @@ impl Db {
                         reason: None,
                         now: *now,
                     };
-                    tx.clear(None, group_id.as_deref(), &lift)
-                        .await
-                        .map(WriteDone::Cleared)
+                    let which = match group_id.as_deref() {
+                        Some(group) => Cleared::Group(group),
+                        None => Cleared::Every,
+                    };
+                    tx.clear(which, &lift).await.map(WriteDone::Cleared)
                 }
             };
             // Returning drops the transaction, which rolls back every write made so far.

@@ -10,7 +10,7 @@ use crate::model::{NewOverride, Override, Resource, Stored};
 use crate::store::backend::{Tx, on};
 use crate::store::rows::{HeldRow, OverrideRow, columns};
 use crate::store::writes::{self, Row};
-use crate::store::{ApiChange, Db, Held, Lift, StoreError};
+use crate::store::{ApiChange, Db, Held, Lift, Lifting, StoreError};
 
 impl Db {
     /// Records an override.
@@ -44,24 +44,37 @@ impl Db {
         Ok(held.into_iter().filter(|h| h.hold.is_active(now)).collect())
     }
 
-    /// Clears one override (`Some(id)`) or every open one, audited with `source` (`cli`, `api`);
-    /// returns how many were cleared.
-    pub async fn clear_overrides(&self, id: Option<i64>, lift: &Lift<'_>) -> Result<u64, StoreError> {
+    /// Clears the overrides `which` names, audited with the lift's source (`cli`, `api`);
+    /// returns how many were cleared, or [`StoreError::NoSuchOverride`] when a named one is not
+    /// open.
+    pub async fn clear_overrides(&self, which: Lifting, lift: &Lift<'_>) -> Result<u64, StoreError> {
         let mut tx = self.begin().await?;
-        let cleared = tx.clear(id, None, lift).await?;
-        if let (Some(id), 0) = (id, cleared) {
+        let cleared = tx.clear(which.into(), lift).await?;
+        if let (Lifting::One(id) | Lifting::WithItsGroup(id), 0) = (which, cleared) {
             return Err(StoreError::NoSuchOverride(id));
         }
         self.commit(tx).await?;
         Ok(cleared)
     }
+}
 
-    /// Lifts every open override of a group (a lockdown) in one transaction.
-    pub async fn clear_group(&self, group: &str, lift: &Lift<'_>) -> Result<u64, StoreError> {
-        let mut tx = self.begin().await?;
-        let cleared = tx.clear(None, Some(group), lift).await?;
-        self.commit(tx).await?;
-        Ok(cleared)
+/// What one clearing statement lifts.
+#[derive(Debug, Clone, Copy)]
+pub(in crate::store) enum Cleared<'a> {
+    Every,
+    One(i64),
+    /// The override and, when it belongs to one, the rest of its group.
+    WithItsGroup(i64),
+    Group(&'a str),
+}
+
+impl From<Lifting> for Cleared<'_> {
+    fn from(which: Lifting) -> Self {
+        match which {
+            Lifting::Every => Cleared::Every,
+            Lifting::One(id) => Cleared::One(id),
+            Lifting::WithItsGroup(id) => Cleared::WithItsGroup(id),
+        }
     }
 }
 
@@ -113,17 +126,26 @@ impl Tx<'_> {
         self.open_overrides_of(None).await
     }
 
-    /// Clears the open overrides matching `id` and `group` (all when both are absent) and writes
-    /// one audit row for each; returns how many were cleared.
+    /// Clears the open overrides `which` names in one statement and writes one audit row for
+    /// each; returns how many were cleared.
     pub(in crate::store) async fn clear(
         &mut self,
-        id: Option<i64>,
-        group: Option<&str>,
+        which: Cleared<'_>,
         lift: &Lift<'_>,
     ) -> Result<u64, StoreError> {
+        let (id, group, with_group) = match which {
+            Cleared::Every => (None, None, false),
+            Cleared::One(id) => (Some(id), None, false),
+            Cleared::WithItsGroup(id) => (Some(id), None, true),
+            Cleared::Group(group) => (None, Some(group), false),
+        };
+        // With its group: the override's own group, read in the same statement (a lone
+        // override has none, and `group_id = NULL` matches nothing more).
         let sql = concat!(
             "UPDATE overrides SET cleared_at = $1, cleared_by = $2 WHERE cleared_at IS NULL \
-             AND ($3 IS NULL OR id = $3) AND ($4 IS NULL OR group_id = $4) RETURNING ",
+             AND ($3 IS NULL OR id = $3 OR ($5 AND group_id = \
+                 (SELECT g.group_id FROM overrides g WHERE g.id = $3 AND g.cleared_at IS NULL))) \
+             AND ($4 IS NULL OR group_id = $4) RETURNING ",
             columns!(overrides)
         );
         let rows = on!(self, |c| sqlx::query_as::<_, OverrideRow>(sql)
@@ -131,6 +153,7 @@ impl Tx<'_> {
             .bind(lift.actor)
             .bind(id)
             .bind(group)
+            .bind(with_group)
             .fetch_all(&mut **c)
             .await)?;
         let cleared: Vec<Override> = rows

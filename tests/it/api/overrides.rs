@@ -228,3 +228,57 @@ fn an_expired_freeze_lifts_on_time_without_a_reconcile() {
         );
     }
 }
+
+#[test]
+fn an_override_is_lifted_with_its_group_and_the_reason_is_audited() {
+    for db in all_backends() {
+        let app = TestApp::spawn(db, &state_with(""));
+        let b = app.backend;
+        let add = |key: &str, group: Option<&str>| {
+            let hold = NewOverride {
+                kind: Kind::FeatureFlag,
+                key: key.into(),
+                actor: "tyr".into(),
+                reason: "lockdown".into(),
+                expires_at: None,
+                group_id: group.map(str::to_owned),
+                git_value: None,
+            };
+            app.runtime
+                .block_on(app.state.db.add_override(hold, Utc::now()))
+                .unwrap()
+                .id
+        };
+        let (first, _second, lone) = (add("a", Some("g-1")), add("b", Some("g-1")), add("c", None));
+        let path = format!("/system/overrides/{first}?group=true&reason=all%20clear");
+        let (status, lifted) = app.call("DELETE", &path, Some(OPERATOR));
+        assert_eq!((status, &lifted["cleared"]), (200, &2.into()), "{b}: {lifted}");
+        // Without a group, `group=true` lifts the one override.
+        let (_, lone_lifted) = app.call(
+            "DELETE",
+            &format!("/system/overrides/{lone}?group=true"),
+            Some(OPERATOR),
+        );
+        assert_eq!(lone_lifted["cleared"], 1, "{b}: {lone_lifted}");
+        assert_eq!(
+            app.get("/system/overrides", Some(READER)).1,
+            serde_json::json!([]),
+            "{b}"
+        );
+        let audit = app.runtime.block_on(app.state.db.audit(10)).unwrap();
+        let reasons: Vec<Option<&str>> = audit
+            .iter()
+            .filter(|r| r.action == "clear_override")
+            .map(|r| r.after.as_deref())
+            .collect();
+        assert_eq!(reasons.len(), 3, "{b}: {audit:?}");
+        assert_eq!(
+            reasons
+                .iter()
+                .filter(|a| a.is_some_and(|a| a.contains("all clear")))
+                .count(),
+            2,
+            "{b}: {reasons:?}"
+        );
+    }
+}
