@@ -1,8 +1,6 @@
 //! Who calls: the key a request presents, the client it identifies, and role checks. Below both
 //! the server and the enforcement layers, which identify callers alike.
 
-use std::collections::HashMap;
-
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 
@@ -38,7 +36,7 @@ impl Caller {
 }
 
 /// Active clients by the hash of their key.
-pub type Clients = HashMap<KeySha256, Caller>;
+pub type Clients = imbl::HashMap<KeySha256, Caller>;
 
 /// Identity headers a request sends ambiguously: whichever copy a layer read, another layer (or
 /// a proxy in front) could read the other, so the request is refused (400) instead.

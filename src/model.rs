@@ -318,9 +318,23 @@ pub struct Actual {
 
 impl Actual {
     /// A digest of the snapshot, overrides included, that changes whenever the store does:
-    /// a saved plan is applied only to the store it was computed against.
+    /// a saved plan is applied only to the store it was computed against. A [`SetDigest`] of
+    /// every row, so that a cache of the snapshot keeps it up to date row by row.
     pub fn fingerprint(&self) -> String {
-        digest(self)
+        self.set_digest().hex()
+    }
+
+    /// The digest [`Actual::fingerprint`] shows.
+    pub fn set_digest(&self) -> SetDigest {
+        let mut sum = SetDigest::default();
+        sum.add_all(self.rules.iter());
+        sum.add_all(self.clients.iter());
+        sum.add_all(self.windows.iter());
+        sum.add_all(self.flags.iter());
+        sum.add_all(self.maintenance.iter());
+        sum.add_all(self.profile.iter());
+        sum.add_all(self.overrides.iter());
+        sum
     }
 }
 
@@ -331,6 +345,61 @@ pub fn digest<T: Serialize>(value: &T) -> String {
     // Plain data with string keys always serializes, and the hasher's writer never fails.
     serde_json::to_writer(&mut hasher, value).expect("plain data serializes to JSON");
     format!("{:x}", hasher.finalize())
+}
+
+/// A digest of a set of items that adding or taking out one item updates at the cost of that
+/// item: the sum, lane by lane of four 64-bit lanes, of each item's SHA-256 (the items' order
+/// does not matter, and the same item twice counts twice).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SetDigest([u64; 4]);
+
+impl SetDigest {
+    /// The digest of one item: the SHA-256 of its JSON form (each kind's fields tell it apart).
+    pub fn of<T: Serialize>(item: &T) -> SetDigest {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        // Plain data with string keys always serializes, and the hasher's writer never fails.
+        serde_json::to_writer(&mut hasher, item).expect("plain data serializes to JSON");
+        let bytes = hasher.finalize();
+        let mut lanes = [0u64; 4];
+        for (lane, chunk) in lanes.iter_mut().zip(bytes.chunks_exact(8)) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            *lane = u64::from_le_bytes(word);
+        }
+        SetDigest(lanes)
+    }
+
+    pub fn add(&mut self, other: SetDigest) {
+        for (a, b) in self.0.iter_mut().zip(other.0) {
+            *a = a.wrapping_add(b);
+        }
+    }
+
+    pub fn sub(&mut self, other: SetDigest) {
+        for (a, b) in self.0.iter_mut().zip(other.0) {
+            *a = a.wrapping_sub(b);
+        }
+    }
+
+    /// Adds each of `items`.
+    pub fn add_all<'a, T: Serialize + 'a>(&mut self, items: impl Iterator<Item = &'a T>) {
+        for item in items {
+            self.add(SetDigest::of(item));
+        }
+    }
+
+    /// Takes out each of `items`.
+    pub fn sub_all<'a, T: Serialize + 'a>(&mut self, items: impl Iterator<Item = &'a T>) {
+        for item in items {
+            self.sub(SetDigest::of(item));
+        }
+    }
+
+    /// 64 hex digits.
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|lane| format!("{lane:016x}")).collect()
+    }
 }
 
 /// What the effective maintenance mode is computed from: the stored steady mode, the active

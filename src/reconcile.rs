@@ -3,8 +3,9 @@
 use chrono::{DateTime, Utc};
 
 use crate::desired::DesiredState;
+use crate::model::Actual;
 use crate::plan::render::PlanDocument;
-use crate::plan::{MassRemoval, Plan, PlanOptions, plan};
+use crate::plan::{MassRemoval, Plan, PlanOptions, Totals, plan, plan_part};
 use crate::store::{ApplyError, Db, RunMeta, StoreError};
 
 /// What a reconcile is asked to do.
@@ -70,6 +71,24 @@ pub struct Outcome {
     pub state_fingerprint: String,
     /// The recorded run, when the plan was applied.
     pub run_id: Option<i64>,
+    /// The snapshot the applied plan was made from, with the store's revision when it was read.
+    pub snapshot: Option<(i64, Actual)>,
+}
+
+/// A plan of part of the resources, from a desired state and a snapshot kept between passes:
+/// `desired` and `actual` hold the entries of the same keys (see [`plan_part`]).
+#[derive(Debug)]
+pub struct Part {
+    pub desired: DesiredState,
+    pub actual: Actual,
+    /// The whole store's.
+    pub totals: Totals,
+    /// The whole store's.
+    pub store_fingerprint: String,
+    /// The whole desired state's.
+    pub state_fingerprint: String,
+    /// The store revision the snapshot is exact at.
+    pub revision: i64,
 }
 
 /// Records a refused plan as a run (the status page and the runs list show it), and returns the
@@ -107,6 +126,7 @@ pub async fn reconcile(
             plan,
             state_fingerprint,
             run_id: None,
+            snapshot: None,
         });
     }
     let meta = RunMeta {
@@ -146,5 +166,48 @@ pub async fn reconcile(
         plan: applied.plan,
         state_fingerprint,
         run_id: Some(applied.run_id),
+        snapshot: applied.actual.map(|actual| (applied.revision, actual)),
     })
+}
+
+/// Plans `part` and applies it in one transaction, provided the store is still at the part's
+/// revision once the lock is held: then every key outside the part is as the caller knows it,
+/// and the plan is the whole plan. `Ok(None)` when the store moved: nothing was written.
+pub async fn reconcile_part(
+    store: &Db,
+    part: &Part,
+    request: &Request,
+    now: DateTime<Utc>,
+) -> Result<Option<Outcome>, ReconcileError> {
+    let meta = RunMeta {
+        actor: request.actor.clone(),
+        source: request.source.clone(),
+        started_at: now,
+        state_fingerprint: part.state_fingerprint.clone(),
+    };
+    let applied = store
+        .apply_at(meta.clone(), part.revision, || {
+            let plan = plan_part(
+                &part.desired,
+                &part.actual,
+                part.totals,
+                part.store_fingerprint.clone(),
+                now,
+                request.options,
+            );
+            guard(&plan, request.allow_mass_removal)?;
+            Ok(plan)
+        })
+        .await;
+    match applied {
+        Ok(Some(applied)) => Ok(Some(Outcome {
+            plan: applied.plan,
+            state_fingerprint: part.state_fingerprint.clone(),
+            run_id: Some(applied.run_id),
+            snapshot: None,
+        })),
+        Ok(None) => Ok(None),
+        Err(ApplyError::Refused(refusal)) => Err(refused(store, &meta, refusal).await),
+        Err(e) => Err(e.into()),
+    }
 }

@@ -2,7 +2,6 @@
 //! counters, reloaded when the store's change count moves (this process's writes at once, other
 //! processes' through the store's change follower).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use std::time::{Duration, Instant};
@@ -14,53 +13,100 @@ use crate::counting::Counting;
 use crate::domain::KeySha256;
 use crate::limit::{Decision, RuleTable, Subject};
 use crate::model::MaintenanceInputs;
-use crate::store::{Db, LiveState, RuleRecord, StoreError, Usage, UsageBatch};
+use crate::model::{Client, Stored};
+use crate::store::{Db, LiveChange, LiveRows, LiveState, RuleRecord, StoreError, Usage, UsageBatch};
 
 pub use crate::auth::Caller;
 pub use crate::clock::Clock;
 
-/// How long a request waits for a reload under way before answering from the previous view.
+/// The longest a request waits for the view to follow a change before it is answered from the
+/// previous one.
 const STALE_WAIT: Duration = Duration::from_millis(50);
 
 /// How long a replica serves its last view after a failed reload before trying again.
 const RELOAD_BACKOFF: Duration = Duration::from_secs(1);
 
-/// What a replica holds in memory, read from the store in one snapshot.
-#[derive(Debug)]
+/// What a replica holds in memory, read from the store in one snapshot and then followed row by
+/// row. The maps are persistent (a clone shares them), so a change of one row costs one row.
+#[derive(Debug, Clone, PartialEq)]
 pub struct View {
     /// The change count this view was loaded at.
     generation: u64,
+    /// The store revision this view is exact at.
+    revision: i64,
     /// Active clients by key hash.
-    pub clients: HashMap<KeySha256, Caller>,
+    pub clients: crate::auth::Clients,
+    /// The key hash of each active client, by id: to find it again when its row changes.
+    client_keys: imbl::HashMap<i64, KeySha256>,
     /// Every rule by id, enabled or not.
-    pub rules: HashMap<i64, RuleRecord>,
+    pub rules: imbl::HashMap<i64, RuleRecord>,
     /// The enabled rules, compiled for the limiter.
     pub table: RuleTable,
     pub maintenance: MaintenanceInputs,
 }
 
 impl View {
-    fn new(generation: u64, live: LiveState) -> View {
-        let clients = live
-            .clients
-            .into_iter()
-            .map(|c| {
-                let caller = Caller {
-                    id: c.id,
-                    name: c.value.name,
-                    role: c.value.role,
-                };
-                (c.value.key_sha256, caller)
-            })
-            .collect();
-        let table = RuleTable::new(live.rules.iter().map(|r| (r.id, &r.rule)));
-        View {
+    fn new(generation: u64, revision: i64, live: LiveState) -> View {
+        let mut view = View {
             generation,
-            clients,
+            revision,
+            clients: imbl::HashMap::new(),
+            client_keys: imbl::HashMap::new(),
+            table: RuleTable::new(live.rules.iter().map(|r| (r.id, &r.rule))),
             rules: live.rules.into_iter().map(|r| (r.id, r)).collect(),
-            table,
             maintenance: live.maintenance,
+        };
+        for client in live.clients {
+            view.add_client(client);
         }
+        view
+    }
+
+    fn add_client(&mut self, client: Stored<Client>) {
+        let caller = Caller {
+            id: client.id,
+            name: client.value.name,
+            role: client.value.role,
+        };
+        self.client_keys
+            .insert(client.id, client.value.key_sha256.clone());
+        self.clients.insert(client.value.key_sha256, caller);
+    }
+
+    /// This view with the rows in `rows` read again: the ids named are taken out, and what the
+    /// store still holds of them put back.
+    fn patched(&self, generation: u64, revision: i64, rows: LiveRows) -> View {
+        let mut view = self.clone();
+        view.generation = generation;
+        view.revision = revision;
+        for id in rows.rule_ids {
+            if let Some(old) = view.rules.remove(&id) {
+                view.table.remove(id, &old.rule);
+            }
+        }
+        for record in rows.rules {
+            view.table.insert(record.id, &record.rule);
+            view.rules.insert(record.id, record);
+        }
+        for id in rows.client_ids {
+            if let Some(hash) = view.client_keys.remove(&id)
+                && view.clients.get(&hash).is_some_and(|c| c.id == id)
+            {
+                view.clients.remove(&hash);
+            }
+        }
+        for client in rows.clients {
+            view.add_client(client);
+        }
+        if let Some(maintenance) = rows.maintenance {
+            view.maintenance = maintenance;
+        }
+        view
+    }
+
+    /// The store revision this view is exact at.
+    pub fn revision(&self) -> i64 {
+        self.revision
     }
 }
 
@@ -110,8 +156,10 @@ pub struct Replica {
     pub counting: Counting,
     pub clock: Clock,
     pub options: ReplicaOptions,
-    /// How many times the view was loaded, exposed as a metric.
+    /// How many times the view was loaded whole, exposed as a metric.
     reloads: prometheus_client::metrics::counter::Counter,
+    /// How many times the view followed the change log row by row.
+    row_reloads: prometheus_client::metrics::counter::Counter,
 }
 
 impl std::fmt::Debug for Replica {
@@ -139,6 +187,7 @@ impl Replica {
             clock,
             options,
             reloads: Default::default(),
+            row_reloads: Default::default(),
         }
     }
 
@@ -152,27 +201,44 @@ impl Replica {
         self.counting.check(&table.matching(subject), self.now_ms()).await
     }
 
-    /// How many times the view was loaded.
+    /// How many times the view was loaded whole.
     pub fn reloads(&self) -> u64 {
         self.reloads.get()
     }
 
-    /// The reload count itself, for a metrics registry (clones count together).
-    pub fn reload_counter(&self) -> prometheus_client::metrics::counter::Counter {
-        self.reloads.clone()
+    /// How many times the view followed changed rows alone.
+    pub fn row_reloads(&self) -> u64 {
+        self.row_reloads.get()
     }
 
-    /// The view, reloaded first if a change has been signalled since it was loaded. A reload
-    /// already under way elsewhere is waited for briefly (`STALE_WAIT`); if it takes longer (a
-    /// very large state), the previous view answers meanwhile rather than stalling every
-    /// request. While the store is unreachable the last view is served (and reloading retried
-    /// every second).
+    /// The reload counts themselves (whole, then row by row), for a metrics registry (clones
+    /// count together).
+    pub fn reload_counters(
+        &self,
+    ) -> (
+        prometheus_client::metrics::counter::Counter,
+        prometheus_client::metrics::counter::Counter,
+    ) {
+        (self.reloads.clone(), self.row_reloads.clone())
+    }
+
+    /// The view, brought up to date first if a change has been signalled since it was loaded:
+    /// a request answered after a change is known sees it (a client deactivated a moment ago is
+    /// refused). That costs the rows that changed, a few milliseconds; a reload that takes
+    /// longer than `STALE_WAIT` (the change log could not name the rows, and everything is
+    /// read again) is not waited for: the previous view answers meanwhile. While the store is
+    /// unreachable the last view is served (and reloading retried every second).
     pub async fn view(&self) -> Result<Arc<View>, StoreError> {
         let wanted = self.db.changes().current();
         match self.view.load_full() {
             Some(current) if current.generation >= wanted => Ok(current),
             Some(current) => match tokio::time::timeout(STALE_WAIT, self.reloading.lock()).await {
-                Ok(guard) => self.reload(guard).await,
+                Ok(guard) => match tokio::time::timeout(STALE_WAIT, self.reload(guard)).await {
+                    Ok(view) => view,
+                    // Too long for a request: the replica's refresher (or the next request)
+                    // reads it again.
+                    Err(_) => Ok(current),
+                },
                 Err(_) => Ok(current),
             },
             None => self.reload(self.reloading.lock().await).await,
@@ -189,6 +255,8 @@ impl Replica {
         }
     }
 
+    /// Brings the view up to the store's revision: the rows the change log names, or
+    /// everything when it cannot say.
     async fn reload(
         &self,
         mut failed_at: tokio::sync::MutexGuard<'_, Option<Instant>>,
@@ -203,21 +271,43 @@ impl Replica {
                 return Ok(Arc::clone(current));
             }
         }
-        match (self.db.live().await, current) {
-            (Ok(live), _) => {
-                let view = Arc::new(View::new(wanted, live));
-                self.view.store(Some(Arc::clone(&view)));
-                self.reloads.inc();
-                *failed_at = None;
-                Ok(view)
+        let since = current.as_ref().map(|v| v.revision);
+        let followed = self.db.follow_live(since).await;
+        let view = match (followed, &current) {
+            (Ok(followed), _) => {
+                let revision = followed.revision;
+                let view = match (followed.change, &current) {
+                    (LiveChange::Whole(live), _) => {
+                        self.reloads.inc();
+                        View::new(wanted, revision, live)
+                    }
+                    (LiveChange::Rows(rows), Some(current)) => {
+                        self.row_reloads.inc();
+                        current.patched(wanted, revision, rows)
+                    }
+                    (LiveChange::None, Some(current)) => View {
+                        generation: wanted,
+                        revision,
+                        ..View::clone(current)
+                    },
+                    // The log is only followed from a view: without one everything is read.
+                    (LiveChange::Rows(_) | LiveChange::None, None) => {
+                        self.reloads.inc();
+                        View::new(wanted, revision, self.db.live().await?)
+                    }
+                };
+                Arc::new(view)
             }
             (Err(e), Some(current)) => {
                 tracing::warn!(error = %e, "cannot refresh the cached state; serving the last one");
                 *failed_at = Some(Instant::now());
-                Ok(current)
+                return Ok(Arc::clone(current));
             }
-            (Err(e), None) => Err(e),
-        }
+            (Err(e), None) => return Err(e),
+        };
+        self.view.store(Some(Arc::clone(&view)));
+        *failed_at = None;
+        Ok(view)
     }
 
     /// Writes the counters counted since the last flush to `rate_limit_snapshots` in one

@@ -2,6 +2,7 @@
 
 pub mod export;
 pub mod files;
+pub mod kept;
 pub mod position;
 pub mod raw;
 
@@ -68,7 +69,20 @@ impl DesiredState {
 
     /// A digest of the whole state, so a saved plan can tell that the files changed since.
     pub fn fingerprint(&self) -> String {
-        crate::model::digest(self)
+        self.set_digest().hex()
+    }
+
+    /// The digest [`DesiredState::fingerprint`] shows, kept up to date item by item by a
+    /// directory followed between loads.
+    pub fn set_digest(&self) -> crate::model::SetDigest {
+        let mut sum = crate::model::SetDigest::default();
+        sum.add_all(self.rules.iter());
+        sum.add_all(self.clients.iter());
+        sum.add_all(self.windows.iter());
+        sum.add_all(self.flags.iter());
+        sum.add_all(self.maintenance.iter());
+        sum.add_all(self.profile.iter());
+        sum
     }
 }
 
@@ -106,6 +120,22 @@ pub struct Loaded {
     pub warnings: Vec<Diagnostic>,
     /// How many files were read.
     pub files: usize,
+    /// Which file declared what, for a directory followed between loads.
+    pub origin: Origin,
+}
+
+/// The files a state was read from, and for each item of the state (in the state's order) the
+/// index of its file.
+#[derive(Debug, Default)]
+pub struct Origin {
+    /// Each file's path and text.
+    pub files: Vec<(PathBuf, String)>,
+    pub rules: Vec<usize>,
+    pub clients: Vec<usize>,
+    pub windows: Vec<usize>,
+    pub flags: Vec<usize>,
+    pub maintenance: Option<usize>,
+    pub profile: Option<usize>,
 }
 
 /// Why a state directory could not be loaded.
@@ -247,6 +277,9 @@ pub struct Loader {
     flags: Vec<(FeatureFlag, Place)>,
     modes: Vec<(Maintenance, Place)>,
     profiles: Vec<(Profile, Place)>,
+    /// Whether rules naming clients must find them among the files read (off when one file of
+    /// a directory is read again alone).
+    check_references: bool,
 }
 
 /// The first line of the state files valhalla-ops writes: the YAML language server then checks
@@ -314,6 +347,16 @@ impl Loader {
             flags: Vec::new(),
             modes: Vec::new(),
             profiles: Vec::new(),
+            check_references: true,
+        }
+    }
+
+    /// A loader of one file of a directory: what the file declares is checked, and what it
+    /// refers to in the other files is left to the caller.
+    pub fn for_one_file(now: DateTime<Utc>) -> Loader {
+        Loader {
+            check_references: false,
+            ..Loader::new(now)
         }
     }
 
@@ -599,7 +642,7 @@ impl Loader {
         let profile = single(&mut self.errors, &sources, "deployment_profile", self.profiles);
 
         let names: HashMap<String, &Place> = clients.iter().map(|(c, p)| (c.key(), p)).collect();
-        for (rule, place) in &rules {
+        for (rule, place) in rules.iter().filter(|_| self.check_references) {
             if rule.scope == Scope::ApiKey && !names.contains_key(rule.key.as_str()) {
                 self.errors.push(Pending {
                     place: place.clone(),
@@ -645,19 +688,38 @@ impl Loader {
                 omitted,
             });
         }
+        let origin = Origin {
+            rules: files(&rules),
+            clients: files(&clients),
+            windows: files(&windows),
+            flags: files(&flags),
+            maintenance: maintenance.as_ref().map(|(_, p)| p.file),
+            profile: profile.as_ref().map(|(_, p)| p.file),
+            files: Vec::new(),
+        };
+        let count = sources.0.len();
         Ok(Loaded {
             state: DesiredState {
                 rules: strip(rules),
                 clients: strip(clients),
                 windows: strip(windows),
                 flags: strip(flags),
-                maintenance,
-                profile,
+                maintenance: maintenance.map(|(m, _)| m),
+                profile: profile.map(|(p, _)| p),
             },
             warnings,
-            files: sources.0.len(),
+            files: count,
+            origin: Origin {
+                files: sources.0.into_iter().map(|s| (s.path, s.text)).collect(),
+                ..origin
+            },
         })
     }
+}
+
+/// The file index of each item.
+fn files<T>(items: &[(T, Place)]) -> Vec<usize> {
+    items.iter().map(|(_, p)| p.file).collect()
 }
 
 fn strip<T>(items: Vec<(T, Place)>) -> Vec<T> {
@@ -687,15 +749,20 @@ fn unique<T: Resource>(
     seen.into_values().collect()
 }
 
-/// Takes a setting that at most one file may declare.
-fn single<T>(errors: &mut Errors, sources: &Sources, what: &str, mut items: Vec<(T, Place)>) -> Option<T> {
+/// Takes a setting that at most one file may declare, with where it is declared.
+fn single<T>(
+    errors: &mut Errors,
+    sources: &Sources,
+    what: &str,
+    mut items: Vec<(T, Place)>,
+) -> Option<(T, Place)> {
     let rest = items.split_off(items.len().min(1));
     let (value, first) = items.pop()?;
     for (_, place) in rest {
         let message = format!("{what} is declared twice (first at {})", sources.show(&first));
         errors.push(Pending { place, message });
     }
-    Some(value)
+    Some((value, first))
 }
 
 /// Where a "duplicate entry with key" error's key is written the second time. The YAML

@@ -1,6 +1,5 @@
 //! The rule table: enabled rules compiled for lookup by subject, the most specific `ip` rule first.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -65,44 +64,111 @@ pub struct CounterKey {
     pub addr: Option<IpAddr>,
 }
 
-/// The enabled rules, indexed by how requests find them.
-#[derive(Debug, Default)]
+/// The enabled rules, indexed by how requests find them. The maps are persistent (a clone
+/// shares them), so a replica changes one rule of a large table without copying the rest.
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct RuleTable {
     global: Option<Arc<Rule>>,
-    addresses: HashMap<IpAddr, Arc<Rule>>,
+    addresses: imbl::HashMap<IpAddr, Arc<Rule>>,
     /// Networks grouped by prefix length, longest first, so the first hit is the most specific.
-    networks: Vec<(u8, HashMap<IpNet, Arc<Rule>>)>,
-    clients: HashMap<String, Arc<Rule>>,
-    users: HashMap<String, Arc<Rule>>,
+    networks: Vec<(u8, imbl::HashMap<IpNet, Arc<Rule>>)>,
+    clients: imbl::HashMap<String, Arc<Rule>>,
+    users: imbl::HashMap<String, Arc<Rule>>,
+}
+
+/// Where a rule sits in the table.
+enum Slot {
+    Global,
+    Address(IpAddr),
+    Network(IpNet),
+    Client,
+    User,
 }
 
 impl RuleTable {
     /// Compiles the enabled ones of `rules`, each with its id; disabled ones are left out.
     pub fn new<'a>(rules: impl IntoIterator<Item = (i64, &'a RateLimitRule)>) -> RuleTable {
         let mut table = RuleTable::default();
-        let mut networks: HashMap<u8, HashMap<IpNet, Arc<Rule>>> = HashMap::new();
-        for (id, rule) in rules.into_iter().filter(|(_, r)| r.enabled) {
-            let rule = Arc::new(Rule::of(id, rule));
-            match rule.scope {
-                Scope::Global => table.global = Some(rule),
-                Scope::ApiKey => {
-                    table.clients.insert(rule.key.clone(), rule);
+        for (id, rule) in rules {
+            table.insert(id, rule);
+        }
+        table
+    }
+
+    fn slot(rule: &RateLimitRule) -> Option<Slot> {
+        Some(match rule.scope {
+            Scope::Global => Slot::Global,
+            Scope::ApiKey => Slot::Client,
+            Scope::User => Slot::User,
+            Scope::Ip => {
+                let key = rule.key.as_str();
+                if let Ok(addr) = key.parse::<IpAddr>() {
+                    Slot::Address(addr)
+                } else {
+                    Slot::Network(key.parse::<IpNet>().ok()?)
                 }
-                Scope::User => {
-                    table.users.insert(rule.key.clone(), rule);
-                }
-                Scope::Ip => {
-                    if let Ok(addr) = rule.key.parse::<IpAddr>() {
-                        table.addresses.insert(addr, rule);
-                    } else if let Ok(net) = rule.key.parse::<IpNet>() {
-                        networks.entry(net.prefix_len()).or_default().insert(net, rule);
+            }
+        })
+    }
+
+    /// Adds rule `id` if it is enabled, in place of any rule with its key.
+    pub fn insert(&mut self, id: i64, rule: &RateLimitRule) {
+        if !rule.enabled {
+            return;
+        }
+        let Some(slot) = RuleTable::slot(rule) else { return };
+        let compiled = Arc::new(Rule::of(id, rule));
+        match slot {
+            Slot::Global => self.global = Some(compiled),
+            Slot::Address(addr) => {
+                self.addresses.insert(addr, compiled);
+            }
+            Slot::Network(net) => {
+                let len = net.prefix_len();
+                match self.networks.iter_mut().find(|(l, _)| *l == len) {
+                    Some((_, nets)) => {
+                        nets.insert(net, compiled);
+                    }
+                    None => {
+                        self.networks.push((len, imbl::HashMap::unit(net, compiled)));
+                        self.networks.sort_by_key(|(len, _)| std::cmp::Reverse(*len));
                     }
                 }
             }
+            Slot::Client => {
+                self.clients.insert(compiled.key.clone(), compiled);
+            }
+            Slot::User => {
+                self.users.insert(compiled.key.clone(), compiled);
+            }
         }
-        table.networks = networks.into_iter().collect();
-        table.networks.sort_by_key(|(len, _)| std::cmp::Reverse(*len));
-        table
+    }
+
+    /// Takes out rule `id`, stored as `rule`, unless another rule has taken its key since.
+    pub fn remove(&mut self, id: i64, rule: &RateLimitRule) {
+        fn take<K: std::hash::Hash + Eq + Clone>(map: &mut imbl::HashMap<K, Arc<Rule>>, key: &K, id: i64) {
+            if map.get(key).is_some_and(|r| r.id == id) {
+                map.remove(key);
+            }
+        }
+        let Some(slot) = RuleTable::slot(rule) else { return };
+        let key = rule.key.as_str().to_owned();
+        match slot {
+            Slot::Global => {
+                if self.global.as_ref().is_some_and(|r| r.id == id) {
+                    self.global = None;
+                }
+            }
+            Slot::Address(addr) => take(&mut self.addresses, &addr, id),
+            Slot::Network(net) => {
+                for (_, nets) in self.networks.iter_mut().filter(|(l, _)| *l == net.prefix_len()) {
+                    take(nets, &net, id);
+                }
+                self.networks.retain(|(_, nets)| !nets.is_empty());
+            }
+            Slot::Client => take(&mut self.clients, &key, id),
+            Slot::User => take(&mut self.users, &key, id),
+        }
     }
 
     /// Whether no rule is enabled (the limiter then has nothing to do).

@@ -189,6 +189,59 @@ const MASS_REMOVAL_MIN: usize = 5;
 
 /// Computes the plan that makes `actual` match `desired` at time `now`. Pure and total.
 pub fn plan(desired: &DesiredState, actual: &Actual, now: DateTime<Utc>, options: PlanOptions) -> Plan {
+    plan_part(
+        desired,
+        actual,
+        Totals::of(actual),
+        actual.fingerprint(),
+        now,
+        options,
+    )
+}
+
+/// How many git-owned, active resources of each kind the store holds: what the mass-removal
+/// guard weighs a removal against.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub rules: usize,
+    pub clients: usize,
+    pub windows: usize,
+    pub flags: usize,
+}
+
+impl Totals {
+    /// The totals of a whole snapshot.
+    pub fn of(actual: &Actual) -> Totals {
+        fn count<T: Removable>(rows: &[Stored<T>]) -> usize {
+            rows.iter().filter(|s| counts(s)).count()
+        }
+        Totals {
+            rules: count(&actual.rules),
+            clients: count(&actual.clients),
+            windows: count(&actual.windows),
+            flags: count(&actual.flags),
+        }
+    }
+}
+
+/// Whether a stored row counts in [`Totals`].
+pub fn counts<T: Removable>(row: &Stored<T>) -> bool {
+    row.owner == Owner::Git && row.value.is_active()
+}
+
+/// [`plan`] of a part of the resources: `desired` and `actual` hold the same keys' entries
+/// (whatever else either holds plans to nothing), `totals` and `store_fingerprint` are the
+/// whole store's. The plan of every key is computed from that key's entries alone, so the part
+/// gives exactly the whole plan's operations on its keys; a caller that knows every other key
+/// to be in sync gets the whole plan.
+pub fn plan_part(
+    desired: &DesiredState,
+    actual: &Actual,
+    totals: Totals,
+    store_fingerprint: String,
+    now: DateTime<Utc>,
+    options: PlanOptions,
+) -> Plan {
     let holds: HashMap<(Kind, &str), &Override> = actual
         .overrides
         .iter()
@@ -203,14 +256,14 @@ pub fn plan(desired: &DesiredState, actual: &Actual, now: DateTime<Utc>, options
         maintenance: diff_setting(desired.maintenance.as_ref(), actual.maintenance.as_ref(), &holds),
         profile: diff_setting(desired.profile.as_ref(), actual.profile.as_ref(), &holds),
         mass_removals: Vec::new(),
-        store_fingerprint: actual.fingerprint(),
+        store_fingerprint,
         options,
     };
     plan.mass_removals = [
-        mass_removal(&plan.rules, &actual.rules),
-        mass_removal(&plan.clients, &actual.clients),
-        mass_removal(&plan.windows, &actual.windows),
-        mass_removal(&plan.flags, &actual.flags),
+        mass_removal(&plan.rules, totals.rules),
+        mass_removal(&plan.clients, totals.clients),
+        mass_removal(&plan.windows, totals.windows),
+        mass_removal(&plan.flags, totals.flags),
     ]
     .into_iter()
     .flatten()
@@ -297,13 +350,7 @@ fn diff_setting<T: Resource>(
     }]
 }
 
-fn mass_removal<T: Removable>(ops: &[Op<T>], actual: &[Stored<T>]) -> Option<MassRemoval> {
-    let git_owned = |s: &&Stored<T>| s.owner == Owner::Git;
-    let total = actual
-        .iter()
-        .filter(git_owned)
-        .filter(|s| s.value.is_active())
-        .count();
+fn mass_removal<T: Removable>(ops: &[Op<T>], total: usize) -> Option<MassRemoval> {
     let removing = ops
         .iter()
         .filter(|op| op.action.removes() && op.current.as_ref().is_some_and(|c| c.owner == Owner::Git))

@@ -150,10 +150,16 @@ impl Metrics {
             "Rate-limit counters held in memory by this replica",
             counters.clone(),
         );
+        let (whole, rows) = replica.reload_counters();
         registry.register(
             "cache_reloads",
-            "Times this replica reloaded its cached clients, rules and mode",
-            replica.reload_counter(),
+            "Times this replica read its cached clients, rules and mode whole",
+            whole,
+        );
+        registry.register(
+            "cache_row_reloads",
+            "Times this replica read again only the rows the store's change log named",
+            rows,
         );
         replica.counting.metrics.register(&mut registry);
         let watch = crate::watch::WatchMetrics::default();

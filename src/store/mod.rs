@@ -31,6 +31,7 @@ pub use records::{
     Applied, AuditRecord, ClientRecord, FlagRecord, Held, LiveState, Lockdown, RuleRecord, RuleWritten,
     RunRecord, SecurityCounts, SnapshotRecord, WindowRecord, WriteDone,
 };
+pub use sql::{ActualChange, ActualRows, Followed, LiveChange, LiveRows};
 
 /// The embedded default: a SQLite file in the working directory, created on first use.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://valhalla-ops.db";

@@ -178,6 +178,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "run outcomes",
         include_str!("../../migrations/postgres/0007_run_outcomes.sql"),
     ),
+    (
+        8,
+        "change log",
+        include_str!("../../migrations/postgres/0008_change_log.sql"),
+    ),
 ];
 
 /// The channel that migration 4's triggers notify on every change to a table replicas cache.

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::domain::{ClientName, ClientType, CounterStore, Owner, Role};
-use crate::model::{Client, FeatureFlag, MaintenanceInputs, Override, RateLimitRule, Stored, Window};
+use crate::model::{Actual, Client, FeatureFlag, MaintenanceInputs, Override, RateLimitRule, Stored, Window};
 use crate::plan::Plan;
 
 /// What an apply did.
@@ -15,6 +15,11 @@ pub struct Applied {
     pub plan: Plan,
     /// The run recorded with it.
     pub run_id: i64,
+    /// The store's revision when the snapshot planned from was read (the snapshot is at least
+    /// that new); the plan's own writes come after it in the change log.
+    pub revision: i64,
+    /// The snapshot planned from, when the apply read one.
+    pub actual: Option<Actual>,
 }
 
 /// A recorded reconcile run.

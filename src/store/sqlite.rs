@@ -126,6 +126,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "run outcomes",
         include_str!("../../migrations/sqlite/0007_run_outcomes.sql"),
     ),
+    (
+        8,
+        "change log",
+        include_str!("../../migrations/sqlite/0008_change_log.sql"),
+    ),
 ];
 
 /// A transaction holding the write lock (`BEGIN IMMEDIATE`), waiting up to the busy timeout for

@@ -3,7 +3,10 @@
 //! short debounce, every interval, and at the moment the next override expires.
 
 mod files;
+mod kept;
 mod pass;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,6 +67,8 @@ pub struct WatchMetrics {
     pub failures: Counter,
     /// Changes applied although the files had not changed.
     pub drift: Counter,
+    /// Passes that followed the changes instead of reconciling everything.
+    pub followed: Counter,
 }
 
 impl WatchMetrics {
@@ -83,6 +88,11 @@ impl WatchMetrics {
             "watch_failures",
             "Watch passes that applied nothing: invalid state, refused plan, or database error",
             self.failures.clone(),
+        );
+        registry.register(
+            "watch_followed_passes",
+            "Watch passes that planned only what changed in the files or the store since the last",
+            self.followed.clone(),
         );
         registry.register(
             "watch_drift_corrected",

@@ -5,12 +5,14 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+use super::kept::KeptStore;
 use super::{SOURCE, WatchMetrics, WatchOptions};
 use crate::backoff::Backoff;
-use crate::desired::{DesiredState, LoadError, StateDir};
+use crate::desired::kept::KeptDir;
+use crate::desired::{LoadError, StateDir};
 use crate::plan::{PlanOptions, Summary};
-use crate::reconcile::{ReconcileError, Refusal, Request, reconcile};
-use crate::store::{Db, StoreError};
+use crate::reconcile::{Outcome, Part, ReconcileError, Refusal, Request, reconcile, reconcile_part};
+use crate::store::{ActualChange, Db, StoreError};
 
 /// 0.5 s after the first failure, doubling up to 30 s.
 const BACKOFF: Backoff = Backoff {
@@ -43,7 +45,10 @@ impl Trigger {
 /// What a pass that reached the store did.
 #[derive(Debug)]
 pub(super) struct Passed {
-    summary: Summary,
+    /// The plan applied.
+    pub(super) plan: crate::plan::Plan,
+    /// Whether the pass followed the changes (or reconciled everything).
+    pub(super) followed: bool,
     run_id: i64,
     /// The files had not changed since the last apply, yet there were changes to make.
     drifted: bool,
@@ -95,8 +100,13 @@ pub(super) struct Passes {
     pub(super) options: WatchOptions,
     pub(super) metrics: WatchMetrics,
     pub(super) clock: crate::clock::Clock,
-    /// The last state that loaded: while the files are invalid it stays in force.
-    last_good: Option<DesiredState>,
+    /// The last state that loaded, kept by file: while the files are invalid it stays in
+    /// force, and a pass after an edit parses only the files that changed.
+    kept: Option<KeptDir>,
+    /// The store as the last pass left it, followed through the change log: a pass after an
+    /// edit plans only the keys that changed (in the files or in the store) and those that
+    /// overrides or the API hold.
+    store: Option<KeptStore>,
     /// The fingerprint of the last state applied, to tell drift from edits.
     last_applied: Option<String>,
     /// When the last pass started: overrides that expired before it were acted on by it.
@@ -117,24 +127,114 @@ impl Passes {
             options,
             metrics,
             clock,
-            last_good: None,
+            kept: None,
+            store: None,
             last_applied: None,
             last_pass: DateTime::<Utc>::MIN_UTC,
         }
     }
 
-    /// One whole pass, reported in one log line and in the metrics.
+    /// One pass, reported in one log line and in the metrics. A pass woken by an edit or an
+    /// expiry follows the changes when it can; the first pass, the interval's and a retry
+    /// reconcile everything.
     pub(super) async fn pass(&mut self, trigger: Trigger) -> Result<Passed, PassError> {
         let started = Instant::now();
-        let result = self.reconcile().await;
+        let followed = match trigger {
+            Trigger::Files | Trigger::Expiry => self.follow().await,
+            Trigger::Start | Trigger::Interval | Trigger::Retry => None,
+        };
+        let result = match followed {
+            Some(result) => result,
+            None => self.reconcile().await,
+        };
         self.report(trigger, &result, started.elapsed().as_millis());
         result
     }
 
-    /// Loads the directory (the last good state when it is invalid) and reconciles it.
+    /// The request every pass makes.
+    fn request(&self) -> Request {
+        Request {
+            options: PlanOptions {
+                prune: self.options.prune,
+            },
+            allow_mass_removal: self.options.allow_mass_removal,
+            actor: self.options.actor.clone(),
+            source: SOURCE.into(),
+            ..Request::default()
+        }
+    }
+
+    /// A pass at the cost of the change: parses the files that changed, reads the rows the
+    /// store's change log names, plans the keys either touched (with those overrides and the
+    /// API hold), and applies that plan if the store has not moved meanwhile. `None` when it
+    /// cannot (nothing kept yet, invalid files, the store moved): the caller passes whole.
+    pub(super) async fn follow(&mut self) -> Option<Result<Passed, PassError>> {
+        let now = (self.clock)();
+        self.store.as_ref()?;
+        let mut kept = self.kept.take()?;
+        let followed = tokio::task::spawn_blocking(move || {
+            let followed = kept.follow(now);
+            (kept, followed)
+        })
+        .await;
+        let followed = match followed {
+            Ok((kept, followed)) => {
+                self.kept = Some(kept);
+                followed?
+            }
+            Err(_) => return None,
+        };
+        if let Err(e) = self.follow_store().await {
+            return Some(Err(PassError::Store(e)));
+        }
+        let (kept, store) = (self.kept.as_ref()?, self.store.as_mut()?);
+        let mut keys = followed.touched;
+        keys.extend(store.take_unsettled());
+        let part = Part {
+            desired: kept.part(&keys),
+            actual: store.part(&keys),
+            totals: store.totals(),
+            store_fingerprint: store.fingerprint(),
+            state_fingerprint: kept.fingerprint(),
+            revision: store.revision,
+        };
+        self.last_pass = now;
+        let outcome = match reconcile_part(&self.db, &part, &self.request(), now).await {
+            Ok(Some(outcome)) => outcome,
+            // Someone wrote between the change log's reading and the lock: pass whole.
+            Ok(None) => return None,
+            Err(e) => {
+                self.store = None;
+                return Some(Err(pass_error(e)));
+            }
+        };
+        self.metrics.followed.inc();
+        Some(self.finish(outcome, None, now).await.map(|passed| Passed {
+            followed: true,
+            ..passed
+        }))
+    }
+
+    /// Reads the rows changed since the kept snapshot. A change the log cannot name drops the
+    /// snapshot: the next pass is whole.
+    async fn follow_store(&mut self) -> Result<(), StoreError> {
+        let Some(store) = self.store.as_mut() else {
+            return Ok(());
+        };
+        let followed = self.db.follow_actual(Some(store.revision)).await?;
+        match followed.change {
+            ActualChange::None => store.revision = followed.revision,
+            ActualChange::Rows(rows) => store.patch(followed.revision, rows),
+            ActualChange::Whole(_) => self.store = None,
+        }
+        Ok(())
+    }
+
+    /// Loads the directory whole (the last good state when it is invalid) and reconciles it.
     async fn reconcile(&mut self) -> Result<Passed, PassError> {
         let now = (self.clock)();
         self.last_pass = now;
+        self.store = None;
         // Reading and parsing a large directory is blocking work: off the async threads, so a
         // server beside the loop keeps answering during a pass.
         let dir = self.dir.clone();
@@ -148,29 +248,42 @@ impl Passes {
             });
         // Invalid files fail the pass, yet the last good state is still enforced: drift is
         // healed and expired overrides are undone while someone fixes the files.
-        let (desired, invalid) = match loaded {
-            Ok(loaded) => (&*self.last_good.insert(loaded.state), None),
-            Err(e) => match &self.last_good {
-                Some(last_good) => (last_good, Some(e)),
+        let request = self.request();
+        let (outcome, invalid) = match loaded {
+            Ok(loaded) => {
+                let outcome = reconcile(&self.db, &loaded.state, &request, now).await;
+                let dir = self.dir.clone();
+                self.kept = tokio::task::spawn_blocking(move || KeptDir::new(dir, loaded))
+                    .await
+                    .ok();
+                (outcome, None)
+            }
+            Err(e) => match &self.kept {
+                Some(kept) => {
+                    let state = kept.state();
+                    (reconcile(&self.db, &state, &request, now).await, Some(e))
+                }
                 None => return Err(PassError::Invalid(e)),
             },
         };
-        let request = Request {
-            options: PlanOptions {
-                prune: self.options.prune,
-            },
-            allow_mass_removal: self.options.allow_mass_removal,
-            actor: self.options.actor.clone(),
-            source: SOURCE.into(),
-            ..Request::default()
-        };
-        let outcome = reconcile(&self.db, desired, &request, now)
-            .await
-            .map_err(|e| match e {
-                ReconcileError::Refused(refusal) => PassError::Refused(refusal),
-                ReconcileError::Store(StoreError::LockHeld(waited)) => PassError::LockHeld(waited),
-                ReconcileError::Store(e) => PassError::Store(e),
-            })?;
+        let mut outcome = outcome.map_err(pass_error)?;
+        if let Some((revision, actual)) = outcome.snapshot.take() {
+            self.store = Some(KeptStore::new(revision, actual));
+            if let Err(e) = self.follow_store().await {
+                tracing::warn!(error = %e, "cannot read the store's changes; the next pass reads it whole");
+                self.store = None;
+            }
+        }
+        self.finish(outcome, invalid, now).await
+    }
+
+    /// What every pass does after applying: tells drift from edits, and forgets old idle runs.
+    async fn finish(
+        &mut self,
+        outcome: Outcome,
+        invalid: Option<LoadError>,
+        now: DateTime<Utc>,
+    ) -> Result<Passed, PassError> {
         let drifted = self.last_applied.as_deref() == Some(outcome.state_fingerprint.as_str())
             && outcome.plan.has_changes();
         self.last_applied = Some(outcome.state_fingerprint);
@@ -184,7 +297,8 @@ impl Passes {
             tracing::warn!(error = %e, "cannot forget old idle runs");
         }
         Ok(Passed {
-            summary: outcome.plan.summary(),
+            followed: false,
+            plan: outcome.plan,
             run_id: outcome.run_id.unwrap_or_default(),
             drifted,
             invalid,
@@ -209,7 +323,8 @@ impl Passes {
         let trigger = trigger.as_str();
         match result {
             Ok(passed) => {
-                let changes = passed.summary.changes() as u64;
+                let summary = passed.plan.summary();
+                let changes = summary.changes() as u64;
                 m.changes.inc_by(changes);
                 if passed.drifted {
                     m.drift.inc_by(changes);
@@ -219,13 +334,14 @@ impl Passes {
                     n => format!(
                         "applied {n} change{} ({}){}",
                         if n == 1 { "" } else { "s" },
-                        describe(&passed.summary),
+                        describe(&summary),
                         if passed.drifted { ", drift corrected" } else { "" }
                     ),
                 };
                 let run = passed.run_id;
+                let followed = passed.followed;
                 match &passed.invalid {
-                    None => tracing::info!(trigger, run, ms, "pass: {what}"),
+                    None => tracing::info!(trigger, run, ms, followed, "pass: {what}"),
                     Some(e) => {
                         m.failures.inc();
                         tracing::warn!(
@@ -269,6 +385,14 @@ impl Passes {
                 None
             }
         }
+    }
+}
+
+fn pass_error(e: ReconcileError) -> PassError {
+    match e {
+        ReconcileError::Refused(refusal) => PassError::Refused(refusal),
+        ReconcileError::Store(StoreError::LockHeld(waited)) => PassError::LockHeld(waited),
+        ReconcileError::Store(e) => PassError::Store(e),
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod admin;
 mod clients;
+mod feed;
 mod migrate;
 mod overrides;
 mod reconcile;
@@ -10,3 +11,5 @@ mod rules;
 mod settings;
 mod usage;
 mod windows;
+
+pub use feed::{ActualChange, ActualRows, Followed, LiveChange, LiveRows};

@@ -28,11 +28,45 @@ impl Db {
         E: Send,
     {
         let mut tx = self.begin_apply().await?;
+        let revision = tx.revision().await?;
         let actual = tx.actual().await?;
         let plan = decide(&actual).map_err(ApplyError::Refused)?;
         let run_id = tx.write_plan(&plan, &meta).await.map_err(StoreError::from)?;
         self.commit(tx).await?;
-        Ok(Applied { plan, run_id })
+        Ok(Applied {
+            plan,
+            run_id,
+            revision,
+            actual: Some(actual),
+        })
+    }
+
+    /// [`Db::apply`] of a plan made from a snapshot kept at `revision`: writes it if the store
+    /// is still at that revision once the lock is held, and returns `None` (writing nothing)
+    /// if anyone changed it since.
+    pub async fn apply_at<F, E>(
+        &self,
+        meta: RunMeta,
+        revision: i64,
+        decide: F,
+    ) -> Result<Option<Applied>, ApplyError<E>>
+    where
+        F: FnOnce() -> Result<Plan, E> + Send,
+        E: Send,
+    {
+        let mut tx = self.begin_apply().await?;
+        if tx.revision().await? != revision {
+            return Ok(None);
+        }
+        let plan = decide().map_err(ApplyError::Refused)?;
+        let run_id = tx.write_plan(&plan, &meta).await.map_err(StoreError::from)?;
+        self.commit(tx).await?;
+        Ok(Some(Applied {
+            plan,
+            run_id,
+            revision,
+            actual: None,
+        }))
     }
 
     /// The most recent reconcile runs, newest first.
@@ -216,6 +250,7 @@ impl Tx<'_> {
         if let Some(step) = writes::audit_step(plan, run_id, meta, meta.started_at) {
             self.run_step(&step).await?;
         }
+        self.trim_changes().await?;
         Ok(run_id)
     }
 }

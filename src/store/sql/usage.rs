@@ -10,25 +10,9 @@ impl Db {
     /// Active clients, every rule and the maintenance inputs, read in one snapshot.
     pub async fn live(&self) -> Result<LiveState, StoreError> {
         let mut tx = self.begin_read().await?;
-        let clients = tx.active_clients().await?;
-        let sql = concat!(
-            "SELECT ",
-            columns!(rule_records),
-            " FROM rate_limit_rules ORDER BY id"
-        );
-        let rules = on!(&mut tx, |c| sqlx::query_as::<_, RuleRecordRow>(sql)
-            .fetch_all(&mut **c)
-            .await)?;
-        let maintenance = tx.maintenance().await?;
+        let live = tx.live().await?;
         tx.commit().await?;
-        Ok(LiveState {
-            clients,
-            rules: rules
-                .into_iter()
-                .map(RuleRecordRow::record)
-                .collect::<Result<_, _>>()?,
-            maintenance,
-        })
+        Ok(live)
     }
 
     /// Upserts `replica`'s counters and forgets snapshot rows last updated before the batch's
@@ -58,6 +42,28 @@ impl Db {
 }
 
 impl Tx<'_> {
+    /// [`Db::live`] inside a read transaction.
+    pub(in crate::store) async fn live(&mut self) -> Result<LiveState, StoreError> {
+        let clients = self.active_clients().await?;
+        let sql = concat!(
+            "SELECT ",
+            columns!(rule_records),
+            " FROM rate_limit_rules ORDER BY id"
+        );
+        let rules = on!(self, |c| sqlx::query_as::<_, RuleRecordRow>(sql)
+            .fetch_all(&mut **c)
+            .await)?;
+        let maintenance = self.maintenance().await?;
+        Ok(LiveState {
+            clients,
+            rules: rules
+                .into_iter()
+                .map(RuleRecordRow::record)
+                .collect::<Result<_, _>>()?,
+            maintenance,
+        })
+    }
+
     /// Upserts the counters (one row per counter and window) and forgets old rows, in two
     /// statements, and commits.
     pub(in crate::store) async fn record_usage(
@@ -75,6 +81,9 @@ impl Tx<'_> {
             .execute(&mut **c)
             .await
             .map(drop))?;
+        // Replicas write here every few seconds, which also keeps the change log short where
+        // nothing else writes.
+        self.trim_changes().await?;
         self.commit().await
     }
 }
