@@ -25,6 +25,11 @@ struct Size {
 
 /// Writes a state directory of `size` as a team would split it: rules over ten files.
 fn generate(dir: &Path, size: &Size) {
+    generate_in(dir, size, 10);
+}
+
+/// Writes a state directory of `size` with the rules over `files` files.
+fn generate_in(dir: &Path, size: &Size, files: usize) {
     let mut clients = String::from("version: 1\nclients:\n");
     for i in 0..size.clients {
         let hash = valhalla_ops::domain::KeySha256::of_key(&format!("bench-key-{i}"));
@@ -35,7 +40,6 @@ fn generate(dir: &Path, size: &Size) {
         );
     }
     std::fs::write(dir.join("clients.yaml"), clients).unwrap();
-    let files = 10;
     for f in 0..files {
         let mut rules = String::from("version: 1\nrate_limits:\n");
         for i in (f..size.rules).step_by(files) {
@@ -57,7 +61,7 @@ fn generate(dir: &Path, size: &Size) {
                 100 + i % 1000
             );
         }
-        std::fs::write(dir.join(format!("rules-{f:02}.yaml")), rules).unwrap();
+        std::fs::write(dir.join(format!("rules-{f:03}.yaml")), rules).unwrap();
     }
     let mut windows = String::from("version: 1\nmaintenance:\n  mode: normal\n  windows:\n");
     for i in 0..size.windows {
@@ -188,7 +192,7 @@ async fn measure(
     }
     // One edited rule in one file, as a pull request would change it; every other run puts it
     // back, so each apply has exactly one change.
-    let file = state.join("rules-05.yaml");
+    let file = state.join("rules-005.yaml");
     let original = std::fs::read_to_string(&file).unwrap();
     let edited = original.replacen("max_requests: ", "max_requests: 9", 1);
     let mut one_change = Vec::new();
@@ -349,6 +353,112 @@ fn validate_binary(state: &std::path::Path) -> (f64, u64) {
     (started.elapsed().as_secs_f64(), usage.ru_maxrss as u64 * 1024)
 }
 
+/// How many one-line edits the watch loop and the replica are timed over.
+const EDITS: usize = 20;
+
+/// The watch loop on a state of `size` split over 100 files: the time from writing a file with
+/// one line changed to the end of the pass that applies it (its transaction committed and the
+/// pass reported), minus the debounce; the whole pass the interval runs, as the reference. Then
+/// a replica's reload of one changed row against a whole reload.
+async fn incremental(url: &str, size: &Size, backend: &str) {
+    use valhalla_ops::replica::{Replica, ReplicaOptions};
+    use valhalla_ops::watch::{WatchMetrics, WatchOptions, run};
+    let dir = tempfile::tempdir().unwrap();
+    generate_in(dir.path(), size, 100);
+    let db = Db::open(url).await.expect("open the bench database");
+    let debounce = Duration::from_millis(5);
+    let metrics = WatchMetrics::default();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let options = WatchOptions {
+        debounce,
+        interval: Duration::from_secs(3600),
+        ..WatchOptions::default()
+    };
+    let watch = tokio::spawn(run(
+        db.clone(),
+        valhalla_ops::desired::StateDir::new(dir.path()),
+        options,
+        metrics.clone(),
+        valhalla_ops::clock::system(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let passes = |n: u64| {
+        let metrics = metrics.clone();
+        async move {
+            while metrics.passes.get() < n {
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+        }
+    };
+    let (_, first) = timed(passes(1)).await;
+    let file = dir.path().join("rules-042.yaml");
+    let original = std::fs::read_to_string(&file).unwrap();
+    let mut edits = Vec::new();
+    for i in 0..EDITS {
+        let edited = original.replacen("max_requests: ", &format!("max_requests: {}", i + 1), 1);
+        let before = metrics.passes.get();
+        let started = Instant::now();
+        std::fs::write(&file, edited).unwrap();
+        passes(before + 1).await;
+        edits.push(started.elapsed().saturating_sub(debounce));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let followed = metrics.followed.get();
+    let _ = stop.send(());
+    let _ = watch.await;
+    let edits = Samples(edits);
+    println!(
+        "{backend}: watch, one line changed in {} rules over 100 files ({EDITS} edits): file written → pass applied \
+         median {:.1} ms (min {:.1}, max {:.1}), {followed} of {EDITS} passes followed the change (target < 50 ms); \
+         the first, whole pass {}",
+        size.rules,
+        edits.median().as_secs_f64() * 1e3,
+        edits.0.iter().min().unwrap().as_secs_f64() * 1e3,
+        edits.0.iter().max().unwrap().as_secs_f64() * 1e3,
+        secs(first),
+    );
+
+    // A replica: one rule changed over the API, then the author's read-back (the reload of that
+    // row); a whole read of the live state as the reference.
+    let replica = Replica::new(db.clone(), valhalla_ops::clock::system(), ReplicaOptions::default());
+    let view = replica.view().await.expect("load the view");
+    let some_rule = view.rules.values().next().expect("a rule").clone();
+    let mut rows = Vec::new();
+    for i in 0..EDITS {
+        let mut rule = some_rule.rule.clone();
+        rule.max_requests = 1000 + i as u32;
+        let change = valhalla_ops::store::ApiChange {
+            actor: "bench".into(),
+            reason: Some("bench".into()),
+            expires_at: None,
+            now: Utc::now(),
+            group_id: None,
+        };
+        db.put_rule(&rule, &change).await.expect("write a rule");
+        let (view, took) = timed(replica.fresh_view()).await;
+        let view = view.expect("reload");
+        assert_eq!(view.rules[&some_rule.id].rule.max_requests, rule.max_requests);
+        rows.push(took);
+    }
+    let mut whole = Vec::new();
+    for _ in 0..5 {
+        whole.push(timed(db.live()).await.1);
+    }
+    let (rows, whole) = (Samples(rows), Samples(whole));
+    println!(
+        "{backend}: replica, one rule changed in {}: row reload median {:.2} ms (max {:.2}) against a whole \
+         read of the live state {} ({} row reloads, {} whole) (target < 5 ms)",
+        size.rules,
+        rows.median().as_secs_f64() * 1e3,
+        rows.0.iter().max().unwrap().as_secs_f64() * 1e3,
+        secs(whole.median()),
+        replica.row_reloads(),
+        replica.reloads(),
+    );
+}
+
 fn main() {
     let mut args = std::env::args().skip_while(|a| a != "--rules");
     let rules = args.nth(1).and_then(|n| n.parse().ok()).unwrap_or(100_000);
@@ -399,6 +509,8 @@ fn main() {
         sqlite_insert(db, &desired).await
     }));
     report("sqlite", &figures);
+    let incremental_db = format!("sqlite://{}", dir.path().join("incremental.db").display());
+    runtime.block_on(incremental(&incremental_db, &size, "sqlite"));
 
     match std::env::var("VALHALLA_TEST_POSTGRES_URL") {
         Err(_) => println!("postgres: skipped (set VALHALLA_TEST_POSTGRES_URL to an admin URL)"),
@@ -421,6 +533,15 @@ fn main() {
             }
             let figures = measure(&urls, &state, &desired, async |db| pg_copy(db, &desired).await).await;
             report("postgres", &figures);
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {} WITH (FORCE)", names[1])))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {}", names[1])))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            incremental(&urls[1], &size, "postgres").await;
             for name in &names {
                 sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)")))
                     .execute(&mut conn)
