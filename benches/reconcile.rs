@@ -422,7 +422,11 @@ async fn incremental(url: &str, size: &Size, backend: &str) {
 
     // A replica: one rule changed over the API, then the author's read-back (the reload of that
     // row); a whole read of the live state as the reference.
-    let replica = Replica::new(db.clone(), valhalla_ops::clock::system(), ReplicaOptions::default());
+    let replica = Replica::new(
+        db.clone(),
+        valhalla_ops::clock::system(),
+        ReplicaOptions::default(),
+    );
     let view = replica.view().await.expect("load the view");
     let some_rule = view.rules.values().next().expect("a rule").clone();
     let mut rows = Vec::new();
@@ -533,10 +537,13 @@ fn main() {
             }
             let figures = measure(&urls, &state, &desired, async |db| pg_copy(db, &desired).await).await;
             report("postgres", &figures);
-            sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {} WITH (FORCE)", names[1])))
-                .execute(&mut conn)
-                .await
-                .unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE {} WITH (FORCE)",
+                names[1]
+            )))
+            .execute(&mut conn)
+            .await
+            .unwrap();
             sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {}", names[1])))
                 .execute(&mut conn)
                 .await
