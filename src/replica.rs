@@ -1,6 +1,7 @@
 //! A replica's in-memory view of the store (clients, rules, the mode) and its rate-limit
-//! counters, reloaded when the store's change count moves (this process's writes at once, other
-//! processes' through the store's change follower).
+//! counters, brought up to date when the store's change count moves (this process's writes at
+//! once, other processes' through the store's change follower) by reading again the rows the
+//! store's change log names.
 
 use std::sync::Arc;
 
@@ -102,11 +103,6 @@ impl View {
             view.maintenance = maintenance;
         }
         view
-    }
-
-    /// The store revision this view is exact at.
-    pub fn revision(&self) -> i64 {
-        self.revision
     }
 }
 
@@ -394,5 +390,163 @@ impl Replica {
             })
         };
         crate::shutdown::TaskGuard::new(vec![refresher, follower])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::domain::{ClientName, ClientType, Mode, Owner, Role, Scope};
+    use crate::limit::table::tests::record;
+    use crate::model::Maintenance;
+
+    /// One row written: a rule (`Some`: its key and limit, enabled or not; `None`: deleted), or
+    /// a client (active or not, with one of a few keys, so a key moves between clients).
+    #[derive(Debug, Clone)]
+    enum Write {
+        Rule(i64, Option<(u8, u32, bool)>),
+        Client(i64, Option<(u8, bool)>),
+    }
+
+    fn write() -> impl Strategy<Value = Write> {
+        prop_oneof![
+            (1..12i64, proptest::option::of((0..10u8, 0..5u32, any::<bool>())))
+                .prop_map(|(id, r)| Write::Rule(id, r)),
+            (1..6i64, proptest::option::of((0..4u8, any::<bool>()))).prop_map(|(id, c)| Write::Client(id, c)),
+        ]
+    }
+
+    /// The store as rows by id, which `live` turns into what a whole reload reads.
+    #[derive(Default)]
+    struct Rows {
+        rules: BTreeMap<i64, (u8, u32, bool)>,
+        clients: BTreeMap<i64, (u8, bool)>,
+    }
+
+    impl Rows {
+        fn rule(id: i64, (key, max, enabled): (u8, u32, bool)) -> RuleRecord {
+            // Keys of several kinds, so every slot of the table is exercised.
+            let (scope, key) = match key % 5 {
+                0 => (Scope::Global, "*".to_owned()),
+                1 => (Scope::Ip, format!("10.0.0.{key}")),
+                2 => (Scope::Ip, format!("10.{key}.0.0/16")),
+                3 => (Scope::ApiKey, format!("client-{key}")),
+                _ => (Scope::User, format!("user-{key}")),
+            };
+            let (_, mut rule) = record(id, scope, &key, max);
+            rule.enabled = enabled;
+            RuleRecord {
+                id,
+                rule,
+                owner: Owner::Git,
+                created_at: DateTime::UNIX_EPOCH,
+                updated_at: DateTime::UNIX_EPOCH,
+            }
+        }
+
+        fn client(id: i64, (key, active): (u8, bool)) -> Stored<Client> {
+            Stored {
+                id,
+                owner: Owner::Git,
+                value: Client {
+                    name: ClientName::parse(format!("client-{id}")).unwrap(),
+                    client_type: ClientType::Integration,
+                    role: Role::Reader,
+                    key_sha256: KeySha256::of_key(&format!("key-{key}")),
+                    active,
+                    description: String::new(),
+                },
+            }
+        }
+
+        /// Writes `w` as the store would: a write its unique indexes refuse (a rule key taken,
+        /// an active key hash taken) changes nothing. Returns whether it was written.
+        fn write(&mut self, w: &Write) -> bool {
+            match *w {
+                Write::Rule(id, Some(r)) => {
+                    let key = |r: &RuleRecord| (r.rule.scope, r.rule.key.as_str().to_owned());
+                    let new = key(&Rows::rule(id, r));
+                    let taken = self
+                        .rules
+                        .iter()
+                        .any(|(other, o)| *other != id && key(&Rows::rule(*other, *o)) == new);
+                    if !taken {
+                        self.rules.insert(id, r);
+                    }
+                    !taken
+                }
+                Write::Client(id, Some((hash, active))) => {
+                    let taken = active
+                        && self
+                            .clients
+                            .iter()
+                            .any(|(other, (h, a))| *other != id && *a && *h == hash);
+                    if !taken {
+                        self.clients.insert(id, (hash, active));
+                    }
+                    !taken
+                }
+                Write::Rule(id, None) => self.rules.remove(&id).is_some(),
+                Write::Client(id, None) => self.clients.remove(&id).is_some(),
+            }
+        }
+
+        /// What a whole reload reads.
+        fn live(&self) -> LiveState {
+            let rules = self.rules.iter().map(|(id, r)| Rows::rule(*id, *r)).collect();
+            let clients = self
+                .clients
+                .iter()
+                .map(|(id, c)| Rows::client(*id, *c))
+                .filter(|c| c.value.active)
+                .collect();
+            let normal = Maintenance {
+                mode: Mode::Normal,
+                reason: String::new(),
+            };
+            LiveState {
+                clients,
+                rules,
+                maintenance: MaintenanceInputs {
+                    state: normal.clone(),
+                    git: normal,
+                    updated_at: DateTime::UNIX_EPOCH,
+                    windows: Vec::new(),
+                    overrides: Vec::new(),
+                },
+            }
+        }
+    }
+
+    proptest! {
+        /// A view that followed the changed rows equals a view read whole, after every batch.
+        #[test]
+        fn a_followed_view_equals_a_whole_reload(batches in prop::collection::vec(prop::collection::vec(write(), 1..6), 1..12)) {
+            let mut rows = Rows::default();
+            let mut view = View::new(0, 0, rows.live());
+            for (n, batch) in batches.into_iter().enumerate() {
+                let mut changed = LiveRows::default();
+                for w in batch {
+                    if rows.write(&w) {
+                        match w {
+                            Write::Rule(id, _) => changed.rule_ids.push(id),
+                            Write::Client(id, _) => changed.client_ids.push(id),
+                        }
+                    }
+                }
+                // What the store holds of the changed rows now, as the change log's reader
+                // returns them (active clients only).
+                let live = rows.live();
+                changed.rules = live.rules.iter().filter(|r| changed.rule_ids.contains(&r.id)).cloned().collect();
+                changed.clients = live.clients.iter().filter(|c| changed.client_ids.contains(&c.id)).cloned().collect();
+                let generation = n as u64 + 1;
+                view = view.patched(generation, generation as i64, changed);
+                prop_assert_eq!(&view, &View::new(generation, generation as i64, live));
+            }
+        }
     }
 }

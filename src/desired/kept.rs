@@ -59,11 +59,11 @@ struct Index<T> {
 }
 
 impl<T: Resource + Serialize> Index<T> {
-    fn new(items: Vec<T>, origin: &[usize], nos: &[u32]) -> Index<T> {
+    fn new(items: Vec<T>, origin: &[usize]) -> Index<T> {
         let items = items
             .into_iter()
             .zip(origin)
-            .map(|(item, file)| (item.key(), (item, nos[*file])))
+            .map(|(item, file)| (item.key(), (item, u32::try_from(*file).unwrap_or(u32::MAX))))
             .collect();
         Index { items }
     }
@@ -135,55 +135,45 @@ pub struct Followed {
 }
 
 impl KeptDir {
-    /// Keeps `loaded`, a whole load of `dir`.
+    /// Keeps `loaded`, a whole load of `dir`. A file's number is its index in the load.
     pub fn new(dir: StateDir, loaded: Loaded) -> KeptDir {
         let Loaded { state, origin, .. } = loaded;
         let digest = state.set_digest();
-        let nos: Vec<u32> = (0..).take(origin.files.len()).collect();
-        let mut files: BTreeMap<PathBuf, KeptFile> = origin
-            .files
-            .into_iter()
-            .zip(&nos)
-            .map(|((path, text), no)| {
-                let file = KeptFile {
-                    no: *no,
-                    text,
-                    keys: Keys::default(),
-                };
-                (path, file)
-            })
-            .collect();
-        let mut by_no: HashMap<u32, &mut KeptFile> = files.values_mut().map(|f| (f.no, f)).collect();
-        let mut note = |file: usize, f: &dyn Fn(&mut Keys) -> &mut BTreeSet<String>, key: String| {
-            if let Some(kept) = by_no.get_mut(&nos[file]) {
-                f(&mut kept.keys).insert(key);
-            }
-        };
+        let count = origin.files.len();
+        let mut keys = vec![Keys::default(); count];
         for (item, file) in state.rules.iter().zip(&origin.rules) {
-            note(*file, &|k| &mut k.rules, item.key());
+            keys[*file].rules.insert(item.key());
         }
         for (item, file) in state.clients.iter().zip(&origin.clients) {
-            note(*file, &|k| &mut k.clients, item.key());
+            keys[*file].clients.insert(item.key());
         }
         for (item, file) in state.windows.iter().zip(&origin.windows) {
-            note(*file, &|k| &mut k.windows, item.key());
+            keys[*file].windows.insert(item.key());
         }
         for (item, file) in state.flags.iter().zip(&origin.flags) {
-            note(*file, &|k| &mut k.flags, item.key());
+            keys[*file].flags.insert(item.key());
         }
+        let files = origin
+            .files
+            .into_iter()
+            .zip(keys)
+            .zip(0..)
+            .map(|(((path, text), keys), no)| (path, KeptFile { no, text, keys }))
+            .collect();
         let hashes = state
             .clients
             .iter()
             .map(|c| (c.key_sha256.as_str().to_owned(), c.key()))
             .collect();
+        let no = |file: usize| u32::try_from(file).unwrap_or(u32::MAX);
         KeptDir {
-            next_no: nos.len() as u32,
-            rules: Index::new(state.rules, &origin.rules, &nos),
-            clients: Index::new(state.clients, &origin.clients, &nos),
-            windows: Index::new(state.windows, &origin.windows, &nos),
-            flags: Index::new(state.flags, &origin.flags, &nos),
-            maintenance: state.maintenance.zip(origin.maintenance.map(|f| nos[f])),
-            profile: state.profile.zip(origin.profile.map(|f| nos[f])),
+            next_no: no(count),
+            rules: Index::new(state.rules, &origin.rules),
+            clients: Index::new(state.clients, &origin.clients),
+            windows: Index::new(state.windows, &origin.windows),
+            flags: Index::new(state.flags, &origin.flags),
+            maintenance: state.maintenance.zip(origin.maintenance.map(no)),
+            profile: state.profile.zip(origin.profile.map(no)),
             hashes,
             digest,
             files,

@@ -152,7 +152,7 @@ impl RuleTable {
             }
         }
         let Some(slot) = RuleTable::slot(rule) else { return };
-        let key = rule.key.as_str().to_owned();
+        let key = || rule.key.as_str().to_owned();
         match slot {
             Slot::Global => {
                 if self.global.as_ref().is_some_and(|r| r.id == id) {
@@ -166,8 +166,8 @@ impl RuleTable {
                 }
                 self.networks.retain(|(_, nets)| !nets.is_empty());
             }
-            Slot::Client => take(&mut self.clients, &key, id),
-            Slot::User => take(&mut self.users, &key, id),
+            Slot::Client => take(&mut self.clients, &key(), id),
+            Slot::User => take(&mut self.users, &key(), id),
         }
     }
 

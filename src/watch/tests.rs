@@ -11,8 +11,7 @@ use proptest::prelude::*;
 use super::pass::{Passes, Trigger};
 use super::{WatchMetrics, WatchOptions};
 use crate::desired::{StateDir, load_dir};
-use crate::domain::{KeySha256, RuleKey, Scope, WindowSeconds};
-use crate::model::RateLimitRule;
+use crate::domain::{KeySha256, Scope};
 use crate::plan::{PlanOptions, plan};
 use crate::store::{ApiChange, Backend, Db};
 
@@ -116,19 +115,6 @@ impl Model {
     }
 }
 
-fn rule(scope: Scope, key: &str, max: u32) -> RateLimitRule {
-    RateLimitRule {
-        scope,
-        key: RuleKey::parse(scope, key).unwrap(),
-        window_seconds: WindowSeconds::new(60).unwrap(),
-        max_requests: max,
-        enabled: true,
-        shadow: false,
-        on_outage: crate::domain::OnOutage::DEFAULT,
-        description: String::new(),
-    }
-}
-
 async fn run(db: Db, steps: Vec<Step>) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let mut model = Model::new();
@@ -165,7 +151,8 @@ async fn run(db: Db, steps: Vec<Step>) -> Result<(), TestCaseError> {
                     group_id: None,
                 };
                 // A rule naming a client the store no longer has is refused; that is fine.
-                let _ = db.put_rule(&rule(scope, &key, 1), &change).await;
+                let (_, rule) = crate::limit::table::tests::record(0, scope, &key, 1);
+                let _ = db.put_rule(&rule, &change).await;
                 trigger = Trigger::Expiry;
             }
             Step::ByHand { rule: i } => {

@@ -143,14 +143,6 @@ fn json_ids(ids: &BTreeSet<i64>) -> String {
 }
 
 impl Db {
-    /// The store's revision: the newest entry of its change log.
-    pub async fn revision(&self) -> Result<i64, StoreError> {
-        let mut tx = self.begin_read().await?;
-        let revision = tx.revision().await?;
-        tx.commit().await?;
-        Ok(revision)
-    }
-
     /// What a replica caching the live state at `since` must read to be at the store's
     /// revision: nothing, the changed rows, or (`since` unknown to the log) everything.
     pub async fn follow_live(&self, since: Option<i64>) -> Result<Followed<LiveChange>, StoreError> {
@@ -166,26 +158,18 @@ impl Db {
         {
             LiveChange::None
         } else {
-            let filter = ids_in(&tx);
-            let sql = format!(
-                "SELECT {} FROM rate_limit_rules WHERE {filter}",
-                columns!(rule_records)
-            );
-            let rules = if named.rules.is_empty() {
-                Vec::new()
-            } else {
-                let ids = json_ids(&named.rules);
-                let rows = on!(&mut tx, |c| sqlx::query_as::<_, RuleRecordRow>(
-                    sqlx::AssertSqlSafe(sql.clone())
-                )
-                .bind(&ids)
-                .fetch_all(&mut **c)
-                .await)?;
-                rows.into_iter()
-                    .map(RuleRecordRow::record)
-                    .collect::<Result<_, _>>()?
-            };
-            let clients = tx.clients_by_id(&named.clients).await?;
+            let rules: Vec<RuleRecordRow> = tx
+                .by_id("rate_limit_rules", columns!(rule_records), &named.rules)
+                .await?;
+            let rules = rules
+                .into_iter()
+                .map(RuleRecordRow::record)
+                .collect::<Result<_, _>>()?;
+            let clients: Vec<ClientRow> = tx.by_id("api_clients", columns!(clients), &named.clients).await?;
+            let clients: Vec<Stored<Client>> = clients
+                .into_iter()
+                .map(ClientRow::stored)
+                .collect::<Result<_, _>>()?;
             let maintenance = if named.windows.is_empty() && !named.mode && !named.overrides {
                 None
             } else {
@@ -293,68 +277,60 @@ impl Tx<'_> {
         Ok(named)
     }
 
-    /// The clients of `ids` that still exist, active or not.
-    async fn clients_by_id(&mut self, ids: &BTreeSet<i64>) -> Result<Vec<Stored<Client>>, StoreError> {
+    /// The rows of `table` among `ids` (those that still exist), one statement whatever the
+    /// count.
+    async fn by_id<R>(
+        &mut self,
+        table: &str,
+        columns: &str,
+        ids: &BTreeSet<i64>,
+    ) -> Result<Vec<R>, StoreError>
+    where
+        R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + Send
+            + Unpin,
+    {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let sql = format!(
-            "SELECT {} FROM api_clients WHERE {}",
-            columns!(clients),
-            ids_in(self)
-        );
+        let sql = format!("SELECT {columns} FROM {table} WHERE {}", ids_in(self));
         let ids = json_ids(ids);
-        let rows = on!(self, |c| sqlx::query_as::<_, ClientRow>(sqlx::AssertSqlSafe(sql))
+        Ok(on!(self, |c| sqlx::query_as::<_, R>(sqlx::AssertSqlSafe(sql))
             .bind(&ids)
             .fetch_all(&mut **c)
-            .await)?;
-        rows.into_iter().map(ClientRow::stored).collect()
+            .await)?)
     }
 
     /// The planner's rows that `named` names, read again.
     async fn actual_rows(&mut self, named: &Named) -> Result<ActualRows, StoreError> {
-        let filter = ids_in(self);
+        let rules: Vec<RuleRow> = self
+            .by_id("rate_limit_rules", columns!(rules), &named.rules)
+            .await?;
+        let clients: Vec<ClientRow> = self
+            .by_id("api_clients", columns!(clients), &named.clients)
+            .await?;
+        let windows: Vec<WindowRow> = self
+            .by_id("maintenance_windows", columns!(windows), &named.windows)
+            .await?;
+        let flags: Vec<FlagRow> = self.by_id("feature_flags", columns!(flags), &named.flags).await?;
         let mut out = ActualRows {
             rule_ids: named.rules.iter().copied().collect(),
+            rules: rules.into_iter().map(RuleRow::stored).collect::<Result<_, _>>()?,
             client_ids: named.clients.iter().copied().collect(),
+            clients: clients
+                .into_iter()
+                .map(ClientRow::stored)
+                .collect::<Result<_, _>>()?,
             window_ids: named.windows.iter().copied().collect(),
-            flag_ids: named.flags.iter().copied().collect(),
-            ..ActualRows::default()
-        };
-        if !named.rules.is_empty() {
-            let sql = format!("SELECT {} FROM rate_limit_rules WHERE {filter}", columns!(rules));
-            let ids = json_ids(&named.rules);
-            let rows = on!(self, |c| sqlx::query_as::<_, RuleRow>(sqlx::AssertSqlSafe(sql))
-                .bind(&ids)
-                .fetch_all(&mut **c)
-                .await)?;
-            out.rules = rows.into_iter().map(RuleRow::stored).collect::<Result<_, _>>()?;
-        }
-        out.clients = self.clients_by_id(&named.clients).await?;
-        if !named.windows.is_empty() {
-            let sql = format!(
-                "SELECT {} FROM maintenance_windows WHERE {filter}",
-                columns!(windows)
-            );
-            let ids = json_ids(&named.windows);
-            let rows = on!(self, |c| sqlx::query_as::<_, WindowRow>(sqlx::AssertSqlSafe(sql))
-                .bind(&ids)
-                .fetch_all(&mut **c)
-                .await)?;
-            out.windows = rows
+            windows: windows
                 .into_iter()
                 .map(WindowRow::stored)
-                .collect::<Result<_, _>>()?;
-        }
-        if !named.flags.is_empty() {
-            let sql = format!("SELECT {} FROM feature_flags WHERE {filter}", columns!(flags));
-            let ids = json_ids(&named.flags);
-            let rows = on!(self, |c| sqlx::query_as::<_, FlagRow>(sqlx::AssertSqlSafe(sql))
-                .bind(&ids)
-                .fetch_all(&mut **c)
-                .await)?;
-            out.flags = rows.into_iter().map(FlagRow::stored).collect::<Result<_, _>>()?;
-        }
+                .collect::<Result<_, _>>()?,
+            flag_ids: named.flags.iter().copied().collect(),
+            flags: flags.into_iter().map(FlagRow::stored).collect::<Result<_, _>>()?,
+            ..ActualRows::default()
+        };
         if named.mode {
             out.maintenance = Some(self.mode_row().await?.map(|m| m.stored()).transpose()?);
         }
