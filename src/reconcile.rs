@@ -71,8 +71,18 @@ pub struct Outcome {
     pub state_fingerprint: String,
     /// The recorded run, when the plan was applied.
     pub run_id: Option<i64>,
-    /// The snapshot the applied plan was made from, with the store's revision when it was read.
-    pub snapshot: Option<(i64, Actual)>,
+    /// The snapshot the applied plan was made from.
+    pub snapshot: Option<Snapshot>,
+}
+
+/// The snapshot an applied plan was made from, for a caller that follows the store from there.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub actual: Actual,
+    /// The store's revision when it was read (it is at least that new).
+    pub read_at: i64,
+    /// The store's revision once the plan was written.
+    pub written_at: i64,
 }
 
 /// A plan of part of the resources, from a desired state and a snapshot kept between passes:
@@ -166,7 +176,11 @@ pub async fn reconcile(
         plan: applied.plan,
         state_fingerprint,
         run_id: Some(applied.run_id),
-        snapshot: applied.actual.map(|actual| (applied.revision, actual)),
+        snapshot: applied.actual.map(|actual| Snapshot {
+            actual,
+            read_at: applied.revision,
+            written_at: applied.written,
+        }),
     })
 }
 

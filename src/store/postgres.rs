@@ -14,6 +14,12 @@ use super::writes::{ColType, Column, Step, Value};
 /// The advisory lock every applying reconciler takes ("valhalla" in ASCII, as a number).
 pub const APPLY_LOCK: i64 = 0x76616c68616c6c61;
 
+/// The lock every writer of the change-logged tables holds from its first change to its commit
+/// (migration 8's triggers take it), so revisions are handed out in commit order. An apply takes
+/// it at once, after [`APPLY_LOCK`]: nobody else then changes what it reads until it commits, and
+/// its snapshot is exact at the revision it read first.
+pub const CHANGES_LOCK: i64 = 8386112758749865330;
+
 /// How long connecting may take before the server counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -205,8 +211,9 @@ pub(super) async fn begin_apply(
     sqlx::query(AssertSqlSafe(set)).execute(&mut *tx).await?;
     // Read committed: every read after this starts once the lock is ours, so it sees what
     // the previous holder committed.
-    match sqlx::query("SELECT pg_advisory_xact_lock($1)")
+    match sqlx::query("SELECT pg_advisory_xact_lock($1), pg_advisory_xact_lock($2)")
         .bind(APPLY_LOCK)
+        .bind(CHANGES_LOCK)
         .execute(&mut *tx)
         .await
     {
@@ -292,6 +299,15 @@ pub(super) async fn run_step(conn: &mut PgConnection, step: &Step) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_changes_lock_is_the_one_the_triggers_take() {
+        let (_, _, sql) = MIGRATIONS[7];
+        assert!(
+            sql.contains(&format!("pg_advisory_xact_lock({CHANGES_LOCK})")),
+            "{sql}"
+        );
+    }
 
     #[test]
     fn the_channel_is_the_one_the_migration_notifies_on() {

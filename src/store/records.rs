@@ -18,6 +18,9 @@ pub struct Applied {
     /// The store's revision when the snapshot planned from was read (the snapshot is at least
     /// that new); the plan's own writes come after it in the change log.
     pub revision: i64,
+    /// The store's revision once the plan was written, before the commit: with nobody else
+    /// writing since, the store is exactly the snapshot with the plan applied.
+    pub written: i64,
     /// The snapshot planned from, when the apply read one.
     pub actual: Option<Actual>,
 }

@@ -184,7 +184,7 @@ impl Passes {
             }
             Err(_) => return None,
         };
-        if let Err(e) = self.follow_store().await {
+        if let Err(e) = self.follow_store(None).await {
             return Some(Err(PassError::Store(e)));
         }
         let (kept, store) = (self.kept.as_ref()?, self.store.as_mut()?);
@@ -216,8 +216,10 @@ impl Passes {
     }
 
     /// Reads the rows changed since the kept snapshot. A change the log cannot name drops the
-    /// snapshot: the next pass is whole.
-    async fn follow_store(&mut self) -> Result<(), StoreError> {
+    /// snapshot (the next pass is whole), unless the store is still at `written`, the revision
+    /// this loop's own apply left it at: then the snapshot read whole is in sync but for what
+    /// the plan left unsettled.
+    async fn follow_store(&mut self, written: Option<i64>) -> Result<(), StoreError> {
         let Some(store) = self.store.as_mut() else {
             return Ok(());
         };
@@ -225,6 +227,9 @@ impl Passes {
         match followed.change {
             ActualChange::None => store.revision = followed.revision,
             ActualChange::Rows(rows) => store.patch(followed.revision, rows),
+            ActualChange::Whole(actual) if written == Some(followed.revision) => {
+                self.store = Some(KeptStore::new(followed.revision, actual));
+            }
             ActualChange::Whole(_) => self.store = None,
         }
         Ok(())
@@ -267,9 +272,9 @@ impl Passes {
             },
         };
         let mut outcome = outcome.map_err(pass_error)?;
-        if let Some((revision, actual)) = outcome.snapshot.take() {
-            self.store = Some(KeptStore::new(revision, actual));
-            if let Err(e) = self.follow_store().await {
+        if let Some(snapshot) = outcome.snapshot.take() {
+            self.store = Some(KeptStore::new(snapshot.read_at, snapshot.actual));
+            if let Err(e) = self.follow_store(Some(snapshot.written_at)).await {
                 tracing::warn!(error = %e, "cannot read the store's changes; the next pass reads it whole");
                 self.store = None;
             }

@@ -56,6 +56,8 @@ struct Named {
     mode: bool,
     settings: bool,
     overrides: bool,
+    /// The overrides named (for the replicas, which care only about mode overrides).
+    override_ids: BTreeSet<i64>,
 }
 
 impl Named {
@@ -170,11 +172,14 @@ impl Db {
                 .into_iter()
                 .map(ClientRow::stored)
                 .collect::<Result<_, _>>()?;
-            let maintenance = if named.windows.is_empty() && !named.mode && !named.overrides {
-                None
-            } else {
-                Some(tx.maintenance().await?)
-            };
+            // An override of a rule or a client (the usual emergency change) leaves the
+            // maintenance inputs, and their thousand windows, as they are.
+            let maintenance =
+                if named.windows.is_empty() && !named.mode && !tx.touches_mode(&named.override_ids).await? {
+                    None
+                } else {
+                    Some(tx.maintenance().await?)
+                };
             LiveChange::Rows(LiveRows {
                 rule_ids: named.rules.iter().copied().collect(),
                 rules,
@@ -264,7 +269,7 @@ impl Tx<'_> {
                 }
                 Logged::Overrides => {
                     named.overrides = true;
-                    continue;
+                    &mut named.override_ids
                 }
             };
             match row {
@@ -300,6 +305,24 @@ impl Tx<'_> {
             .bind(&ids)
             .fetch_all(&mut **c)
             .await)?)
+    }
+
+    /// Whether the overrides of `ids` may include a maintenance-mode override (one that is
+    /// gone counts: what it was is unknown).
+    async fn touches_mode(&mut self, ids: &BTreeSet<i64>) -> Result<bool, StoreError> {
+        if ids.is_empty() {
+            return Ok(false);
+        }
+        let sql = format!(
+            "SELECT COUNT(*), COUNT(*) FILTER (WHERE resource_kind = 'maintenance_mode') FROM overrides WHERE {}",
+            ids_in(self)
+        );
+        let ids_json = json_ids(ids);
+        let (found, mode): (i64, i64) = on!(self, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(&ids_json)
+            .fetch_one(&mut **c)
+            .await)?;
+        Ok(mode > 0 || found < ids.len() as i64)
     }
 
     /// The planner's rows that `named` names, read again.

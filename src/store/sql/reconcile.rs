@@ -32,11 +32,13 @@ impl Db {
         let actual = tx.actual().await?;
         let plan = decide(&actual).map_err(ApplyError::Refused)?;
         let run_id = tx.write_plan(&plan, &meta).await.map_err(StoreError::from)?;
+        let written = tx.revision().await?;
         self.commit(tx).await?;
         Ok(Applied {
             plan,
             run_id,
             revision,
+            written,
             actual: Some(actual),
         })
     }
@@ -60,11 +62,13 @@ impl Db {
         }
         let plan = decide().map_err(ApplyError::Refused)?;
         let run_id = tx.write_plan(&plan, &meta).await.map_err(StoreError::from)?;
+        let written = tx.revision().await?;
         self.commit(tx).await?;
         Ok(Some(Applied {
             plan,
             run_id,
             revision,
+            written,
             actual: None,
         }))
     }
