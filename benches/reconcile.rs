@@ -157,6 +157,9 @@ struct Figures {
     one_change: Figure,
     reference: Samples,
     reference_name: &'static str,
+    /// `reconcile --dry-run` and `validate`, each as a process.
+    dry_binary: Samples,
+    validate: Samples,
 }
 
 /// Loads the state directory and reconciles it, as `valhalla-ops reconcile` does.
@@ -190,8 +193,25 @@ async fn measure(
         assert_eq!(summary.changes(), 0, "the store must be in sync");
         dry_run.push(timing);
     }
-    // One edited rule in one file, as a pull request would change it; every other run puts it
-    // back, so each apply has exactly one change.
+    // The commands as CI runs them: `reconcile --dry-run` against `validate` (the load alone),
+    // each a whole process.
+    let mut dry_binary = Vec::new();
+    let mut validate = Vec::new();
+    for _ in 0..3 {
+        let args = [
+            "reconcile",
+            "--dry-run",
+            "--quiet",
+            "--database-url",
+            &urls[0],
+            "--state",
+        ];
+        let mut args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        args.push(state.as_os_str());
+        dry_binary.push(Duration::from_secs_f64(binary(&args).0));
+        validate.push(Duration::from_secs_f64(validate_binary(state).0));
+    }
+
     let file = state.join("rules-005.yaml");
     let original = std::fs::read_to_string(&file).unwrap();
     let edited = original.replacen("max_requests: ", "max_requests: 9", 1);
@@ -210,6 +230,8 @@ async fn measure(
         one_change: Figure::of(&one_change),
         reference,
         reference_name,
+        dry_binary: Samples(dry_binary),
+        validate: Samples(validate),
     }
 }
 
@@ -226,6 +248,12 @@ fn report(backend: &str, f: &Figures) {
     line("in-sync dry run", &f.dry_run);
     line("apply of 1 changed rule", &f.one_change);
     println!("  {:<24} {}", f.reference_name, f.reference.show());
+    println!(
+        "  the binary: reconcile --dry-run {} against validate (the load alone) {}: {:.2}x (target ≤ 1.2)",
+        f.dry_binary.show(),
+        f.validate.show(),
+        f.dry_binary.median().as_secs_f64() / f.validate.median().as_secs_f64()
+    );
     let ratio = |a: &Samples, b: &Samples| a.median().as_secs_f64() / b.median().as_secs_f64();
     println!(
         "  initial apply / reference = {:.2} (target ≤ 3); 1 change / dry run = {:.2} (target ≤ 1.2, \
@@ -333,14 +361,19 @@ async fn sqlite_insert(db: &Db, desired: &DesiredState) -> (Samples, &'static st
 /// Runs `valhalla-ops validate` on `state` as its own process: wall seconds and the process's
 /// peak resident memory in bytes, as the kernel accounts it.
 fn validate_binary(state: &std::path::Path) -> (f64, u64) {
+    binary(&["validate".as_ref(), "--state".as_ref(), state.as_os_str()])
+}
+
+/// Runs the binary with `args` (output discarded): its wall time in seconds and peak resident
+/// memory in bytes.
+fn binary(args: &[&std::ffi::OsStr]) -> (f64, u64) {
     let started = Instant::now();
     #[expect(
         clippy::zombie_processes,
         reason = "reaped below by wait4, which also reports its usage"
     )]
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_valhalla-ops"))
-        .args(["validate", "--state"])
-        .arg(state)
+        .args(args)
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("run valhalla-ops");
@@ -349,7 +382,7 @@ fn validate_binary(state: &std::path::Path) -> (f64, u64) {
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `child` is our own child, waited for once, here.
     let reaped = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
-    assert!(reaped > 0 && status == 0, "validate failed: {status}");
+    assert!(reaped > 0 && status == 0, "{args:?} failed: {status}");
     (started.elapsed().as_secs_f64(), usage.ru_maxrss as u64 * 1024)
 }
 
@@ -491,6 +524,29 @@ fn main() {
         "generated rules must be unique"
     );
     println!("validate (load + check every file)    {}", secs(validate));
+    // The floor: the YAML library's own deserialization of the same bytes into its tree.
+    let texts: Vec<String> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    let library = Samples(
+        (0..3)
+            .map(|_| {
+                time(|| {
+                    for text in &texts {
+                        let value: serde_yaml::Value = serde_yaml::from_str(text).unwrap();
+                        std::hint::black_box(value);
+                    }
+                })
+                .1
+            })
+            .collect(),
+    );
+    println!(
+        "the YAML library alone (the same bytes into its tree) {}: validate is {:.2}x of it (target ≤ 1.5)",
+        library.show(),
+        validate.as_secs_f64() / library.median().as_secs_f64()
+    );
     let desired = loaded.state;
     let bytes: u64 = std::fs::read_dir(&state)
         .unwrap()

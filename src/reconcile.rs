@@ -119,6 +119,16 @@ pub fn guard(plan: &Plan, allow_mass_removal: bool) -> Result<(), Refusal> {
     }
 }
 
+/// The dry run of `request`: the plan of `desired` against `actual`, a snapshot already read.
+pub fn planned(desired: &DesiredState, actual: &Actual, request: &Request, now: DateTime<Utc>) -> Outcome {
+    Outcome {
+        plan: plan(desired, actual, now, request.options),
+        state_fingerprint: desired.fingerprint(),
+        run_id: None,
+        snapshot: None,
+    }
+}
+
 /// Plans `desired` against the store and, unless a dry run, applies it in one transaction.
 /// A dry run returns its plan even when [`guard`] would refuse to apply it, so that the caller
 /// can show what would be removed before failing.
@@ -128,17 +138,10 @@ pub async fn reconcile(
     request: &Request,
     now: DateTime<Utc>,
 ) -> Result<Outcome, ReconcileError> {
-    let state_fingerprint = desired.fingerprint();
     if request.dry_run {
-        let actual = store.snapshot().await?;
-        let plan = plan(desired, &actual, now, request.options);
-        return Ok(Outcome {
-            plan,
-            state_fingerprint,
-            run_id: None,
-            snapshot: None,
-        });
+        return Ok(planned(desired, &store.snapshot().await?, request, now));
     }
+    let state_fingerprint = desired.fingerprint();
     let meta = RunMeta {
         actor: request.actor.clone(),
         source: request.source.clone(),
