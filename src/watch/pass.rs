@@ -171,6 +171,7 @@ impl Passes {
     pub(super) async fn follow(&mut self) -> Option<Result<Passed, PassError>> {
         let now = (self.clock)();
         self.store.as_ref()?;
+        let started = Instant::now();
         let mut kept = self.kept.take()?;
         let followed = tokio::task::spawn_blocking(move || {
             let followed = kept.follow(now);
@@ -184,9 +185,11 @@ impl Passes {
             }
             Err(_) => return None,
         };
+        let files_ms = started.elapsed().as_secs_f64() * 1e3;
         if let Err(e) = self.follow_store(None).await {
             return Some(Err(PassError::Store(e)));
         }
+        let store_ms = started.elapsed().as_secs_f64() * 1e3 - files_ms;
         let (kept, store) = (self.kept.as_ref()?, self.store.as_mut()?);
         let mut keys = followed.touched;
         keys.extend(store.take_unsettled());
@@ -209,6 +212,16 @@ impl Passes {
             }
         };
         self.metrics.followed.inc();
+        let apply_ms = started.elapsed().as_secs_f64() * 1e3 - files_ms - store_ms;
+        // Where a followed pass spends its time, for whoever tunes it.
+        tracing::debug!(
+            files_ms,
+            store_ms,
+            apply_ms,
+            parsed = followed.parsed,
+            keys = part.desired.rules.len() + part.actual.rules.len(),
+            "followed pass"
+        );
         Some(self.finish(outcome, None, now).await.map(|passed| Passed {
             followed: true,
             ..passed
