@@ -13,6 +13,49 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[error("{0}")]
 pub struct ParseError(pub String);
 
+/// Text, and only text: a YAML scalar that reads as a number, a boolean or null is refused rather
+/// than taken as its characters. Read through the YAML library's tree (the loader's way with a
+/// file that has an error), `String` already refuses them; read straight from the file, `String`
+/// would take an unquoted `1234` as text. Every text field of a state file goes through this, so
+/// both ways of reading agree.
+pub fn text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    struct Text;
+    impl<'de> serde::de::Visitor<'de> for Text {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_owned())
+        }
+        fn visit_string<E: serde::de::Error>(self, v: String) -> Result<String, E> {
+            Ok(v)
+        }
+        // A value with a custom YAML tag (`!team platform`) is its text, the tag ignored.
+        fn visit_enum<A: serde::de::EnumAccess<'de>>(self, data: A) -> Result<String, A::Error> {
+            use serde::de::VariantAccess as _;
+            let (serde::de::IgnoredAny, value) = data.variant()?;
+            value.newtype_variant_seed(Strict)
+        }
+    }
+    /// [`text`] as a seed, for the value under a tag.
+    struct Strict;
+    impl<'de> serde::de::DeserializeSeed<'de> for Strict {
+        type Value = String;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+            text(d)
+        }
+    }
+    d.deserialize_any(Text)
+}
+
+/// [`text`] that may be null or absent.
+pub fn optional_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    struct Strict(#[serde(deserialize_with = "text")] String);
+    Ok(Option::<Strict>::deserialize(d)?.map(|s| s.0))
+}
+
 /// Declares a closed set of lowercase names that (de)serialize as strings and list the valid
 /// choices when parsing fails.
 macro_rules! string_enum {
@@ -59,7 +102,7 @@ macro_rules! string_enum {
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = String::deserialize(d)?;
+                let s = text(d)?;
                 s.parse().map_err(serde::de::Error::custom)
             }
         }
@@ -199,7 +242,7 @@ macro_rules! name_type {
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                Self::parse(String::deserialize(d)?).map_err(serde::de::Error::custom)
+                Self::parse(text(d)?).map_err(serde::de::Error::custom)
             }
         }
 
@@ -442,7 +485,7 @@ impl schemars::JsonSchema for KeySha256 {
 
 impl<'de> Deserialize<'de> for KeySha256 {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Self::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+        Self::parse(&text(d)?).map_err(serde::de::Error::custom)
     }
 }
 

@@ -26,6 +26,7 @@ pub struct RawFile {
 #[serde(deny_unknown_fields)]
 pub struct RawMaintenance {
     pub mode: Option<Mode>,
+    #[serde(default, deserialize_with = "crate::domain::optional_text")]
     pub reason: Option<String>,
     pub windows: Option<Vec<Value>>,
 }
@@ -55,7 +56,11 @@ fn default_window_mode() -> WindowMode {
 pub struct RawRule {
     pub scope: Scope,
     /// Optional only for the global scope, whose key is `*`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::domain::optional_text",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub key: Option<String>,
     /// The window length in seconds, 1 to 86400.
     #[serde(default = "sixty", skip_serializing_if = "is_sixty")]
@@ -72,7 +77,7 @@ pub struct RawRule {
     /// with 503, `local` (the default) counts in each replica's memory.
     #[serde(default = "local", skip_serializing_if = "is_local")]
     pub on_outage: OnOutage,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default, deserialize_with = "crate::domain::text", skip_serializing_if = "String::is_empty")]
     pub description: String,
 }
 
@@ -97,7 +102,7 @@ pub struct RawClient {
     pub key_sha256: KeySha256,
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub active: bool,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default, deserialize_with = "crate::domain::text", skip_serializing_if = "String::is_empty")]
     pub description: String,
 }
 
@@ -111,12 +116,14 @@ fn reader() -> Role {
 pub struct RawWindow {
     pub name: WindowName,
     /// RFC 3339 with an offset, e.g. 2026-12-01T02:00:00Z.
+    #[serde(deserialize_with = "crate::domain::text")]
     pub starts_at: String,
     /// RFC 3339 with an offset; after starts_at.
+    #[serde(deserialize_with = "crate::domain::text")]
     pub ends_at: String,
     #[serde(default = "default_window_mode")]
     pub mode: WindowMode,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default, deserialize_with = "crate::domain::text", skip_serializing_if = "String::is_empty")]
     pub description: String,
 }
 
@@ -127,19 +134,19 @@ pub struct RawFlag {
     pub name: FlagName,
     #[serde(default)]
     pub enabled: bool,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default, deserialize_with = "crate::domain::text", skip_serializing_if = "String::is_empty")]
     pub description: String,
 }
 
 /// A deployment profile as written.
 pub type RawProfile = ProfileName;
 
-// The typed twin of `RawFile` (which keeps items untyped to report every bad one), for the JSON
-// Schema editors use.
+// The typed twin of `RawFile` (which keeps items untyped to report every bad one): the JSON
+// Schema editors use, and the loader's way with a file that reads without an error.
 /// A valhalla-ops state file.
-#[derive(schemars::JsonSchema)]
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 #[schemars(
-    deny_unknown_fields,
     title = "valhalla-ops state file",
     description = "Every *.yaml/*.yml file under the state directory is read; resources merge across files."
 )]
@@ -160,11 +167,17 @@ pub struct SchemaFile {
 }
 
 /// The `maintenance:` section.
-#[derive(schemars::JsonSchema)]
-#[schemars(deny_unknown_fields)]
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SchemaMaintenance {
     /// The steady mode: normal, maintenance or read_only.
     pub mode: Option<Mode>,
+    // Not serialized; the condition keeps schemars from writing a `"default": null`.
+    #[serde(
+        default,
+        deserialize_with = "crate::domain::optional_text",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub reason: Option<String>,
     pub windows: Option<Vec<RawWindow>>,
 }

@@ -497,3 +497,248 @@ fn a_value_yaml_reads_as_a_number_says_to_quote_it() {
     let quoted = format!("clients:\n  - name: bot\n    type: script\n    key_sha256: \"{digits}\"\n");
     assert!(load(&[("s.yaml", &quoted)]).is_ok());
 }
+
+mod typed_and_tree {
+    //! A file read straight into its types must give exactly what the library's tree gives: the
+    //! same state, warnings and errors, whatever YAML spells a value with.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Spellings of a value that YAML may read as text, a number, a boolean, null or a
+    /// collection, quoted or not, tagged, anchored, aliased or folded.
+    const SPELLINGS: &[&str] = &[
+        "ip",
+        "user",
+        "global",
+        "api_key",
+        "\"ip\"",
+        "'user'",
+        "bot",
+        "\"bot\"",
+        "123",
+        "\"123\"",
+        "1.5e3",
+        "true",
+        "True",
+        "false",
+        "yes",
+        "no",
+        "on",
+        "~",
+        "null",
+        "",
+        "0x1F",
+        "0o17",
+        ".inf",
+        "60",
+        "\"60\"",
+        "60.0",
+        "+60",
+        "-1",
+        "6e1",
+        "1_000",
+        "4294967296",
+        "0",
+        "10.0.0.1",
+        "10.0.0.0/8",
+        "2027-01-01T02:00:00Z",
+        "\"2027-01-01T03:00:00+01:00\"",
+        "2026-01-01T00:00:00Z",
+        "2027-01-01 02:00:00",
+        "&a ip",
+        "*a",
+        "!!str 123",
+        "!!int \"60\"",
+        "!custom ip",
+        "!custom 60",
+        "!custom true",
+        "!!bool yes",
+        "|\n      text",
+        ">-\n      folded",
+        "[a]",
+        "{a: 1}",
+        "staging",
+        "normal",
+        "read_only",
+        "maintenance",
+        "closed",
+        "script",
+        "operator",
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        "1111111111111111111111111111111111111111111111111111111111111111",
+        "\"1111111111111111111111111111111111111111111111111111111111111111\"",
+    ];
+
+    /// Each section's fields, with a spelling that is valid for them.
+    const RULE: &[(&str, &str)] = &[
+        ("scope", "ip"),
+        ("key", "\"10.0.0.1\""),
+        ("window_seconds", "60"),
+        ("max_requests", "5"),
+        ("enabled", "true"),
+        ("shadow", "false"),
+        ("on_outage", "closed"),
+        ("description", "a rule"),
+    ];
+    const CLIENT: &[(&str, &str)] = &[
+        ("name", "bot"),
+        ("type", "script"),
+        ("role", "operator"),
+        ("key_sha256", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+        ("active", "true"),
+        ("description", "a client"),
+    ];
+    const WINDOW: &[(&str, &str)] = &[
+        ("name", "w"),
+        ("starts_at", "2027-01-01T02:00:00Z"),
+        ("ends_at", "2027-01-01T03:00:00Z"),
+        ("mode", "read_only"),
+        ("description", "a window"),
+    ];
+    const FLAG: &[(&str, &str)] = &[("name", "f"), ("enabled", "true"), ("description", "a flag")];
+    const TOP: &[&str] = &[
+        "version: 1",
+        "version: 1",
+        "version: 1",
+        "version: \"1\"",
+        "version: 2",
+        "deployment_profile: staging",
+        "deployment_profile: 123",
+        "deployment_profile: ~",
+        "maintenance:\n  mode: maintenance\n  reason: 42",
+        "maintenance:\n  reason: upgrade",
+        "maintenance:\n  mode: ~",
+        "extra: 1",
+        "",
+    ];
+
+    /// One item: each field left out, written validly, or written with a spelling from the list;
+    /// sometimes a field it does not have, or a merge key.
+    type Item = (Vec<Option<Option<usize>>>, Option<usize>);
+
+    fn item(fields: usize) -> impl Strategy<Value = Item> {
+        let field = prop::option::weighted(0.9, prop::option::weighted(0.1, 0..SPELLINGS.len()));
+        (
+            prop::collection::vec(field, fields),
+            prop::option::weighted(0.05, 0..SPELLINGS.len()),
+        )
+    }
+
+    /// A section of `items`, the n-th item's first text field suffixed with n to keep keys apart.
+    fn section(name: &str, indent: &str, fields: &[(&str, &str)], items: &[Item]) -> String {
+        let mut out = format!("{name}:\n");
+        for (n, (values, extra)) in items.iter().enumerate() {
+            let mut lines: Vec<String> = Vec::new();
+            for ((field, valid), value) in fields.iter().zip(values) {
+                match value {
+                    None => {}
+                    Some(None) if lines.is_empty() && !valid.starts_with('"') => {
+                        lines.push(format!("{field}: {valid}{}", if *field == "name" { n.to_string() } else { String::new() }))
+                    }
+                    Some(None) if *field == "key" => lines.push(format!("{field}: \"10.0.0.{n}\"")),
+                    Some(None) => lines.push(format!("{field}: {valid}")),
+                    Some(Some(spelling)) => lines.push(format!("{field}: {}", SPELLINGS[*spelling])),
+                }
+            }
+            if let Some(spelling) = extra {
+                let field = if spelling % 2 == 0 { "<<" } else { "nope" };
+                lines.push(format!("{field}: {}", SPELLINGS[*spelling]));
+            }
+            if lines.is_empty() {
+                lines.push("{}".into());
+            }
+            for (i, line) in lines.iter().enumerate() {
+                let lead = if i == 0 { "- " } else { "  " };
+                out.push_str(&format!("{indent}{lead}{line}\n"));
+            }
+        }
+        out
+    }
+
+    fn items(fields: usize) -> impl Strategy<Value = Vec<Item>> {
+        prop::collection::vec(item(fields), 0..5)
+    }
+
+    fn file() -> impl Strategy<Value = String> {
+        (
+            items(RULE.len()),
+            items(CLIENT.len()),
+            items(WINDOW.len()),
+            items(FLAG.len()),
+            0..TOP.len(),
+            any::<u8>(),
+        )
+            .prop_map(|(rules, clients, windows, flags, top, sections)| {
+                let mut text = String::new();
+                text.push_str(TOP[top]);
+                text.push('\n');
+                if sections & 1 != 0 {
+                    text.push_str(&section("rate_limits", "  ", RULE, &rules));
+                }
+                if sections & 2 != 0 {
+                    text.push_str(&section("clients", "  ", CLIENT, &clients));
+                }
+                if sections & 4 != 0 && !text.contains("maintenance:") {
+                    text.push_str("maintenance:\n");
+                    text.push_str(&section("  windows", "    ", WINDOW, &windows));
+                }
+                if sections & 8 != 0 {
+                    text.push_str(&section("feature_flags", "  ", FLAG, &flags));
+                }
+                text
+            })
+    }
+
+    /// The whole outcome of loading `text`, as comparable text.
+    fn outcome(text: &str, typed_first: bool) -> String {
+        let mut loader = Loader::new(now());
+        loader.typed_first = typed_first;
+        loader.add_file(Path::new("s.yaml"), text);
+        match loader.finish() {
+            Ok(loaded) => format!("{:?}\n{:?}", loaded.state, loaded.warnings),
+            Err(e) => format!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn a_file_read_straight_into_types_loads_as_through_the_tree() {
+        use proptest::test_runner::{Config, TestRunner};
+        const CASES: u32 = 2000;
+        let mut runner = TestRunner::new(Config {
+            cases: CASES,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        let typed = std::cell::Cell::new(0);
+        let result = runner.run(&file(), |text| {
+            if read_typed(&text).is_some() {
+                typed.set(typed.get() + 1);
+            }
+            prop_assert_eq!(outcome(&text, true), outcome(&text, false), "{}", text);
+            Ok(())
+        });
+        if let Err(e) = result {
+            panic!("{e}");
+        }
+        // The cases must take the typed way often enough to mean something.
+        let typed = typed.get();
+        assert!(typed >= CASES as usize / 10, "only {typed} of {CASES} files were read typed");
+    }
+
+    #[test]
+    fn valid_files_of_every_kind_are_read_straight_into_types() {
+        let text = format!(
+            "version: 1\nrate_limits:\n  - scope: ip\n    key: \"10.0.0.1\"\nclients:\n  - name: bot\n    type: script\n    key_sha256: {HASH_A}\nmaintenance:\n  mode: normal\n  reason: x\n  windows:\n    - name: w\n      starts_at: 2027-01-01T02:00:00Z\n      ends_at: 2027-01-01T03:00:00Z\nfeature_flags:\n  - name: f\ndeployment_profile: p\n"
+        );
+        assert!(read_typed(&text).is_some());
+        assert_eq!(outcome(&text, true), outcome(&text, false));
+        // A number where text belongs is left to the tree, which says to quote it.
+        assert!(read_typed("clients:\n  - name: 123\n").is_none());
+        // A custom tag is left to the tree too, which reads the text under it.
+        let tagged = "deployment_profile: !team staging\n";
+        assert!(read_typed(tagged).is_none());
+        assert_eq!(load(&[("s.yaml", tagged)]).unwrap().state.profile.unwrap().name.as_str(), "staging");
+    }
+}
