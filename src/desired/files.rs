@@ -41,11 +41,30 @@ pub struct StateFile {
     pub text: Result<String, Refusal>,
 }
 
-/// Every `*.yaml`/`*.yml` file under `dir`, in sorted path order, read with `max_bytes` as the
-/// cap. Hidden entries (editors' swap files, `.git`, a ConfigMap's `..2026_…` folders reached
-/// only through its links) are skipped. Only a failure to list the directory itself is an error;
-/// each file's own problem is reported with the file.
-pub fn read_state_files(dir: &Path, max_bytes: u64) -> std::io::Result<Vec<StateFile>> {
+/// A state file found in the directory and not read yet: admitted, or refused by its kind or
+/// by where it leads.
+#[derive(Debug)]
+pub struct Found {
+    pub path: PathBuf,
+    admitted: Result<(), Refusal>,
+}
+
+impl Found {
+    /// Reads the file with `max_bytes` as the cap.
+    pub fn read(self, max_bytes: u64) -> StateFile {
+        let text = self.admitted.and_then(|()| read(&self.path, max_bytes));
+        StateFile {
+            path: self.path,
+            text,
+        }
+    }
+}
+
+/// Every `*.yaml`/`*.yml` file under `dir`, in sorted path order. Hidden entries (editors' swap
+/// files, `.git`, a ConfigMap's `..2026_…` folders reached only through its links) are skipped.
+/// Only a failure to list the directory itself is an error; each file's own problem is reported
+/// with the file.
+pub fn find_state_files(dir: &Path) -> std::io::Result<Vec<Found>> {
     let root = fs::canonicalize(dir)?;
     let mut found = Vec::new();
     let mut visited = HashSet::from([root.clone()]);
@@ -53,10 +72,15 @@ pub fn read_state_files(dir: &Path, max_bytes: u64) -> std::io::Result<Vec<State
     found.sort_by(|a: &(PathBuf, _), b| a.0.cmp(&b.0));
     Ok(found
         .into_iter()
-        .map(|(path, admitted): (PathBuf, Result<(), Refusal>)| {
-            let text = admitted.and_then(|()| read(&path, max_bytes));
-            StateFile { path, text }
-        })
+        .map(|(path, admitted)| Found { path, admitted })
+        .collect())
+}
+
+/// Every state file under `dir` ([`find_state_files`]), read with `max_bytes` as the cap.
+pub fn read_state_files(dir: &Path, max_bytes: u64) -> std::io::Result<Vec<StateFile>> {
+    Ok(find_state_files(dir)?
+        .into_iter()
+        .map(|found| found.read(max_bytes))
         .collect())
 }
 
@@ -146,8 +170,8 @@ fn admit(meta: &fs::Metadata) -> Result<(), Refusal> {
     )))
 }
 
-/// Reads one admitted file, at most `max_bytes` of it, and decodes it.
-fn read(path: &Path, max_bytes: u64) -> Result<String, Refusal> {
+/// Reads one file, at most `max_bytes` of it, and decodes it; refused unless a regular file.
+pub fn read(path: &Path, max_bytes: u64) -> Result<String, Refusal> {
     let cannot = |e: std::io::Error| Refusal::at_start(format!("cannot read the file: {e}"));
     let file = open_nonblocking(path).map_err(cannot)?;
     // Checked again on the open file: the path may have been swapped since it was listed.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{DesiredState, Loaded, Loader, StateDir, files};
+use super::{DesiredState, Loader, Origin, StateDir, files};
 use crate::domain::Scope;
 use crate::model::{Client, FeatureFlag, Maintenance, Profile, RateLimitRule, Resource, SetDigest, Window};
 
@@ -135,9 +135,9 @@ pub struct Followed {
 }
 
 impl KeptDir {
-    /// Keeps `loaded`, a whole load of `dir`. A file's number is its index in the load.
-    pub fn new(dir: StateDir, loaded: Loaded) -> KeptDir {
-        let Loaded { state, origin, .. } = loaded;
+    /// Keeps `state`, a whole load of `dir` with its `origin`. A file's number is its index in
+    /// the load.
+    pub fn new(dir: StateDir, state: DesiredState, origin: Origin) -> KeptDir {
         let digest = state.set_digest();
         let count = origin.files.len();
         let mut keys = vec![Keys::default(); count];
@@ -220,8 +220,8 @@ impl KeptDir {
             };
             let mut loader = Loader::for_one_file(now);
             loader.add_text(&path, text);
-            let mut loaded = loader.finish().ok()?;
-            let (_, text) = loaded.origin.files.pop()?;
+            let loaded = loader.finish().ok()?;
+            let (_, text) = loaded.origin?.files.pop()?;
             parsed.push((path, Some((text, loaded.state))));
         }
         if !self.fits(&parsed) {

@@ -6,7 +6,7 @@ pub mod kept;
 pub mod position;
 pub mod raw;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -120,8 +120,9 @@ pub struct Loaded {
     pub warnings: Vec<Diagnostic>,
     /// How many files were read.
     pub files: usize,
-    /// Which file declared what, for a directory followed between loads.
-    pub origin: Origin,
+    /// Which file declared what, for a directory followed between loads; `None` from a loader
+    /// [letting texts go](Loader::letting_texts_go).
+    pub origin: Option<Origin>,
 }
 
 /// The files a state was read from, and for each item of the state (in the state's order) the
@@ -176,18 +177,30 @@ impl StateDir {
         }
     }
 
-    /// Reads and validates every `*.yaml`/`*.yml` file under the directory, in sorted path order.
+    /// Reads and validates every `*.yaml`/`*.yml` file under the directory, in sorted path
+    /// order. Each file is read just before it is parsed and its text let go after (see
+    /// [`Loader::letting_texts_go`]): the peak memory is the state's, not its files' too.
     pub fn load(&self, now: DateTime<Utc>) -> Result<Loaded, LoadError> {
+        self.load_with(Loader::letting_texts_go(now, self.max_file_bytes))
+    }
+
+    /// [`StateDir::load`] keeping the files' texts, for the [`Origin`] of a directory followed
+    /// between loads.
+    pub fn load_to_follow(&self, now: DateTime<Utc>) -> Result<Loaded, LoadError> {
+        self.load_with(Loader::new(now))
+    }
+
+    fn load_with(&self, mut loader: Loader) -> Result<Loaded, LoadError> {
         let dir = &self.path;
-        let files = files::read_state_files(dir, self.max_file_bytes).map_err(|source| LoadError::Io {
+        let found = files::find_state_files(dir).map_err(|source| LoadError::Io {
             path: dir.clone(),
             source,
         })?;
-        if files.is_empty() {
+        if found.is_empty() {
             return Err(LoadError::Empty(dir.clone()));
         }
-        let mut loader = Loader::new(now);
-        for file in files {
+        for found in found {
+            let file = found.read(self.max_file_bytes);
             match file.text {
                 Ok(text) => loader.add_text(&file.path, text),
                 Err(refusal) => loader.add_refusal(&file.path, refusal),
@@ -202,12 +215,62 @@ pub fn load_dir(dir: &Path, now: DateTime<Utc>) -> Result<Loaded, LoadError> {
     StateDir::new(dir).load(now)
 }
 
-/// Where something is in a file: a node by its YAML path, or a position the parser reported.
+/// Where something is in a file: a node by its YAML path, a field of an item (its path written
+/// out only when reported: a place is kept for every item), or a position the parser reported.
 #[derive(Debug, Clone)]
 enum At {
     Value(String),
     Key(String),
+    Field(Entry, &'static str),
     Pos(Pos),
+}
+
+/// The sections that list items.
+#[derive(Debug, Clone, Copy)]
+enum Section {
+    Rules,
+    Clients,
+    Windows,
+    Flags,
+}
+
+impl Section {
+    /// The section's YAML path.
+    fn path(self) -> &'static str {
+        match self {
+            Section::Rules => "rate_limits",
+            Section::Clients => "clients",
+            Section::Windows => "maintenance.windows",
+            Section::Flags => "feature_flags",
+        }
+    }
+}
+
+/// An item of a section, by its index there.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    section: Section,
+    index: u32,
+}
+
+impl Entry {
+    fn new(section: Section, index: usize) -> Entry {
+        Entry {
+            section,
+            // A file is at most a few GiB, so an item's index fits.
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// The item's YAML path, `rate_limits[3]`.
+    fn path(self) -> String {
+        format!("{}[{}]", self.section.path(), self.index)
+    }
+
+    /// The YAML path of one of the item's fields, `rate_limits[3].key`.
+    fn field(self, field: &str) -> String {
+        join(&self.path(), field)
+    }
 }
 
 /// A place in one of the loaded files.
@@ -227,8 +290,41 @@ struct Pending {
 /// and building it costs more than parsing the file.
 struct Source {
     path: PathBuf,
-    text: String,
+    text: Text,
     index: OnceLock<PositionIndex>,
+}
+
+/// A loaded file's text, kept to position diagnostics once every file is read.
+enum Text {
+    Held(String),
+    /// Let go once the file was read (a large state's files are then held no longer than each
+    /// one's parse), and read again from disk if a diagnostic needs a position there, as long
+    /// as it is still the text that was read.
+    OnDisk {
+        len: usize,
+        hash: u64,
+        max_bytes: u64,
+    },
+}
+
+impl Text {
+    fn hash(text: &str) -> u64 {
+        use std::hash::{BuildHasher as _, BuildHasherDefault, DefaultHasher};
+        BuildHasherDefault::<DefaultHasher>::default().hash_one(text)
+    }
+}
+
+impl Source {
+    fn index(&self) -> PositionIndex {
+        match &self.text {
+            Text::Held(text) => PositionIndex::build(text),
+            Text::OnDisk { len, hash, max_bytes } => match files::read(&self.path, *max_bytes) {
+                Ok(text) if text.len() == *len && Text::hash(&text) == *hash => PositionIndex::build(&text),
+                // Changed or gone since it was read: where things were is no longer known.
+                _ => PositionIndex::build(""),
+            },
+        }
+    }
 }
 
 /// The loaded files, to turn places into positions.
@@ -237,11 +333,12 @@ struct Sources(Vec<Source>);
 impl Sources {
     fn pos(&self, place: &Place) -> Pos {
         let source = &self.0[place.file];
-        let index = || source.index.get_or_init(|| PositionIndex::build(&source.text));
+        let index = || source.index.get_or_init(|| source.index());
         match &place.at {
             At::Pos(pos) => *pos,
             At::Value(path) => index().value(path),
             At::Key(path) => index().key(path),
+            At::Field(entry, field) => index().value(&entry.field(field)),
         }
     }
 
@@ -283,6 +380,9 @@ pub struct Loader {
     /// Whether a file is first read straight into its types (off only to test that both ways
     /// give the same result).
     typed_first: bool,
+    /// Whether files' texts are let go once read (`Some` of the size cap to read them again
+    /// with); they are then not in the [`Loaded`]'s origin.
+    let_go: Option<u64>,
 }
 
 /// The first line of the state files valhalla-ops writes: the YAML language server then checks
@@ -334,6 +434,20 @@ impl FileCx {
             message: message.into(),
         }
     }
+    /// The place of one of an item's fields.
+    fn field(&self, entry: Entry, field: &'static str) -> Place {
+        Place {
+            file: self.file,
+            at: At::Field(entry, field),
+        }
+    }
+    /// A diagnostic about one of an item's fields.
+    fn field_diag(&self, entry: Entry, field: &'static str, message: impl Into<String>) -> Pending {
+        Pending {
+            place: self.field(entry, field),
+            message: message.into(),
+        }
+    }
 }
 
 impl Loader {
@@ -352,6 +466,17 @@ impl Loader {
             profiles: Vec::new(),
             check_references: true,
             typed_first: true,
+            let_go: None,
+        }
+    }
+
+    /// A loader of files on disk that lets each text go once it is read: it is read again from
+    /// the file (with `max_bytes` as the cap) only if a diagnostic needs a position there, and
+    /// the result has no [`Origin`].
+    pub fn letting_texts_go(now: DateTime<Utc>, max_bytes: u64) -> Loader {
+        Loader {
+            let_go: Some(max_bytes),
+            ..Loader::new(now)
         }
     }
 
@@ -384,7 +509,7 @@ impl Loader {
     fn source(&mut self, file: &Path, text: String) -> FileCx {
         self.sources.push(Source {
             path: file.to_owned(),
-            text,
+            text: Text::Held(text),
             index: OnceLock::new(),
         });
         FileCx {
@@ -392,10 +517,27 @@ impl Loader {
         }
     }
 
-    /// Reads one file's text, which the loader keeps for error positions.
+    /// Reads one file's text, which the loader keeps for error positions (or lets go, see
+    /// [`Loader::letting_texts_go`]).
     pub fn add_text(&mut self, file: &Path, text: String) {
         let cx = self.source(file, text);
-        let text = &self.sources[cx.file].text;
+        self.read(&cx);
+        if let Some(max_bytes) = self.let_go {
+            let source = &mut self.sources[cx.file];
+            if let Text::Held(text) = &source.text {
+                source.text = Text::OnDisk {
+                    len: text.len(),
+                    hash: Text::hash(text),
+                    max_bytes,
+                };
+            }
+        }
+    }
+
+    fn read(&mut self, cx: &FileCx) {
+        let Text::Held(text) = &self.sources[cx.file].text else {
+            return;
+        };
         let at = |pos| Place {
             file: cx.file,
             at: At::Pos(pos),
@@ -412,7 +554,7 @@ impl Loader {
             return;
         }
         if let Some(typed) = read_typed(text).filter(|_| self.typed_first) {
-            self.add_items(&cx, Items::from(typed));
+            self.add_items(cx, Items::from(typed));
             return;
         }
         let value: Value = match serde_yaml::from_str(text) {
@@ -444,27 +586,30 @@ impl Loader {
             });
             return;
         }
-        let Some(raw) = self.parse::<RawFile>(&cx, value, "") else {
+        let Some(raw) = self.parse::<RawFile>(cx, value, "") else {
             return;
         };
-        let items = self.items_of_tree(&cx, raw);
-        self.add_items(&cx, items);
+        let items = self.items_of_tree(cx, raw);
+        self.add_items(cx, items);
     }
 
     /// Types each item of a file read as the library's tree on its own, so that every bad item
     /// is reported.
     fn items_of_tree(&mut self, cx: &FileCx, raw: RawFile) -> Items {
         let (setting, windows) = match raw.maintenance {
-            Some(m) => ((m.mode.is_some() || m.reason.is_some()).then_some((m.mode, m.reason)), m.windows),
+            Some(m) => (
+                (m.mode.is_some() || m.reason.is_some()).then_some((m.mode, m.reason)),
+                m.windows,
+            ),
             None => (None, None),
         };
         Items {
             version: raw.version,
-            rules: self.each(cx, "rate_limits", raw.rate_limits),
-            clients: self.each(cx, "clients", raw.clients),
+            rules: self.each(cx, Section::Rules, raw.rate_limits),
+            clients: self.each(cx, Section::Clients, raw.clients),
             setting,
-            windows: self.each(cx, "maintenance.windows", windows),
-            flags: self.each(cx, "feature_flags", raw.feature_flags),
+            windows: self.each(cx, Section::Windows, windows),
+            flags: self.each(cx, Section::Flags, raw.feature_flags),
             profile: raw
                 .deployment_profile
                 .and_then(|item| self.parse::<RawProfile>(cx, item, "deployment_profile")),
@@ -474,12 +619,17 @@ impl Loader {
     /// Types the items of one section, each on its own; the good ones are kept with their index.
     /// Items are taken by value: each node is dropped once typed, so the file's tree is never
     /// held twice.
-    fn each<T: DeserializeOwned>(&mut self, cx: &FileCx, section: &str, items: Option<Vec<Value>>) -> Vec<(usize, T)> {
+    fn each<T: DeserializeOwned>(
+        &mut self,
+        cx: &FileCx,
+        section: Section,
+        items: Option<Vec<Value>>,
+    ) -> Vec<(usize, T)> {
         items
             .into_iter()
             .flatten()
             .enumerate()
-            .filter_map(|(i, item)| Some((i, self.parse(cx, item, &format!("{section}[{i}]"))?)))
+            .filter_map(|(i, item)| Some((i, self.parse(cx, item, &Entry::new(section, i).path())?)))
             .collect()
     }
 
@@ -492,10 +642,10 @@ impl Loader {
             ));
         }
         for (i, rule) in items.rules {
-            self.add_rule(cx, &format!("rate_limits[{i}]"), rule);
+            self.add_rule(cx, Entry::new(Section::Rules, i), rule);
         }
         for (i, client) in items.clients {
-            self.add_client(cx, &format!("clients[{i}]"), client);
+            self.add_client(cx, Entry::new(Section::Clients, i), client);
         }
         if let Some((mode, reason)) = items.setting {
             let path = if mode.is_some() {
@@ -510,7 +660,7 @@ impl Loader {
             self.modes.push((value, cx.at(path)));
         }
         for (i, window) in items.windows {
-            self.add_window(cx, &format!("maintenance.windows[{i}]"), window);
+            self.add_window(cx, Entry::new(Section::Windows, i), window);
         }
         for (i, f) in items.flags {
             let flag = FeatureFlag {
@@ -519,7 +669,7 @@ impl Loader {
                 description: f.description,
             };
             self.flags
-                .push((flag, cx.at(&join(&format!("feature_flags[{i}]"), "name"))));
+                .push((flag, cx.field(Entry::new(Section::Flags, i), "name")));
         }
         if let Some(name) = items.profile {
             self.profiles
@@ -573,19 +723,21 @@ impl Loader {
         }
     }
 
-    fn add_rule(&mut self, cx: &FileCx, path: &str, r: RawRule) {
-        let key_path = join(path, "key");
+    fn add_rule(&mut self, cx: &FileCx, entry: Entry, r: RawRule) {
         let key = RuleKey::parse_for(r.scope, r.key.as_deref());
         let window = WindowSeconds::new(r.window_seconds.into());
         let (key, window_seconds) = match (key, window) {
             (Ok(k), Ok(w)) => (k, w),
             (k, w) => {
                 if let Err(e) = k {
-                    let at = if r.key.is_some() { key_path.as_str() } else { path };
-                    self.errors.push(cx.diag(at, e.0));
+                    let error = match r.key {
+                        Some(_) => cx.field_diag(entry, "key", e.0),
+                        None => cx.diag(&entry.path(), e.0),
+                    };
+                    self.errors.push(error);
                 }
                 if let Err(e) = w {
-                    self.errors.push(cx.diag(&join(path, "window_seconds"), e.0));
+                    self.errors.push(cx.field_diag(entry, "window_seconds", e.0));
                 }
                 return;
             }
@@ -601,20 +753,14 @@ impl Loader {
             description: r.description,
         };
         if !rule.enabled {
-            self.warnings.push(cx.diag(
-                &join(path, "enabled"),
-                format!("rule {} is declared but disabled", rule.key()),
-            ));
+            let message = format!("rule {} is declared but disabled", rule.key());
+            self.warnings.push(cx.field_diag(entry, "enabled", message));
         }
-        let at = if r.key.is_some() {
-            key_path
-        } else {
-            join(path, "scope")
-        };
-        self.rules.push((rule, cx.at(&at)));
+        let field = if r.key.is_some() { "key" } else { "scope" };
+        self.rules.push((rule, cx.field(entry, field)));
     }
 
-    fn add_client(&mut self, cx: &FileCx, path: &str, c: RawClient) {
+    fn add_client(&mut self, cx: &FileCx, entry: Entry, c: RawClient) {
         let client = Client {
             name: c.name,
             client_type: c.client_type,
@@ -623,19 +769,17 @@ impl Loader {
             active: c.active,
             description: c.description,
         };
-        self.clients.push((client, cx.at(&join(path, "name"))));
+        self.clients.push((client, cx.field(entry, "name")));
     }
 
-    fn add_window(&mut self, cx: &FileCx, path: &str, w: RawWindow) {
-        let starts = parse_time(&w.starts_at).map_err(|e| cx.diag(&join(path, "starts_at"), e.0));
-        let ends = parse_time(&w.ends_at).map_err(|e| cx.diag(&join(path, "ends_at"), e.0));
+    fn add_window(&mut self, cx: &FileCx, entry: Entry, w: RawWindow) {
+        let starts = parse_time(&w.starts_at).map_err(|e| cx.field_diag(entry, "starts_at", e.0));
+        let ends = parse_time(&w.ends_at).map_err(|e| cx.field_diag(entry, "ends_at", e.0));
         let (starts_at, ends_at) = match (starts, ends) {
             (Ok(s), Ok(e)) if e > s => (s, e),
             (Ok(_), Ok(_)) => {
-                self.errors.push(cx.diag(
-                    &join(path, "ends_at"),
-                    format!("window {}: ends_at must be after starts_at", w.name),
-                ));
+                let message = format!("window {}: ends_at must be after starts_at", w.name);
+                self.errors.push(cx.field_diag(entry, "ends_at", message));
                 return;
             }
             (s, e) => {
@@ -644,10 +788,8 @@ impl Loader {
             }
         };
         if ends_at <= self.now {
-            self.warnings.push(cx.diag(
-                &join(path, "ends_at"),
-                format!("window {} is wholly in the past", w.name),
-            ));
+            let message = format!("window {} is wholly in the past", w.name);
+            self.warnings.push(cx.field_diag(entry, "ends_at", message));
         }
         let window = Window {
             name: w.name,
@@ -657,7 +799,7 @@ impl Loader {
             active: true,
             description: w.description,
         };
-        self.windows.push((window, cx.at(&join(path, "name"))));
+        self.windows.push((window, cx.field(entry, "name")));
     }
 
     /// Validates across files and returns the state, or every error found.
@@ -717,16 +859,24 @@ impl Loader {
                 omitted,
             });
         }
-        let origin = Origin {
+        let count = sources.0.len();
+        let origin = self.let_go.is_none().then(|| Origin {
             rules: files(&rules),
             clients: files(&clients),
             windows: files(&windows),
             flags: files(&flags),
             maintenance: maintenance.as_ref().map(|(_, p)| p.file),
             profile: profile.as_ref().map(|(_, p)| p.file),
-            files: Vec::new(),
-        };
-        let count = sources.0.len();
+            files: sources
+                .0
+                .into_iter()
+                .map(|s| match s.text {
+                    Text::Held(text) => (s.path, text),
+                    // Not met: texts are let go only by a loader that gives no origin.
+                    Text::OnDisk { .. } => (s.path, String::new()),
+                })
+                .collect(),
+        });
         Ok(Loaded {
             state: DesiredState {
                 rules: strip(rules),
@@ -738,10 +888,7 @@ impl Loader {
             },
             warnings,
             files: count,
-            origin: Origin {
-                files: sources.0.into_iter().map(|s| (s.path, s.text)).collect(),
-                ..origin
-            },
+            origin,
         })
     }
 }
@@ -764,7 +911,10 @@ impl From<SchemaFile> for Items {
             items.into_iter().flatten().enumerate().collect()
         }
         let (setting, windows) = match file.maintenance {
-            Some(m) => ((m.mode.is_some() || m.reason.is_some()).then_some((m.mode, m.reason)), m.windows),
+            Some(m) => (
+                (m.mode.is_some() || m.reason.is_some()).then_some((m.mode, m.reason)),
+                m.windows,
+            ),
             None => (None, None),
         };
         Items {
@@ -807,27 +957,32 @@ fn strip<T>(items: Vec<(T, Place)>) -> Vec<T> {
     items.into_iter().map(|(item, _)| item).collect()
 }
 
-/// Sorts resources by key and reports each one declared again, naming both places.
+/// Sorts resources by key and reports each one declared again, naming both places. In place:
+/// the items of a large state are not held twice.
 fn unique<T: Resource>(
     errors: &mut Errors,
     sources: &Sources,
     what: &str,
-    items: Vec<(T, Place)>,
+    mut items: Vec<(T, Place)>,
 ) -> Vec<(T, Place)> {
-    let mut seen: BTreeMap<String, (T, Place)> = BTreeMap::new();
-    for (item, place) in items {
-        let key = item.key();
-        if let Some((_, first)) = seen.get(&key) {
+    // Stable: of the items with one key, the first declared comes first and is kept.
+    items.sort_by_cached_key(|(item, _)| item.key());
+    items.dedup_by(|(again, place), (first, first_place)| {
+        let key = again.key();
+        let twice = key == first.key();
+        if twice {
             let message = format!(
                 "{what} {key} is declared twice (first at {})",
-                sources.show(first)
+                sources.show(first_place)
             );
-            errors.push(Pending { place, message });
-        } else {
-            seen.insert(key, (item, place));
+            errors.push(Pending {
+                place: place.clone(),
+                message,
+            });
         }
-    }
-    seen.into_values().collect()
+        twice
+    });
+    items
 }
 
 /// Takes a setting that at most one file may declare, with where it is declared.

@@ -77,7 +77,11 @@ pub struct RawRule {
     /// with 503, `local` (the default) counts in each replica's memory.
     #[serde(default = "local", skip_serializing_if = "is_local")]
     pub on_outage: OnOutage,
-    #[serde(default, deserialize_with = "crate::domain::text", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::domain::text",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub description: String,
 }
 
@@ -102,7 +106,11 @@ pub struct RawClient {
     pub key_sha256: KeySha256,
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub active: bool,
-    #[serde(default, deserialize_with = "crate::domain::text", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::domain::text",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub description: String,
 }
 
@@ -123,7 +131,11 @@ pub struct RawWindow {
     pub ends_at: String,
     #[serde(default = "default_window_mode")]
     pub mode: WindowMode,
-    #[serde(default, deserialize_with = "crate::domain::text", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::domain::text",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub description: String,
 }
 
@@ -134,7 +146,11 @@ pub struct RawFlag {
     pub name: FlagName,
     #[serde(default)]
     pub enabled: bool,
-    #[serde(default, deserialize_with = "crate::domain::text", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::domain::text",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub description: String,
 }
 

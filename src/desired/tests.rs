@@ -275,6 +275,71 @@ fn invalid_load_keeps_warnings_and_returns_no_state() {
     }
 }
 
+/// Diagnostics as printed, errors then warnings.
+fn printed(result: Result<Loaded, LoadError>) -> Vec<String> {
+    let (errors, warnings) = match result {
+        Ok(loaded) => (Vec::new(), loaded.warnings),
+        Err(LoadError::Invalid { errors, warnings, .. }) => (errors, warnings),
+        Err(other) => panic!("{other:?}"),
+    };
+    errors.iter().chain(&warnings).map(ToString::to_string).collect()
+}
+
+#[test]
+fn a_load_that_lets_texts_go_positions_as_one_that_holds_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = "rate_limits:\n  - scope: ip\n    key: 10.0.0.1\n  - scope: global\n    enabled: false\n  - scope: api_key\n    key: ghost\n";
+    let b = "# the same rule again\nrate_limits:\n  - scope: user\n    key: u\n  - scope: ip\n    key: 10.0.0.1/32\nmaintenance:\n  windows:\n    - name: old\n      starts_at: 2020-01-01T00:00:00Z\n      ends_at: 2020-01-01T01:00:00Z\n";
+    std::fs::write(dir.path().join("a.yaml"), a).unwrap();
+    std::fs::write(dir.path().join("b.yaml"), b).unwrap();
+    let state = StateDir::new(dir.path());
+    let let_go = state.load(now());
+    let held = state.load_to_follow(now());
+    let shown = printed(let_go);
+    assert_eq!(shown, printed(held));
+    let a = dir.path().join("a.yaml").display().to_string();
+    let b = dir.path().join("b.yaml").display().to_string();
+    assert_eq!(
+        shown,
+        [
+            format!("{a}:7:10: rule api_key:ghost names client `ghost`, which no state file declares"),
+            format!("{b}:6:10: rate-limit rule ip:10.0.0.1 is declared twice (first at {a}:3:10)"),
+            format!("{a}:5:14: rule global:* is declared but disabled"),
+            format!("{b}:11:16: window old is wholly in the past"),
+        ]
+    );
+    // A valid load that let its texts go has no origin to follow the directory with.
+    std::fs::write(dir.path().join("a.yaml"), "version: 1\n").unwrap();
+    assert!(state.load(now()).unwrap().origin.is_none());
+    assert!(state.load_to_follow(now()).unwrap().origin.is_some());
+}
+
+#[test]
+fn a_file_changed_since_it_was_read_is_not_positioned_by_its_new_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.yaml");
+    let text = "rate_limits:\n  - scope: ip\n    key: 10.0.0.1\n";
+    std::fs::write(&path, text).unwrap();
+    let source = |hash| Source {
+        path: path.clone(),
+        text: Text::OnDisk {
+            len: text.len(),
+            hash,
+            max_bytes: 1024,
+        },
+        index: OnceLock::new(),
+    };
+    let key = "rate_limits[0].key";
+    assert_eq!(
+        source(Text::hash(text)).index().value(key),
+        Pos { line: 3, column: 10 }
+    );
+    assert_eq!(
+        source(Text::hash("another text")).index().value(key),
+        Pos { line: 1, column: 1 }
+    );
+}
+
 #[test]
 fn the_shipped_state_directory_is_valid() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("state");
@@ -586,7 +651,10 @@ mod typed_and_tree {
         ("name", "bot"),
         ("type", "script"),
         ("role", "operator"),
-        ("key_sha256", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+        (
+            "key_sha256",
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        ),
         ("active", "true"),
         ("description", "a client"),
     ];
@@ -634,9 +702,14 @@ mod typed_and_tree {
             for ((field, valid), value) in fields.iter().zip(values) {
                 match value {
                     None => {}
-                    Some(None) if lines.is_empty() && !valid.starts_with('"') => {
-                        lines.push(format!("{field}: {valid}{}", if *field == "name" { n.to_string() } else { String::new() }))
-                    }
+                    Some(None) if lines.is_empty() && !valid.starts_with('"') => lines.push(format!(
+                        "{field}: {valid}{}",
+                        if *field == "name" {
+                            n.to_string()
+                        } else {
+                            String::new()
+                        }
+                    )),
                     Some(None) if *field == "key" => lines.push(format!("{field}: \"10.0.0.{n}\"")),
                     Some(None) => lines.push(format!("{field}: {valid}")),
                     Some(Some(spelling)) => lines.push(format!("{field}: {}", SPELLINGS[*spelling])),
@@ -724,7 +797,10 @@ mod typed_and_tree {
         }
         // The cases must take the typed way often enough to mean something.
         let typed = typed.get();
-        assert!(typed >= CASES as usize / 10, "only {typed} of {CASES} files were read typed");
+        assert!(
+            typed >= CASES as usize / 10,
+            "only {typed} of {CASES} files were read typed"
+        );
     }
 
     #[test]
@@ -739,6 +815,15 @@ mod typed_and_tree {
         // A custom tag is left to the tree too, which reads the text under it.
         let tagged = "deployment_profile: !team staging\n";
         assert!(read_typed(tagged).is_none());
-        assert_eq!(load(&[("s.yaml", tagged)]).unwrap().state.profile.unwrap().name.as_str(), "staging");
+        assert_eq!(
+            load(&[("s.yaml", tagged)])
+                .unwrap()
+                .state
+                .profile
+                .unwrap()
+                .name
+                .as_str(),
+            "staging"
+        );
     }
 }

@@ -256,7 +256,7 @@ impl Passes {
         // Reading and parsing a large directory is blocking work: off the async threads, so a
         // server beside the loop keeps answering during a pass.
         let dir = self.dir.clone();
-        let loaded = tokio::task::spawn_blocking(move || dir.load(now))
+        let loaded = tokio::task::spawn_blocking(move || dir.load_to_follow(now))
             .await
             .unwrap_or_else(|e| {
                 Err(LoadError::Io {
@@ -271,9 +271,14 @@ impl Passes {
             Ok(loaded) => {
                 let outcome = reconcile(&self.db, &loaded.state, &request, now).await;
                 let dir = self.dir.clone();
-                self.kept = tokio::task::spawn_blocking(move || KeptDir::new(dir, loaded))
-                    .await
-                    .ok();
+                self.kept = match loaded.origin {
+                    Some(origin) => {
+                        tokio::task::spawn_blocking(move || KeptDir::new(dir, loaded.state, origin))
+                            .await
+                            .ok()
+                    }
+                    None => None,
+                };
                 (outcome, None)
             }
             Err(e) => match &self.kept {
