@@ -31,7 +31,7 @@ use axum::Router;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use tokio::net::TcpListener;
-use tower::Layer as _;
+use tower::{Layer as _, ServiceBuilder};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::normalize_path::NormalizePathLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -139,36 +139,44 @@ pub fn router(state: Arc<AppState>) -> Router {
         observer.rate_limited(decision, subject)
     }));
     let enforcer = Arc::new(enforcer);
-    routes()
-        .0
-        // After routing, so an unknown path is still a 404 whatever the mode or the limits.
-        .route_layer(RateLimitLayer::new(Arc::clone(&enforcer)))
+    // Each `layer` call wraps every route in a boxed service of its own, cloned for each request:
+    // one stack per call keeps that to two, whatever the number of layers.
+    let gates = ServiceBuilder::new()
         // Outside the limiter: a frozen platform refuses before counting.
-        .route_layer(MaintenanceLayer::new(enforcer))
-        .fallback(error::not_found)
+        .layer(MaintenanceLayer::new(Arc::clone(&enforcer)))
+        .layer(RateLimitLayer::new(enforcer));
+    let shared = ServiceBuilder::new()
+        // A 5xx is not an error to log here: a maintenance window answers 503 by design, and
+        // real failures (database, internal) are logged where they happen, with their cause.
+        .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)))
+        // Outside every layer that can refuse a request, so each refusal gets the JSON body.
+        .layer(axum::middleware::map_response(error::json_errors))
+        .map_response(axum::response::IntoResponse::into_response)
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .map_request(|request: axum::http::Request<_>| request.map(axum::body::Body::new))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
-            middleware::read_your_writes,
+            middleware::body_in_time,
+        ))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
         ))
         // Every request, matched or not, is counted with its route pattern.
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             metrics::record,
         ))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            REQUEST_TIMEOUT,
-        ))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
-            middleware::body_in_time,
-        ))
-        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
-        // Outside every layer that can refuse a request, so each refusal gets the JSON body.
-        .layer(axum::middleware::map_response(error::json_errors))
-        // A 5xx is not an error to log here: a maintenance window answers 503 by design, and
-        // real failures (database, internal) are logged where they happen, with their cause.
-        .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)))
+            middleware::read_your_writes,
+        ));
+    routes()
+        .0
+        // After routing, so an unknown path is still a 404 whatever the mode or the limits.
+        .route_layer(gates)
+        .fallback(error::not_found)
+        .layer(shared)
         .with_state(state)
 }
 
