@@ -68,10 +68,35 @@ pub trait Gate: Send + Sync + 'static {
     fn pass(enforcer: Arc<Enforcer>, request: Request) -> impl Future<Output = Passage> + Send;
 }
 
+/// Two gates in turn: the first refuses before the second is asked, and the first's headers go
+/// on whatever the second answers, as when each is a layer of its own (one layer costs a
+/// request one boxed future and one clone of the service instead of two).
+impl<A: Gate, B: Gate> Gate for (A, B) {
+    async fn pass(enforcer: Arc<Enforcer>, request: Request) -> Passage {
+        let (request, first) = match A::pass(Arc::clone(&enforcer), request).await {
+            Passage::Refused(response) => return Passage::Refused(response),
+            Passage::Admitted(request, headers) => (request, headers),
+        };
+        match B::pass(enforcer, request).await {
+            Passage::Refused(mut response) => {
+                response.headers_mut().extend(first);
+                Passage::Refused(response)
+            }
+            Passage::Admitted(request, mut headers) => {
+                headers.extend(first);
+                Passage::Admitted(request, headers)
+            }
+        }
+    }
+}
+
 /// Mounts the rate limiter on a router.
 pub type RateLimitLayer = GateLayer<RateLimit>;
 /// Mounts the maintenance freeze on a router.
 pub type MaintenanceLayer = GateLayer<Freeze>;
+/// Mounts both, the freeze outside the limiter (a frozen platform refuses before counting): the
+/// same as a [`MaintenanceLayer`] over a [`RateLimitLayer`], for less per request.
+pub type EnforcementLayer = GateLayer<(Freeze, RateLimit)>;
 
 /// A [`Gate`] as a tower layer.
 pub struct GateLayer<G> {

@@ -1,11 +1,9 @@
 //! Prometheus metrics: requests by route and status, latency, reconcile runs, active overrides.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -185,29 +183,46 @@ impl Metrics {
     }
 }
 
-/// Counts and times every request.
-pub async fn record(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |m| intern(m.as_str()));
-    let method = method_label(request.method());
-    let start = Instant::now();
-    let response = next.run(request).await;
-    let metrics = &state.metrics;
-    metrics
-        .latency
-        .get_or_create(&RouteLabels { route })
-        .observe(start.elapsed().as_secs_f64());
-    metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            route,
-            method,
-            status: response.status().as_u16(),
-        })
-        .inc();
-    response
+/// What a request is counted by: its route pattern (`unmatched` when no route matched) and its
+/// method. Taken before the request is served.
+#[derive(Clone, Copy)]
+pub(super) struct RequestKind {
+    route: &'static str,
+    method: &'static str,
+}
+
+impl RequestKind {
+    pub(super) fn of(request: &Request) -> RequestKind {
+        RequestKind {
+            route: request
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or("unmatched", |m| intern(m.as_str())),
+            method: method_label(request.method()),
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts and times one request, answered `status` after `elapsed`.
+    pub(super) fn record(
+        &self,
+        kind: RequestKind,
+        status: axum::http::StatusCode,
+        elapsed: std::time::Duration,
+    ) {
+        let RequestKind { route, method } = kind;
+        self.latency
+            .get_or_create(&RouteLabels { route })
+            .observe(elapsed.as_secs_f64());
+        self.requests
+            .get_or_create(&RequestLabels {
+                route,
+                method,
+                status: status.as_u16(),
+            })
+            .inc();
+    }
 }
 
 /// `GET /metrics` (reader): the OpenMetrics text exposition to scrapers that ask for it, the

@@ -31,6 +31,7 @@ use axum::Router;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use tokio::net::TcpListener;
+use tower::layer::layer_fn;
 use tower::{Layer as _, ServiceBuilder};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::normalize_path::NormalizePathLayer;
@@ -44,7 +45,7 @@ pub use listen::ConnectionLimits;
 pub use openapi::document;
 pub use params::MAX_PAGE;
 
-use crate::enforce::{Enforcer, MaintenanceLayer, RateLimitLayer};
+use crate::enforce::{EnforcementLayer, Enforcer};
 use crate::replica::{Replica, ReplicaOptions};
 use crate::store::Db;
 
@@ -141,10 +142,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     let enforcer = Arc::new(enforcer);
     // Each `layer` call wraps every route in a boxed service of its own, cloned for each request:
     // one stack per call keeps that to two, whatever the number of layers.
-    let gates = ServiceBuilder::new()
-        // Outside the limiter: a frozen platform refuses before counting.
-        .layer(MaintenanceLayer::new(Arc::clone(&enforcer)))
-        .layer(RateLimitLayer::new(enforcer));
+    let body_timeout = state.limits.body_timeout;
+    let observed = Arc::clone(&state);
     let shared = ServiceBuilder::new()
         // A 5xx is not an error to log here: a maintenance window answers 503 by design, and
         // real failures (database, internal) are logged where they happen, with their cause.
@@ -154,27 +153,23 @@ pub fn router(state: Arc<AppState>) -> Router {
         .map_response(axum::response::IntoResponse::into_response)
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .map_request(|request: axum::http::Request<_>| request.map(axum::body::Body::new))
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&state),
-            middleware::body_in_time,
-        ))
+        .layer(layer_fn(move |inner| middleware::BodyInTime {
+            inner,
+            deadline: body_timeout,
+        }))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             REQUEST_TIMEOUT,
         ))
         // Every request, matched or not, is counted with its route pattern.
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&state),
-            metrics::record,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&state),
-            middleware::read_your_writes,
-        ));
+        .layer(layer_fn(move |inner| middleware::Observed {
+            inner,
+            state: Arc::clone(&observed),
+        }));
     routes()
         .0
         // After routing, so an unknown path is still a 404 whatever the mode or the limits.
-        .route_layer(gates)
+        .route_layer(EnforcementLayer::new(enforcer))
         .fallback(error::not_found)
         .layer(shared)
         .with_state(state)
