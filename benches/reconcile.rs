@@ -235,7 +235,7 @@ async fn measure(
     }
 }
 
-fn report(backend: &str, f: &Figures) {
+fn report(backend: &str, f: &Figures, library: Duration) {
     println!("{backend}: median (min–max) in seconds; store part = snapshot + plan [+ bulk write + commit]");
     let line = |name: &str, fig: &Figure| {
         println!(
@@ -255,6 +255,15 @@ fn report(backend: &str, f: &Figures) {
         f.dry_binary.median().as_secs_f64() / f.validate.median().as_secs_f64()
     );
     let ratio = |a: &Samples, b: &Samples| a.median().as_secs_f64() / b.median().as_secs_f64();
+    let floor = f.reference.median() + library;
+    println!(
+        "  whole initial reconcile {} against {} + the YAML library's parse {} = {}: {:.2}x (target ≤ 3)",
+        secs(f.initial.total.median()),
+        f.reference_name,
+        secs(f.reference.median()),
+        secs(floor),
+        f.initial.total.median().as_secs_f64() / floor.as_secs_f64()
+    );
     println!(
         "  initial apply / reference = {:.2} (target ≤ 3); 1 change / dry run = {:.2} (target ≤ 1.2, \
          store) and {:.2} (end to end); dry run end to end = {} (target ≤ 2 s)",
@@ -574,7 +583,7 @@ fn main() {
     let figures = runtime.block_on(measure(&sqlite_urls, &state, &desired, async |db| {
         sqlite_insert(db, &desired).await
     }));
-    report("sqlite", &figures);
+    report("sqlite", &figures, library.median());
     let incremental_db = format!("sqlite://{}", dir.path().join("incremental.db").display());
     runtime.block_on(incremental(&incremental_db, &size, "sqlite"));
 
@@ -598,7 +607,7 @@ fn main() {
                 urls.push(url.to_string());
             }
             let figures = measure(&urls, &state, &desired, async |db| pg_copy(db, &desired).await).await;
-            report("postgres", &figures);
+            report("postgres", &figures, library.median());
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DROP DATABASE {} WITH (FORCE)",
                 names[1]
