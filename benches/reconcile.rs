@@ -368,31 +368,43 @@ async fn sqlite_insert(db: &Db, desired: &DesiredState) -> (Samples, &'static st
 }
 
 /// Runs `valhalla-ops validate` on `state` as its own process: wall seconds and the process's
-/// peak resident memory in bytes, as the kernel accounts it.
-fn validate_binary(state: &std::path::Path) -> (f64, u64) {
+/// peak resident memory in bytes, when GNU time can tell it.
+fn validate_binary(state: &std::path::Path) -> (f64, Option<u64>) {
     binary(&["validate".as_ref(), "--state".as_ref(), state.as_os_str()])
 }
 
-/// Runs the binary with `args` (output discarded): its wall time in seconds and peak resident
-/// memory in bytes.
-fn binary(args: &[&std::ffi::OsStr]) -> (f64, u64) {
+/// GNU time, which reports the peak resident memory of the command it runs.
+const GNU_TIME: &str = "/usr/bin/time";
+
+/// Runs the binary with `args` (output discarded): its wall time in seconds and, under GNU time,
+/// its peak resident memory in bytes. Not `wait4`'s figure for our own child: a child started
+/// by vfork, as the standard library starts it, is charged at exec with this process's own peak,
+/// and this process holds a whole loaded state. GNU time forks from its own small image.
+fn binary(args: &[&std::ffi::OsStr]) -> (f64, Option<u64>) {
+    let exe = env!("CARGO_BIN_EXE_valhalla-ops");
+    let report = tempfile::NamedTempFile::new().expect("a temporary file");
+    let timed = std::path::Path::new(GNU_TIME).exists();
+    let mut command = if timed {
+        let mut command = std::process::Command::new(GNU_TIME);
+        command.arg("-f").arg("%M").arg("-o").arg(report.path()).arg(exe);
+        command
+    } else {
+        std::process::Command::new(exe)
+    };
     let started = Instant::now();
-    #[expect(
-        clippy::zombie_processes,
-        reason = "reaped below by wait4, which also reports its usage"
-    )]
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_valhalla-ops"))
+    let status = command
         .args(args)
         .stdout(std::process::Stdio::null())
-        .spawn()
+        .status()
         .expect("run valhalla-ops");
-    let mut status = 0;
-    // SAFETY: a zeroed rusage is a valid value for wait4 to fill in.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `child` is our own child, waited for once, here.
-    let reaped = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
-    assert!(reaped > 0 && status == 0, "{args:?} failed: {status}");
-    (started.elapsed().as_secs_f64(), usage.ru_maxrss as u64 * 1024)
+    let wall = started.elapsed().as_secs_f64();
+    assert!(status.success(), "{args:?} failed: {status}");
+    let peak = timed
+        .then(|| std::fs::read_to_string(report.path()).ok())
+        .flatten()
+        .and_then(|text| text.trim().lines().last()?.trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024);
+    (wall, peak)
 }
 
 /// How many one-line edits the watch loop and the replica are timed over.
@@ -568,13 +580,17 @@ fn main() {
         .map(|e| e.unwrap().metadata().unwrap().len())
         .sum();
     for _ in 0..3 {
-        let (wall, peak) = validate_binary(&state);
-        println!(
-            "validate (the binary)                 {wall:.2} s, peak memory {:.0} MB for {:.1} MB of files ({:.1}x)",
-            peak as f64 / 1e6,
-            bytes as f64 / 1e6,
-            peak as f64 / bytes as f64
-        );
+        match validate_binary(&state) {
+            (wall, Some(peak)) => println!(
+                "validate (the binary)                 {wall:.2} s, peak memory {:.0} MB for {:.1} MB of files ({:.1}x, target ≤ 5)",
+                peak as f64 / 1e6,
+                bytes as f64 / 1e6,
+                peak as f64 / bytes as f64
+            ),
+            (wall, None) => println!(
+                "validate (the binary)                 {wall:.2} s; peak memory not measured: it needs GNU time at {GNU_TIME}"
+            ),
+        }
     }
 
     let sqlite_urls: Vec<String> = (0..INITIAL_RUNS)

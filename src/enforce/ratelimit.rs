@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use super::{Enforcer, Gate, Passage, bad_request, caller, client_ip};
 use crate::api_error::ApiError;
 use crate::auth::user_id;
-use crate::limit::{Decision, Rule, Subject};
+use crate::limit::{Decision, Subject};
 
 /// The rate limiter: every enforced rule that applies must admit the request.
 pub struct RateLimit;
@@ -116,16 +116,12 @@ pub fn rate_limit_headers(decision: &Decision, headers: &mut HeaderMap) {
     let mut state = String::with_capacity(64);
     for (i, verdict) in decision.verdicts.iter().enumerate() {
         let separator = if i == 0 { "" } else { ", " };
-        let name = policy_name(&verdict.rule);
-        let _ = write!(
-            policy,
-            "{separator}{name};q={};w={}",
-            verdict.rule.quota.max,
-            verdict.rule.quota.window_ms / 1000
-        );
+        policy.push_str(separator);
+        policy.push_str(&verdict.rule.policy);
         let _ = write!(
             state,
-            "{separator}{name};r={};t={}",
+            "{separator}{};r={};t={}",
+            verdict.rule.header_name(),
             verdict.remaining,
             verdict.reset_seconds()
         );
@@ -137,37 +133,25 @@ pub fn rate_limit_headers(decision: &Decision, headers: &mut HeaderMap) {
     }
 }
 
-/// A structured-field string naming the rule: `"ip:203.0.113.0/24"`. A key a structured field
-/// cannot carry (outside printable ASCII) is named by the rule's id.
-fn policy_name(rule: &Rule) -> String {
-    let shadow = if rule.shadow { "shadow:" } else { "" };
-    if rule.key.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
-        let escaped = rule.key.replace('\\', "\\\\").replace('"', "\\\"");
-        format!("\"{shadow}{}:{escaped}\"", rule.scope)
-    } else {
-        format!("\"{shadow}rule-{}\"", rule.id)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::domain::Scope;
-    use crate::limit::{Quota, Verdict};
+    use crate::limit::{Quota, Rule, Verdict};
 
     fn verdict(scope: Scope, key: &str, shadow: bool, remaining: u32) -> Verdict {
         Verdict {
-            rule: Arc::new(Rule {
-                id: 9,
+            rule: Arc::new(Rule::new(
+                9,
                 scope,
-                key: key.into(),
-                quota: Quota {
+                key.into(),
+                Quota {
                     window_ms: 60_000,
                     max: 100,
                 },
                 shadow,
-                on_outage: crate::domain::OnOutage::DEFAULT,
-            }),
+                crate::domain::OnOutage::DEFAULT,
+            )),
             allowed: true,
             remaining,
             reset_ms: 30_500,

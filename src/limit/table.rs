@@ -22,21 +22,60 @@ pub struct Rule {
     pub shadow: bool,
     /// What the rule does while shared counters are unreachable.
     pub on_outage: OnOutage,
+    /// The rule as the `RateLimit-Policy` header lists it, written once rather than on every
+    /// request: its [name](Rule::header_name), then its quota (`"ip:10.0.0.0/8";q=100;w=60`).
+    pub policy: Box<str>,
+    /// The length of the name at the start of `policy`.
+    name_len: usize,
 }
 
 impl Rule {
-    fn of(id: i64, rule: &RateLimitRule) -> Rule {
+    pub fn new(id: i64, scope: Scope, key: String, quota: Quota, shadow: bool, on_outage: OnOutage) -> Rule {
+        let name = header_name(id, scope, &key, shadow);
+        let policy = format!("{name};q={};w={}", quota.max, quota.window_ms / 1000).into_boxed_str();
         Rule {
             id,
-            scope: rule.scope,
-            key: rule.key.as_str().to_owned(),
-            quota: Quota {
-                window_ms: u64::from(rule.window_seconds.get()) * 1000,
-                max: rule.max_requests,
-            },
-            shadow: rule.shadow,
-            on_outage: rule.on_outage,
+            scope,
+            key,
+            quota,
+            shadow,
+            on_outage,
+            policy,
+            name_len: name.len(),
         }
+    }
+
+    fn of(id: i64, rule: &RateLimitRule) -> Rule {
+        let quota = Quota {
+            window_ms: u64::from(rule.window_seconds.get()) * 1000,
+            max: rule.max_requests,
+        };
+        Rule::new(
+            id,
+            rule.scope,
+            rule.key.as_str().to_owned(),
+            quota,
+            rule.shadow,
+            rule.on_outage,
+        )
+    }
+
+    /// The rule's name in the `RateLimit` and `RateLimit-Policy` headers: a structured-field
+    /// string, `"ip:203.0.113.0/24"`, with a `shadow:` prefix for a shadow rule.
+    pub fn header_name(&self) -> &str {
+        &self.policy[..self.name_len]
+    }
+}
+
+/// A structured-field string naming the rule. A key a structured field cannot carry (outside
+/// printable ASCII) is named by the rule's id.
+fn header_name(id: i64, scope: Scope, key: &str, shadow: bool) -> String {
+    let shadow = if shadow { "shadow:" } else { "" };
+    if key.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+        let escaped = key.replace('\\', "\\\\").replace('"', "\\\"");
+        format!("\"{shadow}{scope}:{escaped}\"")
+    } else {
+        format!("\"{shadow}rule-{id}\"")
     }
 }
 
