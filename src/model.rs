@@ -356,11 +356,18 @@ pub struct SetDigest([u64; 4]);
 impl SetDigest {
     /// The digest of one item: the SHA-256 of its JSON form (each kind's fields tell it apart).
     pub fn of<T: Serialize>(item: &T) -> SetDigest {
+        SetDigest::of_with(item, &mut Vec::new())
+    }
+
+    /// [`SetDigest::of`] with `json` as the buffer the item is written to: the digest takes the
+    /// whole JSON at once (serializing straight into the hasher feeds it token by token, twice
+    /// as slow), and a buffer reused over many items is allocated once.
+    fn of_with<T: Serialize>(item: &T, json: &mut Vec<u8>) -> SetDigest {
         use sha2::{Digest, Sha256};
-        let mut hasher = Sha256::new();
-        // Plain data with string keys always serializes, and the hasher's writer never fails.
-        serde_json::to_writer(&mut hasher, item).expect("plain data serializes to JSON");
-        let bytes = hasher.finalize();
+        json.clear();
+        // Plain data with string keys always serializes, and a Vec never fails to be written.
+        serde_json::to_writer(&mut *json, item).expect("plain data serializes to JSON");
+        let bytes = Sha256::digest(json.as_slice());
         let mut lanes = [0u64; 4];
         for (lane, chunk) in lanes.iter_mut().zip(bytes.chunks_exact(8)) {
             let mut word = [0u8; 8];
@@ -384,15 +391,17 @@ impl SetDigest {
 
     /// Adds each of `items`.
     pub fn add_all<'a, T: Serialize + 'a>(&mut self, items: impl Iterator<Item = &'a T>) {
+        let mut json = Vec::with_capacity(256);
         for item in items {
-            self.add(SetDigest::of(item));
+            self.add(SetDigest::of_with(item, &mut json));
         }
     }
 
     /// Takes out each of `items`.
     pub fn sub_all<'a, T: Serialize + 'a>(&mut self, items: impl Iterator<Item = &'a T>) {
+        let mut json = Vec::with_capacity(256);
         for item in items {
-            self.sub(SetDigest::of(item));
+            self.sub(SetDigest::of_with(item, &mut json));
         }
     }
 

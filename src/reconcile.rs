@@ -121,9 +121,30 @@ pub fn guard(plan: &Plan, allow_mass_removal: bool) -> Result<(), Refusal> {
 
 /// The dry run of `request`: the plan of `desired` against `actual`, a snapshot already read.
 pub fn planned(desired: &DesiredState, actual: &Actual, request: &Request, now: DateTime<Utc>) -> Outcome {
+    planned_with(
+        desired,
+        desired.fingerprint(),
+        actual,
+        actual.fingerprint(),
+        request,
+        now,
+    )
+}
+
+/// [`planned`] with the fingerprints of `desired` and `actual` given (a digest of every item of
+/// each): a caller can compute each beside other work.
+pub fn planned_with(
+    desired: &DesiredState,
+    state_fingerprint: String,
+    actual: &Actual,
+    store_fingerprint: String,
+    request: &Request,
+    now: DateTime<Utc>,
+) -> Outcome {
+    let totals = crate::plan::Totals::of(actual);
     Outcome {
-        plan: plan(desired, actual, now, request.options),
-        state_fingerprint: desired.fingerprint(),
+        plan: crate::plan::plan_part(desired, actual, totals, store_fingerprint, now, request.options),
+        state_fingerprint,
         run_id: None,
         snapshot: None,
     }

@@ -9,7 +9,7 @@ use crate::desired::StateDir;
 use crate::plan::PlanOptions;
 use crate::plan::render::PLAN_FORMAT;
 use crate::plan::render::{Format, PlanDocument, render};
-use crate::reconcile::{Request, guard, planned, reconcile};
+use crate::reconcile::{Request, guard, planned_with, reconcile};
 
 /// Options of `reconcile`.
 #[derive(Debug, clap::Args)]
@@ -58,18 +58,32 @@ impl Args {
         let progress = super::progress::Progress::start("loading the state", quiet);
         // The files are read and checked on a thread of their own while the store is opened
         // (and, for a dry run, its snapshot read): a dry run then costs about its slower half.
+        // Each half of a dry run also digests its state for the plan's fingerprints.
+        let dry_run = self.dry_run;
         let loading = {
             let state = state.clone();
-            tokio::task::spawn_blocking(move || super::load(&state, now))
+            tokio::task::spawn_blocking(move || {
+                let loaded = super::load(&state, now)?;
+                let fingerprint = dry_run.then(|| loaded.state.fingerprint());
+                anyhow::Ok((loaded, fingerprint))
+            })
         };
-        let dry_run = self.dry_run;
         let opening = async {
             let db = super::open(store).await?;
-            let snapshot = if dry_run { Some(db.snapshot().await?) } else { None };
+            let snapshot = if dry_run {
+                let actual = db.snapshot().await?;
+                let digested = tokio::task::spawn_blocking(move || {
+                    let fingerprint = actual.fingerprint();
+                    (actual, fingerprint)
+                });
+                Some(digested.await.context("the digesting task failed")?)
+            } else {
+                None
+            };
             Ok::<_, anyhow::Error>((db, snapshot))
         };
         let (loaded, opened) = tokio::join!(loading, opening);
-        let loaded = loaded.context("the loading task failed")??;
+        let (loaded, state_fingerprint) = loaded.context("the loading task failed")??;
         let (store, snapshot) = opened?;
         progress.phase(if self.dry_run {
             "planning"
@@ -84,9 +98,16 @@ impl Args {
             actor: self.actor.unwrap_or_else(super::default_actor),
             source: "cli".into(),
         };
-        let outcome = match snapshot {
-            Some(actual) => planned(&loaded.state, &actual, &request, now),
-            None => reconcile(&store, &loaded.state, &request, now).await?,
+        let outcome = match (snapshot, state_fingerprint) {
+            (Some((actual, store_fingerprint)), Some(state_fingerprint)) => planned_with(
+                &loaded.state,
+                state_fingerprint,
+                &actual,
+                store_fingerprint,
+                &request,
+                now,
+            ),
+            _ => reconcile(&store, &loaded.state, &request, now).await?,
         };
         drop(progress);
         let doc = PlanDocument::new(&outcome.plan, outcome.state_fingerprint.clone());
