@@ -257,10 +257,11 @@ fn report(backend: &str, f: &Figures, library: Duration) {
     let ratio = |a: &Samples, b: &Samples| a.median().as_secs_f64() / b.median().as_secs_f64();
     let floor = f.reference.median() + library;
     println!(
-        "  whole initial reconcile {} against {} + the YAML library's parse {} = {}: {:.2}x (target ≤ 3)",
+        "  whole initial reconcile {} against {} {} + the YAML library's parse {} = {}: {:.2}x (target ≤ 3)",
         secs(f.initial.total.median()),
         f.reference_name,
         secs(f.reference.median()),
+        secs(library),
         secs(floor),
         f.initial.total.median().as_secs_f64() / floor.as_secs_f64()
     );

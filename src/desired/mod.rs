@@ -597,10 +597,7 @@ impl Loader {
     /// is reported.
     fn items_of_tree(&mut self, cx: &FileCx, raw: RawFile) -> Items {
         let (setting, windows) = match raw.maintenance {
-            Some(m) => (
-                (m.mode.is_some() || m.reason.is_some()).then_some((m.mode, m.reason)),
-                m.windows,
-            ),
+            Some(m) => (setting(m.mode, m.reason), m.windows),
             None => (None, None),
         };
         Items {
@@ -905,16 +902,21 @@ struct Items {
     profile: Option<RawProfile>,
 }
 
+/// The maintenance setting a file declares: its mode and reason, when either is written.
+fn setting(
+    mode: Option<crate::domain::Mode>,
+    reason: Option<String>,
+) -> Option<(Option<crate::domain::Mode>, Option<String>)> {
+    (mode.is_some() || reason.is_some()).then_some((mode, reason))
+}
+
 impl From<SchemaFile> for Items {
     fn from(file: SchemaFile) -> Items {
         fn indexed<T>(items: Option<Vec<T>>) -> Vec<(usize, T)> {
             items.into_iter().flatten().enumerate().collect()
         }
         let (setting, windows) = match file.maintenance {
-            Some(m) => (
-                (m.mode.is_some() || m.reason.is_some()).then_some((m.mode, m.reason)),
-                m.windows,
-            ),
+            Some(m) => (setting(m.mode, m.reason), m.windows),
             None => (None, None),
         };
         Items {
