@@ -147,7 +147,18 @@ pub fn router(state: Arc<AppState>) -> Router {
     let shared = ServiceBuilder::new()
         // A 5xx is not an error to log here: a maintenance window answers 503 by design, and
         // real failures (database, internal) are logged where they happen, with their cause.
-        .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)))
+        // Mounted only when its debug lines can be shown: otherwise each request would pay for a
+        // span and a wrapped body that log nothing.
+        .option_layer(
+            tracing::enabled!(target: "tower_http::trace", tracing::Level::DEBUG).then(|| {
+                ServiceBuilder::new()
+                    .map_response(axum::response::IntoResponse::into_response)
+                    .layer(
+                        TraceLayer::new_for_http()
+                            .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+                    )
+            }),
+        )
         // Outside every layer that can refuse a request, so each refusal gets the JSON body.
         .layer(axum::middleware::map_response(error::json_errors))
         .map_response(axum::response::IntoResponse::into_response)
