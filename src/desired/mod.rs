@@ -857,22 +857,23 @@ impl Loader {
             });
         }
         let count = sources.0.len();
-        let origin = self.let_go.is_none().then(|| Origin {
-            rules: files(&rules),
-            clients: files(&clients),
-            windows: files(&windows),
-            flags: files(&flags),
+        // An origin needs every file's text: none when the loader let them go.
+        let texts: Option<Vec<(PathBuf, String)>> = sources
+            .0
+            .into_iter()
+            .map(|s| match s.text {
+                Text::Held(text) => Some((s.path, text)),
+                Text::OnDisk { .. } => None,
+            })
+            .collect();
+        let origin = texts.map(|files| Origin {
+            rules: file_indexes(&rules),
+            clients: file_indexes(&clients),
+            windows: file_indexes(&windows),
+            flags: file_indexes(&flags),
             maintenance: maintenance.as_ref().map(|(_, p)| p.file),
             profile: profile.as_ref().map(|(_, p)| p.file),
-            files: sources
-                .0
-                .into_iter()
-                .map(|s| match s.text {
-                    Text::Held(text) => (s.path, text),
-                    // Not met: texts are let go only by a loader that gives no origin.
-                    Text::OnDisk { .. } => (s.path, String::new()),
-                })
-                .collect(),
+            files,
         });
         Ok(Loaded {
             state: DesiredState {
@@ -951,7 +952,7 @@ fn read_typed(text: &str) -> Option<SchemaFile> {
 }
 
 /// The file index of each item.
-fn files<T>(items: &[(T, Place)]) -> Vec<usize> {
+fn file_indexes<T>(items: &[(T, Place)]) -> Vec<usize> {
     items.iter().map(|(_, p)| p.file).collect()
 }
 
