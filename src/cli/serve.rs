@@ -115,11 +115,13 @@ impl Args {
             Some(url) => format!("counters in {url}"),
             None => "counters in memory".to_owned(),
         };
-        let _ = writeln!(
-            std::io::stderr(),
-            "valhalla-ops: serving http://{addr} ({} store, {counted_in})",
+        // One write: stderr is unbuffered, and a line written piece by piece can be read
+        // half-written by whatever follows the log.
+        let line = format!(
+            "valhalla-ops: serving http://{addr} ({} store, {counted_in})\n",
             db.backend()
         );
+        let _ = std::io::stderr().write_all(line.as_bytes());
         let defaults = ReplicaOptions::default();
         let options = ReplicaOptions {
             name: self.replica.unwrap_or(defaults.name),

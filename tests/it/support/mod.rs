@@ -284,10 +284,22 @@ impl Process {
 
     /// The address a `serve` process says it serves on.
     pub fn base(&self) -> String {
+        // The whole line: the log is read in chunks, which can end inside the address.
         self.wait_log("serving http://", Duration::from_secs(10));
-        let log = self.log();
-        let base = log.split_whitespace().find(|w| w.starts_with("http://"));
-        base.unwrap_or_else(|| panic!("no address in {log}")).to_owned()
+        let start = Instant::now();
+        loop {
+            let log = self.log();
+            let from = log.find("serving http://").expect("waited for it");
+            if let Some((line, _)) = log[from..].split_once('\n') {
+                let base = line.split_whitespace().find(|w| w.starts_with("http://"));
+                return base.unwrap_or_else(|| panic!("no address in {line}")).to_owned();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the serving line never ended:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Sends SIGTERM and waits up to `within` for the exit status.
