@@ -8,7 +8,8 @@
 //! from saving a state file to the change being visible over HTTP with the watch loop running.
 //! Prints figures; asserts nothing.
 //!
-//! `cargo bench --bench serve` (`-- --seconds N` per scenario and round; Postgres from
+//! `cargo bench --bench serve` (`-- --seconds N` per scenario and round; `-- --only '(c)'` for
+//! that scenario beside the bare route and nothing else; Postgres from
 //! `VALHALLA_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`).
 
 use std::net::SocketAddr;
@@ -56,7 +57,10 @@ async fn seed(db: &Db) {
 }
 
 /// A server over `db` counting in `counting`, with the bare reference route beside the real ones.
-async fn start(db: Db, counting: Counting) -> (SocketAddr, Arc<AppState>, valhalla_ops::shutdown::TaskGuard) {
+async fn start(
+    db: Db,
+    counting: Counting,
+) -> (SocketAddr, Arc<AppState>, valhalla_ops::shutdown::TaskGuard, App) {
     let clock = valhalla_ops::clock::system();
     let replica = Replica::with_counting(db.clone(), clock, ReplicaOptions::default(), counting);
     let state = Arc::new(AppState::over(replica, db));
@@ -72,11 +76,47 @@ async fn start(db: Db, counting: Counting) -> (SocketAddr, Arc<AppState>, valhal
     let limits = state.limits;
     tokio::spawn(server::listen::serve(
         listener,
-        app,
+        app.clone(),
         limits,
         std::future::pending(),
     ));
-    (addr, state, tasks)
+    (addr, state, tasks, app)
+}
+
+/// The served application: the router behind path normalisation.
+type App = tower_http::normalize_path::NormalizePath<Router>;
+
+/// The application's own CPU time per request, without the network: `request` through `app`
+/// `n` times on this thread, its answer read whole, as hyper would.
+async fn in_process(app: &App, raw: &[u8], n: u32) -> Duration {
+    use tower::ServiceExt as _;
+    let peer = axum::extract::ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40_000)));
+    let start = Instant::now();
+    for _ in 0..n {
+        let mut request = request_of(raw);
+        request.extensions_mut().insert(peer);
+        let response = app.clone().oneshot(request).await.unwrap();
+        axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+    }
+    start.elapsed() / n
+}
+
+/// One of this benchmark's raw requests as a request value.
+fn request_of(raw: &[u8]) -> axum::http::Request<axum::body::Body> {
+    let text = std::str::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next().unwrap().split(' ');
+    let mut builder = axum::http::Request::builder()
+        .method(first.next().unwrap())
+        .uri(first.next().unwrap());
+    for line in lines {
+        let (name, value) = line.split_once(": ").unwrap();
+        builder = builder.header(name, value);
+    }
+    builder.body(axum::body::Body::from(body.to_owned())).unwrap()
 }
 
 /// One keep-alive HTTP/1.1 connection that sends a request and reads its whole response.
@@ -142,11 +182,49 @@ struct Figures {
     p50: Duration,
     p99: Duration,
     statuses: Vec<u16>,
+    /// The server threads' CPU time per request (user, system), in µs: steadier than the
+    /// rates, which move with whatever else the two cores run.
+    cpu_us: (f64, f64),
 }
+
+/// The CPU time the server runtime's threads have used (user, system), in clock ticks.
+fn server_cpu() -> (u64, u64) {
+    let mut total = (0, 0);
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return total;
+    };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state …`: utime and stime are the 12th and 13th fields after the comm.
+        let Some((comm, rest)) = stat.split_once(") ") else {
+            continue;
+        };
+        if !comm.ends_with("(server") {
+            continue;
+        }
+        let fields: Vec<u64> = rest
+            .split(' ')
+            .skip(11)
+            .take(2)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        if let [user, system] = fields[..] {
+            total.0 += user;
+            total.1 += system;
+        }
+    }
+    total
+}
+
+/// Clock ticks per second, as /proc counts them.
+const TICKS: f64 = 100.0;
 
 /// Runs `request` on 64 connections for `seconds` after a one-second warm-up.
 async fn load(addr: SocketAddr, request: Vec<u8>, seconds: u64) -> Figures {
     let request = Arc::new(request);
+    let cpu_before = server_cpu();
     let warm = Instant::now() + Duration::from_secs(1);
     let end = warm + Duration::from_secs(seconds);
     let tasks: Vec<_> = (0..CONNECTIONS)
@@ -185,6 +263,12 @@ async fn load(addr: SocketAddr, request: Vec<u8>, seconds: u64) -> Figures {
         statuses.extend(s);
         sent += n;
     }
+    let cpu_after = server_cpu();
+    let per_request = |ticks: u64| ticks as f64 / TICKS * 1e6 / sent.max(1) as f64;
+    let cpu_us = (
+        per_request(cpu_after.0 - cpu_before.0),
+        per_request(cpu_after.1 - cpu_before.1),
+    );
     statuses.sort_unstable();
     statuses.dedup();
     all.sort_unstable();
@@ -195,6 +279,7 @@ async fn load(addr: SocketAddr, request: Vec<u8>, seconds: u64) -> Figures {
         p50: at(0.50),
         p99: at(0.99),
         statuses,
+        cpu_us,
     }
 }
 
@@ -250,8 +335,8 @@ async fn propagation(url: &str) -> (Duration, Duration, usize) {
     let db_a = Db::open(url).await.unwrap();
     seed(&db_a).await;
     let db_b = Db::open(url).await.unwrap();
-    let (a, _, _a_tasks) = start(db_a, Counting::memory(DEFAULT_CAPACITY)).await;
-    let (b, _, _b_tasks) = start(db_b, Counting::memory(DEFAULT_CAPACITY)).await;
+    let (a, _, _a_tasks, _) = start(db_a, Counting::memory(DEFAULT_CAPACITY)).await;
+    let (b, _, _b_tasks, _) = start(db_b, Counting::memory(DEFAULT_CAPACITY)).await;
     let mut on_a = Conn::open(a).await;
     let mut on_b = Conn::open(b).await;
     // A route the freeze refuses (the overrides routes are the way out, always served).
@@ -293,7 +378,7 @@ async fn save_to_visible(edits: usize) -> (Duration, Duration) {
     let db = Db::open(&format!("sqlite://{}", dir.path().join("watch.db").display()))
         .await
         .unwrap();
-    let (addr, app, _tasks) = start(db.clone(), Counting::memory(DEFAULT_CAPACITY)).await;
+    let (addr, app, _tasks, _) = start(db.clone(), Counting::memory(DEFAULT_CAPACITY)).await;
     let clock = Arc::clone(&app.replica.clock);
     let metrics = app.metrics.watch.clone();
     let options = valhalla_ops::watch::WatchOptions::default();
@@ -344,14 +429,22 @@ async fn save_to_visible(edits: usize) -> (Duration, Duration) {
 }
 
 fn main() {
-    let mut args = std::env::args().skip_while(|a| a != "--seconds");
-    let seconds = args.nth(1).and_then(|n| n.parse().ok()).unwrap_or(3);
+    let arg = |name: &str| {
+        let mut args = std::env::args().skip_while(|a| a != name);
+        args.nth(1)
+    };
+    let seconds = arg("--seconds").and_then(|n| n.parse().ok()).unwrap_or(3);
+    // `--only '(c)'`: that scenario and the bare route alone, nothing after them (for a profiler).
+    let only = arg("--only");
+    // Named, so that a profile tells the server's threads from the load generator's.
     let server = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("server")
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     let client = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("load")
         .worker_threads(2)
         .enable_all()
         .build()
@@ -361,11 +454,11 @@ fn main() {
     let redis_url =
         std::env::var("VALHALLA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
     let prefix = format!("vops-bench-{}", std::process::id());
-    let (addr, rule_id, shared) = server.block_on(async {
+    let (addr, rule_id, shared, app) = server.block_on(async {
         let db = Db::open(&url).await.unwrap();
         seed(&db).await;
         let rules = db.live().await.unwrap().rules;
-        let (addr, _, _tasks) = start(db.clone(), Counting::memory(DEFAULT_CAPACITY)).await;
+        let (addr, _, _tasks, app) = start(db.clone(), Counting::memory(DEFAULT_CAPACITY)).await;
         let redis = RedisCounters::new(&RedisOptions {
             url: redis_url.clone(),
             prefix: prefix.clone(),
@@ -376,12 +469,12 @@ fn main() {
         let counting = Counting::shared(DEFAULT_CAPACITY, redis);
         counting.connect().await;
         let shared = if counting.health().reachable {
-            let (addr, state, _tasks) = start(db, counting).await;
+            let (addr, state, _tasks, _) = start(db, counting).await;
             Some((addr, state))
         } else {
             None
         };
-        (addr, rules[0].id, shared)
+        (addr, rules[0].id, shared, app)
     });
     println!(
         "valhalla-ops serving benchmark: {CONNECTIONS} connections, {ROUNDS} rounds of {seconds} s per scenario, SQLite store, 2 server threads"
@@ -407,6 +500,9 @@ fn main() {
         scenarios.push(("(c) with Redis counters", *shared_addr, check));
     } else {
         println!("Redis counters: skipped (no Redis answers at {redis_url})");
+    }
+    if let Some(only) = &only {
+        scenarios.retain(|(name, _, _)| name.starts_with("(d)") || name.contains(only.as_str()));
     }
     let redis_calls = || {
         shared
@@ -440,12 +536,33 @@ fn main() {
         statuses.sort_unstable();
         statuses.dedup();
         let per_request = calls[i].0 as f64 / calls[i].1.max(1) as f64;
+        let user = median(runs.iter().map(|f| f.cpu_us.0).collect());
+        let system = median(runs.iter().map(|f| f.cpu_us.1).collect());
         println!(
-            "{name:<40} {rps:>9.0} req/s  {:>5.0}% of bare  p50 {:>8}  p99 {:>8}  Redis calls/request {per_request:.2}  statuses {statuses:?}",
+            "{name:<40} {rps:>9.0} req/s  {:>5.0}% of bare  p50 {:>8}  p99 {:>8}  server CPU {:>5.1} µs/request ({user:.1} user)  Redis calls/request {per_request:.2}  statuses {statuses:?}",
             ratio * 100.0,
             ms(Duration::from_secs_f64(p50)),
             ms(Duration::from_secs_f64(p99)),
+            user + system,
         );
+    }
+    // The same requests without the network, one at a time on one thread: the layers' and
+    // the handlers' own cost, steadier than the rates.
+    let mut bare_cost = None;
+    for (name, _, request) in scenarios.iter().filter(|(name, ..)| !name.contains("Redis")) {
+        let cost = server.block_on(async {
+            in_process(&app, request, 20_000).await;
+            in_process(&app, request, 200_000).await
+        });
+        let bare = *bare_cost.get_or_insert(cost);
+        println!(
+            "{name:<40} in process, no network: {:>5.2} µs/request, {:.2} µs more than the bare route",
+            cost.as_secs_f64() * 1e6,
+            (cost.as_secs_f64() - bare.as_secs_f64()) * 1e6
+        );
+    }
+    if only.is_some() {
+        return;
     }
     if shared.is_some() {
         // Redis-backed against in-process, round by round.

@@ -225,29 +225,45 @@ impl Replica {
     /// read again) is not waited for: the previous view answers meanwhile. While the store is
     /// unreachable the last view is served (and reloading retried every second).
     pub async fn view(&self) -> Result<Arc<View>, StoreError> {
+        match self.current() {
+            Ok(current) => Ok(current),
+            // Out of line: catching up is a future of kilobytes, which every request's future
+            // would otherwise carry, and copy each time it is moved, for a view that is current.
+            Err(behind) => Box::pin(self.catch_up(behind)).await,
+        }
+    }
+
+    /// The view if it has every change signalled; else what there is.
+    fn current(&self) -> Result<Arc<View>, Option<Arc<View>>> {
         let wanted = self.db.changes().current();
         match self.view.load_full() {
             Some(current) if current.generation >= wanted => Ok(current),
-            Some(current) => match tokio::time::timeout(STALE_WAIT, self.reloading.lock()).await {
-                Ok(guard) => match tokio::time::timeout(STALE_WAIT, self.reload(guard)).await {
-                    Ok(view) => view,
-                    // Too long for a request: the replica's refresher (or the next request)
-                    // reads it again.
-                    Err(_) => Ok(current),
-                },
+            behind => Err(behind),
+        }
+    }
+
+    /// [`Replica::view`] when the view is behind (or not loaded yet).
+    async fn catch_up(&self, behind: Option<Arc<View>>) -> Result<Arc<View>, StoreError> {
+        let Some(current) = behind else {
+            return self.reload(self.reloading.lock().await).await;
+        };
+        match tokio::time::timeout(STALE_WAIT, self.reloading.lock()).await {
+            Ok(guard) => match tokio::time::timeout(STALE_WAIT, self.reload(guard)).await {
+                Ok(view) => view,
+                // Too long for a request: the replica's refresher (or the next request) reads
+                // it again.
                 Err(_) => Ok(current),
             },
-            None => self.reload(self.reloading.lock().await).await,
+            Err(_) => Ok(current),
         }
     }
 
     /// The view with every change this process knows of, waiting for a reload however long it
     /// takes: after a write, so that its author reads it back.
     pub async fn fresh_view(&self) -> Result<Arc<View>, StoreError> {
-        let wanted = self.db.changes().current();
-        match self.view.load_full() {
-            Some(current) if current.generation >= wanted => Ok(current),
-            _ => self.reload(self.reloading.lock().await).await,
+        match self.current() {
+            Ok(current) => Ok(current),
+            Err(_) => Box::pin(async { self.reload(self.reloading.lock().await).await }).await,
         }
     }
 

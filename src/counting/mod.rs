@@ -129,7 +129,10 @@ impl Counting {
             return self.outage(matched, now_ms);
         }
         let started = Instant::now();
-        let outcome = tokio::time::timeout(shared.redis.timeout, shared.redis.decide(matched, now_ms)).await;
+        // Boxed: a call's future is most of a request future's size, which every request
+        // would carry (and copy when moved) in memory-only counting too.
+        let call = Box::pin(shared.redis.decide(matched, now_ms));
+        let outcome = tokio::time::timeout(shared.redis.timeout, call).await;
         let seconds = started.elapsed().as_secs_f64();
         let failure = match outcome {
             Ok(Ok(answer)) => {

@@ -9,12 +9,10 @@ pub use crate::api_error::{ApiError, ErrorBody, ErrorDetail};
 /// Turns error responses that are not JSON yet (axum's extractor rejections, the body limit, the
 /// timeout, unknown routes) into the documented error body, keeping their message.
 pub async fn json_errors(response: Response) -> Response {
-    let status = response.status();
-    let is_json =
-        response.headers().get(header::CONTENT_TYPE) == Some(&HeaderValue::from_static("application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+    if is_final(&response) {
         return response;
     }
+    let status = response.status();
     let (parts, old) = response.into_parts();
     let text = axum::body::to_bytes(old, 16 * 1024).await.unwrap_or_default();
     let text = String::from_utf8_lossy(&text);
@@ -30,6 +28,14 @@ pub async fn json_errors(response: Response) -> Response {
         }
     }
     fresh
+}
+
+/// Whether `response` goes out as it is: a success, or an error whose body is JSON already.
+pub fn is_final(response: &Response) -> bool {
+    let status = response.status();
+    let is_json =
+        response.headers().get(header::CONTENT_TYPE) == Some(&HeaderValue::from_static("application/json"));
+    !(status.is_client_error() || status.is_server_error()) || is_json
 }
 
 /// The answer for a path no route serves.

@@ -1,21 +1,60 @@
-//! The server's own layers: counting requests with read-your-writes after a write, and the body
-//! deadline. Plain tower services: a request passes each for the cost of at most one boxed
-//! future.
+//! The server's own layers: error bodies made JSON, counting requests with read-your-writes
+//! after a write, and the body deadline. Plain tower services: a request passes each without a
+//! boxed future unless it has a body to read, a write to wait for or an error body to rewrite.
 
 use std::convert::Infallible;
+use std::future::{Future, Ready, ready};
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse as _, Response};
-use futures_util::future::Either;
+use futures_util::FutureExt as _;
+use futures_util::future::{Either, Then};
 use tower::Service;
 
-use super::metrics::RequestKind;
-use super::{ApiError, AppState, BODY_LIMIT};
+use super::metrics::{Metrics, RequestKind};
+use super::{ApiError, AppState, BODY_LIMIT, error};
 use crate::enforce::BoxFuture;
+
+/// Makes every error body JSON ([`error::json_errors`]); a response that needs no rewrite is
+/// passed on as it comes.
+#[derive(Clone)]
+pub(super) struct JsonErrors<S> {
+    pub inner: S,
+}
+
+type Answer = Result<Response, Infallible>;
+type Rewrite = Either<Ready<Answer>, BoxFuture<Response>>;
+
+impl<S> Service<Request> for JsonErrors<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Then<S::Future, Rewrite, fn(Answer) -> Rewrite>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        self.inner.call(request).then(rewrite)
+    }
+}
+
+fn rewrite(answer: Answer) -> Rewrite {
+    let Ok(response) = answer;
+    if error::is_final(&response) {
+        Either::Left(ready(Ok(response)))
+    } else {
+        Either::Right(Box::pin(async move { Ok(error::json_errors(response).await) }))
+    }
+}
 
 /// Around each request: after one that may have written, waits until this replica's view
 /// includes the write before answering, so that whoever changed something reads it back on the
@@ -34,7 +73,7 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = BoxFuture<Response>;
+    type Future = Counted<Either<S::Future, BoxFuture<Response>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -45,15 +84,47 @@ where
         let reads = crate::enforce::default_reads(request.method(), request.uri().path());
         let start = Instant::now();
         let answer = self.inner.call(request);
-        let state = Arc::clone(&self.state);
-        Box::pin(async move {
-            let response = answer.await?;
-            if !reads && let Err(e) = state.replica.fresh_view().await {
-                tracing::warn!(error = %e, "cannot refresh the cached state after a write");
-            }
-            state.metrics.record(kind, response.status(), start.elapsed());
-            Ok(response)
-        })
+        let answer = if reads {
+            Either::Left(answer)
+        } else {
+            let replica = Arc::clone(&self.state.replica);
+            Either::Right(Box::pin(async move {
+                let response = answer.await;
+                if let Err(e) = replica.fresh_view().await {
+                    tracing::warn!(error = %e, "cannot refresh the cached state after a write");
+                }
+                response
+            }) as BoxFuture<Response>)
+        };
+        Counted {
+            answer,
+            kind,
+            start,
+            metrics: Arc::clone(&self.state.metrics),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's answer, counted and timed when it comes.
+    pub(super) struct Counted<F> {
+        #[pin]
+        answer: F,
+        kind: RequestKind,
+        start: Instant,
+        metrics: Arc<Metrics>,
+    }
+}
+
+impl<F: Future<Output = Answer>> Future for Counted<F> {
+    type Output = Answer;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answer> {
+        let this = self.project();
+        let response = ready!(this.answer.poll(cx))?;
+        this.metrics
+            .record(*this.kind, response.status(), this.start.elapsed());
+        Poll::Ready(Ok(response))
     }
 }
 

@@ -160,7 +160,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             }),
         )
         // Outside every layer that can refuse a request, so each refusal gets the JSON body.
-        .layer(axum::middleware::map_response(error::json_errors))
+        .layer(layer_fn(|inner| middleware::JsonErrors { inner }))
         .map_response(axum::response::IntoResponse::into_response)
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .map_request(|request: axum::http::Request<_>| request.map(axum::body::Body::new))
