@@ -233,6 +233,12 @@ impl Replica {
         }
     }
 
+    /// The view, when it has every change signalled: what [`Replica::view`] answers without
+    /// waiting.
+    pub fn view_now(&self) -> Option<Arc<View>> {
+        self.current().ok()
+    }
+
     /// The view if it has every change signalled; else what there is.
     fn current(&self) -> Result<Arc<View>, Option<Arc<View>>> {
         let wanted = self.db.changes().current();

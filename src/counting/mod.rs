@@ -105,6 +105,12 @@ impl Counting {
         }
     }
 
+    /// The counters when they are this replica's memory alone: then a decision needs no
+    /// waiting.
+    pub fn memory_only(&self) -> Option<&Limiter> {
+        self.shared.is_none().then_some(&self.memory)
+    }
+
     /// Decides about one request against the rules it matched (each with its counter) and
     /// counts it, as [`Limiter::check`] does, in the configured store. `now_ms` is this
     /// replica's clock: the memory counters' time, and the time of remembered refusals.

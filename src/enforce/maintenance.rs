@@ -8,43 +8,52 @@ use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{Enforcer, Gate, Passage, caller};
+use super::{Enforcer, Gate, Gating, Passage, caller};
 use crate::api_error::ApiError;
 use crate::domain::{Mode, Role};
 use crate::mode::{EffectiveMode, effective};
+use crate::replica::View;
 
 /// The freeze: in `read_only`, writes by non-admins get 503; in `maintenance`, everything but
 /// the always-served paths gets 503.
 pub struct Freeze;
 
 impl Gate for Freeze {
-    async fn pass(enforcer: Arc<Enforcer>, mut request: Request) -> Passage {
-        let admitted = |request| Passage::Admitted(request, HeaderMap::new());
+    fn pass(enforcer: &Arc<Enforcer>, request: Request) -> Gating {
         if (enforcer.always_served)(request.uri().path()) {
-            return admitted(request);
+            return Gating::Now(Passage::Admitted(request, HeaderMap::new()));
         }
-        let replica = &enforcer.replica;
-        let view = match replica.view().await {
-            Ok(view) => view,
-            Err(e) => return Passage::Refused(ApiError::from(e).into_response()),
-        };
-        let now = (replica.clock)();
-        let mode = effective(&view.maintenance, now);
-        let is_write = !(enforcer.reads)(request.method(), request.uri().path());
-        let refused = match mode.mode {
-            Mode::Normal => false,
-            Mode::ReadOnly if is_write => match caller(&mut request, &view) {
-                Ok(caller) => caller.is_none_or(|c| c.role != Role::Admin),
-                Err(e) => return Passage::Refused(super::bad_request(e)),
-            },
-            Mode::ReadOnly => false,
-            Mode::Maintenance => true,
-        };
-        if refused {
-            Passage::Refused(refusal(&mode, now))
-        } else {
-            admitted(request)
+        if let Some(view) = enforcer.replica.view_now() {
+            return Gating::Now(freeze(enforcer, &view, request));
         }
+        let enforcer = Arc::clone(enforcer);
+        Gating::Later(Box::pin(async move {
+            match enforcer.replica.view().await {
+                Ok(view) => freeze(&enforcer, &view, request),
+                Err(e) => Passage::Refused(ApiError::from(e).into_response()),
+            }
+        }))
+    }
+}
+
+/// The freeze's decision about a request that is not always served, in `view`'s mode now.
+fn freeze(enforcer: &Enforcer, view: &View, mut request: Request) -> Passage {
+    let now = (enforcer.replica.clock)();
+    let mode = effective(&view.maintenance, now);
+    let is_write = !(enforcer.reads)(request.method(), request.uri().path());
+    let refused = match mode.mode {
+        Mode::Normal => false,
+        Mode::ReadOnly if is_write => match caller(&mut request, view) {
+            Ok(caller) => caller.is_none_or(|c| c.role != Role::Admin),
+            Err(e) => return Passage::Refused(super::bad_request(e)),
+        },
+        Mode::ReadOnly => false,
+        Mode::Maintenance => true,
+    };
+    if refused {
+        Passage::Refused(refusal(&mode, now))
+    } else {
+        Passage::Admitted(request, HeaderMap::new())
     }
 }
 

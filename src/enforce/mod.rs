@@ -63,29 +63,72 @@ pub enum Passage {
     Admitted(Request, HeaderMap),
 }
 
-/// One kind of enforcement: a decision about each request, made before the service runs.
+/// A gate's decision: made at once, or to be waited for.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "built once per request and moved once; boxing the passage would allocate on every request"
+)]
+pub enum Gating {
+    /// Decided: the view was current and nothing shared had to be asked.
+    Now(Passage),
+    /// The view must be reloaded or the shared counters asked first.
+    Later(Pin<Box<dyn Future<Output = Passage> + Send>>),
+}
+
+impl Gating {
+    /// The passage, however it comes.
+    pub async fn passage(self) -> Passage {
+        match self {
+            Gating::Now(passage) => passage,
+            Gating::Later(future) => future.await,
+        }
+    }
+}
+
+/// One kind of enforcement: a decision about each request, made before the service runs. Most
+/// requests are decided at once, so that they pass without a future of their own.
 pub trait Gate: Send + Sync + 'static {
-    fn pass(enforcer: Arc<Enforcer>, request: Request) -> impl Future<Output = Passage> + Send;
+    fn pass(enforcer: &Arc<Enforcer>, request: Request) -> Gating;
 }
 
 /// Two gates in turn: the first refuses before the second is asked, and the first's headers go
 /// on whatever the second answers, as when each is a layer of its own (one layer costs a
-/// request one boxed future and one clone of the service instead of two).
+/// request less than two).
 impl<A: Gate, B: Gate> Gate for (A, B) {
-    async fn pass(enforcer: Arc<Enforcer>, request: Request) -> Passage {
-        let (request, first) = match A::pass(Arc::clone(&enforcer), request).await {
-            Passage::Refused(response) => return Passage::Refused(response),
-            Passage::Admitted(request, headers) => (request, headers),
-        };
-        match B::pass(enforcer, request).await {
-            Passage::Refused(mut response) => {
-                response.headers_mut().extend(first);
-                Passage::Refused(response)
+    fn pass(enforcer: &Arc<Enforcer>, request: Request) -> Gating {
+        match A::pass(enforcer, request) {
+            Gating::Now(Passage::Refused(response)) => Gating::Now(Passage::Refused(response)),
+            Gating::Now(Passage::Admitted(request, first)) => match B::pass(enforcer, request) {
+                Gating::Now(passage) => Gating::Now(with_headers(passage, first)),
+                Gating::Later(second) => {
+                    Gating::Later(Box::pin(async move { with_headers(second.await, first) }))
+                }
+            },
+            Gating::Later(first) => {
+                let enforcer = Arc::clone(enforcer);
+                Gating::Later(Box::pin(async move {
+                    match first.await {
+                        Passage::Refused(response) => Passage::Refused(response),
+                        Passage::Admitted(request, first) => {
+                            with_headers(B::pass(&enforcer, request).passage().await, first)
+                        }
+                    }
+                }))
             }
-            Passage::Admitted(request, mut headers) => {
-                headers.extend(first);
-                Passage::Admitted(request, headers)
-            }
+        }
+    }
+}
+
+/// `passage` with an earlier gate's headers added.
+fn with_headers(passage: Passage, earlier: HeaderMap) -> Passage {
+    match passage {
+        Passage::Refused(mut response) => {
+            response.headers_mut().extend(earlier);
+            Passage::Refused(response)
+        }
+        Passage::Admitted(request, mut headers) => {
+            headers.extend(earlier);
+            Passage::Admitted(request, headers)
         }
     }
 }
@@ -155,27 +198,66 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = BoxFuture<Response>;
+    type Future = Gated<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        // The clone that was polled ready serves this request.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let enforcer = Arc::clone(&self.enforcer);
-        Box::pin(async move {
-            match G::pass(enforcer, request).await {
-                Passage::Refused(response) => Ok(response),
-                Passage::Admitted(request, headers) => {
-                    let mut response = inner.call(request).await?;
-                    response.headers_mut().extend(headers);
-                    Ok(response)
+        match G::pass(&self.enforcer, request) {
+            Gating::Now(Passage::Refused(response)) => Gated::Refused {
+                answer: std::future::ready(Ok(response)),
+            },
+            Gating::Now(Passage::Admitted(request, headers)) => Gated::Admitted {
+                answer: self.inner.call(request),
+                headers,
+            },
+            Gating::Later(passage) => {
+                // The clone that was polled ready serves this request.
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                Gated::Later {
+                    answer: Box::pin(async move {
+                        match passage.await {
+                            Passage::Refused(response) => Ok(response),
+                            Passage::Admitted(request, headers) => {
+                                let mut response = inner.call(request).await?;
+                                response.headers_mut().extend(headers);
+                                Ok(response)
+                            }
+                        }
+                    }),
                 }
             }
-        })
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The answer to a gated request: a refusal, the service's answer with the gate's headers,
+    /// or, when the gate had to wait, both in one boxed future.
+    #[project = GatedProjection]
+    pub enum Gated<F> {
+        Refused { #[pin] answer: std::future::Ready<Result<Response, Infallible>> },
+        Admitted { #[pin] answer: F, headers: HeaderMap },
+        Later { answer: BoxFuture<Response> },
+    }
+}
+
+impl<F: Future<Output = Result<Response, Infallible>>> Future for Gated<F> {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            GatedProjection::Refused { answer } => answer.poll(cx),
+            GatedProjection::Admitted { answer, headers } => {
+                let mut response = std::task::ready!(answer.poll(cx))?;
+                response.headers_mut().extend(std::mem::take(headers));
+                Poll::Ready(Ok(response))
+            }
+            GatedProjection::Later { answer } => answer.as_mut().poll(cx),
+        }
     }
 }
 

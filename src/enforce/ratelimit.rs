@@ -10,59 +10,115 @@ use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{Enforcer, Gate, Passage, bad_request, caller, client_ip};
+use super::{Enforcer, Gate, Gating, Passage, bad_request, caller, client_ip};
 use crate::api_error::ApiError;
 use crate::auth::user_id;
+use crate::domain::ClientName;
 use crate::limit::{Decision, Subject};
+use crate::replica::View;
 
 /// The rate limiter: every enforced rule that applies must admit the request.
 pub struct RateLimit;
 
 impl Gate for RateLimit {
-    async fn pass(enforcer: Arc<Enforcer>, mut request: Request) -> Passage {
+    fn pass(enforcer: &Arc<Enforcer>, mut request: Request) -> Gating {
         if (enforcer.unlimited)(request.uri().path()) {
-            return Passage::Admitted(request, HeaderMap::new());
+            return Gating::Now(Passage::Admitted(request, HeaderMap::new()));
         }
         let replica = &enforcer.replica;
-        let view = match replica.view().await {
-            Ok(view) => view,
-            Err(e) => return Passage::Refused(ApiError::from(e).into_response()),
-        };
-        if view.table.is_empty() {
-            return Passage::Admitted(request, HeaderMap::new());
+        if let Some(memory) = replica.counting.memory_only()
+            && let Some(view) = replica.view_now()
+        {
+            let now_ms = replica.now_ms();
+            let mut client = None;
+            let outcome = match subject(enforcer, &view, &mut request, &mut client) {
+                Ok(Some(subject)) => {
+                    let decision = memory.check_matched(&view.table.matching(&subject), now_ms);
+                    verdict(enforcer, &decision, &subject)
+                }
+                Ok(None) => Ok(HeaderMap::new()),
+                Err(refusal) => Err(refusal),
+            };
+            return Gating::Now(passage(request, outcome));
         }
-        let client = match caller(&mut request, &view) {
-            Ok(caller) => caller.map(|c| c.name),
-            Err(e) => return Passage::Refused(bad_request(e)),
-        };
-        let ip = request
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| client_ip(c.0.ip(), request.headers(), &enforcer.trusted_proxies));
-        // A second `X-User-Id` would otherwise be a fresh budget for every request.
-        let user = match user_id(request.headers()) {
-            Ok(user) => user,
-            Err(e) => return Passage::Refused(bad_request(e)),
-        };
-        let subject = Subject {
-            global: true,
-            ip,
-            client: client.as_ref().map(|c| c.as_str()),
-            user,
-        };
-        let decision = replica.check(&view.table, &subject).await;
-        if let Some(observe) = &enforcer.observe {
-            observe(&decision, &subject);
-        }
-        let mut headers = HeaderMap::new();
-        rate_limit_headers(&decision, &mut headers);
-        if decision.allowed {
-            Passage::Admitted(request, headers)
-        } else {
-            let mut response = refusal(&decision);
-            response.headers_mut().extend(headers);
-            Passage::Refused(response)
-        }
+        let enforcer = Arc::clone(enforcer);
+        Gating::Later(Box::pin(async move {
+            let replica = &enforcer.replica;
+            let view = match replica.view().await {
+                Ok(view) => view,
+                Err(e) => return Passage::Refused(ApiError::from(e).into_response()),
+            };
+            let mut client = None;
+            let outcome = match subject(&enforcer, &view, &mut request, &mut client) {
+                Ok(Some(subject)) => {
+                    let decision = replica.check(&view.table, &subject).await;
+                    verdict(&enforcer, &decision, &subject)
+                }
+                Ok(None) => Ok(HeaderMap::new()),
+                Err(refusal) => Err(refusal),
+            };
+            passage(request, outcome)
+        }))
+    }
+}
+
+/// Whom a request is counted as, when `view` has rules: every rule's subject (the caller's
+/// client, kept in `client`; the client's address; the end user), or the answer to ambiguous
+/// identity headers.
+#[expect(
+    clippy::result_large_err,
+    reason = "the refusal is this request's answer, moved once on its way out"
+)]
+fn subject<'r>(
+    enforcer: &Enforcer,
+    view: &View,
+    request: &'r mut Request,
+    client: &'r mut Option<ClientName>,
+) -> Result<Option<Subject<'r>>, Response> {
+    if view.table.is_empty() {
+        return Ok(None);
+    }
+    *client = caller(request, view).map_err(bad_request)?.map(|c| c.name);
+    let request = &*request;
+    let ip = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| client_ip(c.0.ip(), request.headers(), &enforcer.trusted_proxies));
+    // A second `X-User-Id` would otherwise be a fresh budget for every request.
+    let user = user_id(request.headers()).map_err(bad_request)?;
+    Ok(Some(Subject {
+        global: true,
+        ip,
+        client: client.as_ref().map(|c| c.as_str()),
+        user,
+    }))
+}
+
+/// What a decision means for the request: the rate-limit headers to add to its answer, or the
+/// refusal (with them).
+#[expect(
+    clippy::result_large_err,
+    reason = "the refusal is this request's answer, moved once on its way out"
+)]
+fn verdict(enforcer: &Enforcer, decision: &Decision, subject: &Subject<'_>) -> Result<HeaderMap, Response> {
+    if let Some(observe) = &enforcer.observe {
+        observe(decision, subject);
+    }
+    let mut headers = HeaderMap::new();
+    rate_limit_headers(decision, &mut headers);
+    if decision.allowed {
+        Ok(headers)
+    } else {
+        let mut response = refusal(decision);
+        response.headers_mut().extend(headers);
+        Err(response)
+    }
+}
+
+fn passage(request: Request, outcome: Result<HeaderMap, Response>) -> Passage {
+    match outcome {
+        Ok(headers) => Passage::Admitted(request, headers),
+        Err(refusal) => Passage::Refused(refusal),
     }
 }
 
