@@ -118,7 +118,9 @@ mod tests {
             Ok(Object(value)) => (200, format!("{value:?}")),
             Err(response) => {
                 let status = response.status().as_u16();
-                let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+                let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+                    .await
+                    .unwrap();
                 (status, String::from_utf8_lossy(&bytes).into_owned())
             }
         }

@@ -16,7 +16,7 @@ mod writes;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::{PgPool, SqlitePool};
+use sqlx::{PgConnection, PgPool, SqlitePool};
 
 use backend::{Conn, Tx, on};
 
@@ -69,26 +69,51 @@ impl Db {
 
     /// Connects to `url` and runs pending migrations, as every command that uses the store does.
     pub async fn open_with(url: &str, options: StoreOptions) -> Result<Db, StoreError> {
-        let db = Db::connect(url, options).await?;
-        db.migrate().await?;
+        let (db, first) = Db::connecting(url, options).await?;
+        match first {
+            // On the connection that showed the server answers: a new one costs a TLS
+            // handshake, about 90 ms on a local Postgres (sqlx leaves Nagle's algorithm on, and
+            // two of the handshake's writes each wait for a delayed ACK).
+            Some(mut first) => {
+                db.migrate_on(Backend::Postgres(&mut first)).await?;
+                postgres::close(url, first).await?;
+            }
+            None => {
+                db.migrate().await?;
+            }
+        }
         Ok(db)
     }
 
     /// Connects to `url` (`postgres://…`/`postgresql://…`, or `sqlite://…`/`sqlite:…`) without
     /// migrating.
     pub async fn connect(url: &str, options: StoreOptions) -> Result<Db, StoreError> {
-        let pool = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Backend::Postgres(postgres::connect(url).await?)
+        let (db, first) = Db::connecting(url, options).await?;
+        if let Some(first) = first {
+            postgres::close(url, first).await?;
+        }
+        Ok(db)
+    }
+
+    /// The store at `url`, and on Postgres the first connection, made outside the pool.
+    async fn connecting(url: &str, options: StoreOptions) -> Result<(Db, Option<PgConnection>), StoreError> {
+        let (pool, first) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let (pool, first) = postgres::connect(url).await?;
+            (Backend::Postgres(pool), Some(first))
         } else if url.starts_with("sqlite:") {
-            Backend::Sqlite(sqlite::connect(url, options.lock_timeout).await?)
+            (
+                Backend::Sqlite(sqlite::connect(url, options.lock_timeout).await?),
+                None,
+            )
         } else {
             return Err(StoreError::UnsupportedUrl(redact(url)));
         };
-        Ok(Db {
+        let db = Db {
             pool,
             lock_timeout: options.lock_timeout,
             changes: Arc::default(),
-        })
+        };
+        Ok((db, first))
     }
 
     /// `postgres` or `sqlite`.

@@ -37,8 +37,9 @@ const COPY_CHUNK: usize = 1 << 20;
 /// pays off from about 20,000 rows.
 const COPY_MIN_ROWS: usize = 20_000;
 
-/// Connects (failing fast, with the server's reason, when it is unreachable).
-pub(super) async fn connect(url: &str) -> Result<PgPool, StoreError> {
+/// Connects (failing fast, with the server's reason, when it is unreachable): the pool, and the
+/// first connection, made directly, for the caller's first statements; [`close`] it after.
+pub(super) async fn connect(url: &str) -> Result<(PgPool, PgConnection), StoreError> {
     let connect_err = |error| StoreError::Connect {
         url: redact(url),
         error,
@@ -46,15 +47,23 @@ pub(super) async fn connect(url: &str) -> Result<PgPool, StoreError> {
     let options = PgConnectOptions::from_str(url).map_err(connect_err)?;
     // One direct connection first: a pool reports an unreachable server only as a timeout,
     // while the connection says why (refused, unknown host, authentication).
-    let probe = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
+    let first = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
         .await
         .map_err(|_| connect_err(sqlx::Error::PoolTimedOut))?
         .map_err(connect_err)?;
-    probe.close().await.map_err(connect_err)?;
-    Ok(PgPoolOptions::new()
+    let pool = PgPoolOptions::new()
         .max_connections(8)
         .acquire_timeout(ACQUIRE_TIMEOUT)
-        .connect_lazy_with(options))
+        .connect_lazy_with(options);
+    Ok((pool, first))
+}
+
+/// Closes the first connection [`connect`] made.
+pub(super) async fn close(url: &str, first: PgConnection) -> Result<(), StoreError> {
+    first.close().await.map_err(|error| StoreError::Connect {
+        url: redact(url),
+        error,
+    })
 }
 
 fn pg_type(ty: ColType) -> &'static str {
