@@ -121,33 +121,32 @@ pub fn guard(plan: &Plan, allow_mass_removal: bool) -> Result<(), Refusal> {
 
 /// The dry run of `request`: the plan of `desired` against `actual`, a snapshot already read.
 pub fn planned(desired: &DesiredState, actual: &Actual, request: &Request, now: DateTime<Utc>) -> Outcome {
-    planned_with(
-        desired,
-        desired.fingerprint(),
-        actual,
-        actual.fingerprint(),
-        request,
-        now,
-    )
+    planned_with(desired, actual, actual.fingerprint(), request, now)
 }
 
-/// [`planned`] with the fingerprints of `desired` and `actual` given (a digest of every item of
-/// each): a caller can compute each beside other work.
+/// [`planned`] with the store's fingerprint given (a digest of every item, which a caller can
+/// compute beside other work). The state's is computed on a thread of its own beside the plan:
+/// both only read the state, and on the dry run's path they would run one after the other.
 pub fn planned_with(
     desired: &DesiredState,
-    state_fingerprint: String,
     actual: &Actual,
     store_fingerprint: String,
     request: &Request,
     now: DateTime<Utc>,
 ) -> Outcome {
-    let totals = crate::plan::Totals::of(actual);
-    Outcome {
-        plan: crate::plan::plan_part(desired, actual, totals, store_fingerprint, now, request.options),
-        state_fingerprint,
-        run_id: None,
-        snapshot: None,
-    }
+    std::thread::scope(|scope| {
+        let state_fingerprint = scope.spawn(|| desired.fingerprint());
+        let totals = crate::plan::Totals::of(actual);
+        let plan = crate::plan::plan_part(desired, actual, totals, store_fingerprint, now, request.options);
+        Outcome {
+            plan,
+            state_fingerprint: state_fingerprint
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            run_id: None,
+            snapshot: None,
+        }
+    })
 }
 
 /// Plans `desired` against the store and, unless a dry run, applies it in one transaction.

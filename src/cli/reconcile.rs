@@ -57,16 +57,13 @@ impl Args {
         let saved = self.plan.as_deref().map(read_saved).transpose()?;
         let progress = super::progress::Progress::start("loading the state", quiet);
         // The files are read and checked on a thread of their own while the store is opened
-        // (and, for a dry run, its snapshot read): a dry run then costs about its slower half.
-        // Each half of a dry run also digests its state for the plan's fingerprints.
+        // (and, for a dry run, its snapshot read and digested for the plan's fingerprint): a
+        // dry run then costs about its slower half, and the state's digest is made beside the
+        // plan.
         let dry_run = self.dry_run;
         let loading = {
             let state = state.clone();
-            tokio::task::spawn_blocking(move || {
-                let loaded = super::load(&state, now)?;
-                let fingerprint = dry_run.then(|| loaded.state.fingerprint());
-                anyhow::Ok((loaded, fingerprint))
-            })
+            tokio::task::spawn_blocking(move || super::load(&state, now))
         };
         let opening = async {
             let db = super::open(store).await?;
@@ -83,7 +80,7 @@ impl Args {
             Ok::<_, anyhow::Error>((db, snapshot))
         };
         let (loaded, opened) = tokio::join!(loading, opening);
-        let (loaded, state_fingerprint) = loaded.context("the loading task failed")??;
+        let loaded = loaded.context("the loading task failed")??;
         let (store, snapshot) = opened?;
         progress.phase(if self.dry_run {
             "planning"
@@ -98,16 +95,11 @@ impl Args {
             actor: self.actor.unwrap_or_else(super::default_actor),
             source: "cli".into(),
         };
-        let outcome = match (snapshot, state_fingerprint) {
-            (Some((actual, store_fingerprint)), Some(state_fingerprint)) => planned_with(
-                &loaded.state,
-                state_fingerprint,
-                &actual,
-                store_fingerprint,
-                &request,
-                now,
-            ),
-            _ => reconcile(&store, &loaded.state, &request, now).await?,
+        let outcome = match snapshot {
+            Some((actual, store_fingerprint)) => {
+                planned_with(&loaded.state, &actual, store_fingerprint, &request, now)
+            }
+            None => reconcile(&store, &loaded.state, &request, now).await?,
         };
         drop(progress);
         let doc = PlanDocument::new(&outcome.plan, outcome.state_fingerprint.clone());
