@@ -194,10 +194,11 @@ async fn measure(
         dry_run.push(timing);
     }
     // The commands as CI runs them: `reconcile --dry-run` against `validate` (the load alone),
-    // each a whole process.
+    // each a whole process, in turn; seven of each, since one run moves by a tenth with the
+    // machine.
     let mut dry_binary = Vec::new();
     let mut validate = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..7 {
         let args = [
             "reconcile",
             "--dry-run",
