@@ -6,12 +6,10 @@ use axum::response::Response;
 use crate::api_error::body;
 pub use crate::api_error::{ApiError, ErrorBody, ErrorDetail};
 
-/// Turns error responses that are not JSON yet (axum's extractor rejections, the body limit, the
-/// timeout, unknown routes) into the documented error body, keeping their message.
+/// Turns an error response that is not JSON yet, one not [`is_final`] (axum's extractor
+/// rejections, the body limit, the timeout, unknown routes), into the documented error body,
+/// keeping its message.
 pub async fn json_errors(response: Response) -> Response {
-    if is_final(&response) {
-        return response;
-    }
     let status = response.status();
     let (parts, old) = response.into_parts();
     let text = axum::body::to_bytes(old, 16 * 1024).await.unwrap_or_default();

@@ -75,7 +75,7 @@ impl Db {
             // handshake, about 90 ms on a local Postgres (sqlx leaves Nagle's algorithm on, and
             // two of the handshake's writes each wait for a delayed ACK).
             Some(mut first) => {
-                db.migrate_on(Backend::Postgres(&mut first)).await?;
+                sql::migrate_on(Backend::Postgres(&mut first)).await?;
                 postgres::close(url, first).await?;
             }
             None => {

@@ -13,3 +13,4 @@ mod usage;
 mod windows;
 
 pub use feed::{ActualChange, ActualRows, Followed, LiveChange, LiveRows};
+pub(super) use migrate::migrate_on;
