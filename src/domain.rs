@@ -422,7 +422,7 @@ impl utoipa::PartialSchema for WindowSeconds {
 impl utoipa::ToSchema for WindowSeconds {}
 
 /// The SHA-256 of a client's API key as 64 lowercase hex digits. The key itself is never held;
-/// `Debug` shows only a short prefix so the hash does not spread through logs either.
+/// `Debug` shows no part of the hash, so it does not spread through logs either.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
 pub struct KeySha256(String);
@@ -457,16 +457,11 @@ impl KeySha256 {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-
-    /// A short, non-reversible label for audit records: the first 12 hex digits.
-    pub fn short(&self) -> &str {
-        &self.0[..12]
-    }
 }
 
 impl fmt::Debug for KeySha256 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "KeySha256({}…)", self.short())
+        f.write_str("KeySha256(…)")
     }
 }
 
@@ -596,10 +591,10 @@ mod tests {
     }
 
     #[test]
-    fn key_hash_is_lowercase_hex_and_debug_is_short() {
+    fn key_hash_is_lowercase_hex_and_debug_shows_none_of_it() {
         let k = KeySha256::parse(&"AB".repeat(32)).unwrap();
         assert_eq!(k.as_str(), "ab".repeat(32));
-        assert_eq!(format!("{k:?}"), "KeySha256(abababababab…)");
+        assert_eq!(format!("{k:?}"), "KeySha256(…)");
         assert!(KeySha256::parse("abc").is_err());
         assert!(KeySha256::parse(&"zz".repeat(32)).is_err());
         // The SHA-256 of "test", a published vector.

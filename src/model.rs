@@ -71,22 +71,66 @@ impl fmt::Display for Kind {
     }
 }
 
+/// The fields whose values are secrets: a key's hash (SPEC §7). The one rule: their values
+/// appear only in state files and in `export`; everything else that shows a resource (a plan, an
+/// audit record, an override's git value on the status page) says only that one is set or
+/// changed, never the value or any part of it.
+const SECRET_FIELDS: [&str; 1] = ["key_sha256"];
+
+/// What a secret field shows in place of its value.
+pub const SECRET_HIDDEN: &str = "(hidden)";
+/// What a secret field shows when a change sets it where it was unset.
+pub const SECRET_SET: &str = "(set)";
+/// What a secret field shows when a change gives it another value.
+pub const SECRET_CHANGED: &str = "(changed)";
+
+/// Whether the field `name` holds a secret ([`SECRET_FIELDS`]).
+pub fn is_secret(name: &str) -> bool {
+    SECRET_FIELDS.contains(&name)
+}
+
+/// A stored resource's JSON (an audit record's before or after, an override's git value) as it
+/// may be shown: every secret field's value, at any depth, replaced by [`SECRET_HIDDEN`]
+/// unless it already is one of the markers. Text that is not JSON is dropped (`None`): what
+/// cannot be read cannot be checked.
+pub fn shown_json(stored: &str) -> Option<serde_json::Value> {
+    fn hide(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (name, v) in map.iter_mut() {
+                    let marker = matches!(v.as_str(), Some(SECRET_HIDDEN | SECRET_SET | SECRET_CHANGED));
+                    if is_secret(name) && !marker {
+                        *v = serde_json::Value::String(SECRET_HIDDEN.to_owned());
+                    } else {
+                        hide(v);
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(hide),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::from_str(stored).ok()?;
+    hide(&mut value);
+    Some(value)
+}
+
 /// One field of a resource as people read it; `secret` fields never show their value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Field {
     /// The field as YAML spells it.
     pub name: &'static str,
     pub value: String,
-    /// Key material: plans say that it changes, never what it is.
+    /// Key material ([`is_secret`]): plans say that it changes, never what it is.
     pub secret: bool,
 }
 
 impl Field {
-    fn plain(name: &'static str, value: impl ToString) -> Field {
+    fn new(name: &'static str, value: impl ToString) -> Field {
         Field {
             name,
             value: value.to_string(),
-            secret: false,
+            secret: is_secret(name),
         }
     }
 }
@@ -124,12 +168,12 @@ impl Resource for RateLimitRule {
     }
     fn fields(&self) -> Vec<Field> {
         vec![
-            Field::plain("window_seconds", self.window_seconds.get()),
-            Field::plain("max_requests", self.max_requests),
-            Field::plain("enabled", self.enabled),
-            Field::plain("shadow", self.shadow),
-            Field::plain("on_outage", self.on_outage),
-            Field::plain("description", &self.description),
+            Field::new("window_seconds", self.window_seconds.get()),
+            Field::new("max_requests", self.max_requests),
+            Field::new("enabled", self.enabled),
+            Field::new("shadow", self.shadow),
+            Field::new("on_outage", self.on_outage),
+            Field::new("description", &self.description),
         ]
     }
 }
@@ -152,15 +196,11 @@ impl Resource for Client {
     }
     fn fields(&self) -> Vec<Field> {
         vec![
-            Field::plain("type", self.client_type),
-            Field::plain("role", self.role),
-            Field {
-                name: "key_sha256",
-                value: self.key_sha256.as_str().to_owned(),
-                secret: true,
-            },
-            Field::plain("active", self.active),
-            Field::plain("description", &self.description),
+            Field::new("type", self.client_type),
+            Field::new("role", self.role),
+            Field::new("key_sha256", self.key_sha256.as_str()),
+            Field::new("active", self.active),
+            Field::new("description", &self.description),
         ]
     }
 }
@@ -185,11 +225,11 @@ impl Resource for Window {
     fn fields(&self) -> Vec<Field> {
         let time = |t: &DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
         vec![
-            Field::plain("starts_at", time(&self.starts_at)),
-            Field::plain("ends_at", time(&self.ends_at)),
-            Field::plain("mode", self.mode),
-            Field::plain("active", self.active),
-            Field::plain("description", &self.description),
+            Field::new("starts_at", time(&self.starts_at)),
+            Field::new("ends_at", time(&self.ends_at)),
+            Field::new("mode", self.mode),
+            Field::new("active", self.active),
+            Field::new("description", &self.description),
         ]
     }
 }
@@ -209,8 +249,8 @@ impl Resource for FeatureFlag {
     }
     fn fields(&self) -> Vec<Field> {
         vec![
-            Field::plain("enabled", self.enabled),
-            Field::plain("description", &self.description),
+            Field::new("enabled", self.enabled),
+            Field::new("description", &self.description),
         ]
     }
 }
@@ -228,10 +268,7 @@ impl Resource for Maintenance {
         "mode".into()
     }
     fn fields(&self) -> Vec<Field> {
-        vec![
-            Field::plain("mode", self.mode),
-            Field::plain("reason", &self.reason),
-        ]
+        vec![Field::new("mode", self.mode), Field::new("reason", &self.reason)]
     }
 }
 
@@ -247,7 +284,7 @@ impl Resource for Profile {
         "profile".into()
     }
     fn fields(&self) -> Vec<Field> {
-        vec![Field::plain("name", &self.name)]
+        vec![Field::new("name", &self.name)]
     }
 }
 

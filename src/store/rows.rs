@@ -463,6 +463,12 @@ pub(super) struct AuditRow {
     after: Option<String>,
 }
 
+/// Stored audit JSON as it may be shown ([`crate::model::shown_json`]); text that is not JSON
+/// is shown as it is, which cannot carry a field.
+fn shown(stored: &str) -> String {
+    crate::model::shown_json(stored).map_or_else(|| stored.to_owned(), |v| v.to_string())
+}
+
 impl From<AuditRow> for AuditRecord {
     fn from(r: AuditRow) -> AuditRecord {
         AuditRecord {
@@ -474,8 +480,9 @@ impl From<AuditRow> for AuditRecord {
             kind: r.resource_kind,
             key: r.resource_key,
             action: r.action,
-            before: r.before,
-            after: r.after,
+            // Rows written before the one rule for secrets kept a hash's first digits.
+            before: r.before.as_deref().map(shown),
+            after: r.after.as_deref().map(shown),
         }
     }
 }

@@ -7,7 +7,10 @@ use super::inputs::{Lift, RunMeta, Usage};
 /// The setting that holds the deployment profile.
 const PROFILE_SETTING: &str = "deployment_profile";
 use crate::domain::{CounterStore, Owner};
-use crate::model::{Client, FeatureFlag, Maintenance, Profile, RateLimitRule, Resource, Stored, Window};
+use crate::model::{
+    Client, FeatureFlag, Field, Maintenance, Profile, RateLimitRule, Resource, SECRET_CHANGED, SECRET_HIDDEN,
+    SECRET_SET, Stored, Window,
+};
 use crate::plan::{Action, Op, Plan};
 
 /// The SQL type of a column, for binding arrays (Postgres) or values (SQLite).
@@ -313,21 +316,34 @@ pub fn plan_steps(plan: &Plan, now: DateTime<Utc>) -> Vec<Step> {
         .collect()
 }
 
-/// The fields of a resource as an audit JSON object; key hashes are shortened.
-fn audit_json<T: Resource>(value: &T) -> String {
+/// The fields of a resource as an audit JSON object, a secret field ([`Field::secret`]) as
+/// `secret` shows it: no part of its value is ever recorded.
+fn audit_json<T: Resource>(value: &T, secret: impl Fn(&Field) -> &'static str) -> String {
     let map: serde_json::Map<String, serde_json::Value> = value
         .fields()
         .into_iter()
         .map(|f| {
-            let v = if f.secret {
-                format!("{}…", &f.value[..f.value.len().min(12)])
-            } else {
-                f.value
-            };
+            let v = if f.secret { secret(&f).to_owned() } else { f.value };
             (f.name.to_owned(), serde_json::Value::String(v))
         })
         .collect();
     serde_json::Value::Object(map).to_string()
+}
+
+/// A resource before a change, for the audit: its secrets read `(hidden)`.
+fn audit_before<T: Resource>(value: &T) -> String {
+    audit_json(value, |_| SECRET_HIDDEN)
+}
+
+/// A resource after a change from `before`, for the audit: a secret reads `(set)` when the
+/// resource is new, `(changed)` when its value differs, `(hidden)` when it does not.
+fn audit_after<T: Resource>(value: &T, before: Option<&T>) -> String {
+    let earlier = before.map(Resource::fields);
+    audit_json(value, |f| match &earlier {
+        None => SECRET_SET,
+        Some(earlier) if earlier.iter().any(|e| e.name == f.name && e.value != f.value) => SECRET_CHANGED,
+        Some(_) => SECRET_HIDDEN,
+    })
 }
 
 fn audit_rows<T: Resource>(
@@ -340,7 +356,10 @@ fn audit_rows<T: Resource>(
     for op in ops.iter().filter(|op| op.action.writes()) {
         let after = match op.action {
             Action::Delete => None,
-            _ => op.target.as_ref().map(audit_json),
+            _ => op
+                .target
+                .as_ref()
+                .map(|t| audit_after(t, op.current.as_ref().map(|c| &c.value))),
         };
         out.push(vec![
             Value::Int(run_id),
@@ -350,7 +369,7 @@ fn audit_rows<T: Resource>(
             text(T::KIND.as_str()),
             text(&op.key),
             text(op.action.as_str()),
-            Value::Text(op.current.as_ref().map(|c| audit_json(&c.value))),
+            Value::Text(op.current.as_ref().map(|c| audit_before(&c.value))),
             Value::Text(after),
         ]);
     }
@@ -458,8 +477,8 @@ fn api_audit_row<T: Row>(
         text(T::KIND.as_str()),
         text(key),
         text(action),
-        Value::Text(current.map(|c| audit_json(&c.value))),
-        Value::Text(target.map(audit_json)),
+        Value::Text(current.map(|c| audit_before(&c.value))),
+        Value::Text(target.map(|t| audit_after(t, current.map(|c| &c.value)))),
     ]
 }
 

@@ -8,6 +8,7 @@ mod counters;
 mod enforce;
 mod hostile;
 mod hostile_http;
+mod secrets;
 mod status;
 mod store;
 mod support;

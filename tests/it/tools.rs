@@ -483,3 +483,86 @@ fn ajv_accepts_what_export_writes() {
     let check = run(&db, &out, &["reconcile", "--dry-run", "--detailed-exitcode"]);
     assert_eq!(check.code, 0, "{check:?}");
 }
+
+/// A copy of the shipped state directory `dir` (`state`, `examples/lockdown`).
+fn shipped(dir: &str) -> StateDir {
+    let copy = StateDir::new(&[]);
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    for entry in std::fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
+    }
+    copy
+}
+
+/// The shipped samples on a later day: with the clock moved years ahead by `faketime`, every
+/// command a newcomer or the suite runs on them (validate, diff, the dry run, two reconciles,
+/// export and the export read back) succeeds and warns of nothing, on every backend.
+#[test]
+fn the_shipped_samples_do_not_age() {
+    let Some(faketime) = tool("faketime") else { return };
+    let at = |offset: &str, db: &crate::support::TestDb, state: &std::path::Path, args: &[&str]| {
+        crate::support::finish(
+            crate::support::command_at(&faketime, offset, db, state)
+                .args(args)
+                .output()
+                .unwrap(),
+        )
+    };
+    // The moved clock is real: a window a year from today is wholly in the past five years on.
+    let ahead = chrono::Utc::now() + chrono::Duration::days(365);
+    let soon = StateDir::new(&[(
+        "m.yaml",
+        &format!(
+            "version: 1\nmaintenance:\n  windows:\n    - name: w\n      starts_at: \"{}\"\n      ends_at: \"{}\"\n",
+            ahead.to_rfc3339(),
+            (ahead + chrono::Duration::hours(1)).to_rfc3339()
+        ),
+    )]);
+    let today = at("+0d", &sqlite(), soon.path(), &["validate"]);
+    assert!(today.code == 0 && !today.stderr.contains("warning"), "{today:?}");
+    let later = at("+5y", &sqlite(), soon.path(), &["validate"]);
+    assert!(
+        later.stderr.contains("window w is wholly in the past"),
+        "{later:?}"
+    );
+
+    let lockdown = shipped("examples/lockdown");
+    for offset in ["+5y", "+30y"] {
+        for db in crate::support::all_backends() {
+            let state = StateDir::sample();
+            let said = |what: &str, out: &crate::support::Run, codes: &[i32]| {
+                assert!(
+                    codes.contains(&out.code) && !out.stderr.contains("warning"),
+                    "{offset} {}: {what}: {out:?}",
+                    db.backend
+                );
+            };
+            let (old, new) = (state.path().to_str().unwrap(), lockdown.path().to_str().unwrap());
+            said("validate", &at(offset, &db, state.path(), &["validate"]), &[0]);
+            said("validate", &at(offset, &db, lockdown.path(), &["validate"]), &[0]);
+            said("diff", &at(offset, &db, state.path(), &["diff", old, new]), &[0]);
+            said(
+                "dry run",
+                &at(offset, &db, state.path(), &["reconcile", "--dry-run"]),
+                &[0],
+            );
+            said("reconcile", &at(offset, &db, state.path(), &["reconcile"]), &[0]);
+            let again = at(offset, &db, state.path(), &["reconcile", "--detailed-exitcode"]);
+            said("reconcile again", &again, &[0]);
+            let (_dir, out) = crate::support::scratch("export");
+            let export = at(
+                offset,
+                &db,
+                state.path(),
+                &["export", "--out", out.to_str().unwrap()],
+            );
+            said("export", &export, &[0]);
+            said(
+                "the export validated",
+                &at(offset, &db, &out, &["validate"]),
+                &[0],
+            );
+        }
+    }
+}

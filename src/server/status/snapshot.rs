@@ -62,8 +62,8 @@ pub struct Viewer {
 pub struct OverrideItem {
     #[serde(flatten)]
     pub hold: Override,
-    /// What git declares for the resource, which comes back when the override ends; null when
-    /// git declared nothing for it.
+    /// What git declares for the resource, which comes back when the override ends (a key's
+    /// hash reads `(hidden)`); null when git declared nothing for it.
     pub restores: Option<serde_json::Value>,
 }
 
@@ -129,7 +129,7 @@ pub async fn snapshot(state: &AppState, viewer: Option<&Caller>) -> Result<Statu
         .map(|h| OverrideItem {
             restores: match h.hold.kind {
                 Kind::MaintenanceMode => Some(git_mode.clone()),
-                _ => h.git_value.and_then(|v| serde_json::from_str(&v).ok()),
+                _ => h.git_value.as_deref().and_then(crate::model::shown_json),
             },
             hold: h.hold,
         })

@@ -212,7 +212,20 @@ impl std::fmt::Debug for Run {
 
 /// The binary, with a clean environment for the settings it reads.
 pub fn command(db: &TestDb, state: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_valhalla-ops"));
+    with_settings(Command::new(env!("CARGO_BIN_EXE_valhalla-ops")), db, state)
+}
+
+/// The binary run by `faketime` (Debian's, at `faketime`) with its clock moved by `offset`
+/// (`+5y`, `-1d`); timers and timeouts keep the real monotonic clock.
+pub fn command_at(faketime: &Path, offset: &str, db: &TestDb, state: &Path) -> Command {
+    let mut cmd = Command::new(faketime);
+    cmd.args(["-f", offset, env!("CARGO_BIN_EXE_valhalla-ops")])
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    with_settings(cmd, db, state)
+}
+
+/// `cmd` with a clean environment for the settings the binary reads.
+fn with_settings(mut cmd: Command, db: &TestDb, state: &Path) -> Command {
     cmd.env("DATABASE_URL", &db.url)
         .env("VALHALLA_STATE", state)
         .env("NO_COLOR", "1")
