@@ -292,9 +292,12 @@ impl Enforcer {
     }
 }
 
-/// Health checks, and the check endpoint, whose answers count the subject asked about instead.
+/// What no rate limit refuses: everything a freeze serves ([`default_always_served`]: health,
+/// the status page, the mode, the overrides, the admin console), since a limit of 0 set over
+/// HTTP (globally, or on the admin's own client) would otherwise lock everyone out of the way
+/// to lift it; and the check endpoint, whose answers count the subject asked about instead.
 pub fn default_unlimited(path: &str) -> bool {
-    path == "/healthz" || path == "/readyz" || path == "/system/ratelimits/check"
+    default_always_served(path) || path == "/system/ratelimits/check"
 }
 
 /// Health, metrics, the admin console, the status page, and the way out of a freeze: reading

@@ -231,7 +231,7 @@ fn four_replicas_sharing_redis_admit_exactly_the_budget() {
         let bases: Vec<String> = servers.iter().map(Process::base).collect();
 
         let http = hammer(&bases, 2_000, 64, |agent, base| {
-            get_as(agent, base, "/system/overrides", "u-http").0
+            get_as(agent, base, "/system/feature-flags", "u-http").0
         });
         assert_eq!(
             http,
@@ -264,7 +264,7 @@ fn four_replicas_sharing_redis_admit_exactly_the_budget() {
 fn requests(bases: &[String], user: &str, n: usize) -> Vec<(u16, String)> {
     let agent = agent();
     (0..n)
-        .map(|i| get_as(&agent, &bases[i % bases.len()], "/system/overrides", user))
+        .map(|i| get_as(&agent, &bases[i % bases.len()], "/system/feature-flags", user))
         .collect()
 }
 

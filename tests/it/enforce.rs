@@ -20,7 +20,7 @@ fn over_the_limit_is_a_429_with_retry_after_and_the_draft_headers() {
         let as_user = |user: &str| {
             app.exchange(
                 "GET",
-                "/system/overrides",
+                "/system/feature-flags",
                 Some(READER),
                 &[("X-User-Id", user)],
                 None,
@@ -53,7 +53,7 @@ fn over_the_limit_is_a_429_with_retry_after_and_the_draft_headers() {
         assert!(refused.header("ratelimit").contains(";r=0;"), "{b}");
         // Another user is not affected; a request without the header matches no user rule.
         assert_eq!(as_user("user-8").status, 200, "{b}");
-        assert_eq!(app.get("/system/overrides", Some(READER)).0, 200, "{b}");
+        assert_eq!(app.get("/system/feature-flags", Some(READER)).0, 200, "{b}");
         // Health checks are never limited.
         let health = app.exchange("GET", "/healthz", None, &[("X-User-Id", "user-7")], None);
         assert_eq!(health.status, 200, "{b}");
@@ -69,13 +69,74 @@ fn over_the_limit_is_a_429_with_retry_after_and_the_draft_headers() {
     }
 }
 
+/// A limit of 0 set over HTTP (the global rule, or the admin's own client) refuses the platform's
+/// routes, never the way out of it: the overrides, the mode, the status page, the admin console.
+#[test]
+fn a_limit_of_zero_locks_no_one_out_of_the_way_out() {
+    for (db, counters) in setups() {
+        let rules = "rate_limits:\n  - scope: global\n    max_requests: 6000\n";
+        let app = TestApp::spawn_counting(db, counters, &state_with(rules));
+        let b = app.backend;
+        let (status, zero) = app.send_json(
+            "POST",
+            "/system/ratelimits/rules",
+            Some(OPERATOR),
+            r#"{"scope": "global", "max_requests": 0, "reason": "stop everything"}"#,
+        );
+        assert_eq!(status, 200, "{b}: {zero}");
+        let limited = |key: &str| app.get("/system/feature-flags", Some(key)).0;
+        assert_eq!((limited(READER), limited(ADMIN)), (429, 429), "{b}");
+        let way_out = |method: &str, path: &str, key: Option<&str>, body: &str| {
+            let reply = app.exchange(method, path, key, &[], Some(body));
+            assert!(
+                reply.status < 300,
+                "{b}: {method} {path} answered {}: {}",
+                reply.status,
+                reply.body
+            );
+            reply.body
+        };
+        way_out("GET", "/status", None, "");
+        way_out("GET", "/status/snapshot", Some(READER), "");
+        way_out("GET", "/system/maintenance/state", None, "");
+        way_out("POST", "/admin/ops", Some(ADMIN), r#"{"action": "security_snapshot"}"#);
+        way_out(
+            "POST",
+            "/system/maintenance/state/normal",
+            Some(OPERATOR),
+            r#"{"reason": "while we look", "ttl_seconds": 600}"#,
+        );
+        let held = way_out("GET", "/system/overrides", Some(OPERATOR), "");
+        let rule = held
+            .as_array()
+            .and_then(|all| all.iter().find(|o| o["kind"] == "rate_limit_rule"))
+            .unwrap_or_else(|| panic!("{b}: {held}"));
+        let id = rule["id"].as_i64().unwrap();
+        way_out("DELETE", &format!("/system/overrides/{id}"), Some(OPERATOR), "");
+        // Lifting the override gave git's limit back at once (the server reconciles its state).
+        assert_eq!(limited(READER), 200, "{b}");
+
+        // The admin's own client limited to 0: the admin console still answers.
+        let (status, own) = app.send_json(
+            "POST",
+            "/system/ratelimits/rules",
+            Some(OPERATOR),
+            r#"{"scope": "api_key", "key": "admin", "max_requests": 0}"#,
+        );
+        assert_eq!(status, 201, "{b}: {own}");
+        assert_eq!(limited(ADMIN), 429, "{b}");
+        way_out("POST", "/admin/ops", Some(ADMIN), r#"{"action": "security_snapshot"}"#);
+        way_out("GET", "/system/overrides", Some(ADMIN), "");
+    }
+}
+
 #[test]
 fn the_most_specific_ip_rule_wins_and_zero_blocks() {
     for (db, counters) in setups() {
         let rules = "rate_limits:\n  - scope: ip\n    key: 127.0.0.0/8\n    max_requests: 1000\n  - scope: ip\n    key: 127.0.0.1\n    max_requests: 0\n    description: blocked\n";
         let app = TestApp::spawn_counting(db, counters, &state_with(rules));
         let b = app.backend;
-        let blocked = app.exchange("GET", "/system/overrides", Some(READER), &[], None);
+        let blocked = app.exchange("GET", "/system/feature-flags", Some(READER), &[], None);
         assert_eq!(blocked.status, 429, "{b}: {}", blocked.body);
         assert!(
             blocked.body["error"]["message"]
@@ -138,7 +199,7 @@ fn behind_a_trusted_proxy_the_forwarded_address_is_limited() {
         let via = |chain: &str| {
             app.exchange(
                 "GET",
-                "/system/overrides",
+                "/system/feature-flags",
                 Some(READER),
                 &[("X-Forwarded-For", chain)],
                 None,
@@ -156,7 +217,7 @@ fn behind_a_trusted_proxy_the_forwarded_address_is_limited() {
             "{b}: the nearest hop is another client"
         );
         assert_eq!(
-            app.get("/system/overrides", Some(READER)).0,
+            app.get("/system/feature-flags", Some(READER)).0,
             200,
             "{b}: the proxy itself"
         );
@@ -215,8 +276,8 @@ fn shadow_rules_count_and_report_but_never_refuse() {
             .lines()
             .find(|l| l.contains(r#"scope="ip",shadow="true",outcome="refused""#))
             .unwrap_or_else(|| panic!("{b}: {metrics}"));
-        // Requests 3 to 6, and the scrape itself, went over.
-        assert!(refused.ends_with(" 5"), "{b}: {refused}");
+        // Requests 3 to 6 went over (the scrape is never limited).
+        assert!(refused.ends_with(" 4"), "{b}: {refused}");
         // The check endpoint says so too, and still allows.
         let (_, answer) = app.send_json(
             "POST",
@@ -303,7 +364,7 @@ fn counters_are_snapshotted_in_bulk() {
         for _ in 0..3 {
             app.exchange(
                 "GET",
-                "/system/overrides",
+                "/system/feature-flags",
                 Some(READER),
                 &[("X-User-Id", "user-7")],
                 None,
@@ -337,7 +398,7 @@ fn counters_are_snapshotted_in_bulk() {
         // The same window's row is updated in place, not appended.
         app.exchange(
             "GET",
-            "/system/overrides",
+            "/system/feature-flags",
             Some(READER),
             &[("X-User-Id", "user-7")],
             None,
@@ -370,7 +431,7 @@ fn a_window_opens_and_closes_with_the_clock_alone() {
             (&"normal".into(), &"git".into()),
             "{b}"
         );
-        assert_eq!(app.get("/system/overrides", Some(READER)).0, 200, "{b}");
+        assert_eq!(app.get("/system/feature-flags", Some(READER)).0, 200, "{b}");
 
         app.advance(90 * 60);
         let (_, state) = app.get("/system/maintenance/state", None);
@@ -399,7 +460,7 @@ fn a_window_opens_and_closes_with_the_clock_alone() {
             (&"normal".into(), &"git".into()),
             "{b}"
         );
-        assert_eq!(app.get("/system/overrides", Some(READER)).0, 200, "{b}");
+        assert_eq!(app.get("/system/feature-flags", Some(READER)).0, 200, "{b}");
         let audit_after = app.runtime.block_on(app.state.db.audit(1000)).unwrap().len();
         assert_eq!(audit_before, audit_after, "{b}: no write was needed");
     }
@@ -450,7 +511,7 @@ fn two_replicas_on_one_postgres_enforce_each_others_writes_within_a_second() {
     };
     let (replica_a, replica_b) = (serve("a"), serve("b"));
     let (a, b) = (replica_a.base(), replica_b.base());
-    assert_eq!(status(&b, "GET", "/system/overrides", READER, None), 200);
+    assert_eq!(status(&b, "GET", "/system/feature-flags", READER, None), 200);
 
     // Tyr freezes the platform through A; B refuses within a second.
     let freeze = r#"{"reason": "incident 77", "ttl_seconds": 600}"#;
@@ -477,7 +538,7 @@ fn two_replicas_on_one_postgres_enforce_each_others_writes_within_a_second() {
         ),
         200
     );
-    until(&b, "/system/overrides", READER, 200);
+    until(&b, "/system/feature-flags", READER, 200);
 
     // A client deactivated through A is refused by B within a second.
     let (_, clients) = {
@@ -504,7 +565,7 @@ fn two_replicas_on_one_postgres_enforce_each_others_writes_within_a_second() {
     let reason = r#"{"reason": "key leaked"}"#;
     let path = format!("/system/clients/{reader_id}/deactivate");
     assert_eq!(status(&a, "POST", &path, OPERATOR, Some(reason)), 200);
-    let refused = until(&b, "/system/overrides", READER, 401);
+    let refused = until(&b, "/system/feature-flags", READER, 401);
     assert!(
         refused < Duration::from_secs(1),
         "B refused the key after {refused:?}"
@@ -529,7 +590,7 @@ fn a_replica_whose_listener_is_killed_resyncs_and_keeps_following_changes() {
         return;
     };
     let app = TestApp::spawn(db, &state_with(""));
-    assert_eq!(app.get("/system/overrides", Some(READER)).0, 200);
+    assert_eq!(app.get("/system/feature-flags", Some(READER)).0, 200);
     let valhalla_ops::store::Backend::Postgres(pool) = app.state.db.pool().clone() else {
         unreachable!()
     };
@@ -557,7 +618,7 @@ fn a_replica_whose_listener_is_killed_resyncs_and_keeps_following_changes() {
             .unwrap();
     });
     // The hand edit is seen.
-    app.wait_for_status("/system/overrides", Some(READER), 401, Duration::from_secs(5));
+    app.wait_for_status("/system/feature-flags", Some(READER), 401, Duration::from_secs(5));
     // And the new listener delivers later changes as before.
     app.runtime.block_on(async {
         sqlx::query("UPDATE api_clients SET active = TRUE WHERE name = 'reader'")
@@ -566,7 +627,7 @@ fn a_replica_whose_listener_is_killed_resyncs_and_keeps_following_changes() {
             .unwrap();
     });
     // The listener is back.
-    app.wait_for_status("/system/overrides", Some(READER), 200, Duration::from_secs(2));
+    app.wait_for_status("/system/feature-flags", Some(READER), 200, Duration::from_secs(2));
 }
 
 #[test]
