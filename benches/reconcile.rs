@@ -354,7 +354,7 @@ async fn sqlite_insert(db: &Db, desired: &DesiredState) -> (Samples, &'static st
                 .bind(r.scope.as_str())
                 .bind(r.key.as_str())
                 .bind(i64::from(r.window_seconds.get()))
-                .bind(i64::from(r.max_requests))
+                .bind(i64::from(r.max_requests.get()))
                 .bind(r.enabled)
                 .bind(r.shadow)
                 .bind(&r.description)
@@ -489,7 +489,7 @@ async fn incremental(url: &str, size: &Size, backend: &str) {
     let mut rows = Vec::new();
     for i in 0..EDITS {
         let mut rule = some_rule.rule.clone();
-        rule.max_requests = 1000 + i as u32;
+        rule.max_requests = valhalla_ops::domain::MaxRequests::new(1000 + i as i64).unwrap();
         let change = valhalla_ops::store::ApiChange {
             actor: "bench".into(),
             reason: Some("bench".into()),

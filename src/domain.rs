@@ -421,6 +421,57 @@ impl utoipa::PartialSchema for WindowSeconds {
 
 impl utoipa::ToSchema for WindowSeconds {}
 
+/// Requests a rule allows per window, `0..=2147483647`; 0 blocks the key entirely. The bound is
+/// the store's (a 32-bit signed column on both backends): a value that passes validation can
+/// always be written and read back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct MaxRequests(u32);
+
+impl MaxRequests {
+    /// The largest budget the store holds.
+    pub const MAX: u32 = i32::MAX as u32;
+    /// The default budget of the documented schema.
+    pub const DEFAULT: MaxRequests = MaxRequests(60);
+    /// No request passes.
+    pub const BLOCKED: MaxRequests = MaxRequests(0);
+
+    /// Accepts `0..=`[`MaxRequests::MAX`].
+    pub fn new(n: i64) -> Result<Self, ParseError> {
+        match u32::try_from(n) {
+            Ok(n) if n <= Self::MAX => Ok(Self(n)),
+            _ => Err(ParseError(format!(
+                "max_requests must be between 0 and {}, not {n}",
+                Self::MAX
+            ))),
+        }
+    }
+
+    /// The number of requests.
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl fmt::Display for MaxRequests {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl utoipa::PartialSchema for MaxRequests {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Integer)
+            .minimum(Some(0))
+            .maximum(Some(Self::MAX))
+            .description(Some("Requests allowed per window; 0 blocks the key entirely."))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for MaxRequests {}
+
 /// The SHA-256 of a client's API key as 64 lowercase hex digits. The key itself is never held;
 /// `Debug` shows no part of the hash, so it does not spread through logs either.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -588,6 +639,15 @@ mod tests {
         assert_eq!(WindowSeconds::new(86_400).unwrap().get(), 86_400);
         assert!(WindowSeconds::new(86_401).is_err());
         assert!(WindowSeconds::new(-1).is_err());
+    }
+
+    #[test]
+    fn max_requests_fit_the_store() {
+        assert_eq!(MaxRequests::new(0).unwrap(), MaxRequests::BLOCKED);
+        assert_eq!(MaxRequests::new(2_147_483_647).unwrap().get(), 2_147_483_647);
+        assert!(MaxRequests::new(2_147_483_648).is_err());
+        assert!(MaxRequests::new(4_294_967_295).is_err());
+        assert!(MaxRequests::new(-1).is_err());
     }
 
     #[test]

@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    ClientName, ClientType, FlagName, KeySha256, Mode, OnOutage, Owner, ProfileName, Role, RuleKey, Scope,
-    WindowMode, WindowName, WindowSeconds,
+    ClientName, ClientType, FlagName, KeySha256, MaxRequests, Mode, OnOutage, Owner, ProfileName, Role,
+    RuleKey, Scope, WindowMode, WindowName, WindowSeconds,
 };
 
 /// The kinds of resource, in the order plans list them.
@@ -152,7 +152,7 @@ pub struct RateLimitRule {
     pub key: RuleKey,
     pub window_seconds: WindowSeconds,
     /// Requests allowed per window; 0 blocks the key entirely.
-    pub max_requests: u32,
+    pub max_requests: MaxRequests,
     pub enabled: bool,
     /// Counted and reported, never enforced.
     pub shadow: bool,

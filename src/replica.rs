@@ -357,7 +357,7 @@ impl Replica {
                     shadow: rule.shadow,
                     counter: *counter,
                     window_seconds: i64::try_from(r.key.window_ms / 1000).unwrap_or(i64::MAX),
-                    max_requests: rule.max_requests.into(),
+                    max_requests: rule.max_requests.get().into(),
                     current_count: r.count.into(),
                     window_started_at: DateTime::from_timestamp_millis(
                         i64::try_from(r.window_start_ms).unwrap_or(i64::MAX),

@@ -123,7 +123,7 @@ fn raw_rule(r: &RateLimitRule) -> RawRule {
         scope: r.scope,
         key: (r.scope != crate::domain::Scope::Global).then(|| r.key.to_string()),
         window_seconds: r.window_seconds.get(),
-        max_requests: r.max_requests,
+        max_requests: r.max_requests.get(),
         enabled: r.enabled,
         shadow: r.shadow,
         on_outage: r.on_outage,

@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
-use crate::domain::{RuleKey, Scope, WindowSeconds, parse_time};
+use crate::domain::{MaxRequests, RuleKey, Scope, WindowSeconds, parse_time};
 use crate::model::{
     Actual, Client, FeatureFlag, Maintenance, Profile, RateLimitRule, Resource, Stored, Window,
 };
@@ -723,9 +723,10 @@ impl Loader {
     fn add_rule(&mut self, cx: &FileCx, entry: Entry, r: RawRule) {
         let key = RuleKey::parse_for(r.scope, r.key.as_deref());
         let window = WindowSeconds::new(r.window_seconds.into());
-        let (key, window_seconds) = match (key, window) {
-            (Ok(k), Ok(w)) => (k, w),
-            (k, w) => {
+        let max = MaxRequests::new(r.max_requests.into());
+        let (key, window_seconds, max_requests) = match (key, window, max) {
+            (Ok(k), Ok(w), Ok(m)) => (k, w, m),
+            (k, w, m) => {
                 if let Err(e) = k {
                     let error = match r.key {
                         Some(_) => cx.field_diag(entry, "key", e.0),
@@ -736,6 +737,9 @@ impl Loader {
                 if let Err(e) = w {
                     self.errors.push(cx.field_diag(entry, "window_seconds", e.0));
                 }
+                if let Err(e) = m {
+                    self.errors.push(cx.field_diag(entry, "max_requests", e.0));
+                }
                 return;
             }
         };
@@ -743,7 +747,7 @@ impl Loader {
             scope: r.scope,
             key,
             window_seconds,
-            max_requests: r.max_requests,
+            max_requests,
             enabled: r.enabled,
             shadow: r.shadow,
             on_outage: r.on_outage,

@@ -66,8 +66,10 @@ pub struct RawRule {
     #[serde(default = "sixty", skip_serializing_if = "is_sixty")]
     #[schemars(range(min = 1, max = 86400))]
     pub window_seconds: u32,
-    /// Requests allowed per window; 0 blocks the key entirely.
+    /// Requests allowed per window, 0 to 2147483647 (the store's bound); 0 blocks the key
+    /// entirely.
     #[serde(default = "sixty", skip_serializing_if = "is_sixty")]
+    #[schemars(range(min = 0, max = 2147483647))]
     pub max_requests: u32,
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub enabled: bool,
@@ -123,11 +125,13 @@ fn reader() -> Role {
 #[serde(deny_unknown_fields)]
 pub struct RawWindow {
     pub name: WindowName,
-    /// RFC 3339 with an offset, e.g. 2026-12-01T02:00:00Z.
+    /// RFC 3339 with an offset, e.g. 2031-01-10T02:00:00Z.
     #[serde(deserialize_with = "crate::domain::text")]
+    #[schemars(extend("format" = "date-time"))]
     pub starts_at: String,
     /// RFC 3339 with an offset; after starts_at.
     #[serde(deserialize_with = "crate::domain::text")]
+    #[schemars(extend("format" = "date-time"))]
     pub ends_at: String,
     #[serde(default = "default_window_mode")]
     pub mode: WindowMode,

@@ -48,13 +48,13 @@ fn a_full_file_loads_with_defaults() {
         (
             global.key.as_str(),
             global.window_seconds.get(),
-            global.max_requests
+            global.max_requests.get()
         ),
         ("*", 60, 60)
     );
     assert!(global.enabled && !global.shadow);
     let ip = s.rules.iter().find(|r| r.scope == Scope::Ip).unwrap();
-    assert_eq!((ip.max_requests, ip.shadow), (0, true));
+    assert_eq!((ip.max_requests.get(), ip.shadow), (0, true));
     assert_eq!(
         s.clients[0].role,
         crate::domain::Role::Reader,
@@ -826,4 +826,23 @@ mod typed_and_tree {
             "staging"
         );
     }
+}
+
+#[test]
+fn a_budget_past_the_store_bound_is_an_error_at_its_field() {
+    let errs = errors(&[(
+        "s.yaml",
+        "rate_limits:\n  - scope: global\n    max_requests: 2147483648\n",
+    )]);
+    assert_eq!(
+        errs,
+        ["s.yaml:3:19: max_requests must be between 0 and 2147483647, not 2147483648"]
+    );
+    assert!(
+        load(&[(
+            "s.yaml",
+            "rate_limits:\n  - scope: global\n    max_requests: 2147483647\n"
+        )])
+        .is_ok()
+    );
 }

@@ -48,7 +48,7 @@ impl Rule {
     fn of(id: i64, rule: &RateLimitRule) -> Rule {
         let quota = Quota {
             window_ms: u64::from(rule.window_seconds.get()) * 1000,
-            max: rule.max_requests,
+            max: rule.max_requests.get(),
         };
         Rule::new(
             id,
@@ -289,7 +289,7 @@ pub(crate) mod tests {
             scope,
             key: RuleKey::parse(scope, key).unwrap(),
             window_seconds: WindowSeconds::new(60).unwrap(),
-            max_requests: max,
+            max_requests: crate::domain::MaxRequests::new(max.into()).unwrap(),
             enabled: true,
             shadow: false,
             on_outage: OnOutage::DEFAULT,

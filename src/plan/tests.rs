@@ -18,7 +18,7 @@ fn rule(scope: Scope, key: &str, max: u32) -> RateLimitRule {
         scope,
         key: RuleKey::parse(scope, key).unwrap(),
         window_seconds: WindowSeconds::DEFAULT,
-        max_requests: max,
+        max_requests: crate::domain::MaxRequests::new(max.into()).unwrap(),
         enabled: true,
         shadow: false,
         on_outage: OnOutage::DEFAULT,

@@ -299,7 +299,8 @@ struct LockdownRequest {
     reason: String,
     ttl_seconds: Option<i64>,
     /// A global rate limit (requests per minute) to enforce during the lockdown.
-    global_max_requests: Option<u32>,
+    #[serde(default, deserialize_with = "super::json::whole::optional")]
+    global_max_requests: Option<i64>,
 }
 
 async fn lockdown(state: &AppState, caller: &Caller, p: LockdownRequest) -> Result<Value, ApiError> {
@@ -312,7 +313,12 @@ async fn lockdown(state: &AppState, caller: &Caller, p: LockdownRequest) -> Resu
         suffix[0],
         suffix[1]
     ));
-    let done = state.db.lockdown(p.global_max_requests, &change).await?;
+    let global = p
+        .global_max_requests
+        .map(crate::domain::MaxRequests::new)
+        .transpose()
+        .map_err(|e| ApiError::Unprocessable(format!("lockdown: global_{}", e.0)))?;
+    let done = state.db.lockdown(global, &change).await?;
     // The deactivated keys must stop working now.
     Ok(json!(done))
 }

@@ -13,7 +13,7 @@ use super::error::ErrorBody;
 use super::json::Object;
 use super::params::{expiry, page};
 use super::{ApiError, AppState};
-use crate::domain::{OnOutage, RuleKey, Scope, WindowSeconds};
+use crate::domain::{MaxRequests, OnOutage, RuleKey, Scope, WindowSeconds};
 use crate::model::RateLimitRule;
 use crate::store::{ApiChange, RuleFilter, SnapshotFilter};
 
@@ -100,7 +100,7 @@ pub async fn snapshots(
 fn sixty() -> i64 {
     60
 }
-fn sixty_requests() -> u32 {
+fn sixty_requests() -> i64 {
     60
 }
 fn local() -> OnOutage {
@@ -124,8 +124,9 @@ pub struct RuleBody {
     #[serde(deserialize_with = "super::json::whole::number")]
     window_seconds: i64,
     #[serde(default = "sixty_requests")]
+    #[schema(minimum = 0, maximum = 2147483647)]
     #[serde(deserialize_with = "super::json::whole::number")]
-    max_requests: u32,
+    max_requests: i64,
     #[serde(default = "yes")]
     enabled: bool,
     #[serde(default)]
@@ -157,7 +158,7 @@ pub async fn put(
         scope: body.scope,
         key: RuleKey::parse_for(body.scope, body.key.as_deref()).map_err(invalid)?,
         window_seconds: WindowSeconds::new(body.window_seconds).map_err(invalid)?,
-        max_requests: body.max_requests,
+        max_requests: MaxRequests::new(body.max_requests).map_err(invalid)?,
         enabled: body.enabled,
         shadow: body.shadow,
         on_outage: body.on_outage,

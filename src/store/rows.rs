@@ -9,8 +9,8 @@ use super::records::{
     AuditRecord, ClientRecord, FlagRecord, Held, RuleRecord, RunRecord, SnapshotRecord, WindowRecord,
 };
 use crate::domain::{
-    ClientName, FlagName, KeySha256, ParseError, ProfileName, RuleKey, WindowName, WindowSeconds,
-    normalize_time,
+    ClientName, FlagName, KeySha256, MaxRequests, ParseError, ProfileName, RuleKey, WindowName,
+    WindowSeconds, normalize_time,
 };
 use crate::model::{
     Client, FeatureFlag, Kind, Maintenance, Override, Profile, RateLimitRule, Stored, Window,
@@ -98,9 +98,7 @@ impl RuleRow {
     pub(super) fn stored(self) -> Result<Stored<RateLimitRule>, StoreError> {
         let bad = corrupt("rate_limit_rules", self.id);
         let scope = self.scope.parse().map_err(&bad)?;
-        let max = self.max_requests;
-        let max_requests =
-            u32::try_from(max).map_err(|_| bad(ParseError(format!("max_requests {max} is negative"))))?;
+        let max_requests = MaxRequests::new(self.max_requests.into()).map_err(&bad)?;
         Ok(Stored {
             id: self.id,
             owner: self.owner.parse().map_err(&bad)?,

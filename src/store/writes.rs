@@ -114,7 +114,7 @@ impl Row for RateLimitRule {
             text(self.scope.as_str()),
             text(self.key.as_str()),
             Value::Int(self.window_seconds.get().into()),
-            Value::Int(self.max_requests.into()),
+            Value::Int(self.max_requests.get().into()),
             Value::Bool(self.enabled),
             Value::Bool(self.shadow),
             text(self.on_outage.as_str()),

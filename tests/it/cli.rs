@@ -162,7 +162,7 @@ fn export_writes_gits_values_where_overrides_hold_resources() {
             };
             let office = store.rules(&rule("203.0.113.0/24")).await.unwrap().remove(0);
             let raised = valhalla_ops::model::RateLimitRule {
-                max_requests: 60_000,
+                max_requests: valhalla_ops::domain::MaxRequests::new(60_000).unwrap(),
                 ..office.rule
             };
             store.put_rule(&raised, &change).await.unwrap();

@@ -20,7 +20,7 @@ fn rule(scope: Scope, key: &str, window: i64, max: u32, shadow: bool) -> RateLim
         scope,
         key: RuleKey::parse(scope, key).unwrap(),
         window_seconds: WindowSeconds::new(window).unwrap(),
-        max_requests: max,
+        max_requests: valhalla_ops::domain::MaxRequests::new(max.into()).unwrap(),
         enabled: true,
         shadow,
         on_outage: OnOutage::DEFAULT,

@@ -99,7 +99,12 @@ fn a_limit_of_zero_locks_no_one_out_of_the_way_out() {
         way_out("GET", "/status", None, "");
         way_out("GET", "/status/snapshot", Some(READER), "");
         way_out("GET", "/system/maintenance/state", None, "");
-        way_out("POST", "/admin/ops", Some(ADMIN), r#"{"action": "security_snapshot"}"#);
+        way_out(
+            "POST",
+            "/admin/ops",
+            Some(ADMIN),
+            r#"{"action": "security_snapshot"}"#,
+        );
         way_out(
             "POST",
             "/system/maintenance/state/normal",
@@ -125,7 +130,12 @@ fn a_limit_of_zero_locks_no_one_out_of_the_way_out() {
         );
         assert_eq!(status, 201, "{b}: {own}");
         assert_eq!(limited(ADMIN), 429, "{b}");
-        way_out("POST", "/admin/ops", Some(ADMIN), r#"{"action": "security_snapshot"}"#);
+        way_out(
+            "POST",
+            "/admin/ops",
+            Some(ADMIN),
+            r#"{"action": "security_snapshot"}"#,
+        );
         way_out("GET", "/system/overrides", Some(ADMIN), "");
     }
 }

@@ -403,7 +403,7 @@ async fn bulk_writes_round_trip_on_every_backend() {
                 scope: Scope::User,
                 key: RuleKey::parse(Scope::User, &format!("user-{i:05}")).unwrap(),
                 window_seconds: WindowSeconds::new(60).unwrap(),
-                max_requests: max + i % 7,
+                max_requests: valhalla_ops::domain::MaxRequests::new((max + i % 7).into()).unwrap(),
                 enabled: i % 3 != 0,
                 shadow: i % 5 == 0,
                 on_outage: OnOutage::ALL[(i % 3) as usize],

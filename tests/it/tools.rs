@@ -352,6 +352,52 @@ fn json_schema_validators_accept_the_schema_and_the_shipped_files() {
     }
 }
 
+/// What the binary refuses, the schema refuses too: a window time without its offset (the
+/// form editors offer) and a budget past the store's 32-bit bound.
+#[test]
+fn json_schema_validators_refuse_what_validate_refuses() {
+    let schema = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/valhalla-ops.schema.json");
+    let cases = [
+        (
+            "naive.yaml",
+            "version: 1\nmaintenance:\n  windows:\n    - name: w\n      starts_at: \"2099-01-12 22:00\"\n      ends_at: \"2099-01-12T23:00:00Z\"\n",
+        ),
+        (
+            "huge.yaml",
+            "version: 1\nrate_limits:\n  - scope: global\n    max_requests: 4294967295\n",
+        ),
+        (
+            "past_the_column.yaml",
+            "version: 1\nrate_limits:\n  - scope: global\n    max_requests: 2147483648\n",
+        ),
+    ];
+    for (name, text) in cases {
+        let state = StateDir::new(&[(name, text)]);
+        let file = state.path().join(name);
+        let ours = run(&sqlite(), state.path(), &["validate"]);
+        assert_eq!(ours.code, 1, "{name}: {ours:?}");
+        if let Some(ajv) = tool("ajv") {
+            let out = Command::new(&ajv)
+                .args(["validate", "--spec=draft2020", "-c", "ajv-formats", "-s"])
+                .arg(&schema)
+                .arg("-d")
+                .arg(&file)
+                .output()
+                .unwrap();
+            assert!(!out.status.success(), "ajv accepts {name}");
+        }
+        if let Some(check) = tool("check-jsonschema") {
+            let out = Command::new(check)
+                .arg("--schemafile")
+                .arg(&schema)
+                .arg(&file)
+                .output()
+                .unwrap();
+            assert!(!out.status.success(), "check-jsonschema accepts {name}");
+        }
+    }
+}
+
 /// The GitLab plan job's script, run by bash as GitLab runs it (`set -eo pipefail`, one shell),
 /// with `valhalla-ops`, `git` and `curl` stubbed; returns the exit status and the curl calls.
 fn run_gitlab_plan(refused: bool, previous_note: Option<i64>) -> (Option<i32>, String) {

@@ -33,7 +33,7 @@ fn limits(rt: &tokio::runtime::Runtime, url: &str) -> Option<Vec<(String, u32)>>
         Some(
             rules
                 .into_iter()
-                .map(|r| (r.rule.key.as_str().to_owned(), r.rule.max_requests))
+                .map(|r| (r.rule.key.as_str().to_owned(), r.rule.max_requests.get()))
                 .collect(),
         )
     })

@@ -1,7 +1,7 @@
 //! The admin console's reads and writes: the security snapshot, the lockdown, and batches of
 //! writes applied all-or-nothing.
 
-use crate::domain::{Mode, OnOutage, Role, RuleKey, Scope, WindowSeconds};
+use crate::domain::{MaxRequests, Mode, OnOutage, Role, RuleKey, Scope, WindowSeconds};
 use crate::model::{Client, RateLimitRule, Stored};
 use crate::store::backend::on;
 use crate::store::rows::{ClientRow, columns};
@@ -61,7 +61,7 @@ impl Db {
     /// global limit set when one is given.
     pub async fn lockdown(
         &self,
-        global_max_requests: Option<u32>,
+        global_max_requests: Option<MaxRequests>,
         change: &ApiChange,
     ) -> Result<Lockdown, StoreError> {
         let mut tx = self.begin_apply().await?;

@@ -357,3 +357,36 @@ fn bad_rule_bodies_are_4xx_with_a_reason() {
         assert_eq!((status, &body["key"]), (201, &"*".into()));
     }
 }
+
+/// A budget is bounded by what the store holds: the largest is written and read back, one more
+/// is a 422 (it was a 500), here and in a lockdown's global limit.
+#[test]
+fn a_budget_past_the_store_bound_is_a_422_and_the_largest_round_trips() {
+    for db in all_backends() {
+        let app = TestApp::spawn(db, &state_with(""));
+        let b = app.backend;
+        let post = |max: &str| {
+            app.send_json(
+                "POST",
+                "/system/ratelimits/rules",
+                Some(OPERATOR),
+                &format!(r#"{{"scope": "user", "key": "big", "max_requests": {max}}}"#),
+            )
+        };
+        for too_big in ["2147483648", "4294967295", "4294967296"] {
+            assert_error(&app, post(too_big), 422, "unprocessable");
+        }
+        let (status, saved) = post("2147483647");
+        assert_eq!(status, 201, "{b}: {saved}");
+        let (status, all) = app.get("/system/ratelimits/rules?scope=user", Some(READER));
+        assert_eq!(status, 200, "{b}: {all}");
+        assert_eq!(all[0]["max_requests"], 2_147_483_647_i64, "{b}: {all}");
+        let (status, refused) = app.send_json(
+            "POST",
+            "/admin/ops",
+            Some(crate::support::app::ADMIN),
+            r#"{"action": "lockdown", "payload": {"reason": "x", "global_max_requests": 4294967295}}"#,
+        );
+        assert_eq!(status, 422, "{b}: {refused}");
+    }
+}
