@@ -276,7 +276,7 @@ async fn open(config: &StoreConfig) -> anyhow::Result<Db> {
     tracing::info!(
         "using the {} store at {}",
         db.backend(),
-        crate::store::redact(&config.url)
+        crate::text::url(&config.url)
     );
     Ok(db)
 }

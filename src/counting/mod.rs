@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use self::metrics::CountingMetrics;
-pub use self::redis::{RedisCounters, RedisOptions, UrlError, WindowClock, shown_url};
+pub use self::redis::{RedisCounters, RedisOptions, UrlError, WindowClock};
 
 use self::circuit::Circuit;
 use self::metrics::CallOutcome;

@@ -74,7 +74,7 @@ impl RedisCounters {
     /// The shared counters at `options.url`. Nothing is sent yet: the connection is made on
     /// first use and remade after a failure, so a replica starts (degraded) while Redis is down.
     pub fn new(options: &RedisOptions) -> Result<RedisCounters, UrlError> {
-        let shown = shown_url(&options.url);
+        let shown = crate::text::url(&options.url);
         let invalid = |reason: String| UrlError {
             url: shown.clone(),
             reason,
@@ -191,33 +191,4 @@ fn parse(matched: &[(&Arc<Rule>, CounterKey)], reply: &[i64]) -> Option<Shared> 
         decision: Decision { allowed, verdicts },
         counted,
     })
-}
-
-/// The URL with its password replaced, fit for a log line.
-pub fn shown_url(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(mut url) => {
-            if url.password().is_some() {
-                let _ = url.set_password(Some("***"));
-            }
-            crate::text::one_line(url.as_str())
-        }
-        Err(_) => "(an unparsable URL)".to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_shown_url_hides_its_password() {
-        assert_eq!(
-            shown_url("redis://:s3cret@cache:6379/0"),
-            "redis://:***@cache:6379/0"
-        );
-        assert_eq!(shown_url("rediss://ops:pw@cache/1"), "rediss://ops:***@cache/1");
-        assert_eq!(shown_url("redis://cache"), "redis://cache");
-        assert!(!shown_url("redis://:p w@[").contains("p w"));
-    }
 }

@@ -66,14 +66,3 @@ pub struct BatchError {
     #[source]
     pub source: StoreError,
 }
-
-/// The URL with any password replaced, for messages and logs.
-pub fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_owned(),
-    }
-}

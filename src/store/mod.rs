@@ -22,7 +22,7 @@ use backend::{Conn, Tx, on};
 
 pub use backend::Backend;
 pub use changes::Changes;
-pub use error::{ApplyError, BatchError, StoreError, redact};
+pub use error::{ApplyError, BatchError, StoreError};
 pub use inputs::{
     ApiChange, AuditFilter, ClientFilter, Lift, Lifting, Page, RuleFilter, RunMeta, SnapshotFilter, Usage,
     UsageBatch, WindowFilter, WriteOp,
@@ -106,7 +106,7 @@ impl Db {
                 None,
             )
         } else {
-            return Err(StoreError::UnsupportedUrl(redact(url)));
+            return Err(StoreError::UnsupportedUrl(crate::text::url(url)));
         };
         let db = Db {
             pool,

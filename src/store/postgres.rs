@@ -8,7 +8,7 @@ use chrono::SecondsFormat;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection as _, PgConnection, Postgres, Transaction};
 
-use super::error::{StoreError, redact};
+use super::error::StoreError;
 use super::writes::{ColType, Column, Step, Value};
 
 /// The advisory lock every applying reconciler takes ("valhalla" in ASCII, as a number).
@@ -41,7 +41,7 @@ const COPY_MIN_ROWS: usize = 20_000;
 /// first connection, made directly, for the caller's first statements; [`close`] it after.
 pub(super) async fn connect(url: &str) -> Result<(PgPool, PgConnection), StoreError> {
     let connect_err = |error| StoreError::Connect {
-        url: redact(url),
+        url: crate::text::url(url),
         error,
     };
     let options = PgConnectOptions::from_str(url).map_err(connect_err)?;
@@ -61,7 +61,7 @@ pub(super) async fn connect(url: &str) -> Result<(PgPool, PgConnection), StoreEr
 /// Closes the first connection [`connect`] made.
 pub(super) async fn close(url: &str, first: PgConnection) -> Result<(), StoreError> {
     first.close().await.map_err(|error| StoreError::Connect {
-        url: redact(url),
+        url: crate::text::url(url),
         error,
     })
 }

@@ -10,7 +10,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{AssertSqlSafe, Sqlite, SqliteConnection, Transaction};
 
-use super::error::{StoreError, redact};
+use super::error::StoreError;
 use super::writes::{Column, Step, Value};
 
 /// SQLite's limit on parameters in one statement (SQLITE_MAX_VARIABLE_NUMBER of the bundled
@@ -21,7 +21,7 @@ const MAX_PARAMS: usize = 32_766;
 /// `lock_timeout` for another (SQLite's busy timeout).
 pub(super) async fn connect(url: &str, lock_timeout: Duration) -> Result<SqlitePool, StoreError> {
     let connect_err = |error| StoreError::Connect {
-        url: redact(url),
+        url: crate::text::url(url),
         error,
     };
     let options = SqliteConnectOptions::from_str(url)

@@ -727,6 +727,41 @@ fn bad_database_url_and_missing_state_are_one_line_errors() {
     );
 }
 
+/// A password never reaches the terminal, whether or not its URL parses.
+#[test]
+fn a_password_in_a_url_that_does_not_parse_is_not_printed() {
+    let db = crate::support::sqlite();
+    let state = StateDir::sample();
+    for url in [
+        "postgres://u:hunter2pw@db1:5432,db2:5432/x",
+        "postgres://u:hunter2pw@127.0.0.1:99999/x",
+        "postgres://u:hunter2pw@a host/x",
+        "postgres://u:hunter2/pw@127.0.0.1:1/x",
+        "postgres://u@127.0.0.1:1/x?password=hunter2pw",
+    ] {
+        let out = run(
+            &db,
+            state.path(),
+            &["reconcile", "--dry-run", "--database-url", url],
+        );
+        assert_eq!(out.code, 1, "{url}: {out:?}");
+        assert_eq!(out.stderr.lines().count(), 1, "{url}: {out:?}");
+        assert!(!out.stderr.contains("hunter2"), "{url}: {out:?}");
+    }
+    for url in [
+        "redis://:hunter2pw@127.0.0.1:99999/0",
+        "redis://:hunter2pw@a host/0",
+    ] {
+        let out = run(
+            &db,
+            state.path(),
+            &["serve", "--bind", "127.0.0.1:0", "--counters", url],
+        );
+        assert_eq!(out.code, 1, "{url}: {out:?}");
+        assert!(!out.stderr.contains("hunter2"), "{url}: {out:?}");
+    }
+}
+
 #[test]
 fn serve_answers_and_shuts_down_cleanly_on_sigterm() {
     for db in all_backends() {
