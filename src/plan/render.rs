@@ -255,7 +255,13 @@ pub fn markdown(doc: &PlanDocument) -> String {
     if !held.is_empty() {
         out.push_str("> [!WARNING]\n> Held by emergency overrides; the reconciler leaves these alone until they expire or are cleared:\n");
         for c in held.iter().take(50) {
-            let _ = writeln!(out, "> - `{}` {}: {}", c.kind, c.key, hold_text(c));
+            let _ = writeln!(
+                out,
+                "> - `{}` {}: {}",
+                c.kind,
+                code_span(&c.key),
+                code_span(&hold_text(c))
+            );
         }
         if held.len() > 50 {
             let _ = writeln!(out, "> - … and {} more", held.len() - 50);
@@ -312,6 +318,23 @@ pub fn markdown(doc: &PlanDocument) -> String {
     }
     out.push_str(&footer);
     out
+}
+
+/// `text` as a markdown code span, where nothing is markup: no HTML, no link, no mention, no
+/// emphasis (an override's reason, its actor and a key are anyone's words). The fence is one
+/// backtick longer than the longest run in the text, so the text cannot close it; `text` is one
+/// line already ([`hold_text`] escapes what it quotes).
+fn code_span(text: &str) -> String {
+    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest + 1);
+    // A span that begins or ends with a backtick needs a space between it and the fence; one
+    // space each side is taken off again by markdown.
+    let pad = if text.starts_with('`') || text.ends_with('`') {
+        " "
+    } else {
+        ""
+    };
+    format!("{fence}{pad}{text}{pad}{fence}")
 }
 
 /// One change in a `diff` block: the head with its sigil, then its fields. An update's field is

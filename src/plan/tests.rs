@@ -777,6 +777,58 @@ fn markdown_colours_old_and_new_values_of_an_update() {
 }
 
 #[test]
+fn markdown_shows_what_people_wrote_as_inert_text() {
+    let desired = DesiredState {
+        rules: vec![rule(Scope::Global, "*", 9)],
+        ..Default::default()
+    };
+    let reason =
+        "</details><img src=x onerror=alert(1)> [click](https://e.example) @everyone **now** ``` `x`";
+    let actual = Actual {
+        rules: vec![git(1, rule(Scope::Global, "*", 5))],
+        overrides: vec![Override {
+            actor: "tyr_<b>".into(),
+            reason: reason.into(),
+            ..hold(1, Kind::RateLimitRule, "global:*", None)
+        }],
+        ..Default::default()
+    };
+    let doc = render::PlanDocument::new(&plan_of(&desired, &actual), String::new());
+    let md = render::markdown(&doc);
+    let line = md
+        .lines()
+        .find(|l| l.starts_with("> - `rate_limit_rule`"))
+        .unwrap_or_else(|| panic!("{md}"));
+    // The key and the hold are each one code span: a fence longer than any backtick run inside.
+    assert_eq!(
+        line,
+        format!(
+            "> - `rate_limit_rule` `global:*`: ````held by override #1 (tyr_<b>, {reason:?}, until cleared)````"
+        )
+    );
+    // Outside code (the diff blocks, whose lines all begin with a sigil, so no text in them can
+    // close the fence, and the spans), nothing the reason holds appears.
+    let mut in_block = false;
+    let prose: Vec<&str> = md
+        .lines()
+        .filter(|l| {
+            let fence = l.starts_with("```");
+            in_block ^= fence;
+            !in_block && !fence
+        })
+        .collect();
+    assert!(
+        md.lines()
+            .filter(|l| l.starts_with("```"))
+            .all(|l| l == "```diff" || l == "```")
+    );
+    let outside: String = prose.join("\n").split("````").step_by(2).collect();
+    for markup in ["<img", "</details><img", "](https", "@everyone", "**now**"] {
+        assert!(!outside.contains(markup), "{markup} outside code: {md}");
+    }
+}
+
+#[test]
 fn markdown_fits_a_pull_request_comment_whatever_the_plan() {
     let desired = DesiredState {
         rules: (0..3000)
