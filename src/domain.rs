@@ -421,6 +421,58 @@ impl utoipa::PartialSchema for WindowSeconds {
 
 impl utoipa::ToSchema for WindowSeconds {}
 
+/// Why a change over HTTP was made, as its author wrote it: at most [`Reason::MAX_CHARS`]
+/// characters, so that one reason cannot fill the status page, a plan or a log line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub struct Reason(String);
+
+impl Reason {
+    /// The longest reason, in characters.
+    pub const MAX_CHARS: usize = 500;
+
+    /// Accepts any text of at most [`Reason::MAX_CHARS`] characters.
+    pub fn parse(text: String) -> Result<Self, ParseError> {
+        let chars = text.chars().count();
+        if chars > Self::MAX_CHARS {
+            return Err(ParseError(format!(
+                "a reason is at most {} characters, not {chars}",
+                Self::MAX_CHARS
+            )));
+        }
+        Ok(Self(text))
+    }
+
+    /// The text.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+
+    /// The text, borrowed.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Reason {
+    type Error = ParseError;
+    fn try_from(text: String) -> Result<Self, ParseError> {
+        Reason::parse(text)
+    }
+}
+
+impl utoipa::PartialSchema for Reason {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .max_length(Some(Self::MAX_CHARS))
+            .description(Some("Why: recorded with the change and any override it makes."))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Reason {}
+
 /// Requests a rule allows per window, `0..=2147483647`; 0 blocks the key entirely. The bound is
 /// the store's (a 32-bit signed column on both backends): a value that passes validation can
 /// always be written and read back.

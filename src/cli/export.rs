@@ -14,6 +14,9 @@ pub struct Args {
     /// Directory to write the files into (created if missing); without it, one file on stdout.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// Replace files of the same names already in DIR (without it, nothing is written then).
+    #[arg(long, requires = "out")]
+    force: bool,
 }
 
 impl Args {
@@ -33,7 +36,7 @@ impl Args {
         };
         let notes = match &self.out {
             Some(dir) => {
-                let (written, notes) = crate::desired::export::write(source, dir)
+                let (written, notes) = crate::desired::export::write(source, dir, self.force)
                     .with_context(|| format!("cannot write the export to {}", crate::text::path(dir)))?;
                 for path in written {
                     tracing::info!("wrote {}", path.display());

@@ -385,9 +385,29 @@ pub fn render(source: Source<'_>) -> Result<(Files, Vec<String>), serde_yaml::Er
 }
 
 /// Writes [`render`]'s files into `dir`, creating it; returns the paths written and the notes.
-pub fn write(source: Source<'_>, dir: &Path) -> std::io::Result<(Vec<PathBuf>, Vec<String>)> {
-    std::fs::create_dir_all(dir)?;
+/// Unless `replace`, a file already there is an error and nothing is written: a hand-written
+/// state file of the same name is not silently overwritten.
+pub fn write(source: Source<'_>, dir: &Path, replace: bool) -> std::io::Result<(Vec<PathBuf>, Vec<String>)> {
     let (files, notes) = render(source).map_err(std::io::Error::other)?;
+    if !replace {
+        let there: Vec<String> = files
+            .iter()
+            .map(|(name, _)| dir.join(name))
+            .filter(|path| path.symlink_metadata().is_ok())
+            .map(|path| crate::text::path(&path))
+            .collect();
+        if !there.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} already there; nothing was written (--force replaces {})",
+                    there.join(", "),
+                    if there.len() == 1 { "it" } else { "them" }
+                ),
+            ));
+        }
+    }
+    std::fs::create_dir_all(dir)?;
     let paths = files
         .into_iter()
         .map(|(name, text)| {

@@ -13,7 +13,7 @@ use super::error::ErrorBody;
 use super::json::Object;
 use super::params::expiry;
 use super::{ApiError, AppState, Caller};
-use crate::domain::{FlagName, Mode, ProfileName};
+use crate::domain::{FlagName, Mode, ProfileName, Reason};
 use crate::mode::effective;
 use crate::plan::render::PlanDocument;
 use crate::store::{ApiChange, AuditFilter, StoreError, WriteDone, WriteOp};
@@ -192,7 +192,7 @@ async fn security_snapshot(state: &AppState) -> Result<Value, ApiError> {
 #[serde(deny_unknown_fields)]
 struct SetMode {
     mode: Mode,
-    reason: String,
+    reason: Reason,
     ttl_seconds: Option<i64>,
 }
 
@@ -260,9 +260,10 @@ async fn audit_log(state: &AppState, p: AuditQuery) -> Result<Value, ApiError> {
 fn change(
     state: &AppState,
     caller: &Caller,
-    reason: String,
+    reason: Reason,
     ttl_seconds: Option<i64>,
 ) -> Result<ApiChange, ApiError> {
+    let reason = reason.into_string();
     if reason.trim().is_empty() {
         return Err(ApiError::Unprocessable("a non-empty `reason` is required".into()));
     }
@@ -281,7 +282,7 @@ fn change(
 struct SetFlag {
     name: FlagName,
     enabled: bool,
-    reason: String,
+    reason: Reason,
     ttl_seconds: Option<i64>,
 }
 
@@ -289,14 +290,14 @@ struct SetFlag {
 #[serde(deny_unknown_fields)]
 struct SetProfile {
     profile: ProfileName,
-    reason: String,
+    reason: Reason,
     ttl_seconds: Option<i64>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LockdownRequest {
-    reason: String,
+    reason: Reason,
     ttl_seconds: Option<i64>,
     /// A global rate limit (requests per minute) to enforce during the lockdown.
     #[serde(default, deserialize_with = "super::json::whole::optional")]

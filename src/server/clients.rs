@@ -13,7 +13,7 @@ use super::error::ErrorBody;
 use super::json::Object;
 use super::params::{expiry, page};
 use super::{ApiError, AppState, Caller};
-use crate::domain::{ClientName, ClientType, KeySha256, NewKey, Role};
+use crate::domain::{ClientName, ClientType, KeySha256, NewKey, Reason, Role};
 use crate::model::Client;
 use crate::store::{ApiChange, ClientFilter, ClientRecord};
 
@@ -130,7 +130,7 @@ pub async fn register(
 #[serde(deny_unknown_fields)]
 pub struct ReasonBody {
     /// Why; required for a git-owned client (the change becomes an override).
-    reason: Option<String>,
+    reason: Option<Reason>,
     /// How long such an override lasts; without it, until cleared.
     #[schema(minimum = 1, maximum = 31536000)]
     #[serde(default, deserialize_with = "super::json::whole::optional")]
@@ -159,7 +159,7 @@ async fn set_active(
     }
     let change = ApiChange {
         actor: caller.name.to_string(),
-        reason: body.reason,
+        reason: body.reason.map(Reason::into_string),
         expires_at: expiry(body.ttl_seconds, now)?,
         now,
         group_id: None,

@@ -13,7 +13,7 @@ use super::error::ErrorBody;
 use super::json::Object;
 use super::params::expiry;
 use super::{ApiError, AppState};
-use crate::domain::Mode;
+use crate::domain::{Mode, Reason};
 use crate::mode::{EffectiveMode, effective};
 use crate::store::ApiChange;
 
@@ -37,7 +37,7 @@ pub async fn maintenance_state(State(state): State<Arc<AppState>>) -> Result<Jso
 pub struct ModeBody {
     /// Why; shown in the state and in every plan while the override holds.
     #[schema(value_type = String, required = true, min_length = 1, pattern = "\\S")]
-    reason: Option<String>,
+    reason: Option<Reason>,
     /// How long the override lasts; without it, until cleared.
     #[schema(minimum = 1, maximum = 31536000)]
     #[serde(default, deserialize_with = "super::json::whole::optional")]
@@ -65,7 +65,10 @@ pub async fn set_mode(
     let mode: Mode = mode
         .parse()
         .map_err(|e: crate::domain::ParseError| ApiError::Unprocessable(e.0))?;
-    let reason = body.reason.filter(|r| !r.trim().is_empty());
+    let reason = body
+        .reason
+        .map(Reason::into_string)
+        .filter(|r| !r.trim().is_empty());
     if reason.is_none() {
         return Err(ApiError::Unprocessable(
             "a `reason` is required to set the maintenance mode".into(),

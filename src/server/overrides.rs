@@ -12,6 +12,7 @@ use super::auth::{Operator, Reader};
 use super::error::ErrorBody;
 use super::restore::Restored;
 use super::{ApiError, AppState};
+use crate::domain::Reason;
 use crate::model::Override;
 use crate::store::Lifting;
 
@@ -54,7 +55,7 @@ pub async fn list_overrides(
 #[into_params(parameter_in = Query)]
 pub struct LiftQuery {
     /// Recorded in the audit log with the lift.
-    reason: Option<String>,
+    reason: Option<Reason>,
     /// Lift every override of this one's group (a lockdown) with it.
     #[serde(default)]
     group: bool,
@@ -73,7 +74,11 @@ pub async fn clear_override(
     let lift = crate::store::Lift {
         actor: caller.name.as_str(),
         source: "api",
-        reason: query.reason.as_deref().filter(|r| !r.trim().is_empty()),
+        reason: query
+            .reason
+            .as_ref()
+            .map(Reason::as_str)
+            .filter(|r| !r.trim().is_empty()),
         now: state.now(),
     };
     let which = if query.group {

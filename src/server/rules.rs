@@ -13,7 +13,7 @@ use super::error::ErrorBody;
 use super::json::Object;
 use super::params::{expiry, page};
 use super::{ApiError, AppState};
-use crate::domain::{MaxRequests, OnOutage, RuleKey, Scope, WindowSeconds};
+use crate::domain::{MaxRequests, OnOutage, Reason, RuleKey, Scope, WindowSeconds};
 use crate::model::RateLimitRule;
 use crate::store::{ApiChange, RuleFilter, SnapshotFilter};
 
@@ -138,7 +138,7 @@ pub struct RuleBody {
     #[serde(default)]
     description: String,
     /// Why; required when the rule is declared in git (the change becomes an override).
-    reason: Option<String>,
+    reason: Option<Reason>,
     /// How long such an override lasts; without it, until cleared.
     #[schema(minimum = 1, maximum = 31536000)]
     #[serde(default, deserialize_with = "super::json::whole::optional")]
@@ -167,7 +167,7 @@ pub async fn put(
     let now = state.now();
     let change = ApiChange {
         actor: caller.name.to_string(),
-        reason: body.reason,
+        reason: body.reason.map(Reason::into_string),
         expires_at: expiry(body.ttl_seconds, now)?,
         now,
         group_id: None,
@@ -186,7 +186,7 @@ pub async fn put(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteQuery {
-    reason: Option<String>,
+    reason: Option<Reason>,
     #[param(minimum = 1, maximum = 31536000)]
     ttl_seconds: Option<i64>,
 }
@@ -203,7 +203,7 @@ pub async fn delete(
     let now = state.now();
     let change = ApiChange {
         actor: caller.name.to_string(),
-        reason: q.reason,
+        reason: q.reason.map(Reason::into_string),
         expires_at: expiry(q.ttl_seconds, now)?,
         now,
         group_id: None,

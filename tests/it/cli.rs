@@ -248,6 +248,29 @@ fn export_then_reconcile_is_in_sync() {
         assert_eq!(export.code, 0, "{export:?}");
         let check = run(&db, &out, &["reconcile", "--dry-run", "--detailed-exitcode"]);
         assert_eq!(check.code, 0, "{}: export is not in sync: {check:?}", db.backend);
+        // A second export into the same directory would replace hand-written files: refused,
+        // naming them, and nothing changes; --force replaces them.
+        std::fs::write(out.join("clients.yaml"), "# written by hand\nversion: 1\n").unwrap();
+        let again = run(&db, state.path(), &["export", "--out", out.to_str().unwrap()]);
+        assert_eq!(again.code, 1, "{again:?}");
+        assert_eq!(again.stderr.lines().count(), 1, "{again:?}");
+        assert!(
+            again.stderr.contains("clients.yaml") && again.stderr.contains("--force"),
+            "{again:?}"
+        );
+        let kept = std::fs::read_to_string(out.join("clients.yaml")).unwrap();
+        assert_eq!(kept, "# written by hand\nversion: 1\n");
+        let forced = run(
+            &db,
+            state.path(),
+            &["export", "--out", out.to_str().unwrap(), "--force"],
+        );
+        assert_eq!(forced.code, 0, "{forced:?}");
+        assert!(
+            std::fs::read_to_string(out.join("clients.yaml"))
+                .unwrap()
+                .contains("tyr")
+        );
         // The single-file form on stdout is a valid state file too.
         let single = run(&db, state.path(), &["export"]);
         let one = StateDir::new(&[("all.yaml", &single.stdout)]);

@@ -6,7 +6,7 @@ use valhalla_ops::model::{Kind, NewOverride};
 
 use super::assert_error;
 use crate::support::all_backends;
-use crate::support::app::{OPERATOR, READER, TestApp, state_with};
+use crate::support::app::{ADMIN, OPERATOR, READER, TestApp, state_with};
 
 #[test]
 fn maintenance_state_is_public_and_follows_override_then_window_then_git() {
@@ -133,5 +133,46 @@ fn windows_are_scheduled_and_listed() {
         assert_eq!(names, ["db-upgrade"], "{b}");
         let (_, inactive) = app.get("/system/maintenance/windows?active=false", Some(READER));
         assert_eq!(inactive, serde_json::json!([]));
+    }
+}
+
+/// A reason is at most 500 characters: 65,000 of them once reached the status page whole.
+#[test]
+fn a_reason_longer_than_500_characters_is_a_422() {
+    for db in all_backends() {
+        let app = TestApp::spawn(db, &state_with("maintenance:\n  mode: normal\n"));
+        let b = app.backend;
+        let body = |reason: &str| format!(r#"{{"reason": "{reason}", "ttl_seconds": 60}}"#);
+        let long = "x".repeat(65_000);
+        let (status, refused) = app.send_json(
+            "POST",
+            "/system/maintenance/state/read_only",
+            Some(OPERATOR),
+            &body(&long),
+        );
+        assert_eq!(status, 422, "{b}");
+        let message = refused["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("at most 500 characters, not 65000"),
+            "{b}: {message}"
+        );
+        assert!(message.len() < 1000, "{b}: the message does not echo the reason");
+        let (status, admin) = app.send_json(
+            "POST",
+            "/admin/ops",
+            Some(ADMIN),
+            &format!(
+                r#"{{"action": "set_maintenance_mode", "payload": {{"mode": "read_only", "reason": "{}"}}}}"#,
+                "x".repeat(501)
+            ),
+        );
+        assert_eq!(status, 422, "{b}: {admin}");
+        let (status, set) = app.send_json(
+            "POST",
+            "/system/maintenance/state/read_only",
+            Some(OPERATOR),
+            &body(&"é".repeat(500)),
+        );
+        assert_eq!(status, 200, "{b}: {set}");
     }
 }
