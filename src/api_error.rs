@@ -127,8 +127,10 @@ pub(crate) fn body(status: StatusCode, message: &str) -> Response {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let ApiError::Unavailable(cause) | ApiError::Internal(cause) = &self {
-            tracing::error!("request failed: {cause}");
+        match &self {
+            ApiError::Unavailable(cause) => crate::outage::store_failed(cause),
+            ApiError::Internal(cause) => tracing::error!("request failed: {cause}"),
+            _ => {}
         }
         let mut response = body(self.status(), &self.to_string());
         if let ApiError::Unavailable(_) | ApiError::Busy(_) = self {

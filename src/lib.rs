@@ -20,6 +20,7 @@
 //! - [`store`]: [`store::Db`] over PostgreSQL or SQLite: queries by job, rows, bulk writes, and
 //!   the change follower (LISTEN/NOTIFY, `data_version`).
 //! - [`reconcile`]: load → plan → apply under the single-writer lock; saved plans.
+//! - [`outage`]: a store outage logged once per transition, with counts, not once per request.
 //! - [`api_error`]: the HTTP API's error type and JSON body, for the server and the layers.
 //! - [`auth`]: the key a request presents, the caller it identifies, role checks.
 //! - [`counting`]: where a replica counts: its memory, or one Redis shared by every replica,
@@ -43,6 +44,7 @@ pub mod enforce;
 pub mod limit;
 pub mod mode;
 pub mod model;
+pub mod outage;
 pub mod plan;
 pub mod reconcile;
 pub mod replica;

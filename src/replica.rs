@@ -325,6 +325,7 @@ impl Replica {
         };
         self.view.store(Some(Arc::clone(&view)));
         *failed_at = None;
+        crate::outage::store_answered();
         Ok(view)
     }
 

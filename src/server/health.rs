@@ -36,6 +36,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<serde_jso
         .await
         .map_err(|_| ApiError::Unavailable(crate::store::StoreError::Database(sqlx::Error::PoolTimedOut)))?
         .map_err(ApiError::Unavailable)?;
+    crate::outage::store_answered();
     let counters = state.replica.counting.health();
     let status = if counters.reachable { "ready" } else { "degraded" };
     Ok(Json(serde_json::json!({

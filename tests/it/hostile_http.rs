@@ -406,3 +406,65 @@ fn bodies_are_json_objects_as_documented() {
     let (status, body) = app.send_json("POST", "/system/maintenance/state/read_only", Some(ADMIN), "{}");
     assert_eq!(status, 422, "{body}");
 }
+
+/// A database outage is logged once when it begins and once when it ends, with counts, not once
+/// per failed request; and `/metrics` keeps answering all along, saying the store is down.
+#[test]
+fn a_database_outage_is_logged_per_transition_and_metrics_still_answer() {
+    use std::time::Duration;
+    let Some(mut db) = crate::support::postgres() else {
+        return;
+    };
+    let real = url::Url::parse(&db.url).unwrap();
+    let proxy = crate::support::Proxy::start(format!("127.0.0.1:{}", real.port().unwrap_or(5432)));
+    let mut proxied = real.clone();
+    proxied.set_port(Some(proxy.port)).unwrap();
+    db.url = proxied.to_string();
+    let state = crate::support::StateDir::new(&[("state.yaml", &state_with(""))]);
+    assert_eq!(crate::support::run(&db, state.path(), &["reconcile"]).code, 0);
+    let serving = crate::support::Process::start(&db, &state, &["serve", "--bind", "127.0.0.1:0"]);
+    let base = serving.base();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let get = |path: &str| {
+        let mut reply = agent
+            .get(format!("{base}{path}"))
+            .header("Authorization", format!("Bearer {READER}"))
+            .call()
+            .unwrap();
+        let status = reply.status().as_u16();
+        (status, reply.body_mut().read_to_string().unwrap())
+    };
+    let (status, metrics) = get("/metrics");
+    assert_eq!(status, 200, "{metrics}");
+    assert!(metrics.contains("valhalla_ops_store_up 1"), "{metrics}");
+
+    proxy.cut();
+    for _ in 0..30 {
+        assert_eq!(get("/system/overrides").0, 503);
+    }
+    let (status, metrics) = get("/metrics");
+    assert_eq!(status, 200, "/metrics answers during the outage: {metrics}");
+    assert!(metrics.contains("valhalla_ops_store_up 0"), "{metrics}");
+    let log = serving.log();
+    assert_eq!(
+        log.matches("the store is unreachable").count(),
+        1,
+        "one line for 30 failed requests:\n{log}"
+    );
+    assert!(!log.contains("request failed"), "{log}");
+
+    proxy.restore();
+    let start = std::time::Instant::now();
+    while get("/readyz").0 != 200 {
+        assert!(start.elapsed() < Duration::from_secs(10), "{}", serving.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    serving.wait_log("the store answers again", Duration::from_secs(2));
+    let log = serving.log();
+    let back = log.lines().find(|l| l.contains("answers again")).unwrap();
+    assert!(back.contains("requests failed meanwhile"), "{back}");
+    assert_eq!(get("/system/overrides").0, 200);
+}

@@ -218,7 +218,7 @@ fn status_page(db: &TestDb, chromedriver: PathBuf, chromium: PathBuf) {
             .build()
             .into();
         let _ = agent
-            .get(format!("{a}/system/overrides"))
+            .get(format!("{a}/system/feature-flags"))
             .header("Authorization", format!("Bearer {READER}"))
             .header("X-User-Id", "noisy")
             .call();
