@@ -480,9 +480,10 @@ fn main() {
         "valhalla-ops serving benchmark: {CONNECTIONS} connections, {ROUNDS} rounds of {seconds} s per scenario, SQLite store, 2 server threads"
     );
     let rule = get(&format!("/system/ratelimits/rules/{rule_id}"), Some(KEY));
+    // An operator's checks count (a reader's only ask): the path a gateway's question takes.
     let check = post(
         "/system/ratelimits/check",
-        KEY,
+        OPERATOR,
         r#"{"ip": "192.0.2.7", "client": "bench", "user": "user-2"}"#,
     );
     let mut scenarios = vec![

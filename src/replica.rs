@@ -197,6 +197,11 @@ impl Replica {
         self.counting.check(&table.matching(subject), self.now_ms()).await
     }
 
+    /// What [`check`](Self::check) would decide, counting nothing.
+    pub async fn peek(&self, table: &RuleTable, subject: &Subject<'_>) -> Decision {
+        self.counting.peek(&table.matching(subject), self.now_ms()).await
+    }
+
     /// How many times the view was loaded whole.
     pub fn reloads(&self) -> u64 {
         self.reloads.get()

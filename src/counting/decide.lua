@@ -8,7 +8,8 @@
 -- KEYS[i]: counter i (one per matching rule, global, ip, api_key, user in that order).
 -- ARGV[1]: the time in milliseconds, or "" for Redis's own clock (what production uses, so
 --          replicas whose clocks disagree still share one window).
--- ARGV[2 + 3(i-1) ..]: counter i's window in milliseconds, its limit, and 1 for a shadow rule.
+-- ARGV[2]: 1 to count the request, 0 to decide without counting (a caller who may only ask).
+-- ARGV[3 + 3(i-1) ..]: counter i's window in milliseconds, its limit, and 1 for a shadow rule.
 --
 -- Returns {allowed, then per counter: allowed, remaining, reset_ms, count, window start}.
 -- Lua numbers are doubles: the products below are exact while limit × window_ms < 2^53.
@@ -37,13 +38,14 @@ local function outcome(max, w, s, p, c)
   return 0, (w - elapsed) + needed
 end
 
+local counting = ARGV[2] == '1'
 local allowed = true
 local state = {}
 local reply = {0}
 for i = 1, #KEYS do
-  local w = tonumber(ARGV[3 * i - 1])
-  local max = tonumber(ARGV[3 * i])
-  local shadow = ARGV[3 * i + 1] == '1'
+  local w = tonumber(ARGV[3 * i])
+  local max = tonumber(ARGV[3 * i + 1])
+  local shadow = ARGV[3 * i + 2] == '1'
   local h = redis.call('HMGET', KEYS[i], 's', 'p', 'c')
   local s, p, c = tonumber(h[1]) or 0, tonumber(h[2]) or 0, tonumber(h[3]) or 0
   -- Roll to the window that holds `now`.
@@ -53,7 +55,7 @@ for i = 1, #KEYS do
     c = 0
     s = start
   end
-  local count = shadow or allowed
+  local count = counting and (shadow or allowed)
   local admits = max > 0 and p * (w - (now - s)) + (c + 1) * w <= max * w
   local counted = count and admits
   if counted then c = c + 1 end

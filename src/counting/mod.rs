@@ -115,8 +115,19 @@ impl Counting {
     /// counts it, as [`Limiter::check`] does, in the configured store. `now_ms` is this
     /// replica's clock: the memory counters' time, and the time of remembered refusals.
     pub async fn check(&self, matched: &[(&Arc<Rule>, CounterKey)], now_ms: u64) -> Decision {
+        self.decide(matched, now_ms, true).await
+    }
+
+    /// What [`check`](Self::check) would decide, counting nothing: for a caller who may ask
+    /// about a subject but not spend its budget.
+    pub async fn peek(&self, matched: &[(&Arc<Rule>, CounterKey)], now_ms: u64) -> Decision {
+        self.decide(matched, now_ms, false).await
+    }
+
+    /// [`check`](Self::check) when `count`, else [`peek`](Self::peek).
+    async fn decide(&self, matched: &[(&Arc<Rule>, CounterKey)], now_ms: u64, count: bool) -> Decision {
         let Some(shared) = &self.shared else {
-            return self.memory.check_matched(matched, now_ms);
+            return self.in_memory(matched, now_ms, count);
         };
         if matched.is_empty() {
             return Decision {
@@ -132,12 +143,12 @@ impl Counting {
             return refused;
         }
         if !shared.circuit.is_closed() {
-            return self.outage(matched, now_ms);
+            return self.outage(matched, now_ms, count);
         }
         let started = Instant::now();
         // Boxed: a call's future is most of a request future's size, which every request
         // would carry (and copy when moved) in memory-only counting too.
-        let call = Box::pin(shared.redis.decide(matched, now_ms));
+        let call = Box::pin(shared.redis.decide(matched, now_ms, count));
         let outcome = tokio::time::timeout(shared.redis.timeout, call).await;
         let seconds = started.elapsed().as_secs_f64();
         let failure = match outcome {
@@ -162,7 +173,16 @@ impl Counting {
         if shared.circuit.failed() {
             self.unreachable(shared, &failure);
         }
-        self.outage(matched, now_ms)
+        self.outage(matched, now_ms, count)
+    }
+
+    /// The decision in this replica's memory, counted when `count`.
+    fn in_memory(&self, matched: &[(&Arc<Rule>, CounterKey)], now_ms: u64, count: bool) -> Decision {
+        if count {
+            self.memory.check_matched(matched, now_ms)
+        } else {
+            self.memory.peek_matched(matched, now_ms)
+        }
     }
 
     /// Reports an outage (once: the circuit just opened) and starts probing.
@@ -178,9 +198,9 @@ impl Counting {
     }
 
     /// The decision while the shared counters are unreachable: `open` rules are left out,
-    /// an enforced `closed` rule refuses (counting nothing), and `local` rules count in this
-    /// replica's memory.
-    fn outage(&self, matched: &[(&Arc<Rule>, CounterKey)], now_ms: u64) -> Decision {
+    /// an enforced `closed` rule refuses (counting nothing), and `local` rules are decided
+    /// in this replica's memory (counted when `count`).
+    fn outage(&self, matched: &[(&Arc<Rule>, CounterKey)], now_ms: u64, count: bool) -> Decision {
         let policy = |p: OnOutage| move |(rule, _): &&(&Arc<Rule>, CounterKey)| rule.on_outage == p;
         for (rule, _) in matched {
             self.metrics.outage_verdict(rule.on_outage);
@@ -204,7 +224,7 @@ impl Counting {
         }
         let local: Vec<(&Arc<Rule>, CounterKey)> =
             matched.iter().filter(policy(OnOutage::Local)).copied().collect();
-        let mut decision = self.memory.check_matched(&local, now_ms);
+        let mut decision = self.in_memory(&local, now_ms, count);
         for verdict in &mut decision.verdicts {
             verdict.outage = true;
         }

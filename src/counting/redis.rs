@@ -100,18 +100,20 @@ impl RedisCounters {
         })
     }
 
-    /// Decides about one request in one script call; `now_ms` is used only with the caller's
-    /// clock.
+    /// Decides about one request in one script call, counting it when `count` (else only
+    /// asking); `now_ms` is used only with the caller's clock.
     pub async fn decide(
         &self,
         matched: &[(&Arc<Rule>, CounterKey)],
         now_ms: u64,
+        count: bool,
     ) -> Result<Shared, redis::RedisError> {
         let mut invocation = self.script.prepare_invoke();
         match self.clock {
             WindowClock::Redis => invocation.arg(""),
             WindowClock::Caller => invocation.arg(now_ms),
         };
+        invocation.arg(u8::from(count));
         for (rule, key) in matched {
             invocation
                 .key(self.key(key))
@@ -121,7 +123,7 @@ impl RedisCounters {
         }
         let mut connection = self.connection.clone();
         let reply: Vec<i64> = invocation.invoke_async(&mut connection).await?;
-        parse(matched, &reply).ok_or_else(|| {
+        parse(matched, &reply, count).ok_or_else(|| {
             redis::RedisError::from((
                 redis::ErrorKind::UnexpectedReturnType,
                 "the decision script answered in an unexpected shape",
@@ -157,8 +159,8 @@ impl std::fmt::Display for Address {
 }
 
 /// The script's reply as a decision: `{allowed, then per counter: allowed, remaining, reset_ms,
-/// count, window start}`.
-fn parse(matched: &[(&Arc<Rule>, CounterKey)], reply: &[i64]) -> Option<Shared> {
+/// count, window start}`; a call that was not `counting` counted nothing.
+fn parse(matched: &[(&Arc<Rule>, CounterKey)], reply: &[i64], counting: bool) -> Option<Shared> {
     let (&allowed, per_counter) = reply.split_first()?;
     if per_counter.len() != matched.len() * 5 {
         return None;
@@ -178,7 +180,7 @@ fn parse(matched: &[(&Arc<Rule>, CounterKey)], reply: &[i64]) -> Option<Shared> 
             reset_ms: u64::try_from(*reset_ms).ok()?,
             outage: false,
         });
-        let was_counted = if rule.shadow { admits } else { allowed };
+        let was_counted = counting && if rule.shadow { admits } else { allowed };
         if was_counted {
             counted.push(Reading {
                 key: *key,

@@ -74,10 +74,8 @@ impl Counters {
     }
 
     /// Runs `f` on the counter of `key` if it exists.
-    pub fn existing(&self, key: &CounterKey, f: impl FnOnce(&mut Window)) {
-        if let Some(slot) = self.shard(key).get_mut(key) {
-            f(&mut slot.window);
-        }
+    pub fn existing<R>(&self, key: &CounterKey, f: impl FnOnce(&mut Window) -> R) -> Option<R> {
+        self.shard(key).get_mut(key).map(|slot| f(&mut slot.window))
     }
 
     /// Forgets counters that no longer carry weight.

@@ -138,6 +138,30 @@ impl Limiter {
         Decision { allowed, verdicts }
     }
 
+    /// What [`check_matched`](Self::check_matched) would decide, counting nothing and keeping no
+    /// new counter: for a caller who may ask but not count.
+    pub fn peek_matched(&self, matched: &[(&Arc<Rule>, CounterKey)], now_ms: u64) -> Decision {
+        let verdicts: Vec<Verdict> = matched
+            .iter()
+            .map(|&(rule, key)| {
+                let peek = |w: &mut Window| w.peek(rule.quota, now_ms);
+                let outcome = self
+                    .counters
+                    .existing(&key, peek)
+                    .unwrap_or_else(|| peek(&mut Window::default()));
+                Verdict {
+                    rule: Arc::clone(rule),
+                    allowed: outcome.allowed,
+                    remaining: outcome.remaining,
+                    reset_ms: outcome.reset_ms,
+                    outage: false,
+                }
+            })
+            .collect();
+        let allowed = verdicts.iter().all(|v| v.allowed || v.rule.shadow);
+        Decision { allowed, verdicts }
+    }
+
     /// Counters counted since the last call, for the snapshot writer.
     pub fn take_dirty(&self) -> Vec<Reading> {
         self.counters.take_dirty()

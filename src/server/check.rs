@@ -11,7 +11,7 @@ use super::auth::Reader;
 use super::error::ErrorBody;
 use super::json::Object;
 use super::{ApiError, AppState};
-use crate::domain::{ClientName, RuleKey, Scope};
+use crate::domain::{ClientName, Role, RuleKey, Scope};
 use crate::limit::Subject;
 
 /// This module's routes.
@@ -63,10 +63,14 @@ pub struct CheckedRule {
     pub key: String,
 }
 
-/// The answer: the request is counted if allowed.
+/// The answer: for a caller who may count (an operator or an admin), the request is counted if
+/// allowed; a reader's question counts nothing.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CheckResponse {
     pub allowed: bool,
+    /// Whether this question was counted against the subject's budget: only an operator's or
+    /// an admin's are; a reader may ask without spending anyone's budget.
+    pub counted: bool,
     /// The deciding rule's `max_requests`; null when no rule applies.
     pub limit: Option<u32>,
     pub remaining: Option<u32>,
@@ -90,11 +94,13 @@ fn parse_ip(raw: &str) -> Result<IpAddr, ApiError> {
         .map_err(|_| unprocessable(format!("`{raw}` is not an IP address")))
 }
 
-/// `POST /system/ratelimits/check` (reader): decides about one request and counts it.
+/// `POST /system/ratelimits/check` (reader): decides about one request; counts it when the caller
+/// is an operator or an admin (a service that enforces), so that a reader key cannot spend the
+/// platform's budgets (checks of the global rule once throttled every route, admins' included).
 #[utoipa::path(post, path = "/system/ratelimits/check", operation_id = "check_rate_limit", tag = "rules", security(("api_key" = [])), request_body = CheckRequest, responses((status = 200, description = "The decision", body = CheckResponse), (status = 422, description = "Neither or both forms, or a bad key", body = ErrorBody)))]
 pub async fn check(
     State(state): State<Arc<AppState>>,
-    Reader(_caller): Reader,
+    Reader(caller): Reader,
     Object(request): Object<CheckRequest>,
 ) -> Result<Json<CheckResponse>, ApiError> {
     let by_request = request.ip.is_some() || request.user.is_some() || request.client.is_some();
@@ -144,11 +150,18 @@ pub async fn check(
         }
     }
     let view = state.replica.view().await?;
-    let decision = state.replica.check(&view.table, &subject).await;
-    state.rate_limited(&decision, &subject);
+    let counted = caller.role >= Role::Operator;
+    let decision = if counted {
+        let decision = state.replica.check(&view.table, &subject).await;
+        state.rate_limited(&decision, &subject);
+        decision
+    } else {
+        state.replica.peek(&view.table, &subject).await
+    };
     let binding = decision.binding();
     Ok(Json(CheckResponse {
         allowed: decision.allowed,
+        counted,
         limit: binding.map(|v| v.rule.quota.max),
         remaining: binding.map(|v| v.remaining),
         reset_seconds: binding.map(|v| v.reset_seconds()),

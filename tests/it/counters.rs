@@ -12,7 +12,7 @@ use valhalla_ops::domain::{OnOutage, RuleKey, Scope, WindowSeconds};
 use valhalla_ops::limit::{Decision, RuleTable, Subject};
 use valhalla_ops::model::RateLimitRule;
 
-use crate::support::app::{READER, state_with};
+use crate::support::app::{OPERATOR, READER, state_with};
 use crate::support::{Process, RedisServer, StateDir, TestDb, all_backends, redis};
 
 fn rule(scope: Scope, key: &str, window: i64, max: u32, shadow: bool) -> RateLimitRule {
@@ -84,25 +84,33 @@ proptest! {
             .unwrap();
             Counting::shared(1_000, redis)
         });
+        let agree = |got: &Decision, expected: &Decision, step: String| -> Result<(), TestCaseError> {
+            prop_assert!(got.verdicts.iter().all(|v| !v.outage), "{}: an outage: {:?}", step, got);
+            let (got, expected) = (shape(got), shape(expected));
+            if got.1.len() == expected.1.len() {
+                prop_assert_eq!(&got, &expected, "{}", step);
+            } else {
+                // Refused from memory: one rule that refuses it, with the counters' figures.
+                prop_assert!(!got.0 && !expected.0 && got.1.len() == 1, "{}: {:?} vs {:?}", step, got, expected);
+                let refusing = |v: &&(i64, bool, u32, u64)| !v.1 && !rules[(v.0 - 1) as usize].shadow;
+                prop_assert!(
+                    expected.1.iter().filter(refusing).any(|v| *v == got.1[0]),
+                    "{}: {:?} is not among the refusals of {:?}", step, got.1[0], expected
+                );
+            }
+            Ok(())
+        };
         let mut now = 1_800_000_000_000 + start;
         for (i, (gap, who)) in steps.into_iter().enumerate() {
             now += gap;
             let matched = table.matching(&subjects[who]);
-            let expected = shape(&memory.memory.check_matched(&matched, now));
+            // Asking first changes nothing either side; then the request is counted.
+            let expected = memory.memory.peek_matched(&matched, now);
+            let got = runtime.block_on(shared.peek(&matched, now));
+            agree(&got, &expected, format!("peek at step {i} at {now} for subject {who}"))?;
+            let expected = memory.memory.check_matched(&matched, now);
             let got = runtime.block_on(shared.check(&matched, now));
-            prop_assert!(got.verdicts.iter().all(|v| !v.outage), "step {}: an outage: {:?}", i, got);
-            let got = shape(&got);
-            if got.1.len() == expected.1.len() {
-                prop_assert_eq!(&got, &expected, "step {} at {} for subject {}", i, now, who);
-            } else {
-                // Refused from memory: one rule that refuses it, with the counters' figures.
-                prop_assert!(!got.0 && !expected.0 && got.1.len() == 1, "step {}: {:?} vs {:?}", i, got, expected);
-                let refusing = |v: &&(i64, bool, u32, u64)| !v.1 && !rules[(v.0 - 1) as usize].shadow;
-                prop_assert!(
-                    expected.1.iter().filter(refusing).any(|v| *v == got.1[0]),
-                    "step {} at {}: {:?} is not among the refusals of {:?}", i, now, got.1[0], expected
-                );
-            }
+            agree(&got, &expected, format!("step {i} at {now} for subject {who}"))?;
         }
         drop(test_redis);
     }
@@ -160,12 +168,12 @@ fn get_as(agent: &ureq::Agent, base: &str, path: &str, user: &str) -> (u16, Stri
     (status, retry)
 }
 
-/// A rate-limit check, with the reader key.
+/// A rate-limit check, with the operator key (a reader's checks count nothing).
 fn check(agent: &ureq::Agent, base: &str, body: &str) -> Value {
     let request = ureq::http::Request::builder()
         .method("POST")
         .uri(format!("{base}/system/ratelimits/check"))
-        .header("Authorization", format!("Bearer {READER}"))
+        .header("Authorization", format!("Bearer {OPERATOR}"))
         .header("Content-Type", "application/json")
         .body(body.to_owned())
         .unwrap();

@@ -163,7 +163,7 @@ fn the_most_specific_ip_rule_wins_and_zero_blocks() {
         );
         // The check endpoint is not limited by the caller's own address, and answers per rule.
         let ask = |body: &str| {
-            let (status, answer) = app.send_json("POST", "/system/ratelimits/check", Some(READER), body);
+            let (status, answer) = app.send_json("POST", "/system/ratelimits/check", Some(OPERATOR), body);
             assert_eq!(status, 200, "{b}: {answer}");
             answer
         };
@@ -250,7 +250,7 @@ fn a_read_only_platform_still_answers_rate_limit_checks() {
         let (status, answer) = app.send_json(
             "POST",
             "/system/ratelimits/check",
-            Some(READER),
+            Some(OPERATOR),
             r#"{"user": "user-7"}"#,
         );
         assert_eq!((status, &answer["remaining"]), (200, &2.into()), "{b}: {answer}");
@@ -292,7 +292,7 @@ fn shadow_rules_count_and_report_but_never_refuse() {
         let (_, answer) = app.send_json(
             "POST",
             "/system/ratelimits/check",
-            Some(READER),
+            Some(OPERATOR),
             r#"{"ip": "127.0.0.9"}"#,
         );
         assert_eq!(
@@ -303,13 +303,52 @@ fn shadow_rules_count_and_report_but_never_refuse() {
     }
 }
 
+/// Checks that count are a privilege: a reader may ask about the global rule as often as it
+/// likes without spending it (197,000 such checks once throttled every route, admins' included);
+/// an operator's checks count.
+#[test]
+fn a_readers_checks_count_nothing_an_operators_do() {
+    for (db, counters) in setups() {
+        let rules = "rate_limits:\n  - scope: global\n    window_seconds: 60\n    max_requests: 5\n";
+        let app = TestApp::spawn_counting(db, counters, &state_with(rules));
+        let b = app.backend;
+        let ask = |key: &str| {
+            let (status, answer) = app.send_json(
+                "POST",
+                "/system/ratelimits/check",
+                Some(key),
+                r#"{"scope": "global"}"#,
+            );
+            assert_eq!(status, 200, "{b}: {answer}");
+            answer
+        };
+        for _ in 0..20 {
+            let answer = ask(READER);
+            assert_eq!(
+                (&answer["allowed"], &answer["counted"], &answer["remaining"]),
+                (&Value::Bool(true), &Value::Bool(false), &5.into()),
+                "{b}: {answer}"
+            );
+        }
+        assert_eq!(app.get("/system/feature-flags", Some(ADMIN)).0, 200, "{b}");
+        let counted = ask(OPERATOR);
+        assert_eq!(
+            (&counted["counted"], &counted["remaining"]),
+            (&Value::Bool(true), &3.into()),
+            "{b}: the admin's request and this check counted: {counted}"
+        );
+        // A reader still learns the truth about the budget, without changing it.
+        assert_eq!(ask(READER)["remaining"], 3, "{b}");
+    }
+}
+
 #[test]
 fn the_check_endpoint_counts_what_it_is_asked_about() {
     for (db, counters) in setups() {
         let rules = "rate_limits:\n  - scope: api_key\n    key: reader\n    window_seconds: 10\n    max_requests: 2\n  - scope: global\n    max_requests: 1000\n";
         let app = TestApp::spawn_counting(db, counters, &state_with(rules));
         let b = app.backend;
-        let check = |body: &str| app.send_json("POST", "/system/ratelimits/check", Some(READER), body);
+        let check = |body: &str| app.send_json("POST", "/system/ratelimits/check", Some(OPERATOR), body);
         let one = r#"{"scope": "api_key", "key": "reader"}"#;
         let (_, first) = check(one);
         assert_eq!(
