@@ -78,6 +78,7 @@ async fn start(
         listener,
         app.clone(),
         limits,
+        Vec::new(),
         std::future::pending(),
     ));
     (addr, state, tasks, app)

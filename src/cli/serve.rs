@@ -67,6 +67,11 @@ pub struct Args {
     #[arg(long, env = "VALHALLA_MAX_CONNECTIONS", hide_env_values = true, default_value_t = 1024, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
 
+    /// The most connections open at once from one address (a trusted proxy's are not bounded);
+    /// a further one from there is closed at once, and the log says so.
+    #[arg(long, env = "VALHALLA_MAX_CONNECTIONS_PER_SOURCE", hide_env_values = true, default_value_t = 256, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections_per_source: u32,
+
     #[command(flatten)]
     watch: super::WatchArgs,
 }
@@ -141,6 +146,7 @@ impl Args {
                 header_timeout: self.header_timeout.max(std::time::Duration::from_millis(100)),
                 body_timeout: self.body_timeout.max(std::time::Duration::from_millis(100)),
                 max_connections: self.max_connections as usize,
+                max_per_source: self.max_connections_per_source as usize,
             },
             ..AppState::over(Replica::with_counting(db.clone(), clock, options, counting), db)
         });

@@ -1,14 +1,16 @@
-//! Accepting connections: a deadline for each request's headers, a bound on open connections,
-//! and a graceful shutdown that lets requests in flight finish.
+//! Accepting connections: a deadline for each request's headers, a bound on open connections
+//! and on those of one source address, and a graceful shutdown that lets requests in flight
+//! finish.
 //!
 //! `axum::serve` has neither a header deadline nor a connection bound: a client that sends one
 //! header line a second held its connection (and a file descriptor) for ever, and 800 of them
 //! held 821 descriptors. hyper's HTTP/1 connection has the deadline once it is given a timer.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
@@ -29,6 +31,10 @@ pub struct ConnectionLimits {
     pub body_timeout: Duration,
     /// Connections open at once; past it, new ones wait in the kernel's backlog.
     pub max_connections: usize,
+    /// Connections open at once from one address; past it, a new one from there is closed at
+    /// once, so one source cannot take every slot (1,100 half-sent requests once held all
+    /// 1,024 and made everyone else wait for the header deadline).
+    pub max_per_source: usize,
 }
 
 impl Default for ConnectionLimits {
@@ -37,16 +43,80 @@ impl Default for ConnectionLimits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
             max_connections: 1024,
+            max_per_source: 256,
+        }
+    }
+}
+
+/// The connections open from each source address, and when the log last said one was refused.
+struct Sources {
+    open: Mutex<HashMap<IpAddr, usize>>,
+    max: usize,
+    /// Refusals since the log last spoke, and when it did: a flood is one line every
+    /// [`SAY_AGAIN`], not one per connection.
+    refused: Mutex<(u64, Option<Instant>)>,
+}
+
+/// How often refused connections are mentioned in the log while they go on.
+const SAY_AGAIN: Duration = Duration::from_secs(10);
+
+impl Sources {
+    /// Counts a connection from `ip`, or `None` when that source is at its bound.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<SourceSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(ip).or_insert(0);
+        if *count >= self.max {
+            drop(open);
+            self.refused(ip);
+            return None;
+        }
+        *count += 1;
+        Some(SourceSlot {
+            sources: Arc::clone(self),
+            ip,
+        })
+    }
+
+    fn refused(&self, ip: IpAddr) {
+        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        refused.0 += 1;
+        if refused.1.is_none_or(|said| said.elapsed() >= SAY_AGAIN) {
+            tracing::warn!(
+                "{ip} has {} connections open, the most one address may (--max-connections-per-source): closed {} new connection(s) at once",
+                self.max,
+                refused.0
+            );
+            *refused = (0, Some(Instant::now()));
+        }
+    }
+}
+
+/// One open connection of a source, given back when dropped.
+struct SourceSlot {
+    sources: Arc<Sources>,
+    ip: IpAddr,
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut open = self.sources.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
         }
     }
 }
 
 /// Serves `app` on `listener` under `limits` until `shutdown` completes, then waits for the
 /// requests in flight. The peer address reaches the handlers as `ConnectInfo<SocketAddr>`.
+/// Connections from `trusted_proxies` carry many clients: the per-source bound spares them.
 pub async fn serve<S>(
     listener: TcpListener,
     app: S,
     limits: ConnectionLimits,
+    trusted_proxies: Vec<ipnet::IpNet>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()>
 where
@@ -63,6 +133,11 @@ where
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let sources = Arc::new(Sources {
+        open: Mutex::default(),
+        max: limits.max_per_source.max(1),
+        refused: Mutex::default(),
+    });
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -86,6 +161,15 @@ where
             },
             () = &mut shutdown => break,
         };
+        let proxied = trusted_proxies.iter().any(|net| net.contains(&peer.ip()));
+        let slot = if proxied {
+            None
+        } else {
+            match sources.admit(peer.ip()) {
+                Some(slot) => Some(slot),
+                None => continue, // Dropping the stream closes it; its permit goes back.
+            }
+        };
         // Answers are small and written whole: sending them at once saves a delayed-ACK wait.
         let _ = stream.set_nodelay(true);
         let service = app
@@ -101,7 +185,7 @@ where
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
-            drop(permit);
+            drop((permit, slot));
         });
     }
     drop(listener);

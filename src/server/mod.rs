@@ -193,7 +193,7 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let limits = state.limits;
+    let (limits, trusted_proxies) = (state.limits, state.trusted_proxies.clone());
     let hub = state.status.clone();
     let app = NormalizePathLayer::trim_trailing_slash().layer(router(state));
     // Open status streams end as the server stops accepting, so they do not hold it up.
@@ -201,5 +201,5 @@ pub async fn serve(
         shutdown.await;
         hub.close();
     };
-    listen::serve(listener, app, limits, shutdown).await
+    listen::serve(listener, app, limits, trusted_proxies, shutdown).await
 }

@@ -247,11 +247,17 @@ fn a_database_outage_is_answered_fast_and_the_cache_keeps_serving() {
 
 /// A server whose deadlines are short enough to test, and the address it listens on.
 fn impatient(max_connections: usize) -> (TestApp, std::net::SocketAddr) {
+    impatient_with(max_connections, max_connections)
+}
+
+/// [`impatient`], with `max_per_source` connections from one address.
+fn impatient_with(max_connections: usize, max_per_source: usize) -> (TestApp, std::net::SocketAddr) {
     let app = TestApp::spawn_with(crate::support::sqlite(), &state_with(""), |state| {
         state.limits = valhalla_ops::server::ConnectionLimits {
             header_timeout: std::time::Duration::from_millis(800),
             body_timeout: std::time::Duration::from_millis(800),
             max_connections,
+            max_per_source,
         };
     });
     let addr = app.base.trim_start_matches("http://").parse().unwrap();
@@ -341,6 +347,53 @@ fn open_connections_are_bounded() {
     let answer = read_until_closed(&mut fifth, Duration::from_secs(3)).expect("answered once a slot is free");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert_eq!(app.get("/healthz", None).0, 200);
+}
+
+/// A connection to `addr` from the local address `from` (any 127.x.y.z reaches loopback).
+fn connect_from(from: &str, addr: std::net::SocketAddr) -> std::net::TcpStream {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+        let stream = socket.connect(addr).await.unwrap();
+        let stream = stream.into_std().unwrap();
+        stream.set_nonblocking(false).unwrap();
+        stream
+    })
+}
+
+/// One address cannot take every slot: past its own bound its new connections are closed at
+/// once, while another address is served at once.
+#[test]
+fn one_source_cannot_hold_every_connection() {
+    use std::io::Write as _;
+    use std::time::Duration;
+    let (_app, addr) = impatient_with(8, 3);
+    let hog: Vec<std::net::TcpStream> = (0..3).map(|_| connect_from("127.0.0.1", addr)).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let get = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let mut fourth = connect_from("127.0.0.1", addr);
+    let _ = fourth.write_all(get);
+    let refused = read_until_closed(&mut fourth, Duration::from_secs(2));
+    assert_eq!(
+        refused.as_deref(),
+        Some(""),
+        "the hog's fourth connection is closed at once, unanswered"
+    );
+    let mut other = connect_from("127.0.0.2", addr);
+    other.write_all(get).unwrap();
+    let answer = read_until_closed(&mut other, Duration::from_secs(2)).expect("another address is served");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(hog);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut again = connect_from("127.0.0.1", addr);
+    again.write_all(get).unwrap();
+    let answer =
+        read_until_closed(&mut again, Duration::from_secs(2)).expect("served once its others closed");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
 #[test]
