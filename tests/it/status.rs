@@ -404,3 +404,56 @@ fn an_open_status_stream_does_not_hold_up_a_shutdown() {
     let status = serving.stop(Duration::from_secs(5));
     assert!(status.success(), "{status:?}\n{}", serving.log());
 }
+
+/// A stream of `/status/events` with `key` (or none), its first event read; the status when refused.
+fn open_stream(base: &str, key: Option<&str>) -> Result<ureq::http::Response<ureq::Body>, u16> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut request = agent.get(format!("{base}/status/events"));
+    if let Some(key) = key {
+        request = request.header("Authorization", format!("Bearer {key}"));
+    }
+    let mut stream = request.call().unwrap();
+    if stream.status() != 200 {
+        return Err(stream.status().as_u16());
+    }
+    let mut first = [0u8; 13];
+    std::io::Read::read_exact(&mut stream.body_mut().as_reader(), &mut first).unwrap();
+    assert_eq!(&first, b"event: status");
+    Ok(stream)
+}
+
+/// Anonymous pages have a pool of their own: filling it leaves on-call's streams untouched. And
+/// an anonymous stream ends after its lifetime, freeing its slot, where it once stayed open for
+/// ever.
+#[test]
+fn anonymous_streams_cannot_crowd_out_on_call_and_do_not_last_for_ever() {
+    let app = crate::support::app::TestApp::spawn_with(crate::support::sqlite(), &state_with(""), |state| {
+        state.status.anonymous_lifetime = Duration::from_secs(2);
+    });
+    let base = app.base.clone();
+    let anonymous: Vec<_> = (0..32)
+        .map(|_| open_stream(&base, None).expect("a slot"))
+        .collect();
+    assert_eq!(
+        open_stream(&base, None).err(),
+        Some(503),
+        "the anonymous pool is full"
+    );
+    let keyed = open_stream(&base, Some(READER));
+    assert!(keyed.is_ok(), "on-call's page still follows: {:?}", keyed.err());
+    // Within the lifetime and a tick, every anonymous stream has ended by itself.
+    let started = Instant::now();
+    for mut stream in anonymous {
+        let mut rest = Vec::new();
+        std::io::Read::read_to_end(&mut stream.body_mut().as_reader(), &mut rest).unwrap();
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(open_stream(&base, None).is_ok(), "a slot is free again");
+}

@@ -31,8 +31,15 @@ const PAGE: &str = include_str!("page.html");
 const SCRIPT: &str = include_str!("app.js");
 const STYLE: &str = include_str!("app.css");
 
-/// Pages following the status at once; more get 503 (each costs a few reads a second).
+/// Pages with a key following the status at once; more get 503 (each costs a few reads a
+/// second).
 const STREAMS: usize = 64;
+/// Pages without a key following the status at once, in a pool of their own: anonymous pages
+/// cannot crowd out on-call's.
+const ANONYMOUS_STREAMS: usize = 32;
+/// How long an anonymous page follows before its stream ends (the page then follows again, if
+/// a slot is free): a stream left open by nobody frees its slot.
+const ANONYMOUS_LIFETIME: Duration = Duration::from_secs(10 * 60);
 
 /// How often a stream looks again, besides every change: a window opens, an override expires,
 /// a reconcile is recorded without changing anything a replica caches.
@@ -42,7 +49,12 @@ const TICK: Duration = Duration::from_secs(1);
 /// signal that ends them when the server shuts down (an open stream would hold it up).
 #[derive(Debug, Clone)]
 pub struct StatusHub {
+    /// Slots of the streams of pages given a key.
     streams: Arc<Semaphore>,
+    /// Slots of the streams of pages without one.
+    anonymous: Arc<Semaphore>,
+    /// How long an anonymous stream lasts ([`ANONYMOUS_LIFETIME`]; tests shorten it).
+    pub anonymous_lifetime: Duration,
     pub recent: Arc<RecentRefusals>,
     closing: watch::Sender<bool>,
 }
@@ -51,6 +63,8 @@ impl Default for StatusHub {
     fn default() -> Self {
         StatusHub {
             streams: Arc::new(Semaphore::new(STREAMS)),
+            anonymous: Arc::new(Semaphore::new(ANONYMOUS_STREAMS)),
+            anonymous_lifetime: ANONYMOUS_LIFETIME,
             recent: Arc::default(),
             closing: watch::Sender::new(false),
         }
@@ -147,21 +161,38 @@ pub async fn status_snapshot(
 
 /// `GET /status/events` (public; more with a key): the same document as server-sent events
 /// (`event: status`), sent at once and again within a second of any change, on this replica or
-/// another. The stream ends when the key stops being valid or the server shuts down.
+/// another. The stream follows its key (a key demoted sees what its new role sees) and ends when
+/// the key stops being valid, after ten minutes without a key, or when the server shuts down.
 #[utoipa::path(get, path = "/status/events", operation_id = "follow_status", tag = "status", security((), ("api_key" = [])), responses((status = 200, description = "A stream of `status` events, each a StatusSnapshot", content_type = "text/event-stream"), (status = 401, description = "An unknown or inactive key", body = ErrorBody), (status = 503, description = "Too many pages follow the status", body = ErrorBody)))]
 pub async fn status_events(
     State(state): State<Arc<AppState>>,
     MaybeCaller(caller): MaybeCaller,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let permit = Arc::clone(&state.status.streams)
-        .try_acquire_owned()
-        .map_err(|_| ApiError::Busy(format!("{STREAMS} pages already follow the status; retry later")))?;
+    let (pool, size, ends) = match caller {
+        Some(_) => (&state.status.streams, STREAMS, None),
+        None => (
+            &state.status.anonymous,
+            ANONYMOUS_STREAMS,
+            Some(tokio::time::Instant::now() + state.status.anonymous_lifetime),
+        ),
+    };
+    let permit = Arc::clone(pool).try_acquire_owned().map_err(|_| {
+        let whose = if caller.is_some() {
+            "with a key"
+        } else {
+            "without a key"
+        };
+        ApiError::Busy(format!(
+            "{size} pages {whose} already follow the status; retry later"
+        ))
+    })?;
     let follower = Follower {
         state,
         caller,
         headers,
         last: None,
+        ends,
         _permit: permit,
     };
     let stream = futures_util::stream::unfold(follower, |mut follower| async move {
@@ -179,6 +210,8 @@ struct Follower {
     headers: HeaderMap,
     /// The last document sent, without its time, to send only what changed.
     last: Option<serde_json::Value>,
+    /// When a stream without a key ends.
+    ends: Option<tokio::time::Instant>,
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
@@ -188,7 +221,7 @@ impl Follower {
         let changes = Arc::clone(self.state.db.changes());
         let mut closing = self.state.status.closing.subscribe();
         loop {
-            if *closing.borrow_and_update() {
+            if *closing.borrow_and_update() || self.ends.is_some_and(|at| tokio::time::Instant::now() >= at) {
                 return None;
             }
             let changed = changes.changed();
@@ -197,8 +230,8 @@ impl Follower {
             changed.as_mut().enable();
             if self.caller.is_some() {
                 let view = self.state.replica.view().await.ok()?;
-                // A key deactivated meanwhile sees no more.
-                identify(&self.headers, &view.clients).ok()??;
+                // A key deactivated meanwhile sees no more; one demoted sees what its role sees.
+                self.caller = Some(identify(&self.headers, &view.clients).ok()??);
             }
             if let Ok(document) = snapshot::snapshot(&self.state, self.caller.as_ref()).await
                 && let Ok(mut value) = serde_json::to_value(&document)
@@ -212,9 +245,13 @@ impl Follower {
                     return Some(Event::default().event("status").data(value.to_string()));
                 }
             }
+            let tick = match self.ends {
+                Some(at) => TICK.min(at.saturating_duration_since(tokio::time::Instant::now())),
+                None => TICK,
+            };
             tokio::select! {
                 () = &mut changed => {}
-                () = tokio::time::sleep(TICK) => {}
+                () = tokio::time::sleep(tick) => {}
                 _ = closing.changed() => return None,
             }
         }
