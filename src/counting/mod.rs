@@ -21,6 +21,15 @@ use crate::limit::{CounterKey, Decision, Limiter, Reading, Rule, Verdict};
 /// How often a replica asks an unreachable Redis whether it is back.
 const PROBE_EVERY: Duration = Duration::from_millis(100);
 
+/// How often a replica checks that reachable shared counters still do what requests need,
+/// whether or not requests reach them (refusals remembered in memory, or no traffic at all):
+/// `/readyz`, `/metrics` and the status page report what was probed, not what was inferred.
+const HEALTH_EVERY: Duration = Duration::from_secs(1);
+
+/// How long a probe waits: one slow answer on a loaded machine is not an outage (a request's
+/// own 50 ms timeout is for the request's sake; three of those in a row open the circuit).
+const PROBE_WAIT: Duration = Duration::from_secs(1);
+
 /// What a `closed` rule tells a refused client while Redis is unreachable: retry in a second.
 const CLOSED_RETRY_MS: u64 = 1_000;
 
@@ -163,7 +172,7 @@ impl Counting {
             }
             Ok(Err(e)) => {
                 self.metrics.call(CallOutcome::Error, seconds);
-                e.to_string()
+                redis::failure(&e)
             }
             Err(_) => {
                 self.metrics.call(CallOutcome::Timeout, seconds);
@@ -171,7 +180,7 @@ impl Counting {
             }
         };
         if shared.circuit.failed() {
-            self.unreachable(shared, &failure);
+            unreachable(shared, &self.metrics, &failure);
         }
         self.outage(matched, now_ms, count)
     }
@@ -183,18 +192,6 @@ impl Counting {
         } else {
             self.memory.peek_matched(matched, now_ms)
         }
-    }
-
-    /// Reports an outage (once: the circuit just opened) and starts probing.
-    fn unreachable(&self, shared: &Arc<Shared>, failure: &str) {
-        self.metrics.outages.inc();
-        self.metrics.up.set(0);
-        tracing::error!(
-            "the shared rate-limit counters at {} are unreachable ({}); each rule follows its on_outage policy until they answer again",
-            shared.redis.shown,
-            crate::text::one_line(failure)
-        );
-        self.probe(Arc::clone(shared));
     }
 
     /// The decision while the shared counters are unreachable: `open` rules are left out,
@@ -232,28 +229,6 @@ impl Counting {
         decision
     }
 
-    /// Asks Redis every `PROBE_EVERY` whether it answers, and closes the circuit when it does.
-    fn probe(&self, shared: Arc<Shared>) {
-        let metrics = self.metrics.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(PROBE_EVERY).await;
-                let ping = tokio::time::timeout(shared.redis.timeout.max(PROBE_EVERY), shared.redis.ping());
-                if let Ok(Ok(())) = ping.await {
-                    if let Some(down) = shared.circuit.close() {
-                        metrics.up.set(1);
-                        tracing::warn!(
-                            "the shared rate-limit counters at {} answer again after {:.1} s; counting is shared again",
-                            shared.redis.shown,
-                            down.as_secs_f64()
-                        );
-                    }
-                    return;
-                }
-            }
-        });
-    }
-
     /// Counters counted since the last call, for the snapshot writer: this replica's own, and
     /// the shared ones it saw. Idle memory counters are forgotten.
     pub fn take_readings(&self, now_ms: u64) -> Vec<(CounterStore, Reading)> {
@@ -278,24 +253,24 @@ impl Counting {
         readings
     }
 
-    /// Connects to the shared counters at start. If they do not answer, the replica starts
-    /// in an outage (said once, probing from now on) instead of failing its first requests.
+    /// Connects to the shared counters at start, and from then on checks every
+    /// [`HEALTH_EVERY`] that they do what requests need, for as long as this replica counts.
+    /// If they do not, the replica is in an outage (said once, probing until they are back)
+    /// instead of failing its first requests or reporting a health it only inferred.
     pub async fn connect(&self) {
         let Some(shared) = &self.shared else {
             return;
         };
-        let ping = tokio::time::timeout(
-            shared.redis.timeout.max(Duration::from_millis(500)),
-            shared.redis.ping(),
-        );
-        let failure = match ping.await {
-            Ok(Ok(())) => return,
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "no answer".to_owned(),
-        };
-        if shared.circuit.open() {
-            self.unreachable(shared, &failure);
-        }
+        check_health(shared, &self.metrics).await;
+        // The task ends with the counters it watches.
+        let (watched, metrics) = (Arc::downgrade(shared), self.metrics.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(HEALTH_EVERY).await;
+                let Some(shared) = watched.upgrade() else { return };
+                check_health(&shared, &metrics).await;
+            }
+        });
     }
 
     /// The shared counters' URL without its password, when configured.
@@ -304,7 +279,63 @@ impl Counting {
     }
 }
 
+/// Probes the shared counters while the circuit is closed; a failed probe opens it.
+async fn check_health(shared: &Arc<Shared>, metrics: &CountingMetrics) {
+    if !shared.circuit.is_closed() {
+        return; // The recovery probe is at work.
+    }
+    if let Err(failure) = shared.probe().await
+        && shared.circuit.open()
+    {
+        unreachable(shared, metrics, &failure);
+    }
+}
+
+/// Reports an outage (once: the circuit just opened) and starts probing for its end.
+fn unreachable(shared: &Arc<Shared>, metrics: &CountingMetrics, failure: &str) {
+    metrics.outages.inc();
+    metrics.up.set(0);
+    tracing::error!(
+        "the shared rate-limit counters at {} are unreachable ({}); each rule follows its on_outage policy until they answer again",
+        shared.redis.shown,
+        crate::text::one_line(failure)
+    );
+    recover(Arc::clone(shared), metrics.clone());
+}
+
+/// Asks Redis every [`PROBE_EVERY`] whether it does what requests need again, and closes the
+/// circuit when it does.
+fn recover(shared: Arc<Shared>, metrics: CountingMetrics) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(PROBE_EVERY).await;
+            if let Ok(()) = shared.probe().await {
+                if let Some(down) = shared.circuit.close() {
+                    metrics.up.set(1);
+                    tracing::warn!(
+                        "the shared rate-limit counters at {} answer again after {:.1} s; counting is shared again",
+                        shared.redis.shown,
+                        down.as_secs_f64()
+                    );
+                }
+                return;
+            }
+        }
+    });
+}
+
 impl Shared {
+    /// What requests need, asked of Redis within [`PROBE_WAIT`] (or the request timeout, if
+    /// longer); the failure as the log says it.
+    async fn probe(&self) -> Result<(), String> {
+        let wait = self.redis.timeout.max(PROBE_WAIT);
+        match tokio::time::timeout(wait, self.redis.probe()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(redis::failure(&e)),
+            Err(_) => Err(format!("no answer within {} ms", wait.as_millis())),
+        }
+    }
+
     /// Keeps the latest shared count of each counter this replica counted in, for snapshots.
     fn remember_counts(&self, counted: &[Reading]) {
         if counted.is_empty() {

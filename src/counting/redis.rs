@@ -131,10 +131,23 @@ impl RedisCounters {
         })
     }
 
-    /// Whether Redis answers.
-    pub async fn ping(&self) -> Result<(), redis::RedisError> {
+    /// Whether Redis does what a request needs: the decision script, counting (a write) in a
+    /// probe counter of its own. A PING would answer where requests fail: a replica that became
+    /// read-only after a failover answers PING and refuses every count with READONLY.
+    pub async fn probe(&self) -> Result<(), redis::RedisError> {
+        let mut invocation = self.script.prepare_invoke();
+        invocation
+            .arg("")
+            .arg(1)
+            .key(format!("{}:probe", self.prefix))
+            .arg(1_000)
+            .arg(crate::domain::MaxRequests::MAX)
+            .arg(0);
         let mut connection = self.connection.clone();
-        redis::cmd("PING").query_async::<()>(&mut connection).await
+        invocation
+            .invoke_async::<Vec<i64>>(&mut connection)
+            .await
+            .map(drop)
     }
 
     /// The Redis key of a counter: `prefix:rule:window_ms`, and the address for a network rule.
@@ -143,6 +156,22 @@ impl RedisCounters {
             None => format!("{}:{}:{}", self.prefix, key.rule, key.window_ms),
             Some(addr) => format!("{}:{}:{}:{}", self.prefix, key.rule, key.window_ms, Address(addr)),
         }
+    }
+}
+
+/// What a failed call says about the shared counters, for the log: down, or up but refusing
+/// what requests need (which a PING would not show).
+pub fn failure(e: &redis::RedisError) -> String {
+    let said = crate::text::one_line(&e.to_string());
+    match e.code() {
+        Some("READONLY") => {
+            format!("it answers but refuses writes, as a read-only replica does after a failover: {said}")
+        }
+        Some("LOADING" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN" | "BUSY") => {
+            format!("it answers but cannot serve yet: {said}")
+        }
+        Some("NOSCRIPT" | "NOPERM") => format!("it refuses the decision script: {said}"),
+        _ => said,
     }
 }
 

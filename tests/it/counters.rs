@@ -408,3 +408,61 @@ fn outage(db: TestDb) {
         assert_eq!(log.matches("counting is shared again").count(), 2, "{log}");
     }
 }
+
+/// Waits until `/readyz` on `base` says `status`.
+fn until_readiness(base: &str, status: &str, within: Duration) {
+    let start = Instant::now();
+    while readiness(base)["status"] != status {
+        assert!(start.elapsed() < within, "{base} never became {status}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The counters' health is probed with what requests need, not inferred from requests: a dead
+/// Redis shows in `/readyz` with no request at all (it once said "reachable" until a request
+/// failed), and a Redis that answers PING but refuses writes (a read-only replica after a
+/// failover) is an outage that stays one, where the circuit once closed on every PING and
+/// reopened on the next request, ten times a second.
+#[test]
+fn the_counters_health_is_probed_with_what_requests_need() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let db = crate::support::sqlite();
+    let state = StateDir::new(&[("state.yaml", &state_with(""))]);
+    let servers = replicas(&db, &state, 1, &server.url(), "probed", &[]);
+    let base = servers[0].base();
+    assert_eq!(readiness(&base)["status"], "ready");
+
+    server.kill();
+    until_readiness(&base, "degraded", Duration::from_secs(5));
+    server.restart();
+    until_readiness(&base, "ready", Duration::from_secs(5));
+
+    let command = |args: &[&str]| {
+        let mut connection = redis::Client::open(server.url())
+            .and_then(|c| c.get_connection())
+            .unwrap();
+        let mut cmd = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            cmd.arg(*arg);
+        }
+        cmd.query::<()>(&mut connection).unwrap();
+    };
+    command(&["REPLICAOF", "127.0.0.1", "1"]);
+    until_readiness(&base, "degraded", Duration::from_secs(5));
+    // Long enough for the recovery probe to try ten times: it never closes the circuit.
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(readiness(&base)["status"], "degraded");
+    }
+    command(&["REPLICAOF", "NO", "ONE"]);
+    until_readiness(&base, "ready", Duration::from_secs(5));
+    let log = servers[0].log();
+    assert_eq!(log.matches("are unreachable").count(), 2, "one per outage: {log}");
+    assert_eq!(log.matches("counting is shared again").count(), 2, "{log}");
+    assert!(
+        log.contains("refuses writes, as a read-only replica does"),
+        "{log}"
+    );
+}
