@@ -130,12 +130,15 @@ impl<F: Future<Output = Answer>> Future for Counted<F> {
 
 /// Reads a request's body before the handler runs, within the body deadline: a client that
 /// trickles its body is answered 408 instead of holding a handler until the request timeout
-/// (and getting a 503, which says the server is at fault). A request without a body passes
-/// straight through.
+/// (and getting a 503, which says the server is at fault). A body still arriving when the server
+/// shuts down is answered 503 at once: one unfinished body held a SIGTERM up for the whole
+/// deadline. A request without a body passes straight through.
 #[derive(Clone)]
 pub(super) struct BodyInTime<S> {
     pub inner: S,
     pub deadline: Duration,
+    /// True once the server is shutting down.
+    pub closing: tokio::sync::watch::Receiver<bool>,
 }
 
 impl<S> Service<Request> for BodyInTime<S>
@@ -160,25 +163,37 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let deadline = self.deadline;
+        let mut closing = self.closing.clone();
         Either::Right(Box::pin(async move {
             let (parts, body) = request.into_parts();
-            Ok(
-                match tokio::time::timeout(deadline, axum::body::to_bytes(body, BODY_LIMIT)).await {
-                    Ok(Ok(bytes)) => {
-                        let request = Request::from_parts(parts, axum::body::Body::from(bytes));
-                        return inner.call(request).await;
-                    }
-                    Ok(Err(e)) if over_the_limit(&e) => StatusCode::PAYLOAD_TOO_LARGE.into_response(),
-                    Ok(Err(_)) => {
-                        ApiError::BadRequest("the request body could not be read".into()).into_response()
-                    }
-                    Err(_) => ApiError::RequestTimeout(format!(
-                        "the request body did not arrive within {} s",
-                        deadline.as_secs_f64()
-                    ))
-                    .into_response(),
-                },
-            )
+            let read = tokio::time::timeout(deadline, axum::body::to_bytes(body, BODY_LIMIT));
+            let read = tokio::select! {
+                read = read => read,
+                _ = closing.wait_for(|closing| *closing) => {
+                    let mut response =
+                        ApiError::Busy("the server is shutting down; send the request again".into())
+                            .into_response();
+                    response
+                        .headers_mut()
+                        .insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+                    return Ok(response);
+                }
+            };
+            Ok(match read {
+                Ok(Ok(bytes)) => {
+                    let request = Request::from_parts(parts, axum::body::Body::from(bytes));
+                    return inner.call(request).await;
+                }
+                Ok(Err(e)) if over_the_limit(&e) => StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+                Ok(Err(_)) => {
+                    ApiError::BadRequest("the request body could not be read".into()).into_response()
+                }
+                Err(_) => ApiError::RequestTimeout(format!(
+                    "the request body did not arrive within {} s",
+                    deadline.as_secs_f64()
+                ))
+                .into_response(),
+            })
         }))
     }
 }

@@ -143,6 +143,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     // Each `layer` call wraps every route in a boxed service of its own, cloned for each request:
     // one stack per call keeps that to two, whatever the number of layers.
     let body_timeout = state.limits.body_timeout;
+    let closing = state.status.closing();
     let observed = Arc::clone(&state);
     let shared = ServiceBuilder::new()
         // A 5xx is not an error to log here: a maintenance window answers 503 by design, and
@@ -167,6 +168,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(layer_fn(move |inner| middleware::BodyInTime {
             inner,
             deadline: body_timeout,
+            closing: closing.clone(),
         }))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,

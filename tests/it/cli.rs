@@ -804,23 +804,34 @@ fn serve_answers_and_shuts_down_cleanly_on_sigterm() {
 
 #[test]
 fn a_second_signal_forces_exit_while_a_request_is_in_flight() {
-    use std::io::Write as _;
     use std::time::Duration;
     let db = crate::support::sqlite();
-    let state = StateDir::sample();
+    let state = StateDir::new(&[("state.yaml", &crate::support::app::state_with(""))]);
+    assert_eq!(run(&db, state.path(), &["reconcile"]).code, 0);
     let mut serving = crate::support::Process::start(
         &db,
         &state,
-        &["serve", "--bind", "127.0.0.1:0", "--body-timeout", "60s"],
+        &["serve", "--bind", "127.0.0.1:0", "--lock-timeout", "60"],
     );
-    // A request whose body never comes: the graceful shutdown waits for it.
-    let addr = serving.base().trim_start_matches("http://").to_owned();
-    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
-    slow.write_all(
-        b"POST /system/ratelimits/check HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{",
-    )
-    .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    let base = serving.base();
+    // A write that waits for another writer's lock: the graceful shutdown waits for it.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let holder = runtime.block_on(async {
+        use sqlx::Connection as _;
+        let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await.unwrap();
+        conn
+    });
+    std::thread::spawn(move || {
+        let _ = ureq::post(format!("{base}/system/ratelimits/rules"))
+            .header(
+                "Authorization",
+                format!("Bearer {}", crate::support::app::OPERATOR),
+            )
+            .content_type("application/json")
+            .send(r#"{"scope": "user", "key": "waiting"}"#);
+    });
+    std::thread::sleep(Duration::from_millis(300));
     serving.signal();
     serving.wait_log("a second signal forces exit", Duration::from_secs(5));
     assert!(
@@ -837,6 +848,37 @@ fn a_second_signal_forces_exit_while_a_request_is_in_flight() {
         "{}",
         serving.log()
     );
+    runtime.block_on(async { drop(holder) });
+}
+
+/// A request whose body never comes does not hold a shutdown up: it is answered 503 at once
+/// (it once held a SIGTERM for the whole body deadline).
+#[test]
+fn an_unfinished_request_body_does_not_delay_a_shutdown() {
+    use std::io::Write as _;
+    use std::time::Duration;
+    let db = crate::support::sqlite();
+    let state = StateDir::sample();
+    let mut serving = crate::support::Process::start(
+        &db,
+        &state,
+        &["serve", "--bind", "127.0.0.1:0", "--body-timeout", "60s"],
+    );
+    let addr = serving.base().trim_start_matches("http://").to_owned();
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    slow.write_all(
+        b"POST /system/ratelimits/check HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    // Well within the body deadline of a minute.
+    let status = serving.stop(Duration::from_secs(5));
+    assert!(status.success(), "{status:?}\n{}", serving.log());
+    slow.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut answer = String::new();
+    let _ = std::io::Read::read_to_string(&mut slow, &mut answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("shutting down"), "{answer}");
 }
 
 #[test]

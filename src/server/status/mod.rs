@@ -76,6 +76,12 @@ impl StatusHub {
     pub fn close(&self) {
         self.closing.send_replace(true);
     }
+
+    /// Says `true` once the server is shutting down: what else waits on a client (a request
+    /// body still arriving) stops waiting then too.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
 }
 
 /// This module's routes.
