@@ -487,6 +487,8 @@ impl MaxRequests {
     pub const DEFAULT: MaxRequests = MaxRequests(60);
     /// No request passes.
     pub const BLOCKED: MaxRequests = MaxRequests(0);
+    /// The largest budget.
+    pub const LARGEST: MaxRequests = MaxRequests(Self::MAX);
 
     /// Accepts `0..=`[`MaxRequests::MAX`].
     pub fn new(n: i64) -> Result<Self, ParseError> {

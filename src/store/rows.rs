@@ -20,8 +20,11 @@ use crate::model::{
 /// select list (or `RETURNING` list) is written. A resource's row is what the planner reads;
 /// its `_records` row adds the bookkeeping the API shows, which a reconcile has no use for.
 macro_rules! columns {
+    // A budget is read as a 64-bit integer: SQLite once stored budgets past the 32-bit column
+    // type (an earlier release let 4294967295 through), and such a row must not stop every read.
     (rules) => {
-        "id, scope, key, window_seconds, max_requests, enabled, shadow, on_outage, description, owner"
+        "id, scope, key, window_seconds, CAST(max_requests AS BIGINT) AS max_requests, enabled, shadow, \
+         on_outage, description, owner"
     };
     (rule_records) => {
         concat!(columns!(rules), ", created_at, updated_at")
@@ -86,7 +89,7 @@ pub(super) struct RuleRow {
     scope: String,
     key: String,
     window_seconds: i32,
-    max_requests: i32,
+    max_requests: i64,
     enabled: bool,
     shadow: bool,
     on_outage: String,
@@ -98,7 +101,21 @@ impl RuleRow {
     pub(super) fn stored(self) -> Result<Stored<RateLimitRule>, StoreError> {
         let bad = corrupt("rate_limit_rules", self.id);
         let scope = self.scope.parse().map_err(&bad)?;
-        let max_requests = MaxRequests::new(self.max_requests.into()).map_err(&bad)?;
+        let max_requests = match MaxRequests::new(self.max_requests) {
+            Ok(max) => max,
+            // Past the bound (written before it was enforced): read as the largest budget, so
+            // the rest of the store still reads and the next reconcile writes git's value.
+            Err(e) if self.max_requests > 0 => {
+                tracing::warn!(
+                    "rate_limit_rules row {}: {}; read as {} until a reconcile or an update writes it again",
+                    self.id,
+                    e.0,
+                    MaxRequests::MAX
+                );
+                MaxRequests::LARGEST
+            }
+            Err(e) => return Err(bad(e)),
+        };
         Ok(Stored {
             id: self.id,
             owner: self.owner.parse().map_err(&bad)?,

@@ -718,6 +718,41 @@ fn a_held_lock_is_a_one_line_error_and_changes_nothing() {
     }
 }
 
+/// A budget past the 32-bit column that an earlier release let into SQLite no longer stops
+/// every read of the store: export, the dry run and serve read the rest (the row as the largest
+/// budget, with a warning naming it), and a reconcile writes git's value over it.
+#[test]
+fn a_stored_budget_past_the_bound_does_not_brick_the_store() {
+    let db = crate::support::sqlite();
+    let state = StateDir::sample();
+    assert_eq!(run(&db, state.path(), &["reconcile"]).code, 0);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        use sqlx::Connection as _;
+        let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+        sqlx::query("UPDATE rate_limit_rules SET max_requests = 4294967295 WHERE scope = 'global'")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    });
+    let export = run(&db, state.path(), &["export"]);
+    assert_eq!(export.code, 0, "{export:?}");
+    assert!(
+        export.stderr.contains("rate_limit_rules row"),
+        "the row is named: {export:?}"
+    );
+    let plan = run(&db, state.path(), &["reconcile", "--dry-run"]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    assert!(
+        plan.stdout.contains("max_requests: 2147483647 → 6000"),
+        "{plan:?}"
+    );
+    assert_eq!(run(&db, state.path(), &["reconcile"]).code, 0);
+    let healed = run(&db, state.path(), &["reconcile", "--detailed-exitcode"]);
+    assert_eq!(healed.code, 0, "{healed:?}");
+    assert!(!healed.stderr.contains("rate_limit_rules row"), "{healed:?}");
+}
+
 #[test]
 fn an_empty_state_directory_is_refused() {
     let db = crate::support::sqlite();
