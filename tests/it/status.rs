@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
-use crate::support::app::{OPERATOR, READER, state_with};
+use crate::support::app::{ADMIN, OPERATOR, READER, state_with};
 use crate::support::{Process, StateDir, TestDb, all_backends, tool};
 
 /// A headless Chromium behind its own ChromeDriver on a free port.
@@ -118,7 +118,7 @@ impl Browser {
         let mut shown = 0;
         for b in self
             .client
-            .find_all(Locator::Css("button[data-action], #freeze"))
+            .find_all(Locator::Css("button[data-action], #freeze, #lift"))
             .await
             .unwrap()
         {
@@ -157,6 +157,21 @@ impl Drop for Browser {
         let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.driver.wait();
     }
+}
+
+/// A GET from a served process, as `key`.
+fn get(base: &str, path: &str, key: &str) -> (u16, Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent
+        .get(format!("{base}{path}"))
+        .header("Authorization", format!("Bearer {key}"))
+        .call()
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.body_mut().read_json().unwrap_or(Value::Null))
 }
 
 /// A POST to a served process, as `key`.
@@ -201,6 +216,14 @@ fn status_page(db: &TestDb, chromedriver: PathBuf, chromium: PathBuf) {
     assert_eq!(saved.code, 0, "{b}: {}", saved.stderr);
     let applied = crate::support::run(db, state.path(), &["reconcile"]);
     assert_eq!(applied.code, 0, "{b}: {}", applied.stderr);
+    // Runs that change nothing are one row on the page, however many there are.
+    for _ in 0..3 {
+        assert_eq!(
+            crate::support::run(db, state.path(), &["reconcile"]).code,
+            0,
+            "{b}"
+        );
+    }
     state.write(
         "more.yaml",
         "feature_flags:\n  - name: new-checkout\n    enabled: false\n",
@@ -245,6 +268,7 @@ fn status_page(db: &TestDb, chromedriver: PathBuf, chromium: PathBuf) {
         assert!(browser.text("windows").await.contains("opens in"), "{b}");
         let runs = browser.text("runs").await;
         assert!(runs.contains("cli") && runs.contains("6 created"), "{b}: {runs}");
+        assert!(runs.contains("3 passes, no change, since"), "{b}: {runs}");
         assert!(runs.contains("refused: the saved plan was computed from another desired state"), "{b}: {runs}");
         assert!(browser.text("overrides-empty").await.contains("None"), "{b}");
         assert!(browser.text("refused").await.contains("user noisy"), "{b}: {}", browser.text("refused").await);
@@ -269,14 +293,36 @@ fn status_page(db: &TestDb, chromedriver: PathBuf, chromium: PathBuf) {
         }
         assert!(browser.text("mode-until").await.starts_with("Ends by itself in 9m"), "{b}");
 
-        // An operator lifts it from the page; the banner is back to normal.
+        // Times name their zone; what git restores reads as text.
+        let overrides = browser.text("overrides").await;
+        assert!(overrides.contains("UTC") || overrides.contains("GMT"), "{b}: {overrides}");
+        assert!(overrides.contains("mode: normal, reason: (empty)"), "{b}: {overrides}");
+
+        // Forgetting the key takes the previous key's data off the page, not only out of sight.
         browser.client.find(Locator::Id("forget-key")).await.unwrap().click().await.unwrap();
+        let left = browser
+            .eval("return ['overrides', 'runs', 'refused'].map((id) => document.querySelector(`#${id} tbody`).children.length).concat([document.getElementById('windows').children.length]);")
+            .await;
+        assert_eq!(left, json!([0, 0, 0, 0]), "{b}");
+
+        // An operator lifts it from the page; while frozen, the banner offers the way out, not
+        // another freeze.
         browser.type_key(OPERATOR).await;
         browser.wait_text("viewer", "(operator)", Duration::from_secs(5)).await;
         browser.wait_text("overrides", "incident 42", Duration::from_secs(2)).await;
-        assert!(browser.action_buttons().await >= 2, "{b}: freeze and lift");
+        assert!(!browser.displayed("freeze").await, "{b}: no second freeze offered");
+        assert!(browser.text("lift").await.contains("Lift the freeze"), "{b}");
+        assert!(browser.action_buttons().await >= 2, "{b}: the banner's lift and the row's");
         browser.screenshot(&format!("{b}-frozen-operator.png")).await;
-        let lift = browser.client.find(Locator::Css("button[data-action=lift]")).await.unwrap();
+
+        // On a phone's width, frozen, the page still fits and the way out is within reach.
+        browser.client.set_window_size(390, 844).await.unwrap();
+        let fits = browser
+            .eval("const lift = document.querySelector('button[data-action=lift]').getBoundingClientRect(); return [document.documentElement.scrollWidth <= window.innerWidth, lift.right <= window.innerWidth && lift.width > 0];")
+            .await;
+        assert_eq!(fits, json!([true, true]), "{b}: the page scrolls sideways on a phone, or Lift is out of reach");
+        browser.screenshot(&format!("{b}-phone-frozen.png")).await;
+        let lift = browser.client.find(Locator::Id("lift")).await.unwrap();
         lift.click().await.unwrap();
         let reason = browser.client.find(Locator::Id("reason")).await.unwrap();
         // Confirming without a reason is refused on the page.
@@ -286,11 +332,33 @@ fn status_page(db: &TestDb, chromedriver: PathBuf, chromium: PathBuf) {
         browser.wait_text("mode", "normal", Duration::from_secs(5)).await;
         browser.wait_text("overrides-empty", "None", Duration::from_secs(2)).await;
 
-        // On a phone's width the page still fits: nothing wider than the screen.
-        browser.client.set_window_size(390, 844).await.unwrap();
-        let overflow = browser.eval("return document.documentElement.scrollWidth <= window.innerWidth;").await;
-        assert_eq!(overflow, json!(true), "{b}: the page scrolls sideways on a phone");
+        assert!(browser.text("freeze-actions").await.contains("Freeze"), "{b}");
+
+        // A double click on a confirmation sends one freeze.
+        browser.client.find(Locator::Id("freeze")).await.unwrap().click().await.unwrap();
+        browser.client.find(Locator::Id("reason")).await.unwrap().send_keys("load test").await.unwrap();
+        browser.eval("const ok = document.getElementById('confirm-ok'); ok.click(); ok.click(); return true;").await;
+        browser.wait_text("mode", "read_only", Duration::from_secs(5)).await;
+        let (status, held) = get(&a, "/system/overrides", OPERATOR);
+        assert_eq!(status, 200, "{b}: {held}");
+        let modes = held.as_array().unwrap().iter().filter(|o| o["kind"] == "maintenance_mode").count();
+        assert_eq!(modes, 1, "{b}: {held}");
         browser.screenshot(&format!("{b}-phone.png")).await;
+
+        // Lifted from the banner; then an admin's lockdown, which the banner spells out.
+        browser.client.find(Locator::Id("lift")).await.unwrap().click().await.unwrap();
+        browser.client.find(Locator::Id("reason")).await.unwrap().send_keys("load test over\u{E007}").await.unwrap();
+        browser.wait_text("mode", "normal", Duration::from_secs(5)).await;
+        let lockdown = r#"{"action": "lockdown", "payload": {"reason": "credential leak"}}"#;
+        let (status, locked) = post(&a, "/admin/ops", ADMIN, lockdown);
+        assert_eq!(status, 200, "{b}: {locked}");
+        // The operator's key is off now: its page falls back to the public view by itself.
+        browser.wait_text("viewer", "unknown or inactive", Duration::from_secs(5)).await;
+        assert!(!browser.displayed("private").await, "{b}");
+        browser.type_key(ADMIN).await;
+        browser.wait_text("lockdown", "Lockdown: 2 clients turned off (operator, reader)", Duration::from_secs(5)).await;
+        assert!(browser.text("lift").await.contains("Lift the lockdown"), "{b}");
+        browser.screenshot(&format!("{b}-phone-lockdown.png")).await;
 
         // The key was never in the URL, a cookie or the browser's storage.
         let url = browser.client.current_url().await.unwrap();

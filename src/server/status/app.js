@@ -9,6 +9,12 @@
   let follower = null;
   let offset = 0; // server time − this browser's time, in ms
   let retry = 500;
+  let notice = ""; // what the page last said of the key, shown while no key is signed in
+
+  function say(text) {
+    notice = text;
+    $("viewer").textContent = text;
+  }
 
   const serverNow = () => Date.now() + offset;
 
@@ -30,8 +36,13 @@
     return `${m}m ${two(s)}s`;
   }
 
+  // Times in this browser's zone, the zone always named: the API's times are UTC, and an
+  // on-call engineer compares them with logs and with colleagues elsewhere.
+  const stamp = new Intl.DateTimeFormat(undefined, {
+    year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", timeZoneName: "short",
+  });
   function when(iso) {
-    return new Date(iso).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+    return stamp.format(new Date(iso));
   }
 
   // Countdowns: every element with data-until shows the time left and moves every second.
@@ -61,7 +72,7 @@
     try {
       const response = await fetch("/status/events", { headers: headers(), cache: "no-store", signal: mine.signal });
       if (response.status === 401 && key) {
-        $("viewer").textContent = "That key is unknown or inactive; showing the public status.";
+        say("That key is unknown or inactive; showing the public status.");
         forget(false);
         return;
       }
@@ -99,22 +110,34 @@
 
   function render(doc) {
     offset = Date.parse(doc.now) - Date.now();
-    renderBanner(doc.mode);
     const viewer = doc.viewer;
+    // The stream follows its key: a demoted key loses its buttons with the next document.
     role = viewer ? viewer.role : null;
-    $("viewer").textContent = viewer ? `Signed in as ${viewer.name} (${viewer.role}); the key is kept in this tab only.` : "";
+    const operator = role === "operator" || role === "admin";
+    renderBanner(doc.mode, doc.overrides || [], operator);
+    $("viewer").textContent = viewer ? `Signed in as ${viewer.name} (${viewer.role}); the key is kept in this tab only.` : notice;
     $("forget-key").hidden = !viewer;
     $("private").hidden = !viewer;
-    const operator = role === "operator" || role === "admin";
-    $("freeze-actions").hidden = !operator;
     if (!viewer) return;
     renderOverrides(doc.overrides || [], operator);
     renderWindows(doc.windows || []);
     renderRuns(doc.runs || []);
     renderLimiter(doc.limiter);
+    for (const id of ["overrides", "runs", "refused", "shadow"]) label($(id));
   }
 
-  function renderBanner(mode) {
+  // Each cell carries its column's name, which a narrow screen shows beside it when the table's
+  // rows are stacked (a phone has no room for seven columns).
+  function label(table) {
+    const names = [...table.querySelectorAll("thead th")].map((th) => th.textContent.trim());
+    for (const row of table.querySelectorAll("tbody tr")) {
+      [...row.cells].forEach((cell, i) => {
+        if (cell.colSpan === 1 && names[i] && !cell.classList.contains("act")) cell.dataset.label = names[i];
+      });
+    }
+  }
+
+  function renderBanner(mode, overrides, operator) {
     const banner = $("banner");
     banner.className = `banner ${mode.mode}`;
     $("mode").textContent = mode.mode;
@@ -126,6 +149,44 @@
     const until = $("mode-until");
     if (mode.until) countdown(until, mode.until, "Ends by itself in");
     else { delete until.dataset.until; until.textContent = mode.source === "git" ? "" : "Until lifted"; }
+    // The override that holds the mode, when the viewer may see it; a lockdown's is one of a
+    // group, whose other members say what is locked.
+    const held = mode.source === "override" ? overrides.find((o) => o.kind === "maintenance_mode") : undefined;
+    const group = held && held.group_id ? overrides.filter((o) => o.group_id === held.group_id) : [];
+    const lockdown = $("lockdown");
+    lockdown.hidden = group.length === 0;
+    if (group.length) {
+      const clients = group.filter((o) => o.kind === "client").map((o) => o.key);
+      const rule = group.find((o) => o.kind === "rate_limit_rule");
+      const locked = [`Lockdown: ${clients.length} client${clients.length === 1 ? "" : "s"} turned off`];
+      if (clients.length) locked[0] += ` (${clients.join(", ")})`;
+      if (rule) {
+        const which = rule.key === "*" ? "global" : rule.key;
+        locked.push(`the ${which} rate limit replaced (git restores ${restoredText(rule.restores)})`);
+      }
+      lockdown.textContent = `${locked.join("; ")}.`;
+    }
+    // The way out while frozen; a freeze only when there is none.
+    $("freeze-actions").hidden = !operator;
+    $("freeze").hidden = !(mode.mode === "normal");
+    const lift = $("lift");
+    lift.hidden = !held;
+    if (held) {
+      lift.textContent = group.length ? "Lift the lockdown…" : "Lift the freeze…";
+      lift.onclick = () => ask(liftAction(held, group.length > 0));
+    }
+  }
+
+  // Lifting an override (and its group, for a lockdown's): git's values come back.
+  function liftAction(o, group) {
+    return {
+      title: group ? "Lift the lockdown" : "Lift this override",
+      text: group
+        ? `Every override of group ${o.group_id} ends now, and git's values come back.`
+        : `The override on ${o.kind} ${o.key} (by ${o.actor}: “${o.reason}”) ends now, and git's value comes back.`,
+      freeze: false,
+      run: (reason) => call("DELETE", `/system/overrides/${o.id}`, { reason, group }),
+    };
   }
 
   function renderOverrides(overrides, operator) {
@@ -165,10 +226,18 @@
     }
   }
 
+  // What git restores, as people read it: `max_requests: 100, active: true`.
+  function restoredText(value) {
+    if (value === null || typeof value !== "object") return String(value);
+    const fields = Object.entries(value).filter(([name]) => !["name", "scope", "key"].includes(name));
+    if (!fields.length) return "git's defaults";
+    return fields.map(([name, v]) => `${name}: ${v === "" ? "(empty)" : v}`).join(", ");
+  }
+
   function restores(value) {
     const cell = el("td");
     if (value === null || value === undefined) cell.append(el("span", "nothing declared", "quiet"));
-    else cell.append(el("code", JSON.stringify(value)));
+    else cell.textContent = restoredText(value);
     return cell;
   }
 
@@ -180,14 +249,7 @@
     button.dataset.action = "lift";
     button.dataset.override = o.id;
     button.setAttribute("aria-label", label);
-    button.addEventListener("click", () => ask({
-      title: group ? "Lift the lockdown group" : "Lift this override",
-      text: group
-        ? `Every override of group ${o.group_id} ends now, and git's values come back.`
-        : `The override on ${o.kind} ${o.key} (by ${o.actor}: “${o.reason}”) ends now, and git's value comes back.`,
-      freeze: false,
-      run: (reason) => call("DELETE", `/system/overrides/${o.id}`, { reason, group }),
-    }));
+    button.addEventListener("click", () => ask(liftAction(o, group)));
     cell.append(button);
     return cell;
   }
@@ -235,6 +297,7 @@
         .filter((k) => r[k] > 0)
         .map((k) => `${r[k]} ${k}`);
       let what = changes.join(", ") || "no change";
+      if (r.count > 1) what = `${r.count} passes, no change, since ${when(r.since)}`;
       if (r.drift) what += " (drift corrected)";
       if (r.refusal) what = `refused: ${r.refusal}`;
       const row = el("tr", null, r.refusal ? "refused" : "");
@@ -301,14 +364,20 @@
 
   $("confirm-form").addEventListener("submit", async (event) => {
     event.preventDefault();
+    const ok = $("confirm-ok");
+    // One request per confirmation: a double click sends one freeze.
+    if (ok.disabled) return;
     const reason = $("reason").value.trim();
     if (!reason) { $("confirm-error").textContent = "A reason is required."; $("reason").focus(); return; }
     const minutes = parseInt($("duration").value, 10);
+    ok.disabled = true;
     try {
       await pending.run(reason, Number.isFinite(minutes) && minutes > 0 ? minutes : null);
       $("confirm").close();
     } catch (e) {
       $("confirm-error").textContent = e.message;
+    } finally {
+      ok.disabled = false;
     }
   });
   $("confirm-cancel").addEventListener("click", () => $("confirm").close());
@@ -331,7 +400,12 @@
     $("forget-key").hidden = true;
     $("private").hidden = true;
     $("freeze-actions").hidden = true;
-    if (refollow !== false) $("viewer").textContent = "";
+    $("lockdown").hidden = true;
+    // Nothing the previous key could see stays in the page.
+    for (const id of ["overrides", "runs", "refused", "shadow"]) $(id).querySelector("tbody").replaceChildren();
+    for (const id of ["windows", "axis"]) $(id).replaceChildren();
+    $("counters").textContent = "";
+    if (refollow !== false) say("");
     follow();
   }
 
@@ -341,7 +415,7 @@
     $("key").value = "";
     if (!typed) return;
     key = typed;
-    $("viewer").textContent = "Checking the key…";
+    say("Checking the key…");
     follow();
   });
   $("forget-key").addEventListener("click", () => forget());

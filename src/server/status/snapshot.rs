@@ -14,8 +14,10 @@ use crate::model::{Kind, Override};
 use crate::server::AppState;
 use crate::server::bodies::Run;
 
-/// How many recent reconciles the page lists.
-const RUNS: i64 = 10;
+/// How many rows of recent reconciles the page lists.
+const RUNS: usize = 10;
+/// How many runs are read to fill them: passes in a row that changed nothing are one row.
+const RUNS_READ: i64 = 100;
 /// How far ahead the page shows maintenance windows.
 const AHEAD_DAYS: i64 = 7;
 /// How many refused subjects the page lists.
@@ -35,7 +37,7 @@ pub struct StatusSnapshot {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub windows: Option<Vec<WindowItem>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub runs: Option<Vec<Run>>,
+    pub runs: Option<Vec<RecentRun>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limiter: Option<LimiterStatus>,
 }
@@ -65,6 +67,51 @@ pub struct OverrideItem {
     /// What git declares for the resource, which comes back when the override ends (a key's
     /// hash reads `(hidden)`); null when git declared nothing for it.
     pub restores: Option<serde_json::Value>,
+}
+
+/// A recent reconcile, or a stretch of runs in a row that changed nothing (the watch loop's
+/// passes), as one row.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RecentRun {
+    /// The run; for a stretch, its latest.
+    #[serde(flatten)]
+    pub run: Run,
+    /// How many runs the row stands for: 1, or the runs of the stretch.
+    pub count: u64,
+    /// When the stretch's first run finished; absent for one run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
+}
+
+/// Whether `run` changed nothing and refused nothing.
+fn quiet(run: &Run) -> bool {
+    run.created + run.updated + run.deleted + run.deactivated == 0 && run.refusal.is_none() && !run.drift
+}
+
+/// `runs` (newest first) as at most `rows` rows, each stretch of quiet runs in a row by the same
+/// actor and source folded into one.
+fn collapse(runs: Vec<Run>, rows: usize) -> Vec<RecentRun> {
+    let mut out: Vec<RecentRun> = Vec::new();
+    for run in runs {
+        if let Some(last) = out.last_mut()
+            && quiet(&last.run)
+            && quiet(&run)
+            && (&last.run.actor, &last.run.source) == (&run.actor, &run.source)
+        {
+            last.count += 1;
+            last.since = Some(run.finished_at);
+            continue;
+        }
+        if out.len() == rows {
+            break;
+        }
+        out.push(RecentRun {
+            run,
+            count: 1,
+            since: None,
+        });
+    }
+    out
 }
 
 /// A maintenance window open now or opening within the week.
@@ -150,7 +197,7 @@ pub async fn snapshot(state: &AppState, viewer: Option<&Caller>) -> Result<Statu
         })
         .collect();
     windows.sort_by_key(|w| (w.starts_at, w.name.clone()));
-    let runs = crate::server::bodies::all(state.db.runs(RUNS).await?);
+    let runs = collapse(crate::server::bodies::all(state.db.runs(RUNS_READ).await?), RUNS);
     let now_ms = state.replica.now_ms();
     let (refused, shadow) = state.status.recent.top(TOP, now_ms);
     Ok(StatusSnapshot {
@@ -170,4 +217,56 @@ pub async fn snapshot(state: &AppState, viewer: Option<&Caller>) -> Result<Statu
             counters: state.replica.counting.health(),
         }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(id: i64, actor: &str, created: i64, refusal: Option<&str>) -> Run {
+        let at = DateTime::from_timestamp(1_800_000_000 + id * 60, 0).unwrap();
+        Run {
+            id,
+            started_at: at,
+            finished_at: at,
+            actor: actor.into(),
+            source: "watch".into(),
+            created,
+            updated: 0,
+            deleted: 0,
+            deactivated: 0,
+            held: 0,
+            unmanaged: 0,
+            refusal: refusal.map(Into::into),
+            drift: false,
+        }
+    }
+
+    #[test]
+    fn quiet_runs_in_a_row_are_one_row_and_the_rest_stay_whole() {
+        // Newest first: twelve quiet passes, a change, three quiet passes, a refusal, another
+        // actor's quiet run.
+        let mut runs: Vec<Run> = (0..12).rev().map(|i| run(100 + i, "watch", 0, None)).collect();
+        runs.push(run(99, "watch", 3, None));
+        runs.extend((0..3).rev().map(|i| run(90 + i, "watch", 0, None)));
+        runs.push(run(80, "watch", 0, Some("mass removal")));
+        runs.push(run(70, "ci", 0, None));
+        let rows = collapse(runs, 10);
+        let shape: Vec<(i64, u64, Option<i64>)> = rows
+            .iter()
+            .map(|r| (r.run.id, r.count, r.since.map(|s| s.timestamp())))
+            .collect();
+        let at = |id: i64| Some(1_800_000_000 + id * 60);
+        assert_eq!(
+            shape,
+            [
+                (111, 12, at(100)),
+                (99, 1, None),
+                (92, 3, at(90)),
+                (80, 1, None),
+                (70, 1, None)
+            ]
+        );
+        assert_eq!(collapse(rows.into_iter().map(|r| r.run).collect(), 2).len(), 2);
+    }
 }
