@@ -525,3 +525,55 @@ fn anonymous_streams_cannot_crowd_out_on_call_and_do_not_last_for_ever() {
     );
     assert!(open_stream(&base, None).is_ok(), "a slot is free again");
 }
+
+/// The next event of a stream with a document (keep-alive comments skipped), as its JSON.
+fn next_event(stream: &mut ureq::http::Response<ureq::Body>) -> Value {
+    use std::io::Read as _;
+    let mut reader = stream.body_mut().as_reader();
+    loop {
+        let mut event = Vec::new();
+        let mut byte = [0u8; 1];
+        while !event.ends_with(b"\n\n") {
+            assert_eq!(reader.read(&mut byte).unwrap(), 1, "the stream ended");
+            event.push(byte[0]);
+        }
+        let text = String::from_utf8(event).unwrap();
+        if let Some(data) = text.lines().find_map(|l| l.strip_prefix("data: ")) {
+            return serde_json::from_str(data).unwrap();
+        }
+    }
+}
+
+/// A keyed stream follows its key: demoted in git, the next document is the new role's.
+#[test]
+fn a_status_stream_follows_its_key_when_it_is_demoted() {
+    for db in all_backends() {
+        let app = crate::support::app::TestApp::spawn(db, &state_with(""));
+        let b = app.backend;
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut stream = agent
+            .get(format!("{}/status/events", app.base))
+            .header("Authorization", format!("Bearer {OPERATOR}"))
+            .call()
+            .unwrap();
+        assert_eq!(next_event(&mut stream)["viewer"]["role"], "operator", "{b}");
+        let demoted = state_with("").replace(
+            "  - name: operator\n    type: script\n    role: operator\n",
+            "  - name: operator\n    type: script\n    role: reader\n",
+        );
+        assert_ne!(demoted, state_with(""));
+        app.runtime
+            .block_on(crate::support::app::apply(&app.state.db, &demoted));
+        let mut role = Value::Null;
+        for _ in 0..5 {
+            role = next_event(&mut stream)["viewer"]["role"].clone();
+            if role == "reader" {
+                break;
+            }
+        }
+        assert_eq!(role, "reader", "{b}");
+    }
+}
