@@ -14,8 +14,8 @@ use super::json::Object;
 use super::params::expiry;
 use super::{ApiError, AppState};
 use crate::domain::{Mode, Reason};
-use crate::mode::{EffectiveMode, effective};
-use crate::store::ApiChange;
+use crate::mode::{EffectiveMode, Source, effective};
+use crate::store::{ApiChange, Lift, Lifting, StoreError};
 
 /// This module's routes.
 pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
@@ -49,13 +49,23 @@ pub struct ModeBody {
 pub struct ModeSet {
     #[serde(flatten)]
     state: EffectiveMode,
-    /// The override that holds the mode: `DELETE /system/overrides/{id}` lifts it.
-    override_id: i64,
+    /// The override that holds the mode now: `DELETE /system/overrides/{id}` lifts it. Absent
+    /// when git's own mode is in force (nothing holds it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    override_id: Option<i64>,
+    /// Whether git's mode is in force again: asking for the mode git declares lifts the
+    /// overrides that held another one, rather than pinning git's value in an override of its
+    /// own (which would outlast git's next change and every window).
+    restored: bool,
+    /// The overrides this call lifted.
+    lifted: Vec<i64>,
 }
 
 /// `POST /system/maintenance/state/{mode}` (operator): set the mode now, as an override that
-/// the reconciler holds until it expires or is cleared. Returns the effective state.
-#[utoipa::path(post, path = "/system/maintenance/state/{mode}", operation_id = "set_maintenance_mode", tag = "maintenance", security(("api_key" = [])), params(("mode" = Mode, Path, description = "normal, maintenance or read_only")), request_body = ModeBody, responses((status = 200, description = "The effective mode after the change, and the override that holds it", body = ModeSet), (status = 422, description = "Unknown mode or no reason", body = ErrorBody)))]
+/// the reconciler holds until it expires or is cleared. Asking for the mode git declares while
+/// no window is open lifts the mode's overrides instead (`restored: true`): git's mode comes
+/// back and nothing pins it. Returns the effective state.
+#[utoipa::path(post, path = "/system/maintenance/state/{mode}", operation_id = "set_maintenance_mode", tag = "maintenance", security(("api_key" = [])), params(("mode" = Mode, Path, description = "normal, maintenance or read_only")), request_body = ModeBody, responses((status = 200, description = "The effective mode after the change, and the override that holds it, or the overrides lifted to give git's mode back", body = ModeSet), (status = 422, description = "Unknown mode or no reason", body = ErrorBody)))]
 pub async fn set_mode(
     State(state): State<Arc<AppState>>,
     Operator(caller): Operator,
@@ -75,16 +85,43 @@ pub async fn set_mode(
         ));
     }
     let now = state.now();
+    let expires_at = expiry(body.ttl_seconds, now)?;
+    let inputs = state.db.maintenance().await?;
+    // Git's mode, asked for while no window decides: lift what holds another, pin nothing.
+    if mode == inputs.git.mode && effective(&inputs, now).source != Source::Window {
+        let lift = Lift {
+            actor: caller.name.as_str(),
+            source: "api",
+            reason: reason.as_deref(),
+            now,
+        };
+        let mut lifted = Vec::new();
+        for hold in inputs.overrides.iter().filter(|o| o.is_active(now)) {
+            match state.db.clear_overrides(Lifting::One(hold.id), &lift).await {
+                // Lifted meanwhile by someone else: git's mode is back all the same.
+                Ok(_) | Err(StoreError::NoSuchOverride(_)) => lifted.push(hold.id),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        return Ok(Json(ModeSet {
+            state: effective(&state.db.maintenance().await?, now),
+            override_id: None,
+            restored: true,
+            lifted,
+        }));
+    }
     let change = ApiChange {
         actor: caller.name.to_string(),
         reason,
-        expires_at: expiry(body.ttl_seconds, now)?,
+        expires_at,
         now,
         group_id: None,
     };
     let hold = state.db.set_mode(mode, &change).await?;
     Ok(Json(ModeSet {
         state: effective(&state.db.maintenance().await?, now),
-        override_id: hold.id,
+        override_id: Some(hold.id),
+        restored: false,
+        lifted: Vec::new(),
     }))
 }

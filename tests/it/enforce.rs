@@ -708,8 +708,10 @@ fn writing_snapshots_does_not_reload_the_cache() {
                 rows.iter().map(|r| r.current_count).sum::<i64>()
             })
         };
+        // The fresh replica loads its view first (a loaded machine may take a while).
+        app.wait_for_status("/system/feature-flags", Some(READER), 200, Duration::from_secs(5));
         for _ in 0..3 {
-            app.get("/system/feature-flags", Some(READER));
+            assert_eq!(app.get("/system/feature-flags", Some(READER)).0, 200, "{b}");
         }
         std::thread::sleep(Duration::from_millis(700));
         let reloads = app.state.replica.reloads();

@@ -165,29 +165,59 @@ fn tyr_freezes_the_platform_and_lifts_the_freeze() {
             "maintenance"
         );
 
-        // Lifting the freeze is always possible through the state endpoint.
-        let lift = r#"{"reason": "resolved"}"#;
-        let (status, state) = app.send_json("POST", "/system/maintenance/state/normal", Some(OPERATOR), lift);
-        assert_eq!((status, &state["mode"]), (200, &"normal".into()), "{b}: {state}");
-        assert_eq!(app.get("/system/ratelimits/rules", Some(READER)).0, 200, "{b}");
-        // Each new mode replaced the previous override: one is open, and clearing it hands the
-        // mode back to git.
+        // Each new mode replaced the previous override: one is open.
         let (_, open) = app.get("/system/overrides", Some(READER));
         assert_eq!(open.as_array().map(Vec::len), Some(1), "{b}: {open}");
+        // Lifting the freeze is always possible through the state endpoint: asking for git's
+        // own mode lifts the override and pins nothing (it once made a new override of
+        // `normal` with no expiry, which outlasted every later window and git change).
+        let lift = r#"{"reason": "resolved"}"#;
+        let (status, state) = app.send_json("POST", "/system/maintenance/state/normal", Some(OPERATOR), lift);
+        assert_eq!(status, 200, "{b}: {state}");
         assert_eq!(
-            app.call(
-                "DELETE",
-                &format!("/system/overrides/{}", open[0]["id"]),
-                Some(OPERATOR)
-            )
-            .0,
-            200
+            (
+                &state["mode"],
+                &state["source"],
+                &state["restored"],
+                &state["lifted"]
+            ),
+            (
+                &"normal".into(),
+                &"git".into(),
+                &true.into(),
+                &serde_json::json!([open[0]["id"]])
+            ),
+            "{b}: {state}"
         );
+        assert!(state.get("override_id").is_none(), "{b}: {state}");
+        assert_eq!(app.get("/system/ratelimits/rules", Some(READER)).0, 200, "{b}");
+        let (_, open) = app.get("/system/overrides", Some(READER));
+        assert_eq!(open, serde_json::json!([]), "{b}");
+        // Asked again, with nothing to lift: nothing is made either.
+        let (status, again) = app.send_json("POST", "/system/maintenance/state/normal", Some(OPERATOR), lift);
         assert_eq!(
-            app.get("/system/maintenance/state", None).1["source"],
-            "git",
+            (status, &again["restored"], &again["lifted"]),
+            (200, &true.into(), &serde_json::json!([])),
             "{b}"
         );
+        assert_eq!(
+            app.get("/system/overrides", Some(READER)).1,
+            serde_json::json!([]),
+            "{b}"
+        );
+        // Another mode is an override as before.
+        let (status, frozen) = app.send_json(
+            "POST",
+            "/system/maintenance/state/read_only",
+            Some(OPERATOR),
+            lift,
+        );
+        assert_eq!(
+            (status, &frozen["restored"]),
+            (200, &false.into()),
+            "{b}: {frozen}"
+        );
+        assert!(frozen["override_id"].is_i64(), "{b}: {frozen}");
     }
 }
 
