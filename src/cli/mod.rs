@@ -119,6 +119,50 @@ pub enum Status {
     Changes,
 }
 
+/// Variables read besides the options' own (`#[arg(env)]`).
+const OTHER_VARIABLES: [&str; 4] = ["RUST_LOG", "NO_COLOR", "HOSTNAME", "USER"];
+
+/// Every environment variable valhalla-ops reads: each option's, at any depth, and the others.
+fn variables_read() -> Vec<String> {
+    fn walk(command: &clap::Command, out: &mut Vec<String>) {
+        for arg in command.get_arguments() {
+            if let Some(name) = arg.get_env().and_then(|n| n.to_str()) {
+                out.push(name.to_owned());
+            }
+        }
+        for sub in command.get_subcommands() {
+            walk(sub, out);
+        }
+    }
+    let mut names: Vec<String> = OTHER_VARIABLES.iter().map(|&n| n.to_owned()).collect();
+    walk(&<Cli as clap::CommandFactory>::command(), &mut names);
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The variables of `set` that look like a misspelt setting (`DATABSE_URL`, `VALHALLA_COUNTER`:
+/// within two edits of one valhalla-ops reads, or the same but for case), each with the one
+/// meant. A setting misspelt is otherwise silently ignored, and its default used instead.
+pub fn mistyped_settings(set: impl Iterator<Item = String>) -> Vec<(String, String)> {
+    let read = variables_read();
+    let mut found: Vec<(String, String)> = set
+        .filter(|name| name.len() >= 6 && !read.contains(name))
+        .filter_map(|name| {
+            let meant = read
+                .iter()
+                .map(|r| (strsim::levenshtein(&name.to_ascii_uppercase(), r), r))
+                .filter(|(distance, _)| *distance <= 2)
+                .min()?
+                .1
+                .clone();
+            Some((crate::text::shown(&name), meant))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
 impl Cli {
     /// Whether the command runs until stopped (`serve`, `reconcile --watch`): its log says more.
     pub fn is_service(&self) -> bool {
@@ -179,6 +223,11 @@ impl Cli {
 
     /// Runs the chosen subcommand.
     pub async fn run(self) -> anyhow::Result<Status> {
+        for (set, meant) in
+            mistyped_settings(std::env::vars_os().filter_map(|(name, _)| name.into_string().ok()))
+        {
+            tracing::warn!("{set} is set, but valhalla-ops reads no such variable: did you mean {meant}?");
+        }
         let store = self.store();
         // Every state directory is read with the global size cap.
         let max_file_bytes = self.max_file_mib * 1024 * 1024;
@@ -284,6 +333,10 @@ async fn open(config: &StoreConfig) -> anyhow::Result<Db> {
 /// Loads the state directory, printing warnings, and every error when it is invalid.
 fn load(state: &StateDir, now: chrono::DateTime<chrono::Utc>) -> anyhow::Result<Loaded> {
     let print = |kind: &str, diags: &[crate::desired::Diagnostic]| {
+        // Warnings follow the log level: `-q` (errors only) hides them.
+        if kind == "warning" && !tracing::enabled!(tracing::Level::WARN) {
+            return;
+        }
         let mut err = anstream::stderr();
         for d in diags {
             let _ = writeln!(err, "{}", d.line(kind));
@@ -397,3 +450,32 @@ async fn open_retrying(config: &StoreConfig) -> anyhow::Result<Db> {
 }
 
 use crate::clock::{now, system as clock};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_setting_within_two_edits_is_named_with_the_one_meant() {
+        let set = [
+            "DATABSE_URL",
+            "VALHALLA_COUNTER",
+            "valhalla_state",
+            "DATABASE_URL",
+            "PATH",
+            "HOME",
+            "VALHALLA_SOMETHING_ELSE",
+            "CARGO_PKG_NAME",
+        ]
+        .map(String::from);
+        assert_eq!(
+            mistyped_settings(set.into_iter()),
+            [
+                ("DATABSE_URL".to_owned(), "DATABASE_URL".to_owned()),
+                ("VALHALLA_COUNTER".to_owned(), "VALHALLA_COUNTERS".to_owned()),
+                ("valhalla_state".to_owned(), "VALHALLA_STATE".to_owned()),
+            ]
+        );
+        assert!(variables_read().contains(&"VALHALLA_MAX_CONNECTIONS_PER_SOURCE".to_owned()));
+    }
+}

@@ -79,8 +79,15 @@ impl Args {
             };
             Ok::<_, anyhow::Error>((db, snapshot))
         };
-        let (loaded, opened) = tokio::join!(loading, opening);
-        let loaded = loaded.context("the loading task failed")??;
+        // A store that opening would create waits for the state to prove valid: a first try
+        // with a broken state leaves no database file behind.
+        let (loaded, opened) = if crate::store::Db::would_create(&store.url) {
+            let loaded = loading.await.context("the loading task failed")??;
+            (loaded, opening.await)
+        } else {
+            let (loaded, opened) = tokio::join!(loading, opening);
+            (loaded.context("the loading task failed")??, opened)
+        };
         let (store, snapshot) = opened?;
         progress.phase(if self.dry_run {
             "planning"

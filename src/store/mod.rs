@@ -95,6 +95,13 @@ impl Db {
         Ok(db)
     }
 
+    /// Whether opening `url` would create it: a SQLite file that does not exist yet. A command
+    /// that may fail before it needs the store (an invalid state) opens such a store only once it
+    /// knows it will use it, so that a failed first try leaves no database file behind.
+    pub fn would_create(url: &str) -> bool {
+        url.starts_with("sqlite:") && sqlite::file_missing(url)
+    }
+
     /// The store at `url`, and on Postgres the first connection, made outside the pool.
     async fn connecting(url: &str, options: StoreOptions) -> Result<(Db, Option<PgConnection>), StoreError> {
         let (pool, first) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {

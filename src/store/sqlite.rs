@@ -38,6 +38,14 @@ pub(super) async fn connect(url: &str, lock_timeout: Duration) -> Result<SqliteP
         .map_err(connect_err)
 }
 
+/// Whether the database file of `url` does not exist yet (an in-memory database never does).
+pub(super) fn file_missing(url: &str) -> bool {
+    SqliteConnectOptions::from_str(url).is_ok_and(|options| {
+        let file = options.get_filename();
+        file != std::path::Path::new(":memory:") && !file.exists()
+    })
+}
+
 type SqliteQuery = sqlx::query::Query<'static, Sqlite, SqliteArguments>;
 
 fn bind_value(query: SqliteQuery, value: &Value) -> SqliteQuery {

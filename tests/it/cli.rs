@@ -753,6 +753,72 @@ fn a_stored_budget_past_the_bound_does_not_brick_the_store() {
     assert!(!healed.stderr.contains("rate_limit_rules row"), "{healed:?}");
 }
 
+/// A first try with a broken state leaves no database file behind, dry run or not; a good one
+/// creates it.
+#[test]
+fn a_failed_first_reconcile_creates_no_database_file() {
+    let db = crate::support::sqlite();
+    let (_dir, file) = crate::support::scratch("fresh.db");
+    let url = format!("sqlite://{}", file.display());
+    let broken = StateDir::new(&[("s.yaml", "rate_limits:\n  - scope: bogus\n")]);
+    for args in [vec!["reconcile", "--dry-run"], vec!["reconcile"]] {
+        let mut args = args;
+        args.extend(["--database-url", &url]);
+        let out = run(&db, broken.path(), &args);
+        assert_eq!(out.code, 1, "{out:?}");
+        assert!(!file.exists(), "{args:?} created {}", file.display());
+    }
+    let good = StateDir::sample();
+    let out = run(
+        &db,
+        good.path(),
+        &["reconcile", "--dry-run", "--database-url", &url],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(file.exists());
+}
+
+/// A misspelt setting is named with the one meant, rather than silently ignored; `-q` hides it
+/// with every other warning.
+#[test]
+fn a_misspelt_variable_is_named_in_a_warning() {
+    let db = crate::support::sqlite();
+    let state = StateDir::sample();
+    let out = finish(
+        crate::support::command(&db, state.path())
+            .env("DATABSE_URL", "postgres://nowhere/x")
+            .env("VALHALLA_COUNTER", "redis://nowhere")
+            .arg("validate")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains(
+            "DATABSE_URL is set, but valhalla-ops reads no such variable: did you mean DATABASE_URL?"
+        ),
+        "{out:?}"
+    );
+    assert!(out.stderr.contains("did you mean VALHALLA_COUNTERS?"), "{out:?}");
+    let quiet = finish(
+        crate::support::command(&db, state.path())
+            .env("DATABSE_URL", "postgres://nowhere/x")
+            .args(["-q", "validate"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!((quiet.code, quiet.stderr.as_str()), (0, ""), "{quiet:?}");
+    // The state's own warnings too.
+    state.write(
+        "disabled.yaml",
+        "rate_limits:\n  - scope: user\n    key: idle\n    enabled: false\n",
+    );
+    let warned = run(&db, state.path(), &["validate"]);
+    assert!(warned.stderr.contains("declared but disabled"), "{warned:?}");
+    let quiet = run(&db, state.path(), &["-q", "validate"]);
+    assert_eq!((quiet.code, quiet.stderr.as_str()), (0, ""), "{quiet:?}");
+}
+
 #[test]
 fn an_empty_state_directory_is_refused() {
     let db = crate::support::sqlite();
