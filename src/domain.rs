@@ -630,7 +630,7 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>, ParseError> {
         .map(|t| normalize_time(t.with_timezone(&Utc)))
         .map_err(|_| {
             ParseError(format!(
-                "invalid time `{}`: use RFC 3339 with an offset, e.g. 2026-12-01T02:00:00Z",
+                "invalid time `{}`: use RFC 3339 with an offset, e.g. 2031-01-10T02:00:00Z",
                 crate::text::shown(s)
             ))
         })

@@ -226,7 +226,7 @@ enum At {
 }
 
 /// The sections that list items.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Section {
     Rules,
     Clients,
@@ -235,6 +235,19 @@ enum Section {
 }
 
 impl Section {
+    /// An item's identity as its text writes it (`ip:10.0.0.1`, a name), when it can be read
+    /// without typing the item; the field it is written in.
+    fn identity(self, item: &Value) -> Option<(String, &'static str)> {
+        let text = |field: &str| item.get(field).and_then(Value::as_str);
+        match self {
+            Section::Rules => {
+                let scope = text("scope")?;
+                Some((format!("{scope}:{}", text("key").unwrap_or("*")), "scope"))
+            }
+            Section::Clients | Section::Windows | Section::Flags => Some((text("name")?.to_owned(), "name")),
+        }
+    }
+
     /// The section's YAML path.
     fn path(self) -> &'static str {
         match self {
@@ -374,6 +387,10 @@ pub struct Loader {
     flags: Vec<(FeatureFlag, Place)>,
     modes: Vec<(Maintenance, Place)>,
     profiles: Vec<(Profile, Place)>,
+    /// Items with an error of their own, by their identity as written: checked for a twin too,
+    /// so that a resource declared twice is reported with its other errors, not after they are
+    /// fixed.
+    broken: Vec<(Section, String, Place)>,
     /// Whether rules naming clients must find them among the files read (off when one file of
     /// a directory is read again alone).
     check_references: bool,
@@ -448,6 +465,17 @@ impl FileCx {
             message: message.into(),
         }
     }
+    /// An error about one of an item's fields, naming the field by its path as a type error
+    /// does (`maintenance.windows[0].starts_at: invalid time …`); a message that begins with
+    /// the field's name has it replaced by the path (`rate_limits[2].max_requests must be …`).
+    fn field_error(&self, entry: Entry, field: &'static str, message: String) -> Pending {
+        let path = entry.field(field);
+        let message = match message.strip_prefix(field).filter(|rest| rest.starts_with(' ')) {
+            Some(rest) => format!("{path}{rest}"),
+            None => format!("{path}: {message}"),
+        };
+        self.field_diag(entry, field, message)
+    }
 }
 
 impl Loader {
@@ -464,6 +492,7 @@ impl Loader {
             flags: Vec::new(),
             modes: Vec::new(),
             profiles: Vec::new(),
+            broken: Vec::new(),
             check_references: true,
             typed_first: true,
             let_go: None,
@@ -626,7 +655,17 @@ impl Loader {
             .into_iter()
             .flatten()
             .enumerate()
-            .filter_map(|(i, item)| Some((i, self.parse(cx, item, &Entry::new(section, i).path())?)))
+            .filter_map(|(i, item)| {
+                let entry = Entry::new(section, i);
+                let identity = section.identity(&item);
+                let parsed = self.parse(cx, item, &entry.path());
+                if parsed.is_none()
+                    && let Some((key, field)) = identity
+                {
+                    self.broken.push((section, key, cx.field(entry, field)));
+                }
+                Some((i, parsed?))
+            })
             .collect()
     }
 
@@ -689,7 +728,7 @@ impl Loader {
                         Segment::Unknown => {}
                     }
                 }
-                let message = quote_hint(strip_location(&e.inner().to_string()));
+                let message = whole_number_hint(&at, quote_hint(strip_location(&e.inner().to_string())));
                 // An unknown field is reported at the field's own key, named in the message.
                 let place_at = match message
                     .strip_prefix("unknown field `")
@@ -729,17 +768,19 @@ impl Loader {
             (k, w, m) => {
                 if let Err(e) = k {
                     let error = match r.key {
-                        Some(_) => cx.field_diag(entry, "key", e.0),
+                        Some(_) => cx.field_error(entry, "key", e.0),
                         None => cx.diag(&entry.path(), e.0),
                     };
                     self.errors.push(error);
                 }
                 if let Err(e) = w {
-                    self.errors.push(cx.field_diag(entry, "window_seconds", e.0));
+                    self.errors.push(cx.field_error(entry, "window_seconds", e.0));
                 }
                 if let Err(e) = m {
-                    self.errors.push(cx.field_diag(entry, "max_requests", e.0));
+                    self.errors.push(cx.field_error(entry, "max_requests", e.0));
                 }
+                let key = format!("{}:{}", r.scope, r.key.as_deref().unwrap_or(RuleKey::GLOBAL));
+                self.broken.push((Section::Rules, key, cx.field(entry, "scope")));
                 return;
             }
         };
@@ -774,17 +815,21 @@ impl Loader {
     }
 
     fn add_window(&mut self, cx: &FileCx, entry: Entry, w: RawWindow) {
-        let starts = parse_time(&w.starts_at).map_err(|e| cx.field_diag(entry, "starts_at", e.0));
-        let ends = parse_time(&w.ends_at).map_err(|e| cx.field_diag(entry, "ends_at", e.0));
+        let starts = parse_time(&w.starts_at).map_err(|e| cx.field_error(entry, "starts_at", e.0));
+        let ends = parse_time(&w.ends_at).map_err(|e| cx.field_error(entry, "ends_at", e.0));
         let (starts_at, ends_at) = match (starts, ends) {
             (Ok(s), Ok(e)) if e > s => (s, e),
             (Ok(_), Ok(_)) => {
                 let message = format!("window {}: ends_at must be after starts_at", w.name);
                 self.errors.push(cx.field_diag(entry, "ends_at", message));
+                self.broken
+                    .push((Section::Windows, w.name.to_string(), cx.field(entry, "name")));
                 return;
             }
             (s, e) => {
                 self.errors.extend(s.err().into_iter().chain(e.err()));
+                self.broken
+                    .push((Section::Windows, w.name.to_string(), cx.field(entry, "name")));
                 return;
             }
         };
@@ -806,10 +851,42 @@ impl Loader {
     /// Validates across files and returns the state, or every error found.
     pub fn finish(mut self) -> Result<Loaded, LoadError> {
         let sources = Sources(std::mem::take(&mut self.sources));
-        let rules = unique(&mut self.errors, &sources, "rate-limit rule", self.rules);
-        let clients = unique(&mut self.errors, &sources, "client", self.clients);
-        let windows = unique(&mut self.errors, &sources, "maintenance window", self.windows);
-        let flags = unique(&mut self.errors, &sources, "feature flag", self.flags);
+        let broken = std::mem::take(&mut self.broken);
+        let of = |section: Section| -> Vec<(String, Place)> {
+            broken
+                .iter()
+                .filter(|(s, _, _)| *s == section)
+                .map(|(_, key, place)| (key.clone(), place.clone()))
+                .collect()
+        };
+        let rules = unique(
+            &mut self.errors,
+            &sources,
+            "rate-limit rule",
+            self.rules,
+            of(Section::Rules),
+        );
+        let clients = unique(
+            &mut self.errors,
+            &sources,
+            "client",
+            self.clients,
+            of(Section::Clients),
+        );
+        let windows = unique(
+            &mut self.errors,
+            &sources,
+            "maintenance window",
+            self.windows,
+            of(Section::Windows),
+        );
+        let flags = unique(
+            &mut self.errors,
+            &sources,
+            "feature flag",
+            self.flags,
+            of(Section::Flags),
+        );
         let maintenance = single(&mut self.errors, &sources, "maintenance mode", self.modes);
         let profile = single(&mut self.errors, &sources, "deployment_profile", self.profiles);
 
@@ -964,13 +1041,15 @@ fn strip<T>(items: Vec<(T, Place)>) -> Vec<T> {
     items.into_iter().map(|(item, _)| item).collect()
 }
 
-/// Sorts resources by key and reports each one declared again, naming both places. In place:
-/// the items of a large state are not held twice.
+/// Sorts resources by key and reports each one declared again, naming both places; an item with
+/// errors of its own (`broken`, by its identity as written) is checked too. In place: the items
+/// of a large state are not held twice.
 fn unique<T: Resource>(
     errors: &mut Errors,
     sources: &Sources,
     what: &str,
     mut items: Vec<(T, Place)>,
+    broken: Vec<(String, Place)>,
 ) -> Vec<(T, Place)> {
     // Stable: of the items with one key, the first declared comes first and is kept.
     items.sort_by_cached_key(|(item, _)| item.key());
@@ -989,6 +1068,23 @@ fn unique<T: Resource>(
         }
         twice
     });
+    if !broken.is_empty() {
+        let mut seen: HashMap<String, Place> = items
+            .iter()
+            .map(|(item, place)| (item.key(), place.clone()))
+            .collect();
+        for (key, place) in broken {
+            match seen.get(&key) {
+                Some(other) => errors.push(Pending {
+                    message: format!("{what} {key} is declared twice (also at {})", sources.show(other)),
+                    place,
+                }),
+                None => {
+                    seen.insert(key, place);
+                }
+            }
+        }
+    }
     items
 }
 
@@ -1032,6 +1128,29 @@ fn quote_hint(message: String) -> String {
     } else {
         message
     }
+}
+
+/// Says what a number field wants in words rather than as a Rust type (`expected u32`): the
+/// field at `at` is a whole number, of seconds for a window.
+fn whole_number_hint(at: &str, message: String) -> String {
+    let Some(start) = [
+        "expected u8",
+        "expected u16",
+        "expected u32",
+        "expected u64",
+        "expected i32",
+        "expected i64",
+    ]
+    .iter()
+    .find_map(|t| message.ends_with(t).then(|| message.len() - t.len())) else {
+        return message;
+    };
+    let wanted = if at.ends_with("window_seconds") {
+        "expected a whole number of seconds, e.g. 60"
+    } else {
+        "expected a whole number, e.g. 60"
+    };
+    format!("{}{wanted}", &message[..start])
 }
 
 /// Drops the " at line L column C" serde_yaml puts in its messages; diagnostics carry their

@@ -33,6 +33,7 @@ fn one_error(text: &str) -> String {
 }
 
 const HASH_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const HASH_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 
 #[test]
 fn a_full_file_loads_with_defaults() {
@@ -142,7 +143,7 @@ fn missing_field_points_at_the_item() {
 fn bad_rule_key_for_its_scope() {
     assert_eq!(
         one_error("rate_limits:\n  - scope: ip\n    key: 10.0.0.1/8\n"),
-        "s.yaml:3:10: invalid ip key `10.0.0.1/8`: host bits are set; did you mean `10.0.0.0/8`?"
+        "s.yaml:3:10: rate_limits[0].key: invalid ip key `10.0.0.1/8`: host bits are set; did you mean `10.0.0.0/8`?"
     );
     assert_eq!(
         one_error("rate_limits:\n  - scope: user\n"),
@@ -155,7 +156,13 @@ fn window_seconds_out_of_range() {
     let e = one_error("rate_limits:\n  - scope: global\n    window_seconds: 90000\n");
     assert_eq!(
         e,
-        "s.yaml:3:21: window_seconds must be between 1 and 86400, not 90000"
+        "s.yaml:3:21: rate_limits[0].window_seconds must be between 1 and 86400, not 90000"
+    );
+    // A unit written after the number is the usual slip: the message says what is wanted.
+    let e = one_error("rate_limits:\n  - scope: global\n    window_seconds: 60s\n");
+    assert_eq!(
+        e,
+        "s.yaml:3:21: rate_limits[0].window_seconds: invalid type: string \"60s\", expected a whole number of seconds, e.g. 60"
     );
 }
 
@@ -181,7 +188,9 @@ fn naive_times_and_inverted_windows() {
         "maintenance:\n  windows:\n    - name: w\n      starts_at: 2026-12-01T02:00:00\n      ends_at: 2026-12-01T04:00:00Z\n",
     );
     assert!(
-        e.starts_with("s.yaml:4:18: invalid time `2026-12-01T02:00:00`: use RFC 3339 with an offset"),
+        e.starts_with(
+            "s.yaml:4:18: maintenance.windows[0].starts_at: invalid time `2026-12-01T02:00:00`: use RFC 3339 with an offset"
+        ),
         "{e}"
     );
     let e = one_error(
@@ -836,7 +845,7 @@ fn a_budget_past_the_store_bound_is_an_error_at_its_field() {
     )]);
     assert_eq!(
         errs,
-        ["s.yaml:3:19: max_requests must be between 0 and 2147483647, not 2147483648"]
+        ["s.yaml:3:19: rate_limits[0].max_requests must be between 0 and 2147483647, not 2147483648"]
     );
     assert!(
         load(&[(
@@ -845,4 +854,23 @@ fn a_budget_past_the_store_bound_is_an_error_at_its_field() {
         )])
         .is_ok()
     );
+}
+
+#[test]
+fn a_resource_declared_twice_is_reported_with_its_other_errors() {
+    // The first `dup` has a bad role: the duplicate is reported now, not once the role is fixed.
+    let text = format!(
+        "clients:\n  - name: dup\n    type: script\n    role: boss\n    key_sha256: {HASH_A}\n  - name: dup\n    type: script\n    key_sha256: {HASH_B}\nmaintenance:\n  windows:\n    - name: w\n      starts_at: 2031-01-01T02:00:00\n      ends_at: 2031-01-01T04:00:00Z\n    - name: w\n      starts_at: 2031-01-02T02:00:00Z\n      ends_at: 2031-01-02T04:00:00Z\nrate_limits:\n  - scope: user\n    key: u\n    window_seconds: 0\n  - scope: user\n    key: u\n"
+    );
+    let errs = errors(&[("s.yaml", &text)]);
+    for want in [
+        "s.yaml:2:11: client dup is declared twice (also at s.yaml:6:11)",
+        "s.yaml:4:11: clients[0].role: unknown role `boss`",
+        "s.yaml:11:13: maintenance window w is declared twice (also at s.yaml:14:13)",
+        "s.yaml:12:18: maintenance.windows[0].starts_at: invalid time",
+        "s.yaml:18:12: rate-limit rule user:u is declared twice (also at s.yaml:22:10)",
+        "rate_limits[0].window_seconds must be between 1 and 86400, not 0",
+    ] {
+        assert!(errs.iter().any(|e| e.contains(want)), "{want} not in {errs:#?}");
+    }
 }
