@@ -1,5 +1,6 @@
 //! `completions` and `man`: shell completions and the man page, from the clap definitions.
 
+use anyhow::Context as _;
 use clap::CommandFactory as _;
 
 use super::{Cli, Status};
@@ -39,10 +40,33 @@ fn fix_bash_states(script: &str) -> String {
     script.replace(&wrong, &right)
 }
 
-/// Prints the man page (roff), e.g. `valhalla-ops man > valhalla-ops.1`.
-pub fn man() -> anyhow::Result<Status> {
-    let mut out = Vec::new();
-    clap_mangen::Man::new(Cli::command()).render(&mut out)?;
-    super::print_out(&String::from_utf8_lossy(&out))?;
-    Ok(Status::Ok)
+/// Options of `man`.
+#[derive(Debug, clap::Args)]
+pub struct ManArgs {
+    /// Write the top page and one page per subcommand it lists (`valhalla-ops-reconcile.1`, …)
+    /// into this directory, instead of printing the top page.
+    #[arg(long, value_name = "DIR")]
+    out: Option<std::path::PathBuf>,
+}
+
+impl ManArgs {
+    /// Prints the man page (roff), e.g. `valhalla-ops man > valhalla-ops.1`, or writes them all,
+    /// e.g. `valhalla-ops man --out /usr/local/share/man/man1`.
+    pub fn run(self) -> anyhow::Result<Status> {
+        // Without the `help` subcommand, which would be listed with no page of its own.
+        let command = Cli::command().disable_help_subcommand(true);
+        match self.out {
+            Some(dir) => {
+                std::fs::create_dir_all(&dir)
+                    .and_then(|()| clap_mangen::generate_to(command, &dir))
+                    .with_context(|| format!("cannot write the man pages to {}", crate::text::path(&dir)))?;
+            }
+            None => {
+                let mut out = Vec::new();
+                clap_mangen::Man::new(command).render(&mut out)?;
+                super::print_out(&String::from_utf8_lossy(&out))?;
+            }
+        }
+        Ok(Status::Ok)
+    }
 }

@@ -98,8 +98,8 @@ pub enum Command {
     Keys(keys::Command),
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     Completions(completions::Args),
-    /// Print the man page (roff).
-    Man,
+    /// Print the man page (roff), or write every page (one per subcommand) into a directory.
+    Man(completions::ManArgs),
     /// Print the JSON Schema (draft 2020-12) of the state files, for editors.
     Schema,
 }
@@ -193,10 +193,13 @@ const STATE: &[&str] = &["state", "max_file_mib"];
 const UNUSED_GLOBALS: &[(&[&str], &[&[&str]])] = &[
     (&["validate"], &[DATABASE]),
     (&["diff"], &[DATABASE, &["state"]]),
-    (&["export"], &[STATE]),
+    // Reads take no lock: the lock's wait is for commands that write.
+    (&["export"], &[STATE, &["lock_timeout"]]),
     (&["migrate"], &[STATE]),
-    (&["overrides", "list"], &[STATE]),
+    (&["overrides"], &[STATE]),
+    (&["overrides", "list"], &[STATE, &["lock_timeout"]]),
     (&["overrides", "clear"], &[STATE]),
+    (&["keys"], &[DATABASE, STATE]),
     (&["keys", "generate"], &[DATABASE, STATE]),
     (&["completions"], &[DATABASE, STATE]),
     (&["man"], &[DATABASE, STATE]),
@@ -249,7 +252,7 @@ impl Cli {
             Command::Overrides(cmd) => cmd.run(&store).await,
             Command::Keys(cmd) => cmd.run(),
             Command::Completions(args) => args.run(),
-            Command::Man => completions::man(),
+            Command::Man(args) => args.run(),
             Command::Schema => schema::run(),
         }
     }

@@ -312,6 +312,7 @@ pub fn default_always_served(path: &str) -> bool {
         || path.starts_with("/system/maintenance/state/")
         || path == "/status"
         || path.starts_with("/status/")
+        || path == "/favicon.ico"
         || path == "/system/overrides"
         || path.starts_with("/system/overrides/")
         || path.starts_with("/admin/")

@@ -1079,6 +1079,30 @@ fn completions_and_the_man_page_generate() {
         "no .TH header"
     );
     assert!(man.stdout.contains("reconcile"), "man page lacks the subcommands");
+    // Every page the top page refers to exists (`man --out DIR` writes them all).
+    let (_pages, dir) = scratch("man1");
+    let written = run(&db, state.path(), &["man", "--out", dir.to_str().unwrap()]);
+    assert_eq!(written.code, 0, "{written:?}");
+    let referred: Vec<String> = man
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_suffix("(1)"))
+        .map(|page| page.replace("\\-", "-"))
+        .collect();
+    assert!(referred.len() >= 10, "{referred:?}");
+    for page in referred {
+        let text = std::fs::read_to_string(dir.join(format!("{page}.1")))
+            .unwrap_or_else(|e| panic!("{page}.1: {e}"));
+        assert!(text.starts_with(".ie") || text.contains(".TH"), "{page}: {text}");
+    }
+    assert!(
+        dir.join("valhalla-ops-overrides-clear.1").exists(),
+        "nested subcommands too"
+    );
+    assert!(
+        !man.stdout.contains("valhalla\\-ops\\-help"),
+        "no page is listed that does not exist"
+    );
     assert!(
         !state.path().join("valhalla-ops.db").exists(),
         "no store is needed"

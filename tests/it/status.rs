@@ -403,6 +403,10 @@ fn the_page_and_its_assets_carry_a_console_s_security_headers_and_no_inline_scri
             "{csp}"
         );
         assert_eq!(page.header("x-frame-options"), "DENY");
+        // A browser's request for an icon is answered, not a 404.
+        let icon = app.exchange("GET", "/favicon.ico", None, &[], None);
+        assert_eq!(icon.status, 204);
+        assert!(icon.header("cache-control").contains("max-age"));
         let html = app
             .agent
             .get(format!("{}/status", app.base))

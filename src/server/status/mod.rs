@@ -88,6 +88,7 @@ impl StatusHub {
 pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
         .routes(routes!(page))
+        .routes(routes!(favicon))
         .routes(routes!(script))
         .routes(routes!(style))
         .routes(routes!(status_snapshot))
@@ -125,6 +126,18 @@ fn console(content_type: &'static str, body: &'static str) -> Response {
 #[utoipa::path(get, path = "/status", operation_id = "get_status_page", tag = "status", responses((status = 200, description = "The status page", content_type = "text/html")))]
 pub async fn page() -> Response {
     console("text/html; charset=utf-8", PAGE)
+}
+
+/// `GET /favicon.ico` (public): no icon, said plainly, so that a browser opening the page does
+/// not leave a 404 in the log and the metrics each time (and does not ask again for a day).
+#[utoipa::path(get, path = "/favicon.ico", operation_id = "get_favicon", tag = "status", responses((status = 204, description = "No icon")))]
+pub async fn favicon() -> Response {
+    let mut response = axum::http::StatusCode::NO_CONTENT.into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=86400"),
+    );
+    response
 }
 
 /// `GET /status/app.js` (public): the status page's script.

@@ -129,6 +129,7 @@ fn the_openapi_document_lists_every_route_the_server_serves() {
         ("get", "/status/app.css"),
         ("get", "/status/snapshot"),
         ("get", "/status/events"),
+        ("get", "/favicon.ico"),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_owned(), p.to_owned()))
@@ -192,6 +193,7 @@ fn the_openapi_document_lists_every_route_the_server_serves() {
             "/status",
             "/status/app.js",
             "/status/app.css",
+            "/favicon.ico",
         ]
         .contains(&path.as_str());
         assert_eq!(
