@@ -58,10 +58,11 @@ fn freeze(enforcer: &Enforcer, view: &View, mut request: Request) -> Passage {
 }
 
 fn refusal(mode: &EffectiveMode, now: chrono::DateTime<chrono::Utc>) -> Response {
+    // Quoted, so that a reason reads as one (`"0"`, not `(0)`), escaped as JSON escapes it.
     let why = if mode.reason.is_empty() {
         String::new()
     } else {
-        format!(" ({})", mode.reason)
+        format!(": {}", serde_json::Value::String(mode.reason.clone()))
     };
     let what = match mode.mode {
         Mode::ReadOnly => "the platform is read-only",

@@ -255,8 +255,10 @@ fn a_read_only_platform_still_answers_rate_limit_checks() {
         );
         assert_eq!((status, &answer["remaining"]), (200, &2.into()), "{b}: {answer}");
         let window = r#"{"starts_at": "2099-01-01T00:00:00Z", "ends_at": "2099-01-01T01:00:00Z"}"#;
-        let (status, _) = app.send_json("POST", "/system/maintenance/windows", Some(OPERATOR), window);
+        let (status, frozen) = app.send_json("POST", "/system/maintenance/windows", Some(OPERATOR), window);
         assert_eq!(status, 503, "{b}: other writes are frozen");
+        // The reason is quoted, as the freezer wrote it.
+        assert_eq!(frozen["error"]["message"], "the platform is read-only: \"incident 5\"", "{b}: {frozen}");
     }
 }
 
