@@ -264,8 +264,12 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for Gated<F> {
 /// What the enforcement layers share: the replica, and which paths each layer leaves alone.
 pub struct Enforcer {
     pub replica: Arc<Replica>,
-    /// Paths the rate limiter does not count (health checks, the check endpoint itself).
+    /// Paths the rate limiter does not count (health checks, the way out of a freeze).
     pub unlimited: fn(&str) -> bool,
+    /// Paths counted against the caller's own rules only (its `api_key` rule): the check
+    /// endpoint, whose answers count the subject asked about, not the asker's network or the
+    /// platform's global budget.
+    pub own_rules_only: fn(&str) -> bool,
     /// Paths every mode serves (health, the state, the admin console).
     pub always_served: fn(&str) -> bool,
     /// Requests that change nothing: served in `read_only` whoever asks.
@@ -284,6 +288,7 @@ impl Enforcer {
         Enforcer {
             replica,
             unlimited: default_unlimited,
+            own_rules_only: default_own_rules_only,
             always_served: default_always_served,
             reads: default_reads,
             trusted_proxies: Vec::new(),
@@ -295,9 +300,15 @@ impl Enforcer {
 /// What no rate limit refuses: everything a freeze serves ([`default_always_served`]: health,
 /// the status page, the mode, the overrides, the admin console), since a limit of 0 set over
 /// HTTP (globally, or on the admin's own client) would otherwise lock everyone out of the way
-/// to lift it; and the check endpoint, whose answers count the subject asked about instead.
+/// to lift it.
 pub fn default_unlimited(path: &str) -> bool {
-    default_always_served(path) || path == "/system/ratelimits/check"
+    default_always_served(path)
+}
+
+/// The check endpoint: a service that asks is limited by its own `api_key` rule (a gateway's
+/// questions are many, and are not the platform's own requests).
+pub fn default_own_rules_only(path: &str) -> bool {
+    path == "/system/ratelimits/check"
 }
 
 /// Health, metrics, the admin console, the status page, and the way out of a freeze: reading

@@ -85,10 +85,19 @@ fn subject<'r>(
         .map(|c| client_ip(c.0.ip(), request.headers(), &enforcer.trusted_proxies));
     // A second `X-User-Id` would otherwise be a fresh budget for every request.
     let user = user_id(request.headers()).map_err(bad_request)?;
+    let client = client.as_ref().map(|c| c.as_str());
+    if (enforcer.own_rules_only)(request.uri().path()) {
+        return Ok(Some(Subject {
+            global: false,
+            ip: None,
+            client,
+            user: None,
+        }));
+    }
     Ok(Some(Subject {
         global: true,
         ip,
-        client: client.as_ref().map(|c| c.as_str()),
+        client,
         user,
     }))
 }

@@ -258,7 +258,10 @@ fn a_read_only_platform_still_answers_rate_limit_checks() {
         let (status, frozen) = app.send_json("POST", "/system/maintenance/windows", Some(OPERATOR), window);
         assert_eq!(status, 503, "{b}: other writes are frozen");
         // The reason is quoted, as the freezer wrote it.
-        assert_eq!(frozen["error"]["message"], "the platform is read-only: \"incident 5\"", "{b}: {frozen}");
+        assert_eq!(
+            frozen["error"]["message"], "the platform is read-only: \"incident 5\"",
+            "{b}: {frozen}"
+        );
     }
 }
 
@@ -341,6 +344,45 @@ fn a_readers_checks_count_nothing_an_operators_do() {
         );
         // A reader still learns the truth about the budget, without changing it.
         assert_eq!(ask(READER)["remaining"], 3, "{b}");
+    }
+}
+
+/// A service that asks is limited by its own rule, and only by it: not by the global budget or
+/// its network's, which are the platform's own requests'.
+#[test]
+fn the_check_endpoint_is_limited_by_the_askers_own_rule() {
+    for (db, counters) in setups() {
+        let rules = "rate_limits:\n  - scope: api_key\n    key: operator\n    max_requests: 3\n  - scope: global\n    max_requests: 1000\n  - scope: ip\n    key: 127.0.0.0/8\n    max_requests: 1\n";
+        let app = TestApp::spawn_counting(db, counters, &state_with(rules));
+        let b = app.backend;
+        let ask = || {
+            app.exchange(
+                "POST",
+                "/system/ratelimits/check",
+                Some(OPERATOR),
+                &[],
+                Some(r#"{"user": "someone"}"#),
+            )
+        };
+        for _ in 0..3 {
+            let reply = ask();
+            assert_eq!(reply.status, 200, "{b}: {}", reply.body);
+            assert_eq!(
+                reply.header("ratelimit-policy"),
+                r#""api_key:operator";q=3;w=60"#,
+                "{b}"
+            );
+        }
+        let refused = ask();
+        assert_eq!(refused.status, 429, "{b}: {}", refused.body);
+        assert!(
+            refused.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("operator"),
+            "{b}: {}",
+            refused.body
+        );
     }
 }
 
