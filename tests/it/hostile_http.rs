@@ -153,14 +153,10 @@ fn the_freeze_never_blocks_the_way_out() {
 #[test]
 fn a_database_outage_is_answered_fast_and_the_cache_keeps_serving() {
     use std::time::{Duration, Instant};
-    let Some(mut db) = crate::support::postgres() else {
+    let Some((db, proxy)) = crate::support::proxied_postgres() else {
         return;
     };
-    let real = url::Url::parse(&db.url).unwrap();
-    let proxy = crate::support::Proxy::start(format!("127.0.0.1:{}", real.port().unwrap_or(5432)));
-    let mut proxied = real.clone();
-    proxied.set_port(Some(proxy.port)).unwrap();
-    db.url = proxied.to_string();
+    let database = url::Url::parse(&db.url).unwrap().path().to_owned();
     let rules = "rate_limits:\n  - scope: api_key\n    key: reader\n    max_requests: 3\n";
     let app = TestApp::spawn(db, &state_with(rules));
     assert_eq!(app.get("/system/overrides", Some(OPERATOR)).0, 200);
@@ -218,7 +214,7 @@ fn a_database_outage_is_answered_fast_and_the_cache_keeps_serving() {
     // A change made elsewhere while the database was away is enforced soon after it is back.
     let admin = std::env::var("VALHALLA_TEST_POSTGRES_URL").unwrap();
     let mut direct = url::Url::parse(&admin).unwrap();
-    direct.set_path(real.path());
+    direct.set_path(&database);
     app.runtime.block_on(async {
         use sqlx::Connection as _;
         let mut conn = sqlx::PgConnection::connect(direct.as_str()).await.unwrap();
@@ -465,14 +461,9 @@ fn bodies_are_json_objects_as_documented() {
 #[test]
 fn a_database_outage_is_logged_per_transition_and_metrics_still_answer() {
     use std::time::Duration;
-    let Some(mut db) = crate::support::postgres() else {
+    let Some((db, proxy)) = crate::support::proxied_postgres() else {
         return;
     };
-    let real = url::Url::parse(&db.url).unwrap();
-    let proxy = crate::support::Proxy::start(format!("127.0.0.1:{}", real.port().unwrap_or(5432)));
-    let mut proxied = real.clone();
-    proxied.set_port(Some(proxy.port)).unwrap();
-    db.url = proxied.to_string();
     let state = crate::support::StateDir::new(&[("state.yaml", &state_with(""))]);
     assert_eq!(crate::support::run(&db, state.path(), &["reconcile"]).code, 0);
     let serving = crate::support::Process::start(&db, &state, &["serve", "--bind", "127.0.0.1:0"]);

@@ -311,6 +311,21 @@ fn shipped_state_files() -> Vec<std::path::PathBuf> {
     files
 }
 
+/// ajv in its default strict mode, with the standard formats, on one state file.
+fn ajv_validate(
+    ajv: &std::path::Path,
+    schema: &std::path::Path,
+    file: &std::path::Path,
+) -> std::process::Output {
+    Command::new(ajv)
+        .args(["validate", "--spec=draft2020", "-c", "ajv-formats", "-s"])
+        .arg(schema)
+        .arg("-d")
+        .arg(file)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn json_schema_validators_accept_the_schema_and_the_shipped_files() {
     let schema = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/valhalla-ops.schema.json");
@@ -319,13 +334,7 @@ fn json_schema_validators_accept_the_schema_and_the_shipped_files() {
         // ajv in its default strict mode, with the standard formats; its YAML reader reads an
         // unquoted timestamp as a date, as JavaScript YAML parsers do.
         for file in &files {
-            let out = Command::new(&ajv)
-                .args(["validate", "--spec=draft2020", "-c", "ajv-formats", "-s"])
-                .arg(&schema)
-                .arg("-d")
-                .arg(file)
-                .output()
-                .unwrap();
+            let out = ajv_validate(&ajv, &schema, file);
             let said =
                 String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
             assert!(out.status.success(), "ajv on {}:\n{said}", file.display());
@@ -377,13 +386,7 @@ fn json_schema_validators_refuse_what_validate_refuses() {
         let ours = run(&sqlite(), state.path(), &["validate"]);
         assert_eq!(ours.code, 1, "{name}: {ours:?}");
         if let Some(ajv) = tool("ajv") {
-            let out = Command::new(&ajv)
-                .args(["validate", "--spec=draft2020", "-c", "ajv-formats", "-s"])
-                .arg(&schema)
-                .arg("-d")
-                .arg(&file)
-                .output()
-                .unwrap();
+            let out = ajv_validate(&ajv, &schema, &file);
             assert!(!out.status.success(), "ajv accepts {name}");
         }
         if let Some(check) = tool("check-jsonschema") {
@@ -515,13 +518,7 @@ fn ajv_accepts_what_export_writes() {
     let schema = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/valhalla-ops.schema.json");
     for file in std::fs::read_dir(&out).unwrap() {
         let file = file.unwrap().path();
-        let out = Command::new(&ajv)
-            .args(["validate", "--spec=draft2020", "-c", "ajv-formats", "-s"])
-            .arg(&schema)
-            .arg("-d")
-            .arg(&file)
-            .output()
-            .unwrap();
+        let out = ajv_validate(&ajv, &schema, &file);
         let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "ajv on {}:\n{said}", file.display());
     }

@@ -350,6 +350,18 @@ impl Drop for Process {
     }
 }
 
+/// A new Postgres database reached through a [`Proxy`] the test can cut, or `None` (said once)
+/// when no server is configured.
+pub fn proxied_postgres() -> Option<(TestDb, Proxy)> {
+    let mut db = postgres()?;
+    let real = url::Url::parse(&db.url).expect("a Postgres URL");
+    let proxy = Proxy::start(format!("127.0.0.1:{}", real.port().unwrap_or(5432)));
+    let mut proxied = real;
+    proxied.set_port(Some(proxy.port)).expect("a port");
+    db.url = proxied.to_string();
+    Some((db, proxy))
+}
+
 /// A TCP proxy to a real server that a test can cut, as a database host going dark: while cut,
 /// open connections are dropped and new ones are accepted but never answered.
 pub struct Proxy {
