@@ -123,6 +123,14 @@ pub async fn ops(
 ) -> Result<Json<Value>, ApiError> {
     let action = Action::parse(&request.action, request.payload)?;
     let name = action.name();
+    // Git's own mode lifts the overrides that hold another, as over the state endpoint.
+    if let Action::SetMaintenanceMode(p) = &action
+        && !p.reason.as_str().trim().is_empty()
+        && let Some(restored) =
+            super::maintenance::restore_git_mode(&state, &caller, p.mode, Some(p.reason.as_str())).await?
+    {
+        return Ok(Json(json!({ "action": name, "result": restored })));
+    }
     let result = match action {
         Action::SecuritySnapshot(NoPayload {}) => security_snapshot(&state).await?,
         Action::Lockdown(p) => lockdown(&state, &caller, p).await?,

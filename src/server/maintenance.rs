@@ -12,7 +12,7 @@ use super::auth::Operator;
 use super::error::ErrorBody;
 use super::json::Object;
 use super::params::expiry;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Caller};
 use crate::domain::{Mode, Reason};
 use crate::mode::{EffectiveMode, Source, effective};
 use crate::store::{ApiChange, Lift, Lifting, StoreError};
@@ -61,6 +61,42 @@ pub struct ModeSet {
     lifted: Vec<i64>,
 }
 
+/// When `mode` is the one git declares and no window decides the mode now: lifts the overrides
+/// that hold another (audited with `reason`) and pins nothing, so git's mode is in force again;
+/// `None` otherwise (setting the mode is then an override).
+pub(super) async fn restore_git_mode(
+    state: &AppState,
+    caller: &Caller,
+    mode: Mode,
+    reason: Option<&str>,
+) -> Result<Option<ModeSet>, ApiError> {
+    let now = state.now();
+    let inputs = state.db.maintenance().await?;
+    if mode != inputs.git.mode || effective(&inputs, now).source == Source::Window {
+        return Ok(None);
+    }
+    let lift = Lift {
+        actor: caller.name.as_str(),
+        source: "api",
+        reason,
+        now,
+    };
+    let mut lifted = Vec::new();
+    for hold in inputs.overrides.iter().filter(|o| o.is_active(now)) {
+        match state.db.clear_overrides(Lifting::One(hold.id), &lift).await {
+            // Lifted meanwhile by someone else: git's mode is back all the same.
+            Ok(_) | Err(StoreError::NoSuchOverride(_)) => lifted.push(hold.id),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Some(ModeSet {
+        state: effective(&state.db.maintenance().await?, now),
+        override_id: None,
+        restored: true,
+        lifted,
+    }))
+}
+
 /// `POST /system/maintenance/state/{mode}` (operator): set the mode now, as an override that
 /// the reconciler holds until it expires or is cleared. Asking for the mode git declares while
 /// no window is open lifts the mode's overrides instead (`restored: true`): git's mode comes
@@ -86,29 +122,8 @@ pub async fn set_mode(
     }
     let now = state.now();
     let expires_at = expiry(body.ttl_seconds, now)?;
-    let inputs = state.db.maintenance().await?;
-    // Git's mode, asked for while no window decides: lift what holds another, pin nothing.
-    if mode == inputs.git.mode && effective(&inputs, now).source != Source::Window {
-        let lift = Lift {
-            actor: caller.name.as_str(),
-            source: "api",
-            reason: reason.as_deref(),
-            now,
-        };
-        let mut lifted = Vec::new();
-        for hold in inputs.overrides.iter().filter(|o| o.is_active(now)) {
-            match state.db.clear_overrides(Lifting::One(hold.id), &lift).await {
-                // Lifted meanwhile by someone else: git's mode is back all the same.
-                Ok(_) | Err(StoreError::NoSuchOverride(_)) => lifted.push(hold.id),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        return Ok(Json(ModeSet {
-            state: effective(&state.db.maintenance().await?, now),
-            override_id: None,
-            restored: true,
-            lifted,
-        }));
+    if let Some(restored) = restore_git_mode(&state, &caller, mode, reason.as_deref()).await? {
+        return Ok(Json(restored));
     }
     let change = ApiChange {
         actor: caller.name.to_string(),

@@ -303,3 +303,31 @@ fn a_lifted_override_without_a_state_directory_says_a_reconcile_is_needed() {
         assert_eq!(app.get("/system/overrides", Some(READER)).0, 401, "{b}");
     }
 }
+
+/// The admin console's `set_maintenance_mode` to the mode git declares lifts the freeze, as the
+/// state endpoint does, rather than pinning git's value in an override of its own.
+#[test]
+fn setting_gits_mode_from_the_console_lifts_the_freeze() {
+    for db in all_backends() {
+        let app = TestApp::spawn(db, &state_with("maintenance:\n  mode: normal\n"));
+        let b = app.backend;
+        let ops = |body: &str| app.send_json("POST", "/admin/ops", Some(ADMIN), body);
+        let (status, frozen) =
+            ops(r#"{"action": "set_maintenance_mode", "payload": {"mode": "read_only", "reason": "audit"}}"#);
+        assert_eq!(status, 200, "{b}: {frozen}");
+        let (status, lifted) = ops(
+            r#"{"action": "set_maintenance_mode", "payload": {"mode": "normal", "reason": "audit over"}}"#,
+        );
+        assert_eq!(status, 200, "{b}: {lifted}");
+        assert_eq!(
+            (&lifted["result"]["restored"], &lifted["result"]["source"]),
+            (&true.into(), &"git".into()),
+            "{b}: {lifted}"
+        );
+        assert_eq!(
+            app.get("/system/overrides", Some(ADMIN)).1,
+            serde_json::json!([]),
+            "{b}"
+        );
+    }
+}

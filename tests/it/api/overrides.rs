@@ -129,7 +129,7 @@ fn tyr_freezes_the_platform_and_lifts_the_freeze() {
             refused["error"]["message"]
                 .as_str()
                 .unwrap()
-                .contains("read-only (incident 42)"),
+                .contains("read-only: \"incident 42\""),
             "{refused}"
         );
         assert_eq!(
