@@ -100,9 +100,13 @@ fn usage_snapshots_are_listed() {
             app.get("/system/ratelimits/snapshots", Some(READER)),
             (200, serde_json::json!([]))
         );
-        let insert = "INSERT INTO rate_limit_snapshots (scope, key, window_seconds, max_requests, current_count, window_started_at) \
-                      VALUES ('ip', '10.0.0.1', 60, 100, 42, '2026-11-25T10:00:00Z')";
-        app.runtime.block_on(crate::support::exec(&app.state.db, insert));
+        // A minute ago: a date written here would age past the replica's retention of snapshots.
+        let started = (chrono::Utc::now() - chrono::Duration::minutes(1)).to_rfc3339();
+        let insert = format!(
+            "INSERT INTO rate_limit_snapshots (scope, key, window_seconds, max_requests, current_count, window_started_at) \
+             VALUES ('ip', '10.0.0.1', 60, 100, 42, '{started}')"
+        );
+        app.runtime.block_on(crate::support::exec(&app.state.db, &insert));
         let (status, list) = app.get("/system/ratelimits/snapshots?scope=ip&key=10.0.0.1", Some(READER));
         assert_eq!(
             (status, &list[0]["current_count"]),

@@ -424,11 +424,12 @@ impl Proxy {
 }
 
 /// Runs SQL directly on either backend, as an operator editing the database by hand would.
-pub async fn exec(db: &valhalla_ops::store::Db, sql: &'static str) {
+pub async fn exec(db: &valhalla_ops::store::Db, sql: &str) {
     use valhalla_ops::store::Backend;
+    let sql_safe = || sqlx::AssertSqlSafe(sql.to_owned());
     match db.pool() {
-        Backend::Postgres(p) => sqlx::query(sql).execute(p).await.map(drop),
-        Backend::Sqlite(p) => sqlx::query(sql).execute(p).await.map(drop),
+        Backend::Postgres(p) => sqlx::query(sql_safe()).execute(p).await.map(drop),
+        Backend::Sqlite(p) => sqlx::query(sql_safe()).execute(p).await.map(drop),
     }
     .expect(sql);
 }
