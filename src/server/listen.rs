@@ -48,13 +48,15 @@ impl Default for ConnectionLimits {
     }
 }
 
-/// The connections open from each source address, and when the log last said one was refused.
+/// The connections open from each source address, and when the log last spoke of a bound.
 struct Sources {
     open: Mutex<HashMap<IpAddr, usize>>,
     max: usize,
     /// Refusals since the log last spoke, and when it did: a flood is one line every
     /// [`SAY_AGAIN`], not one per connection.
     refused: Mutex<(u64, Option<Instant>)>,
+    /// When the log last said that every slot was taken.
+    full_said: Mutex<Option<Instant>>,
 }
 
 /// How often refused connections are mentioned in the log while they go on.
@@ -75,6 +77,18 @@ impl Sources {
             sources: Arc::clone(self),
             ip,
         })
+    }
+
+    /// Every connection slot is taken: new connections wait in the kernel's backlog. Said at
+    /// most every [`SAY_AGAIN`].
+    fn full(&self, max: usize) {
+        let mut said = self.full_said.lock().unwrap_or_else(|e| e.into_inner());
+        if said.is_none_or(|at| at.elapsed() >= SAY_AGAIN) {
+            tracing::warn!(
+                "all {max} connections are open (--max-connections): new ones wait until one closes"
+            );
+            *said = Some(Instant::now());
+        }
     }
 
     fn refused(&self, ip: IpAddr) {
@@ -137,10 +151,14 @@ where
         open: Mutex::default(),
         max: limits.max_per_source.max(1),
         refused: Mutex::default(),
+        full_said: Mutex::default(),
     });
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
+        if permits.available_permits() == 0 {
+            sources.full(limits.max_connections);
+        }
         let permit = tokio::select! {
             permit = Arc::clone(&permits).acquire_owned() => match permit {
                 Ok(permit) => permit,

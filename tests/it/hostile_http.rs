@@ -345,6 +345,28 @@ fn open_connections_are_bounded() {
     assert_eq!(app.get("/healthz", None).0, 200);
 }
 
+/// When every connection slot is taken, the log says so (once, not per connection).
+#[test]
+fn a_full_connection_bound_is_logged() {
+    use std::time::Duration;
+    let db = crate::support::sqlite();
+    let state = crate::support::StateDir::new(&[("state.yaml", &state_with(""))]);
+    let serving = crate::support::Process::start(
+        &db,
+        &state,
+        &["serve", "--bind", "127.0.0.1:0", "--max-connections", "2"],
+    );
+    let addr = serving.base().trim_start_matches("http://").to_owned();
+    let held: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    serving.wait_log(
+        "all 2 connections are open (--max-connections)",
+        Duration::from_secs(5),
+    );
+    drop(held);
+}
+
 /// A connection to `addr` from the local address `from` (any 127.x.y.z reaches loopback).
 fn connect_from(from: &str, addr: std::net::SocketAddr) -> std::net::TcpStream {
     let runtime = tokio::runtime::Builder::new_current_thread()
