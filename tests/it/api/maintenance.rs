@@ -42,7 +42,14 @@ fn maintenance_state_is_public_and_follows_override_then_window_then_git() {
             };
             db.add_override(freeze, Utc::now()).await.unwrap();
         });
-        let (_, state) = app.get("/system/maintenance/state/", None);
+        // Written behind the server's back: it learns of it from the store's change feed
+        // (Postgres NOTIFY, SQLite's data version), within a second, not before the next request.
+        let started = std::time::Instant::now();
+        let mut state = app.get("/system/maintenance/state/", None).1;
+        while state["source"] != "override" && started.elapsed() < std::time::Duration::from_secs(2) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            state = app.get("/system/maintenance/state/", None).1;
+        }
         assert_eq!(
             (&state["mode"], &state["source"], &state["until"]),
             (&"maintenance".into(), &"override".into(), &Value::Null),
