@@ -82,6 +82,28 @@ fn corrupt(table: &'static str, id: i64) -> impl Fn(ParseError) -> StoreError {
     }
 }
 
+/// `rows` as values, each row that does not decode ([`StoreError::Corrupt`]) left out with a
+/// warning naming it. For what a replica serves: one row edited by hand into something no
+/// longer valid (a client name with a space, a rule key that is no address) must not stop the
+/// server from authenticating and limiting everyone else. A reconcile still refuses such a row,
+/// naming it, since planning around a row it cannot read could write a second one.
+pub(super) fn readable<R, T>(
+    rows: Vec<R>,
+    decode: impl Fn(R) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut values = Vec::with_capacity(rows.len());
+    for row in rows {
+        match decode(row) {
+            Ok(value) => values.push(value),
+            Err(e @ StoreError::Corrupt { .. }) => {
+                tracing::warn!("{e}; the server leaves it out of what it serves");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(values)
+}
+
 /// A row of `rate_limit_rules`, as the planner reads it.
 #[derive(Debug, sqlx::FromRow)]
 pub(super) struct RuleRow {

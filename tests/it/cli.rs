@@ -819,6 +819,60 @@ fn a_misspelt_variable_is_named_in_a_warning() {
     assert_eq!((quiet.code, quiet.stderr.as_str()), (0, ""), "{quiet:?}");
 }
 
+/// One row edited by hand into something invalid (a client name with a space, a rule key that
+/// is no address) does not stop the server: it starts, authenticates and limits everyone else,
+/// and the log names the row. A reconcile still refuses it, naming it.
+#[test]
+fn a_row_edited_into_nonsense_does_not_stop_the_server() {
+    for db in all_backends() {
+        let extra = format!(
+            "  - name: victim\n    type: script\n    key_sha256: {}\nrate_limits:\n  - scope: ip\n    key: 10.0.0.0/8\n    max_requests: 5\n",
+            "c".repeat(64)
+        );
+        let state = StateDir::new(&[("state.yaml", &crate::support::app::state_with(&extra))]);
+        assert_eq!(run(&db, state.path(), &["reconcile"]).code, 0, "{}", db.backend);
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let store = valhalla_ops::store::Db::open(&db.url).await.unwrap();
+            crate::support::exec(
+                &store,
+                "UPDATE api_clients SET name = 'Bad Name' WHERE name = 'victim'",
+            )
+            .await;
+            crate::support::exec(
+                &store,
+                "UPDATE rate_limit_rules SET key = 'not-an-address' WHERE scope = 'ip'",
+            )
+            .await;
+        });
+        let serving = crate::support::Process::start(&db, &state, &["serve", "--bind", "127.0.0.1:0"]);
+        let base = serving.base();
+        let status = ureq::get(format!("{base}/system/feature-flags"))
+            .header("Authorization", format!("Bearer {}", crate::support::app::READER))
+            .call()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0);
+        assert_eq!(status, 200, "{}: {}", db.backend, serving.log());
+        let log = serving.log();
+        assert_eq!(
+            log.matches("the server leaves it out").count(),
+            2,
+            "{}: {log}",
+            db.backend
+        );
+        assert!(
+            log.contains("api_clients, row") && log.contains("rate_limit_rules, row"),
+            "{log}"
+        );
+        let refused = run(&db, state.path(), &["reconcile", "--dry-run"]);
+        assert_eq!(refused.code, 1, "{}: {refused:?}", db.backend);
+        assert!(
+            refused.stderr.contains("fix or remove the row by hand"),
+            "{refused:?}"
+        );
+    }
+}
+
 #[test]
 fn an_empty_state_directory_is_refused() {
     let db = crate::support::sqlite();

@@ -2,7 +2,7 @@
 
 use crate::model::{Client, Stored};
 use crate::store::backend::{Tx, on};
-use crate::store::rows::{ClientRecordRow, ClientRow, columns};
+use crate::store::rows::{ClientRecordRow, ClientRow, columns, readable};
 use crate::store::sql::overrides::hold_for;
 use crate::store::{ApiChange, ClientFilter, ClientRecord, Db, StoreError};
 
@@ -121,6 +121,6 @@ impl Tx<'_> {
         let rows = on!(self, |c| sqlx::query_as::<_, ClientRow>(sql)
             .fetch_all(&mut **c)
             .await)?;
-        rows.into_iter().map(ClientRow::stored).collect()
+        readable(rows, ClientRow::stored)
     }
 }

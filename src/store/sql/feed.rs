@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use crate::model::{Actual, Client, FeatureFlag, Override, RateLimitRule, Stored, Window};
 use crate::store::backend::{Backend, Tx, on};
-use crate::store::rows::{ClientRow, FlagRow, RuleRecordRow, RuleRow, WindowRow, columns};
+use crate::store::rows::{ClientRow, FlagRow, RuleRecordRow, RuleRow, WindowRow, columns, readable};
 use crate::store::{Db, LiveState, RuleRecord, StoreError};
 
 /// The most log rows read to follow a change; past it, the caches read everything again (it is
@@ -163,15 +163,9 @@ impl Db {
             let rules: Vec<RuleRecordRow> = tx
                 .by_id("rate_limit_rules", columns!(rule_records), &named.rules)
                 .await?;
-            let rules = rules
-                .into_iter()
-                .map(RuleRecordRow::record)
-                .collect::<Result<_, _>>()?;
+            let rules = readable(rules, RuleRecordRow::record)?;
             let clients: Vec<ClientRow> = tx.by_id("api_clients", columns!(clients), &named.clients).await?;
-            let clients: Vec<Stored<Client>> = clients
-                .into_iter()
-                .map(ClientRow::stored)
-                .collect::<Result<_, _>>()?;
+            let clients: Vec<Stored<Client>> = readable(clients, ClientRow::stored)?;
             // An override of a rule or a client (the usual emergency change) leaves the
             // maintenance inputs, and their thousand windows, as they are.
             let maintenance =

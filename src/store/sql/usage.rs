@@ -2,7 +2,7 @@
 //! counters.
 
 use crate::store::backend::{Tx, on};
-use crate::store::rows::{RuleRecordRow, SnapshotRow, columns};
+use crate::store::rows::{RuleRecordRow, SnapshotRow, columns, readable};
 use crate::store::writes;
 use crate::store::{Db, LiveState, SnapshotFilter, SnapshotRecord, StoreError, UsageBatch};
 
@@ -56,10 +56,7 @@ impl Tx<'_> {
         let maintenance = self.maintenance().await?;
         Ok(LiveState {
             clients,
-            rules: rules
-                .into_iter()
-                .map(RuleRecordRow::record)
-                .collect::<Result<_, _>>()?,
+            rules: readable(rules, RuleRecordRow::record)?,
             maintenance,
         })
     }

@@ -2,7 +2,7 @@
 
 use crate::model::Window;
 use crate::store::backend::{Tx, on};
-use crate::store::rows::{WindowRecordRow, WindowRow, columns};
+use crate::store::rows::{WindowRecordRow, WindowRow, columns, readable};
 use crate::store::{ApiChange, Db, StoreError, WindowFilter, WindowRecord};
 
 impl Db {
@@ -71,6 +71,6 @@ impl Tx<'_> {
         let rows = on!(self, |c| sqlx::query_as::<_, WindowRow>(sql)
             .fetch_all(&mut **c)
             .await)?;
-        rows.into_iter().map(|r| Ok(r.stored()?.value)).collect()
+        readable(rows, |r| Ok(r.stored()?.value))
     }
 }
