@@ -248,6 +248,16 @@ impl Section {
         }
     }
 
+    /// What the section's items are, for messages.
+    fn what(self) -> &'static str {
+        match self {
+            Section::Rules => "rate-limit rule",
+            Section::Clients => "client",
+            Section::Windows => "maintenance window",
+            Section::Flags => "feature flag",
+        }
+    }
+
     /// The section's YAML path.
     fn path(self) -> &'static str {
         match self {
@@ -852,41 +862,22 @@ impl Loader {
     pub fn finish(mut self) -> Result<Loaded, LoadError> {
         let sources = Sources(std::mem::take(&mut self.sources));
         let broken = std::mem::take(&mut self.broken);
-        let of = |section: Section| -> Vec<(String, Place)> {
-            broken
-                .iter()
-                .filter(|(s, _, _)| *s == section)
-                .map(|(_, key, place)| (key.clone(), place.clone()))
-                .collect()
-        };
-        let rules = unique(
-            &mut self.errors,
-            &sources,
-            "rate-limit rule",
-            self.rules,
-            of(Section::Rules),
-        );
+        let rules = unique(&mut self.errors, &sources, &broken, Section::Rules, self.rules);
         let clients = unique(
             &mut self.errors,
             &sources,
-            "client",
+            &broken,
+            Section::Clients,
             self.clients,
-            of(Section::Clients),
         );
         let windows = unique(
             &mut self.errors,
             &sources,
-            "maintenance window",
+            &broken,
+            Section::Windows,
             self.windows,
-            of(Section::Windows),
         );
-        let flags = unique(
-            &mut self.errors,
-            &sources,
-            "feature flag",
-            self.flags,
-            of(Section::Flags),
-        );
+        let flags = unique(&mut self.errors, &sources, &broken, Section::Flags, self.flags);
         let maintenance = single(&mut self.errors, &sources, "maintenance mode", self.modes);
         let profile = single(&mut self.errors, &sources, "deployment_profile", self.profiles);
 
@@ -1041,16 +1032,17 @@ fn strip<T>(items: Vec<(T, Place)>) -> Vec<T> {
     items.into_iter().map(|(item, _)| item).collect()
 }
 
-/// Sorts resources by key and reports each one declared again, naming both places; an item with
-/// errors of its own (`broken`, by its identity as written) is checked too. In place: the items
-/// of a large state are not held twice.
+/// Sorts the resources of `section` by key and reports each one declared again, naming both
+/// places; an item of the section with errors of its own (in `broken`, by its identity as
+/// written) is checked too. In place: the items of a large state are not held twice.
 fn unique<T: Resource>(
     errors: &mut Errors,
     sources: &Sources,
-    what: &str,
+    broken: &[(Section, String, Place)],
+    section: Section,
     mut items: Vec<(T, Place)>,
-    broken: Vec<(String, Place)>,
 ) -> Vec<(T, Place)> {
+    let what = section.what();
     // Stable: of the items with one key, the first declared comes first and is kept.
     items.sort_by_cached_key(|(item, _)| item.key());
     items.dedup_by(|(again, place), (first, first_place)| {
@@ -1068,19 +1060,18 @@ fn unique<T: Resource>(
         }
         twice
     });
-    if !broken.is_empty() {
-        let mut seen: HashMap<String, Place> = items
-            .iter()
-            .map(|(item, place)| (item.key(), place.clone()))
-            .collect();
-        for (key, place) in broken {
-            match seen.get(&key) {
+    let mut broken = broken.iter().filter(|(s, _, _)| *s == section).peekable();
+    if broken.peek().is_some() {
+        let mut seen: HashMap<String, &Place> =
+            items.iter().map(|(item, place)| (item.key(), place)).collect();
+        for (_, key, place) in broken {
+            match seen.get(key) {
                 Some(other) => errors.push(Pending {
                     message: format!("{what} {key} is declared twice (also at {})", sources.show(other)),
-                    place,
+                    place: place.clone(),
                 }),
                 None => {
-                    seen.insert(key, place);
+                    seen.insert(key.clone(), place);
                 }
             }
         }
