@@ -108,21 +108,14 @@ impl RedisCounters {
         now_ms: u64,
         count: bool,
     ) -> Result<Shared, redis::RedisError> {
-        let mut invocation = self.script.prepare_invoke();
-        match self.clock {
-            WindowClock::Redis => invocation.arg(""),
-            WindowClock::Caller => invocation.arg(now_ms),
+        let clock = match self.clock {
+            WindowClock::Redis => None,
+            WindowClock::Caller => Some(now_ms),
         };
-        invocation.arg(u8::from(count));
-        for (rule, key) in matched {
-            invocation
-                .key(self.key(key))
-                .arg(rule.quota.window_ms.max(1))
-                .arg(rule.quota.max)
-                .arg(u8::from(rule.shadow));
-        }
-        let mut connection = self.connection.clone();
-        let reply: Vec<i64> = invocation.invoke_async(&mut connection).await?;
+        let counters = matched
+            .iter()
+            .map(|(rule, key)| (self.key(key), rule.quota.window_ms, rule.quota.max, rule.shadow));
+        let reply = self.run(clock, count, counters).await?;
         parse(matched, &reply, count).ok_or_else(|| {
             redis::RedisError::from((
                 redis::ErrorKind::UnexpectedReturnType,
@@ -135,19 +128,39 @@ impl RedisCounters {
     /// probe counter of its own. A PING would answer where requests fail: a replica that became
     /// read-only after a failover answers PING and refuses every count with READONLY.
     pub async fn probe(&self) -> Result<(), redis::RedisError> {
+        let counter = (
+            format!("{}:probe", self.prefix),
+            1_000,
+            crate::domain::MaxRequests::MAX,
+            false,
+        );
+        self.run(None, true, [counter]).await.map(drop)
+    }
+
+    /// Runs the decision script (its header lists the arguments) at `now_ms` (`None`: Redis's
+    /// own clock), counting when `count`, over `counters`: each its key, window in
+    /// milliseconds, limit, and whether it is a shadow rule's.
+    async fn run(
+        &self,
+        now_ms: Option<u64>,
+        count: bool,
+        counters: impl IntoIterator<Item = (String, u64, u32, bool)>,
+    ) -> Result<Vec<i64>, redis::RedisError> {
         let mut invocation = self.script.prepare_invoke();
-        invocation
-            .arg("")
-            .arg(1)
-            .key(format!("{}:probe", self.prefix))
-            .arg(1_000)
-            .arg(crate::domain::MaxRequests::MAX)
-            .arg(0);
+        match now_ms {
+            None => invocation.arg(""),
+            Some(now_ms) => invocation.arg(now_ms),
+        };
+        invocation.arg(u8::from(count));
+        for (key, window_ms, max, shadow) in counters {
+            invocation
+                .key(key)
+                .arg(window_ms.max(1))
+                .arg(max)
+                .arg(u8::from(shadow));
+        }
         let mut connection = self.connection.clone();
-        invocation
-            .invoke_async::<Vec<i64>>(&mut connection)
-            .await
-            .map(drop)
+        invocation.invoke_async(&mut connection).await
     }
 
     /// The Redis key of a counter: `prefix:rule:window_ms`, and the address for a network rule.

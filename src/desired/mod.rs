@@ -242,7 +242,10 @@ impl Section {
         match self {
             Section::Rules => {
                 let scope = text("scope")?;
-                Some((format!("{scope}:{}", text("key").unwrap_or("*")), "scope"))
+                Some((
+                    format!("{scope}:{}", text("key").unwrap_or(RuleKey::GLOBAL)),
+                    "scope",
+                ))
             }
             Section::Clients | Section::Windows | Section::Flags => Some((text("name")?.to_owned(), "name")),
         }
@@ -829,15 +832,14 @@ impl Loader {
         let ends = parse_time(&w.ends_at).map_err(|e| cx.field_error(entry, "ends_at", e.0));
         let (starts_at, ends_at) = match (starts, ends) {
             (Ok(s), Ok(e)) if e > s => (s, e),
-            (Ok(_), Ok(_)) => {
-                let message = format!("window {}: ends_at must be after starts_at", w.name);
-                self.errors.push(cx.field_diag(entry, "ends_at", message));
-                self.broken
-                    .push((Section::Windows, w.name.to_string(), cx.field(entry, "name")));
-                return;
-            }
-            (s, e) => {
-                self.errors.extend(s.err().into_iter().chain(e.err()));
+            failed => {
+                match failed {
+                    (Ok(_), Ok(_)) => {
+                        let message = format!("window {}: ends_at must be after starts_at", w.name);
+                        self.errors.push(cx.field_diag(entry, "ends_at", message));
+                    }
+                    (s, e) => self.errors.extend(s.err().into_iter().chain(e.err())),
+                }
                 self.broken
                     .push((Section::Windows, w.name.to_string(), cx.field(entry, "name")));
                 return;

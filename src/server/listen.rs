@@ -48,19 +48,37 @@ impl Default for ConnectionLimits {
     }
 }
 
-/// The connections open from each source address, and when the log last spoke of a bound.
+/// The connections open from each source address, and what the log says of the bounds.
 struct Sources {
     open: Mutex<HashMap<IpAddr, usize>>,
     max: usize,
-    /// Refusals since the log last spoke, and when it did: a flood is one line every
-    /// [`SAY_AGAIN`], not one per connection.
-    refused: Mutex<(u64, Option<Instant>)>,
-    /// When the log last said that every slot was taken.
-    full_said: Mutex<Option<Instant>>,
+    /// Connections refused for their source's bound.
+    refused: Throttled,
+    /// Times every connection slot was found taken.
+    full: Throttled,
 }
 
-/// How often refused connections are mentioned in the log while they go on.
+/// How often a bound being hit is mentioned in the log while it goes on.
 const SAY_AGAIN: Duration = Duration::from_secs(10);
+
+/// Something the log mentions at most every [`SAY_AGAIN`], with how often it happened between:
+/// a flood is one line, not one per connection.
+#[derive(Default)]
+struct Throttled(Mutex<(u64, Option<Instant>)>);
+
+impl Throttled {
+    /// Counts one occurrence; when the log may speak again, how many there were since it last
+    /// did.
+    fn due(&self) -> Option<u64> {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        state.0 += 1;
+        state.1.is_none_or(|said| said.elapsed() >= SAY_AGAIN).then(|| {
+            let happened = state.0;
+            *state = (0, Some(Instant::now()));
+            happened
+        })
+    }
+}
 
 impl Sources {
     /// Counts a connection from `ip`, or `None` when that source is at its bound.
@@ -79,28 +97,21 @@ impl Sources {
         })
     }
 
-    /// Every connection slot is taken: new connections wait in the kernel's backlog. Said at
-    /// most every [`SAY_AGAIN`].
+    /// Every connection slot is taken: new connections wait in the kernel's backlog.
     fn full(&self, max: usize) {
-        let mut said = self.full_said.lock().unwrap_or_else(|e| e.into_inner());
-        if said.is_none_or(|at| at.elapsed() >= SAY_AGAIN) {
+        if self.full.due().is_some() {
             tracing::warn!(
                 "all {max} connections are open (--max-connections): new ones wait until one closes"
             );
-            *said = Some(Instant::now());
         }
     }
 
     fn refused(&self, ip: IpAddr) {
-        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
-        refused.0 += 1;
-        if refused.1.is_none_or(|said| said.elapsed() >= SAY_AGAIN) {
+        if let Some(closed) = self.refused.due() {
             tracing::warn!(
-                "{ip} has {} connections open, the most one address may (--max-connections-per-source): closed {} new connection(s) at once",
-                self.max,
-                refused.0
+                "{ip} has {} connections open, the most one address may (--max-connections-per-source): closed {closed} new connection(s) at once",
+                self.max
             );
-            *refused = (0, Some(Instant::now()));
         }
     }
 }
@@ -150,8 +161,8 @@ where
     let sources = Arc::new(Sources {
         open: Mutex::default(),
         max: limits.max_per_source.max(1),
-        refused: Mutex::default(),
-        full_said: Mutex::default(),
+        refused: Throttled::default(),
+        full: Throttled::default(),
     });
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);

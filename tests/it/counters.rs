@@ -131,10 +131,7 @@ fn hammer(
             let base = &bases[c % bases.len()];
             let (left, statuses, send) = (&left, &statuses, &send);
             scope.spawn(move || {
-                let agent: ureq::Agent = ureq::Agent::config_builder()
-                    .http_status_as_error(false)
-                    .build()
-                    .into();
+                let agent = crate::support::agent();
                 while left
                     .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                     .is_ok()
@@ -213,13 +210,6 @@ fn replicas(
         .collect()
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into()
-}
-
 #[test]
 fn four_replicas_sharing_redis_admit_exactly_the_budget() {
     for db in all_backends() {
@@ -261,7 +251,7 @@ fn four_replicas_sharing_redis_admit_exactly_the_budget() {
 
         // The global rule counted the 200 admitted requests and none of the 3,800 refused ones
         // (this question is the 201st).
-        let global = check(&agent(), &bases[3], r#"{"scope": "global"}"#);
+        let global = check(&crate::support::agent(), &bases[3], r#"{"scope": "global"}"#);
         assert_eq!(global["remaining"], 100_000 - 201, "{b}: {global}");
         let log = servers.iter().map(Process::log).collect::<String>();
         assert!(!log.contains("unreachable"), "{b}: {log}");
@@ -270,7 +260,7 @@ fn four_replicas_sharing_redis_admit_exactly_the_budget() {
 
 /// Sends `n` requests as `user`, alternating over `bases`; the statuses in order.
 fn requests(bases: &[String], user: &str, n: usize) -> Vec<(u16, String)> {
-    let agent = agent();
+    let agent = crate::support::agent();
     (0..n)
         .map(|i| get_as(&agent, &bases[i % bases.len()], "/system/feature-flags", user))
         .collect()
@@ -282,7 +272,10 @@ fn admitted(answers: &[(u16, String)]) -> usize {
 
 /// What `/readyz` says of the counters on `base`.
 fn readiness(base: &str) -> Value {
-    let mut response = agent().get(format!("{base}/readyz")).call().unwrap();
+    let mut response = crate::support::agent()
+        .get(format!("{base}/readyz"))
+        .call()
+        .unwrap();
     assert_eq!(response.status(), 200, "still serving");
     response.body_mut().read_json().unwrap()
 }
@@ -346,7 +339,7 @@ fn outage(db: TestDb) {
         let ready = readiness(base);
         assert_eq!(ready["status"], "degraded", "{ready}");
         assert_eq!(ready["counters"]["reachable"], false, "{ready}");
-        let metrics = agent()
+        let metrics = crate::support::agent()
             .get(format!("{base}/metrics"))
             .header("Authorization", format!("Bearer {READER}"))
             .call()

@@ -561,10 +561,7 @@ fn a_window_opens_and_closes_with_the_clock_alone() {
 
 /// The status of a request to a served process.
 fn status(base: &str, method: &str, path: &str, key: &str, body: Option<&str>) -> u16 {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent = crate::support::agent();
     let request = ureq::http::Request::builder()
         .method(method)
         .uri(format!("{base}{path}"))
@@ -635,10 +632,7 @@ fn two_replicas_on_one_postgres_enforce_each_others_writes_within_a_second() {
 
     // A client deactivated through A is refused by B within a second.
     let (_, clients) = {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
+        let agent = crate::support::agent();
         let mut response = agent
             .get(format!("{a}/system/clients?client_type=script"))
             .header("Authorization", format!("Bearer {ADMIN}"))

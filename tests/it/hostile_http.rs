@@ -490,10 +490,7 @@ fn a_database_outage_is_logged_per_transition_and_metrics_still_answer() {
     assert_eq!(crate::support::run(&db, state.path(), &["reconcile"]).code, 0);
     let serving = crate::support::Process::start(&db, &state, &["serve", "--bind", "127.0.0.1:0"]);
     let base = serving.base();
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent = crate::support::agent();
     let get = |path: &str| {
         let mut reply = agent
             .get(format!("{base}{path}"))

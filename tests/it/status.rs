@@ -161,10 +161,7 @@ impl Drop for Browser {
 
 /// A GET from a served process, as `key`.
 fn get(base: &str, path: &str, key: &str) -> (u16, Value) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent = crate::support::agent();
     let mut response = agent
         .get(format!("{base}{path}"))
         .header("Authorization", format!("Bearer {key}"))
@@ -176,10 +173,7 @@ fn get(base: &str, path: &str, key: &str) -> (u16, Value) {
 
 /// A POST to a served process, as `key`.
 fn post(base: &str, path: &str, key: &str, body: &str) -> (u16, Value) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent = crate::support::agent();
     let mut response = agent
         .post(format!("{base}{path}"))
         .header("Authorization", format!("Bearer {key}"))
@@ -236,10 +230,7 @@ fn status_page(db: &TestDb, chromedriver: PathBuf, chromium: PathBuf) {
     let (a, other) = (replica_a.base(), replica_b.base());
     // Someone hammers past a limit on A: the page lists them.
     for _ in 0..3 {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
+        let agent = crate::support::agent();
         let _ = agent
             .get(format!("{a}/system/feature-flags"))
             .header("Authorization", format!("Bearer {READER}"))
@@ -459,10 +450,7 @@ fn an_open_status_stream_does_not_hold_up_a_shutdown() {
     assert_eq!(crate::support::run(&db, state.path(), &["reconcile"]).code, 0);
     let mut serving = Process::start(&db, &state, &["serve", "--bind", "127.0.0.1:0"]);
     let base = serving.base();
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent = crate::support::agent();
     let mut stream = agent
         .get(format!("{base}/status/events"))
         .header("Authorization", format!("Bearer {READER}"))
@@ -479,10 +467,7 @@ fn an_open_status_stream_does_not_hold_up_a_shutdown() {
 
 /// A stream of `/status/events` with `key` (or none), its first event read; the status when refused.
 fn open_stream(base: &str, key: Option<&str>) -> Result<ureq::http::Response<ureq::Body>, u16> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent = crate::support::agent();
     let mut request = agent.get(format!("{base}/status/events"));
     if let Some(key) = key {
         request = request.header("Authorization", format!("Bearer {key}"));
@@ -554,10 +539,7 @@ fn a_status_stream_follows_its_key_when_it_is_demoted() {
     for db in all_backends() {
         let app = crate::support::app::TestApp::spawn(db, &state_with(""));
         let b = app.backend;
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
+        let agent = crate::support::agent();
         let mut stream = agent
             .get(format!("{}/status/events", app.base))
             .header("Authorization", format!("Bearer {OPERATOR}"))

@@ -120,10 +120,7 @@ fn override_rule(base: &str, max: u32, ttl: u32) {
     let body = format!(
         r#"{{"scope": "ip", "key": "192.0.2.1", "max_requests": {max}, "reason": "load test", "ttl_seconds": {ttl}}}"#
     );
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent = crate::support::agent();
     let mut response = agent
         .post(format!("{base}/system/ratelimits/rules"))
         .header("Authorization", format!("Bearer {OPERATOR}"))

@@ -234,6 +234,14 @@ fn with_settings(mut cmd: Command, db: &TestDb, state: &Path) -> Command {
     cmd
 }
 
+/// An HTTP client that reads error statuses as answers.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
 /// Runs the binary with `args` against `db` and `state`.
 pub fn run(db: &TestDb, state: &Path, args: &[&str]) -> Run {
     finish(command(db, state).args(args).output().expect("run valhalla-ops"))
