@@ -56,6 +56,14 @@ fn a_client_deactivated_by_a_reconcile_is_refused_at_once() {
         assert_eq!(app.get("/system/overrides", Some(READER)).0, 200);
         let without_reader = state_with("").replacen("    active: true\n", "    active: false\n", 1);
         app.runtime.block_on(apply(&app.state.db, &without_reader));
+        // Applied beside the server, as a CLI reconcile is: the server hears of it from the
+        // store (Postgres NOTIFY, SQLite's data version), then refuses the key on every request.
+        app.wait_for_status(
+            "/system/overrides",
+            Some(READER),
+            401,
+            std::time::Duration::from_secs(2),
+        );
         assert_error(
             &app,
             app.get("/system/overrides", Some(READER)),
@@ -259,10 +267,12 @@ fn a_key_rotated_through_git_forgets_the_old_prefix() {
             "{}: {clients}",
             app.backend
         );
-        assert_eq!(
-            app.get("/system/overrides", Some("vk_rotated_through_git_000000000"))
-                .0,
-            200
+        // The new key works once the server hears of the reconcile run beside it.
+        app.wait_for_status(
+            "/system/overrides",
+            Some("vk_rotated_through_git_000000000"),
+            200,
+            std::time::Duration::from_secs(2),
         );
     }
 }
