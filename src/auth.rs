@@ -5,7 +5,7 @@ use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 
 use crate::api_error::ApiError;
-use crate::domain::{ClientName, KeySha256, Role};
+use crate::domain::{ClientName, ClientType, KeySha256, Role};
 
 /// The header that carries a key without the `Bearer` scheme.
 pub const API_KEY_HEADER: &str = "x-api-key";
@@ -18,6 +18,7 @@ pub struct Caller {
     /// The client's id in the store.
     pub id: i64,
     pub name: ClientName,
+    pub client_type: ClientType,
     pub role: Role,
 }
 

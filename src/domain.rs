@@ -161,9 +161,11 @@ impl OnOutage {
 }
 
 string_enum!(
-    /// The kind of software a client is.
+    /// The kind of software a client is. A `gateway` (Envoy and the like) may count requests over
+    /// gRPC whatever its role.
     ClientType, "client type" {
         Weweb => "weweb", Heimdall => "heimdall", Tyr => "tyr", Script => "script", Integration => "integration",
+        Gateway => "gateway",
     }
 );
 string_enum!(

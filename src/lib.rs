@@ -28,6 +28,8 @@
 //! - [`replica`]: a server's cached view of the store and its counters, reloaded when the
 //!   store's change count moves, and usage snapshots.
 //! - [`enforce`]: tower layers any axum service can mount: the rate limiter and the freeze.
+//! - [`grpc`]: the gateways' door: Envoy's rate limit service over gRPC, decided as the
+//!   layers decide, with health checking and reflection.
 //! - [`watch`]: continuous reconciliation: the directory watch, whole passes, the error policy.
 //! - [`server`]: the axum HTTP server: routes per resource, role extractors, the accept loop.
 //! - [`cli`]: the command line, one module per subcommand.
@@ -41,6 +43,7 @@ pub mod counting;
 pub mod desired;
 pub mod domain;
 pub mod enforce;
+pub mod grpc;
 pub mod limit;
 pub mod mode;
 pub mod model;

@@ -3,6 +3,7 @@
 //! once, other processes' through the store's change follower) by reading again the rows the
 //! store's change log names.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use std::time::{Duration, Instant};
@@ -12,7 +13,7 @@ use chrono::DateTime;
 
 use crate::counting::Counting;
 use crate::domain::KeySha256;
-use crate::limit::{Decision, RuleTable, Subject};
+use crate::limit::{CounterKey, Decision, Rule, RuleTable, Subject};
 use crate::model::MaintenanceInputs;
 use crate::model::{Client, Stored};
 use crate::store::{Db, LiveChange, LiveRows, LiveState, RuleRecord, StoreError, Usage, UsageBatch};
@@ -67,6 +68,7 @@ impl View {
         let caller = Caller {
             id: client.id,
             name: client.value.name,
+            client_type: client.value.client_type,
             role: client.value.role,
         };
         self.client_keys
@@ -195,6 +197,11 @@ impl Replica {
     /// Decides about one request of `subject` against `table` and counts it.
     pub async fn check(&self, table: &RuleTable, subject: &Subject<'_>) -> Decision {
         self.counting.check(&table.matching(subject), self.now_ms()).await
+    }
+
+    /// [`check`](Self::check) for `hits` requests at once, over rules already matched.
+    pub async fn check_hits(&self, matched: &[(&Arc<Rule>, CounterKey)], hits: NonZeroU32) -> Decision {
+        self.counting.check_hits(matched, self.now_ms(), hits).await
     }
 
     /// What [`check`](Self::check) would decide, counting nothing.

@@ -72,6 +72,29 @@ pub struct Args {
     #[arg(long, env = "VALHALLA_MAX_CONNECTIONS_PER_SOURCE", hide_env_values = true, default_value_t = 256, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_connections_per_source: u32,
 
+    /// Also serve Envoy's rate limit service (RLS v3) over gRPC on this address, for the
+    /// gateways: the same rules, counters and freeze as HTTP.
+    #[arg(long, env = "VALHALLA_GRPC", hide_env_values = true, value_name = "ADDR")]
+    grpc: Option<SocketAddr>,
+
+    /// The rate limit domain the gateways name (Envoy's `domain`); calls for another domain
+    /// are answered OK, with no rule applied.
+    #[arg(long, env = "VALHALLA_GRPC_DOMAIN", hide_env_values = true, default_value = crate::grpc::DEFAULT_DOMAIN, value_name = "DOMAIN", requires = "grpc")]
+    grpc_domain: String,
+
+    /// Serve gRPC over TLS with this certificate (PEM; with --grpc-tls-key).
+    #[arg(long, env = "VALHALLA_GRPC_TLS_CERT", hide_env_values = true, value_name = "FILE", requires_all = ["grpc", "grpc_tls_key"])]
+    grpc_tls_cert: Option<std::path::PathBuf>,
+
+    /// The private key of --grpc-tls-cert (PEM).
+    #[arg(long, env = "VALHALLA_GRPC_TLS_KEY", hide_env_values = true, value_name = "FILE", requires = "grpc_tls_cert")]
+    grpc_tls_key: Option<std::path::PathBuf>,
+
+    /// Require a client certificate signed by this CA (PEM) from every gateway: mTLS, which then
+    /// authenticates the gateway in place of an API key.
+    #[arg(long, env = "VALHALLA_GRPC_TLS_CLIENT_CA", hide_env_values = true, value_name = "FILE", requires = "grpc_tls_cert")]
+    grpc_tls_client_ca: Option<std::path::PathBuf>,
+
     #[command(flatten)]
     watch: super::WatchArgs,
 }
@@ -83,7 +106,37 @@ fn parse_net(raw: &str) -> Result<ipnet::IpNet, String> {
         .map_err(|_| format!("`{raw}` is neither an address nor a network (10.0.0.0/8)"))
 }
 
+/// The hook a gateway's decision goes through, as the HTTP limiter's do: metrics and the status
+/// page's most refused subjects.
+fn observer(state: &Arc<AppState>) -> crate::enforce::Observer {
+    let state = Arc::clone(state);
+    Box::new(move |decision, subject| state.rate_limited(decision, subject))
+}
+
 impl Args {
+    /// The gRPC listener and its TLS, set up before serving so that a taken port or an
+    /// unreadable certificate stops the start.
+    async fn grpc_listener(
+        &self,
+        at: SocketAddr,
+    ) -> anyhow::Result<(tokio::net::TcpListener, Option<tonic::transport::ServerTlsConfig>)> {
+        let tls = match (&self.grpc_tls_cert, &self.grpc_tls_key) {
+            (Some(cert), Some(key)) => Some(
+                crate::grpc::TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: self.grpc_tls_client_ca.clone(),
+                }
+                .config()?,
+            ),
+            _ => None,
+        };
+        let listener = tokio::net::TcpListener::bind(at)
+            .await
+            .with_context(|| format!("cannot listen for gRPC on {at}"))?;
+        Ok((listener, tls))
+    }
+
     /// The counter store: memory, or the shared counters of `--counters`, which need not
     /// answer yet (the replica starts degraded and counts in Redis once it answers).
     async fn counting(&self, capacity: usize) -> anyhow::Result<Counting> {
@@ -114,6 +167,10 @@ impl Args {
             .await
             .with_context(|| format!("cannot listen on {}", self.bind))?;
         let addr = listener.local_addr()?;
+        let grpc = match self.grpc {
+            Some(at) => Some(self.grpc_listener(at).await?),
+            None => None,
+        };
         let counting = self.counting(self.max_counters.max(1)).await?;
         // Said whatever the log level: an operator needs to know where the server is.
         let counted_in = match counting.shown_url() {
@@ -127,6 +184,14 @@ impl Args {
             db.backend()
         );
         let _ = std::io::stderr().write_all(line.as_bytes());
+        if let Some((listener, _)) = &grpc {
+            let line = format!(
+                "valhalla-ops: serving Envoy's rate limit service at grpc://{} (domain {})\n",
+                listener.local_addr()?,
+                crate::text::shown(&self.grpc_domain)
+            );
+            let _ = std::io::stderr().write_all(line.as_bytes());
+        }
         let defaults = ReplicaOptions::default();
         let options = ReplicaOptions {
             name: self.replica.unwrap_or(defaults.name),
@@ -177,7 +242,24 @@ impl Args {
                 until_stopped(stopped.clone()),
             ))
         });
+        let gateways = grpc.map(|(listener, tls)| {
+            let limiter = crate::grpc::RateLimiter {
+                replica: Arc::clone(&state.replica),
+                domain: self.grpc_domain.clone(),
+                mtls: self.grpc_tls_client_ca.is_some(),
+                observe: Some(observer(&state)),
+                metrics: state.metrics.grpc.clone(),
+            };
+            tokio::spawn(crate::grpc::serve(listener, limiter, tls, until_stopped(stopped.clone())))
+        });
         let served = server::serve(listener, Arc::clone(&state), until_stopped(stopped)).await;
+        if let Some(gateways) = gateways {
+            match gateways.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!("{e}"),
+                Err(e) => tracing::error!("the gRPC server failed: {e}"),
+            }
+        }
         if let Some(watcher) = watcher {
             // A pass in progress finishes (commits or rolls back whole) before the process ends.
             match watcher.await {

@@ -8,7 +8,8 @@
 -- KEYS[i]: counter i (one per matching rule, global, ip, api_key, user in that order).
 -- ARGV[1]: the time in milliseconds, or "" for Redis's own clock (what production uses, so
 --          replicas whose clocks disagree still share one window).
--- ARGV[2]: 1 to count the request, 0 to decide without counting (a caller who may only ask).
+-- ARGV[2]: how many requests to count (a gateway's hits_addend: all of them fit, or none is
+--          counted), or 0 to decide about one without counting (a caller who may only ask).
 -- ARGV[3 + 3(i-1) ..]: counter i's window in milliseconds, its limit, and 1 for a shadow rule.
 --
 -- Returns {allowed, then per counter: allowed, remaining, reset_ms, count, window start}.
@@ -38,7 +39,9 @@ local function outcome(max, w, s, p, c)
   return 0, (w - elapsed) + needed
 end
 
-local counting = ARGV[2] == '1'
+local hits = tonumber(ARGV[2])
+local counting = hits > 0
+local need = math.max(hits, 1)
 local allowed = true
 local state = {}
 local reply = {0}
@@ -56,9 +59,9 @@ for i = 1, #KEYS do
     s = start
   end
   local count = counting and (shadow or allowed)
-  local admits = max > 0 and p * (w - (now - s)) + (c + 1) * w <= max * w
+  local admits = max > 0 and p * (w - (now - s)) + (c + need) * w <= max * w
   local counted = count and admits
-  if counted then c = c + 1 end
+  if counted then c = c + hits end
   local remaining, reset = outcome(max, w, s, p, c)
   if not shadow and not admits then allowed = false end
   state[i] = {w = w, s = s, p = p, c = c, counted = counted, shadow = shadow}
@@ -72,7 +75,7 @@ end
 -- A refused request is counted by no enforced rule; shadow rules keep their own count.
 for i, k in ipairs(state) do
   if k.counted and not k.shadow and not allowed then
-    k.c = k.c - 1
+    k.c = k.c - hits
     k.counted = false
   end
   if k.counted then

@@ -6,6 +6,7 @@ mod metrics;
 mod redis;
 mod refusals;
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -124,19 +125,31 @@ impl Counting {
     /// counts it, as [`Limiter::check`] does, in the configured store. `now_ms` is this
     /// replica's clock: the memory counters' time, and the time of remembered refusals.
     pub async fn check(&self, matched: &[(&Arc<Rule>, CounterKey)], now_ms: u64) -> Decision {
-        self.decide(matched, now_ms, true).await
+        self.decide(matched, now_ms, 1).await
+    }
+
+    /// [`check`](Self::check) for `hits` requests at once (a gateway's `hits_addend`): admitted
+    /// and counted only if all of them fit, as [`Limiter::check_hits`] decides.
+    pub async fn check_hits(
+        &self,
+        matched: &[(&Arc<Rule>, CounterKey)],
+        now_ms: u64,
+        hits: NonZeroU32,
+    ) -> Decision {
+        self.decide(matched, now_ms, hits.get()).await
     }
 
     /// What [`check`](Self::check) would decide, counting nothing: for a caller who may ask
     /// about a subject but not spend its budget.
     pub async fn peek(&self, matched: &[(&Arc<Rule>, CounterKey)], now_ms: u64) -> Decision {
-        self.decide(matched, now_ms, false).await
+        self.decide(matched, now_ms, 0).await
     }
 
-    /// [`check`](Self::check) when `count`, else [`peek`](Self::peek).
-    async fn decide(&self, matched: &[(&Arc<Rule>, CounterKey)], now_ms: u64, count: bool) -> Decision {
+    /// Counts `hits` requests as [`check_hits`](Self::check_hits) does, or only asks about one
+    /// as [`peek`](Self::peek) does when `hits` is 0.
+    async fn decide(&self, matched: &[(&Arc<Rule>, CounterKey)], now_ms: u64, hits: u32) -> Decision {
         let Some(shared) = &self.shared else {
-            return self.in_memory(matched, now_ms, count);
+            return self.in_memory(matched, now_ms, hits);
         };
         if matched.is_empty() {
             return Decision {
@@ -152,12 +165,12 @@ impl Counting {
             return refused;
         }
         if !shared.circuit.is_closed() {
-            return self.outage(matched, now_ms, count);
+            return self.outage(matched, now_ms, hits);
         }
         let started = Instant::now();
         // Boxed: a call's future is most of a request future's size, which every request
         // would carry (and copy when moved) in memory-only counting too.
-        let call = Box::pin(shared.redis.decide(matched, now_ms, count));
+        let call = Box::pin(shared.redis.decide(matched, now_ms, hits));
         let outcome = tokio::time::timeout(shared.redis.timeout, call).await;
         let seconds = started.elapsed().as_secs_f64();
         let failure = match outcome {
@@ -182,22 +195,21 @@ impl Counting {
         if shared.circuit.failed() {
             unreachable(shared, &self.metrics, &failure);
         }
-        self.outage(matched, now_ms, count)
+        self.outage(matched, now_ms, hits)
     }
 
-    /// The decision in this replica's memory, counted when `count`.
-    fn in_memory(&self, matched: &[(&Arc<Rule>, CounterKey)], now_ms: u64, count: bool) -> Decision {
-        if count {
-            self.memory.check_matched(matched, now_ms)
-        } else {
-            self.memory.peek_matched(matched, now_ms)
+    /// The decision in this replica's memory, counting `hits` (0: only asking).
+    fn in_memory(&self, matched: &[(&Arc<Rule>, CounterKey)], now_ms: u64, hits: u32) -> Decision {
+        match NonZeroU32::new(hits) {
+            Some(hits) => self.memory.check_hits(matched, now_ms, hits),
+            None => self.memory.peek_matched(matched, now_ms),
         }
     }
 
     /// The decision while the shared counters are unreachable: `open` rules are left out,
     /// an enforced `closed` rule refuses (counting nothing), and `local` rules are decided
-    /// in this replica's memory (counted when `count`).
-    fn outage(&self, matched: &[(&Arc<Rule>, CounterKey)], now_ms: u64, count: bool) -> Decision {
+    /// in this replica's memory (counting `hits`).
+    fn outage(&self, matched: &[(&Arc<Rule>, CounterKey)], now_ms: u64, hits: u32) -> Decision {
         let policy = |p: OnOutage| move |(rule, _): &&(&Arc<Rule>, CounterKey)| rule.on_outage == p;
         for (rule, _) in matched {
             self.metrics.outage_verdict(rule.on_outage);
@@ -221,7 +233,7 @@ impl Counting {
         }
         let local: Vec<(&Arc<Rule>, CounterKey)> =
             matched.iter().filter(policy(OnOutage::Local)).copied().collect();
-        let mut decision = self.in_memory(&local, now_ms, count);
+        let mut decision = self.in_memory(&local, now_ms, hits);
         for verdict in &mut decision.verdicts {
             verdict.outage = true;
         }

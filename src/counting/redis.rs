@@ -100,13 +100,13 @@ impl RedisCounters {
         })
     }
 
-    /// Decides about one request in one script call, counting it when `count` (else only
-    /// asking); `now_ms` is used only with the caller's clock.
+    /// Decides about `hits` requests at once in one script call, counting them if they fit
+    /// (0: decides about one, only asking); `now_ms` is used only with the caller's clock.
     pub async fn decide(
         &self,
         matched: &[(&Arc<Rule>, CounterKey)],
         now_ms: u64,
-        count: bool,
+        hits: u32,
     ) -> Result<Shared, redis::RedisError> {
         let clock = match self.clock {
             WindowClock::Redis => None,
@@ -115,8 +115,8 @@ impl RedisCounters {
         let counters = matched
             .iter()
             .map(|(rule, key)| (self.key(key), rule.quota.window_ms, rule.quota.max, rule.shadow));
-        let reply = self.run(clock, count, counters).await?;
-        parse(matched, &reply, count).ok_or_else(|| {
+        let reply = self.run(clock, hits, counters).await?;
+        parse(matched, &reply, hits > 0).ok_or_else(|| {
             redis::RedisError::from((
                 redis::ErrorKind::UnexpectedReturnType,
                 "the decision script answered in an unexpected shape",
@@ -134,16 +134,16 @@ impl RedisCounters {
             crate::domain::MaxRequests::MAX,
             false,
         );
-        self.run(None, true, [counter]).await.map(drop)
+        self.run(None, 1, [counter]).await.map(drop)
     }
 
     /// Runs the decision script (its header lists the arguments) at `now_ms` (`None`: Redis's
-    /// own clock), counting when `count`, over `counters`: each its key, window in
+    /// own clock), counting `hits` requests (0: only asking), over `counters`: each its key, window in
     /// milliseconds, limit, and whether it is a shadow rule's.
     async fn run(
         &self,
         now_ms: Option<u64>,
-        count: bool,
+        hits: u32,
         counters: impl IntoIterator<Item = (String, u64, u32, bool)>,
     ) -> Result<Vec<i64>, redis::RedisError> {
         let mut invocation = self.script.prepare_invoke();
@@ -151,7 +151,7 @@ impl RedisCounters {
             None => invocation.arg(""),
             Some(now_ms) => invocation.arg(now_ms),
         };
-        invocation.arg(u8::from(count));
+        invocation.arg(hits);
         for (key, window_ms, max, shadow) in counters {
             invocation
                 .key(key)

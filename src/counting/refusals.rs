@@ -66,7 +66,9 @@ impl Refusals {
             }
         }
         for ((rule, key), verdict) in matched.iter().zip(&decision.verdicts) {
-            if !verdict.allowed && !rule.shadow {
+            // A refusal with room left refused more hits than fit at once (a gateway's
+            // `hits_addend`): fewer may still pass, so it says nothing about the next request.
+            if !verdict.allowed && !rule.shadow && verdict.remaining == 0 {
                 // A blocking rule refuses until a reload changes it.
                 let until_ms = if rule.quota.max == 0 {
                     u64::MAX

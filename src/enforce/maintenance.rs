@@ -41,23 +41,31 @@ fn freeze(enforcer: &Enforcer, view: &View, mut request: Request) -> Passage {
     let now = (enforcer.replica.clock)();
     let mode = effective(&view.maintenance, now);
     let is_write = !(enforcer.reads)(request.method(), request.uri().path());
-    let refused = match mode.mode {
-        Mode::Normal => false,
-        Mode::ReadOnly if is_write => match caller(&mut request, view) {
-            Ok(caller) => caller.is_none_or(|c| c.role != Role::Admin),
-            Err(e) => return Passage::Refused(super::bad_request(e)),
-        },
-        Mode::ReadOnly => false,
-        Mode::Maintenance => true,
+    let admin = || match caller(&mut request, view) {
+        Ok(caller) => Ok(caller.is_some_and(|c| c.role == Role::Admin)),
+        Err(e) => Err(super::bad_request(e)),
     };
-    if refused {
-        Passage::Refused(refusal(&mode, now))
-    } else {
-        Passage::Admitted(request, HeaderMap::new())
+    match refuses(mode.mode, is_write, admin) {
+        Ok(false) => Passage::Admitted(request, HeaderMap::new()),
+        Ok(true) => Passage::Refused(refusal(&mode, now)),
+        Err(answer) => Passage::Refused(answer),
     }
 }
 
-fn refusal(mode: &EffectiveMode, now: chrono::DateTime<chrono::Utc>) -> Response {
+/// Whether the platform in `mode` refuses a request (a write when `is_write`), for HTTP and the
+/// gateways alike: `maintenance` refuses everything, `read_only` writes unless `admin` says the
+/// caller is an admin (asked only then).
+pub fn refuses<E>(mode: Mode, is_write: bool, admin: impl FnOnce() -> Result<bool, E>) -> Result<bool, E> {
+    Ok(match mode {
+        Mode::Normal => false,
+        Mode::ReadOnly => is_write && !admin()?,
+        Mode::Maintenance => true,
+    })
+}
+
+/// Why the platform refuses, in one line (`the platform is read-only: "reason"; until …`),
+/// and the seconds until the mode's known end, for `Retry-After`.
+pub fn why_frozen(mode: &EffectiveMode, now: chrono::DateTime<chrono::Utc>) -> (String, Option<i64>) {
     // Quoted, so that a reason reads as one (`"0"`, not `(0)`), escaped as JSON escapes it.
     let why = if mode.reason.is_empty() {
         String::new()
@@ -71,10 +79,14 @@ fn refusal(mode: &EffectiveMode, now: chrono::DateTime<chrono::Utc>) -> Response
     let until = mode
         .until
         .map(|t| format!("; until {}", t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
-    let mut response =
-        ApiError::Maintenance(format!("{what}{why}{}", until.unwrap_or_default())).into_response();
-    if let Some(until) = mode.until {
-        let seconds = (until - now).num_seconds().max(1);
+    let retry = mode.until.map(|until| (until - now).num_seconds().max(1));
+    (format!("{what}{why}{}", until.unwrap_or_default()), retry)
+}
+
+fn refusal(mode: &EffectiveMode, now: chrono::DateTime<chrono::Utc>) -> Response {
+    let (message, retry) = why_frozen(mode, now);
+    let mut response = ApiError::Maintenance(message).into_response();
+    if let Some(seconds) = retry {
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(seconds));

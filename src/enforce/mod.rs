@@ -38,8 +38,8 @@ use axum::response::Response;
 use ipnet::IpNet;
 use tower::{Layer, Service};
 
-pub use maintenance::Freeze;
-pub use ratelimit::{RateLimit, rate_limit_headers};
+pub use maintenance::{Freeze, refuses, why_frozen};
+pub use ratelimit::{RateLimit, rate_limit_headers, why_refused};
 
 use crate::auth::{Caller, IdentityError, identify};
 use crate::limit::{Decision, Subject};

@@ -133,37 +133,58 @@ fn passage(request: Request, outcome: Result<HeaderMap, Response>) -> Passage {
 /// The 429 for a refused request, with `Retry-After`; a 503 when a `closed` rule refuses
 /// because the shared counters are unreachable.
 fn refusal(decision: &Decision) -> Response {
+    let message = why_refused(decision);
     let Some(binding) = decision.binding() else {
-        return ApiError::RateLimited("rate limit exceeded".into()).into_response();
+        return ApiError::RateLimited(message).into_response();
     };
-    let rule = &binding.rule;
     let error = if decision.unavailable() {
-        ApiError::CountersUnreachable(format!(
-            "the rate-limit counters are unreachable and the {} rule {} refuses while they are (on_outage: closed); retry in {} s",
-            rule.scope,
-            rule.key,
-            binding.reset_seconds()
-        ))
-    } else if rule.quota.max == 0 {
-        ApiError::RateLimited(format!(
-            "requests are blocked by the {} rule {}",
-            rule.scope, rule.key
-        ))
+        ApiError::CountersUnreachable(message)
     } else {
-        ApiError::RateLimited(format!(
-            "rate limit exceeded: the {} rule {} allows {} requests per {} s; retry in {} s",
-            rule.scope,
-            rule.key,
-            rule.quota.max,
-            rule.quota.window_ms / 1000,
-            binding.reset_seconds()
-        ))
+        ApiError::RateLimited(message)
     };
     let mut response = error.into_response();
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(binding.reset_seconds()));
     response
+}
+
+/// Why `decision` refuses, in one line, for HTTP and the gateways alike.
+pub fn why_refused(decision: &Decision) -> String {
+    let Some(binding) = decision.binding() else {
+        return "rate limit exceeded".into();
+    };
+    let rule = &binding.rule;
+    if decision.unavailable() {
+        format!(
+            "the rate-limit counters are unreachable and the {} rule {} refuses while they are (on_outage: closed); retry in {} s",
+            rule.scope,
+            rule.key,
+            binding.reset_seconds()
+        )
+    } else if rule.quota.max == 0 {
+        format!("requests are blocked by the {} rule {}", rule.scope, rule.key)
+    } else if binding.remaining > 0 {
+        // More at once than are left (a gateway's `hits_addend`).
+        format!(
+            "rate limit exceeded: the {} rule {} has {} of {} requests per {} s left, fewer than asked at once; retry in {} s",
+            rule.scope,
+            rule.key,
+            binding.remaining,
+            rule.quota.max,
+            rule.quota.window_ms / 1000,
+            binding.reset_seconds()
+        )
+    } else {
+        format!(
+            "rate limit exceeded: the {} rule {} allows {} requests per {} s; retry in {} s",
+            rule.scope,
+            rule.key,
+            rule.quota.max,
+            rule.quota.window_ms / 1000,
+            binding.reset_seconds()
+        )
+    }
 }
 
 static POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");

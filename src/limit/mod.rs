@@ -5,6 +5,7 @@ pub mod counters;
 pub mod table;
 pub mod window;
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 pub use counters::{Counters, Reading};
@@ -101,6 +102,19 @@ impl Limiter {
 
     /// [`check`](Self::check) for rules already matched to a subject, each with its counter.
     pub fn check_matched(&self, matched: &[(&Arc<Rule>, CounterKey)], now_ms: u64) -> Decision {
+        self.check_hits(matched, now_ms, NonZeroU32::MIN)
+    }
+
+    /// [`check_matched`](Self::check_matched) for `hits` requests at once (a gateway's
+    /// `hits_addend`): admitted only if all of them fit every enforced rule, and then counted
+    /// `hits` times; refused, counted by none of those.
+    pub fn check_hits(
+        &self,
+        matched: &[(&Arc<Rule>, CounterKey)],
+        now_ms: u64,
+        hits: NonZeroU32,
+    ) -> Decision {
+        let hits = hits.get();
         let mut verdicts = Vec::with_capacity(matched.len());
         let mut taken: Vec<(CounterKey, u64)> = Vec::with_capacity(matched.len());
         let mut allowed = true;
@@ -108,9 +122,9 @@ impl Limiter {
             let count = rule.shadow || allowed;
             let (outcome, start) = self.counters.with(key, now_ms, |w| {
                 let o = if count {
-                    w.acquire(rule.quota, now_ms)
+                    w.acquire_hits(rule.quota, now_ms, hits)
                 } else {
-                    w.peek(rule.quota, now_ms)
+                    w.peek_hits(rule.quota, now_ms, hits)
                 };
                 let counted = count && o.allowed;
                 ((o, w.current().0), counted)
@@ -132,7 +146,7 @@ impl Limiter {
         }
         if !allowed {
             for (key, start) in taken {
-                self.counters.existing(&key, |w| w.release(start));
+                self.counters.existing(&key, |w| w.release(start, hits));
             }
         }
         Decision { allowed, verdicts }

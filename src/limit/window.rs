@@ -59,25 +59,37 @@ impl Window {
     /// Admits and counts one request if the limit allows it; a refused request is not counted,
     /// so a client that keeps retrying does not lock itself out for longer.
     pub fn acquire(&mut self, quota: Quota, now_ms: u64) -> Outcome {
+        self.acquire_hits(quota, now_ms, 1)
+    }
+
+    /// Admits and counts `hits` requests at once if all of them fit (a gateway's `hits_addend`);
+    /// otherwise counts none of them.
+    pub fn acquire_hits(&mut self, quota: Quota, now_ms: u64, hits: u32) -> Outcome {
         self.roll(quota, now_ms);
-        let allowed = self.admits(quota, now_ms);
+        let allowed = self.admits(quota, now_ms, hits);
         if allowed {
-            self.curr = self.curr.saturating_add(1);
+            self.curr = self.curr.saturating_add(hits);
         }
         self.outcome(quota, now_ms, allowed)
     }
 
     /// What [`acquire`](Self::acquire) would say, without counting.
     pub fn peek(&mut self, quota: Quota, now_ms: u64) -> Outcome {
+        self.peek_hits(quota, now_ms, 1)
+    }
+
+    /// What [`acquire_hits`](Self::acquire_hits) would say, without counting.
+    pub fn peek_hits(&mut self, quota: Quota, now_ms: u64, hits: u32) -> Outcome {
         self.roll(quota, now_ms);
-        let allowed = self.admits(quota, now_ms);
+        let allowed = self.admits(quota, now_ms, hits);
         self.outcome(quota, now_ms, allowed)
     }
 
-    /// Takes back a request counted at `counted_in` (a window start) that another rule refused.
-    pub fn release(&mut self, counted_in: u64) {
+    /// Takes back `hits` requests counted at `counted_in` (a window start) that another rule
+    /// refused.
+    pub fn release(&mut self, counted_in: u64, hits: u32) {
         if self.start_ms == counted_in {
-            self.curr = self.curr.saturating_sub(1);
+            self.curr = self.curr.saturating_sub(hits);
         }
     }
 
@@ -92,9 +104,10 @@ impl Window {
         now_ms < self.start_ms + 2 * window_ms.max(1)
     }
 
-    fn admits(&self, quota: Quota, now_ms: u64) -> bool {
+    /// Whether `hits` more requests fit now.
+    fn admits(&self, quota: Quota, now_ms: u64, hits: u32) -> bool {
         let w = quota.window_ms.max(1);
-        quota.max > 0 && self.scaled(w, now_ms - self.start_ms, 1) <= u64::from(quota.max) * w
+        quota.max > 0 && self.scaled(w, now_ms - self.start_ms, u64::from(hits)) <= u64::from(quota.max) * w
     }
 
     fn outcome(&self, quota: Quota, now_ms: u64, allowed: bool) -> Outcome {
@@ -150,6 +163,24 @@ mod tests {
     };
 
     #[test]
+    fn hits_are_counted_together_or_not_at_all() {
+        let mut w = Window::default();
+        let o = w.acquire_hits(Q, 0, 7);
+        assert!(o.allowed);
+        assert_eq!(o.remaining, 3);
+        // Four do not fit in the three left: refused, and nothing counted.
+        let refused = w.acquire_hits(Q, 1, 4);
+        assert!(!refused.allowed);
+        assert_eq!(refused.remaining, 3);
+        assert!(!w.peek_hits(Q, 1, 4).allowed);
+        assert!(w.peek_hits(Q, 1, 3).allowed);
+        assert_eq!(w.acquire_hits(Q, 2, 3).remaining, 0);
+        // Taken back as many as were counted.
+        w.release(0, 3);
+        assert_eq!(w.current(), (0, 7));
+    }
+
+    #[test]
     fn admits_up_to_the_limit_then_refuses_with_a_retry() {
         let mut w = Window::default();
         for i in 0..10 {
@@ -198,11 +229,11 @@ mod tests {
     fn release_takes_back_only_this_windows_count() {
         let mut w = Window::default();
         w.acquire(Q, 0);
-        w.release(0);
+        w.release(0, 1);
         assert_eq!(w.current(), (0, 0));
         w.acquire(Q, 0);
         w.acquire(Q, 60_000);
-        w.release(0);
+        w.release(0, 1);
         assert_eq!(w.current(), (60_000, 1));
     }
 

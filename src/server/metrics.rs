@@ -108,6 +108,8 @@ pub struct Metrics {
     counters: Gauge,
     /// The reconcile loop of `serve --watch` (zero without it).
     pub watch: crate::watch::WatchMetrics,
+    /// The gateways' rate limit service of `serve --grpc` (zero without it).
+    pub grpc: crate::grpc::GrpcMetrics,
 }
 
 impl Metrics {
@@ -186,8 +188,11 @@ impl Metrics {
         replica.counting.metrics.register(&mut registry);
         let watch = crate::watch::WatchMetrics::default();
         watch.register(&mut registry);
+        let grpc = crate::grpc::GrpcMetrics::default();
+        grpc.register(&mut registry);
         Metrics {
             watch,
+            grpc,
             registry,
             requests,
             latency,

@@ -198,6 +198,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "change log",
         include_str!("../../migrations/postgres/0008_change_log.sql"),
     ),
+    (
+        9,
+        "gateway clients",
+        include_str!("../../migrations/postgres/0009_gateway_clients.sql"),
+    ),
 ];
 
 /// The channel that migration 4's triggers notify on every change to a table replicas cache.

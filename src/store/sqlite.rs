@@ -139,6 +139,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "change log",
         include_str!("../../migrations/sqlite/0008_change_log.sql"),
     ),
+    (
+        9,
+        "gateway clients",
+        include_str!("../../migrations/sqlite/0009_gateway_clients.sql"),
+    ),
 ];
 
 /// A transaction holding the write lock (`BEGIN IMMEDIATE`), waiting up to the busy timeout for

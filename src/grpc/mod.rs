@@ -1,0 +1,111 @@
+//! The gateways' door: Envoy's rate limit service (RLS v3) over gRPC, with gRPC health checking
+//! and server reflection, served beside the HTTP server from the same replica.
+
+mod descriptors;
+mod metrics;
+mod rls;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+pub use descriptors::keys;
+pub use metrics::{GrpcMetrics, Outcome};
+pub use rls::{RateLimiter, current_limit};
+
+/// The domain a gateway names in its calls unless `--grpc-domain` says otherwise.
+pub const DEFAULT_DOMAIN: &str = "valhalla";
+
+/// The descriptors of the rate limit service and everything it imports, compiled by the build
+/// script from the protos envoy-types ships: what reflection clients (`grpcurl`) read.
+pub const DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/rls.bin"));
+
+/// The files of the service's TLS: its certificate and key, and the CA that signs the
+/// gateways' client certificates when they authenticate by mTLS.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Why the service cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum GrpcError {
+    #[error("cannot read {}: {source}", crate::text::path(.path))]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot set up TLS: {0}")]
+    Tls(tonic::transport::Error),
+    #[error("the gRPC server failed: {0}")]
+    Serve(tonic::transport::Error),
+}
+
+impl TlsFiles {
+    /// The TLS configuration: a client certificate is required when a client CA is given (and
+    /// is then the caller's credential); otherwise callers present an API key.
+    pub fn config(&self) -> Result<ServerTlsConfig, GrpcError> {
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|source| GrpcError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        let mut config = ServerTlsConfig::new().identity(Identity::from_pem(read(&self.cert)?, read(&self.key)?));
+        if let Some(ca) = &self.client_ca {
+            config = config
+                .client_ca_root(Certificate::from_pem(read(ca)?))
+                .client_auth_optional(false);
+        }
+        Ok(config)
+    }
+}
+
+/// Serves `limiter` on `listener`, with health checking (serving from the start: the caller
+/// has loaded the view) and reflection, until `shutdown` completes; calls in flight finish.
+pub async fn serve(
+    listener: TcpListener,
+    limiter: RateLimiter,
+    tls: Option<ServerTlsConfig>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), GrpcError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<RateLimitServiceServer<RateLimiter>>().await;
+    // Both versions: grpcurl and grpcio's tools still ask v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(DESCRIPTORS)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
+    let mut server = Server::builder().tcp_nodelay(true);
+    if let Some(tls) = tls {
+        server = server.tls_config(tls).map_err(GrpcError::Tls)?;
+    }
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    // A stopping replica tells the gateways' health checks before it stops answering.
+    let shutdown = async move {
+        shutdown.await;
+        health.set_not_serving::<RateLimitServiceServer<RateLimiter>>().await;
+    };
+    server
+        .add_service(RateLimitServiceServer::new(limiter))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .map_err(GrpcError::Serve)
+}
+
+/// The descriptors are compiled by the build script: failing to read them is a build defect.
+fn reflection_error(e: tonic_reflection::server::Error) -> GrpcError {
+    GrpcError::Read {
+        path: PathBuf::from("(the embedded descriptors)"),
+        source: std::io::Error::other(e.to_string()),
+    }
+}
