@@ -87,12 +87,24 @@ pub struct Args {
     grpc_tls_cert: Option<std::path::PathBuf>,
 
     /// The private key of --grpc-tls-cert (PEM).
-    #[arg(long, env = "VALHALLA_GRPC_TLS_KEY", hide_env_values = true, value_name = "FILE", requires = "grpc_tls_cert")]
+    #[arg(
+        long,
+        env = "VALHALLA_GRPC_TLS_KEY",
+        hide_env_values = true,
+        value_name = "FILE",
+        requires = "grpc_tls_cert"
+    )]
     grpc_tls_key: Option<std::path::PathBuf>,
 
     /// Require a client certificate signed by this CA (PEM) from every gateway: mTLS, which then
     /// authenticates the gateway in place of an API key.
-    #[arg(long, env = "VALHALLA_GRPC_TLS_CLIENT_CA", hide_env_values = true, value_name = "FILE", requires = "grpc_tls_cert")]
+    #[arg(
+        long,
+        env = "VALHALLA_GRPC_TLS_CLIENT_CA",
+        hide_env_values = true,
+        value_name = "FILE",
+        requires = "grpc_tls_cert"
+    )]
     grpc_tls_client_ca: Option<std::path::PathBuf>,
 
     #[command(flatten)]
@@ -250,7 +262,12 @@ impl Args {
                 observe: Some(observer(&state)),
                 metrics: state.metrics.grpc.clone(),
             };
-            tokio::spawn(crate::grpc::serve(listener, limiter, tls, until_stopped(stopped.clone())))
+            tokio::spawn(crate::grpc::serve(
+                listener,
+                limiter,
+                tls,
+                until_stopped(stopped.clone()),
+            ))
         });
         let served = server::serve(listener, Arc::clone(&state), until_stopped(stopped)).await;
         if let Some(gateways) = gateways {

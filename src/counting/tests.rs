@@ -36,7 +36,7 @@ fn open_rules_admit_closed_ones_refuse_and_local_ones_count_here() {
     ]);
     let matched = rules.matching(&subject("counted"));
     // The global rule allows one request; open, it is left out: the local rule decides alone.
-    let decisions: Vec<Decision> = (0..3).map(|_| counting.outage(&matched, 0, true)).collect();
+    let decisions: Vec<Decision> = (0..3).map(|_| counting.outage(&matched, 0, 1)).collect();
     assert_eq!(
         decisions.iter().map(|d| d.allowed).collect::<Vec<_>>(),
         [true, true, false]
@@ -51,7 +51,7 @@ fn open_rules_admit_closed_ones_refuse_and_local_ones_count_here() {
         rule(2, Scope::User, "frozen", 1_000, OnOutage::Closed, false),
     ]);
     let matched = closed.matching(&subject("frozen"));
-    let decision = counting.outage(&matched, 0, true);
+    let decision = counting.outage(&matched, 0, 1);
     assert!(!decision.allowed && decision.unavailable());
     assert_eq!(
         decision.binding().map(|v| (v.rule.id, v.reset_seconds())),
@@ -62,14 +62,14 @@ fn open_rules_admit_closed_ones_refuse_and_local_ones_count_here() {
         global: true,
         ..Subject::default()
     });
-    assert_eq!(counting.outage(&global_only, 0, true).verdicts[0].remaining, 999);
+    assert_eq!(counting.outage(&global_only, 0, 1).verdicts[0].remaining, 999);
 }
 
 #[test]
 fn a_closed_shadow_rule_reports_and_never_refuses() {
     let counting = Counting::memory(100);
     let rules = table(&[rule(1, Scope::User, "u", 10, OnOutage::Closed, true)]);
-    let decision = counting.outage(&rules.matching(&subject("u")), 0, true);
+    let decision = counting.outage(&rules.matching(&subject("u")), 0, 1);
     assert!(decision.allowed && !decision.unavailable());
     assert_eq!(decision.shadow_refusals().count(), 1);
 }

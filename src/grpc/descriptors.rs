@@ -161,7 +161,10 @@ mod tests {
         ];
         let asked = read(&descriptors).unwrap();
         assert_eq!(asked.ip, Some("203.0.113.9".parse().unwrap()));
-        assert_eq!((asked.user, asked.client, asked.key), (Some("alice"), Some("weweb"), None));
+        assert_eq!(
+            (asked.user, asked.client, asked.key),
+            (Some("alice"), Some("weweb"), None)
+        );
         assert!(!asked.write);
         let only = |ip, client, user| Selects { ip, client, user };
         assert_eq!(
@@ -181,16 +184,26 @@ mod tests {
 
     #[test]
     fn a_method_other_than_a_read_is_a_write() {
-        for (method, write) in [("GET", false), ("HEAD", false), ("OPTIONS", false), ("POST", true), ("DELETE", true), ("get", true)] {
-            let asked = read(&[descriptor(&[("request_method", method)])]).unwrap();
-            assert_eq!(asked.write, write, "{method}");
+        for (method, write) in [
+            ("GET", false),
+            ("HEAD", false),
+            ("OPTIONS", false),
+            ("POST", true),
+            ("DELETE", true),
+            ("get", true),
+        ] {
+            let descriptors = [descriptor(&[("request_method", method)])];
+            assert_eq!(read(&descriptors).unwrap().write, write, "{method}");
         }
         assert!(!read(&[]).unwrap().write, "no method entry: not a write");
     }
 
     #[test]
     fn one_call_names_one_subject() {
-        let same = [descriptor(&[("user", "alice")]), descriptor(&[("user", "alice"), ("remote_address", "::1")])];
+        let same = [
+            descriptor(&[("user", "alice")]),
+            descriptor(&[("user", "alice"), ("remote_address", "::1")]),
+        ];
         assert_eq!(read(&same).unwrap().user, Some("alice"));
         let two = [descriptor(&[("user", "alice")]), descriptor(&[("user", "bob")])];
         assert_eq!(read(&two), Err(Invalid::Conflicting("user")));

@@ -54,7 +54,8 @@ impl TlsFiles {
                 source,
             })
         };
-        let mut config = ServerTlsConfig::new().identity(Identity::from_pem(read(&self.cert)?, read(&self.key)?));
+        let mut config =
+            ServerTlsConfig::new().identity(Identity::from_pem(read(&self.cert)?, read(&self.key)?));
         if let Some(ca) = &self.client_ca {
             config = config
                 .client_ca_root(Certificate::from_pem(read(ca)?))
@@ -90,7 +91,9 @@ pub async fn serve(
     // A stopping replica tells the gateways' health checks before it stops answering.
     let shutdown = async move {
         shutdown.await;
-        health.set_not_serving::<RateLimitServiceServer<RateLimiter>>().await;
+        health
+            .set_not_serving::<RateLimitServiceServer<RateLimiter>>()
+            .await;
     };
     server
         .add_service(RateLimitServiceServer::new(limiter))

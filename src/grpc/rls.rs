@@ -61,7 +61,10 @@ impl RateLimitService for RateLimiter {
 type Failure = (Outcome, Status);
 
 impl RateLimiter {
-    async fn decide(&self, request: &Request<RateLimitRequest>) -> Result<(Outcome, RateLimitResponse), Failure> {
+    async fn decide(
+        &self,
+        request: &Request<RateLimitRequest>,
+    ) -> Result<(Outcome, RateLimitResponse), Failure> {
         let view = self.replica.view().await.map_err(|e| {
             let message = crate::text::one_line(&format!("the state cannot be read: {e}"));
             (Outcome::Unavailable, Status::unavailable(message))
@@ -158,7 +161,12 @@ fn frozen(descriptors: usize, message: &str, retry_seconds: u64) -> RateLimitRes
         overall_code: Code::OverLimit as i32,
         statuses: vec![reset; descriptors],
         response_headers_to_add: header_values(&headers),
-        raw_body: problem(REDUCED_CAPACITY, "Request cannot be satisfied due to temporary reduced capacity", message, &[]),
+        raw_body: problem(
+            REDUCED_CAPACITY,
+            "Request cannot be satisfied due to temporary reduced capacity",
+            message,
+            &[],
+        ),
         ..RateLimitResponse::default()
     }
 }
@@ -180,9 +188,15 @@ fn answer(decision: &Decision, asked: &Asked<'_>) -> RateLimitResponse {
     {
         retry_after(&mut headers, binding.reset_seconds());
         let (kind, title) = if decision.unavailable() {
-            (REDUCED_CAPACITY, "Request cannot be satisfied due to temporary reduced capacity")
+            (
+                REDUCED_CAPACITY,
+                "Request cannot be satisfied due to temporary reduced capacity",
+            )
         } else {
-            (QUOTA_EXCEEDED, "Request cannot be satisfied as assigned quota has been exceeded")
+            (
+                QUOTA_EXCEEDED,
+                "Request cannot be satisfied as assigned quota has been exceeded",
+            )
         };
         let violated: Vec<&str> = decision
             .verdicts
@@ -193,7 +207,11 @@ fn answer(decision: &Decision, asked: &Asked<'_>) -> RateLimitResponse {
         raw_body = problem(kind, title, &why_refused(decision), &violated);
     }
     RateLimitResponse {
-        overall_code: if decision.allowed { Code::Ok } else { Code::OverLimit } as i32,
+        overall_code: if decision.allowed {
+            Code::Ok
+        } else {
+            Code::OverLimit
+        } as i32,
         statuses,
         response_headers_to_add: header_values(&headers),
         raw_body,
@@ -334,7 +352,9 @@ mod tests {
         };
         let answer = answer(&decision, &asked);
         assert_eq!(answer.overall_code, Code::OverLimit as i32);
-        let [global, user] = &answer.statuses[..] else { panic!("two statuses") };
+        let [global, user] = &answer.statuses[..] else {
+            panic!("two statuses")
+        };
         assert_eq!(global.code, Code::Ok as i32);
         assert_eq!(global.limit_remaining, 8);
         let limit = global.current_limit.as_ref().unwrap();

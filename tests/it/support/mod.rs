@@ -323,6 +323,25 @@ impl Process {
         }
     }
 
+    /// The address a `serve --grpc` process says its rate limit service is at.
+    pub fn grpc(&self) -> String {
+        const SAID: &str = "rate limit service at grpc://";
+        self.wait_log(SAID, Duration::from_secs(10));
+        let start = Instant::now();
+        loop {
+            let log = self.log();
+            let from = log.find(SAID).expect("waited for it") + SAID.len();
+            if let Some((addr, _)) = log[from..].split_once(' ') {
+                return addr.to_owned();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the line never ended:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Sends SIGTERM and waits up to `within` for the exit status.
     pub fn stop(&mut self, within: Duration) -> std::process::ExitStatus {
         self.signal();
@@ -468,6 +487,39 @@ pub fn tool(name: &str) -> Option<PathBuf> {
                 "\nNOTE: the tests that run `{name}` did NOT run: it is not installed (`bash .ci/run` installs it).\n"
             );
         }
+    }
+    found
+}
+
+/// Whether `python3` can import every one of `modules` (PyPI's `packages`, which `bash .ci/run`
+/// installs); said plainly when not, and a failure when the tools are required.
+pub fn python_modules(modules: &[&str], packages: &str) -> bool {
+    let Some(python) = tool("python3") else {
+        return false;
+    };
+    let imports = modules
+        .iter()
+        .map(|m| format!("import {m}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let found = Command::new(python)
+        .args(["-c", &imports])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        let required = std::env::var_os(REQUIRE_TOOLS_ENV).is_some_and(|v| !v.is_empty() && v != "0");
+        assert!(
+            !required,
+            "{REQUIRE_TOOLS_ENV} is set but Python cannot import {modules:?} (`pip install {packages}`; `bash .ci/run` does)"
+        );
+        static SAID: Once = Once::new();
+        SAID.call_once(|| {
+            let _ = writeln!(
+                std::io::stderr(),
+                "\nNOTE: the tests that call over gRPC from Python did NOT run: {packages} are not installed (`bash .ci/run` installs them).\n"
+            );
+        });
     }
     found
 }
@@ -638,5 +690,15 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Polls `done` every 20 ms until it holds, failing after `within`: for what another process or
+/// replica hears of a change a moment later (a Postgres NOTIFY under load, say).
+pub fn wait_until(within: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < within, "not so within {within:?}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
