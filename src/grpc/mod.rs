@@ -15,7 +15,7 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 pub use descriptors::keys;
 pub use metrics::{GrpcMetrics, Outcome};
-pub use rls::{RateLimiter, current_limit};
+pub use rls::{REFUSAL_KEY, RateLimiter, current_limit};
 
 /// The domain a gateway names in its calls unless `--grpc-domain` says otherwise.
 pub const DEFAULT_DOMAIN: &str = "valhalla";

@@ -13,7 +13,8 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
 };
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitService;
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
-use envoy_types::pb::google::protobuf::Duration as ProtoDuration;
+use envoy_types::pb::google::protobuf::value::Kind;
+use envoy_types::pb::google::protobuf::{Duration as ProtoDuration, Struct, Value};
 use tonic::{Request, Response, Status};
 
 use super::descriptors::{self, Asked, Selects};
@@ -29,6 +30,11 @@ use crate::replica::{Replica, View};
 const QUOTA_EXCEEDED: &str = "https://iana.org/assignments/http-problem-types#quota-exceeded";
 /// The problem type of a refusal by the freeze, or by a `closed` rule during an outage.
 const REDUCED_CAPACITY: &str = "https://iana.org/assignments/http-problem-types#temporary-reduced-capacity";
+/// The dynamic metadata key that marks a refusal that is not the client's doing (the freeze, a
+/// `closed` rule while the counters are unreachable), which HTTP answers 503. Envoy answers
+/// every `OVER_LIMIT` with one status; its local reply mapper can match this key (under the
+/// filter's namespace, `envoy.filters.http.ratelimit`) and answer 503 (examples/envoy/).
+pub const REFUSAL_KEY: &str = "valhalla_refusal";
 
 /// The rate limit service over a replica.
 pub struct RateLimiter {
@@ -158,6 +164,7 @@ fn frozen(descriptors: usize, message: &str, retry_seconds: u64) -> RateLimitRes
     let mut headers = HeaderMap::new();
     retry_after(&mut headers, retry_seconds);
     RateLimitResponse {
+        dynamic_metadata: Some(refusal("freeze")),
         overall_code: Code::OverLimit as i32,
         statuses: vec![reset; descriptors],
         response_headers_to_add: header_values(&headers),
@@ -183,11 +190,13 @@ fn answer(decision: &Decision, asked: &Asked<'_>) -> RateLimitResponse {
     let mut headers = HeaderMap::new();
     rate_limit_headers(decision, &mut headers);
     let mut raw_body = Vec::new();
+    let mut dynamic_metadata = None;
     if !decision.allowed
         && let Some(binding) = decision.binding()
     {
         retry_after(&mut headers, binding.reset_seconds());
         let (kind, title) = if decision.unavailable() {
+            dynamic_metadata = Some(refusal("counters_unreachable"));
             (
                 REDUCED_CAPACITY,
                 "Request cannot be satisfied due to temporary reduced capacity",
@@ -215,6 +224,7 @@ fn answer(decision: &Decision, asked: &Asked<'_>) -> RateLimitResponse {
         statuses,
         response_headers_to_add: header_values(&headers),
         raw_body,
+        dynamic_metadata,
         ..RateLimitResponse::default()
     }
 }
@@ -281,8 +291,13 @@ fn seconds(ms: u64) -> ProtoDuration {
     }
 }
 
+/// `Retry-After`, and the type of the problem body that goes with every refusal.
 fn retry_after(headers: &mut HeaderMap, seconds: u64) {
     headers.insert(axum::http::header::RETRY_AFTER, seconds.max(1).into());
+    headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/problem+json"),
+    );
 }
 
 fn header_values(headers: &HeaderMap) -> Vec<HeaderValue> {
@@ -294,6 +309,16 @@ fn header_values(headers: &HeaderMap) -> Vec<HeaderValue> {
             ..HeaderValue::default()
         })
         .collect()
+}
+
+/// The dynamic metadata of a refusal that is not the client's doing: `{REFUSAL_KEY: why}`.
+fn refusal(why: &str) -> Struct {
+    let value = Value {
+        kind: Some(Kind::StringValue(why.to_owned())),
+    };
+    Struct {
+        fields: [(REFUSAL_KEY.to_owned(), value)].into(),
+    }
 }
 
 /// An RFC 9457 problem document (JSON), as the body the gateway answers a refusal with.
@@ -385,6 +410,18 @@ mod tests {
         assert!(answer.statuses.iter().all(|s| s.code == Code::OverLimit as i32));
         let body: serde_json::Value = serde_json::from_slice(&answer.raw_body).unwrap();
         assert_eq!(body["type"], REDUCED_CAPACITY);
-        assert_eq!(answer.response_headers_to_add[0].value, "30");
+        let headers: Vec<(&str, &str)> = answer
+            .response_headers_to_add
+            .iter()
+            .map(|h| (h.key.as_str(), h.value.as_str()))
+            .collect();
+        assert_eq!(
+            headers,
+            [
+                ("retry-after", "30"),
+                ("content-type", "application/problem+json")
+            ]
+        );
+        assert_eq!(answer.dynamic_metadata, Some(refusal("freeze")));
     }
 }

@@ -50,7 +50,7 @@ proptest! {
     fn redis_decides_as_memory_does(
         windows in proptest::collection::vec(prop_oneof![Just(1i64), Just(2), Just(5), Just(60)], 4),
         limits in proptest::collection::vec(0u32..12, 4),
-        steps in proptest::collection::vec((0u64..1_500, 0usize..6), 1..150),
+        steps in proptest::collection::vec((0u64..1_500, 0usize..6, prop_oneof![3 => Just(1u32), 1 => 2u32..6]), 1..150),
         start in 0u64..10_000_000,
     ) {
         let Some(test_redis) = redis() else {
@@ -101,16 +101,18 @@ proptest! {
             Ok(())
         };
         let mut now = 1_800_000_000_000 + start;
-        for (i, (gap, who)) in steps.into_iter().enumerate() {
+        for (i, (gap, who, hits)) in steps.into_iter().enumerate() {
             now += gap;
             let matched = table.matching(&subjects[who]);
             // Asking first changes nothing either side; then the request is counted.
             let expected = memory.memory.peek_matched(&matched, now);
             let got = runtime.block_on(shared.peek(&matched, now));
             agree(&got, &expected, format!("peek at step {i} at {now} for subject {who}"))?;
-            let expected = memory.memory.check_matched(&matched, now);
-            let got = runtime.block_on(shared.check(&matched, now));
-            agree(&got, &expected, format!("step {i} at {now} for subject {who}"))?;
+            // A gateway's hits_addend: several at once, all counted or none.
+            let hits = std::num::NonZeroU32::new(hits).unwrap();
+            let expected = memory.memory.check_hits(&matched, now, hits);
+            let got = runtime.block_on(shared.check_hits(&matched, now, hits));
+            agree(&got, &expected, format!("step {i} at {now} for subject {who}, {hits} hits"))?;
         }
         drop(test_redis);
     }

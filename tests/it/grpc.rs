@@ -548,3 +548,182 @@ fn four_replicas_on_one_redis_admit_exactly_the_budget_over_grpc() {
         assert!(!log.contains("unreachable"), "{b}: {log}");
     }
 }
+
+/// A free port on the loopback (bound, then released for the program that will bind it).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A child process killed when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `examples/envoy/envoy.yaml` as shipped, pointed at this test's ports and key.
+fn envoy_config(listener: u16, admin: u16, api: u16, grpc: &str) -> Value {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/envoy/envoy.yaml"))
+            .unwrap();
+    let mut config: Value = serde_yaml::from_str(&text).expect("the example is YAML");
+    let at = |address: &str, port: u16| json!({"address": address, "port_value": port});
+    config["admin"]["address"]["socket_address"] = at("127.0.0.1", admin);
+    let resources = &mut config["static_resources"];
+    resources["listeners"][0]["address"]["socket_address"] = at("127.0.0.1", listener);
+    let (grpc_host, grpc_port) = grpc.rsplit_once(':').unwrap();
+    for cluster in resources["clusters"].as_array_mut().unwrap() {
+        let to = match cluster["name"].as_str() {
+            Some("api") => at("127.0.0.1", api),
+            _ => at(grpc_host, grpc_port.parse().unwrap()),
+        };
+        cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"] =
+            to;
+    }
+    let filters =
+        &mut resources["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"];
+    let metadata =
+        &mut filters[0]["typed_config"]["rate_limit_service"]["grpc_service"]["initial_metadata"][0];
+    assert_eq!(
+        metadata["value"], "Bearer vk_replace_me",
+        "the example's placeholder"
+    );
+    metadata["value"] = format!("Bearer {GATEWAY}").into();
+    config
+}
+
+#[test]
+fn a_real_envoy_enforces_the_rules_in_git_with_the_shipped_example() {
+    let Some(envoy) = crate::support::tool("envoy") else {
+        return;
+    };
+    let Some(python) = crate::support::tool("python3") else {
+        return;
+    };
+    let db = crate::support::sqlite();
+    let state = StateDir::new(&[("state.yaml", &state(&rule("user", "alice", 3, 86_400, "")))]);
+    let server = serve(&db, &Counters::Memory, &state, &[]);
+    let base = server.base();
+    // A bare upstream: Python's file server, over an empty folder.
+    let (api, listener, admin) = (free_port(), free_port(), free_port());
+    let empty = tempfile::tempdir().unwrap();
+    let _upstream = Child(
+        Command::new(python)
+            .args([
+                "-m",
+                "http.server",
+                &api.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
+            .arg(empty.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let config = empty.path().join("envoy.json");
+    std::fs::write(
+        &config,
+        envoy_config(listener, admin, api, &server.grpc()).to_string(),
+    )
+    .unwrap();
+    let log = empty.path().join("envoy.log");
+    let _envoy = Child(
+        Command::new(envoy)
+            .arg("-c")
+            .arg(&config)
+            .args(["--disable-hot-restart", "--log-level", "warning", "--log-path"])
+            .arg(&log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let agent = crate::support::agent();
+    let get = |method: &str, user: &str| {
+        let request = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("http://127.0.0.1:{listener}/"))
+            .header("x-user-id", user)
+            .body(())
+            .unwrap();
+        agent.run(request).ok()
+    };
+    // Envoy is up, and has found valhalla-ops healthy over gRPC health checking.
+    crate::support::wait_until(Duration::from_secs(30), || {
+        let clusters = agent
+            .get(format!("http://127.0.0.1:{admin}/clusters"))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok());
+        clusters.is_some_and(|c| c.contains("valhalla_ops::") && c.contains("health_flags::healthy"))
+            && get("GET", "warmup").is_some()
+    });
+    let mut answers: Vec<_> = (0..4).map(|_| get("GET", "alice").expect("an answer")).collect();
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 429],
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let admitted = answers[0].headers();
+    let state_ = admitted["ratelimit"].to_str().unwrap();
+    assert!(
+        state_.starts_with("\"user:alice\";r=2;t="),
+        "the upstream's answer carries ours: {admitted:?}"
+    );
+    let refused = &mut answers[3];
+    let h = refused.headers().clone();
+    assert!(
+        h["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1,
+        "{h:?}"
+    );
+    assert_eq!(h["content-type"], "application/problem+json", "{h:?}");
+    sfv::Parser::new(h["ratelimit-policy"].as_bytes())
+        .parse::<sfv::List>()
+        .expect("RateLimit-Policy");
+    let body: Value = refused.body_mut().read_json().expect("a problem body");
+    assert_eq!(
+        body["type"],
+        "https://iana.org/assignments/http-problem-types#quota-exceeded"
+    );
+
+    // The freeze at the edge: read_only refuses writes with 503 (the example's mapper), reads pass.
+    let (status, body) = crate::support::app::read(
+        crate::support::agent()
+            .post(format!("{base}/system/maintenance/state/read_only"))
+            .header("authorization", format!("Bearer {OPERATOR}"))
+            .send_json(json!({"reason": "migration", "ttl_seconds": 300}))
+            .unwrap(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let mut frozen = get("POST", "bob").expect("an answer");
+    assert_eq!(frozen.status(), 503);
+    assert!(
+        frozen.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 200
+    );
+    let body: Value = frozen.body_mut().read_json().expect("a problem body");
+    assert_eq!(
+        body["type"],
+        "https://iana.org/assignments/http-problem-types#temporary-reduced-capacity"
+    );
+    assert_eq!(
+        get("GET", "bob").expect("an answer").status(),
+        200,
+        "reads pass in read_only"
+    );
+}
