@@ -727,3 +727,238 @@ fn a_real_envoy_enforces_the_rules_in_git_with_the_shipped_example() {
         "reads pass in read_only"
     );
 }
+
+/// Runs openssl with `args` in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA (`{name}-ca.pem`) and a certificate it signed (`{name}.pem`, `{name}.key`) for `usage`.
+fn pki(dir: &Path, name: &str, usage: &str) {
+    let (ca, ca_key) = (format!("{name}-ca.pem"), format!("{name}-ca.key"));
+    let subject = format!("/CN={name} test CA");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &ca_key,
+            "-out",
+            &ca,
+            "-subj",
+            &subject,
+            "-days",
+            "2",
+        ],
+    );
+    let (key, csr, cert, ext) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.pem"),
+        format!("{name}.ext"),
+    );
+    std::fs::write(
+        dir.join(&ext),
+        format!(
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage={usage}\nbasicConstraints=CA:FALSE\n"
+        ),
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-out",
+            &cert,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ],
+    );
+}
+
+#[test]
+fn mtls_authenticates_a_gateway_in_place_of_a_key() {
+    let Some(stubs) = client() else { return };
+    if crate::support::tool("openssl").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    pki(d, "server", "serverAuth");
+    pki(d, "gateway", "clientAuth");
+    pki(d, "stranger", "clientAuth");
+    let path = |f: &str| d.join(f).to_str().unwrap().to_owned();
+    let db = crate::support::sqlite();
+    let state = StateDir::new(&[("state.yaml", &state(&rule("user", "ada", 2, 60, "")))]);
+    let (cert, key, ca) = (path("server.pem"), path("server.key"), path("gateway-ca.pem"));
+    let server = serve(
+        &db,
+        &Counters::Memory,
+        &state,
+        &[
+            "--grpc-tls-cert",
+            &cert,
+            "--grpc-tls-key",
+            &key,
+            "--grpc-tls-client-ca",
+            &ca,
+        ],
+    );
+    let addr = server.grpc();
+    let as_ = |who: Option<&str>| {
+        let mut c = call(&[&[("user", "ada")]]);
+        c["key"] = Value::Null;
+        c["tls"] = json!({"ca": path("server-ca.pem")});
+        if let Some(who) = who {
+            c["tls"]["cert"] = path(&format!("{who}.pem")).into();
+            c["tls"]["key"] = path(&format!("{who}.key")).into();
+        }
+        c
+    };
+    let answers = calls(
+        stubs,
+        &addr,
+        &[as_(Some("gateway")), as_(Some("stranger")), as_(None)],
+    );
+    assert_eq!(
+        answers[0]["code"], "OK",
+        "a certificate the client CA signed, no key: {}",
+        answers[0]
+    );
+    assert_eq!(answers[0]["statuses"][0]["remaining"], 1, "and the call counted");
+    // The handshake itself fails without a certificate of that CA: nothing reaches the service.
+    for refused in &answers[1..] {
+        assert_eq!(refused["error"], "UNAVAILABLE", "{refused}");
+    }
+    let mut plain = call(&[&[("user", "ada")]]);
+    plain["key"] = Value::Null;
+    assert_eq!(
+        one(stubs, &addr, plain)["error"],
+        "UNAVAILABLE",
+        "no plaintext on a TLS port"
+    );
+}
+
+#[test]
+fn while_redis_is_down_each_rule_follows_its_outage_policy_at_the_edge() {
+    let Some(stubs) = client() else { return };
+    for db in all_backends() {
+        let Some(mut redis) = crate::support::RedisServer::start() else {
+            return;
+        };
+        let b = db.backend;
+        let rules = [
+            rule("user", "c-closed", 5, 86_400, "    on_outage: closed\n"),
+            rule("user", "c-open", 5, 86_400, "    on_outage: open\n"),
+            rule("user", "c-local", 2, 86_400, "    on_outage: local\n"),
+        ]
+        .concat();
+        let state = StateDir::new(&[("state.yaml", &state(&rules))]);
+        let applied = crate::support::run(&db, state.path(), &["reconcile"]);
+        assert_eq!(applied.code, 0, "{}", applied.stderr);
+        let url = redis.url();
+        let server = Process::start(
+            &db,
+            &state,
+            &[
+                "serve",
+                "--bind",
+                "127.0.0.1:0",
+                "--grpc",
+                "127.0.0.1:0",
+                "--counters",
+                &url,
+                "--counters-timeout",
+                "200ms",
+            ],
+        );
+        let addr = server.grpc();
+        let user = |u: &'static str| call(&[&[("user", u)]]);
+        assert_eq!(
+            one(stubs, &addr, user("c-local"))["code"],
+            "OK",
+            "{b}: counted in Redis"
+        );
+
+        redis.kill();
+        crate::support::wait_until(Duration::from_secs(10), || {
+            one(stubs, &addr, user("c-closed"))["code"] == "OVER_LIMIT"
+        });
+        let answers = calls(
+            stubs,
+            &addr,
+            &[
+                user("c-closed"),
+                user("c-open"),
+                user("c-open"),
+                user("c-local"),
+                user("c-local"),
+                user("c-local"),
+            ],
+        );
+        let codes: Vec<&Value> = answers.iter().map(|a| &a["code"]).collect();
+        // closed refuses; open admits; local counts in this replica's memory (2 a day, afresh).
+        assert_eq!(
+            codes,
+            ["OVER_LIMIT", "OK", "OK", "OK", "OK", "OVER_LIMIT"],
+            "{b}: {answers:?}"
+        );
+        let body: Value = serde_json::from_str(answers[0]["body"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            body["type"], "https://iana.org/assignments/http-problem-types#temporary-reduced-capacity",
+            "{b}"
+        );
+        assert!(
+            body["detail"].as_str().unwrap().contains("unreachable"),
+            "{b}: {body}"
+        );
+
+        redis.restart();
+        crate::support::wait_until(Duration::from_secs(10), || {
+            one(stubs, &addr, user("c-closed"))["code"] == "OK"
+        });
+        assert!(server.log().contains("answer again"), "{b}: {}", server.log());
+    }
+}
