@@ -20,7 +20,9 @@ INSERT INTO api_clients_next (id, name, client_type, role, key_sha256, key_prefi
     SELECT id, name, client_type, role, key_sha256, key_prefix, active, description, owner,
         created_at, updated_at
     FROM api_clients;
--- A deleted client's id is not given again.
+-- A deleted client's id is not given again: the old table's sequence carries over (the copy
+-- above made the new table's own, from the highest id left).
+DELETE FROM sqlite_sequence WHERE name = 'api_clients_next';
 INSERT INTO sqlite_sequence (name, seq)
     SELECT 'api_clients_next', seq FROM sqlite_sequence WHERE name = 'api_clients';
 DROP TABLE api_clients;

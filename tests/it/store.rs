@@ -387,7 +387,7 @@ async fn migrations_are_idempotent() {
         assert!(db.migrate().await.unwrap().is_empty(), "{}", test_db.backend);
         let other = crate::support::sqlite();
         let fresh = Db::connect(&other.url, Default::default()).await.unwrap();
-        assert_eq!(fresh.migrate().await.unwrap(), [1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(fresh.migrate().await.unwrap(), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
     }
 }
 
@@ -446,5 +446,127 @@ async fn bulk_writes_round_trip_on_every_backend() {
             .unwrap();
         assert_eq!(removed.plan.summary().delete, 20_500, "{b}");
         assert!(db.snapshot().await.unwrap().rules.is_empty(), "{b}");
+    }
+}
+
+/// The migrations of `backend` up to `last`, read from the repository as the binary embeds them.
+fn migrations_up_to(backend: &str, last: i64) -> sqlx::migrate::Migrator {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(backend);
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let migrations = files
+        .iter()
+        .map(|path| {
+            let name = path.file_stem().unwrap().to_str().unwrap();
+            let version: i64 = name[..4].parse().unwrap();
+            let sql = std::fs::read_to_string(path).unwrap();
+            (version, name.to_owned(), sql)
+        })
+        .filter(|(version, _, _)| *version <= last)
+        .map(|(version, name, sql)| {
+            sqlx::migrate::Migration::new(
+                version,
+                name.into(),
+                sqlx::migrate::MigrationType::Simple,
+                sqlx::SqlSafeStr::into_sql_str(sqlx::AssertSqlSafe(sql)),
+                false,
+            )
+        })
+        .collect();
+    sqlx::migrate::Migrator::with_migrations(migrations)
+}
+
+/// Migration 9 (gateway clients) rebuilds SQLite's client table: a database that version 8 left,
+/// with clients, keeps their ids (a deleted one's id is not given again), the key-prefix trigger,
+/// the change log's triggers, and takes a gateway client.
+#[tokio::test]
+async fn clients_survive_the_migration_that_brings_gateways() {
+    let hash = |c: char| c.to_string().repeat(64);
+    let seed = format!(
+        "INSERT INTO api_clients (name, client_type, role, key_sha256, key_prefix) VALUES \
+         ('a', 'script', 'reader', '{}', 'vk_a'), ('b', 'tyr', 'admin', '{}', NULL), ('c', 'weweb', 'reader', '{}', NULL); \
+         DELETE FROM api_clients WHERE name = 'c'",
+        hash('a'),
+        hash('b'),
+        hash('c')
+    );
+    for test_db in all_backends() {
+        let b = test_db.backend;
+        if b == "sqlite" {
+            let pool = sqlx::SqlitePool::connect(&format!("{}?mode=rwc", test_db.url))
+                .await
+                .unwrap();
+            migrations_up_to("sqlite", 8).run(&pool).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(seed.clone()))
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        } else {
+            let pool = sqlx::PgPool::connect(&test_db.url).await.unwrap();
+            migrations_up_to("postgres", 8).run(&pool).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(seed.clone()))
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+        let db = Db::open(&test_db.url)
+            .await
+            .unwrap_or_else(|e| panic!("{b}: {e}"));
+        exec(
+            &db,
+            &format!(
+                "UPDATE api_clients SET key_sha256 = '{}' WHERE name = 'a'",
+                hash('d')
+            ),
+        )
+        .await;
+        let gateway = format!(
+            "INSERT INTO api_clients (name, client_type, role, key_sha256) VALUES ('edge', 'gateway', 'reader', '{}')",
+            hash('e')
+        );
+        exec(&db, &gateway).await;
+        let all = valhalla_ops::store::ClientFilter {
+            active: None,
+            client_type: None,
+            page: valhalla_ops::store::Page { limit: 10, offset: 0 },
+        };
+        let clients = db.clients(&all).await.unwrap();
+        let rows: Vec<(i64, &str, &str, Option<&str>)> = clients
+            .iter()
+            .map(|c| {
+                (
+                    c.id,
+                    c.name.as_str(),
+                    c.client_type.as_str(),
+                    c.key_prefix.as_deref(),
+                )
+            })
+            .collect();
+        // The prefix of the replaced key is forgotten, as before the rebuild.
+        assert_eq!(
+            rows,
+            [
+                (1, "a", "script", None),
+                (2, "b", "tyr", None),
+                (4, "edge", "gateway", None)
+            ],
+            "{b}"
+        );
+        let logged = "SELECT COUNT(*) FROM store_changes WHERE table_name = 'api_clients' AND row_id = 4";
+        let logged: i64 = if b == "sqlite" {
+            let pool = sqlx::SqlitePool::connect(&test_db.url).await.unwrap();
+            sqlx::query_scalar(logged).fetch_one(&pool).await.unwrap()
+        } else {
+            let pool = sqlx::PgPool::connect(&test_db.url).await.unwrap();
+            sqlx::query_scalar(logged).fetch_one(&pool).await.unwrap()
+        };
+        assert_eq!(logged, 1, "{b}: the change log still hears of clients");
     }
 }
