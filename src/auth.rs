@@ -87,7 +87,20 @@ pub fn user_id(headers: &HeaderMap) -> Result<Option<&str>, IdentityError> {
 /// The active client whose key the request presents. Only the key's hash is compared, and a key
 /// too short to carry 128 bits is not looked up at all.
 pub fn identify(headers: &HeaderMap, clients: &Clients) -> Result<Option<Caller>, IdentityError> {
-    Ok(presented_key(headers)?
-        .filter(|key| KeySha256::long_enough(key))
-        .and_then(|key| clients.get(&KeySha256::of_key(key)).cloned()))
+    Ok(identify_in(headers, clients)?.cloned())
+}
+
+/// [`identify`], borrowing the caller from `clients`.
+pub fn identify_in<'c>(
+    headers: &HeaderMap,
+    clients: &'c Clients,
+) -> Result<Option<&'c Caller>, IdentityError> {
+    Ok(presented_key(headers)?.and_then(|key| known(key, clients)))
+}
+
+/// The active client whose key is `key`, if it is long enough to be one.
+pub fn known<'c>(key: &str, clients: &'c Clients) -> Option<&'c Caller> {
+    KeySha256::long_enough(key)
+        .then(|| clients.get(&KeySha256::of_key(key)))
+        .flatten()
 }

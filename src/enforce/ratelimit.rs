@@ -194,8 +194,21 @@ static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 /// `RateLimit` (what is left: `r` requests, `t` seconds until the quota comes back). Shadow
 /// rules are listed with a `shadow:` prefix; they never refuse.
 pub fn rate_limit_headers(decision: &Decision, headers: &mut HeaderMap) {
-    if decision.verdicts.is_empty() {
+    let Some((policy, state)) = rate_limit_fields(decision) else {
         return;
+    };
+    for (header, value) in [(&POLICY, policy), (&RATELIMIT, state)] {
+        if let Ok(value) = HeaderValue::try_from(value) {
+            headers.insert(header.clone(), value);
+        }
+    }
+}
+
+/// The values of `RateLimit-Policy` and `RateLimit` for `decision`, none when no rule applies:
+/// what [`rate_limit_headers`] sets, for a gateway to set.
+pub fn rate_limit_fields(decision: &Decision) -> Option<(String, String)> {
+    if decision.verdicts.is_empty() {
+        return None;
     }
     let mut policy = String::with_capacity(128);
     let mut state = String::with_capacity(128);
@@ -213,11 +226,7 @@ pub fn rate_limit_headers(decision: &Decision, headers: &mut HeaderMap) {
         state.push_str(";t=");
         state.push_str(number.format(verdict.reset_seconds()));
     }
-    for (header, value) in [(&POLICY, policy), (&RATELIMIT, state)] {
-        if let Ok(value) = HeaderValue::try_from(value) {
-            headers.insert(header.clone(), value);
-        }
-    }
+    Some((policy, state))
 }
 
 #[cfg(test)]

@@ -5,7 +5,6 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::http::HeaderMap;
 use envoy_types::pb::envoy::config::core::v3::HeaderValue;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::rate_limit::Unit;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
@@ -19,10 +18,10 @@ use tonic::{Request, Response, Status};
 
 use super::descriptors::{self, Asked, Selects};
 use super::metrics::{GrpcMetrics, Outcome};
-use crate::auth::identify;
+use crate::auth::{identify_in, known};
 use crate::domain::{ClientType, Role};
-use crate::enforce::{Observer, rate_limit_headers, refuses, why_frozen, why_refused};
-use crate::limit::{Decision, Subject, Verdict};
+use crate::enforce::{Observer, rate_limit_fields, refuses, why_frozen, why_refused};
+use crate::limit::{Decision, Subject, Verdict, binding};
 use crate::mode::effective;
 use crate::replica::{Replica, View};
 
@@ -83,10 +82,7 @@ impl RateLimiter {
         }
         let asked = descriptors::read(&call.descriptors)
             .map_err(|e| (Outcome::InvalidArgument, Status::invalid_argument(e.to_string())))?;
-        let presented = asked
-            .key
-            .filter(|key| crate::domain::KeySha256::long_enough(key))
-            .and_then(|key| view.clients.get(&crate::domain::KeySha256::of_key(key)));
+        let presented = asked.key.and_then(|key| known(key, &view.clients));
         let now = (self.replica.clock)();
         let mode = effective(&view.maintenance, now);
         let admin = || Ok::<_, Infallible>(presented.is_some_and(|c| c.role == Role::Admin));
@@ -126,7 +122,7 @@ impl RateLimiter {
             return Ok(());
         }
         let unauthenticated = |message: &str| (Outcome::Unauthenticated, Status::unauthenticated(message));
-        let caller = identify(request.metadata().as_ref(), &view.clients)
+        let caller = identify_in(request.metadata().as_ref(), &view.clients)
             .map_err(|e| unauthenticated(&e.to_string()))?
             .ok_or_else(|| {
                 unauthenticated(
@@ -161,13 +157,11 @@ fn unlimited(descriptors: usize) -> RateLimitResponse {
 fn frozen(descriptors: usize, message: &str, retry_seconds: u64) -> RateLimitResponse {
     let mut reset = status(Code::OverLimit, None);
     reset.duration_until_reset = Some(seconds(retry_seconds * 1000));
-    let mut headers = HeaderMap::new();
-    retry_after(&mut headers, retry_seconds);
     RateLimitResponse {
         dynamic_metadata: Some(refusal("freeze")),
         overall_code: Code::OverLimit as i32,
         statuses: vec![reset; descriptors],
-        response_headers_to_add: header_values(&headers),
+        response_headers_to_add: refusal_headers(retry_seconds).into(),
         raw_body: problem(
             REDUCED_CAPACITY,
             "Request cannot be satisfied due to temporary reduced capacity",
@@ -187,14 +181,16 @@ fn answer(decision: &Decision, asked: &Asked<'_>) -> RateLimitResponse {
         .iter()
         .map(|selects| descriptor_status(decision, *selects))
         .collect();
-    let mut headers = HeaderMap::new();
-    rate_limit_headers(decision, &mut headers);
+    let mut headers = Vec::with_capacity(4);
+    if let Some((policy, state)) = rate_limit_fields(decision) {
+        headers.extend([header("ratelimit-policy", policy), header("ratelimit", state)]);
+    }
     let mut raw_body = Vec::new();
     let mut dynamic_metadata = None;
     if !decision.allowed
         && let Some(binding) = decision.binding()
     {
-        retry_after(&mut headers, binding.reset_seconds());
+        headers.extend(refusal_headers(binding.reset_seconds()));
         let (kind, title) = if decision.unavailable() {
             dynamic_metadata = Some(refusal("counters_unreachable"));
             (
@@ -222,7 +218,7 @@ fn answer(decision: &Decision, asked: &Asked<'_>) -> RateLimitResponse {
             Code::OverLimit
         } as i32,
         statuses,
-        response_headers_to_add: header_values(&headers),
+        response_headers_to_add: headers,
         raw_body,
         dynamic_metadata,
         ..RateLimitResponse::default()
@@ -233,16 +229,11 @@ fn answer(decision: &Decision, asked: &Asked<'_>) -> RateLimitResponse {
 /// enforced one, else the enforced one with the least left, else a shadow one); OK without a
 /// limit when none applies.
 fn descriptor_status(decision: &Decision, selects: Selects) -> DescriptorStatus {
-    let own = Decision {
-        allowed: decision.allowed,
-        verdicts: decision
-            .verdicts
-            .iter()
-            .filter(|v| selects.includes(v.rule.scope))
-            .cloned()
-            .collect(),
-    };
-    let Some(binding) = own.binding() else {
+    let own = decision
+        .verdicts
+        .iter()
+        .filter(|v| selects.includes(v.rule.scope));
+    let Some(binding) = binding(own) else {
         return status(Code::Ok, None);
     };
     let refused = !binding.allowed && !binding.rule.shadow;
@@ -292,23 +283,19 @@ fn seconds(ms: u64) -> ProtoDuration {
 }
 
 /// `Retry-After`, and the type of the problem body that goes with every refusal.
-fn retry_after(headers: &mut HeaderMap, seconds: u64) {
-    headers.insert(axum::http::header::RETRY_AFTER, seconds.max(1).into());
-    headers.insert(
-        axum::http::header::CONTENT_TYPE,
-        axum::http::HeaderValue::from_static("application/problem+json"),
-    );
+fn refusal_headers(retry_seconds: u64) -> [HeaderValue; 2] {
+    [
+        header("retry-after", retry_seconds.max(1).to_string()),
+        header("content-type", "application/problem+json".into()),
+    ]
 }
 
-fn header_values(headers: &HeaderMap) -> Vec<HeaderValue> {
-    headers
-        .iter()
-        .map(|(name, value)| HeaderValue {
-            key: name.as_str().to_owned(),
-            value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            ..HeaderValue::default()
-        })
-        .collect()
+fn header(key: &str, value: String) -> HeaderValue {
+    HeaderValue {
+        key: key.to_owned(),
+        value,
+        ..HeaderValue::default()
+    }
 }
 
 /// The dynamic metadata of a refusal that is not the client's doing: `{REFUSAL_KEY: why}`.

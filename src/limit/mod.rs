@@ -50,11 +50,7 @@ impl Decision {
     /// The verdict to report: a refusing enforced rule, else the enforced rule with the least
     /// left, else the shadow rule with the least left; none when no rule applies.
     pub fn binding(&self) -> Option<&Verdict> {
-        let enforced = || self.verdicts.iter().filter(|v| !v.rule.shadow);
-        enforced()
-            .find(|v| !v.allowed)
-            .or_else(|| enforced().min_by_key(|v| v.remaining))
-            .or_else(|| self.verdicts.iter().min_by_key(|v| v.remaining))
+        binding(self.verdicts.iter())
     }
 
     /// Whether the request is refused because a `closed` rule cannot reach the shared
@@ -70,6 +66,15 @@ impl Decision {
     pub fn shadow_refusals(&self) -> impl Iterator<Item = &Verdict> {
         self.verdicts.iter().filter(|v| v.rule.shadow && !v.allowed)
     }
+}
+
+/// The verdict to report among `verdicts`, as [`Decision::binding`] chooses it.
+pub fn binding<'v>(verdicts: impl Iterator<Item = &'v Verdict> + Clone) -> Option<&'v Verdict> {
+    let enforced = || verdicts.clone().filter(|v| !v.rule.shadow);
+    enforced()
+        .find(|v| !v.allowed)
+        .or_else(|| enforced().min_by_key(|v| v.remaining))
+        .or_else(|| verdicts.clone().min_by_key(|v| v.remaining))
 }
 
 /// The counters of one replica and the decision logic over them.
