@@ -89,7 +89,7 @@ pub enum Command {
     /// Apply pending database migrations.
     Migrate,
     /// Serve the HTTP API (reads, emergency overrides) until Ctrl-C or SIGTERM.
-    Serve(serve::Args),
+    Serve(Box<serve::Args>),
     /// List or clear emergency overrides.
     #[command(subcommand)]
     Overrides(overrides::Command),

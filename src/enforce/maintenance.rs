@@ -41,14 +41,11 @@ fn freeze(enforcer: &Enforcer, view: &View, mut request: Request) -> Passage {
     let now = (enforcer.replica.clock)();
     let mode = effective(&view.maintenance, now);
     let is_write = !(enforcer.reads)(request.method(), request.uri().path());
-    let admin = || match caller(&mut request, view) {
-        Ok(caller) => Ok(caller.is_some_and(|c| c.role == Role::Admin)),
-        Err(e) => Err(super::bad_request(e)),
-    };
+    let admin = || caller(&mut request, view).map(|c| c.is_some_and(|c| c.role == Role::Admin));
     match refuses(mode.mode, is_write, admin) {
         Ok(false) => Passage::Admitted(request, HeaderMap::new()),
         Ok(true) => Passage::Refused(refusal(&mode, now)),
-        Err(answer) => Passage::Refused(answer),
+        Err(e) => Passage::Refused(super::bad_request(e)),
     }
 }
 

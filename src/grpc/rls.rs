@@ -246,7 +246,7 @@ fn descriptor_status(decision: &Decision, selects: Selects) -> DescriptorStatus 
 fn status(code: Code, verdict: Option<&Verdict>) -> DescriptorStatus {
     DescriptorStatus {
         code: code as i32,
-        current_limit: verdict.map(|v| current_limit(v)),
+        current_limit: verdict.map(current_limit),
         ..DescriptorStatus::default()
     }
 }
