@@ -129,4 +129,23 @@ mod tests {
         let reloaded = table(&[record(1, Scope::Global, "*", 100), record(2, Scope::User, "u", 1)]);
         assert!(refusals.check(&reloaded.matching(&subject), 1_500).is_none());
     }
+
+    #[test]
+    fn a_refusal_of_more_hits_than_are_left_is_not_remembered() {
+        let rules = table(&[record(1, Scope::User, "u", 5)]);
+        let subject = Subject {
+            user: Some("u"),
+            ..Subject::default()
+        };
+        let matched = rules.matching(&subject);
+        let limiter = Limiter::new(1_000);
+        let three = std::num::NonZeroU32::new(3).unwrap();
+        assert!(limiter.check_hits(&matched, 0, three).allowed);
+        let refused = limiter.check_hits(&matched, 0, three);
+        assert!(!refused.allowed);
+        let refusals = Refusals::default();
+        refusals.remember(&matched, &refused, 0);
+        // Two are left: a gateway's next call of one must reach the counters.
+        assert!(refusals.check(&matched, 1).is_none());
+    }
 }
