@@ -89,7 +89,7 @@ impl RateLimiter {
         let Ok(refused) = refuses(mode.mode, asked.write, admin);
         if refused {
             let (message, retry) = why_frozen(&mode, now);
-            let retry = u64::try_from(retry.unwrap_or(1)).unwrap_or(1);
+            let retry = retry.and_then(|seconds| u64::try_from(seconds).ok());
             return Ok((Outcome::Frozen, frozen(asked.selects.len(), &message, retry)));
         }
         // The client an API key entry identifies counts under its name, as over HTTP.
@@ -152,16 +152,19 @@ fn unlimited(descriptors: usize) -> RateLimitResponse {
     }
 }
 
-/// The answer while the freeze refuses: every descriptor over the limit, with `Retry-After`
-/// and a problem body of type `temporary-reduced-capacity`.
-fn frozen(descriptors: usize, message: &str, retry_seconds: u64) -> RateLimitResponse {
+/// The answer while the freeze refuses: every descriptor over the limit, with a problem body of
+/// type `temporary-reduced-capacity`, and `Retry-After` when the mode's end is known (as HTTP
+/// says it: an open-ended freeze names no time to come back).
+fn frozen(descriptors: usize, message: &str, retry_seconds: Option<u64>) -> RateLimitResponse {
     let mut reset = status(Code::OverLimit, None);
-    reset.duration_until_reset = Some(seconds(retry_seconds * 1000));
+    reset.duration_until_reset = retry_seconds.map(|s| seconds(s.saturating_mul(1000)));
+    let mut headers = vec![problem_type()];
+    headers.extend(retry_seconds.map(retry_after));
     RateLimitResponse {
         dynamic_metadata: Some(refusal("freeze")),
         overall_code: Code::OverLimit as i32,
         statuses: vec![reset; descriptors],
-        response_headers_to_add: refusal_headers(retry_seconds).into(),
+        response_headers_to_add: headers,
         raw_body: problem(
             REDUCED_CAPACITY,
             "Request cannot be satisfied due to temporary reduced capacity",
@@ -190,7 +193,7 @@ fn answer(decision: &Decision, asked: &Asked<'_>) -> RateLimitResponse {
     if !decision.allowed
         && let Some(binding) = decision.binding()
     {
-        headers.extend(refusal_headers(binding.reset_seconds()));
+        headers.extend([retry_after(binding.reset_seconds()), problem_type()]);
         let (kind, title) = if decision.unavailable() {
             dynamic_metadata = Some(refusal("counters_unreachable"));
             (
@@ -282,12 +285,13 @@ fn seconds(ms: u64) -> ProtoDuration {
     }
 }
 
-/// `Retry-After`, and the type of the problem body that goes with every refusal.
-fn refusal_headers(retry_seconds: u64) -> [HeaderValue; 2] {
-    [
-        header("retry-after", retry_seconds.max(1).to_string()),
-        header("content-type", "application/problem+json".into()),
-    ]
+fn retry_after(seconds: u64) -> HeaderValue {
+    header("retry-after", seconds.max(1).to_string())
+}
+
+/// The type of the problem body that goes with every refusal.
+fn problem_type() -> HeaderValue {
+    header("content-type", "application/problem+json".into())
 }
 
 fn header(key: &str, value: String) -> HeaderValue {
@@ -391,7 +395,7 @@ mod tests {
 
     #[test]
     fn a_freeze_refuses_every_descriptor_with_reduced_capacity() {
-        let answer = frozen(2, "the platform is in maintenance", 30);
+        let answer = frozen(2, "the platform is in maintenance", Some(30));
         assert_eq!(answer.overall_code, Code::OverLimit as i32);
         assert_eq!(answer.statuses.len(), 2);
         assert!(answer.statuses.iter().all(|s| s.code == Code::OverLimit as i32));
@@ -405,10 +409,14 @@ mod tests {
         assert_eq!(
             headers,
             [
-                ("retry-after", "30"),
-                ("content-type", "application/problem+json")
+                ("content-type", "application/problem+json"),
+                ("retry-after", "30")
             ]
         );
         assert_eq!(answer.dynamic_metadata, Some(refusal("freeze")));
+        // An open-ended freeze names no time to come back, as over HTTP.
+        let open = frozen(1, "the platform is in maintenance", None);
+        assert_eq!(open.response_headers_to_add.len(), 1);
+        assert_eq!(open.statuses[0].duration_until_reset, None);
     }
 }
