@@ -7,6 +7,7 @@ mod rls;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 use tokio::net::TcpListener;
@@ -19,6 +20,18 @@ pub use rls::{REFUSAL_KEY, RateLimiter, current_limit};
 
 /// The domain a gateway names in its calls unless `--grpc-domain` says otherwise.
 pub const DEFAULT_DOMAIN: &str = "valhalla";
+
+/// The largest call accepted: a gateway's descriptors take hundreds of bytes, and a call of
+/// megabytes (tonic's default is 4 MiB) would only cost the replica memory and time.
+pub const MAX_CALL_BYTES: usize = 64 * 1024;
+/// How long one call may take before it is answered DEADLINE_EXCEEDED (a gateway's own timeout
+/// is usually far shorter: the example's is 250 ms).
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most calls in flight on one connection; a gateway's pool opens more connections.
+const STREAMS_PER_CONNECTION: u32 = 1024;
+/// How often an idle connection is pinged, so that a gateway gone without a word (a killed pod,
+/// a dropped network) does not hold it forever.
+const KEEPALIVE: Duration = Duration::from_secs(30);
 
 /// The descriptors of the rate limit service and everything it imports, compiled by the build
 /// script from the protos envoy-types ships: what reflection clients (`grpcurl`) read.
@@ -83,7 +96,12 @@ pub async fn serve(
     };
     let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
     let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
-    let mut server = Server::builder().tcp_nodelay(true);
+    let mut server = Server::builder()
+        .tcp_nodelay(true)
+        .timeout(CALL_TIMEOUT)
+        .max_concurrent_streams(STREAMS_PER_CONNECTION)
+        .http2_keepalive_interval(Some(KEEPALIVE))
+        .http2_keepalive_timeout(Some(KEEPALIVE / 3));
     if let Some(tls) = tls {
         server = server.tls_config(tls).map_err(GrpcError::Tls)?;
     }
@@ -96,7 +114,7 @@ pub async fn serve(
             .await;
     };
     server
-        .add_service(RateLimitServiceServer::new(limiter))
+        .add_service(RateLimitServiceServer::new(limiter).max_decoding_message_size(MAX_CALL_BYTES))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -342,6 +342,20 @@ fn a_gateway_is_answered_as_the_http_layers_decide() {
         let answer = one(stubs, &addr, call(&[alice, &[("user", "bob")]]));
         assert_eq!(answer["error"], "INVALID_ARGUMENT", "{b}: {answer}");
 
+        // A call of megabytes is refused before it is decoded; the next one is answered.
+        let huge = "u".repeat(100 * 1024);
+        let answers = calls(
+            stubs,
+            &addr,
+            &[call(&[&[("generic_key", &huge)]]), call(&[&[("user", "carol")]])],
+        );
+        assert_eq!(
+            answers[0]["error"], "OUT_OF_RANGE",
+            "{b}: {}",
+            answers[0]["details"]
+        );
+        assert_eq!(answers[1]["code"], "OK", "{b}");
+
         // Observed: calls by outcome, verdicts by rule scope, and the status page's refusals.
         assert_eq!(
             metric(
