@@ -215,6 +215,14 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|s| s.parse().ok())
         .unwrap_or(3u64);
+    // The log filter `serve` runs with: without a subscriber, every span h2 opens would also
+    // go through the `log` crate, a cost the binary does not pay.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            "valhalla_ops=info,sqlx=error,warn",
+        ))
+        .with_writer(std::io::stderr)
+        .init();
     if Command::new("h2load").arg("--version").output().is_err() {
         println!("h2load is not installed (Debian's nghttp2-client): nothing measured");
         return;

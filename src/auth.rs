@@ -23,6 +23,12 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// Whether this caller's questions about a request spend the subject's budget: a gateway
+    /// client's (whatever its role) and an operator's or admin's are; a reader may only ask.
+    pub fn may_count(&self) -> bool {
+        self.client_type == ClientType::Gateway || self.role >= Role::Operator
+    }
+
     /// Refuses a caller whose role is below `needed` (reader < operator < admin).
     pub fn require(&self, needed: Role) -> Result<(), ApiError> {
         if self.role >= needed {

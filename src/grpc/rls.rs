@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status};
 use super::descriptors::{self, Asked, Selects};
 use super::metrics::{GrpcMetrics, Outcome};
 use crate::auth::{identify_in, known};
-use crate::domain::{ClientType, Role};
+use crate::domain::Role;
 use crate::enforce::{Observer, rate_limit_fields, refuses, why_frozen, why_refused};
 use crate::limit::{Decision, Subject, Verdict, binding};
 use crate::mode::effective;
@@ -129,7 +129,7 @@ impl RateLimiter {
                     "present the API key of a gateway client in `authorization: Bearer <key>` metadata, or a client certificate",
                 )
             })?;
-        if caller.client_type == ClientType::Gateway || caller.role >= Role::Operator {
+        if caller.may_count() {
             Ok(())
         } else {
             Err((

@@ -11,7 +11,7 @@ use super::auth::Reader;
 use super::error::ErrorBody;
 use super::json::Object;
 use super::{ApiError, AppState};
-use crate::domain::{ClientName, Role, RuleKey, Scope};
+use crate::domain::{ClientName, RuleKey, Scope};
 use crate::limit::Subject;
 
 /// This module's routes.
@@ -63,13 +63,14 @@ pub struct CheckedRule {
     pub key: String,
 }
 
-/// The answer: for a caller who may count (an operator or an admin), the request is counted if
-/// allowed; a reader's question counts nothing.
+/// The answer: for a caller who may count (a gateway client, an operator or an admin), the
+/// request is counted if allowed; any other reader's question counts nothing.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CheckResponse {
     pub allowed: bool,
-    /// Whether this question was counted against the subject's budget: only an operator's or
-    /// an admin's are; a reader may ask without spending anyone's budget.
+    /// Whether this question was counted against the subject's budget: only a gateway
+    /// client's, an operator's or an admin's are; a reader may ask without spending anyone's
+    /// budget.
     pub counted: bool,
     /// The deciding rule's `max_requests`; null when no rule applies.
     pub limit: Option<u32>,
@@ -95,7 +96,8 @@ fn parse_ip(raw: &str) -> Result<IpAddr, ApiError> {
 }
 
 /// `POST /system/ratelimits/check` (reader): decides about one request; counts it when the caller
-/// is an operator or an admin (a service that enforces), so that a reader key cannot spend the
+/// is a gateway client, an operator or an admin (a service that enforces), as the gateways' gRPC
+/// service does, so that a reader key cannot spend the
 /// platform's budgets (checks of the global rule once throttled every route, admins' included).
 #[utoipa::path(post, path = "/system/ratelimits/check", operation_id = "check_rate_limit", tag = "rules", security(("api_key" = [])), request_body = CheckRequest, responses((status = 200, description = "The decision", body = CheckResponse), (status = 422, description = "Neither or both forms, or a bad key", body = ErrorBody)))]
 pub async fn check(
@@ -150,7 +152,7 @@ pub async fn check(
         }
     }
     let view = state.replica.view().await?;
-    let counted = caller.role >= Role::Operator;
+    let counted = caller.may_count();
     let decision = if counted {
         let decision = state.replica.check(&view.table, &subject).await;
         state.rate_limited(&decision, &subject);

@@ -310,11 +310,19 @@ fn shadow_rules_count_and_report_but_never_refuse() {
 
 /// Checks that count are a privilege: a reader may ask about the global rule as often as it
 /// likes without spending it (197,000 such checks once throttled every route, admins' included);
-/// an operator's checks count.
+/// an operator's checks count, and a gateway client's, whatever its role, as over gRPC.
 #[test]
 fn a_readers_checks_count_nothing_an_operators_do() {
+    const GATEWAY: &str = "vk_test_gateway_0000000000000000000000000000";
     for (db, counters) in setups() {
-        let rules = "rate_limits:\n  - scope: global\n    window_seconds: 60\n    max_requests: 5\n";
+        let gateway = format!(
+            "  - name: edge\n    type: gateway\n    role: reader\n    key_sha256: {}\n",
+            valhalla_ops::domain::KeySha256::of_key(GATEWAY).as_str()
+        );
+        let rules = format!(
+            "{gateway}rate_limits:\n  - scope: global\n    window_seconds: 60\n    max_requests: 5\n"
+        );
+        let rules = rules.as_str();
         let app = TestApp::spawn_counting(db, counters, &state_with(rules));
         let b = app.backend;
         let ask = |key: &str| {
@@ -344,6 +352,12 @@ fn a_readers_checks_count_nothing_an_operators_do() {
         );
         // A reader still learns the truth about the budget, without changing it.
         assert_eq!(ask(READER)["remaining"], 3, "{b}");
+        let gateway = ask(GATEWAY);
+        assert_eq!(
+            (&gateway["counted"], &gateway["remaining"]),
+            (&Value::Bool(true), &2.into()),
+            "{b}: a gateway client's check counts: {gateway}"
+        );
     }
 }
 
