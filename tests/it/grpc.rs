@@ -38,17 +38,12 @@ fn client() -> Option<&'static Path> {
                 return None;
             }
             let dir = tempfile::tempdir().expect("temp dir").keep();
-            let made = Command::new("python3")
+            let mut stubs = Command::new("python3");
+            stubs
                 .arg(script())
                 .args(["stubs", env!("VALHALLA_ENVOY_PROTOS")])
-                .arg(&dir)
-                .output()
-                .expect("python3 runs");
-            assert!(
-                made.status.success(),
-                "stubs: {}",
-                String::from_utf8_lossy(&made.stderr)
-            );
+                .arg(&dir);
+            succeeds(stubs);
             Some(dir)
         })
         .as_deref()
@@ -119,19 +114,27 @@ fn rule(scope: &str, key: &str, max: u32, window: u32, extra: &str) -> String {
 fn serve(db: &TestDb, counters: &Counters, state: &StateDir, extra: &[&str]) -> Process {
     let applied = crate::support::run(db, state.path(), &["reconcile"]);
     assert_eq!(applied.code, 0, "{}", applied.stderr);
-    let mut args = vec!["serve", "--bind", "127.0.0.1:0", "--grpc", "127.0.0.1:0"];
-    if let Counters::Redis(redis) = counters {
-        args.extend([
+    Process::start(db, state, &[&SERVE[..], &counted_in(counters), extra].concat())
+}
+
+/// `serve` on free ports, the rate limit service on.
+const SERVE: [&str; 5] = ["serve", "--bind", "127.0.0.1:0", "--grpc", "127.0.0.1:0"];
+
+/// The options that count in `counters`. With Redis, a patient timeout: these tests are about
+/// exact counts, and a call that outlived the default 50 ms on a loaded machine would fall back
+/// to the rule's outage policy (which a test of its own covers).
+fn counted_in(counters: &Counters) -> Vec<&str> {
+    match counters {
+        Counters::Memory => Vec::new(),
+        Counters::Redis(redis) => vec![
             "--counters",
             &redis.url,
             "--counters-prefix",
             &redis.prefix,
             "--counters-timeout",
             "10s",
-        ]);
+        ],
     }
-    args.extend_from_slice(extra);
-    Process::start(db, state, &args)
 }
 
 fn headers(answer: &Value) -> BTreeMap<String, String> {
@@ -523,27 +526,12 @@ fn four_replicas_on_one_redis_admit_exactly_the_budget_over_grpc() {
         let state = StateDir::new(&[("state.yaml", &state(&rules))]);
         let counters = Counters::Redis(redis);
         let first = serve(&db, &counters, &state, &[]);
-        let Counters::Redis(redis) = &counters else {
-            unreachable!()
-        };
         let mut servers = vec![first];
         for _ in 0..3 {
             servers.push(Process::start(
                 &db,
                 &state,
-                &[
-                    "serve",
-                    "--bind",
-                    "127.0.0.1:0",
-                    "--grpc",
-                    "127.0.0.1:0",
-                    "--counters",
-                    &redis.url,
-                    "--counters-prefix",
-                    &redis.prefix,
-                    "--counters-timeout",
-                    "10s",
-                ],
+                &[&SERVE[..], &counted_in(&counters)].concat(),
             ));
         }
         let addrs: Vec<String> = servers.iter().map(Process::grpc).collect();
@@ -744,14 +732,17 @@ fn a_real_envoy_enforces_the_rules_in_git_with_the_shipped_example() {
 
 /// Runs openssl with `args` in `dir`.
 fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl runs");
+    let mut openssl = Command::new("openssl");
+    openssl.current_dir(dir).args(args);
+    succeeds(openssl);
+}
+
+/// Runs `command`, which must succeed.
+fn succeeds(mut command: Command) {
+    let out = command.output().unwrap_or_else(|e| panic!("{command:?}: {e}"));
     assert!(
         out.status.success(),
-        "openssl {args:?}: {}",
+        "{command:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
@@ -913,21 +904,8 @@ fn while_redis_is_down_each_rule_follows_its_outage_policy_at_the_edge() {
         let applied = crate::support::run(&db, state.path(), &["reconcile"]);
         assert_eq!(applied.code, 0, "{}", applied.stderr);
         let url = redis.url();
-        let server = Process::start(
-            &db,
-            &state,
-            &[
-                "serve",
-                "--bind",
-                "127.0.0.1:0",
-                "--grpc",
-                "127.0.0.1:0",
-                "--counters",
-                &url,
-                "--counters-timeout",
-                "200ms",
-            ],
-        );
+        let private = ["--counters", &url, "--counters-timeout", "200ms"];
+        let server = Process::start(&db, &state, &[&SERVE[..], &private].concat());
         let addr = server.grpc();
         let user = |u: &'static str| call(&[&[("user", u)]]);
         assert_eq!(
