@@ -131,10 +131,11 @@ async fn service(db: Db, counting: Counting) -> (SocketAddr, GrpcMetrics, valhal
         metrics: metrics.clone(),
     };
     let (listener, addr) = listener().await;
+    let server = valhalla_ops::grpc::server(None).expect("no TLS to set up");
     tokio::spawn(valhalla_ops::grpc::serve(
         listener,
+        server,
         limiter,
-        None,
         std::future::pending(),
     ));
     (addr, metrics, tasks)

@@ -126,12 +126,12 @@ fn observer(state: &Arc<AppState>) -> crate::enforce::Observer {
 }
 
 impl Args {
-    /// The gRPC listener and its TLS, set up before serving so that a taken port or an
-    /// unreadable certificate stops the start.
+    /// The gRPC listener and server, set up before serving so that a taken port or a bad
+    /// certificate stops the start.
     async fn grpc_listener(
         &self,
         at: SocketAddr,
-    ) -> anyhow::Result<(tokio::net::TcpListener, Option<tonic::transport::ServerTlsConfig>)> {
+    ) -> anyhow::Result<(tokio::net::TcpListener, tonic::transport::Server)> {
         let tls = match (&self.grpc_tls_cert, &self.grpc_tls_key) {
             (Some(cert), Some(key)) => Some(
                 crate::grpc::TlsFiles {
@@ -143,10 +143,11 @@ impl Args {
             ),
             _ => None,
         };
+        let server = crate::grpc::server(tls)?;
         let listener = tokio::net::TcpListener::bind(at)
             .await
             .with_context(|| format!("cannot listen for gRPC on {at}"))?;
-        Ok((listener, tls))
+        Ok((listener, server))
     }
 
     /// The counter store: memory, or the shared counters of `--counters`, which need not
@@ -254,7 +255,7 @@ impl Args {
                 until_stopped(stopped.clone()),
             ))
         });
-        let gateways = grpc.map(|(listener, tls)| {
+        let gateways = grpc.map(|(listener, server)| {
             let limiter = crate::grpc::RateLimiter {
                 replica: Arc::clone(&state.replica),
                 domain: self.grpc_domain.clone(),
@@ -264,8 +265,8 @@ impl Args {
             };
             tokio::spawn(crate::grpc::serve(
                 listener,
+                server,
                 limiter,
-                tls,
                 until_stopped(stopped.clone()),
             ))
         });

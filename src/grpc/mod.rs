@@ -51,9 +51,9 @@ pub struct TlsFiles {
 pub enum GrpcError {
     #[error("cannot read {}: {source}", crate::text::path(.path))]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("cannot set up TLS: {0}")]
+    #[error("cannot set up TLS: {}", causes(.0))]
     Tls(tonic::transport::Error),
-    #[error("the gRPC server failed: {0}")]
+    #[error("the gRPC server failed: {}", causes(.0))]
     Serve(tonic::transport::Error),
 }
 
@@ -78,12 +78,40 @@ impl TlsFiles {
     }
 }
 
-/// Serves `limiter` on `listener`, with health checking (serving from the start: the caller
-/// has loaded the view) and reflection, until `shutdown` completes; calls in flight finish.
+/// A transport error with its causes (tonic's own says only "transport error"), on one line.
+fn causes(e: &tonic::transport::Error) -> String {
+    let mut said = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        said.push_str(": ");
+        said.push_str(&c.to_string());
+        cause = c.source();
+    }
+    crate::text::one_line(&said)
+}
+
+/// The server's settings, with its TLS (certificates parsed now: a bad one stops the start,
+/// before anything is served).
+pub fn server(tls: Option<ServerTlsConfig>) -> Result<Server, GrpcError> {
+    let server = Server::builder()
+        .tcp_nodelay(true)
+        .timeout(CALL_TIMEOUT)
+        .max_concurrent_streams(STREAMS_PER_CONNECTION)
+        .http2_keepalive_interval(Some(KEEPALIVE))
+        .http2_keepalive_timeout(Some(KEEPALIVE / 3));
+    match tls {
+        Some(tls) => server.tls_config(tls).map_err(GrpcError::Tls),
+        None => Ok(server),
+    }
+}
+
+/// Serves `limiter` on `listener` with `server`'s settings, with health checking (serving from
+/// the start: the caller has loaded the view) and reflection, until `shutdown` completes; calls
+/// in flight finish.
 pub async fn serve(
     listener: TcpListener,
+    mut server: Server,
     limiter: RateLimiter,
-    tls: Option<ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), GrpcError> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -96,15 +124,6 @@ pub async fn serve(
     };
     let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
     let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
-    let mut server = Server::builder()
-        .tcp_nodelay(true)
-        .timeout(CALL_TIMEOUT)
-        .max_concurrent_streams(STREAMS_PER_CONNECTION)
-        .http2_keepalive_interval(Some(KEEPALIVE))
-        .http2_keepalive_timeout(Some(KEEPALIVE / 3));
-    if let Some(tls) = tls {
-        server = server.tls_config(tls).map_err(GrpcError::Tls)?;
-    }
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     // A stopping replica tells the gateways' health checks before it stops answering.
     let shutdown = async move {

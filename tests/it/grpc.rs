@@ -954,3 +954,28 @@ fn while_redis_is_down_each_rule_follows_its_outage_policy_at_the_edge() {
         assert!(server.log().contains("answer again"), "{b}: {}", server.log());
     }
 }
+
+/// A certificate or key that does not parse stops the start, with the reason, before anything
+/// is served (it once surfaced only after HTTP was up, as "transport error", and HTTP served on).
+#[test]
+fn a_bad_certificate_stops_the_start() {
+    let db = crate::support::sqlite();
+    let state = StateDir::new(&[("state.yaml", &state(&rule("user", "ada", 2, 60, "")))]);
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.pem");
+    std::fs::write(&bad, "not a certificate\n").unwrap();
+    let bad = bad.to_str().unwrap();
+    let mut server = Process::start(
+        &db,
+        &state,
+        &[&SERVE[..], &["--grpc-tls-cert", bad, "--grpc-tls-key", bad]].concat(),
+    );
+    let status = server.exited(Duration::from_secs(10)).expect("the start stops");
+    assert_eq!(status.code(), Some(1), "{}", server.log());
+    let log = server.log();
+    assert!(
+        log.contains("cannot set up TLS: ") && log.contains("key"),
+        "{log}"
+    );
+    assert!(!log.contains("serving http://"), "nothing is served: {log}");
+}
