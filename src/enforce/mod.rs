@@ -39,7 +39,7 @@ use ipnet::IpNet;
 use tower::{Layer, Service};
 
 pub use maintenance::{Freeze, refuses, why_frozen};
-pub use ratelimit::{RateLimit, rate_limit_fields, rate_limit_headers, why_refused};
+pub use ratelimit::{POLICY, RATELIMIT, RateLimit, rate_limit_fields, rate_limit_headers, why_refused};
 
 use crate::auth::{Caller, IdentityError, identify};
 use crate::limit::{Decision, Subject};

@@ -187,8 +187,10 @@ pub fn why_refused(decision: &Decision) -> String {
     }
 }
 
-static POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
-static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+/// The `RateLimit-Policy` header of the IETF draft.
+pub static POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// The `RateLimit` header of the IETF draft.
+pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// Sets `RateLimit-Policy` (each rule that applies: `q` requests per `w` seconds) and
 /// `RateLimit` (what is left: `r` requests, `t` seconds until the quota comes back). Shadow

@@ -83,19 +83,19 @@ pub fn read(descriptors: &[RateLimitDescriptor]) -> Result<Asked<'_>, Invalid> {
                     let ip = value
                         .parse::<IpAddr>()
                         .map_err(|_| Invalid::Address(keys::REMOTE_ADDRESS, crate::text::shown(value)))?;
-                    one(&mut asked.ip, ip, "remote_address")?;
+                    one(&mut asked.ip, ip, keys::REMOTE_ADDRESS)?;
                     selects.ip = true;
                 }
                 keys::USER => {
-                    one(&mut asked.user, value, "user")?;
+                    one(&mut asked.user, value, keys::USER)?;
                     selects.user = true;
                 }
                 keys::CLIENT => {
-                    one(&mut asked.client, value, "client")?;
+                    one(&mut asked.client, value, keys::CLIENT)?;
                     selects.client = true;
                 }
                 keys::API_KEY => {
-                    one(&mut asked.key, value, "api_key")?;
+                    one(&mut asked.key, value, keys::API_KEY)?;
                     selects.client = true;
                 }
                 keys::REQUEST_METHOD => {

@@ -51,6 +51,9 @@ pub struct TlsFiles {
 pub enum GrpcError {
     #[error("cannot read {}: {source}", crate::text::path(.path))]
     Read { path: PathBuf, source: std::io::Error },
+    /// The embedded descriptors do not decode: a build defect, not a setting.
+    #[error("cannot set up gRPC reflection: {0}")]
+    Reflection(tonic_reflection::server::Error),
     #[error("cannot set up TLS: {}", causes(.0))]
     Tls(tonic::transport::Error),
     #[error("the gRPC server failed: {}", causes(.0))]
@@ -122,8 +125,8 @@ pub async fn serve(
             .register_encoded_file_descriptor_set(DESCRIPTORS)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
-    let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
+    let reflection_v1 = reflection().build_v1().map_err(GrpcError::Reflection)?;
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(GrpcError::Reflection)?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     // A stopping replica tells the gateways' health checks before it stops answering.
     let shutdown = async move {
@@ -140,12 +143,4 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(GrpcError::Serve)
-}
-
-/// The descriptors are compiled by the build script: failing to read them is a build defect.
-fn reflection_error(e: tonic_reflection::server::Error) -> GrpcError {
-    GrpcError::Read {
-        path: PathBuf::from("(the embedded descriptors)"),
-        source: std::io::Error::other(e.to_string()),
-    }
 }

@@ -5,6 +5,8 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::http::HeaderName;
+use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use envoy_types::pb::envoy::config::core::v3::HeaderValue;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::rate_limit::Unit;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
@@ -20,15 +22,27 @@ use super::descriptors::{self, Asked, Selects};
 use super::metrics::{GrpcMetrics, Outcome};
 use crate::auth::{identify_in, known};
 use crate::domain::Role;
-use crate::enforce::{Observer, rate_limit_fields, refuses, why_frozen, why_refused};
+use crate::enforce::{Observer, POLICY, RATELIMIT, rate_limit_fields, refuses, why_frozen, why_refused};
 use crate::limit::{Decision, Subject, Verdict, binding};
 use crate::mode::effective;
 use crate::replica::{Replica, View};
 
-/// The problem type of a refusal by a rule (the IETF rate-limit headers draft's).
-const QUOTA_EXCEEDED: &str = "https://iana.org/assignments/http-problem-types#quota-exceeded";
-/// The problem type of a refusal by the freeze, or by a `closed` rule during an outage.
-const REDUCED_CAPACITY: &str = "https://iana.org/assignments/http-problem-types#temporary-reduced-capacity";
+/// A problem type of the IETF rate-limit headers draft: its URI and its title.
+struct ProblemType {
+    uri: &'static str,
+    title: &'static str,
+}
+
+/// A refusal by a rule.
+const QUOTA_EXCEEDED: ProblemType = ProblemType {
+    uri: "https://iana.org/assignments/http-problem-types#quota-exceeded",
+    title: "Request cannot be satisfied as assigned quota has been exceeded",
+};
+/// A refusal by the freeze, or by a `closed` rule during an outage.
+const REDUCED_CAPACITY: ProblemType = ProblemType {
+    uri: "https://iana.org/assignments/http-problem-types#temporary-reduced-capacity",
+    title: "Request cannot be satisfied due to temporary reduced capacity",
+};
 /// The dynamic metadata key that marks a refusal that is not the client's doing (the freeze, a
 /// `closed` rule while the counters are unreachable), which HTTP answers 503. Envoy answers
 /// every `OVER_LIMIT` with one status; its local reply mapper can match this key (under the
@@ -165,12 +179,7 @@ fn frozen(descriptors: usize, message: &str, retry_seconds: Option<u64>) -> Rate
         overall_code: Code::OverLimit as i32,
         statuses: vec![reset; descriptors],
         response_headers_to_add: headers,
-        raw_body: problem(
-            REDUCED_CAPACITY,
-            "Request cannot be satisfied due to temporary reduced capacity",
-            message,
-            &[],
-        ),
+        raw_body: problem(&REDUCED_CAPACITY, message, &[]),
         ..RateLimitResponse::default()
     }
 }
@@ -186,7 +195,7 @@ fn answer(decision: &Decision, asked: &Asked<'_>) -> RateLimitResponse {
         .collect();
     let mut headers = Vec::with_capacity(4);
     if let Some((policy, state)) = rate_limit_fields(decision) {
-        headers.extend([header("ratelimit-policy", policy), header("ratelimit", state)]);
+        headers.extend([header(&POLICY, policy), header(&RATELIMIT, state)]);
     }
     let mut raw_body = Vec::new();
     let mut dynamic_metadata = None;
@@ -194,17 +203,11 @@ fn answer(decision: &Decision, asked: &Asked<'_>) -> RateLimitResponse {
         && let Some(binding) = decision.binding()
     {
         headers.extend([retry_after(binding.reset_seconds()), problem_type()]);
-        let (kind, title) = if decision.unavailable() {
+        let kind = if decision.unavailable() {
             dynamic_metadata = Some(refusal("counters_unreachable"));
-            (
-                REDUCED_CAPACITY,
-                "Request cannot be satisfied due to temporary reduced capacity",
-            )
+            &REDUCED_CAPACITY
         } else {
-            (
-                QUOTA_EXCEEDED,
-                "Request cannot be satisfied as assigned quota has been exceeded",
-            )
+            &QUOTA_EXCEEDED
         };
         let violated: Vec<&str> = decision
             .verdicts
@@ -212,7 +215,7 @@ fn answer(decision: &Decision, asked: &Asked<'_>) -> RateLimitResponse {
             .filter(|v| !v.allowed && !v.rule.shadow)
             .map(|v| v.rule.header_name().trim_matches('"'))
             .collect();
-        raw_body = problem(kind, title, &why_refused(decision), &violated);
+        raw_body = problem(kind, &why_refused(decision), &violated);
     }
     RateLimitResponse {
         overall_code: if decision.allowed {
@@ -286,17 +289,17 @@ fn seconds(ms: u64) -> ProtoDuration {
 }
 
 fn retry_after(seconds: u64) -> HeaderValue {
-    header("retry-after", seconds.max(1).to_string())
+    header(&RETRY_AFTER, seconds.max(1).to_string())
 }
 
 /// The type of the problem body that goes with every refusal.
 fn problem_type() -> HeaderValue {
-    header("content-type", "application/problem+json".into())
+    header(&CONTENT_TYPE, "application/problem+json".into())
 }
 
-fn header(key: &str, value: String) -> HeaderValue {
+fn header(name: &HeaderName, value: String) -> HeaderValue {
     HeaderValue {
-        key: key.to_owned(),
+        key: name.as_str().to_owned(),
         value,
         ..HeaderValue::default()
     }
@@ -313,8 +316,8 @@ fn refusal(why: &str) -> Struct {
 }
 
 /// An RFC 9457 problem document (JSON), as the body the gateway answers a refusal with.
-fn problem(kind: &str, title: &str, detail: &str, violated: &[&str]) -> Vec<u8> {
-    let mut problem = serde_json::json!({ "type": kind, "title": title, "detail": detail });
+fn problem(kind: &ProblemType, detail: &str, violated: &[&str]) -> Vec<u8> {
+    let mut problem = serde_json::json!({ "type": kind.uri, "title": kind.title, "detail": detail });
     if !violated.is_empty() {
         problem["violated-policies"] = violated.into();
     }
@@ -389,7 +392,7 @@ mod tests {
         assert!(headers.contains(&("retry-after", "3")), "{headers:?}");
         assert!(headers.iter().any(|(k, _)| *k == "ratelimit-policy"));
         let body: serde_json::Value = serde_json::from_slice(&answer.raw_body).unwrap();
-        assert_eq!(body["type"], QUOTA_EXCEEDED);
+        assert_eq!(body["type"], QUOTA_EXCEEDED.uri);
         assert_eq!(body["violated-policies"], serde_json::json!(["user:alice"]));
     }
 
@@ -400,7 +403,7 @@ mod tests {
         assert_eq!(answer.statuses.len(), 2);
         assert!(answer.statuses.iter().all(|s| s.code == Code::OverLimit as i32));
         let body: serde_json::Value = serde_json::from_slice(&answer.raw_body).unwrap();
-        assert_eq!(body["type"], REDUCED_CAPACITY);
+        assert_eq!(body["type"], REDUCED_CAPACITY.uri);
         let headers: Vec<(&str, &str)> = answer
             .response_headers_to_add
             .iter()
