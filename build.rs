@@ -1,14 +1,78 @@
 //! Rebuilds the binary when a migration changes (migrations are embedded with `include_str!`),
-//! and compiles the descriptors that the gRPC reflection service serves.
+//! compiles the descriptors that the gRPC reflection service serves, and records what
+//! `--version` says about the build (its git commit, target, profile and compiler).
 
 use std::path::{Path, PathBuf};
 
 fn main() {
     println!("cargo:rerun-if-changed=migrations");
+    build_info();
     if let Err(e) = descriptors() {
         println!("cargo:warning=cannot compile the Envoy rate limit service's descriptors: {e}");
         std::process::exit(1);
     }
+}
+
+/// Sets `VALHALLA_COMMIT` (the git commit, `-dirty` when tracked files differ from it, or
+/// `unknown` outside a git checkout) and `VALHALLA_BUILD` (target, profile, compiler).
+/// A build from a source archive names its commit in `VALHALLA_COMMIT` itself.
+fn build_info() {
+    println!("cargo:rerun-if-env-changed=VALHALLA_COMMIT");
+    let commit = match std::env::var("VALHALLA_COMMIT") {
+        Ok(commit) if !commit.trim().is_empty() => commit.trim().to_owned(),
+        _ => git_commit().unwrap_or_else(|| "unknown".into()),
+    };
+    println!("cargo:rustc-env=VALHALLA_COMMIT={commit}");
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let compiler = std::process::Command::new(rustc)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .map(|v| v.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "rustc (unknown version)".into());
+    let target = std::env::var("TARGET").unwrap_or_default();
+    let profile = std::env::var("PROFILE").unwrap_or_default();
+    println!("cargo:rustc-env=VALHALLA_BUILD={target}, {profile} build, {compiler}");
+}
+
+/// The commit checked out where this crate is, when the crate is the root of that checkout
+/// (not a folder vendored into another project's repository).
+fn git_commit() -> Option<String> {
+    let dir = std::env::var("CARGO_MANIFEST_DIR").ok()?;
+    let git = |args: &[&str]| -> Option<String> {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&dir)
+            .args(args)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    let top = git(&["rev-parse", "--show-toplevel"])?;
+    if Path::new(&top).canonicalize().ok()? != Path::new(&dir).canonicalize().ok()? {
+        return None;
+    }
+    // Say it again when the commit moves, the index changes (a commit, a checkout, an add) or a
+    // source file is edited (which may make the tree dirty).
+    println!("cargo:rerun-if-changed=src");
+    println!("cargo:rerun-if-changed=Cargo.toml");
+    let mut watched = vec!["HEAD".to_owned(), "index".to_owned(), "packed-refs".to_owned()];
+    watched.extend(git(&["symbolic-ref", "-q", "HEAD"]));
+    for name in watched {
+        if let Some(path) = git(&["rev-parse", "--git-path", &name]) {
+            let path = Path::new(&dir).join(path);
+            // A path that does not exist would make cargo rerun this script on every build.
+            if path.exists() {
+                println!("cargo:rerun-if-changed={}", path.display());
+            }
+        }
+    }
+    let commit = git(&["rev-parse", "--short=12", "HEAD"])?;
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"])?;
+    Some(if dirty.is_empty() { commit } else { format!("{commit}-dirty") })
 }
 
 /// The proto of Envoy's rate limit service and everything it imports.

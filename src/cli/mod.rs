@@ -3,6 +3,7 @@
 mod completions;
 mod diff;
 mod export;
+mod health;
 mod keys;
 mod migrate;
 mod overrides;
@@ -22,9 +23,21 @@ use clap::{Parser, Subcommand};
 use crate::desired::{LoadError, Loaded, StateDir};
 use crate::store::{DEFAULT_DATABASE_URL, Db, StoreOptions};
 
+/// What `--version` says: the version, the commit built, how it was built, and what is compiled
+/// in (the crate has no optional features: every build has all of these).
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\ncommit: ",
+    env!("VALHALLA_COMMIT"),
+    "\nbuild: ",
+    env!("VALHALLA_BUILD"),
+    "\nfeatures: ",
+    "sqlite postgres memory-counters redis-counters grpc-envoy-rls tls-rustls",
+);
+
 /// valhalla-ops: the GitOps control plane of the Valhalla API platform.
 #[derive(Debug, Parser)]
-#[command(name = "valhalla-ops", version, about, long_about = None)]
+#[command(name = "valhalla-ops", version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("VALHALLA_COMMIT"), ")"), long_version = LONG_VERSION, about, long_about = None)]
 pub struct Cli {
     /// Database: postgres://… in production, or a SQLite file (the default, created on first use).
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true, hide_env_values = true)]
@@ -90,6 +103,9 @@ pub enum Command {
     Migrate,
     /// Serve the HTTP API (reads, emergency overrides) until Ctrl-C or SIGTERM.
     Serve(Box<serve::Args>),
+    /// Ask the `serve` on this host whether it is ready (exit 0) or not (exit 1): a container's
+    /// health check.
+    Health(health::Args),
     /// List or clear emergency overrides.
     #[command(subcommand)]
     Overrides(overrides::Command),
@@ -204,6 +220,7 @@ const UNUSED_GLOBALS: &[(&[&str], &[&[&str]])] = &[
     (&["completions"], &[DATABASE, STATE]),
     (&["man"], &[DATABASE, STATE]),
     (&["schema"], &[DATABASE, STATE]),
+    (&["health"], &[DATABASE, STATE]),
 ];
 
 impl Cli {
@@ -249,6 +266,7 @@ impl Cli {
             Command::Export(args) => args.run(&store).await,
             Command::Migrate => migrate::run(&store).await,
             Command::Serve(args) => args.run(&state, &store).await,
+            Command::Health(args) => args.run().await,
             Command::Overrides(cmd) => cmd.run(&store).await,
             Command::Keys(cmd) => cmd.run(),
             Command::Completions(args) => args.run(),
