@@ -1205,10 +1205,13 @@ fn the_ci_examples_are_valid_yaml_and_use_real_commands() {
         ("gitlab", ci_commands(gitlab_scripts)),
     ] {
         let used: Vec<&str> = commands.iter().map(|c| c[0].as_str()).collect();
-        for needed in ["validate", "diff", "reconcile"] {
+        for needed in ["--version", "validate", "diff", "reconcile"] {
             assert!(used.contains(&needed), "{name} does not run {needed}: {used:?}");
         }
         for command in &commands {
+            if command[0] == "--version" {
+                continue;
+            }
             let sub = cli
                 .find_subcommand(&command[0])
                 .unwrap_or_else(|| panic!("{name}: no subcommand {}", command[0]));
@@ -1226,7 +1229,7 @@ fn the_ci_examples_are_valid_yaml_and_use_real_commands() {
 }
 
 #[test]
-fn the_kubernetes_example_runs_real_commands_with_real_settings() {
+fn the_kubernetes_example_runs_the_image_with_real_commands_and_settings() {
     use clap::{CommandFactory as _, Parser as _};
     use serde::Deserialize as _;
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/kubernetes/valhalla-ops.yaml");
@@ -1234,45 +1237,63 @@ fn the_kubernetes_example_runs_real_commands_with_real_settings() {
     let documents: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(&text)
         .map(|d| serde_json::Value::deserialize(d).unwrap())
         .collect();
-    let deployment = documents
-        .iter()
-        .find(|d| d["kind"] == "Deployment")
-        .expect("a Deployment");
-    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
-    let args: Vec<String> = container["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().to_owned())
-        .collect();
-    // The arguments parse as the binary would parse them.
-    let parsed = valhalla_ops::cli::Cli::try_parse_from(
-        std::iter::once("valhalla-ops".to_owned()).chain(args.clone()),
-    );
-    assert!(
-        parsed.is_ok(),
-        "{args:?}: {}",
-        parsed.err().map(|e| e.to_string()).unwrap_or_default()
-    );
-    // Every environment variable it sets is one the binary reads.
+    let kinds: Vec<&str> = documents.iter().filter_map(|d| d["kind"].as_str()).collect();
+    assert_eq!(kinds, ["Deployment", "PodDisruptionBudget", "Service"]);
+    let pod = &documents[0]["spec"]["template"]["spec"];
+    let init = &pod["initContainers"][0];
+    let container = &pod["containers"][0];
     let cli = valhalla_ops::cli::Cli::command();
-    let serve = cli.find_subcommand("serve").unwrap();
-    let known: Vec<String> = serve
-        .get_arguments()
+    // Every environment variable a container sets is one the binary reads.
+    let known: Vec<String> = cli
+        .get_subcommands()
+        .flat_map(|sub| sub.get_arguments())
         .chain(cli.get_arguments())
         .filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
         .collect();
-    for var in container["env"].as_array().unwrap() {
-        let name = var["name"].as_str().unwrap();
-        assert!(
-            known.iter().any(|k| k == name),
-            "{name} is not read by valhalla-ops serve: {known:?}"
+    for (one, first) in [(init, "migrate"), (container, "serve")] {
+        // The image scripts/build-image builds, at this version, pushed to a registry.
+        let image = one["image"].as_str().unwrap();
+        assert_eq!(
+            image.rsplit_once('/').map(|(_, name)| name),
+            Some(format!("valhalla-ops:{}", env!("CARGO_PKG_VERSION")).as_str()),
+            "{image}"
         );
+        let args: Vec<String> = one["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(args[0], first);
+        // The arguments parse as the binary would parse them.
+        let parsed = valhalla_ops::cli::Cli::try_parse_from(
+            std::iter::once("valhalla-ops".to_owned()).chain(args.clone()),
+        );
+        assert!(
+            parsed.is_ok(),
+            "{args:?}: {}",
+            parsed.err().map(|e| e.to_string()).unwrap_or_default()
+        );
+        for var in one["env"].as_array().unwrap() {
+            let name = var["name"].as_str().unwrap();
+            assert!(known.iter().any(|k| k == name), "{name} is not read by valhalla-ops");
+        }
+        assert_eq!(one["securityContext"]["readOnlyRootFilesystem"], true);
     }
-    let probes = [&container["readinessProbe"], &container["livenessProbe"]];
+    assert_eq!(pod["securityContext"]["runAsUser"], 65532, "the image's user");
+    let probes = [
+        &container["startupProbe"],
+        &container["readinessProbe"],
+        &container["livenessProbe"],
+    ];
     assert_eq!(
         probes.map(|p| p["httpGet"]["path"].as_str().unwrap()),
-        ["/readyz", "/healthz"]
+        ["/readyz", "/readyz", "/healthz"]
+    );
+    assert_eq!(
+        documents[1]["spec"]["selector"],
+        documents[0]["spec"]["selector"],
+        "the disruption budget covers the replicas"
     );
 }
 
@@ -1325,4 +1346,109 @@ fn a_subcommand_help_lists_only_the_global_options_it_uses() {
         1,
         "an empty directory"
     );
+}
+
+#[test]
+fn version_names_the_commit_the_build_and_what_is_compiled_in() {
+    let db = crate::support::sqlite();
+    let state = StateDir::new(&[]);
+    let long = run(&db, state.path(), &["--version"]);
+    assert_eq!(long.code, 0, "{long:?}");
+    let lines: Vec<&str> = long.stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{}", long.stdout);
+    assert_eq!(lines[0], format!("valhalla-ops {}", env!("CARGO_PKG_VERSION")));
+    // The commit of the checkout the tests were built in (a source archive says `unknown`).
+    let root = env!("CARGO_MANIFEST_DIR");
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(root)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    let top = git(&["rev-parse", "--show-toplevel"]).map(std::path::PathBuf::from);
+    let commit = lines[1].strip_prefix("commit: ").expect(lines[1]);
+    if top.and_then(|t| t.canonicalize().ok()) == std::path::Path::new(root).canonicalize().ok() {
+        let head = git(&["rev-parse", "--short=12", "HEAD"]).unwrap();
+        assert!(
+            commit == head || commit == format!("{head}-dirty"),
+            "{commit} is not HEAD ({head})"
+        );
+    } else {
+        assert_eq!(commit, "unknown");
+    }
+    assert!(
+        lines[2].starts_with("build: x86_64-") || lines[2].starts_with("build: aarch64-"),
+        "{}",
+        lines[2]
+    );
+    assert!(lines[2].contains(" build, rustc 1."), "{}", lines[2]);
+    let features = lines[3].strip_prefix("features: ").expect(lines[3]);
+    for compiled_in in ["sqlite", "postgres", "redis-counters", "grpc-envoy-rls"] {
+        assert!(features.split(' ').any(|f| f == compiled_in), "{features}");
+    }
+    // -V: one line, with the commit.
+    let short = run(&db, state.path(), &["-V"]);
+    assert_eq!(
+        short.stdout,
+        format!("valhalla-ops {} ({commit})\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn health_asks_the_serve_on_this_host_and_fails_when_it_is_not_ready() {
+    for db in all_backends() {
+        let state = StateDir::sample();
+        let mut serving = crate::support::Process::start(&db, &state, &["serve", "--bind", "127.0.0.1:0"]);
+        let base = serving.base();
+        let at = base.trim_start_matches("http://");
+        let ready = run(&db, state.path(), &["health", "--bind", at]);
+        assert_eq!(ready.code, 0, "{}: {ready:?}", db.backend);
+        assert!(ready.stdout.contains(r#""status":"ready""#), "{ready:?}");
+        // The image's setting: the server binds every address, health asks loopback.
+        let port = at.rsplit(':').next().unwrap();
+        let live = command(&db, state.path())
+            .args(["health", "--live"])
+            .env("VALHALLA_BIND", format!("0.0.0.0:{port}"))
+            .output()
+            .unwrap();
+        let live = finish(live);
+        assert_eq!(live.code, 0, "{live:?}");
+        assert_eq!(live.stdout, "{\"status\":\"ok\"}\n");
+        assert!(serving.stop(std::time::Duration::from_secs(10)).success());
+        let gone = run(&db, state.path(), &["health", "--bind", at]);
+        assert_eq!(gone.code, 1, "{gone:?}");
+        assert!(
+            gone.stderr.contains(&format!("cannot ask http://{at}/readyz")),
+            "{gone:?}"
+        );
+    }
+}
+
+#[test]
+fn health_fails_on_an_answer_that_is_not_200_and_says_it_on_one_line() {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut request = [0u8; 1024];
+        let _ = stream.read(&mut request);
+        let body = "{\"error\":\"no database\"}\n\u{1b}[2Jforged: line";
+        let _ = write!(
+            stream,
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    });
+    let db = crate::support::sqlite();
+    let state = StateDir::new(&[]);
+    let out = run(&db, state.path(), &["health", "--bind", &at]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("answered 503"), "{out:?}");
+    assert!(!out.stderr.contains('\u{1b}'), "escaped: {out:?}");
+    assert_eq!(out.stderr.trim_end().lines().count(), 1, "{out:?}");
 }

@@ -609,3 +609,44 @@ fn the_shipped_samples_do_not_age() {
         }
     }
 }
+
+/// Runs `tool` with `args` and then `file`; whether it accepted the file, and what it said.
+fn accepts(tool: &std::path::Path, args: &[&str], file: &std::path::Path) -> (bool, String) {
+    let out = Command::new(tool).args(args).arg(file).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), said)
+}
+
+#[test]
+fn kubernetes_validate_accepts_the_kubernetes_example_strictly() {
+    let Some(validate) = tool("kubernetes-validate") else { return };
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/kubernetes/valhalla-ops.yaml");
+    let (ok, said) = accepts(&validate, &["--strict", "--quiet"], &example);
+    assert!(ok, "{said}");
+    // A misspelt field is refused: the tool really reads the file.
+    let text = std::fs::read_to_string(&example).unwrap();
+    let broken = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    std::fs::write(broken.path(), text.replace("minAvailable:", "minAvailble:")).unwrap();
+    let (ok, said) = accepts(&validate, &["--strict", "--quiet"], broken.path());
+    assert!(!ok && said.contains("minAvailble"), "{said}");
+}
+
+#[test]
+fn the_ci_examples_pass_their_platforms_workflow_schemas() {
+    let Some(check) = tool("check-jsonschema") else { return };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ci");
+    for (file, schema) in [
+        ("github-actions.yml", "vendor.github-workflows"),
+        ("gitlab-ci.yml", "vendor.gitlab-ci"),
+    ] {
+        let example = root.join(file);
+        let (ok, said) = accepts(&check, &["--builtin-schema", schema], &example);
+        assert!(ok, "{file}: {said}");
+        // A step or job of the wrong shape is refused: the schema is really applied.
+        let text = std::fs::read_to_string(&example).unwrap();
+        let broken = tempfile::Builder::new().suffix(".yml").tempfile().unwrap();
+        std::fs::write(broken.path(), text.replacen("stages: [plan, apply]", "stages: plan", 1).replacen("runs-on: ubuntu-latest", "runs-on: [[1]]", 1)).unwrap();
+        let (ok, said) = accepts(&check, &["--builtin-schema", schema], broken.path());
+        assert!(!ok, "{file}: the broken copy passes: {said}");
+    }
+}
