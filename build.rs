@@ -13,16 +13,16 @@ fn main() {
     }
 }
 
-/// Sets `VALHALLA_COMMIT` (the git commit, `-dirty` when tracked files differ from it, or
-/// `unknown` outside a git checkout) and `VALHALLA_BUILD` (target, profile, compiler).
-/// A build from a source archive names its commit in `VALHALLA_COMMIT` itself.
+/// Sets `VALHALLA_OPS_GIT_COMMIT` (the git commit, `-dirty` when tracked files differ from it, or
+/// `unknown` outside a git checkout) and `VALHALLA_OPS_BUILD` (target, profile, compiler).
+/// A build from a source archive names its commit in `VALHALLA_OPS_GIT_COMMIT` itself.
 fn build_info() {
-    println!("cargo:rerun-if-env-changed=VALHALLA_COMMIT");
-    let commit = match std::env::var("VALHALLA_COMMIT") {
+    println!("cargo:rerun-if-env-changed=VALHALLA_OPS_GIT_COMMIT");
+    let commit = match std::env::var("VALHALLA_OPS_GIT_COMMIT") {
         Ok(commit) if !commit.trim().is_empty() => commit.trim().to_owned(),
         _ => git_commit().unwrap_or_else(|| "unknown".into()),
     };
-    println!("cargo:rustc-env=VALHALLA_COMMIT={commit}");
+    println!("cargo:rustc-env=VALHALLA_OPS_GIT_COMMIT={commit}");
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let compiler = std::process::Command::new(rustc)
         .arg("--version")
@@ -33,7 +33,7 @@ fn build_info() {
         .unwrap_or_else(|| "rustc (unknown version)".into());
     let target = std::env::var("TARGET").unwrap_or_default();
     let profile = std::env::var("PROFILE").unwrap_or_default();
-    println!("cargo:rustc-env=VALHALLA_BUILD={target}, {profile} build, {compiler}");
+    println!("cargo:rustc-env=VALHALLA_OPS_BUILD={target}, {profile} build, {compiler}");
 }
 
 /// The commit checked out where this crate is, when the crate is the root of that checkout
@@ -55,11 +55,12 @@ fn git_commit() -> Option<String> {
     if Path::new(&top).canonicalize().ok()? != Path::new(&dir).canonicalize().ok()? {
         return None;
     }
-    // Say it again when the commit moves, the index changes (a commit, a checkout, an add) or a
-    // source file is edited (which may make the tree dirty).
+    // Say it again when the commit moves (a commit, a checkout) or a source file is edited
+    // (which may make the tree dirty). Not on every change of the index: `git status` rewrites
+    // it, and each would rebuild the crate.
     println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-changed=Cargo.toml");
-    let mut watched = vec!["HEAD".to_owned(), "index".to_owned(), "packed-refs".to_owned()];
+    let mut watched = vec!["HEAD".to_owned(), "packed-refs".to_owned()];
     watched.extend(git(&["symbolic-ref", "-q", "HEAD"]));
     for name in watched {
         if let Some(path) = git(&["rev-parse", "--git-path", &name]) {

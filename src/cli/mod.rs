@@ -28,16 +28,16 @@ use crate::store::{DEFAULT_DATABASE_URL, Db, StoreOptions};
 pub const LONG_VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     "\ncommit: ",
-    env!("VALHALLA_COMMIT"),
+    env!("VALHALLA_OPS_GIT_COMMIT"),
     "\nbuild: ",
-    env!("VALHALLA_BUILD"),
+    env!("VALHALLA_OPS_BUILD"),
     "\nfeatures: ",
     "sqlite postgres memory-counters redis-counters grpc-envoy-rls tls-rustls",
 );
 
 /// valhalla-ops: the GitOps control plane of the Valhalla API platform.
 #[derive(Debug, Parser)]
-#[command(name = "valhalla-ops", version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("VALHALLA_COMMIT"), ")"), long_version = LONG_VERSION, about, long_about = None)]
+#[command(name = "valhalla-ops", version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("VALHALLA_OPS_GIT_COMMIT"), ")"), long_version = LONG_VERSION, about, long_about = None)]
 pub struct Cli {
     /// Database: postgres://… in production, or a SQLite file (the default, created on first use).
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true, hide_env_values = true)]

@@ -1188,10 +1188,10 @@ fn the_ci_examples_are_valid_yaml_and_use_real_commands() {
         }
     }
     let gitlab = read("gitlab-ci.yml");
-    let gitlab_scripts: Vec<String> = ["plan", "apply"]
+    let gitlab_scripts: Vec<String> = [("default", "before_script"), ("plan", "script"), ("apply", "script")]
         .iter()
-        .flat_map(|job| {
-            gitlab[job]["script"]
+        .flat_map(|(job, part)| {
+            gitlab[job][part]
                 .as_array()
                 .unwrap()
                 .iter()

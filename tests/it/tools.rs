@@ -650,3 +650,21 @@ fn the_ci_examples_pass_their_platforms_workflow_schemas() {
         assert!(!ok, "{file}: the broken copy passes: {said}");
     }
 }
+
+#[test]
+fn shellcheck_finds_nothing_wrong_in_the_shipped_scripts() {
+    let Some(shellcheck) = tool("shellcheck") else { return };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let scripts = ["scripts/build-image", "scripts/release", ".ci/run", ".ci/image"];
+    let out = Command::new(shellcheck)
+        .args(["--shell=bash", "--severity=warning"])
+        .args(scripts.map(|s| root.join(s)))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
