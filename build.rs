@@ -73,7 +73,11 @@ fn git_commit() -> Option<String> {
     }
     let commit = git(&["rev-parse", "--short=12", "HEAD"])?;
     let dirty = git(&["status", "--porcelain", "--untracked-files=no"])?;
-    Some(if dirty.is_empty() { commit } else { format!("{commit}-dirty") })
+    Some(if dirty.is_empty() {
+        commit
+    } else {
+        format!("{commit}-dirty")
+    })
 }
 
 /// The proto of Envoy's rate limit service and everything it imports.

@@ -1188,16 +1188,20 @@ fn the_ci_examples_are_valid_yaml_and_use_real_commands() {
         }
     }
     let gitlab = read("gitlab-ci.yml");
-    let gitlab_scripts: Vec<String> = [("default", "before_script"), ("plan", "script"), ("apply", "script")]
-        .iter()
-        .flat_map(|(job, part)| {
-            gitlab[job][part]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter_map(|s| s.as_str().map(str::to_owned))
-        })
-        .collect();
+    let gitlab_scripts: Vec<String> = [
+        ("default", "before_script"),
+        ("plan", "script"),
+        ("apply", "script"),
+    ]
+    .iter()
+    .flat_map(|(job, part)| {
+        gitlab[job][part]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s.as_str().map(str::to_owned))
+    })
+    .collect();
 
     let cli = valhalla_ops::cli::Cli::command();
     for (name, commands) in [
@@ -1276,7 +1280,10 @@ fn the_kubernetes_example_runs_the_image_with_real_commands_and_settings() {
         );
         for var in one["env"].as_array().unwrap() {
             let name = var["name"].as_str().unwrap();
-            assert!(known.iter().any(|k| k == name), "{name} is not read by valhalla-ops");
+            assert!(
+                known.iter().any(|k| k == name),
+                "{name} is not read by valhalla-ops"
+            );
         }
         assert_eq!(one["securityContext"]["readOnlyRootFilesystem"], true);
     }
@@ -1291,8 +1298,7 @@ fn the_kubernetes_example_runs_the_image_with_real_commands_and_settings() {
         ["/readyz", "/readyz", "/healthz"]
     );
     assert_eq!(
-        documents[1]["spec"]["selector"],
-        documents[0]["spec"]["selector"],
+        documents[1]["spec"]["selector"], documents[0]["spec"]["selector"],
         "the disruption budget covers the replicas"
     );
 }

@@ -619,8 +619,11 @@ fn accepts(tool: &std::path::Path, args: &[&str], file: &std::path::Path) -> (bo
 
 #[test]
 fn kubernetes_validate_accepts_the_kubernetes_example_strictly() {
-    let Some(validate) = tool("kubernetes-validate") else { return };
-    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/kubernetes/valhalla-ops.yaml");
+    let Some(validate) = tool("kubernetes-validate") else {
+        return;
+    };
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/kubernetes/valhalla-ops.yaml");
     let (ok, said) = accepts(&validate, &["--strict", "--quiet"], &example);
     assert!(ok, "{said}");
     // A misspelt field is refused: the tool really reads the file.
@@ -633,7 +636,9 @@ fn kubernetes_validate_accepts_the_kubernetes_example_strictly() {
 
 #[test]
 fn the_ci_examples_pass_their_platforms_workflow_schemas() {
-    let Some(check) = tool("check-jsonschema") else { return };
+    let Some(check) = tool("check-jsonschema") else {
+        return;
+    };
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ci");
     for (file, schema) in [
         ("github-actions.yml", "vendor.github-workflows"),
@@ -645,7 +650,12 @@ fn the_ci_examples_pass_their_platforms_workflow_schemas() {
         // A step or job of the wrong shape is refused: the schema is really applied.
         let text = std::fs::read_to_string(&example).unwrap();
         let broken = tempfile::Builder::new().suffix(".yml").tempfile().unwrap();
-        std::fs::write(broken.path(), text.replacen("stages: [plan, apply]", "stages: plan", 1).replacen("runs-on: ubuntu-latest", "runs-on: [[1]]", 1)).unwrap();
+        std::fs::write(
+            broken.path(),
+            text.replacen("stages: [plan, apply]", "stages: plan", 1)
+                .replacen("runs-on: ubuntu-latest", "runs-on: [[1]]", 1),
+        )
+        .unwrap();
         let (ok, said) = accepts(&check, &["--builtin-schema", schema], broken.path());
         assert!(!ok, "{file}: the broken copy passes: {said}");
     }
@@ -653,7 +663,9 @@ fn the_ci_examples_pass_their_platforms_workflow_schemas() {
 
 #[test]
 fn shellcheck_finds_nothing_wrong_in_the_shipped_scripts() {
-    let Some(shellcheck) = tool("shellcheck") else { return };
+    let Some(shellcheck) = tool("shellcheck") else {
+        return;
+    };
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let scripts = ["scripts/build-image", "scripts/release", ".ci/run", ".ci/image"];
     let out = Command::new(shellcheck)
