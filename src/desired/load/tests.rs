@@ -5,6 +5,7 @@ use std::path::Path;
 use chrono::{TimeZone, Utc};
 
 use super::*;
+use crate::desired::{StateDir, load_dir, raw};
 
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap()
@@ -400,7 +401,7 @@ fn every_example_state_is_valid() {
 
 #[test]
 fn the_committed_schema_is_the_one_the_command_prints() {
-    let committed = include_str!("../../schema/valhalla-ops.schema.json");
+    let committed = include_str!("../../../schema/valhalla-ops.schema.json");
     assert!(
         committed == raw::json_schema(),
         "schema/valhalla-ops.schema.json is stale: run `valhalla-ops schema > schema/valhalla-ops.schema.json`"
@@ -445,11 +446,11 @@ fn the_schema_accepts_the_shipped_states_and_rejects_bad_input() {
 
 /// The shipped state files: valid seeds for the mutation property below.
 const SEEDS: &[&str] = &[
-    include_str!("../../state/clients.yaml"),
-    include_str!("../../state/maintenance.yaml"),
-    include_str!("../../state/rate_limits.yaml"),
-    include_str!("../../state/settings.yaml"),
-    include_str!("../../examples/lockdown/maintenance.yaml"),
+    include_str!("../../../state/clients.yaml"),
+    include_str!("../../../state/maintenance.yaml"),
+    include_str!("../../../state/rate_limits.yaml"),
+    include_str!("../../../state/settings.yaml"),
+    include_str!("../../../examples/lockdown/maintenance.yaml"),
 ];
 
 /// How many lines YAML (and an editor) sees at most: CR, LF, NEL, LS and PS each break a line.
