@@ -18,8 +18,8 @@ use crate::model::MaintenanceInputs;
 use crate::model::{Client, Stored};
 use crate::store::{Db, LiveChange, LiveRows, LiveState, RuleRecord, StoreError, Usage, UsageBatch};
 
-pub use crate::auth::Caller;
-pub use crate::clock::Clock;
+use crate::auth::Caller;
+use crate::clock::Clock;
 
 /// The longest a request waits for the view to follow a change before it is answered from the
 /// previous one.

@@ -57,13 +57,13 @@ pub struct Counting {
     /// This replica's own counters: all of them without Redis, the `local` rules' during an
     /// outage with it.
     pub memory: Limiter,
-    shared: Option<Arc<Shared>>,
+    shared: Option<Arc<SharedCounters>>,
     pub metrics: CountingMetrics,
 }
 
 /// The shared counters and what a replica keeps beside them.
 #[derive(Debug)]
-struct Shared {
+struct SharedCounters {
     redis: RedisCounters,
     circuit: Circuit,
     refusals: Refusals,
@@ -86,7 +86,7 @@ impl Counting {
     /// Counting in `redis`, shared by every replica that uses it.
     pub fn shared(capacity: usize, redis: RedisCounters) -> Counting {
         Counting {
-            shared: Some(Arc::new(Shared {
+            shared: Some(Arc::new(SharedCounters {
                 redis,
                 circuit: Circuit::default(),
                 refusals: Refusals::default(),
@@ -292,7 +292,7 @@ impl Counting {
 }
 
 /// Probes the shared counters while the circuit is closed; a failed probe opens it.
-async fn check_health(shared: &Arc<Shared>, metrics: &CountingMetrics) {
+async fn check_health(shared: &Arc<SharedCounters>, metrics: &CountingMetrics) {
     if !shared.circuit.is_closed() {
         return; // The recovery probe is at work.
     }
@@ -304,7 +304,7 @@ async fn check_health(shared: &Arc<Shared>, metrics: &CountingMetrics) {
 }
 
 /// Reports an outage (once: the circuit just opened) and starts probing for its end.
-fn unreachable(shared: &Arc<Shared>, metrics: &CountingMetrics, failure: &str) {
+fn unreachable(shared: &Arc<SharedCounters>, metrics: &CountingMetrics, failure: &str) {
     metrics.outages.inc();
     metrics.up.set(0);
     tracing::error!(
@@ -317,7 +317,7 @@ fn unreachable(shared: &Arc<Shared>, metrics: &CountingMetrics, failure: &str) {
 
 /// Asks Redis every [`PROBE_EVERY`] whether it does what requests need again, and closes the
 /// circuit when it does.
-fn recover(shared: Arc<Shared>, metrics: CountingMetrics) {
+fn recover(shared: Arc<SharedCounters>, metrics: CountingMetrics) {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(PROBE_EVERY).await;
@@ -336,7 +336,7 @@ fn recover(shared: Arc<Shared>, metrics: CountingMetrics) {
     });
 }
 
-impl Shared {
+impl SharedCounters {
     /// What requests need, asked of Redis within [`PROBE_WAIT`] (or the request timeout, if
     /// longer); the failure as the log says it.
     async fn probe(&self) -> Result<(), String> {

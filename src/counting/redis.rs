@@ -64,7 +64,7 @@ impl std::fmt::Debug for RedisCounters {
 
 /// What one call decided, with the counts it left for the snapshots.
 #[derive(Debug)]
-pub struct Shared {
+pub struct SharedDecision {
     pub decision: Decision,
     /// The counters this request was counted in, with their counts after it.
     pub counted: Vec<Reading>,
@@ -107,7 +107,7 @@ impl RedisCounters {
         matched: &[(&Arc<Rule>, CounterKey)],
         now_ms: u64,
         hits: u32,
-    ) -> Result<Shared, redis::RedisError> {
+    ) -> Result<SharedDecision, redis::RedisError> {
         let clock = match self.clock {
             WindowClock::Redis => None,
             WindowClock::Caller => Some(now_ms),
@@ -202,7 +202,7 @@ impl std::fmt::Display for Address {
 
 /// The script's reply as a decision: `{allowed, then per counter: allowed, remaining, reset_ms,
 /// count, window start}`; a call that was not `counting` counted nothing.
-fn parse(matched: &[(&Arc<Rule>, CounterKey)], reply: &[i64], counting: bool) -> Option<Shared> {
+fn parse(matched: &[(&Arc<Rule>, CounterKey)], reply: &[i64], counting: bool) -> Option<SharedDecision> {
     let (&allowed, per_counter) = reply.split_first()?;
     if per_counter.len() != matched.len() * 5 {
         return None;
@@ -231,7 +231,7 @@ fn parse(matched: &[(&Arc<Rule>, CounterKey)], reply: &[i64], counting: bool) ->
             });
         }
     }
-    Some(Shared {
+    Some(SharedDecision {
         decision: Decision { allowed, verdicts },
         counted,
     })

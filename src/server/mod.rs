@@ -38,8 +38,8 @@ use tower_http::normalize_path::NormalizePathLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
-pub use crate::clock::Clock;
-pub use crate::replica::Caller;
+use crate::clock::Clock;
+
 pub use error::ApiError;
 pub use listen::ConnectionLimits;
 pub use openapi::document;

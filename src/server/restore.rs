@@ -3,7 +3,8 @@
 
 use serde::Serialize;
 
-use super::{ApiError, AppState, Caller};
+use super::{ApiError, AppState};
+use crate::auth::Caller;
 use crate::plan::PlanOptions;
 use crate::reconcile::{Outcome, ReconcileError, Request, reconcile};
 

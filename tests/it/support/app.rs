@@ -94,7 +94,7 @@ impl TestApp {
             apply(&db, state_yaml).await;
             // The server's clock runs `clock_offset` seconds ahead of the real one.
             let offset = Arc::clone(&clock_offset);
-            let clock: server::Clock = Arc::new(move || {
+            let clock: valhalla_ops::clock::Clock = Arc::new(move || {
                 Utc::now() + Duration::seconds(offset.load(std::sync::atomic::Ordering::Relaxed))
             });
             let options = ReplicaOptions::default();
