@@ -1,6 +1,7 @@
-//! Continuous reconciliation: the state directory watched with notify, and whole reconcile
-//! passes (level-triggered: a pass never depends on which event woke it) on every change after a
-//! short debounce, every interval, and at the moment the next override expires.
+//! Continuous reconciliation: the state directory watched with notify, and reconcile passes on
+//! every change after a short debounce, every interval, and at the moment the next override
+//! expires. What a pass applies never depends on which event woke it; only its cost does (see
+//! `pass::Passes::pass`).
 
 mod files;
 mod kept;

@@ -135,8 +135,11 @@ impl Passes {
     }
 
     /// One pass, reported in one log line and in the metrics. A pass woken by an edit or an
-    /// expiry follows the changes when it can; the first pass, the interval's and a retry
-    /// reconcile everything.
+    /// expiry follows the changes when it can (the files changed since the last pass, the rows
+    /// the change log names); the first pass, the interval's and a retry reconcile everything.
+    /// Both plan the whole difference between the files and the store as they are (the watch
+    /// tests hold them equal), so the trigger chooses the cost, not the outcome: the interval's
+    /// whole pass stays as the check that needs neither a file event nor the log to be right.
     pub(super) async fn pass(&mut self, trigger: Trigger) -> Result<Passed, PassError> {
         let started = Instant::now();
         let followed = match trigger {
