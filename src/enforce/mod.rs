@@ -282,58 +282,29 @@ pub struct Enforcer {
 }
 
 impl Enforcer {
-    /// Enforcement with the defaults of valhalla-ops' own API: health checks are neither
-    /// limited nor frozen; the state and the admin console are served in every mode.
+    /// Enforcement of every path: none exempt, and the safe methods are the reads. The service
+    /// mounting the layers declares its exemptions (valhalla-ops' own server: its routes do).
     pub fn new(replica: Arc<Replica>) -> Enforcer {
         Enforcer {
             replica,
-            unlimited: default_unlimited,
-            own_rules_only: default_own_rules_only,
-            always_served: default_always_served,
-            reads: default_reads,
+            unlimited: no_path,
+            own_rules_only: no_path,
+            always_served: no_path,
+            reads: safe_method,
             trusted_proxies: Vec::new(),
             observe: None,
         }
     }
 }
 
-/// What no rate limit refuses: everything a freeze serves ([`default_always_served`]: health,
-/// the status page, the mode, the overrides, the admin console), since a limit of 0 set over
-/// HTTP (globally, or on the admin's own client) would otherwise lock everyone out of the way
-/// to lift it.
-pub fn default_unlimited(path: &str) -> bool {
-    default_always_served(path)
-}
-
-/// The check endpoint: a service that asks is limited by its own `api_key` rule (a gateway's
-/// questions are many, and are not the platform's own requests).
-pub fn default_own_rules_only(path: &str) -> bool {
-    path == "/system/ratelimits/check"
-}
-
-/// Health, metrics, the admin console, the status page, and the way out of a freeze: reading
-/// and setting the mode, listing and lifting overrides. A freeze that refused those would hold
-/// until it expired.
-/// The handlers still check roles (setting the mode and lifting overrides need an operator).
-pub fn default_always_served(path: &str) -> bool {
-    path == "/healthz"
-        || path == "/readyz"
-        || path == "/metrics"
-        || path == "/system/maintenance/state"
-        || path.starts_with("/system/maintenance/state/")
-        || path == "/status"
-        || path.starts_with("/status/")
-        || path == "/favicon.ico"
-        || path == "/system/overrides"
-        || path.starts_with("/system/overrides/")
-        || path.starts_with("/admin/")
-}
-
-/// GET, HEAD and OPTIONS, and the check endpoint: a gateway asking about a request changes no
-/// stored state, so a read-only platform still answers it.
-pub fn default_reads(method: &Method, path: &str) -> bool {
+/// GET, HEAD and OPTIONS: requests that change nothing, whatever the service.
+pub fn safe_method(method: &Method, _path: &str) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
-        || (method == Method::POST && path == "/system/ratelimits/check")
+}
+
+/// No path: the default of the exemptions, which the service mounting the layers declares.
+fn no_path(_path: &str) -> bool {
+    false
 }
 
 /// The client's address: the peer's, unless the peer is a trusted proxy; then the nearest

@@ -19,6 +19,9 @@ use crate::mode::effective;
 use crate::plan::render::PlanDocument;
 use crate::store::{ApiChange, AuditFilter, StoreError, WriteDone, WriteOp};
 
+/// Served in every mode: the console is how an admin works through a freeze.
+pub(super) const ALWAYS_SERVED: &[super::exempt::Paths] = &[super::exempt::Paths::Below("/admin")];
+
 /// This module's routes.
 pub(super) fn routes() -> utoipa_axum::router::OpenApiRouter<Arc<AppState>> {
     utoipa_axum::router::OpenApiRouter::new().routes(utoipa_axum::routes!(ops))

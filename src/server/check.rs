@@ -14,6 +14,9 @@ use super::{ApiError, AppState};
 use crate::domain::{ClientName, RuleKey, Scope};
 use crate::limit::Subject;
 
+/// The check endpoint's path: counted against the asker's own rule only, and a read.
+pub(super) const PATH: &str = "/system/ratelimits/check";
+
 /// This module's routes.
 pub(super) fn routes() -> utoipa_axum::router::OpenApiRouter<Arc<AppState>> {
     utoipa_axum::router::OpenApiRouter::new().routes(utoipa_axum::routes!(check))

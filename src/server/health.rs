@@ -10,6 +10,12 @@ use utoipa_axum::routes;
 use super::error::ErrorBody;
 use super::{ApiError, AppState};
 
+/// Served in every mode (a probe must see a frozen replica as alive and ready).
+pub(super) const ALWAYS_SERVED: &[super::exempt::Paths] = &[
+    super::exempt::Paths::Exactly("/healthz"),
+    super::exempt::Paths::Exactly("/readyz"),
+];
+
 /// This module's routes.
 pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()

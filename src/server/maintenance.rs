@@ -18,6 +18,10 @@ use crate::domain::{Mode, Reason};
 use crate::mode::{EffectiveMode, Source, effective};
 use crate::store::{ApiChange, Lift, Lifting, StoreError};
 
+/// Served in every mode: reading the mode and setting it is the way out of a freeze.
+pub(super) const ALWAYS_SERVED: &[super::exempt::Paths] =
+    &[super::exempt::Paths::AndBelow("/system/maintenance/state")];
+
 /// This module's routes.
 pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()

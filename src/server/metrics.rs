@@ -18,6 +18,9 @@ use super::{ApiError, AppState};
 use crate::domain::Scope;
 use crate::limit::Decision;
 
+/// Served in every mode: a freeze is when the graphs matter most.
+pub(super) const ALWAYS_SERVED: &[super::exempt::Paths] = &[super::exempt::Paths::Exactly("/metrics")];
+
 /// This module's routes.
 pub(super) fn routes() -> utoipa_axum::router::OpenApiRouter<Arc<AppState>> {
     utoipa_axum::router::OpenApiRouter::new().routes(utoipa_axum::routes!(scrape))

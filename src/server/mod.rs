@@ -7,6 +7,7 @@ mod bodies;
 mod check;
 mod clients;
 pub mod error;
+mod exempt;
 mod flags;
 mod health;
 mod json;
@@ -134,6 +135,10 @@ pub(super) fn routes() -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
 /// Every route, with the shared layers.
 pub fn router(state: Arc<AppState>) -> Router {
     let mut enforcer = Enforcer::new(Arc::clone(&state.replica));
+    enforcer.unlimited = exempt::unlimited;
+    enforcer.own_rules_only = exempt::own_rules_only;
+    enforcer.always_served = exempt::always_served;
+    enforcer.reads = exempt::reads;
     enforcer.trusted_proxies = state.trusted_proxies.clone();
     let observer = Arc::clone(&state);
     enforcer.observe = Some(Box::new(move |decision, subject| {

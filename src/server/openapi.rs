@@ -118,10 +118,10 @@ impl utoipa::Modify for EnforcementResponses {
                     responses.entry("413".into()).or_insert_with(|| too_large.clone());
                     responses.entry("415".into()).or_insert_with(|| not_json.clone());
                 }
-                if !crate::enforce::default_unlimited(path) {
+                if !super::exempt::unlimited(path) {
                     responses.entry("429".into()).or_insert_with(|| limited.clone());
                 }
-                if !crate::enforce::default_always_served(path) {
+                if !super::exempt::always_served(path) {
                     responses.entry("503".into()).or_insert_with(|| frozen.clone());
                 }
             }

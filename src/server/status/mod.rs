@@ -84,6 +84,12 @@ impl StatusHub {
     }
 }
 
+/// Served in every mode: the page shows the freeze (and a browser asks for the icon with it).
+pub(in crate::server) const ALWAYS_SERVED: &[super::exempt::Paths] = &[
+    super::exempt::Paths::AndBelow("/status"),
+    super::exempt::Paths::Exactly("/favicon.ico"),
+];
+
 /// This module's routes.
 pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
