@@ -18,12 +18,7 @@ const MAX_BODY: usize = 4096;
 pub struct Args {
     /// Where `serve` listens (its `--bind`, read from the same variable); an unspecified address
     /// (0.0.0.0, ::) is asked on loopback.
-    #[arg(
-        long,
-        env = "VALHALLA_BIND",
-        default_value = "127.0.0.1:8080",
-        hide_env_values = true
-    )]
+    #[arg(long, env = "VALHALLA_BIND", default_value = super::serve::DEFAULT_BIND, hide_env_values = true)]
     bind: SocketAddr,
 
     /// Ask whether the process answers (`/healthz`) instead of whether it is ready (`/readyz`:

@@ -11,16 +11,14 @@ use crate::counting::{Counting, RedisCounters, RedisOptions, WindowClock};
 use crate::replica::{Replica, ReplicaOptions};
 use crate::server::{self, AppState};
 
+/// Where `serve` listens unless told (and where `health` asks).
+pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
+
 /// Options of `serve`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Address to listen on.
-    #[arg(
-        long,
-        env = "VALHALLA_BIND",
-        default_value = "127.0.0.1:8080",
-        hide_env_values = true
-    )]
+    #[arg(long, env = "VALHALLA_BIND", default_value = DEFAULT_BIND, hide_env_values = true)]
     bind: SocketAddr,
 
     /// This replica's name in rate-limit snapshots [default: host:pid].
