@@ -18,7 +18,7 @@
 //! - [`mode`]: the effective maintenance mode (override, else window, else git); pure.
 //! - [`limit`]: rate limiting without I/O: the rule table, sliding-window counters, decisions.
 //! - [`store`]: [`store::Db`] over PostgreSQL or SQLite: queries by job, rows, bulk writes, and
-//!   the change follower (LISTEN/NOTIFY, `data_version`).
+//!   the change follower (LISTEN/NOTIFY, the change log's revision).
 //! - [`reconcile`]: load → plan → apply under the single-writer lock; saved plans.
 //! - [`outage`]: a store outage logged once per transition, with counts, not once per request.
 //! - [`api_error`]: the HTTP API's error type and JSON body, for the server and the layers.

@@ -387,7 +387,7 @@ impl Replica {
     }
 
     /// Keeps the view fresh and the snapshots written until the guard is dropped: listens for
-    /// changes made elsewhere and writes counters every snapshot interval.
+    /// changes made elsewhere, and writes counters every snapshot interval.
     pub fn spawn(self: &Arc<Self>) -> crate::shutdown::TaskGuard {
         // Reloads as soon as anything changes (a write here, a notification, the file's data
         // version), so requests find the view fresh instead of paying for the reload.
@@ -416,15 +416,24 @@ impl Replica {
             })
         };
         let follower = {
+            let db = self.db.clone();
+            tokio::spawn(async move { db.follow_changes().await })
+        };
+        let snapshots = {
             let replica = Arc::clone(self);
             tokio::spawn(async move {
-                let db = replica.db.clone();
                 let every = replica.options.snapshot_interval;
-                db.follow_changes(&replica.options.name, every, || replica.take_usage())
-                    .await;
+                let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticks.tick().await;
+                    if let Err(e) = replica.flush().await {
+                        tracing::warn!(error = %e, "cannot write rate-limit snapshots");
+                    }
+                }
             })
         };
-        crate::shutdown::TaskGuard::new(vec![refresher, follower])
+        crate::shutdown::TaskGuard::new(vec![refresher, follower, snapshots])
     }
 }
 

@@ -1,14 +1,11 @@
 //! How this process learns that the store changed: a change count that its own writes bump, and
 //! a follower that bumps it for commits made by other processes (Postgres LISTEN/NOTIFY,
-//! SQLite's data version).
+//! SQLite's change-log revision).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use sqlx::{ConnectOptions as _, Connection as _};
-
 use super::backend::Backend;
-use super::inputs::UsageBatch;
 use super::{Db, postgres};
 use crate::backoff::Backoff;
 
@@ -55,31 +52,12 @@ impl Changes {
 impl Db {
     /// Follows commits made by other processes until the future is dropped: bumps
     /// [`Db::changes`] for each, and once after every (re)connection, since what was committed
-    /// meanwhile went unseen. Every `every`, writes the counts that `usage` hands over as
-    /// `replica`'s snapshots; on SQLite through the connection that follows, whose data version
-    /// does not move for its own commits, so a replica's own snapshots do not look like changes.
-    pub async fn follow_changes(
-        &self,
-        replica: &str,
-        every: Duration,
-        usage: impl Fn() -> Option<UsageBatch>,
-    ) {
+    /// meanwhile went unseen. Both backends hear of the same commits: those that moved the
+    /// change log (rows that caches hold), not usage snapshots or run records.
+    pub async fn follow_changes(&self) {
         match &self.pool {
-            Backend::Postgres(pool) => {
-                let flush = async {
-                    let mut tick = ticks(every);
-                    loop {
-                        tick.tick().await;
-                        if let Some(batch) = usage()
-                            && let Err(e) = self.record_usage(replica, &batch).await
-                        {
-                            tracing::warn!(error = %e, "cannot write rate-limit snapshots");
-                        }
-                    }
-                };
-                tokio::join!(self.listen(pool), flush);
-            }
-            Backend::Sqlite(pool) => self.poll(pool, replica, every, usage).await,
+            Backend::Postgres(pool) => self.listen(pool).await,
+            Backend::Sqlite(pool) => self.poll(pool).await,
         }
     }
 
@@ -127,65 +105,29 @@ impl Db {
     }
 
     /// SQLite: one process owns the file, and its own writes count as changes at once. A
-    /// command run beside it (a reconcile, an edit by hand) is seen through `PRAGMA
-    /// data_version`, which moves when another connection commits.
-    async fn poll(
-        &self,
-        pool: &sqlx::SqlitePool,
-        replica: &str,
-        every: Duration,
-        usage: impl Fn() -> Option<UsageBatch>,
-    ) {
+    /// command run beside it (a reconcile, an edit by hand) is seen by the change log's
+    /// revision, which its triggers move in the same transaction.
+    async fn poll(&self, pool: &sqlx::SqlitePool) {
+        const REVISION: &str = "SELECT COALESCE(MAX(revision), 0) FROM store_changes";
         let mut last = None;
-        let mut conn: Option<sqlx::SqliteConnection> = None;
-        let mut flushes = ticks(every);
+        let mut failing = false;
         loop {
-            let flush = tokio::select! {
-                () = tokio::time::sleep(SQLITE_POLL) => false,
-                _ = flushes.tick() => true,
-            };
-            if conn.is_none() {
-                conn = pool.connect_options().connect().await.ok();
-            }
-            let Some(c) = conn.as_mut() else { continue };
-            let done = if flush {
-                match usage() {
-                    Some(batch) => match c.begin().await {
-                        Ok(tx) => Backend::Sqlite(tx).record_usage(replica, &batch).await,
-                        Err(e) => Err(e.into()),
-                    },
-                    None => Ok(()),
-                }
-            } else {
-                match sqlx::query_scalar::<_, i64>("PRAGMA data_version")
-                    .fetch_one(&mut *c)
-                    .await
-                {
-                    Ok(version) => {
-                        if last.is_some_and(|l| l != version) {
-                            self.changes.bump();
-                        }
-                        last = Some(version);
-                        Ok(())
+            tokio::time::sleep(SQLITE_POLL).await;
+            match sqlx::query_scalar::<_, i64>(REVISION).fetch_one(pool).await {
+                Ok(revision) => {
+                    if last.is_some_and(|l| l != revision) {
+                        self.changes.bump();
                     }
-                    Err(e) => Err(e.into()),
+                    last = Some(revision);
+                    failing = false;
                 }
-            };
-            if let Err(e) = done {
-                tracing::warn!(error = %e, "cannot poll the database or write snapshots");
-                if let Some(c) = conn.take() {
-                    let _ = c.close().await;
+                // Said once per failure, not four times a second.
+                Err(e) if !failing => {
+                    tracing::warn!(error = %e, "cannot poll the database for changes");
+                    failing = true;
                 }
-                // Versions are per connection: the next one starts a new comparison.
-                last = None;
+                Err(_) => {}
             }
         }
     }
-}
-
-/// Ticks every `period`, the first one period from now.
-fn ticks(period: Duration) -> tokio::time::Interval {
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick
 }

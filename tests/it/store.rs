@@ -570,3 +570,59 @@ async fn clients_survive_the_migration_that_brings_gateways() {
         assert_eq!(logged, 1, "{b}: the change log still hears of clients");
     }
 }
+
+#[tokio::test]
+async fn the_follower_hears_other_handles_commits_and_not_rate_limit_snapshots() {
+    use valhalla_ops::domain::{CounterStore, Scope};
+    use valhalla_ops::store::{Usage, UsageBatch};
+    for db in all_backends() {
+        let here = Db::open(&db.url).await.unwrap();
+        // Another process, as far as `here` can tell: its own pool and change count.
+        let there = Db::open(&db.url).await.unwrap();
+        let following = tokio::spawn({
+            let here = here.clone();
+            async move { here.follow_changes().await }
+        });
+        // Past the listener's first bump (Postgres) and the first poll (SQLite).
+        tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+        let before = here.changes().current();
+        let batch = UsageBatch {
+            usage: vec![Usage {
+                scope: Scope::User,
+                rule_key: "user-1".into(),
+                key: "user-1".into(),
+                shadow: false,
+                counter: CounterStore::Memory,
+                window_seconds: 60,
+                max_requests: 10,
+                current_count: 3,
+                window_started_at: Utc::now(),
+            }],
+            now: Utc::now(),
+            keep_after: Utc::now() - Duration::hours(1),
+        };
+        there.record_usage("elsewhere", &batch).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+        assert_eq!(
+            here.changes().current(),
+            before,
+            "{}: a snapshot is not a change",
+            db.backend
+        );
+        crate::support::app::apply(
+            &there,
+            "version: 1\nrate_limits:\n  - scope: global\n    max_requests: 5\n",
+        )
+        .await;
+        let start = std::time::Instant::now();
+        while here.changes().current() == before {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(5),
+                "{}: the commit was not heard",
+                db.backend
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        following.abort();
+    }
+}
