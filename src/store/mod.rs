@@ -1,16 +1,32 @@
 //! The store: [`Db`], one handle over a PostgreSQL or SQLite database chosen from the URL. Its
 //! methods, one file per job under `sql/`, are everything the rest of valhalla-ops reads or
 //! writes; each query is written once and runs on either backend.
+//!
+//! What [`Db`] offers, by the file of its `impl Db` (a test holds this list to the code):
+//! - `mod.rs`: open, open_with, connect, would_create, backend, changes, ping; pool (tests)
+//! - `changes.rs`: follow_changes (other processes' commits, as [`Changes`])
+//! - `sql/migrate.rs`: migrate
+//! - `sql/reconcile.rs`: snapshot, apply, apply_at (the reconciler's read and its one
+//!   transaction), runs, run_count, record_refusal, mark_drift, forget_idle_runs,
+//!   audit_filtered; audit (tests)
+//! - `sql/feed.rs`: follow_live, follow_actual (the change log read back by the caches)
+//! - `sql/rules.rs`: rules, rule, put_rule, delete_rule
+//! - `sql/clients.rs`: clients, client, register_client, set_client_active
+//! - `sql/windows.rs`: windows, create_window
+//! - `sql/settings.rs`: maintenance, set_mode, flags
+//! - `sql/overrides.rs`: add_override, open_overrides, held, clear_overrides
+//! - `sql/usage.rs`: live, record_usage, snapshots
+//! - `sql/admin.rs`: security_counts, lockdown, batch
 
 mod backend;
 mod changes;
 mod error;
 mod inputs;
-pub mod postgres;
+mod postgres;
 mod records;
 mod rows;
 mod sql;
-pub mod sqlite;
+mod sqlite;
 mod writes;
 
 use std::sync::Arc;
@@ -32,6 +48,14 @@ pub use records::{
     RunRecord, SecurityCounts, SnapshotRecord, WindowRecord, WriteDone,
 };
 pub use sql::{ActualChange, ActualRows, Followed, LiveChange, LiveRows};
+
+/// What the tests and benchmarks reach into besides [`Db::pool`] and [`Db::audit`]; never in
+/// the binary (the `test-support` feature).
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing {
+    /// The advisory lock's key that every apply takes on Postgres.
+    pub use super::postgres::APPLY_LOCK;
+}
 
 /// The embedded default: a SQLite file in the working directory, created on first use.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://valhalla-ops.db";
@@ -131,7 +155,8 @@ impl Db {
         }
     }
 
-    /// The connection pool, for tests, benchmarks and repairs by hand.
+    /// The connection pool, for tests and benchmarks.
+    #[cfg(any(test, feature = "test-support"))]
     pub fn pool(&self) -> &Backend<PgPool, SqlitePool> {
         &self.pool
     }
@@ -189,5 +214,60 @@ impl Db {
         tx.commit().await?;
         self.changes.bump();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The public methods of every `impl Db` block under `src/store`, by file (relative to it).
+    fn methods() -> Vec<(String, String)> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store");
+        let mut files = vec![root.clone()];
+        let mut found = Vec::new();
+        while let Some(path) = files.pop() {
+            if path.is_dir() {
+                files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+                continue;
+            }
+            let name = path.strip_prefix(&root).unwrap().to_string_lossy().into_owned();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let mut inside = false;
+            for line in text.lines() {
+                if line.starts_with("impl Db {") {
+                    inside = true;
+                } else if line == "}" {
+                    inside = false;
+                } else if let Some(rest) = line.strip_prefix("    pub ").filter(|_| inside) {
+                    let rest = rest.strip_prefix("async ").unwrap_or(rest);
+                    if let Some(rest) = rest.strip_prefix("fn ") {
+                        let method = rest.split(['(', '<']).next().unwrap().to_owned();
+                        found.push((name.clone(), method));
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn the_module_doc_lists_every_method_of_db_under_its_file() {
+        let doc: Vec<&str> = include_str!("mod.rs")
+            .lines()
+            .take_while(|l| l.starts_with("//!"))
+            .collect();
+        let methods = methods();
+        assert!(methods.len() > 40, "{methods:?}");
+        for (file, method) in methods {
+            let entry = doc
+                .iter()
+                .position(|l| l.starts_with(&format!("//! - `{file}`:")))
+                .unwrap_or_else(|| panic!("{file} is not in the index"));
+            let listed = doc[entry..]
+                .iter()
+                .take_while(|l| **l == doc[entry] || l.starts_with("//!   "))
+                .flat_map(|l| l.split([' ', ',', ';', '(', ')']))
+                .any(|word| word == method);
+            assert!(listed, "Db::{method} ({file}) is not in the index");
+        }
     }
 }

@@ -693,7 +693,7 @@ fn a_held_lock_is_a_one_line_error_and_changes_nothing() {
             if db.backend == "postgres" {
                 let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
                 sqlx::query("SELECT pg_advisory_lock($1)")
-                    .bind(valhalla_ops::store::postgres::APPLY_LOCK)
+                    .bind(valhalla_ops::store::testing::APPLY_LOCK)
                     .execute(&mut conn)
                     .await
                     .unwrap();

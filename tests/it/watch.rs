@@ -423,7 +423,7 @@ fn a_watcher_waits_out_another_applier_holding_the_lock() {
         use sqlx::Connection as _;
         let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
         sqlx::query("SELECT pg_advisory_lock($1)")
-            .bind(valhalla_ops::store::postgres::APPLY_LOCK)
+            .bind(valhalla_ops::store::testing::APPLY_LOCK)
             .execute(&mut conn)
             .await
             .unwrap();
@@ -443,7 +443,7 @@ fn a_watcher_waits_out_another_applier_holding_the_lock() {
     );
     rt.block_on(async {
         sqlx::query("SELECT pg_advisory_unlock($1)")
-            .bind(valhalla_ops::store::postgres::APPLY_LOCK)
+            .bind(valhalla_ops::store::testing::APPLY_LOCK)
             .execute(&mut holder)
             .await
             .unwrap();

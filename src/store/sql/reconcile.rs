@@ -144,7 +144,8 @@ impl Db {
         Ok(())
     }
 
-    /// The most recent audit records, newest first.
+    /// The most recent audit records, newest first (the HTTP API reads them filtered).
+    #[cfg(any(test, feature = "test-support"))]
     pub async fn audit(&self, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
         self.audit_filtered(&AuditFilter {
             limit,
