@@ -173,13 +173,7 @@ async fn security_snapshot(state: &AppState) -> Result<Value, ApiError> {
         .into_iter()
         .filter(|o| o.is_active(now))
         .collect();
-    let last_run = state
-        .db
-        .runs(1)
-        .await?
-        .into_iter()
-        .next()
-        .map(super::bodies::Run::from);
+    let last_run = state.db.runs(1).await?.into_iter().next();
     let clients: Vec<Value> = counts
         .clients
         .iter()

@@ -8,7 +8,6 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::auth::{Operator, Reader};
-use super::bodies::{self, ApiClient};
 use super::error::ErrorBody;
 use super::json::Object;
 use super::params::{expiry, page};
@@ -40,18 +39,18 @@ pub struct ClientsQuery {
 }
 
 /// `GET /system/clients/` (reader): clients by name, with no key material but a display prefix.
-#[utoipa::path(get, path = "/system/clients", operation_id = "list_clients", tag = "clients", security(("api_key" = [])), params(ClientsQuery), responses((status = 200, description = "Clients by name; never a key or hash", body = [ApiClient])))]
+#[utoipa::path(get, path = "/system/clients", operation_id = "list_clients", tag = "clients", security(("api_key" = [])), params(ClientsQuery), responses((status = 200, description = "Clients by name; never a key or hash", body = [ClientRecord])))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     Reader(_caller): Reader,
     Query(q): Query<ClientsQuery>,
-) -> Result<Json<Vec<ApiClient>>, ApiError> {
+) -> Result<Json<Vec<ClientRecord>>, ApiError> {
     let filter = ClientFilter {
         active: q.active,
         client_type: q.client_type,
         page: page(q.limit, q.offset)?,
     };
-    Ok(Json(bodies::all(state.db.clients(&filter).await?)))
+    Ok(Json(state.db.clients(&filter).await?))
 }
 
 fn reader() -> Role {
@@ -75,7 +74,7 @@ pub struct RegisterBody {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Registered {
     #[serde(flatten)]
-    client: ApiClient,
+    client: ClientRecord,
     key: String,
 }
 
@@ -120,7 +119,7 @@ pub async fn register(
     Ok((
         StatusCode::CREATED,
         Json(Registered {
-            client: record.into(),
+            client: record,
             key: key.key,
         }),
     ))
@@ -147,7 +146,7 @@ async fn set_active(
     id: i64,
     active: bool,
     body: Option<Object<Option<ReasonBody>>>,
-) -> Result<Json<ApiClient>, ApiError> {
+) -> Result<Json<ClientRecord>, ApiError> {
     // No body, or `null`, is no reason.
     let body = body.and_then(|Object(b)| b).unwrap_or_default();
     let now = state.now();
@@ -167,7 +166,7 @@ async fn set_active(
     };
     let record = state.db.set_client_active(id, active, &change).await?;
     // A deactivated key must stop working now, not when the cache would have expired.
-    Ok(Json(record.into()))
+    Ok(Json(record))
 }
 
 /// Refuses a deactivation that would lock the caller out (the README's own example once did,
@@ -191,23 +190,23 @@ async fn not_a_lockout(state: &AppState, caller: &Caller, client: &ClientRecord)
 }
 
 /// `POST /system/clients/{id}/activate` (operator).
-#[utoipa::path(post, path = "/system/clients/{id}/activate", operation_id = "activate_client", tag = "clients", security(("api_key" = [])), params(("id" = i64, Path, description = "Client id")), request_body(content = Option<ReasonBody>, description = "Needed for git-owned clients"), responses((status = 200, description = "Activated", body = ApiClient), (status = 404, description = "No such client", body = ErrorBody)))]
+#[utoipa::path(post, path = "/system/clients/{id}/activate", operation_id = "activate_client", tag = "clients", security(("api_key" = [])), params(("id" = i64, Path, description = "Client id")), request_body(content = Option<ReasonBody>, description = "Needed for git-owned clients"), responses((status = 200, description = "Activated", body = ClientRecord), (status = 404, description = "No such client", body = ErrorBody)))]
 pub async fn activate(
     State(state): State<Arc<AppState>>,
     Operator(caller): Operator,
     Path(id): Path<i64>,
     body: Option<Object<Option<ReasonBody>>>,
-) -> Result<Json<ApiClient>, ApiError> {
+) -> Result<Json<ClientRecord>, ApiError> {
     set_active(&state, &caller, id, true, body).await
 }
 
 /// `POST /system/clients/{id}/deactivate` (operator).
-#[utoipa::path(post, path = "/system/clients/{id}/deactivate", operation_id = "deactivate_client", tag = "clients", security(("api_key" = [])), params(("id" = i64, Path, description = "Client id")), request_body(content = Option<ReasonBody>, description = "Needed for git-owned clients"), responses((status = 200, description = "Deactivated; its key stops working at once", body = ApiClient), (status = 404, description = "No such client", body = ErrorBody), (status = 409, description = "The caller's own client, without `force`", body = ErrorBody)))]
+#[utoipa::path(post, path = "/system/clients/{id}/deactivate", operation_id = "deactivate_client", tag = "clients", security(("api_key" = [])), params(("id" = i64, Path, description = "Client id")), request_body(content = Option<ReasonBody>, description = "Needed for git-owned clients"), responses((status = 200, description = "Deactivated; its key stops working at once", body = ClientRecord), (status = 404, description = "No such client", body = ErrorBody), (status = 409, description = "The caller's own client, without `force`", body = ErrorBody)))]
 pub async fn deactivate(
     State(state): State<Arc<AppState>>,
     Operator(caller): Operator,
     Path(id): Path<i64>,
     body: Option<Object<Option<ReasonBody>>>,
-) -> Result<Json<ApiClient>, ApiError> {
+) -> Result<Json<ClientRecord>, ApiError> {
     set_active(&state, &caller, id, false, body).await
 }

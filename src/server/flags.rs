@@ -8,8 +8,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::Reader;
-use super::bodies::{self, Flag};
 use super::{ApiError, AppState};
+use crate::store::FlagRecord;
 
 /// This module's routes.
 pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
@@ -17,10 +17,10 @@ pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
 }
 
 /// `GET /system/feature-flags` (reader): every flag by name.
-#[utoipa::path(get, path = "/system/feature-flags", operation_id = "list_feature_flags", tag = "flags", security(("api_key" = [])), responses((status = 200, description = "Every flag", body = [Flag])))]
+#[utoipa::path(get, path = "/system/feature-flags", operation_id = "list_feature_flags", tag = "flags", security(("api_key" = [])), responses((status = 200, description = "Every flag", body = [FlagRecord])))]
 pub async fn flags(
     State(state): State<Arc<AppState>>,
     Reader(_caller): Reader,
-) -> Result<Json<Vec<Flag>>, ApiError> {
-    Ok(Json(bodies::all(state.db.flags().await?)))
+) -> Result<Json<Vec<FlagRecord>>, ApiError> {
+    Ok(Json(state.db.flags().await?))
 }

@@ -3,7 +3,6 @@
 
 mod admin;
 mod auth;
-mod bodies;
 mod check;
 mod clients;
 pub mod error;

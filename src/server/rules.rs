@@ -8,7 +8,6 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 
 use super::auth::{Operator, Reader};
-use super::bodies::{self, Rule, RuleSaved, Snapshot};
 use super::error::ErrorBody;
 use super::json::Object;
 use super::params::{expiry, page};
@@ -16,6 +15,7 @@ use super::{ApiError, AppState};
 use crate::domain::{MaxRequests, OnOutage, Reason, RuleKey, Scope, WindowSeconds};
 use crate::model::RateLimitRule;
 use crate::store::{ApiChange, RuleFilter, SnapshotFilter};
+use crate::store::{RuleRecord, RuleWritten, SnapshotRecord};
 
 /// This module's routes.
 pub(super) fn routes() -> utoipa_axum::router::OpenApiRouter<Arc<AppState>> {
@@ -40,31 +40,31 @@ pub struct RulesQuery {
 }
 
 /// `GET /system/ratelimits/rules` (reader): rules ordered by scope and key, paged.
-#[utoipa::path(get, path = "/system/ratelimits/rules", operation_id = "list_rules", tag = "rules", security(("api_key" = [])), params(RulesQuery), responses((status = 200, description = "Rules by scope and key", body = [Rule])))]
+#[utoipa::path(get, path = "/system/ratelimits/rules", operation_id = "list_rules", tag = "rules", security(("api_key" = [])), params(RulesQuery), responses((status = 200, description = "Rules by scope and key", body = [RuleRecord])))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     Reader(_caller): Reader,
     Query(q): Query<RulesQuery>,
-) -> Result<Json<Vec<Rule>>, ApiError> {
+) -> Result<Json<Vec<RuleRecord>>, ApiError> {
     let filter = RuleFilter {
         scope: q.scope,
         key: q.key,
         enabled: q.enabled,
         page: page(q.limit, q.offset)?,
     };
-    Ok(Json(bodies::all(state.db.rules(&filter).await?)))
+    Ok(Json(state.db.rules(&filter).await?))
 }
 
 /// `GET /system/ratelimits/rules/{id}` (reader).
-#[utoipa::path(get, path = "/system/ratelimits/rules/{id}", operation_id = "get_rule", tag = "rules", security(("api_key" = [])), params(("id" = i64, Path, description = "Rule id")), responses((status = 200, description = "The rule", body = Rule), (status = 404, description = "No such rule", body = ErrorBody)))]
+#[utoipa::path(get, path = "/system/ratelimits/rules/{id}", operation_id = "get_rule", tag = "rules", security(("api_key" = [])), params(("id" = i64, Path, description = "Rule id")), responses((status = 200, description = "The rule", body = RuleRecord), (status = 404, description = "No such rule", body = ErrorBody)))]
 pub async fn get(
     State(state): State<Arc<AppState>>,
     Reader(_caller): Reader,
     Path(id): Path<i64>,
-) -> Result<Json<Rule>, ApiError> {
+) -> Result<Json<RuleRecord>, ApiError> {
     // From the replica's view: every write reaches it before its response is sent.
     match state.replica.view().await?.rules.get(&id) {
-        Some(rule) => Ok(Json(rule.clone().into())),
+        Some(rule) => Ok(Json(rule.clone())),
         None => Err(ApiError::NotFound(format!("rate-limit rule {id} does not exist"))),
     }
 }
@@ -83,18 +83,18 @@ pub struct SnapshotsQuery {
 }
 
 /// `GET /system/ratelimits/snapshots` (reader): usage counters written by enforcement.
-#[utoipa::path(get, path = "/system/ratelimits/snapshots", operation_id = "list_usage_snapshots", tag = "rules", security(("api_key" = [])), params(SnapshotsQuery), responses((status = 200, description = "Usage snapshots, newest first", body = [Snapshot])))]
+#[utoipa::path(get, path = "/system/ratelimits/snapshots", operation_id = "list_usage_snapshots", tag = "rules", security(("api_key" = [])), params(SnapshotsQuery), responses((status = 200, description = "Usage snapshots, newest first", body = [SnapshotRecord])))]
 pub async fn snapshots(
     State(state): State<Arc<AppState>>,
     Reader(_caller): Reader,
     Query(q): Query<SnapshotsQuery>,
-) -> Result<Json<Vec<Snapshot>>, ApiError> {
+) -> Result<Json<Vec<SnapshotRecord>>, ApiError> {
     let filter = SnapshotFilter {
         scope: q.scope,
         key: q.key,
         page: page(q.limit, q.offset)?,
     };
-    Ok(Json(bodies::all(state.db.snapshots(&filter).await?)))
+    Ok(Json(state.db.snapshots(&filter).await?))
 }
 
 fn sixty() -> i64 {
@@ -147,12 +147,12 @@ pub struct RuleBody {
 
 /// `POST /system/ratelimits/rules` (operator): create (201) or update (200) the rule of a
 /// (scope, key). A git-owned rule is overridden: the reconciler holds it until the override ends.
-#[utoipa::path(post, path = "/system/ratelimits/rules", operation_id = "upsert_rule", tag = "rules", security(("api_key" = [])), request_body = RuleBody, responses((status = 201, description = "Created", body = RuleSaved), (status = 200, description = "Updated", body = RuleSaved), (status = 422, description = "Invalid rule, or a git-owned rule without a reason", body = ErrorBody)))]
+#[utoipa::path(post, path = "/system/ratelimits/rules", operation_id = "upsert_rule", tag = "rules", security(("api_key" = [])), request_body = RuleBody, responses((status = 201, description = "Created", body = RuleWritten), (status = 200, description = "Updated", body = RuleWritten), (status = 422, description = "Invalid rule, or a git-owned rule without a reason", body = ErrorBody)))]
 pub async fn put(
     State(state): State<Arc<AppState>>,
     Operator(caller): Operator,
     Object(body): Object<RuleBody>,
-) -> Result<(StatusCode, Json<RuleSaved>), ApiError> {
+) -> Result<(StatusCode, Json<RuleWritten>), ApiError> {
     let invalid = |e: crate::domain::ParseError| ApiError::Unprocessable(e.0);
     let rule = RateLimitRule {
         scope: body.scope,
@@ -178,7 +178,7 @@ pub async fn put(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(written.into())))
+    Ok((status, Json(written)))
 }
 
 /// Query of `DELETE /system/ratelimits/rules/{id}`.

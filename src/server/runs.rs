@@ -9,8 +9,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::Reader;
-use super::bodies::{self, Run};
 use super::{ApiError, AppState};
+use crate::store::RunRecord;
 
 /// This module's routes.
 pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
@@ -28,17 +28,17 @@ pub struct RunsQuery {
 }
 
 /// `GET /system/reconcile/runs` (reader): the most recent reconcile runs.
-#[utoipa::path(get, path = "/system/reconcile/runs", operation_id = "list_reconcile_runs", tag = "reconcile", security(("api_key" = [])), params(RunsQuery), responses((status = 200, description = "Recent runs, newest first", body = [Run])))]
+#[utoipa::path(get, path = "/system/reconcile/runs", operation_id = "list_reconcile_runs", tag = "reconcile", security(("api_key" = [])), params(RunsQuery), responses((status = 200, description = "Recent runs, newest first", body = [RunRecord])))]
 pub async fn runs(
     State(state): State<Arc<AppState>>,
     Reader(_caller): Reader,
     Query(query): Query<RunsQuery>,
-) -> Result<Json<Vec<Run>>, ApiError> {
+) -> Result<Json<Vec<RunRecord>>, ApiError> {
     let limit = query.limit.unwrap_or(50);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::Unprocessable(format!(
             "limit must be between 1 and 1000, not {limit}"
         )));
     }
-    Ok(Json(bodies::all(state.db.runs(limit).await?)))
+    Ok(Json(state.db.runs(limit).await?))
 }

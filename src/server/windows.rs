@@ -8,13 +8,13 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 
 use super::auth::{Operator, Reader};
-use super::bodies::{self, MaintenanceWindow};
 use super::error::ErrorBody;
 use super::json::Object;
 use super::params::page;
 use super::{ApiError, AppState};
 use crate::domain::{WindowMode, WindowName, parse_time};
 use crate::model::Window;
+use crate::store::WindowRecord;
 use crate::store::{ApiChange, WindowFilter};
 
 /// This module's routes.
@@ -37,19 +37,19 @@ pub struct WindowsQuery {
 }
 
 /// `GET /system/maintenance/windows` (reader): windows by start.
-#[utoipa::path(get, path = "/system/maintenance/windows", operation_id = "list_windows", tag = "maintenance", security(("api_key" = [])), params(WindowsQuery), responses((status = 200, description = "Windows by start", body = [MaintenanceWindow])))]
+#[utoipa::path(get, path = "/system/maintenance/windows", operation_id = "list_windows", tag = "maintenance", security(("api_key" = [])), params(WindowsQuery), responses((status = 200, description = "Windows by start", body = [WindowRecord])))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     Reader(_caller): Reader,
     Query(q): Query<WindowsQuery>,
-) -> Result<Json<Vec<MaintenanceWindow>>, ApiError> {
+) -> Result<Json<Vec<WindowRecord>>, ApiError> {
     let starts_after = q.upcoming.filter(|u| *u).map(|_| state.now());
     let filter = WindowFilter {
         active: q.active,
         starts_after,
         page: page(q.limit, q.offset)?,
     };
-    Ok(Json(bodies::all(state.db.windows(&filter).await?)))
+    Ok(Json(state.db.windows(&filter).await?))
 }
 
 fn maintenance() -> WindowMode {
@@ -75,12 +75,12 @@ pub struct WindowBody {
 }
 
 /// `POST /system/maintenance/windows` (operator): schedule a window; 422 unless ends_at > starts_at.
-#[utoipa::path(post, path = "/system/maintenance/windows", operation_id = "create_window", tag = "maintenance", security(("api_key" = [])), request_body = WindowBody, responses((status = 201, description = "Scheduled", body = MaintenanceWindow), (status = 409, description = "The name is taken", body = ErrorBody), (status = 422, description = "ends_at is not after starts_at, or a time has no offset", body = ErrorBody)))]
+#[utoipa::path(post, path = "/system/maintenance/windows", operation_id = "create_window", tag = "maintenance", security(("api_key" = [])), request_body = WindowBody, responses((status = 201, description = "Scheduled", body = WindowRecord), (status = 409, description = "The name is taken", body = ErrorBody), (status = 422, description = "ends_at is not after starts_at, or a time has no offset", body = ErrorBody)))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     Operator(caller): Operator,
     Object(body): Object<WindowBody>,
-) -> Result<(StatusCode, Json<MaintenanceWindow>), ApiError> {
+) -> Result<(StatusCode, Json<WindowRecord>), ApiError> {
     let invalid = |e: crate::domain::ParseError| ApiError::Unprocessable(e.0);
     let starts_at = parse_time(&body.starts_at).map_err(invalid)?;
     let ends_at = parse_time(&body.ends_at).map_err(invalid)?;
@@ -109,7 +109,7 @@ pub async fn create(
     };
     Ok((
         StatusCode::CREATED,
-        Json(state.db.create_window(&window, &change).await?.into()),
+        Json(state.db.create_window(&window, &change).await?),
     ))
 }
 

@@ -1,8 +1,10 @@
 //! What the store's reads and writes return: stored resources with their bookkeeping, runs,
-//! audit records, usage snapshots, the outcome of a write.
+//! audit records, usage snapshots, the outcome of a write. The ones the HTTP API answers with
+//! are its bodies as they are, with their OpenAPI schemas.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::domain::{ClientName, ClientType, CounterStore, Owner, Role};
 use crate::model::{Actual, Client, FeatureFlag, MaintenanceInputs, Override, RateLimitRule, Stored, Window};
@@ -26,7 +28,7 @@ pub struct Applied {
 }
 
 /// A recorded reconcile run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct RunRecord {
     pub id: i64,
     pub started_at: DateTime<Utc>,
@@ -34,16 +36,17 @@ pub struct RunRecord {
     pub actor: String,
     /// Where the run came from: `cli`, `watch`, `api`.
     pub source: String,
-    /// Operations of the run by action (see [`crate::plan::Action`]).
+    /// Resources the run created; the next five count the other actions of its plan.
     pub created: i64,
     pub updated: i64,
     pub deleted: i64,
     pub deactivated: i64,
     pub held: i64,
     pub unmanaged: i64,
-    /// Why the plan was refused (nothing applied); `None` for an applied plan.
+    /// Why the plan was refused and nothing applied (a mass removal, a stale saved plan);
+    /// null for an applied plan.
     pub refusal: Option<String>,
-    /// A watch pass whose changes undid edits made behind git's back.
+    /// The run undid changes made behind git's back (a watch pass on unchanged files).
     pub drift: bool,
 }
 
@@ -68,9 +71,10 @@ pub struct AuditRecord {
 }
 
 /// A stored rule with its bookkeeping, as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct RuleRecord {
     pub id: i64,
+    #[serde(flatten)]
     pub rule: RateLimitRule,
     pub owner: Owner,
     pub created_at: DateTime<Utc>,
@@ -88,19 +92,22 @@ impl RuleRecord {
     }
 }
 
-/// The result of `Db::put_rule`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A rule written over HTTP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct RuleWritten {
+    #[serde(flatten)]
     pub rule: RuleRecord,
-    /// Whether the rule is new.
+    /// Whether the rule is new (the answer's status says it: 201 or 200).
+    #[serde(skip)]
     pub created: bool,
     /// The override recorded because the rule is git-owned.
+    #[serde(rename = "override", skip_serializing_if = "Option::is_none")]
     pub hold: Option<Override>,
 }
 
 /// A client as the API shows it: no key and no hash, only the key's display prefix (for keys the
 /// server issued).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct ClientRecord {
     pub id: i64,
     pub name: ClientName,
@@ -108,7 +115,7 @@ pub struct ClientRecord {
     pub role: Role,
     pub active: bool,
     pub description: String,
-    /// The display prefix of a key the server issued; `None` for keys declared in git.
+    /// The display prefix of a key the server issued; null for keys declared in git.
     pub key_prefix: Option<String>,
     pub owner: Owner,
     pub created_at: DateTime<Utc>,
@@ -116,9 +123,10 @@ pub struct ClientRecord {
 }
 
 /// A stored window with its bookkeeping, as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct WindowRecord {
     pub id: i64,
+    #[serde(flatten)]
     pub window: Window,
     pub owner: Owner,
     pub created_at: DateTime<Utc>,
@@ -126,9 +134,10 @@ pub struct WindowRecord {
 }
 
 /// A stored feature flag with its bookkeeping, as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct FlagRecord {
     pub id: i64,
+    #[serde(flatten)]
     pub flag: FeatureFlag,
     pub owner: Owner,
     pub created_at: DateTime<Utc>,
@@ -136,7 +145,7 @@ pub struct FlagRecord {
 }
 
 /// A counter snapshot written by enforcement (an audit of usage).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct SnapshotRecord {
     pub id: i64,
     pub scope: String,
@@ -145,9 +154,10 @@ pub struct SnapshotRecord {
     /// The key of the rule that counted (the network, for a network rule).
     pub rule_key: String,
     pub shadow: bool,
-    /// The replica whose count this is; empty for a shared count.
+    /// The replica whose count this is; empty for a shared count, which every replica writes.
     pub replica: String,
-    /// Where the count is kept: `memory` (the replica's own) or `redis` (every replica's).
+    /// Where the count is kept: `memory` (one replica's own count) or `redis` (the count every
+    /// replica shares).
     pub counter: CounterStore,
     pub window_seconds: i64,
     pub max_requests: i64,

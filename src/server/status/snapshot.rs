@@ -12,7 +12,7 @@ use crate::domain::{Role, WindowMode};
 use crate::mode::{EffectiveMode, Source};
 use crate::model::{Kind, Override};
 use crate::server::AppState;
-use crate::server::bodies::Run;
+use crate::store::RunRecord;
 
 /// How many rows of recent reconciles the page lists.
 const RUNS: usize = 10;
@@ -75,7 +75,7 @@ pub struct OverrideItem {
 pub struct RecentRun {
     /// The run; for a stretch, its latest.
     #[serde(flatten)]
-    pub run: Run,
+    pub run: RunRecord,
     /// How many runs the row stands for: 1, or the runs of the stretch.
     pub count: u64,
     /// When the stretch's first run finished; absent for one run.
@@ -84,13 +84,13 @@ pub struct RecentRun {
 }
 
 /// Whether `run` changed nothing and refused nothing.
-fn quiet(run: &Run) -> bool {
+fn quiet(run: &RunRecord) -> bool {
     run.created + run.updated + run.deleted + run.deactivated == 0 && run.refusal.is_none() && !run.drift
 }
 
 /// `runs` (newest first) as at most `rows` rows, each stretch of quiet runs in a row by the same
 /// actor and source folded into one.
-fn collapse(runs: Vec<Run>, rows: usize) -> Vec<RecentRun> {
+fn collapse(runs: Vec<RunRecord>, rows: usize) -> Vec<RecentRun> {
     let mut out: Vec<RecentRun> = Vec::new();
     for run in runs {
         if let Some(last) = out.last_mut()
@@ -197,7 +197,7 @@ pub async fn snapshot(state: &AppState, viewer: Option<&Caller>) -> Result<Statu
         })
         .collect();
     windows.sort_by_key(|w| (w.starts_at, w.name.clone()));
-    let runs = collapse(crate::server::bodies::all(state.db.runs(RUNS_READ).await?), RUNS);
+    let runs = collapse(state.db.runs(RUNS_READ).await?, RUNS);
     let now_ms = state.replica.now_ms();
     let (refused, shadow) = state.status.recent.top(TOP, now_ms);
     Ok(StatusSnapshot {
@@ -223,9 +223,9 @@ pub async fn snapshot(state: &AppState, viewer: Option<&Caller>) -> Result<Statu
 mod tests {
     use super::*;
 
-    fn run(id: i64, actor: &str, created: i64, refusal: Option<&str>) -> Run {
+    fn run(id: i64, actor: &str, created: i64, refusal: Option<&str>) -> RunRecord {
         let at = DateTime::from_timestamp(1_800_000_000 + id * 60, 0).unwrap();
-        Run {
+        RunRecord {
             id,
             started_at: at,
             finished_at: at,
@@ -246,7 +246,7 @@ mod tests {
     fn quiet_runs_in_a_row_are_one_row_and_the_rest_stay_whole() {
         // Newest first: twelve quiet passes, a change, three quiet passes, a refusal, another
         // actor's quiet run.
-        let mut runs: Vec<Run> = (0..12).rev().map(|i| run(100 + i, "watch", 0, None)).collect();
+        let mut runs: Vec<RunRecord> = (0..12).rev().map(|i| run(100 + i, "watch", 0, None)).collect();
         runs.push(run(99, "watch", 3, None));
         runs.extend((0..3).rev().map(|i| run(90 + i, "watch", 0, None)));
         runs.push(run(80, "watch", 0, Some("mass removal")));
