@@ -84,7 +84,7 @@ pub const SECRET_SET: &str = "(set)";
 /// What a secret field shows when a change gives it another value.
 pub const SECRET_CHANGED: &str = "(changed)";
 
-/// Whether the field `name` holds a secret ([`SECRET_FIELDS`]).
+/// Whether the field `name` holds a secret (`SECRET_FIELDS`).
 pub fn is_secret(name: &str) -> bool {
     SECRET_FIELDS.contains(&name)
 }
@@ -120,6 +120,7 @@ pub fn shown_json(stored: &str) -> Option<serde_json::Value> {
 pub struct Field {
     /// The field as YAML spells it.
     pub name: &'static str,
+    /// The value as plans print it (a secret's is the hash, which they never show).
     pub value: String,
     /// Key material ([`is_secret`]): plans say that it changes, never what it is.
     pub secret: bool,
@@ -148,11 +149,17 @@ pub trait Resource: Clone + PartialEq + fmt::Debug {
 /// A rate-limit rule, identified by (scope, key).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RateLimitRule {
+    /// What the rule counts by: every request (`global`), the client's address (`ip`), its
+    /// API client (`api_key`) or its `X-User-Id` (`user`).
     pub scope: Scope,
+    /// Whom in its scope it counts: `*` for `global`, an address or network for `ip`, a
+    /// client's name for `api_key`, a user id for `user`.
     pub key: RuleKey,
+    /// The sliding window's length, in seconds.
     pub window_seconds: WindowSeconds,
     /// Requests allowed per window; 0 blocks the key entirely.
     pub max_requests: MaxRequests,
+    /// A disabled rule is kept but counts nothing.
     pub enabled: bool,
     /// Counted and reported, never enforced.
     pub shadow: bool,
@@ -182,9 +189,13 @@ impl Resource for RateLimitRule {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Client {
     pub name: ClientName,
+    /// What kind of caller it is (a gateway's calls may count over gRPC).
     pub client_type: ClientType,
+    /// What its key may do: read, operate (`/system/` writes) or administer (`/admin/`).
     pub role: Role,
+    /// The SHA-256 of its key, in hex: the only trace of the key that is stored.
     pub key_sha256: KeySha256,
+    /// An inactive client's key is refused; its row and history stay (a soft delete).
     pub active: bool,
     pub description: String,
 }
@@ -209,8 +220,11 @@ impl Resource for Client {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Window {
     pub name: WindowName,
+    /// When the window opens.
     pub starts_at: DateTime<Utc>,
+    /// When it closes: the first instant it no longer holds.
     pub ends_at: DateTime<Utc>,
+    /// The mode in force while it is open.
     pub mode: WindowMode,
     /// Windows removed from git are deactivated, not deleted, to keep their history.
     pub active: bool,
@@ -258,7 +272,9 @@ impl Resource for FeatureFlag {
 /// The steady maintenance mode (a single row in the store).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Maintenance {
+    /// `normal`, `read_only` (writes refused) or `maintenance` (everything but the way out).
     pub mode: Mode,
+    /// Why, as the freeze's answers and the status page say it.
     pub reason: String,
 }
 
@@ -294,6 +310,7 @@ pub struct Stored<T> {
     pub id: i64,
     /// Who manages the row: git (the reconciler) or the API.
     pub owner: Owner,
+    /// The resource as the row holds it.
     pub value: T,
 }
 
@@ -301,11 +318,13 @@ pub struct Stored<T> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Override {
     pub id: i64,
+    /// The kind of resource it holds.
     pub kind: Kind,
     /// The resource's key, as [`Resource::key`] gives it.
     pub key: String,
     /// The client that made the change.
     pub actor: String,
+    /// Why, as its author gave it.
     pub reason: String,
     pub created_at: DateTime<Utc>,
     /// `None` lasts until cleared.
@@ -324,11 +343,13 @@ impl Override {
 /// What an override to be recorded says; the store assigns id and creation time.
 #[derive(Debug, Clone)]
 pub struct NewOverride {
+    /// The kind of resource it holds.
     pub kind: Kind,
     /// The resource's key, as [`Resource::key`] gives it.
     pub key: String,
     /// The client that made the change.
     pub actor: String,
+    /// Why, as its author gave it.
     pub reason: String,
     /// `None` lasts until cleared.
     pub expires_at: Option<DateTime<Utc>>,
@@ -342,8 +363,11 @@ pub struct NewOverride {
 /// Everything the store holds that a plan depends on, read in one snapshot.
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct Actual {
+    /// Every rule row, enabled or not, whoever owns it; as are the next three.
     pub rules: Vec<Stored<RateLimitRule>>,
+    /// Every client row, active or not.
     pub clients: Vec<Stored<Client>>,
+    /// Every window row, active or not.
     pub windows: Vec<Stored<Window>>,
     pub flags: Vec<Stored<FeatureFlag>>,
     /// The single maintenance_state row (the migration creates it).
@@ -456,6 +480,7 @@ pub struct MaintenanceInputs {
     pub state: Maintenance,
     /// The mode git declares (only the reconciler writes it).
     pub git: Maintenance,
+    /// When the stored mode last changed.
     pub updated_at: DateTime<Utc>,
     /// Active windows (past, present and future).
     pub windows: Vec<Window>,

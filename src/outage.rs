@@ -2,7 +2,7 @@
 //!
 //! With 200 clients and the database gone, a line per failed request was 175 lines a second: the
 //! log shipper and whoever reads it drown while nothing new is said. The first failure says the
-//! store is unreachable; a reminder every [`REMINDER`] counts what failed since; the first
+//! store is unreachable; a reminder every `REMINDER` counts what failed since; the first
 //! success after it says the store is back and how long it was gone.
 
 use std::sync::Mutex;

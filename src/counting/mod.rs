@@ -266,7 +266,7 @@ impl Counting {
     }
 
     /// Connects to the shared counters at start, and from then on checks every
-    /// [`HEALTH_EVERY`] that they do what requests need, for as long as this replica counts.
+    /// `HEALTH_EVERY` that they do what requests need, for as long as this replica counts.
     /// If they do not, the replica is in an outage (said once, probing until they are back)
     /// instead of failing its first requests or reporting a health it only inferred.
     pub async fn connect(&self) {

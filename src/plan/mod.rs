@@ -69,6 +69,7 @@ pub struct PlanOptions {
 /// A planned operation on one resource of kind `T`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Op<T> {
+    /// What the apply does to the resource.
     pub action: Action,
     /// The resource's identity within its kind.
     pub key: String,
@@ -149,6 +150,7 @@ pub struct Plan {
     pub mass_removals: Vec<MassRemoval>,
     /// The fingerprint of the snapshot the plan was computed against.
     pub store_fingerprint: String,
+    /// The options it was planned with.
     pub options: PlanOptions,
 }
 
@@ -365,6 +367,7 @@ fn mass_removal<T: Removable>(ops: &[Op<T>], total: usize) -> Option<MassRemoval
 /// One changed field, as plans show it. Secret fields carry no values.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FieldChange {
+    /// The field as YAML spells it.
     pub field: String,
     /// The stored value; `None` when the operation creates the resource.
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -381,7 +384,9 @@ pub struct FieldChange {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HoldInfo {
     pub override_id: i64,
+    /// Who set the override.
     pub actor: String,
+    /// Why, as they gave it.
     pub reason: String,
     /// When the override ends; `None`: until it is cleared.
     pub until: Option<DateTime<Utc>>,
@@ -391,6 +396,7 @@ pub struct HoldInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
     pub kind: Kind,
+    /// The resource's identity within its kind (`ip:10.0.0.1`, a client's name).
     pub key: String,
     pub action: Action,
     /// The owner of the stored row, when there is one.
@@ -399,6 +405,7 @@ pub struct Change {
     /// Fields the operation sets (create), changes (update, deactivate), or would change once
     /// the hold ends (held).
     pub fields: Vec<FieldChange>,
+    /// The override that holds the resource, for a held operation.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub hold: Option<HoldInfo>,
 }

@@ -8,6 +8,7 @@ use crate::domain::{ClientType, CounterStore, FlagName, Mode, ProfileName, Scope
 /// Who runs a reconcile and against which desired state; recorded with the run.
 #[derive(Debug, Clone)]
 pub struct RunMeta {
+    /// Who ran it: `--actor` (a person, `ci:…`), or the watch loop's name.
     pub actor: String,
     /// Where the run came from: `cli`, `watch`, `api`.
     pub source: String,
@@ -26,6 +27,7 @@ pub struct ApiChange {
     pub reason: Option<String>,
     /// When an override made by this change ends (`None`: until cleared).
     pub expires_at: Option<DateTime<Utc>>,
+    /// When the change is made: the audit record's time and an override's start.
     pub now: DateTime<Utc>,
     /// Overrides made together (a lockdown) share a group, lifted together.
     pub group_id: Option<String>,
@@ -40,7 +42,8 @@ pub struct Page {
     pub offset: i64,
 }
 
-/// Which rules to list.
+/// Which rules to list: each `Some` keeps the rows with that value (`key` exactly), `None`
+/// keeps all.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleFilter {
     pub scope: Option<Scope>,
@@ -49,7 +52,7 @@ pub struct RuleFilter {
     pub page: Page,
 }
 
-/// Which usage snapshots to list.
+/// Which usage snapshots to list: each `Some` keeps the rows with that value, `None` keeps all.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotFilter {
     pub scope: Option<Scope>,
@@ -57,7 +60,7 @@ pub struct SnapshotFilter {
     pub page: Page,
 }
 
-/// Which clients to list.
+/// Which clients to list: each `Some` keeps the rows with that value, `None` keeps all.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientFilter {
     pub active: Option<bool>,
@@ -65,7 +68,7 @@ pub struct ClientFilter {
     pub page: Page,
 }
 
-/// Which maintenance windows to list.
+/// Which maintenance windows to list: each `Some` keeps the rows that match, `None` keeps all.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WindowFilter {
     pub active: Option<bool>,
@@ -74,7 +77,8 @@ pub struct WindowFilter {
     pub page: Page,
 }
 
-/// Which audit records to list.
+/// Which audit records to list: each `Some` keeps the records that match (`kind` as
+/// [`crate::model::Kind::as_str`] names it), `None` keeps all.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AuditFilter {
     pub kind: Option<String>,

@@ -53,7 +53,7 @@ pub struct StatusHub {
     streams: Arc<Semaphore>,
     /// Slots of the streams of pages without one.
     anonymous: Arc<Semaphore>,
-    /// How long an anonymous stream lasts ([`ANONYMOUS_LIFETIME`]; tests shorten it).
+    /// How long an anonymous stream lasts (`ANONYMOUS_LIFETIME`; tests shorten it).
     pub anonymous_lifetime: Duration,
     pub recent: Arc<RecentRefusals>,
     closing: watch::Sender<bool>,

@@ -36,7 +36,7 @@ pub struct RefusedCount {
     pub count: u64,
 }
 
-/// Refusals per minute, the last [`MINUTES`] of them.
+/// Refusals per minute, the last `MINUTES` of them.
 #[derive(Debug, Default)]
 pub struct RecentRefusals {
     minutes: Mutex<VecDeque<(u64, HashMap<Refused, u64>)>>,
