@@ -346,18 +346,9 @@ fn json_schema_validators_accept_the_schema_and_the_shipped_files() {
         }
     }
     if let Some(check) = tool("check-jsonschema") {
-        let out = Command::new(check)
-            .arg("--schemafile")
-            .arg(&schema)
-            .args(&files)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let schema = schema.to_str().unwrap();
+        let (ok, said) = accepts(&check, &["--schemafile", schema], &files);
+        assert!(ok, "{said}");
     }
 }
 
@@ -610,9 +601,13 @@ fn the_shipped_samples_do_not_age() {
     }
 }
 
-/// Runs `tool` with `args` and then `file`; whether it accepted the file, and what it said.
-fn accepts(tool: &std::path::Path, args: &[&str], file: &std::path::Path) -> (bool, String) {
-    let out = Command::new(tool).args(args).arg(file).output().unwrap();
+/// Runs `tool` with `args` and then `files`; whether it accepted them, and what it said.
+fn accepts<F: AsRef<std::ffi::OsStr>>(
+    tool: &std::path::Path,
+    args: &[&str],
+    files: impl IntoIterator<Item = F>,
+) -> (bool, String) {
+    let out = Command::new(tool).args(args).args(files).output().unwrap();
     let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), said)
 }
@@ -624,13 +619,13 @@ fn kubernetes_validate_accepts_the_kubernetes_example_strictly() {
     };
     let example =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/kubernetes/valhalla-ops.yaml");
-    let (ok, said) = accepts(&validate, &["--strict", "--quiet"], &example);
+    let (ok, said) = accepts(&validate, &["--strict", "--quiet"], [&example]);
     assert!(ok, "{said}");
     // A misspelt field is refused: the tool really reads the file.
     let text = std::fs::read_to_string(&example).unwrap();
     let broken = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
     std::fs::write(broken.path(), text.replace("minAvailable:", "minAvailble:")).unwrap();
-    let (ok, said) = accepts(&validate, &["--strict", "--quiet"], broken.path());
+    let (ok, said) = accepts(&validate, &["--strict", "--quiet"], [broken.path()]);
     assert!(!ok && said.contains("minAvailble"), "{said}");
 }
 
@@ -645,7 +640,7 @@ fn the_ci_examples_pass_their_platforms_workflow_schemas() {
         ("gitlab-ci.yml", "vendor.gitlab-ci"),
     ] {
         let example = root.join(file);
-        let (ok, said) = accepts(&check, &["--builtin-schema", schema], &example);
+        let (ok, said) = accepts(&check, &["--builtin-schema", schema], [&example]);
         assert!(ok, "{file}: {said}");
         // A step or job of the wrong shape is refused: the schema is really applied.
         let text = std::fs::read_to_string(&example).unwrap();
@@ -656,7 +651,7 @@ fn the_ci_examples_pass_their_platforms_workflow_schemas() {
                 .replacen("runs-on: ubuntu-latest", "runs-on: [[1]]", 1),
         )
         .unwrap();
-        let (ok, said) = accepts(&check, &["--builtin-schema", schema], broken.path());
+        let (ok, said) = accepts(&check, &["--builtin-schema", schema], [broken.path()]);
         assert!(!ok, "{file}: the broken copy passes: {said}");
     }
 }
@@ -668,15 +663,10 @@ fn shellcheck_finds_nothing_wrong_in_the_shipped_scripts() {
     };
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let scripts = ["scripts/build-image", "scripts/release", ".ci/run", ".ci/image"];
-    let out = Command::new(shellcheck)
-        .args(["--shell=bash", "--severity=warning"])
-        .args(scripts.map(|s| root.join(s)))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (ok, said) = accepts(
+        &shellcheck,
+        &["--shell=bash", "--severity=warning"],
+        scripts.map(|s| root.join(s)),
     );
+    assert!(ok, "{said}");
 }
