@@ -108,12 +108,14 @@ impl Db {
     /// command run beside it (a reconcile, an edit by hand) is seen by the change log's
     /// revision, which its triggers move in the same transaction.
     async fn poll(&self, pool: &sqlx::SqlitePool) {
-        const REVISION: &str = "SELECT COALESCE(MAX(revision), 0) FROM store_changes";
         let mut last = None;
         let mut failing = false;
         loop {
             tokio::time::sleep(SQLITE_POLL).await;
-            match sqlx::query_scalar::<_, i64>(REVISION).fetch_one(pool).await {
+            match sqlx::query_scalar::<_, i64>(super::sql::REVISION)
+                .fetch_one(pool)
+                .await
+            {
                 Ok(revision) => {
                     if last.is_some_and(|l| l != revision) {
                         self.changes.bump();

@@ -208,11 +208,13 @@ impl Db {
     }
 }
 
+/// The newest revision of the change log (0 before any change).
+pub(in crate::store) const REVISION: &str = "SELECT COALESCE(MAX(revision), 0) FROM store_changes";
+
 impl Tx<'_> {
     /// The newest revision of the change log.
     pub(in crate::store) async fn revision(&mut self) -> Result<i64, StoreError> {
-        let sql = "SELECT COALESCE(MAX(revision), 0) FROM store_changes";
-        Ok(on!(self, |c| sqlx::query_scalar::<_, i64>(sql)
+        Ok(on!(self, |c| sqlx::query_scalar::<_, i64>(REVISION)
             .fetch_one(&mut **c)
             .await)?)
     }

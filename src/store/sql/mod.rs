@@ -12,5 +12,6 @@ mod settings;
 mod usage;
 mod windows;
 
+pub(in crate::store) use feed::REVISION;
 pub use feed::{ActualChange, ActualRows, Followed, LiveChange, LiveRows};
 pub(super) use migrate::migrate_on;
