@@ -297,6 +297,30 @@ impl Enforcer {
     }
 }
 
+/// Paths a service declares to the layers, as its routes name them (valhalla-ops' own server:
+/// each route module declares those a freeze serves).
+#[derive(Debug, Clone, Copy)]
+pub enum Paths {
+    /// This path only.
+    Exactly(&'static str),
+    /// This path and every path below it (`/status` and `/status/app.js`).
+    AndBelow(&'static str),
+    /// Every path below this one, not itself (`/admin/ops`, not `/admin`).
+    Below(&'static str),
+}
+
+impl Paths {
+    /// Whether `path` is among these.
+    pub fn matches(self, path: &str) -> bool {
+        let below = |base: &str| path.strip_prefix(base).is_some_and(|rest| rest.starts_with('/'));
+        match self {
+            Paths::Exactly(p) => path == p,
+            Paths::AndBelow(p) => path == p || below(p),
+            Paths::Below(p) => below(p),
+        }
+    }
+}
+
 /// GET, HEAD and OPTIONS: requests that change nothing, whatever the service.
 pub fn safe_method(method: &Method, _path: &str) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)

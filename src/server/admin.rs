@@ -20,7 +20,7 @@ use crate::plan::render::PlanDocument;
 use crate::store::{ApiChange, AuditFilter, StoreError, WriteDone, WriteOp};
 
 /// Served in every mode: the console is how an admin works through a freeze.
-pub(super) const ALWAYS_SERVED: &[super::exempt::Paths] = &[super::exempt::Paths::Below("/admin")];
+pub(super) const ALWAYS_SERVED: &[crate::enforce::Paths] = &[crate::enforce::Paths::Below("/admin")];
 
 /// This module's routes.
 pub(super) fn routes() -> utoipa_axum::router::OpenApiRouter<Arc<AppState>> {

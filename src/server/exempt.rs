@@ -5,28 +5,7 @@
 use axum::http::Method;
 
 use super::{admin, check, health, maintenance, metrics, overrides, status};
-
-/// Paths a route module declares.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Paths {
-    /// This path only.
-    Exactly(&'static str),
-    /// This path and every path below it (`/status` and `/status/app.js`).
-    AndBelow(&'static str),
-    /// Every path below this one, not itself (`/admin/ops`, not `/admin`).
-    Below(&'static str),
-}
-
-impl Paths {
-    fn matches(self, path: &str) -> bool {
-        let below = |base: &str| path.strip_prefix(base).is_some_and(|rest| rest.starts_with('/'));
-        match self {
-            Paths::Exactly(p) => path == p,
-            Paths::AndBelow(p) => path == p || below(p),
-            Paths::Below(p) => below(p),
-        }
-    }
-}
+use crate::enforce::Paths;
 
 /// Every module's paths that a freeze serves: health, metrics, the status page, the way out
 /// of a freeze (reading and setting the mode, listing and lifting overrides) and the admin

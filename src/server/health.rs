@@ -11,9 +11,9 @@ use super::error::ErrorBody;
 use super::{ApiError, AppState};
 
 /// Served in every mode (a probe must see a frozen replica as alive and ready).
-pub(super) const ALWAYS_SERVED: &[super::exempt::Paths] = &[
-    super::exempt::Paths::Exactly("/healthz"),
-    super::exempt::Paths::Exactly("/readyz"),
+pub(super) const ALWAYS_SERVED: &[crate::enforce::Paths] = &[
+    crate::enforce::Paths::Exactly("/healthz"),
+    crate::enforce::Paths::Exactly("/readyz"),
 ];
 
 /// This module's routes.

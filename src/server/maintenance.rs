@@ -19,8 +19,8 @@ use crate::mode::{EffectiveMode, Source, effective};
 use crate::store::{ApiChange, Lift, Lifting, StoreError};
 
 /// Served in every mode: reading the mode and setting it is the way out of a freeze.
-pub(super) const ALWAYS_SERVED: &[super::exempt::Paths] =
-    &[super::exempt::Paths::AndBelow("/system/maintenance/state")];
+pub(super) const ALWAYS_SERVED: &[crate::enforce::Paths] =
+    &[crate::enforce::Paths::AndBelow("/system/maintenance/state")];
 
 /// This module's routes.
 pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {

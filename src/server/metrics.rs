@@ -19,7 +19,7 @@ use crate::domain::Scope;
 use crate::limit::Decision;
 
 /// Served in every mode: a freeze is when the graphs matter most.
-pub(super) const ALWAYS_SERVED: &[super::exempt::Paths] = &[super::exempt::Paths::Exactly("/metrics")];
+pub(super) const ALWAYS_SERVED: &[crate::enforce::Paths] = &[crate::enforce::Paths::Exactly("/metrics")];
 
 /// This module's routes.
 pub(super) fn routes() -> utoipa_axum::router::OpenApiRouter<Arc<AppState>> {

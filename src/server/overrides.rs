@@ -17,8 +17,8 @@ use crate::model::Override;
 use crate::store::Lifting;
 
 /// Served in every mode: listing and lifting overrides is the way out of a freeze.
-pub(super) const ALWAYS_SERVED: &[super::exempt::Paths] =
-    &[super::exempt::Paths::AndBelow("/system/overrides")];
+pub(super) const ALWAYS_SERVED: &[crate::enforce::Paths] =
+    &[crate::enforce::Paths::AndBelow("/system/overrides")];
 
 /// This module's routes.
 pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {

@@ -85,9 +85,9 @@ impl StatusHub {
 }
 
 /// Served in every mode: the page shows the freeze (and a browser asks for the icon with it).
-pub(in crate::server) const ALWAYS_SERVED: &[super::exempt::Paths] = &[
-    super::exempt::Paths::AndBelow("/status"),
-    super::exempt::Paths::Exactly("/favicon.ico"),
+pub(in crate::server) const ALWAYS_SERVED: &[crate::enforce::Paths] = &[
+    crate::enforce::Paths::AndBelow("/status"),
+    crate::enforce::Paths::Exactly("/favicon.ico"),
 ];
 
 /// This module's routes.
