@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use sqlx::Connection as _;
 use valhalla_ops::desired::{DesiredState, load_dir};
+use valhalla_ops::mirror::Mirror;
 use valhalla_ops::reconcile::{Request, reconcile};
 use valhalla_ops::store::{Backend, Db};
 
@@ -485,7 +486,7 @@ async fn incremental(url: &str, size: &Size, backend: &str) {
         ReplicaOptions::default(),
     );
     let view = replica.view().await.expect("load the view");
-    let some_rule = view.rules.values().next().expect("a rule").clone();
+    let some_rule = view.mirror.rule_map().values().next().expect("a rule").clone();
     let mut rows = Vec::new();
     for i in 0..EDITS {
         let mut rule = some_rule.rule.clone();
@@ -500,17 +501,20 @@ async fn incremental(url: &str, size: &Size, backend: &str) {
         db.put_rule(&rule, &change).await.expect("write a rule");
         let (view, took) = timed(replica.fresh_view()).await;
         let view = view.expect("reload");
-        assert_eq!(view.rules[&some_rule.id].rule.max_requests, rule.max_requests);
+        assert_eq!(
+            view.mirror.rule(some_rule.id).unwrap().rule.max_requests,
+            rule.max_requests
+        );
         rows.push(took);
     }
     let mut whole = Vec::new();
     for _ in 0..5 {
-        whole.push(timed(db.live()).await.1);
+        whole.push(timed(Mirror::load(&db)).await.1);
     }
     let (rows, whole) = (Samples(rows), Samples(whole));
     println!(
         "{backend}: replica, one rule changed in {}: row reload median {:.2} ms (max {:.2}) against a whole \
-         read of the live state {} ({} row reloads, {} whole) (target < 5 ms)",
+         read of the store {} ({} row reloads, {} whole) (target < 5 ms)",
         size.rules,
         rows.median().as_secs_f64() * 1e3,
         rows.0.iter().max().unwrap().as_secs_f64() * 1e3,

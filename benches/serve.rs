@@ -26,6 +26,7 @@ use valhalla_ops::counting::{Counting, RedisCounters, RedisOptions, WindowClock}
 use valhalla_ops::desired::Loader;
 use valhalla_ops::domain::KeySha256;
 use valhalla_ops::limit::DEFAULT_CAPACITY;
+use valhalla_ops::mirror::Mirror;
 use valhalla_ops::reconcile::{Request, reconcile};
 use valhalla_ops::replica::{Replica, ReplicaOptions};
 use valhalla_ops::server::{self, AppState};
@@ -400,7 +401,8 @@ async fn save_to_visible(edits: usize) -> (Duration, Duration) {
     let id = loop {
         let view = app.replica.view().await.unwrap();
         if let Some(r) = view
-            .rules
+            .mirror
+            .rule_map()
             .values()
             .find(|r| r.rule.key.as_str() == "198.51.100.7")
         {
@@ -458,7 +460,7 @@ fn main() {
     let (addr, rule_id, shared, app) = server.block_on(async {
         let db = Db::open(&url).await.unwrap();
         seed(&db).await;
-        let rules = db.live().await.unwrap().rules;
+        let rule_id = *Mirror::load(&db).await.unwrap().rule_map().keys().min().unwrap();
         let (addr, _, _tasks, app) = start(db.clone(), Counting::memory(DEFAULT_CAPACITY)).await;
         let redis = RedisCounters::new(&RedisOptions {
             url: redis_url.clone(),
@@ -475,7 +477,7 @@ fn main() {
         } else {
             None
         };
-        (addr, rules[0].id, shared, app)
+        (addr, rule_id, shared, app)
     });
     println!(
         "valhalla-ops serving benchmark: {CONNECTIONS} connections, {ROUNDS} rounds of {seconds} s per scenario, SQLite store, 2 server threads"

@@ -19,6 +19,8 @@
 //! - [`limit`]: rate limiting without I/O: the rule table, sliding-window counters, decisions.
 //! - [`store`]: [`store::Db`] over PostgreSQL or SQLite: queries by job, rows, bulk writes, and
 //!   the change follower (LISTEN/NOTIFY, the change log's revision).
+//! - [`mirror`]: the one cache of the store, its rows followed through the change log, which
+//!   the replica and the watch loop both read.
 //! - [`reconcile`]: load → plan → apply under the single-writer lock; saved plans.
 //! - [`outage`]: a store outage logged once per transition, with counts, not once per request.
 //! - [`api_error`]: the HTTP API's error type and JSON body, for the server and the layers.
@@ -45,6 +47,7 @@ pub mod domain;
 pub mod enforce;
 pub mod grpc;
 pub mod limit;
+pub mod mirror;
 pub mod mode;
 pub mod model;
 pub mod outage;

@@ -71,14 +71,13 @@ pub struct Outcome {
     pub state_fingerprint: String,
     /// The recorded run, when the plan was applied.
     pub run_id: Option<i64>,
-    /// The snapshot the applied plan was made from.
+    /// Where the whole plan applied stands in the change log (`None` for a dry run or a part).
     pub snapshot: Option<Snapshot>,
 }
 
-/// The snapshot an applied plan was made from, for a caller that follows the store from there.
-#[derive(Debug)]
+/// Where in the change log an applied plan stands, for a caller that follows the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Snapshot {
-    pub actual: Actual,
     /// The store's revision when it was read (it is at least that new).
     pub read_at: i64,
     /// The store's revision once the plan was written.
@@ -199,8 +198,7 @@ pub async fn reconcile(
         plan: applied.plan,
         state_fingerprint,
         run_id: Some(applied.run_id),
-        snapshot: applied.actual.map(|actual| Snapshot {
-            actual,
+        snapshot: Some(Snapshot {
             read_at: applied.revision,
             written_at: applied.written,
         }),

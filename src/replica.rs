@@ -1,7 +1,7 @@
-//! A replica's in-memory view of the store (clients, rules, the mode) and its rate-limit
-//! counters, brought up to date when the store's change count moves (this process's writes at
-//! once, other processes' through the store's change follower) by reading again the rows the
-//! store's change log names.
+//! A replica's in-memory view of the store (its [`Mirror`], and the clients by key, the rule
+//! table and the mode inputs kept from it) and its rate-limit counters, brought up to date when
+//! the store's change count moves (this process's writes at once, other processes' through the
+//! store's change follower).
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -12,11 +12,10 @@ use arc_swap::ArcSwapOption;
 use chrono::DateTime;
 
 use crate::counting::Counting;
-use crate::domain::KeySha256;
 use crate::limit::{CounterKey, Decision, Rule, RuleTable, Subject};
-use crate::model::MaintenanceInputs;
-use crate::model::{Client, Stored};
-use crate::store::{Db, LiveChange, LiveRows, LiveState, RuleRecord, StoreError, Usage, UsageBatch};
+use crate::mirror::{Delta, Mirror, Step};
+use crate::model::{Client, MaintenanceInputs, Stored};
+use crate::store::{Db, StoreError, Usage, UsageBatch};
 
 use crate::auth::Caller;
 use crate::clock::Clock;
@@ -28,84 +27,80 @@ const STALE_WAIT: Duration = Duration::from_millis(50);
 /// How long a replica serves its last view after a failed reload before trying again.
 const RELOAD_BACKOFF: Duration = Duration::from_secs(1);
 
-/// What a replica holds in memory, read from the store in one snapshot and then followed row by
-/// row. The maps are persistent (a clone shares them), so a change of one row costs one row.
+/// What a replica serves from: the store's rows ([`Mirror`]) and what requests look up in
+/// them, kept in step with them row by row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct View {
     /// The change count this view was loaded at.
     generation: u64,
-    /// The store revision this view is exact at.
-    revision: i64,
+    /// The store's rows, exact at a revision.
+    pub mirror: Mirror,
     /// Active clients by key hash.
     pub clients: crate::auth::Clients,
-    /// The key hash of each active client, by id: to find it again when its row changes.
-    client_keys: imbl::HashMap<i64, KeySha256>,
-    /// Every rule by id, enabled or not.
-    pub rules: imbl::HashMap<i64, RuleRecord>,
     /// The enabled rules, compiled for the limiter.
     pub table: RuleTable,
     pub maintenance: MaintenanceInputs,
 }
 
 impl View {
-    fn new(generation: u64, revision: i64, live: LiveState) -> View {
+    fn new(generation: u64, mirror: Mirror) -> View {
+        let mut clients = crate::auth::Clients::new();
+        for client in mirror.client_map().values() {
+            add_client(&mut clients, client);
+        }
+        View {
+            generation,
+            clients,
+            table: RuleTable::new(mirror.rule_map().values().map(|r| (r.id, &r.rule))),
+            maintenance: mirror.maintenance(),
+            mirror,
+        }
+    }
+
+    /// This view over `mirror`, which `delta` brought from this view's mirror.
+    fn patched(&self, generation: u64, mirror: Mirror, delta: &Delta) -> View {
         let mut view = View {
             generation,
-            revision,
-            clients: imbl::HashMap::new(),
-            client_keys: imbl::HashMap::new(),
-            table: RuleTable::new(live.rules.iter().map(|r| (r.id, &r.rule))),
-            rules: live.rules.into_iter().map(|r| (r.id, r)).collect(),
-            maintenance: live.maintenance,
+            mirror,
+            ..self.clone()
         };
-        for client in live.clients {
-            view.add_client(client);
+        for swap in &delta.rules {
+            if let Some(old) = &swap.before {
+                view.table.remove(old.id, &old.rule);
+            }
+            if let Some(new) = &swap.after {
+                view.table.insert(new.id, &new.rule);
+            }
+        }
+        // Every client out before any comes in: a key may move from one client to another.
+        for old in delta.clients.iter().filter_map(|s| s.before.as_ref()) {
+            let hash = &old.value.key_sha256;
+            if view.clients.get(hash).is_some_and(|c| c.id == old.id) {
+                view.clients.remove(hash);
+            }
+        }
+        for new in delta.clients.iter().filter_map(|s| s.after.as_ref()) {
+            add_client(&mut view.clients, new);
+        }
+        if delta.touches_maintenance() {
+            view.maintenance = view.mirror.maintenance();
         }
         view
     }
+}
 
-    fn add_client(&mut self, client: Stored<Client>) {
-        let caller = Caller {
-            id: client.id,
-            name: client.value.name,
-            client_type: client.value.client_type,
-            role: client.value.role,
-        };
-        self.client_keys
-            .insert(client.id, client.value.key_sha256.clone());
-        self.clients.insert(client.value.key_sha256, caller);
+/// Adds `client` to the callers by key hash, if it is active.
+fn add_client(clients: &mut crate::auth::Clients, client: &Stored<Client>) {
+    if !client.value.active {
+        return;
     }
-
-    /// This view with the rows in `rows` read again: the ids named are taken out, and what the
-    /// store still holds of them put back.
-    fn patched(&self, generation: u64, revision: i64, rows: LiveRows) -> View {
-        let mut view = self.clone();
-        view.generation = generation;
-        view.revision = revision;
-        for id in rows.rule_ids {
-            if let Some(old) = view.rules.remove(&id) {
-                view.table.remove(id, &old.rule);
-            }
-        }
-        for record in rows.rules {
-            view.table.insert(record.id, &record.rule);
-            view.rules.insert(record.id, record);
-        }
-        for id in rows.client_ids {
-            if let Some(hash) = view.client_keys.remove(&id)
-                && view.clients.get(&hash).is_some_and(|c| c.id == id)
-            {
-                view.clients.remove(&hash);
-            }
-        }
-        for client in rows.clients {
-            view.add_client(client);
-        }
-        if let Some(maintenance) = rows.maintenance {
-            view.maintenance = maintenance;
-        }
-        view
-    }
+    let caller = Caller {
+        id: client.id,
+        name: client.value.name.clone(),
+        client_type: client.value.client_type,
+        role: client.value.role,
+    };
+    clients.insert(client.value.key_sha256.clone(), caller);
 }
 
 /// How a replica counts and records.
@@ -301,33 +296,32 @@ impl Replica {
                 return Ok(Arc::clone(current));
             }
         }
-        let since = current.as_ref().map(|v| v.revision);
-        let followed = self.db.follow_live(since).await;
-        let view = match (followed, &current) {
-            (Ok(followed), _) => {
-                let revision = followed.revision;
-                let view = match (followed.change, &current) {
-                    (LiveChange::Whole(live), _) => {
-                        self.reloads.inc();
-                        View::new(wanted, revision, live)
-                    }
-                    (LiveChange::Rows(rows), Some(current)) => {
-                        self.row_reloads.inc();
-                        current.patched(wanted, revision, rows)
-                    }
-                    (LiveChange::None, Some(current)) => View {
+        let followed = match &current {
+            Some(current) => {
+                let mut mirror = current.mirror.clone();
+                mirror.follow(&self.db).await.map(|step| match step {
+                    Step::Same => View {
                         generation: wanted,
-                        revision,
+                        mirror,
                         ..View::clone(current)
                     },
-                    // The log is only followed from a view: without one everything is read.
-                    (LiveChange::Rows(_) | LiveChange::None, None) => {
-                        self.reloads.inc();
-                        View::new(wanted, revision, self.db.live().await?)
+                    Step::Rows(delta) => {
+                        self.row_reloads.inc();
+                        current.patched(wanted, mirror, &delta)
                     }
-                };
-                Arc::new(view)
+                    Step::Whole => {
+                        self.reloads.inc();
+                        View::new(wanted, mirror)
+                    }
+                })
             }
+            None => Mirror::load(&self.db).await.map(|mirror| {
+                self.reloads.inc();
+                View::new(wanted, mirror)
+            }),
+        };
+        let view = match (followed, &current) {
+            (Ok(view), _) => Arc::new(view),
             (Err(e), Some(current)) => {
                 tracing::warn!(error = %e, "cannot refresh the cached state; serving the last one");
                 *failed_at = Some(Instant::now());
@@ -359,7 +353,7 @@ impl Replica {
         let usage: Vec<Usage> = readings
             .iter()
             .filter_map(|(counter, r)| {
-                let rule = &view.rules.get(&r.key.rule)?.rule;
+                let rule = &view.mirror.rule(r.key.rule)?.rule;
                 Some(Usage {
                     scope: rule.scope,
                     rule_key: rule.key.as_str().to_owned(),
@@ -444,9 +438,10 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::domain::{ClientName, ClientType, Mode, Owner, Role, Scope};
+    use crate::domain::{ClientName, ClientType, KeySha256, Mode, Owner, Role, Scope};
     use crate::limit::table::tests::record;
     use crate::model::Maintenance;
+    use crate::store::{ModeRecord, RowIds, Rows as StoreRows, RuleRecord};
 
     /// One row written: a rule (`Some`: its key and limit, enabled or not; `None`: deleted), or
     /// a client (active or not, with one of a few keys, so a key moves between clients).
@@ -464,7 +459,7 @@ mod tests {
         ]
     }
 
-    /// The store as rows by id, which `live` turns into what a whole reload reads.
+    /// The store as rows by id, which `rows` turns into what a whole read returns.
     #[derive(Default)]
     struct Rows {
         rules: BTreeMap<i64, (u8, u32, bool)>,
@@ -539,29 +534,27 @@ mod tests {
             }
         }
 
-        /// What a whole reload reads.
-        fn live(&self) -> LiveState {
-            let rules = self.rules.iter().map(|(id, r)| Rows::rule(*id, *r)).collect();
-            let clients = self
-                .clients
-                .iter()
-                .map(|(id, c)| Rows::client(*id, *c))
-                .filter(|c| c.value.active)
-                .collect();
+        /// What a whole read returns.
+        fn rows(&self) -> StoreRows {
             let normal = Maintenance {
                 mode: Mode::Normal,
                 reason: String::new(),
             };
-            LiveState {
-                clients,
-                rules,
-                maintenance: MaintenanceInputs {
-                    state: normal.clone(),
+            StoreRows {
+                rules: self.rules.iter().map(|(id, r)| Rows::rule(*id, *r)).collect(),
+                clients: self.clients.iter().map(|(id, c)| Rows::client(*id, *c)).collect(),
+                mode: Some(ModeRecord {
+                    stored: Stored {
+                        id: 1,
+                        owner: Owner::Git,
+                        value: normal.clone(),
+                    },
                     git: normal,
                     updated_at: DateTime::UNIX_EPOCH,
-                    windows: Vec::new(),
-                    overrides: Vec::new(),
-                },
+                }),
+                profile: Some(None),
+                overrides: Some(Vec::new()),
+                ..StoreRows::default()
             }
         }
     }
@@ -571,25 +564,34 @@ mod tests {
         #[test]
         fn a_followed_view_equals_a_whole_reload(batches in prop::collection::vec(prop::collection::vec(write(), 1..6), 1..12)) {
             let mut rows = Rows::default();
-            let mut view = View::new(0, 0, rows.live());
+            let mut view = View::new(0, Mirror::of(0, rows.rows()).unwrap());
             for (n, batch) in batches.into_iter().enumerate() {
-                let mut changed = LiveRows::default();
+                let mut ids = RowIds::default();
                 for w in batch {
                     if rows.write(&w) {
                         match w {
-                            Write::Rule(id, _) => changed.rule_ids.push(id),
-                            Write::Client(id, _) => changed.client_ids.push(id),
+                            Write::Rule(id, _) => ids.rules.push(id),
+                            Write::Client(id, _) => ids.clients.push(id),
                         }
                     }
                 }
+                ids.rules.sort_unstable();
+                ids.rules.dedup();
+                ids.clients.sort_unstable();
+                ids.clients.dedup();
                 // What the store holds of the changed rows now, as the change log's reader
-                // returns them (active clients only).
-                let live = rows.live();
-                changed.rules = live.rules.iter().filter(|r| changed.rule_ids.contains(&r.id)).cloned().collect();
-                changed.clients = live.clients.iter().filter(|c| changed.client_ids.contains(&c.id)).cloned().collect();
+                // returns them.
+                let whole = rows.rows();
+                let changed = StoreRows {
+                    rules: whole.rules.iter().filter(|r| ids.rules.contains(&r.id)).cloned().collect(),
+                    clients: whole.clients.iter().filter(|c| ids.clients.contains(&c.id)).cloned().collect(),
+                    ..StoreRows::default()
+                };
                 let generation = n as u64 + 1;
-                view = view.patched(generation, generation as i64, changed);
-                prop_assert_eq!(&view, &View::new(generation, generation as i64, live));
+                let mut mirror = view.mirror.clone();
+                let delta = mirror.patch(generation as i64, ids, changed);
+                view = view.patched(generation, mirror, &delta);
+                prop_assert_eq!(&view, &View::new(generation, Mirror::of(generation as i64, whole).unwrap()));
             }
         }
     }

@@ -63,7 +63,7 @@ pub async fn get(
     Path(id): Path<i64>,
 ) -> Result<Json<RuleRecord>, ApiError> {
     // From the replica's view: every write reaches it before its response is sent.
-    match state.replica.view().await?.rules.get(&id) {
+    match state.replica.view().await?.mirror.rule(id) {
         Some(rule) => Ok(Json(rule.clone())),
         None => Err(ApiError::NotFound(format!("rate-limit rule {id} does not exist"))),
     }

@@ -9,13 +9,14 @@
 //! - `sql/reconcile.rs`: snapshot, apply, apply_at (the reconciler's read and its one
 //!   transaction), runs, run_count, record_refusal, mark_drift, forget_idle_runs,
 //!   audit_filtered; audit (tests)
-//! - `sql/feed.rs`: follow_live, follow_actual (the change log read back by the caches)
+//! - `sql/feed.rs`: rows, follow (every row, or the change log read back, for the cache:
+//!   [`crate::mirror`])
 //! - `sql/rules.rs`: rules, rule, put_rule, delete_rule
 //! - `sql/clients.rs`: clients, client, register_client, set_client_active
 //! - `sql/windows.rs`: windows, create_window
 //! - `sql/settings.rs`: maintenance, set_mode, flags
 //! - `sql/overrides.rs`: add_override, open_overrides, held, clear_overrides
-//! - `sql/usage.rs`: live, record_usage, snapshots
+//! - `sql/usage.rs`: record_usage, snapshots
 //! - `sql/admin.rs`: security_counts, lockdown, batch
 
 mod backend;
@@ -44,18 +45,13 @@ pub use inputs::{
     UsageBatch, WindowFilter, WriteOp,
 };
 pub use records::{
-    Applied, AuditRecord, ClientRecord, FlagRecord, Held, LiveState, Lockdown, RuleRecord, RuleWritten,
+    Applied, AuditRecord, ClientRecord, FlagRecord, Held, Lockdown, ModeRecord, RuleRecord, RuleWritten,
     RunRecord, SecurityCounts, SnapshotRecord, WindowRecord, WriteDone,
 };
-pub use sql::{ActualChange, ActualRows, Followed, LiveChange, LiveRows};
+pub use sql::{Change, Followed, RowIds, Rows};
 
-/// What the tests and benchmarks reach into besides [`Db::pool`] and [`Db::audit`]; never in
-/// the binary (the `test-support` feature).
 #[cfg(any(test, feature = "test-support"))]
-pub mod testing {
-    /// The advisory lock's key that every apply takes on Postgres.
-    pub use super::postgres::APPLY_LOCK;
-}
+pub mod testing;
 
 /// The embedded default: a SQLite file in the working directory, created on first use.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://valhalla-ops.db";

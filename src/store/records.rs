@@ -7,7 +7,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::domain::{ClientName, ClientType, CounterStore, Owner, Role};
-use crate::model::{Actual, Client, FeatureFlag, MaintenanceInputs, Override, RateLimitRule, Stored, Window};
+use crate::model::{FeatureFlag, Maintenance, Override, RateLimitRule, Stored, Window};
 use crate::plan::Plan;
 
 /// What an apply did.
@@ -23,8 +23,6 @@ pub struct Applied {
     /// The store's revision once the plan was written, before the commit: with nobody else
     /// writing since, the store is exactly the snapshot with the plan applied.
     pub written: i64,
-    /// The snapshot planned from, when the apply read one.
-    pub actual: Option<Actual>,
 }
 
 /// A recorded reconcile run.
@@ -196,12 +194,15 @@ pub enum WriteDone {
     Cleared(u64),
 }
 
-/// What a replica keeps in memory: active clients, every rule, the maintenance inputs.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LiveState {
-    pub clients: Vec<Stored<Client>>,
-    pub rules: Vec<RuleRecord>,
-    pub maintenance: MaintenanceInputs,
+/// The row of `maintenance_state`: the mode in force, the mode git declared, and when the mode
+/// in force last changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModeRecord {
+    /// The mode in force (an override writes it), as the planner sees it.
+    pub stored: Stored<Maintenance>,
+    /// The mode git declares (only the reconciler writes it).
+    pub git: Maintenance,
+    pub updated_at: DateTime<Utc>,
 }
 
 /// An open override with what git declared for the resource it holds.

@@ -6,7 +6,8 @@ use chrono::{DateTime, Utc};
 
 use super::error::StoreError;
 use super::records::{
-    AuditRecord, ClientRecord, FlagRecord, Held, RuleRecord, RunRecord, SnapshotRecord, WindowRecord,
+    AuditRecord, ClientRecord, FlagRecord, Held, ModeRecord, RuleRecord, RunRecord, SnapshotRecord,
+    WindowRecord,
 };
 use crate::domain::{
     ClientName, FlagName, KeySha256, MaxRequests, ParseError, ProfileName, RuleKey, WindowName,
@@ -357,6 +358,15 @@ impl ModeRow {
     /// The mode in force.
     pub(super) fn stored(&self) -> Result<Stored<Maintenance>, StoreError> {
         self.parse(&self.mode, &self.reason)
+    }
+
+    /// The row as the caches hold it.
+    pub(super) fn record(self) -> Result<ModeRecord, StoreError> {
+        Ok(ModeRecord {
+            stored: self.stored()?,
+            git: self.git()?,
+            updated_at: self.updated_at,
+        })
     }
 
     /// The mode git declared, which an override does not change.

@@ -4,10 +4,10 @@
 //! `pass::Passes::pass`).
 
 mod files;
-mod kept;
 mod pass;
 #[cfg(test)]
 mod tests;
+mod tracked;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -5,14 +5,16 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use super::kept::KeptStore;
+use super::tracked::{Followed, Tracked};
 use super::{SOURCE, WatchMetrics, WatchOptions};
 use crate::backoff::Backoff;
 use crate::desired::kept::KeptDir;
 use crate::desired::{LoadError, StateDir};
 use crate::plan::{PlanOptions, Summary};
-use crate::reconcile::{Outcome, Part, ReconcileError, Refusal, Request, reconcile, reconcile_part};
-use crate::store::{ActualChange, Db, StoreError};
+use crate::reconcile::{
+    Outcome, Part, ReconcileError, Refusal, Request, Snapshot, reconcile, reconcile_part,
+};
+use crate::store::{Db, StoreError};
 
 /// 0.5 s after the first failure, doubling up to 30 s.
 const BACKOFF: Backoff = Backoff {
@@ -106,7 +108,7 @@ pub(super) struct Passes {
     /// The store as the last pass left it, followed through the change log: a pass after an
     /// edit plans only the keys that changed (in the files or in the store) and those that
     /// overrides or the API hold.
-    store: Option<KeptStore>,
+    store: Option<Tracked>,
     /// The fingerprint of the last state applied, to tell drift from edits.
     last_applied: Option<String>,
     /// When the last pass started: overrides that expired before it were acted on by it.
@@ -189,11 +191,14 @@ impl Passes {
             Err(_) => return None,
         };
         let files_ms = started.elapsed().as_secs_f64() * 1e3;
-        if let Err(e) = self.follow_store(None).await {
+        if let Err(e) = self.follow_store().await {
             return Some(Err(PassError::Store(e)));
         }
         let store_ms = started.elapsed().as_secs_f64() * 1e3 - files_ms;
-        let (kept, store) = (self.kept.as_ref()?, self.store.as_mut()?);
+        // A row left out of the copy (it does not decode) could be planned around, and written
+        // twice: pass whole, which refuses it by name.
+        let store = self.store.as_mut().filter(|s| s.complete())?;
+        let kept = self.kept.as_ref()?;
         let mut keys = followed.touched;
         keys.extend(store.take_unsettled());
         let part = Part {
@@ -202,7 +207,7 @@ impl Passes {
             totals: store.totals(),
             store_fingerprint: store.fingerprint(),
             state_fingerprint: kept.fingerprint(),
-            revision: store.revision,
+            revision: store.revision(),
         };
         self.last_pass = now;
         let outcome = match reconcile_part(&self.db, &part, &self.request(), now).await {
@@ -231,31 +236,59 @@ impl Passes {
         }))
     }
 
-    /// Reads the rows changed since the kept snapshot. A change the log cannot name drops the
-    /// snapshot (the next pass is whole), unless the store is still at `written`, the revision
-    /// this loop's own apply left it at: then the snapshot read whole is in sync but for what
-    /// the plan left unsettled.
-    async fn follow_store(&mut self, written: Option<i64>) -> Result<(), StoreError> {
-        let Some(store) = self.store.as_mut() else {
-            return Ok(());
-        };
-        let followed = self.db.follow_actual(Some(store.revision)).await?;
-        match followed.change {
-            ActualChange::None => store.revision = followed.revision,
-            ActualChange::Rows(rows) => store.patch(followed.revision, rows),
-            ActualChange::Whole(actual) if written == Some(followed.revision) => {
-                self.store = Some(KeptStore::new(followed.revision, actual));
-            }
-            ActualChange::Whole(_) => self.store = None,
+    /// Reads the rows changed since the copy's revision. A change the log cannot name drops the
+    /// copy: which keys changed is unknown, and the next pass is whole.
+    async fn follow_store(&mut self) -> Result<(), StoreError> {
+        if let Some(store) = self.store.as_mut()
+            && store.follow(&self.db).await? == Followed::Unknown
+        {
+            self.store = None;
         }
         Ok(())
+    }
+
+    /// Keeps the copy of the store after a whole pass that applied a plan made from the store
+    /// at `snapshot.read_at`, whose fingerprint was `planned_from`: the copy kept from earlier
+    /// passes (checked against that fingerprint when it stands at that revision: the whole pass
+    /// is also the check of the copy), or the store read whole. The whole plan covered every
+    /// key as of its snapshot, so only what changed after it stays to be planned; when that
+    /// cannot be known, the copy is dropped and the next pass is whole.
+    async fn track(
+        &self,
+        kept: Option<Tracked>,
+        snapshot: Snapshot,
+        planned_from: &str,
+    ) -> Result<Option<Tracked>, StoreError> {
+        let kept = kept.filter(|t| {
+            let differs = t.complete() && t.revision() == snapshot.read_at && t.fingerprint() != planned_from;
+            if differs {
+                tracing::warn!(
+                    revision = snapshot.read_at,
+                    "the watch loop's copy of the store differed from the store; reading it whole"
+                );
+            }
+            !differs
+        });
+        match kept {
+            Some(mut t) => {
+                t.settle();
+                let followed = t.follow(&self.db).await?;
+                Ok((followed == Followed::Known || t.revision() == snapshot.written_at).then_some(t))
+            }
+            None => {
+                let t = Tracked::load(&self.db).await?;
+                Ok((t.revision() == snapshot.written_at).then_some(t))
+            }
+        }
     }
 
     /// Loads the directory whole (the last good state when it is invalid) and reconciles it.
     async fn reconcile(&mut self) -> Result<Passed, PassError> {
         let now = (self.clock)();
         self.last_pass = now;
-        self.store = None;
+        // Kept only through a pass that applies: after a failed or refused one, the next pass
+        // is whole again (a refused removal must be refused again, not passed over).
+        let kept = self.store.take();
         // Reading and parsing a large directory is blocking work: off the async threads, so a
         // server beside the loop keeps answering during a pass.
         let dir = self.dir.clone();
@@ -292,12 +325,13 @@ impl Passes {
                 None => return Err(PassError::Invalid(e)),
             },
         };
-        let mut outcome = outcome.map_err(pass_error)?;
-        if let Some(snapshot) = outcome.snapshot.take() {
-            self.store = Some(KeptStore::new(snapshot.read_at, snapshot.actual));
-            if let Err(e) = self.follow_store(Some(snapshot.written_at)).await {
-                tracing::warn!(error = %e, "cannot read the store's changes; the next pass reads it whole");
-                self.store = None;
+        let outcome = outcome.map_err(pass_error)?;
+        if let Some(snapshot) = outcome.snapshot {
+            match self.track(kept, snapshot, &outcome.plan.store_fingerprint).await {
+                Ok(tracked) => self.store = tracked,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the store's changes; the next pass reads it whole");
+                }
             }
         }
         self.finish(outcome, invalid, now).await

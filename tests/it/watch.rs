@@ -4,6 +4,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use valhalla_ops::mirror::Mirror;
 use valhalla_ops::store::{Db, RuleFilter};
 
 use crate::support::app::{OPERATOR, state_with};
@@ -337,7 +338,7 @@ fn sigterm_during_a_pass_leaves_a_whole_state() {
         assert!(status.success(), "{b}: {status:?}\n{}", watching.log());
         let count = rt.block_on(async {
             let store = Db::connect(&db.url, Default::default()).await.unwrap();
-            store.live().await.map_or(0, |live| live.rules.len())
+            Mirror::load(&store).await.map_or(0, |m| m.rule_map().len())
         });
         // The signal came while the first pass was loading or applying (it takes over a second
         // here): the pass finished and committed whole, then the loop stopped.

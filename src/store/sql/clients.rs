@@ -1,8 +1,8 @@
 //! API clients as the API reads and writes them, and the active ones a replica authenticates.
 
-use crate::model::{Client, Stored};
+use crate::model::Client;
 use crate::store::backend::{Tx, on};
-use crate::store::rows::{ClientRecordRow, ClientRow, columns, readable};
+use crate::store::rows::{ClientRecordRow, columns};
 use crate::store::sql::overrides::hold_for;
 use crate::store::{ApiChange, ClientFilter, ClientRecord, Db, StoreError};
 
@@ -109,18 +109,5 @@ impl Tx<'_> {
             .bind(name)
             .fetch_optional(&mut **c)
             .await)?)
-    }
-
-    /// Active clients, for authenticating requests.
-    pub(in crate::store) async fn active_clients(&mut self) -> Result<Vec<Stored<Client>>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            columns!(clients),
-            " FROM api_clients WHERE active ORDER BY id"
-        );
-        let rows = on!(self, |c| sqlx::query_as::<_, ClientRow>(sql)
-            .fetch_all(&mut **c)
-            .await)?;
-        readable(rows, ClientRow::stored)
     }
 }

@@ -1,13 +1,13 @@
 //! The change log read back: the store's revision, which rows changed after a revision, and
-//! those rows alone, so that caches (a replica's view, the watch loop's snapshot) follow a
-//! change at the cost of the change.
+//! those rows alone (or, when the log cannot say, every row), so that a cache of the store
+//! ([`crate::mirror::Mirror`]) follows a change at the cost of the change.
 
 use std::collections::BTreeSet;
 
-use crate::model::{Actual, Client, FeatureFlag, Override, RateLimitRule, Stored, Window};
+use crate::model::{Client, FeatureFlag, Override, Profile, Stored, Window};
 use crate::store::backend::{Backend, Tx, on};
-use crate::store::rows::{ClientRow, FlagRow, RuleRecordRow, RuleRow, WindowRow, columns, readable};
-use crate::store::{Db, LiveState, RuleRecord, StoreError};
+use crate::store::rows::{ClientRow, FlagRow, ProfileRow, RuleRecordRow, WindowRow, columns};
+use crate::store::{Db, ModeRecord, RuleRecord, StoreError};
 
 /// The most log rows read to follow a change; past it, the caches read everything again (it is
 /// then cheaper than naming each row).
@@ -56,8 +56,6 @@ struct Named {
     mode: bool,
     settings: bool,
     overrides: bool,
-    /// The overrides named (for the replicas, which care only about mode overrides).
-    override_ids: BTreeSet<i64>,
 }
 
 impl Named {
@@ -73,62 +71,80 @@ impl Named {
     }
 }
 
-/// A replica's view brought up to a revision.
-#[derive(Debug)]
-pub enum LiveChange {
-    /// Nothing it caches changed.
-    None,
-    /// Everything, read again.
-    Whole(LiveState),
-    /// The rows that changed, read again.
-    Rows(LiveRows),
-}
-
-/// Rows read again by id; an id asked about and not returned is gone (deleted, or for clients,
-/// deactivated).
+/// Rows of the store as the caches hold them: every row of each table (a whole read), or the
+/// rows the change log named that still exist (a followed change). A resource row that does not
+/// decode is left out with a warning and its id listed in `unreadable`: one row edited by hand
+/// into something invalid must not stop a server from serving the rest, and a planner must
+/// know it is missing (planning around it could write a second one). The mode, the profile and
+/// the overrides must decode.
 #[derive(Debug, Default)]
-pub struct LiveRows {
-    pub rule_ids: Vec<i64>,
+pub struct Rows {
+    /// Rules, enabled or not.
     pub rules: Vec<RuleRecord>,
-    pub client_ids: Vec<i64>,
-    /// The active ones among `client_ids`.
+    /// Clients, active or not.
     pub clients: Vec<Stored<Client>>,
-    /// The maintenance inputs, when the mode, a window or an override changed.
-    pub maintenance: Option<crate::model::MaintenanceInputs>,
-}
-
-/// A planner's snapshot brought up to a revision.
-#[derive(Debug)]
-pub enum ActualChange {
-    None,
-    Whole(Actual),
-    Rows(ActualRows),
-}
-
-/// Rows read again by id; an id asked about and not returned was deleted.
-#[derive(Debug, Default)]
-pub struct ActualRows {
-    pub rule_ids: Vec<i64>,
-    pub rules: Vec<Stored<RateLimitRule>>,
-    pub client_ids: Vec<i64>,
-    pub clients: Vec<Stored<Client>>,
-    pub window_ids: Vec<i64>,
+    /// Windows, active or not.
     pub windows: Vec<Stored<Window>>,
-    pub flag_ids: Vec<i64>,
     pub flags: Vec<Stored<FeatureFlag>>,
-    /// The mode row, when it changed.
-    pub maintenance: Option<Option<Stored<crate::model::Maintenance>>>,
-    /// The profile row, when settings changed.
-    pub profile: Option<Option<Stored<crate::model::Profile>>>,
-    /// Every open override, when any override changed.
+    /// The mode row, when it was read: always in a whole read (it fails when the row is
+    /// missing), in a followed change only when the mode changed.
+    pub mode: Option<ModeRecord>,
+    /// The deployment profile, when read (as `mode`; the inner `None`: none is set).
+    pub profile: Option<Option<Stored<Profile>>>,
+    /// Every open override, when read: always in a whole read, in a followed change when any
+    /// override changed (the table is small; its rows are read whole).
     pub overrides: Option<Vec<Override>>,
+    /// The rows read that did not decode, by table.
+    pub unreadable: RowIds,
+}
+
+/// Row ids by table: those a followed change names (an id named whose row is not in [`Rows`] is
+/// gone, or did not decode), or those that did not decode.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RowIds {
+    pub rules: Vec<i64>,
+    pub clients: Vec<i64>,
+    pub windows: Vec<i64>,
+    pub flags: Vec<i64>,
+}
+
+/// What a cache at a revision must read to be at the store's revision.
+#[derive(Debug)]
+pub enum Change {
+    /// Nothing changed.
+    None,
+    /// The log cannot say what changed: everything, read again.
+    Whole(Rows),
+    /// The rows the log names, read again.
+    Named(RowIds, Rows),
 }
 
 /// What changed after a revision, and the revision it brings the cache to.
 #[derive(Debug)]
-pub struct Followed<T> {
+pub struct Followed {
     pub revision: i64,
-    pub change: T,
+    pub change: Change,
+}
+
+/// `rows` decoded; each row that does not decode ([`StoreError::Corrupt`]) is left out with a
+/// warning naming it, and its id added to `unreadable`.
+fn lenient<R, T>(
+    rows: Vec<R>,
+    decode: impl Fn(R) -> Result<T, StoreError>,
+    unreadable: &mut Vec<i64>,
+) -> Result<Vec<T>, StoreError> {
+    let mut values = Vec::with_capacity(rows.len());
+    for row in rows {
+        match decode(row) {
+            Ok(value) => values.push(value),
+            Err(e @ StoreError::Corrupt { id, .. }) => {
+                tracing::warn!("{e}; the server leaves it out of what it serves");
+                unreadable.push(id);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(values)
 }
 
 /// `id IN (…)` over a JSON array of ids bound as text: one statement and one bound value
@@ -145,66 +161,31 @@ fn json_ids(ids: &BTreeSet<i64>) -> String {
 }
 
 impl Db {
-    /// What a replica caching the live state at `since` must read to be at the store's
-    /// revision: nothing, the changed rows, or (`since` unknown to the log) everything.
-    pub async fn follow_live(&self, since: Option<i64>) -> Result<Followed<LiveChange>, StoreError> {
+    /// Every row the caches hold, and the store's revision they are exact at, in one snapshot.
+    pub async fn rows(&self) -> Result<(i64, Rows), StoreError> {
         let mut tx = self.begin_read().await?;
-        let named = tx.named_since(since).await?;
-        let change = if named.unknown {
-            LiveChange::Whole(tx.live().await?)
-        } else if named.rules.is_empty()
-            && named.clients.is_empty()
-            && named.windows.is_empty()
-            && !named.mode
-            && !named.overrides
-        {
-            LiveChange::None
-        } else {
-            let rules: Vec<RuleRecordRow> = tx
-                .by_id("rate_limit_rules", columns!(rule_records), &named.rules)
-                .await?;
-            let rules = readable(rules, RuleRecordRow::record)?;
-            let clients: Vec<ClientRow> = tx.by_id("api_clients", columns!(clients), &named.clients).await?;
-            let clients: Vec<Stored<Client>> = readable(clients, ClientRow::stored)?;
-            // An override of a rule or a client (the usual emergency change) leaves the
-            // maintenance inputs, and their thousand windows, as they are.
-            let maintenance =
-                if named.windows.is_empty() && !named.mode && !tx.touches_mode(&named.override_ids).await? {
-                    None
-                } else {
-                    Some(tx.maintenance().await?)
-                };
-            LiveChange::Rows(LiveRows {
-                rule_ids: named.rules.iter().copied().collect(),
-                rules,
-                client_ids: named.clients.iter().copied().collect(),
-                clients: clients.into_iter().filter(|c| c.value.active).collect(),
-                maintenance,
-            })
-        };
+        // The revision first: the rows read afterwards are at least that new.
+        let revision = tx.revision().await?;
+        let rows = tx.rows().await?;
         tx.commit().await?;
-        Ok(Followed {
-            revision: named.revision,
-            change,
-        })
+        Ok((revision, rows))
     }
 
-    /// What a planner caching a snapshot at `since` must read to be at the store's revision.
-    pub async fn follow_actual(&self, since: Option<i64>) -> Result<Followed<ActualChange>, StoreError> {
+    /// What a cache exact at revision `since` must read to be at the store's revision: nothing,
+    /// the rows the change log names, or (the log cannot say) everything.
+    pub async fn follow(&self, since: i64) -> Result<Followed, StoreError> {
         let mut tx = self.begin_read().await?;
         let named = tx.named_since(since).await?;
+        let revision = named.revision;
         let change = if named.unknown {
-            ActualChange::Whole(tx.actual().await?)
+            Change::Whole(tx.rows().await?)
         } else if named.is_empty() {
-            ActualChange::None
+            Change::None
         } else {
-            ActualChange::Rows(tx.actual_rows(&named).await?)
+            tx.named_rows(named).await?
         };
         tx.commit().await?;
-        Ok(Followed {
-            revision: named.revision,
-            change,
-        })
+        Ok(Followed { revision, change })
     }
 }
 
@@ -221,15 +202,11 @@ impl Tx<'_> {
 
     /// What the log names after `since`. The revision is read first: rows read afterwards are at
     /// least that new, and reading a row twice is harmless.
-    async fn named_since(&mut self, since: Option<i64>) -> Result<Named, StoreError> {
+    async fn named_since(&mut self, since: i64) -> Result<Named, StoreError> {
         let revision = self.revision().await?;
         let mut named = Named {
             revision,
             ..Named::default()
-        };
-        let Some(since) = since else {
-            named.unknown = true;
-            return Ok(named);
         };
         if since == revision {
             return Ok(named);
@@ -265,7 +242,7 @@ impl Tx<'_> {
                 }
                 Logged::Overrides => {
                     named.overrides = true;
-                    &mut named.override_ids
+                    continue;
                 }
             };
             match row {
@@ -303,28 +280,40 @@ impl Tx<'_> {
             .await)?)
     }
 
-    /// Whether the overrides of `ids` may include a maintenance-mode override (one that is
-    /// gone counts: what it was is unknown).
-    async fn touches_mode(&mut self, ids: &BTreeSet<i64>) -> Result<bool, StoreError> {
-        if ids.is_empty() {
-            return Ok(false);
+    /// Every row the caches hold, in the transaction's snapshot.
+    async fn rows(&mut self) -> Result<Rows, StoreError> {
+        macro_rules! every {
+            ($columns:ident, $table:literal) => {
+                concat!(
+                    "SELECT ",
+                    columns!($columns),
+                    " FROM ",
+                    $table,
+                    " ORDER BY id"
+                )
+            };
         }
-        let sql = format!(
-            "SELECT COUNT(*), COUNT(*) FILTER (WHERE resource_kind = 'maintenance_mode') FROM overrides WHERE {}",
-            ids_in(self)
-        );
-        let ids_json = json_ids(ids);
-        let (found, mode): (i64, i64) = on!(self, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(&ids_json)
-            .fetch_one(&mut **c)
-            .await)?;
-        Ok(mode > 0 || found < ids.len() as i64)
+        let rules: Vec<RuleRecordRow> = self.all(every!(rule_records, "rate_limit_rules")).await?;
+        let clients: Vec<ClientRow> = self.all(every!(clients, "api_clients")).await?;
+        let windows: Vec<WindowRow> = self.all(every!(windows, "maintenance_windows")).await?;
+        let flags: Vec<FlagRow> = self.all(every!(flags, "feature_flags")).await?;
+        let mut unreadable = RowIds::default();
+        Ok(Rows {
+            rules: lenient(rules, RuleRecordRow::record, &mut unreadable.rules)?,
+            clients: lenient(clients, ClientRow::stored, &mut unreadable.clients)?,
+            windows: lenient(windows, WindowRow::stored, &mut unreadable.windows)?,
+            flags: lenient(flags, FlagRow::stored, &mut unreadable.flags)?,
+            mode: Some(self.mode_record().await?),
+            profile: Some(self.profile_record().await?),
+            overrides: Some(self.open_overrides().await?),
+            unreadable,
+        })
     }
 
-    /// The planner's rows that `named` names, read again.
-    async fn actual_rows(&mut self, named: &Named) -> Result<ActualRows, StoreError> {
-        let rules: Vec<RuleRow> = self
-            .by_id("rate_limit_rules", columns!(rules), &named.rules)
+    /// The rows `named` names, read again.
+    async fn named_rows(&mut self, named: Named) -> Result<Change, StoreError> {
+        let rules: Vec<RuleRecordRow> = self
+            .by_id("rate_limit_rules", columns!(rule_records), &named.rules)
             .await?;
         let clients: Vec<ClientRow> = self
             .by_id("api_clients", columns!(clients), &named.clients)
@@ -333,34 +322,59 @@ impl Tx<'_> {
             .by_id("maintenance_windows", columns!(windows), &named.windows)
             .await?;
         let flags: Vec<FlagRow> = self.by_id("feature_flags", columns!(flags), &named.flags).await?;
-        let mut out = ActualRows {
-            rule_ids: named.rules.iter().copied().collect(),
-            rules: rules.into_iter().map(RuleRow::stored).collect::<Result<_, _>>()?,
-            client_ids: named.clients.iter().copied().collect(),
-            clients: clients
-                .into_iter()
-                .map(ClientRow::stored)
-                .collect::<Result<_, _>>()?,
-            window_ids: named.windows.iter().copied().collect(),
-            windows: windows
-                .into_iter()
-                .map(WindowRow::stored)
-                .collect::<Result<_, _>>()?,
-            flag_ids: named.flags.iter().copied().collect(),
-            flags: flags.into_iter().map(FlagRow::stored).collect::<Result<_, _>>()?,
-            ..ActualRows::default()
+        let mut unreadable = RowIds::default();
+        let rows = Rows {
+            rules: lenient(rules, RuleRecordRow::record, &mut unreadable.rules)?,
+            clients: lenient(clients, ClientRow::stored, &mut unreadable.clients)?,
+            windows: lenient(windows, WindowRow::stored, &mut unreadable.windows)?,
+            flags: lenient(flags, FlagRow::stored, &mut unreadable.flags)?,
+            mode: if named.mode {
+                Some(self.mode_record().await?)
+            } else {
+                None
+            },
+            profile: if named.settings {
+                Some(self.profile_record().await?)
+            } else {
+                None
+            },
+            overrides: if named.overrides {
+                Some(self.open_overrides().await?)
+            } else {
+                None
+            },
+            unreadable,
         };
-        if named.mode {
-            out.maintenance = Some(self.mode_row().await?.map(|m| m.stored()).transpose()?);
-        }
-        if named.settings {
-            let profile = self.profile_row().await?;
-            out.profile = Some(profile.map(crate::store::rows::ProfileRow::stored).transpose()?);
-        }
-        if named.overrides {
-            out.overrides = Some(self.open_overrides().await?);
-        }
-        Ok(out)
+        let ids = RowIds {
+            rules: named.rules.into_iter().collect(),
+            clients: named.clients.into_iter().collect(),
+            windows: named.windows.into_iter().collect(),
+            flags: named.flags.into_iter().collect(),
+        };
+        Ok(Change::Named(ids, rows))
+    }
+
+    /// Every row a query returns.
+    async fn all<R>(&mut self, sql: &'static str) -> Result<Vec<R>, StoreError>
+    where
+        R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + Send
+            + Unpin,
+    {
+        Ok(on!(self, |c| sqlx::query_as::<_, R>(sql)
+            .fetch_all(&mut **c)
+            .await)?)
+    }
+
+    /// The mode row, which the first migration writes.
+    async fn mode_record(&mut self) -> Result<ModeRecord, StoreError> {
+        self.the_mode_row().await?.record()
+    }
+
+    /// The deployment profile, once one has been set.
+    async fn profile_record(&mut self) -> Result<Option<Stored<Profile>>, StoreError> {
+        self.profile_row().await?.map(ProfileRow::stored).transpose()
     }
 
     /// Forgets change-log entries far behind the newest: a cache that far behind reads

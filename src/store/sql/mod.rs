@@ -13,5 +13,5 @@ mod usage;
 mod windows;
 
 pub(in crate::store) use feed::REVISION;
-pub use feed::{ActualChange, ActualRows, Followed, LiveChange, LiveRows};
+pub use feed::{Change, Followed, RowIds, Rows};
 pub(super) use migrate::migrate_on;

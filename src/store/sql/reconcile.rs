@@ -39,7 +39,6 @@ impl Db {
             run_id,
             revision,
             written,
-            actual: Some(actual),
         })
     }
 
@@ -69,7 +68,6 @@ impl Db {
             run_id,
             revision,
             written,
-            actual: None,
         }))
     }
 

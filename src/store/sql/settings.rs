@@ -51,7 +51,7 @@ impl Tx<'_> {
     }
 
     /// The row of `maintenance_state`, which must be there.
-    async fn the_mode_row(&mut self) -> Result<ModeRow, StoreError> {
+    pub(in crate::store) async fn the_mode_row(&mut self) -> Result<ModeRow, StoreError> {
         Ok(self.mode_row().await?.ok_or(sqlx::Error::RowNotFound)?)
     }
 

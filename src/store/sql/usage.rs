@@ -1,20 +1,11 @@
-//! What replicas read and write: the live state they cache, and the usage snapshots of their
-//! counters.
+//! What replicas write and the API reads back: the usage snapshots of their counters.
 
 use crate::store::backend::{Tx, on};
-use crate::store::rows::{RuleRecordRow, SnapshotRow, columns, readable};
+use crate::store::rows::{SnapshotRow, columns};
 use crate::store::writes;
-use crate::store::{Db, LiveState, SnapshotFilter, SnapshotRecord, StoreError, UsageBatch};
+use crate::store::{Db, SnapshotFilter, SnapshotRecord, StoreError, UsageBatch};
 
 impl Db {
-    /// Active clients, every rule and the maintenance inputs, read in one snapshot.
-    pub async fn live(&self) -> Result<LiveState, StoreError> {
-        let mut tx = self.begin_read().await?;
-        let live = tx.live().await?;
-        tx.commit().await?;
-        Ok(live)
-    }
-
     /// Upserts `replica`'s counters and forgets snapshot rows last updated before the batch's
     /// `keep_after`.
     pub async fn record_usage(&self, replica: &str, batch: &UsageBatch) -> Result<(), StoreError> {
@@ -42,25 +33,6 @@ impl Db {
 }
 
 impl Tx<'_> {
-    /// [`Db::live`] inside a read transaction.
-    pub(in crate::store) async fn live(&mut self) -> Result<LiveState, StoreError> {
-        let clients = self.active_clients().await?;
-        let sql = concat!(
-            "SELECT ",
-            columns!(rule_records),
-            " FROM rate_limit_rules ORDER BY id"
-        );
-        let rules = on!(self, |c| sqlx::query_as::<_, RuleRecordRow>(sql)
-            .fetch_all(&mut **c)
-            .await)?;
-        let maintenance = self.maintenance().await?;
-        Ok(LiveState {
-            clients,
-            rules: readable(rules, RuleRecordRow::record)?,
-            maintenance,
-        })
-    }
-
     /// Upserts the counters (one row per counter and window) and forgets old rows, in two
     /// statements, and commits.
     pub(in crate::store) async fn record_usage(
