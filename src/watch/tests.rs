@@ -276,3 +276,57 @@ fn an_unreadable_row_makes_passes_whole_until_it_is_fixed() {
         assert!(passes.pass(Trigger::Files).await.unwrap().followed);
     });
 }
+
+/// A whole pass also checks the loop's copy of the store: a row written where the change log
+/// did not see it (its trigger dropped for the write) is found by the fingerprint of the
+/// snapshot the whole pass planned from, the copy is read again, and the next followed pass
+/// plans exactly what a whole one would.
+#[test]
+fn a_whole_pass_finds_a_copy_the_log_left_behind_and_reads_it_again() {
+    runtime().block_on(async {
+        let (db, _dir) = sqlite().await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut model = Model::new();
+        model.write(dir.path());
+        let mut passes = Passes::new(
+            db.clone(),
+            StateDir::new(dir.path()),
+            WatchOptions::default(),
+            WatchMetrics::default(),
+            crate::clock::system(),
+        );
+        passes.pass(Trigger::Start).await.unwrap();
+        let Backend::Sqlite(pool) = db.pool() else {
+            unreachable!()
+        };
+        // An API-owned rule git does not declare: a plan lists it, and never writes it.
+        for sql in [
+            "DROP TRIGGER rate_limit_rules_inserted",
+            "INSERT INTO rate_limit_rules (scope, key, window_seconds, max_requests, owner) \
+             VALUES ('user', 'unseen', 60, 5, 'api')",
+            "CREATE TRIGGER rate_limit_rules_inserted AFTER INSERT ON rate_limit_rules BEGIN \
+             INSERT INTO store_changes (table_name, row_id) VALUES ('rate_limit_rules', NEW.id); END",
+        ] {
+            sqlx::query(sql).execute(pool).await.unwrap();
+        }
+        passes.pass(Trigger::Interval).await.unwrap();
+        model.max[1] += 1;
+        model.write(dir.path());
+        let now = crate::clock::now();
+        let desired = load_dir(dir.path(), now).unwrap().state;
+        let expected = plan(
+            &desired,
+            &db.snapshot().await.unwrap(),
+            now,
+            PlanOptions::default(),
+        );
+        let passed = passes.pass(Trigger::Files).await.unwrap();
+        assert!(passed.followed);
+        assert_eq!(passed.plan, expected);
+        assert!(
+            passed.plan.rules.iter().any(|op| op.key == "user:unseen"),
+            "{:?}",
+            passed.plan.rules
+        );
+    });
+}
