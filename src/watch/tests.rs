@@ -10,9 +10,9 @@ use proptest::prelude::*;
 
 use super::pass::{Passes, Trigger};
 use super::{WatchMetrics, WatchOptions};
-use crate::desired::{StateDir, load_dir};
+use crate::desired::{DesiredState, StateDir, load_dir};
 use crate::domain::{KeySha256, Scope};
-use crate::plan::{PlanOptions, plan};
+use crate::plan::{Plan, PlanOptions, plan};
 use crate::store::testing::{drop_postgres, postgres, runtime, sqlite};
 use crate::store::{ApiChange, Backend, Db};
 
@@ -116,6 +116,18 @@ impl Model {
     }
 }
 
+/// The files in `dir` and the plan a whole pass would make of them against the store at `now`.
+async fn whole_plan(db: &Db, dir: &std::path::Path, now: DateTime<Utc>) -> (DesiredState, Plan) {
+    let desired = load_dir(dir, now).unwrap().state;
+    let plan = plan(
+        &desired,
+        &db.snapshot().await.unwrap(),
+        now,
+        PlanOptions::default(),
+    );
+    (desired, plan)
+}
+
 async fn run(db: Db, steps: Vec<Step>) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let mut model = Model::new();
@@ -184,13 +196,7 @@ async fn run(db: Db, steps: Vec<Step>) -> Result<(), TestCaseError> {
         }
         model.write(dir.path());
         let now = clock();
-        let desired = load_dir(dir.path(), now).unwrap().state;
-        let expected = plan(
-            &desired,
-            &db.snapshot().await.unwrap(),
-            now,
-            PlanOptions::default(),
-        );
+        let (desired, expected) = whole_plan(&db, dir.path(), now).await;
         let passed = passes.pass(trigger).await.unwrap();
         followed += usize::from(passed.followed);
         prop_assert_eq!(&passed.plan, &expected, "{:?} ({})", step, db.backend());
@@ -232,24 +238,30 @@ proptest! {
     }
 }
 
+/// A loop over a fresh directory of the model's files, after its first pass.
+async fn watching(db: &Db) -> (Passes, Model, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let model = Model::new();
+    model.write(dir.path());
+    let mut passes = Passes::new(
+        db.clone(),
+        StateDir::new(dir.path()),
+        WatchOptions::default(),
+        WatchMetrics::default(),
+        crate::clock::system(),
+    );
+    passes.pass(Trigger::Start).await.unwrap();
+    (passes, model, dir)
+}
+
 /// A row edited by hand into something that does not decode is not planned around: the pass
 /// after an edit does not follow it, and the whole pass names the row and applies nothing;
 /// once the row is fixed, passes follow again.
 #[test]
 fn an_unreadable_row_makes_passes_whole_until_it_is_fixed() {
     runtime().block_on(async {
-        let (db, _dir) = sqlite().await;
-        let dir = tempfile::tempdir().unwrap();
-        let mut model = Model::new();
-        model.write(dir.path());
-        let mut passes = Passes::new(
-            db.clone(),
-            StateDir::new(dir.path()),
-            WatchOptions::default(),
-            WatchMetrics::default(),
-            crate::clock::system(),
-        );
-        passes.pass(Trigger::Start).await.unwrap();
+        let (db, _db_dir) = sqlite().await;
+        let (mut passes, mut model, dir) = watching(&db).await;
         let by_hand = |scope: &'static str| {
             let sql = format!("UPDATE rate_limit_rules SET scope = '{scope}' WHERE key = 'user-0'");
             let Backend::Sqlite(pool) = db.pool() else {
@@ -284,18 +296,8 @@ fn an_unreadable_row_makes_passes_whole_until_it_is_fixed() {
 #[test]
 fn a_whole_pass_finds_a_copy_the_log_left_behind_and_reads_it_again() {
     runtime().block_on(async {
-        let (db, _dir) = sqlite().await;
-        let dir = tempfile::tempdir().unwrap();
-        let mut model = Model::new();
-        model.write(dir.path());
-        let mut passes = Passes::new(
-            db.clone(),
-            StateDir::new(dir.path()),
-            WatchOptions::default(),
-            WatchMetrics::default(),
-            crate::clock::system(),
-        );
-        passes.pass(Trigger::Start).await.unwrap();
+        let (db, _db_dir) = sqlite().await;
+        let (mut passes, mut model, dir) = watching(&db).await;
         let Backend::Sqlite(pool) = db.pool() else {
             unreachable!()
         };
@@ -312,14 +314,7 @@ fn a_whole_pass_finds_a_copy_the_log_left_behind_and_reads_it_again() {
         passes.pass(Trigger::Interval).await.unwrap();
         model.max[1] += 1;
         model.write(dir.path());
-        let now = crate::clock::now();
-        let desired = load_dir(dir.path(), now).unwrap().state;
-        let expected = plan(
-            &desired,
-            &db.snapshot().await.unwrap(),
-            now,
-            PlanOptions::default(),
-        );
+        let (_, expected) = whole_plan(&db, dir.path(), crate::clock::now()).await;
         let passed = passes.pass(Trigger::Files).await.unwrap();
         assert!(passed.followed);
         assert_eq!(passed.plan, expected);
