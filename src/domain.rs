@@ -184,6 +184,30 @@ string_enum!(
     /// Who owns a stored resource: the reconciler (declared in git) or the HTTP API.
     Owner, "owner" { Git => "git", Api => "api" }
 );
+string_enum!(
+    /// What an event says happened; its CloudEvents `type` is `valhalla.ops.<name>`.
+    EventType, "event type" {
+        OverrideSet => "override.set",
+        OverrideLifted => "override.lifted",
+        OverrideExpired => "override.expired",
+        OverrideExpiring => "override.expiring",
+        ModeChanged => "mode.changed",
+        LockdownStarted => "lockdown.started",
+        LockdownEnded => "lockdown.ended",
+        ReconcileApplied => "reconcile.applied",
+        ReconcileRefused => "reconcile.refused",
+        ReconcileDriftCorrected => "reconcile.drift_corrected",
+        CountersUnreachable => "counters.unreachable",
+        CountersReachable => "counters.reachable",
+        ClientDeactivated => "client.deactivated",
+        ClientKeyChanged => "client.key_changed",
+    }
+);
+string_enum!(
+    /// How urgently an event wants someone, in increasing order: a sink takes the events at or
+    /// above its `min_severity`.
+    Severity, "severity" { Info => "info", Warning => "warning", Critical => "critical" }
+);
 
 impl From<WindowMode> for Mode {
     fn from(m: WindowMode) -> Mode {

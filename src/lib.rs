@@ -15,6 +15,7 @@
 //!   (graceful on the first, forced on the second).
 //! - [`desired`]: the state files: reading them safely, loading with positioned errors, export.
 //! - [`plan`]: the pure planner, `plan(desired, actual, now)`, and its renderers.
+//! - [`event`]: what the people on call are told: one event, made by the change that caused it.
 //! - [`mode`]: the effective maintenance mode (override, else window, else git); pure.
 //! - [`limit`]: rate limiting without I/O: the rule table, sliding-window counters, decisions.
 //! - [`store`]: [`store::Db`] over PostgreSQL or SQLite: queries by job, rows, bulk writes, and
@@ -45,6 +46,7 @@ pub mod counting;
 pub mod desired;
 pub mod domain;
 pub mod enforce;
+pub mod event;
 pub mod grpc;
 pub mod limit;
 pub mod mirror;

@@ -14,6 +14,7 @@ pub mod listen;
 mod maintenance;
 mod metrics;
 mod middleware;
+mod notifications;
 mod openapi;
 mod overrides;
 mod params;
@@ -126,6 +127,7 @@ pub(super) fn routes() -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
         .merge(flags::routes())
         .merge(overrides::routes())
         .merge(runs::routes())
+        .merge(notifications::routes())
         .merge(admin::routes())
         .merge(status::routes())
         .split_for_parts()

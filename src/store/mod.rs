@@ -18,6 +18,7 @@
 //! - `sql/overrides.rs`: add_override, open_overrides, held, clear_overrides
 //! - `sql/usage.rs`: record_usage, snapshots
 //! - `sql/admin.rs`: security_counts, lockdown, batch
+//! - `sql/events.rs`: events (the notifications outbox, read back)
 
 mod backend;
 mod changes;
@@ -45,8 +46,8 @@ pub use inputs::{
     UsageBatch, WindowFilter, WriteOp,
 };
 pub use records::{
-    Applied, AuditRecord, ClientRecord, FlagRecord, Held, Lockdown, ModeRecord, RuleRecord, RuleWritten,
-    RunRecord, SecurityCounts, SnapshotRecord, WindowRecord, WriteDone,
+    Applied, AuditRecord, ClientRecord, EventRecord, FlagRecord, Held, Lockdown, ModeRecord, RuleRecord,
+    RuleWritten, RunRecord, SecurityCounts, SnapshotRecord, WindowRecord, WriteDone,
 };
 pub use sql::{Change, Followed, RowIds, Rows};
 

@@ -203,6 +203,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "gateway clients",
         include_str!("../../migrations/postgres/0009_gateway_clients.sql"),
     ),
+    (
+        10,
+        "notification events",
+        include_str!("../../migrations/postgres/0010_notification_events.sql"),
+    ),
 ];
 
 /// The channel that migration 4's triggers notify on every change to a table replicas cache.

@@ -7,6 +7,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::domain::{ClientName, ClientType, CounterStore, Owner, Role};
+use crate::event::Event;
 use crate::model::{FeatureFlag, Maintenance, Override, RateLimitRule, Stored, Window};
 use crate::plan::Plan;
 
@@ -203,6 +204,15 @@ pub struct ModeRecord {
     /// The mode git declares (only the reconciler writes it).
     pub git: Maintenance,
     pub updated_at: DateTime<Utc>,
+}
+
+/// An event of the notifications outbox, with its place in the order of events.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct EventRecord {
+    /// The order events were written in.
+    pub seq: i64,
+    #[serde(flatten)]
+    pub event: Event,
 }
 
 /// An open override with what git declared for the resource it holds.

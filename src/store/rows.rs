@@ -6,13 +6,14 @@ use chrono::{DateTime, Utc};
 
 use super::error::StoreError;
 use super::records::{
-    AuditRecord, ClientRecord, FlagRecord, Held, ModeRecord, RuleRecord, RunRecord, SnapshotRecord,
-    WindowRecord,
+    AuditRecord, ClientRecord, EventRecord, FlagRecord, Held, ModeRecord, RuleRecord, RunRecord,
+    SnapshotRecord, WindowRecord,
 };
 use crate::domain::{
     ClientName, FlagName, KeySha256, MaxRequests, ParseError, ProfileName, RuleKey, WindowName,
     WindowSeconds, normalize_time,
 };
+use crate::event::{Event, Subject};
 use crate::model::{
     Client, FeatureFlag, Kind, Maintenance, Override, Profile, RateLimitRule, Stored, Window,
 };
@@ -59,6 +60,9 @@ macro_rules! columns {
     };
     (held) => {
         concat!(columns!(overrides), ", git_value")
+    };
+    (events) => {
+        "seq, id, type, severity, occurred_at, actor, reason, resource_kind, resource_key, data"
     };
     (runs) => {
         "id, started_at, finished_at, actor, source, created, updated, deleted, deactivated, \
@@ -568,6 +572,52 @@ impl SnapshotRow {
             current_count: r.current_count.into(),
             window_started_at: r.window_started_at,
             updated_at: r.updated_at,
+        })
+    }
+}
+
+/// A row of `notification_events`.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct EventRow {
+    seq: i64,
+    id: String,
+    #[sqlx(rename = "type")]
+    kind: String,
+    severity: String,
+    occurred_at: DateTime<Utc>,
+    actor: String,
+    reason: String,
+    resource_kind: Option<String>,
+    resource_key: Option<String>,
+    data: String,
+}
+
+impl EventRow {
+    pub(super) fn record(self) -> Result<EventRecord, StoreError> {
+        let bad = |e: String| StoreError::Corrupt {
+            table: "notification_events",
+            id: self.seq,
+            message: e,
+        };
+        let kind = self.kind.parse().map_err(|e: ParseError| bad(e.0))?;
+        let severity = self.severity.parse().map_err(|e: ParseError| bad(e.0))?;
+        let data = serde_json::from_str(&self.data).map_err(|e| bad(format!("data is not JSON: {e}")))?;
+        let resource = match (self.resource_kind, self.resource_key) {
+            (Some(kind), Some(key)) => Some(Subject { kind, key }),
+            _ => None,
+        };
+        Ok(EventRecord {
+            seq: self.seq,
+            event: Event {
+                id: self.id,
+                kind,
+                severity,
+                at: self.occurred_at,
+                actor: self.actor,
+                reason: self.reason,
+                resource,
+                data,
+            },
         })
     }
 }

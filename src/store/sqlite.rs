@@ -144,6 +144,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "gateway clients",
         include_str!("../../migrations/sqlite/0009_gateway_clients.sql"),
     ),
+    (
+        10,
+        "notification events",
+        include_str!("../../migrations/sqlite/0010_notification_events.sql"),
+    ),
 ];
 
 /// A transaction holding the write lock (`BEGIN IMMEDIATE`), waiting up to the busy timeout for

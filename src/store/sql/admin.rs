@@ -2,6 +2,7 @@
 //! writes applied all-or-nothing.
 
 use crate::domain::{MaxRequests, Mode, OnOutage, Role, RuleKey, Scope, WindowSeconds};
+use crate::event::Event;
 use crate::model::{Client, RateLimitRule, Stored};
 use crate::store::backend::on;
 use crate::store::rows::{ClientRow, columns};
@@ -118,6 +119,9 @@ impl Db {
         let group = change.group_id.clone().unwrap_or_default();
         let held = tx.open_overrides_of(Some(&group)).await?;
         let overrides = if held.is_empty() { vec![mode_hold] } else { held };
+        let reason = change.reason.clone().unwrap_or_default();
+        let started = Event::lockdown_started(&group, overrides.len(), &change.actor, &reason, change.now);
+        tx.record_events(&[started]).await?;
         self.commit(tx).await?;
         Ok(Lockdown {
             group_id: group,

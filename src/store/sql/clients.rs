@@ -1,5 +1,6 @@
 //! API clients as the API reads and writes them, and the active ones a replica authenticates.
 
+use crate::event::Event;
 use crate::model::Client;
 use crate::store::backend::{Tx, on};
 use crate::store::rows::{ClientRecordRow, columns};
@@ -86,6 +87,12 @@ impl Db {
         };
         let hold = hold_for(Some(&current), change)?;
         tx.api_write(Some(&current), Some(&target), hold, change).await?;
+        if current.value.active && !active {
+            let reason = change.reason.as_deref().unwrap_or_default();
+            let name = current.value.name.as_str();
+            let told = Event::client_deactivated(id, name, &change.actor, reason, change.now);
+            tx.record_events(&[told]).await?;
+        }
         let record = tx.client_by(Which::Id(id)).await?.ok_or_else(missing)?.record()?;
         self.commit(tx).await?;
         Ok(record)

@@ -3,6 +3,7 @@
 
 mod admin;
 mod clients;
+mod events;
 mod feed;
 mod migrate;
 mod overrides;

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 
 use crate::desired::export::Entry;
 use crate::domain::Owner;
+use crate::event::Event;
 use crate::model::{NewOverride, Override, Resource, Stored};
 use crate::store::backend::{Tx, on};
 use crate::store::rows::{HeldRow, OverrideRow, columns};
@@ -101,7 +102,12 @@ impl Tx<'_> {
             .bind(&new.git_value)
             .fetch_one(&mut **c)
             .await)?;
-        row.parse()
+        let hold = row.parse()?;
+        // One of a lockdown's overrides is told by the lockdown's one event.
+        if hold.group_id.is_none() {
+            self.record_events(&[Event::override_set(&hold)]).await?;
+        }
+        Ok(hold)
     }
 
     /// Overrides not cleared yet, or only those of `group` (a lockdown's).
@@ -163,6 +169,7 @@ impl Tx<'_> {
         if let Some(step) = writes::clear_audit(&cleared, lift) {
             self.run_step(&step).await?;
         }
+        self.record_events(&lifted_events(&cleared, lift)).await?;
         Ok(cleared.len() as u64)
     }
 
@@ -195,6 +202,26 @@ impl Tx<'_> {
             None => Ok(None),
         }
     }
+}
+
+/// What lifting `cleared` tells: each override lifted alone, and each lockdown (an override
+/// group) as one event.
+fn lifted_events(cleared: &[Override], lift: &Lift<'_>) -> Vec<Event> {
+    let reason = lift.reason.unwrap_or_default();
+    let mut groups: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    let mut events = Vec::new();
+    for hold in cleared {
+        match &hold.group_id {
+            Some(group) => *groups.entry(group).or_default() += 1,
+            None => events.push(Event::override_lifted(hold, lift.actor, reason, lift.now)),
+        }
+    }
+    events.extend(
+        groups
+            .into_iter()
+            .map(|(group, n)| Event::lockdown_ended(group, n, lift.actor, reason, lift.now)),
+    );
+    events
 }
 
 /// The override an HTTP change to a git-owned resource records (none for others); it needs a

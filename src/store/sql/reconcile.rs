@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::event::Event;
 use crate::model::Actual;
 use crate::plan::Plan;
 use crate::store::backend::{Tx, on};
@@ -100,8 +101,8 @@ impl Db {
         let sql = "INSERT INTO reconcile_runs (started_at, finished_at, actor, source, \
                    store_fingerprint, state_fingerprint, refusal) \
                    VALUES ($1, $2, $3, $4, '', $5, $6) RETURNING id";
-        let mut conn = self.conn().await?;
-        let id = on!(&mut conn, |c| sqlx::query_scalar(sql)
+        let mut tx = self.begin().await?;
+        let id = on!(&mut tx, |c| sqlx::query_scalar(sql)
             .bind(meta.started_at)
             .bind(crate::clock::now())
             .bind(&meta.actor)
@@ -110,19 +111,26 @@ impl Db {
             .bind(refusal)
             .fetch_one(&mut **c)
             .await)?;
+        let refused = Event::reconcile_refused(id, refusal, &meta.actor, &meta.source, meta.started_at);
+        tx.record_events(&[refused]).await?;
+        tx.commit().await?;
         Ok(id)
     }
 
     /// Marks a run as having corrected drift (known only once its changes are compared with
     /// the files that were last applied).
     pub async fn mark_drift(&self, run_id: i64) -> Result<(), StoreError> {
-        let sql = "UPDATE reconcile_runs SET drift = TRUE WHERE id = $1";
-        let mut conn = self.conn().await?;
-        on!(&mut conn, |c| sqlx::query(sql)
+        let sql = "UPDATE reconcile_runs SET drift = TRUE WHERE id = $1 RETURNING actor, finished_at";
+        let mut tx = self.begin().await?;
+        let run: Option<(String, DateTime<Utc>)> = on!(&mut tx, |c| sqlx::query_as(sql)
             .bind(run_id)
-            .execute(&mut **c)
-            .await
-            .map(drop))?;
+            .fetch_optional(&mut **c)
+            .await)?;
+        if let Some((actor, at)) = run {
+            tx.record_events(&[Event::drift_corrected(run_id, &actor, at)])
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -252,6 +260,11 @@ impl Tx<'_> {
             .await)?;
         if let Some(step) = writes::audit_step(plan, run_id, meta, meta.started_at) {
             self.run_step(&step).await?;
+        }
+        // A run that wrote nothing (most watch passes) is not news.
+        if s.changes() > 0 {
+            let applied = Event::reconcile_applied(run_id, &s, &meta.actor, &meta.source, meta.started_at);
+            self.record_events(&[applied]).await?;
         }
         self.trim_changes().await?;
         Ok(run_id)

@@ -5,6 +5,7 @@ mod clients;
 mod flags;
 mod health;
 mod maintenance;
+mod notifications;
 mod overrides;
 mod rules;
 mod runs;

@@ -1,0 +1,80 @@
+//! The notifications outbox: events written in the transaction of their cause, and read back.
+
+use crate::event::Event;
+use crate::store::backend::{Backend, Tx, on};
+use crate::store::rows::{EventRow, columns};
+use crate::store::{Db, EventRecord, StoreError};
+
+impl Db {
+    /// The most recent events, newest first.
+    pub async fn events(&self, limit: i64) -> Result<Vec<EventRecord>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            columns!(events),
+            " FROM notification_events ORDER BY seq DESC LIMIT $1"
+        );
+        let mut conn = self.conn().await?;
+        let rows = on!(&mut conn, |c| sqlx::query_as::<_, EventRow>(sql)
+            .bind(limit)
+            .fetch_all(&mut **c)
+            .await)?;
+        rows.into_iter().map(EventRow::record).collect()
+    }
+}
+
+impl Tx<'_> {
+    /// Writes `events` in one statement; an event whose id is already written is left as it is
+    /// (a time-driven event noticed twice is one event).
+    pub(in crate::store) async fn record_events(&mut self, events: &[Event]) -> Result<(), sqlx::Error> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<serde_json::Value> = events
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "id": e.id,
+                    "type": e.kind.as_str(),
+                    "severity": e.severity.as_str(),
+                    "occurred_at": e.at,
+                    "actor": e.actor,
+                    "reason": e.reason,
+                    "resource_kind": e.resource.as_ref().map(|r| &r.kind),
+                    "resource_key": e.resource.as_ref().map(|r| &r.key),
+                    "data": e.data.to_string(),
+                })
+            })
+            .collect();
+        let json = serde_json::Value::Array(rows).to_string();
+        // In the order given (both functions return the array's elements in order): `seq`
+        // orders each resource's events for delivery.
+        let sql = match self {
+            Backend::Postgres(_) => {
+                "INSERT INTO notification_events (id, type, severity, occurred_at, actor, reason, \
+                 resource_kind, resource_key, data) \
+                 SELECT e.id, e.type, e.severity, e.occurred_at, e.actor, e.reason, e.resource_kind, \
+                 e.resource_key, e.data \
+                 FROM jsonb_to_recordset($1::jsonb) AS e(id text, type text, severity text, \
+                 occurred_at timestamptz, actor text, reason text, resource_kind text, \
+                 resource_key text, data text) \
+                 ON CONFLICT (id) DO NOTHING"
+            }
+            Backend::Sqlite(_) => {
+                "INSERT INTO notification_events (id, type, severity, occurred_at, actor, reason, \
+                 resource_kind, resource_key, data) \
+                 SELECT json_extract(value, '$.id'), json_extract(value, '$.type'), \
+                 json_extract(value, '$.severity'), json_extract(value, '$.occurred_at'), \
+                 json_extract(value, '$.actor'), json_extract(value, '$.reason'), \
+                 json_extract(value, '$.resource_kind'), json_extract(value, '$.resource_key'), \
+                 json_extract(value, '$.data') \
+                 FROM json_each($1) WHERE true ORDER BY key \
+                 ON CONFLICT (id) DO NOTHING"
+            }
+        };
+        on!(self, |c| sqlx::query(sql)
+            .bind(&json)
+            .execute(&mut **c)
+            .await
+            .map(drop))
+    }
+}
