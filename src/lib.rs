@@ -23,6 +23,8 @@
 //! - [`mirror`]: the one cache of the store, its rows followed through the change log, which
 //!   the replica and the watch loop both read.
 //! - [`reconcile`]: load → plan → apply under the single-writer lock; saved plans.
+//! - [`outbox`]: a server's part in the notifications outbox: what time tells (overrides
+//!   expired and expiring), noticed once whichever replica comes first.
 //! - [`outage`]: a store outage logged once per transition, with counts, not once per request.
 //! - [`api_error`]: the HTTP API's error type and JSON body, for the server and the layers.
 //! - [`auth`]: the key a request presents, the caller it identifies, role checks.
@@ -53,6 +55,7 @@ pub mod mirror;
 pub mod mode;
 pub mod model;
 pub mod outage;
+pub mod outbox;
 pub mod plan;
 pub mod reconcile;
 pub mod replica;

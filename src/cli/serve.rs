@@ -57,6 +57,11 @@ pub struct Args {
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     header_timeout: std::time::Duration,
 
+    /// How long before an override expires the people on call are reminded of it (an
+    /// `override.expiring` event); 0 for no reminders.
+    #[arg(long, env = "VALHALLA_EXPIRY_REMINDER", hide_env_values = true, default_value = "10m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    expiry_reminder: std::time::Duration,
+
     /// A request's body must arrive within this, or the answer is 408.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     body_timeout: std::time::Duration,
@@ -233,6 +238,11 @@ impl Args {
             .await
             .context("cannot load the state to serve")?;
         let tasks = state.replica.spawn();
+        let notices = crate::outbox::spawn(
+            state.db.clone(),
+            state.replica.clock.clone(),
+            self.expiry_reminder,
+        );
         // One signal stops both the server and the watch loop.
         let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
@@ -284,7 +294,7 @@ impl Args {
                 Err(e) => tracing::error!("the watch loop failed: {e}"),
             }
         }
-        drop(tasks);
+        drop((tasks, notices));
         // The last counts since the previous snapshot are not lost on a clean shutdown.
         if let Err(e) = state.replica.flush().await {
             tracing::warn!(error = %e, "cannot write the last rate-limit snapshots");

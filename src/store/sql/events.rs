@@ -1,5 +1,7 @@
 //! The notifications outbox: events written in the transaction of their cause, and read back.
 
+use chrono::{DateTime, Utc};
+
 use crate::event::Event;
 use crate::store::backend::{Backend, Tx, on};
 use crate::store::rows::{EventRow, columns};
@@ -19,6 +21,87 @@ impl Db {
             .fetch_all(&mut **c)
             .await)?;
         rows.into_iter().map(EventRow::record).collect()
+    }
+}
+
+/// How far back an expiry is still told: a store no server watched for longer (every replica
+/// down) does not flood the sinks with old news when one comes back.
+const EXPIRY_HORIZON: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
+/// The overrides that expired by `$1` (after `$2`) and were not lifted before, told once each.
+const EXPIRED: [&str; 2] = [
+    "INSERT INTO notification_events (id, type, severity, occurred_at, actor, reason, \
+     resource_kind, resource_key, data) \
+     SELECT 'override-expired:' || o.id, 'override.expired', 'info', o.expires_at, 'valhalla-ops', \
+     o.reason, o.resource_kind, o.resource_key, \
+     json_build_object('override_id', o.id, 'set_by', o.actor)::text \
+     FROM overrides o WHERE o.expires_at <= $1 AND o.expires_at > $2 \
+     AND (o.cleared_at IS NULL OR o.cleared_at >= o.expires_at) \
+     AND NOT EXISTS (SELECT 1 FROM notification_events e WHERE e.id = 'override-expired:' || o.id) \
+     ORDER BY o.expires_at, o.id ON CONFLICT (id) DO NOTHING",
+    "INSERT INTO notification_events (id, type, severity, occurred_at, actor, reason, \
+     resource_kind, resource_key, data) \
+     SELECT 'override-expired:' || o.id, 'override.expired', 'info', o.expires_at, 'valhalla-ops', \
+     o.reason, o.resource_kind, o.resource_key, \
+     json_object('override_id', o.id, 'set_by', o.actor) \
+     FROM overrides o WHERE o.expires_at <= $1 AND o.expires_at > $2 \
+     AND (o.cleared_at IS NULL OR o.cleared_at >= o.expires_at) \
+     AND NOT EXISTS (SELECT 1 FROM notification_events e WHERE e.id = 'override-expired:' || o.id) \
+     ORDER BY o.expires_at, o.id ON CONFLICT (id) DO NOTHING",
+];
+
+/// The open overrides that expire after `$1` and by `$2`, reminded of once each.
+const EXPIRING: [&str; 2] = [
+    "INSERT INTO notification_events (id, type, severity, occurred_at, actor, reason, \
+     resource_kind, resource_key, data) \
+     SELECT 'override-expiring:' || o.id, 'override.expiring', 'warning', $1, 'valhalla-ops', \
+     o.reason, o.resource_kind, o.resource_key, \
+     json_build_object('override_id', o.id, 'set_by', o.actor, 'expires_at', o.expires_at)::text \
+     FROM overrides o WHERE o.cleared_at IS NULL AND o.expires_at > $1 AND o.expires_at <= $2 \
+     AND NOT EXISTS (SELECT 1 FROM notification_events e WHERE e.id = 'override-expiring:' || o.id) \
+     ORDER BY o.expires_at, o.id ON CONFLICT (id) DO NOTHING",
+    "INSERT INTO notification_events (id, type, severity, occurred_at, actor, reason, \
+     resource_kind, resource_key, data) \
+     SELECT 'override-expiring:' || o.id, 'override.expiring', 'warning', $1, 'valhalla-ops', \
+     o.reason, o.resource_kind, o.resource_key, \
+     json_object('override_id', o.id, 'set_by', o.actor, 'expires_at', o.expires_at) \
+     FROM overrides o WHERE o.cleared_at IS NULL AND o.expires_at > $1 AND o.expires_at <= $2 \
+     AND NOT EXISTS (SELECT 1 FROM notification_events e WHERE e.id = 'override-expiring:' || o.id) \
+     ORDER BY o.expires_at, o.id ON CONFLICT (id) DO NOTHING",
+];
+
+impl Db {
+    /// Writes what time has told by `now`: each override that expired (within the last hour,
+    /// not lifted before), and a reminder for each that expires within `lead`. Each is written
+    /// once, whichever replica notices first: its id is made from the override. Returns how
+    /// many were written.
+    pub async fn notice_expiries(
+        &self,
+        now: DateTime<Utc>,
+        lead: chrono::TimeDelta,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.begin().await?;
+        let pick = |sql: &[&'static str; 2]| match &tx {
+            Backend::Postgres(_) => sql[0],
+            Backend::Sqlite(_) => sql[1],
+        };
+        let (expired, expiring) = (pick(&EXPIRED), pick(&EXPIRING));
+        let mut written = on!(&mut tx, |c| sqlx::query(expired)
+            .bind(now)
+            .bind(now - EXPIRY_HORIZON)
+            .execute(&mut **c)
+            .await
+            .map(|r| r.rows_affected()))?;
+        if lead > chrono::TimeDelta::zero() {
+            written += on!(&mut tx, |c| sqlx::query(expiring)
+                .bind(now)
+                .bind(now + lead)
+                .execute(&mut **c)
+                .await
+                .map(|r| r.rows_affected()))?;
+        }
+        tx.commit().await?;
+        Ok(written)
     }
 }
 

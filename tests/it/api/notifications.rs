@@ -213,3 +213,176 @@ fn a_change_rolled_back_tells_nothing() {
         assert_eq!(events(&app).len(), before, "{b}: {:?}", events(&app));
     }
 }
+
+/// What time tells is written once, whichever replica notices first: an override that expired
+/// (not one lifted before), and a reminder for one about to expire.
+#[test]
+fn expiries_are_told_once_by_whoever_notices_first() {
+    use chrono::Duration;
+    use valhalla_ops::model::{Kind, NewOverride};
+    use valhalla_ops::store::{Db, Lift, Lifting};
+    for db in all_backends() {
+        let app = TestApp::spawn(db, &state_with(""));
+        let b = app.backend;
+        let store = &app.state.db;
+        let now = Utc::now();
+        let hold = |key: &str, expires_in: Duration| NewOverride {
+            kind: Kind::FeatureFlag,
+            key: key.into(),
+            actor: "tyr".into(),
+            reason: format!("hold {key}"),
+            expires_at: Some(now + expires_in),
+            group_id: None,
+            git_value: None,
+        };
+        let started = now - Duration::minutes(30);
+        let ids: Vec<i64> = app.runtime.block_on(async {
+            let mut ids = Vec::new();
+            for (key, expires_in) in [
+                ("expired", Duration::minutes(-1)),
+                ("lifted", Duration::minutes(-2)),
+                ("soon", Duration::minutes(5)),
+                ("later", Duration::minutes(30)),
+            ] {
+                ids.push(
+                    store
+                        .add_override(hold(key, expires_in), started)
+                        .await
+                        .unwrap()
+                        .id,
+                );
+            }
+            let lift = Lift {
+                actor: "tyr",
+                source: "api",
+                reason: None,
+                now: now - Duration::minutes(10),
+            };
+            store.clear_overrides(Lifting::One(ids[1]), &lift).await.unwrap();
+            ids
+        });
+        let before = events(&app).len();
+        // Two replicas notice at once, and again a second later.
+        let other = app.runtime.block_on(Db::open(app.db_url())).unwrap();
+        let lead = Duration::minutes(10);
+        let (a, b2) = app.runtime.block_on(async {
+            tokio::join!(store.notice_expiries(now, lead), other.notice_expiries(now, lead))
+        });
+        assert_eq!(a.unwrap() + b2.unwrap(), 2, "{b}");
+        assert_eq!(
+            app.runtime.block_on(store.notice_expiries(now, lead)).unwrap(),
+            0,
+            "{b}"
+        );
+        let told: Vec<Value> = events(&app).into_iter().skip(before).collect();
+        let ids_told: Vec<&str> = told.iter().map(|e| e["id"].as_str().unwrap()).collect();
+        assert_eq!(
+            ids_told,
+            [
+                format!("override-expired:{}", ids[0]),
+                format!("override-expiring:{}", ids[2])
+            ],
+            "{b}: {told:?}"
+        );
+        assert_eq!(
+            (
+                &told[0]["type"],
+                &told[0]["actor"],
+                &told[0]["reason"],
+                &told[0]["data"]["set_by"]
+            ),
+            (
+                &"override.expired".into(),
+                &"valhalla-ops".into(),
+                &"hold expired".into(),
+                &"tyr".into()
+            ),
+            "{b}: {told:?}"
+        );
+        assert_eq!(
+            (
+                &told[1]["type"],
+                &told[1]["severity"],
+                &told[1]["resource"]["key"]
+            ),
+            (&"override.expiring".into(), &"warning".into(), &"soon".into()),
+            "{b}: {told:?}"
+        );
+    }
+}
+
+/// `serve` tells what time does on its own: a reminder before an override expires, then its
+/// expiry, each within about a second.
+#[test]
+fn a_server_reminds_before_an_override_expires_and_tells_the_expiry() {
+    use std::time::{Duration, Instant};
+    for db in all_backends() {
+        let state = crate::support::StateDir::new(&[(
+            "state.yaml",
+            &state_with("rate_limits:\n  - scope: user\n    key: user-7\n    max_requests: 30\n"),
+        )]);
+        let applied = crate::support::run(&db, state.path(), &["reconcile"]);
+        assert_eq!(applied.code, 0, "{}: {applied:?}", db.backend);
+        let serving = crate::support::Process::start(
+            &db,
+            &state,
+            &["serve", "--bind", "127.0.0.1:0", "--expiry-reminder", "3s"],
+        );
+        let base = serving.base();
+        let agent = crate::support::agent();
+        let notifications = || -> Vec<Value> {
+            let mut response = agent
+                .get(format!("{base}/system/notifications"))
+                .header("Authorization", format!("Bearer {READER}"))
+                .call()
+                .unwrap();
+            let body: Value = response.body_mut().read_json().unwrap();
+            body.as_array().cloned().unwrap_or_default()
+        };
+        let set_at = Instant::now();
+        let mut response = agent
+            .post(format!("{base}/system/ratelimits/rules"))
+            .header("Authorization", format!("Bearer {OPERATOR}"))
+            .send_json(serde_json::json!({
+                "scope": "user", "key": "user-7", "max_requests": 1, "reason": "incident", "ttl_seconds": 5
+            }))
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            200,
+            "{}: {:?}",
+            db.backend,
+            response.body_mut().read_to_string()
+        );
+        let mut reminded = None;
+        let mut expired = None;
+        while expired.is_none() && set_at.elapsed() < Duration::from_secs(15) {
+            let types: Vec<String> = notifications()
+                .iter()
+                .map(|e| e["type"].as_str().unwrap_or_default().to_owned())
+                .collect();
+            if reminded.is_none() && types.iter().any(|t| t == "override.expiring") {
+                reminded = Some(set_at.elapsed());
+            }
+            if types.iter().any(|t| t == "override.expired") {
+                expired = Some(set_at.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let (Some(reminded), Some(expired)) = (reminded, expired) else {
+            panic!("{}: {:?}\n{}", db.backend, notifications(), serving.log());
+        };
+        // The reminder is due 3 s before the expiry at 5 s; the expiry is told within a second
+        // or so of it.
+        assert!(
+            reminded < Duration::from_secs(5),
+            "{}: reminded after {reminded:?}",
+            db.backend
+        );
+        assert!(
+            expired >= Duration::from_secs(5) && expired < Duration::from_millis(7_500),
+            "{}: expiry told after {expired:?}",
+            db.backend
+        );
+    }
+}

@@ -260,6 +260,11 @@ pub async fn apply(db: &Db, yaml: &str) {
 }
 
 impl TestApp {
+    /// The URL of the server's database, for a second handle on it (another replica).
+    pub fn db_url(&self) -> &str {
+        &self._db.url
+    }
+
     /// The id of the client named `name`, as the API lists it.
     pub fn client_id(&self, name: &str) -> i64 {
         // With the admin key: tests switch readers and operators off, never the admin until the end.
