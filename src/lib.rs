@@ -16,6 +16,8 @@
 //! - [`desired`]: the state files: reading them safely, loading with positioned errors, export.
 //! - [`plan`]: the pure planner, `plan(desired, actual, now)`, and its renderers.
 //! - [`event`]: what the people on call are told: one event, made by the change that caused it.
+//! - [`notify`]: each event in its receiver's form: a signed CloudEvent, a Slack message, a
+//!   PagerDuty alert.
 //! - [`mode`]: the effective maintenance mode (override, else window, else git); pure.
 //! - [`limit`]: rate limiting without I/O: the rule table, sliding-window counters, decisions.
 //! - [`store`]: [`store::Db`] over PostgreSQL or SQLite: queries by job, rows, bulk writes, and
@@ -54,6 +56,7 @@ pub mod limit;
 pub mod mirror;
 pub mod mode;
 pub mod model;
+pub mod notify;
 pub mod outage;
 pub mod outbox;
 pub mod plan;

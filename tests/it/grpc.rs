@@ -34,6 +34,7 @@ fn client() -> Option<&'static Path> {
             if !python_modules(
                 &modules,
                 "grpcio grpcio-tools grpcio-health-checking grpcio-reflection",
+                "call over gRPC from Python",
             ) {
                 return None;
             }

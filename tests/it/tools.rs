@@ -670,3 +670,118 @@ fn shellcheck_finds_nothing_wrong_in_the_shipped_scripts() {
     );
     assert!(ok, "{said}");
 }
+
+/// The webhook deliveries as a receiver reads them: each signature checked with Python's own
+/// HMAC, each body read by the CloudEvents SDK (Python's `cloudevents`), which nobody here wrote.
+#[test]
+fn the_cloudevents_sdk_reads_our_events_and_a_plain_hmac_checks_their_signatures() {
+    use valhalla_ops::event::Event;
+    use valhalla_ops::model::{Kind, Override};
+    use valhalla_ops::notify::{CONTENT_TYPE, Origin, SIGNATURE_HEADER, cloudevent, signature};
+    if !crate::support::python_modules(
+        &["cloudevents.core.bindings.http"],
+        "cloudevents",
+        "read our events with the CloudEvents SDK",
+    ) {
+        return;
+    }
+    let at = chrono::DateTime::parse_from_rfc3339("2026-12-04T03:00:00.250Z")
+        .unwrap()
+        .to_utc();
+    let hold = Override {
+        id: 42,
+        kind: Kind::MaintenanceMode,
+        key: "mode".into(),
+        actor: "tyr".into(),
+        reason: "incident 4711: \"db\" <down> & ünïcode".into(),
+        created_at: at,
+        expires_at: Some(at + chrono::Duration::hours(1)),
+        group_id: None,
+    };
+    let events = [
+        Event::override_set(&hold),
+        Event::lockdown_started("lockdown-1", 3, "admin", "breach", at),
+    ];
+    let origin = Origin {
+        source: "/valhalla-ops/production".into(),
+        link: "https://ops.example.com/status".into(),
+    };
+    let secret = "whsec_test";
+    let deliveries: Vec<serde_json::Value> = events
+        .iter()
+        .map(|event| {
+            let body = cloudevent(event, &origin).to_string();
+            serde_json::json!({
+                "secret": secret,
+                "headers": {
+                    "Content-Type": CONTENT_TYPE,
+                    SIGNATURE_HEADER: signature(secret.as_bytes(), 1_796_353_200, body.as_bytes()),
+                },
+                "body": body,
+            })
+        })
+        .collect();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/notify/check.py");
+    // The checker, fed `deliveries` on its stdin.
+    let check = |deliveries: &[serde_json::Value]| {
+        use std::io::Write;
+        let mut child = std::process::Command::new("python3")
+            .arg(script)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let input = serde_json::Value::Array(deliveries.to_vec()).to_string();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input.as_bytes()).unwrap();
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    };
+    let out = check(&deliveries);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let read: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let first = &read[0];
+    assert_eq!(
+        (
+            &first["specversion"],
+            &first["id"],
+            &first["type"],
+            &first["source"]
+        ),
+        (
+            &"1.0".into(),
+            &"override-set:42".into(),
+            &"valhalla.ops.override.set".into(),
+            &"/valhalla-ops/production".into()
+        ),
+        "{read}"
+    );
+    assert_eq!(
+        (&first["subject"], &first["time"], &first["severity"]),
+        (
+            &"maintenance_mode/mode".into(),
+            &"2026-12-04T03:00:00.250000+00:00".into(),
+            &"warning".into()
+        ),
+        "{read}"
+    );
+    assert_eq!(first["data"]["reason"], hold.reason, "{read}");
+    assert_eq!(first["data"]["link"], "https://ops.example.com/status", "{read}");
+    assert_eq!(
+        (&read[1]["type"], &read[1]["subject"], &read[1]["severity"]),
+        (
+            &"valhalla.ops.lockdown.started".into(),
+            &serde_json::Value::Null,
+            &"critical".into()
+        ),
+        "{read}"
+    );
+
+    // A body changed in transit fails the receiver's check.
+    let mut tampered = deliveries[0].clone();
+    tampered["body"] = serde_json::json!(tampered["body"].as_str().unwrap().replace("tyr", "eve"));
+    let out = check(&[tampered]);
+    assert!(!out.status.success(), "a tampered body was accepted");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad signature"));
+}

@@ -492,8 +492,9 @@ pub fn tool(name: &str) -> Option<PathBuf> {
 }
 
 /// Whether `python3` can import every one of `modules` (PyPI's `packages`, which `bash .ci/run`
-/// installs); said plainly when not, and a failure when the tools are required.
-pub fn python_modules(modules: &[&str], packages: &str) -> bool {
+/// installs) for the tests that `what` names; said plainly when not (once per `what`), and a
+/// failure when the tools are required.
+pub fn python_modules(modules: &[&str], packages: &str, what: &str) -> bool {
     let Some(python) = tool("python3") else {
         return false;
     };
@@ -513,13 +514,15 @@ pub fn python_modules(modules: &[&str], packages: &str) -> bool {
             !required,
             "{REQUIRE_TOOLS_ENV} is set but Python cannot import {modules:?} (`pip install {packages}`; `bash .ci/run` does)"
         );
-        static SAID: Once = Once::new();
-        SAID.call_once(|| {
+        static SAID: Mutex<Vec<String>> = Mutex::new(Vec::new());
+        let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
+        if !said.iter().any(|w| w == what) {
+            said.push(what.to_owned());
             let _ = writeln!(
                 std::io::stderr(),
-                "\nNOTE: the tests that call over gRPC from Python did NOT run: {packages} are not installed (`bash .ci/run` installs them).\n"
+                "\nNOTE: the tests that {what} did NOT run: {packages} are not installed (`bash .ci/run` installs them).\n"
             );
-        });
+        }
     }
     found
 }
