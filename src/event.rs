@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::domain::{EventType, Severity};
+use crate::domain::{EventType, Mode, Severity};
 use crate::model::{Kind, Override};
 use crate::plan::Summary;
 
@@ -79,6 +79,34 @@ impl Event {
             reason: reason.to_owned(),
             resource: Some(Subject::of(hold.kind, &hold.key)),
             data: serde_json::json!({ "override_id": hold.id, "set_by": hold.actor }),
+        }
+    }
+
+    /// The effective maintenance mode changed from `from` to `to`. `cause` says what changed it
+    /// (`override`, `lift`, `git`, `window`, `expiry`); `id` is made from that cause, or, for a
+    /// change time made, from the instant (so that every replica noticing it writes one event).
+    pub fn mode_changed(
+        id: String,
+        (from, to): (Mode, Mode),
+        cause: &str,
+        actor: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Event {
+        Event {
+            id,
+            kind: EventType::ModeChanged,
+            // Leaving normal stops the platform for someone; coming back is good news.
+            severity: if to == Mode::Normal {
+                Severity::Info
+            } else {
+                Severity::Critical
+            },
+            at,
+            actor: actor.to_owned(),
+            reason: reason.to_owned(),
+            resource: Some(Subject::of(Kind::MaintenanceMode, "mode")),
+            data: serde_json::json!({ "from": from, "to": to, "cause": cause }),
         }
     }
 

@@ -25,8 +25,6 @@
 //! - [`mirror`]: the one cache of the store, its rows followed through the change log, which
 //!   the replica and the watch loop both read.
 //! - [`reconcile`]: load → plan → apply under the single-writer lock; saved plans.
-//! - [`outbox`]: a server's part in the notifications outbox: what time tells (overrides
-//!   expired and expiring), noticed once whichever replica comes first.
 //! - [`outage`]: a store outage logged once per transition, with counts, not once per request.
 //! - [`api_error`]: the HTTP API's error type and JSON body, for the server and the layers.
 //! - [`auth`]: the key a request presents, the caller it identifies, role checks.
@@ -34,6 +32,9 @@
 //!   with each rule's `on_outage` policy while Redis is unreachable.
 //! - [`replica`]: a server's cached view of the store and its counters, reloaded when the
 //!   store's change count moves, and usage snapshots.
+//! - [`outbox`]: a server's part in the notifications outbox: what time tells (overrides
+//!   expired and expiring, windows opening and closing), written once whichever replica
+//!   notices first.
 //! - [`enforce`]: tower layers any axum service can mount: the rate limiter and the freeze.
 //! - [`grpc`]: the gateways' door: Envoy's rate limit service over gRPC, decided as the
 //!   layers decide, with health checking and reflection.

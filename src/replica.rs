@@ -184,6 +184,11 @@ impl Replica {
         }
     }
 
+    /// The store this replica serves from.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
     /// The current time in milliseconds since the epoch, as the limiter counts.
     pub fn now_ms(&self) -> u64 {
         u64::try_from((self.clock)().timestamp_millis()).unwrap_or(0)

@@ -238,11 +238,7 @@ impl Args {
             .await
             .context("cannot load the state to serve")?;
         let tasks = state.replica.spawn();
-        let notices = crate::outbox::spawn(
-            state.db.clone(),
-            state.replica.clock.clone(),
-            self.expiry_reminder,
-        );
+        let notices = crate::outbox::spawn(Arc::clone(&state.replica), self.expiry_reminder);
         // One signal stops both the server and the watch loop.
         let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {

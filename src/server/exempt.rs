@@ -4,17 +4,18 @@
 
 use axum::http::Method;
 
-use super::{admin, check, health, maintenance, metrics, overrides, status};
+use super::{admin, check, health, maintenance, metrics, notifications, overrides, status};
 use crate::enforce::Paths;
 
-/// Every module's paths that a freeze serves: health, metrics, the status page, the way out
-/// of a freeze (reading and setting the mode, listing and lifting overrides) and the admin
-/// console. A freeze that refused those would hold until it expired; the handlers still check
+/// Every module's paths that a freeze serves: health, metrics, the status page, the events
+/// (what happened), the way out of a freeze (reading and setting the mode, listing and lifting
+/// overrides) and the admin console. A freeze that refused those would hold until it expired; the handlers still check
 /// roles.
-const ALWAYS_SERVED: [&[Paths]; 6] = [
+const ALWAYS_SERVED: [&[Paths]; 7] = [
     health::ALWAYS_SERVED,
     metrics::ALWAYS_SERVED,
     status::ALWAYS_SERVED,
+    notifications::ALWAYS_SERVED,
     maintenance::ALWAYS_SERVED,
     overrides::ALWAYS_SERVED,
     admin::ALWAYS_SERVED,

@@ -18,8 +18,8 @@
 //! - `sql/overrides.rs`: add_override, open_overrides, held, clear_overrides
 //! - `sql/usage.rs`: record_usage, snapshots
 //! - `sql/admin.rs`: security_counts, lockdown, batch
-//! - `sql/events.rs`: events (the notifications outbox, read back), notice_expiries (what time
-//!   tells: overrides expired and expiring)
+//! - `sql/events.rs`: events (the notifications outbox, read back), tell (events time made),
+//!   notice_expiries (overrides expired and expiring)
 
 mod backend;
 mod changes;

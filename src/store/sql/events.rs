@@ -8,6 +8,18 @@ use crate::store::rows::{EventRow, columns};
 use crate::store::{Db, EventRecord, StoreError};
 
 impl Db {
+    /// Writes events that time made (not a change of the store's: those are written in the
+    /// change's transaction), each once: an id already written is left as it is.
+    pub async fn tell(&self, events: &[Event]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        tx.record_events(events).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// The most recent events, newest first.
     pub async fn events(&self, limit: i64) -> Result<Vec<EventRecord>, StoreError> {
         let sql = concat!(

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use crate::desired::export::Entry;
 use crate::domain::Owner;
 use crate::event::Event;
-use crate::model::{NewOverride, Override, Resource, Stored};
+use crate::model::{Kind, NewOverride, Override, Resource, Stored};
 use crate::store::backend::{Tx, on};
 use crate::store::rows::{HeldRow, OverrideRow, columns};
 use crate::store::writes::{self, Row};
@@ -139,6 +139,7 @@ impl Tx<'_> {
         which: Cleared<'_>,
         lift: &Lift<'_>,
     ) -> Result<u64, StoreError> {
+        let before = self.effective_mode(lift.now).await?;
         let (id, group, with_group) = match which {
             Cleared::Every => (None, None, false),
             Cleared::One(id) => (Some(id), None, false),
@@ -169,7 +170,27 @@ impl Tx<'_> {
         if let Some(step) = writes::clear_audit(&cleared, lift) {
             self.run_step(&step).await?;
         }
-        self.record_events(&lifted_events(&cleared, lift)).await?;
+        let mut told = lifted_events(&cleared, lift);
+        // Lifting a mode override may give the mode back (a lockdown's end tells it already).
+        if let Some(mode_hold) = cleared
+            .iter()
+            .find(|o| o.kind == Kind::MaintenanceMode && o.group_id.is_none())
+        {
+            let after = self.effective_mode(lift.now).await?;
+            if after != before {
+                let id = format!("mode-changed:lift:{}", mode_hold.id);
+                let reason = lift.reason.unwrap_or_default();
+                told.push(Event::mode_changed(
+                    id,
+                    (before, after),
+                    "lift",
+                    lift.actor,
+                    reason,
+                    lift.now,
+                ));
+            }
+        }
+        self.record_events(&told).await?;
         Ok(cleared.len() as u64)
     }
 

@@ -32,7 +32,7 @@ impl Db {
         let revision = tx.revision().await?;
         let actual = tx.actual().await?;
         let plan = decide(&actual).map_err(ApplyError::Refused)?;
-        let run_id = tx.write_plan(&plan, &meta).await.map_err(StoreError::from)?;
+        let run_id = tx.write_plan(&plan, &meta).await?;
         let written = tx.revision().await?;
         self.commit(tx).await?;
         Ok(Applied {
@@ -61,7 +61,7 @@ impl Db {
             return Ok(None);
         }
         let plan = decide().map_err(ApplyError::Refused)?;
-        let run_id = tx.write_plan(&plan, &meta).await.map_err(StoreError::from)?;
+        let run_id = tx.write_plan(&plan, &meta).await?;
         let written = tx.revision().await?;
         self.commit(tx).await?;
         Ok(Some(Applied {
@@ -234,7 +234,14 @@ impl Tx<'_> {
     }
 
     /// Writes `plan`, its run record and its audit rows; returns the run's id.
-    async fn write_plan(&mut self, plan: &Plan, meta: &RunMeta) -> Result<i64, sqlx::Error> {
+    async fn write_plan(&mut self, plan: &Plan, meta: &RunMeta) -> Result<i64, StoreError> {
+        // Only a plan that writes the mode or a window can change the effective mode.
+        let moves_mode = plan.maintenance.iter().any(|op| op.action.writes())
+            || plan.windows.iter().any(|op| op.action.writes());
+        let before = match moves_mode {
+            true => Some(self.effective_mode(meta.started_at).await?),
+            false => None,
+        };
         for step in writes::plan_steps(plan, meta.started_at) {
             self.run_step(&step).await?;
         }
@@ -265,6 +272,14 @@ impl Tx<'_> {
         if s.changes() > 0 {
             let applied = Event::reconcile_applied(run_id, &s, &meta.actor, &meta.source, meta.started_at);
             self.record_events(&[applied]).await?;
+        }
+        if let Some(before) = before {
+            let after = self.effective_mode(meta.started_at).await?;
+            if after != before {
+                let id = format!("mode-changed:run:{run_id}");
+                let told = Event::mode_changed(id, (before, after), "git", &meta.actor, "", meta.started_at);
+                self.record_events(&[told]).await?;
+            }
         }
         self.trim_changes().await?;
         Ok(run_id)

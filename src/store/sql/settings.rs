@@ -1,7 +1,10 @@
 //! The platform's settings: the maintenance mode (in force and as git declared it), feature
 //! flags and the deployment profile; set over HTTP always as overrides.
 
+use chrono::{DateTime, Utc};
+
 use crate::domain::{FlagName, Mode, ProfileName};
+use crate::event::Event;
 use crate::model::{FeatureFlag, Maintenance, MaintenanceInputs, Override, Profile, Resource};
 use crate::store::backend::{Tx, on};
 use crate::store::rows::{FlagRecordRow, FlagRow, ModeRow, OverrideRow, ProfileRow, columns};
@@ -97,6 +100,7 @@ impl Tx<'_> {
         change: &ApiChange,
     ) -> Result<Override, StoreError> {
         let current = self.the_mode_row().await?.stored()?;
+        let before = self.effective_mode(change.now).await?;
         // The mode is always held, whoever owns it: an emergency freeze must not be undone.
         let hold = always_hold(Some(&current), current.value.key(), change)?;
         let target = Maintenance {
@@ -124,7 +128,20 @@ impl Tx<'_> {
         let hold = self
             .api_record(Some(&current), Some(&target), Some(hold), change)
             .await?;
-        hold.ok_or_else(|| StoreError::NotFound("the maintenance override".into()))
+        let hold = hold.ok_or_else(|| StoreError::NotFound("the maintenance override".into()))?;
+        // A lockdown's mode is told by the lockdown's one event.
+        if before != mode && hold.group_id.is_none() {
+            let id = format!("mode-changed:override:{}", hold.id);
+            let reason = &target.reason;
+            let told = Event::mode_changed(id, (before, mode), "override", &change.actor, reason, change.now);
+            self.record_events(&[told]).await?;
+        }
+        Ok(hold)
+    }
+
+    /// The effective maintenance mode at `now`, as this transaction sees the store.
+    pub(in crate::store) async fn effective_mode(&mut self, now: DateTime<Utc>) -> Result<Mode, StoreError> {
+        Ok(crate::mode::effective(&self.maintenance().await?, now).mode)
     }
 
     /// Sets a feature flag for an HTTP caller, always as an override; an unknown flag is created

@@ -386,3 +386,173 @@ fn a_server_reminds_before_an_override_expires_and_tells_the_expiry() {
         );
     }
 }
+
+/// The effective mode changing is told, by whatever changed it: an override set over HTTP, its
+/// lifting, and git.
+#[test]
+fn a_change_of_the_effective_mode_is_told_with_its_cause() {
+    for db in all_backends() {
+        let app = TestApp::spawn(db, &state_with("maintenance:\n  mode: normal\n"));
+        let b = app.backend;
+        let mode_events = |app: &TestApp| -> Vec<Value> {
+            events(app)
+                .into_iter()
+                .filter(|e| e["type"] == "mode.changed")
+                .collect()
+        };
+        let freeze = r#"{"reason": "incident 42", "ttl_seconds": 600}"#;
+        let (status, state) =
+            app.send_json("POST", "/system/maintenance/state/read_only", Some(ADMIN), freeze);
+        assert_eq!(status, 200, "{b}: {state}");
+        let told = mode_events(&app);
+        assert_eq!(told.len(), 1, "{b}: {told:?}");
+        assert_eq!(
+            (
+                &told[0]["severity"],
+                &told[0]["data"]["from"],
+                &told[0]["data"]["to"],
+                &told[0]["data"]["cause"]
+            ),
+            (
+                &"critical".into(),
+                &"normal".into(),
+                &"read_only".into(),
+                &"override".into()
+            ),
+            "{b}: {told:?}"
+        );
+        assert_eq!(
+            (&told[0]["actor"], &told[0]["reason"]),
+            (&"admin".into(), &"incident 42".into()),
+            "{b}"
+        );
+        // Setting the mode it already has changes nothing, and tells nothing.
+        let (status, _) = app.send_json("POST", "/system/maintenance/state/read_only", Some(ADMIN), freeze);
+        assert_eq!(status, 200, "{b}");
+        assert_eq!(mode_events(&app).len(), 1, "{b}");
+        let id = state["override_id"].as_i64().unwrap();
+        let (_, open) = app.get("/system/overrides", Some(READER));
+        let id = open[0]["id"].as_i64().unwrap_or(id);
+        let (status, _) = app.call("DELETE", &format!("/system/overrides/{id}"), Some(ADMIN));
+        assert_eq!(status, 200, "{b}");
+        let told = mode_events(&app);
+        assert_eq!(told.len(), 2, "{b}: {told:?}");
+        assert_eq!(
+            (
+                &told[1]["severity"],
+                &told[1]["data"]["to"],
+                &told[1]["data"]["cause"]
+            ),
+            (&"info".into(), &"normal".into(), &"lift".into()),
+            "{b}: {told:?}"
+        );
+
+        // Git declares maintenance: the reconcile that writes it tells it.
+        let maintenance = crate::support::StateDir::new(&[(
+            "state.yaml",
+            &state_with("maintenance:\n  mode: maintenance\n  reason: planned upgrade\n"),
+        )]);
+        let now = Utc::now();
+        let desired = valhalla_ops::desired::load_dir(maintenance.path(), now)
+            .unwrap()
+            .state;
+        let request = Request {
+            actor: "ci".into(),
+            source: "cli".into(),
+            ..Request::default()
+        };
+        app.runtime
+            .block_on(reconcile(&app.state.db, &desired, &request, now))
+            .unwrap();
+        let told = mode_events(&app);
+        assert_eq!(told.len(), 3, "{b}: {told:?}");
+        assert_eq!(
+            (
+                &told[2]["data"]["to"],
+                &told[2]["data"]["cause"],
+                &told[2]["actor"]
+            ),
+            (&"maintenance".into(), &"git".into(), &"ci".into()),
+            "{b}: {told:?}"
+        );
+    }
+}
+
+/// `serve` tells a window's opening and closing on its own, each within about a second.
+#[test]
+fn a_server_tells_a_window_opening_within_two_seconds_of_its_start() {
+    use std::time::{Duration, Instant};
+    for db in all_backends() {
+        let state = crate::support::StateDir::new(&[("state.yaml", &state_with(""))]);
+        let applied = crate::support::run(&db, state.path(), &["reconcile"]);
+        assert_eq!(applied.code, 0, "{}: {applied:?}", db.backend);
+        let serving = crate::support::Process::start(&db, &state, &["serve", "--bind", "127.0.0.1:0"]);
+        let base = serving.base();
+        let agent = crate::support::agent();
+        let starts = Utc::now() + chrono::Duration::seconds(3);
+        let ends = starts + chrono::Duration::seconds(2);
+        let window = serde_json::json!({
+            "name": "short",
+            "starts_at": starts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "ends_at": ends.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "mode": "read_only",
+        });
+        let mut response = agent
+            .post(format!("{base}/system/maintenance/windows"))
+            .header("Authorization", format!("Bearer {OPERATOR}"))
+            .send_json(window)
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            201,
+            "{}: {:?}",
+            db.backend,
+            response.body_mut().read_to_string()
+        );
+        let told = |to: &str| -> bool {
+            let mut response = agent
+                .get(format!("{base}/system/notifications"))
+                .header("Authorization", format!("Bearer {READER}"))
+                .call()
+                .unwrap();
+            let body: Value = response.body_mut().read_json().unwrap();
+            body.as_array().is_some_and(|all| {
+                all.iter()
+                    .any(|e| e["type"] == "mode.changed" && e["data"]["to"] == to)
+            })
+        };
+        let began = Instant::now();
+        let until = |when: chrono::DateTime<Utc>| (when - Utc::now()).to_std().unwrap_or_default();
+        let (mut opened, mut closed) = (None, None);
+        while closed.is_none() && began.elapsed() < Duration::from_secs(20) {
+            if opened.is_none() && told("read_only") {
+                opened = Some(Utc::now());
+            }
+            if told("normal") {
+                closed = Some(Utc::now());
+            }
+            std::thread::sleep(Duration::from_millis(100).min(until(ends).max(Duration::from_millis(20))));
+        }
+        let (Some(opened), Some(closed)) = (opened, closed) else {
+            panic!(
+                "{}: opened {opened:?}, closed {closed:?}\n{}",
+                db.backend,
+                serving.log()
+            );
+        };
+        let late = |told: chrono::DateTime<Utc>, at: chrono::DateTime<Utc>| told - at;
+        assert!(
+            late(opened, starts) >= chrono::Duration::zero()
+                && late(opened, starts) < chrono::Duration::seconds(2),
+            "{}: the opening was told {:?} after it",
+            db.backend,
+            late(opened, starts)
+        );
+        assert!(
+            late(closed, ends) < chrono::Duration::seconds(2),
+            "{}: the closing was told {:?} after it",
+            db.backend,
+            late(closed, ends)
+        );
+    }
+}
