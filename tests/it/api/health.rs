@@ -123,6 +123,7 @@ fn the_openapi_document_lists_every_route_the_server_serves() {
         ("get", "/system/overrides"),
         ("delete", "/system/overrides/{id}"),
         ("get", "/system/reconcile/runs"),
+        ("get", "/system/notifications"),
         ("get", "/system/feature-flags"),
         ("get", "/status"),
         ("get", "/status/app.js"),
