@@ -1,6 +1,6 @@
 //! A server's part in the notifications outbox: noticing what time tells (an override expired
-//! or about to, a window opening or closing), once a second, written once whichever replica
-//! notices first.
+//! or about to, a window opening or closing) and the shared counters going down or coming
+//! back, once a second, each written once whichever replica notices first.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,11 +30,13 @@ pub fn spawn(replica: Arc<Replica>, reminder: Duration) -> TaskGuard {
         let mut ticks = tokio::time::interval(NOTICE_EVERY);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut since = (replica.clock)() - LOOK_BACK;
+        let mut counters = CountersSeen::default();
         let mut failing = false;
         loop {
             ticks.tick().await;
             let now = (replica.clock)();
-            match notice(&replica, since, now, lead).await {
+            let told = counters.tell(&replica).await;
+            match told.and(notice(&replica, since, now, lead).await) {
                 Ok(()) => {
                     since = now;
                     failing = false;
@@ -49,6 +51,40 @@ pub fn spawn(replica: Arc<Replica>, reminder: Duration) -> TaskGuard {
         }
     });
     TaskGuard::new(vec![task])
+}
+
+/// What a replica last told of the shared counters' outages.
+#[derive(Debug, Default)]
+struct CountersSeen {
+    /// When the latest outage it told (or found told) began.
+    began: Option<DateTime<Utc>>,
+    /// Whether they stand told as unreachable.
+    down: bool,
+}
+
+impl CountersSeen {
+    /// Tells the latest outage the replica saw, when it is new, and its end, when it has one:
+    /// an outage over before the replica looked (shorter than a second) is told too.
+    async fn tell(&mut self, replica: &Replica) -> Result<(), StoreError> {
+        let Some(outage) = replica.counting.last_outage() else {
+            return Ok(());
+        };
+        let (db, name) = (replica.db(), &replica.options.name);
+        if self.began != Some(outage.began) {
+            // A new outage while the last one stands told: that one ended before this began
+            // (both within one look), and its end is told first.
+            if self.down {
+                let ended = outage.began - TimeDelta::milliseconds(1);
+                self.down = db.tell_counters(true, name, ended).await?;
+            }
+            self.down = db.tell_counters(false, name, outage.began).await?;
+            self.began = Some(outage.began);
+        }
+        if let (Some(ended), true) = (outage.ended, self.down) {
+            self.down = db.tell_counters(true, name, ended).await?;
+        }
+        Ok(())
+    }
 }
 
 /// One look at what time did in `(since, now]`.

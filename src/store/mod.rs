@@ -19,7 +19,8 @@
 //! - `sql/usage.rs`: record_usage, snapshots
 //! - `sql/admin.rs`: security_counts, lockdown, batch
 //! - `sql/events.rs`: events (the notifications outbox, read back), tell (events time made),
-//!   notice_expiries (overrides expired and expiring)
+//!   notice_expiries (overrides expired and expiring), tell_counters (an outage of the shared
+//!   counters, once per transition)
 
 mod backend;
 mod changes;
