@@ -228,16 +228,17 @@ impl Event {
         }
     }
 
-    /// A client deactivated over HTTP: who, never its key.
+    /// A client deactivated (over HTTP, or by a reconcile: its name is gone from git): who,
+    /// never its key. `cause` makes the id unique (`run:17`, or the moment of an HTTP change).
     pub fn client_deactivated(
         client_id: i64,
         name: &str,
-        actor: &str,
-        reason: &str,
+        (actor, reason): (&str, &str),
+        cause: &str,
         at: DateTime<Utc>,
     ) -> Event {
         Event {
-            id: format!("client-deactivated:{client_id}:{}", at.timestamp_micros()),
+            id: format!("client-deactivated:{client_id}:{cause}"),
             kind: EventType::ClientDeactivated,
             severity: Severity::Warning,
             at,
@@ -245,6 +246,44 @@ impl Event {
             reason: reason.to_owned(),
             resource: Some(Subject::of(Kind::Client, name)),
             data: serde_json::json!({ "client_id": client_id }),
+        }
+    }
+
+    /// A client's key replaced by a reconcile: who, never the key or its hash.
+    pub fn client_key_changed(
+        client_id: i64,
+        name: &str,
+        actor: &str,
+        run_id: i64,
+        at: DateTime<Utc>,
+    ) -> Event {
+        Event {
+            id: format!("client-key-changed:{client_id}:run:{run_id}"),
+            kind: EventType::ClientKeyChanged,
+            severity: Severity::Warning,
+            at,
+            actor: actor.to_owned(),
+            reason: String::new(),
+            resource: Some(Subject::of(Kind::Client, name)),
+            data: serde_json::json!({ "client_id": client_id, "run_id": run_id }),
+        }
+    }
+
+    /// The state in git does not load: the watch loop applies the last state that did, and
+    /// tells each distinct error once (its id is the error's digest), not every pass.
+    pub fn state_invalid(error: &str, actor: &str, at: DateTime<Utc>) -> Event {
+        Event {
+            id: format!(
+                "reconcile-refused:invalid:{}",
+                &crate::model::digest(&error)[..16]
+            ),
+            kind: EventType::ReconcileRefused,
+            severity: Severity::Warning,
+            at,
+            actor: actor.to_owned(),
+            reason: error.to_owned(),
+            resource: None,
+            data: serde_json::json!({ "source": "watch", "invalid_state": true }),
         }
     }
 }

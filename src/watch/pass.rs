@@ -10,6 +10,7 @@ use super::{SOURCE, WatchMetrics, WatchOptions};
 use crate::backoff::Backoff;
 use crate::desired::kept::KeptDir;
 use crate::desired::{LoadError, StateDir};
+use crate::event::Event;
 use crate::plan::{PlanOptions, Summary};
 use crate::reconcile::{
     Outcome, Part, ReconcileError, Refusal, Request, Snapshot, reconcile, reconcile_part,
@@ -303,6 +304,20 @@ impl Passes {
         // Invalid files fail the pass, yet the last good state is still enforced: drift is
         // healed and expired overrides are undone while someone fixes the files.
         let request = self.request();
+        if let Err(e) = &loaded {
+            // Told once per distinct error (its id is the error's digest), not every pass: the
+            // summary line with every error kept, one a line, as the log says them.
+            let mut said = e.to_string();
+            if let LoadError::Invalid { errors, .. } = e {
+                for error in errors {
+                    said.push_str(&format!("\n{error}"));
+                }
+            }
+            let told = Event::state_invalid(&said, &self.options.actor, now);
+            if let Err(e) = self.db.tell(&[told]).await {
+                tracing::warn!(error = %e, "cannot tell that the state is invalid");
+            }
+        }
         let (outcome, invalid) = match loaded {
             Ok(loaded) => {
                 let outcome = reconcile(&self.db, &loaded.state, &request, now).await;

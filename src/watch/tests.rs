@@ -325,3 +325,32 @@ fn a_whole_pass_finds_a_copy_the_log_left_behind_and_reads_it_again() {
         );
     });
 }
+
+/// Invalid files are told once per distinct error, not every pass: the same error on the next
+/// passes tells nothing more, another error tells again.
+#[test]
+fn an_invalid_state_is_told_once_per_distinct_error() {
+    runtime().block_on(async {
+        let (db, _db_dir) = sqlite().await;
+        let (mut passes, _model, dir) = watching(&db).await;
+        let refused = |db: Db| async move {
+            let events = db.events(100).await.unwrap();
+            events
+                .into_iter()
+                .filter(|e| e.event.kind == crate::domain::EventType::ReconcileRefused)
+                .map(|e| e.event.reason)
+                .collect::<Vec<_>>()
+        };
+        std::fs::write(dir.path().join("broken.yaml"), "version: 1\nrate_limits: [\n").unwrap();
+        for _ in 0..3 {
+            let _ = passes.pass(Trigger::Interval).await;
+        }
+        let told = refused(db.clone()).await;
+        assert_eq!(told.len(), 1, "{told:?}");
+        assert!(told[0].contains("broken.yaml"), "{told:?}");
+        std::fs::write(dir.path().join("broken.yaml"), "version: 1\nclients: 7\n").unwrap();
+        let _ = passes.pass(Trigger::Files).await;
+        let _ = passes.pass(Trigger::Interval).await;
+        assert_eq!(refused(db.clone()).await.len(), 2);
+    });
+}

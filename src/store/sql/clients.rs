@@ -90,7 +90,8 @@ impl Db {
         if current.value.active && !active {
             let reason = change.reason.as_deref().unwrap_or_default();
             let name = current.value.name.as_str();
-            let told = Event::client_deactivated(id, name, &change.actor, reason, change.now);
+            let at = change.now.timestamp_micros().to_string();
+            let told = Event::client_deactivated(id, name, (&change.actor, reason), &at, change.now);
             tx.record_events(&[told]).await?;
         }
         let record = tx.client_by(Which::Id(id)).await?.ok_or_else(missing)?.record()?;

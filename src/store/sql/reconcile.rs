@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 
 use crate::event::Event;
 use crate::model::Actual;
-use crate::plan::Plan;
+use crate::plan::{Action, Plan};
 use crate::store::backend::{Tx, on};
 use crate::store::rows::{AuditRow, ClientRow, FlagRow, ProfileRow, RuleRow, RunRow, WindowRow, columns};
 use crate::store::writes;
@@ -271,7 +271,9 @@ impl Tx<'_> {
         // A run that wrote nothing (most watch passes) is not news.
         if s.changes() > 0 {
             let applied = Event::reconcile_applied(run_id, &s, &meta.actor, &meta.source, meta.started_at);
-            self.record_events(&[applied]).await?;
+            let mut told = vec![applied];
+            told.extend(client_events(plan, run_id, meta));
+            self.record_events(&told).await?;
         }
         if let Some(before) = before {
             let after = self.effective_mode(meta.started_at).await?;
@@ -284,4 +286,30 @@ impl Tx<'_> {
         self.trim_changes().await?;
         Ok(run_id)
     }
+}
+
+/// What a plan does to clients that the people on call hear of: a client deactivated (its name
+/// gone from git) and a key replaced.
+fn client_events(plan: &Plan, run_id: i64, meta: &RunMeta) -> Vec<Event> {
+    let cause = format!("run:{run_id}");
+    plan.clients
+        .iter()
+        .filter_map(|op| {
+            let (current, target) = (op.current.as_ref()?, op.target.as_ref()?);
+            let name = current.value.name.as_str();
+            match op.action {
+                Action::Deactivate if current.value.active => Some(Event::client_deactivated(
+                    current.id,
+                    name,
+                    (&meta.actor, ""),
+                    &cause,
+                    meta.started_at,
+                )),
+                Action::Update if current.value.key_sha256 != target.key_sha256 => Some(
+                    Event::client_key_changed(current.id, name, &meta.actor, run_id, meta.started_at),
+                ),
+                _ => None,
+            }
+        })
+        .collect()
 }

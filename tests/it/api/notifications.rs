@@ -556,3 +556,62 @@ fn a_server_tells_a_window_opening_within_two_seconds_of_its_start() {
         );
     }
 }
+
+/// A reconcile tells what it does to clients: a key replaced, a client deactivated because git
+/// no longer declares it; who, never the key or its hash.
+#[test]
+fn a_reconcile_tells_a_key_replaced_and_a_client_retired() {
+    let bot = |key: &str| {
+        format!(
+            "  - name: bot\n    type: script\n    role: reader\n    key_sha256: {}\n",
+            valhalla_ops::domain::KeySha256::of_key(key).as_str()
+        )
+    };
+    for db in all_backends() {
+        let app = TestApp::spawn(db, &state_with(&bot("vk_first_key")));
+        let b = app.backend;
+        let apply = |yaml: &str| {
+            let dir = crate::support::StateDir::new(&[("state.yaml", yaml)]);
+            let now = Utc::now();
+            let desired = valhalla_ops::desired::load_dir(dir.path(), now).unwrap().state;
+            let request = Request {
+                actor: "ci".into(),
+                source: "cli".into(),
+                ..Request::default()
+            };
+            app.runtime
+                .block_on(reconcile(&app.state.db, &desired, &request, now))
+                .unwrap()
+        };
+        let before = events(&app).len();
+        apply(&state_with(&bot("vk_second_key")));
+        apply(&state_with(""));
+        let told: Vec<Value> = events(&app).into_iter().skip(before).collect();
+        let kinds: Vec<&str> = told.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "reconcile.applied",
+                "client.key_changed",
+                "reconcile.applied",
+                "client.deactivated"
+            ],
+            "{b}: {told:?}"
+        );
+        for event in [&told[1], &told[3]] {
+            assert_eq!(
+                (&event["resource"]["key"], &event["actor"]),
+                (&"bot".into(), &"ci".into()),
+                "{b}: {event}"
+            );
+        }
+        let text = serde_json::to_string(&told).unwrap();
+        for key in ["vk_first_key", "vk_second_key"] {
+            let hash = valhalla_ops::domain::KeySha256::of_key(key);
+            assert!(
+                !text.contains(key) && !text.contains(hash.as_str()),
+                "{b}: {text}"
+            );
+        }
+    }
+}
