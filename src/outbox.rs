@@ -16,6 +16,13 @@ use crate::store::StoreError;
 /// How often the store is asked what time has told.
 const NOTICE_EVERY: Duration = Duration::from_secs(1);
 
+/// How long events are kept: the outbox is a record of the last weeks, not an archive (the
+/// audit log is that).
+pub const EVENT_RETENTION: TimeDelta = TimeDelta::days(30);
+
+/// How often old events are forgotten.
+const FORGET_EVERY: Duration = Duration::from_secs(10 * 60);
+
 /// How far back a server that starts looks for mode changes it may have missed: a restart's
 /// gap, not history (the inputs are today's, and an override lifted since would make an old
 /// instant look like a change).
@@ -32,9 +39,16 @@ pub fn spawn(replica: Arc<Replica>, reminder: Duration) -> TaskGuard {
         let mut since = (replica.clock)() - LOOK_BACK;
         let mut counters = CountersSeen::default();
         let mut failing = false;
+        let mut forgot: Option<std::time::Instant> = None;
         loop {
             ticks.tick().await;
             let now = (replica.clock)();
+            if forgot.is_none_or(|at| at.elapsed() >= FORGET_EVERY) {
+                forgot = Some(std::time::Instant::now());
+                if let Err(e) = replica.db().forget_events(now - EVENT_RETENTION).await {
+                    tracing::warn!(error = %e, "cannot forget old events");
+                }
+            }
             let told = counters.tell(&replica).await;
             match told.and(notice(&replica, since, now, lead).await) {
                 Ok(()) => {

@@ -20,7 +20,7 @@
 //! - `sql/admin.rs`: security_counts, lockdown, batch
 //! - `sql/events.rs`: events (the notifications outbox, read back), tell (events time made),
 //!   notice_expiries (overrides expired and expiring), tell_counters (an outage of the shared
-//!   counters, once per transition)
+//!   counters, once per transition), forget_events
 
 mod backend;
 mod changes;

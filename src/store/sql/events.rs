@@ -58,6 +58,17 @@ impl Db {
         Ok(now_down)
     }
 
+    /// Forgets the events that happened before `before`; returns how many.
+    pub async fn forget_events(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let sql = "DELETE FROM notification_events WHERE occurred_at < $1";
+        let mut conn = self.conn().await?;
+        Ok(on!(&mut conn, |c| sqlx::query(sql)
+            .bind(before)
+            .execute(&mut **c)
+            .await
+            .map(|r| r.rows_affected()))?)
+    }
+
     /// The most recent events, newest first.
     pub async fn events(&self, limit: i64) -> Result<Vec<EventRecord>, StoreError> {
         let sql = concat!(

@@ -615,3 +615,36 @@ fn a_reconcile_tells_a_key_replaced_and_a_client_retired() {
         }
     }
 }
+
+/// The outbox keeps the last weeks: events older than the retention are forgotten, the rest
+/// kept.
+#[test]
+fn old_events_are_forgotten() {
+    use valhalla_ops::event::Event;
+    use valhalla_ops::outbox::EVENT_RETENTION;
+    for db in all_backends() {
+        let app = TestApp::spawn(db, &state_with(""));
+        let b = app.backend;
+        let now = Utc::now();
+        let old = Event::drift_corrected(-1, "watch", now - EVENT_RETENTION - chrono::Duration::minutes(1));
+        let recent =
+            Event::drift_corrected(-2, "watch", now - EVENT_RETENTION + chrono::Duration::minutes(1));
+        let before = events(&app).len();
+        app.runtime.block_on(app.state.db.tell(&[old, recent])).unwrap();
+        assert_eq!(events(&app).len(), before + 2, "{b}");
+        let forgotten = app
+            .runtime
+            .block_on(app.state.db.forget_events(now - EVENT_RETENTION))
+            .unwrap();
+        assert_eq!(forgotten, 1, "{b}");
+        let ids: Vec<Value> = events(&app).iter().map(|e| e["id"].clone()).collect();
+        assert!(
+            ids.contains(&"reconcile-drift-corrected:-2".into()),
+            "{b}: {ids:?}"
+        );
+        assert!(
+            !ids.contains(&"reconcile-drift-corrected:-1".into()),
+            "{b}: {ids:?}"
+        );
+    }
+}
