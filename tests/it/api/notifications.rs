@@ -24,6 +24,20 @@ fn events(app: &TestApp) -> Vec<Value> {
     events
 }
 
+/// A reconcile of `yaml` by `ci` from the command line, as the server's store sees it.
+fn reconcile_as_ci(app: &TestApp, yaml: &str) -> Result<valhalla_ops::reconcile::Outcome, ReconcileError> {
+    let dir = crate::support::StateDir::new(&[("state.yaml", yaml)]);
+    let now = Utc::now();
+    let desired = valhalla_ops::desired::load_dir(dir.path(), now).unwrap().state;
+    let request = Request {
+        actor: "ci".into(),
+        source: "cli".into(),
+        ..Request::default()
+    };
+    app.runtime
+        .block_on(reconcile(&app.state.db, &desired, &request, now))
+}
+
 /// The types of the events after the first `skip`.
 fn types_after(app: &TestApp, skip: usize) -> Vec<String> {
     events(app)
@@ -122,19 +136,7 @@ fn each_change_tells_one_event_with_who_why_and_what() {
 
         // A refused reconcile is told; it wrote nothing, so nothing is applied.
         let before = events(&app).len();
-        let emptied = crate::support::StateDir::new(&[("state.yaml", &state_with(""))]);
-        let now = Utc::now();
-        let desired = valhalla_ops::desired::load_dir(emptied.path(), now)
-            .unwrap()
-            .state;
-        let request = Request {
-            actor: "ci".into(),
-            source: "cli".into(),
-            ..Request::default()
-        };
-        let refused = app
-            .runtime
-            .block_on(reconcile(&app.state.db, &desired, &request, now));
+        let refused = reconcile_as_ci(&app, &state_with(""));
         assert!(
             matches!(refused, Err(ReconcileError::Refused(_))),
             "{b}: {refused:?}"
@@ -448,22 +450,11 @@ fn a_change_of_the_effective_mode_is_told_with_its_cause() {
         );
 
         // Git declares maintenance: the reconcile that writes it tells it.
-        let maintenance = crate::support::StateDir::new(&[(
-            "state.yaml",
+        reconcile_as_ci(
+            &app,
             &state_with("maintenance:\n  mode: maintenance\n  reason: planned upgrade\n"),
-        )]);
-        let now = Utc::now();
-        let desired = valhalla_ops::desired::load_dir(maintenance.path(), now)
-            .unwrap()
-            .state;
-        let request = Request {
-            actor: "ci".into(),
-            source: "cli".into(),
-            ..Request::default()
-        };
-        app.runtime
-            .block_on(reconcile(&app.state.db, &desired, &request, now))
-            .unwrap();
+        )
+        .unwrap();
         let told = mode_events(&app);
         assert_eq!(told.len(), 3, "{b}: {told:?}");
         assert_eq!(
@@ -570,19 +561,7 @@ fn a_reconcile_tells_a_key_replaced_and_a_client_retired() {
     for db in all_backends() {
         let app = TestApp::spawn(db, &state_with(&bot("vk_first_key")));
         let b = app.backend;
-        let apply = |yaml: &str| {
-            let dir = crate::support::StateDir::new(&[("state.yaml", yaml)]);
-            let now = Utc::now();
-            let desired = valhalla_ops::desired::load_dir(dir.path(), now).unwrap().state;
-            let request = Request {
-                actor: "ci".into(),
-                source: "cli".into(),
-                ..Request::default()
-            };
-            app.runtime
-                .block_on(reconcile(&app.state.db, &desired, &request, now))
-                .unwrap()
-        };
+        let apply = |yaml: &str| reconcile_as_ci(&app, yaml).unwrap();
         let before = events(&app).len();
         apply(&state_with(&bot("vk_second_key")));
         apply(&state_with(""));
