@@ -1,15 +1,18 @@
 //! Telling the people on call: each event in the form its receiver takes (a CloudEvent for a
-//! webhook, signed; a Slack message; a PagerDuty alert), never with a key or a key hash.
+//! webhook, signed; a Slack message; a PagerDuty alert), never with a key or a key hash, and
+//! only where a sink may send.
 
 mod cloudevent;
 mod pagerduty;
 mod signature;
 mod slack;
+mod target;
 
 pub use cloudevent::{CONTENT_TYPE, cloudevent};
 pub use pagerduty::pagerduty;
 pub use signature::{SIGNATURE_HEADER, signature};
 pub use slack::slack;
+pub use target::{Target, TargetError};
 
 use crate::event::Event;
 
