@@ -29,8 +29,9 @@ const FORGET_EVERY: Duration = Duration::from_secs(10 * 60);
 const LOOK_BACK: TimeDelta = TimeDelta::seconds(5);
 
 /// Notices what time tells until the guard is dropped: `reminder` before an override expires
-/// (zero: no reminders), as it expires, and each change of the effective mode a window's
-/// opening or closing (or an override's expiry) makes.
+/// (zero: no reminders), as it expires, each change of the effective mode a window's opening
+/// or closing (or an override's expiry) makes, and each outage of the shared counters; and
+/// forgets events past [`EVENT_RETENTION`].
 pub fn spawn(replica: Arc<Replica>, reminder: Duration) -> TaskGuard {
     let lead = TimeDelta::from_std(reminder).unwrap_or(TimeDelta::zero());
     let task = tokio::spawn(async move {

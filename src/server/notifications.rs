@@ -38,11 +38,6 @@ pub async fn notifications(
     Reader(_caller): Reader,
     Query(query): Query<NotificationsQuery>,
 ) -> Result<Json<Vec<EventRecord>>, ApiError> {
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::Unprocessable(format!(
-            "limit must be between 1 and 1000, not {limit}"
-        )));
-    }
+    let limit = super::params::recent(query.limit, 100)?;
     Ok(Json(state.db.events(limit).await?))
 }

@@ -24,6 +24,18 @@ pub(super) fn page(limit: Option<i64>, offset: Option<i64>) -> Result<crate::sto
     Ok(crate::store::Page { limit, offset })
 }
 
+/// How many of the most recent entries a listing of recent things (runs, events) returns: its
+/// `limit`, `default` when absent, 1 to 1000.
+pub(super) fn recent(limit: Option<i64>, default: i64) -> Result<i64, ApiError> {
+    let limit = limit.unwrap_or(default);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::Unprocessable(format!(
+            "limit must be between 1 and 1000, not {limit}"
+        )));
+    }
+    Ok(limit)
+}
+
 /// Longest override an HTTP change may ask for: one year.
 const MAX_TTL_SECONDS: i64 = 365 * 24 * 3600;
 

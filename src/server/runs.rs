@@ -34,11 +34,6 @@ pub async fn runs(
     Reader(_caller): Reader,
     Query(query): Query<RunsQuery>,
 ) -> Result<Json<Vec<RunRecord>>, ApiError> {
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::Unprocessable(format!(
-            "limit must be between 1 and 1000, not {limit}"
-        )));
-    }
+    let limit = super::params::recent(query.limit, 50)?;
     Ok(Json(state.db.runs(limit).await?))
 }

@@ -96,12 +96,23 @@ pub(super) fn readable<R, T>(
     rows: Vec<R>,
     decode: impl Fn(R) -> Result<T, StoreError>,
 ) -> Result<Vec<T>, StoreError> {
+    lenient(rows, decode, &mut Vec::new())
+}
+
+/// [`readable`], adding the id of each row left out to `unreadable`: for a cache that must know
+/// what it lacks (a planner reading it could write such a row twice).
+pub(super) fn lenient<R, T>(
+    rows: Vec<R>,
+    decode: impl Fn(R) -> Result<T, StoreError>,
+    unreadable: &mut Vec<i64>,
+) -> Result<Vec<T>, StoreError> {
     let mut values = Vec::with_capacity(rows.len());
     for row in rows {
         match decode(row) {
             Ok(value) => values.push(value),
-            Err(e @ StoreError::Corrupt { .. }) => {
+            Err(e @ StoreError::Corrupt { id, .. }) => {
                 tracing::warn!("{e}; the server leaves it out of what it serves");
+                unreadable.push(id);
             }
             Err(e) => return Err(e),
         }

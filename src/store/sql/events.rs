@@ -89,46 +89,50 @@ impl Db {
 /// down) does not flood the sinks with old news when one comes back.
 const EXPIRY_HORIZON: chrono::TimeDelta = chrono::TimeDelta::hours(1);
 
-/// The overrides that expired by `$1` (after `$2`) and were not lifted before, told once each.
-const EXPIRED: [&str; 2] = [
-    "INSERT INTO notification_events (id, type, severity, occurred_at, actor, reason, \
-     resource_kind, resource_key, data) \
-     SELECT 'override-expired:' || o.id, 'override.expired', 'info', o.expires_at, 'valhalla-ops', \
-     o.reason, o.resource_kind, o.resource_key, \
-     json_build_object('override_id', o.id, 'set_by', o.actor)::text \
-     FROM overrides o WHERE o.expires_at <= $1 AND o.expires_at > $2 \
-     AND (o.cleared_at IS NULL OR o.cleared_at >= o.expires_at) \
-     AND NOT EXISTS (SELECT 1 FROM notification_events e WHERE e.id = 'override-expired:' || o.id) \
-     ORDER BY o.expires_at, o.id ON CONFLICT (id) DO NOTHING",
-    "INSERT INTO notification_events (id, type, severity, occurred_at, actor, reason, \
-     resource_kind, resource_key, data) \
-     SELECT 'override-expired:' || o.id, 'override.expired', 'info', o.expires_at, 'valhalla-ops', \
-     o.reason, o.resource_kind, o.resource_key, \
-     json_object('override_id', o.id, 'set_by', o.actor) \
-     FROM overrides o WHERE o.expires_at <= $1 AND o.expires_at > $2 \
-     AND (o.cleared_at IS NULL OR o.cleared_at >= o.expires_at) \
-     AND NOT EXISTS (SELECT 1 FROM notification_events e WHERE e.id = 'override-expired:' || o.id) \
-     ORDER BY o.expires_at, o.id ON CONFLICT (id) DO NOTHING",
-];
+/// The overrides that expired by `$1` (after `$2`) and were not lifted before, told once each;
+/// `$json` is the backend's JSON object, as text.
+macro_rules! expired {
+    ($json:literal) => {
+        concat!(
+            "INSERT INTO notification_events (id, type, severity, occurred_at, actor, reason, \
+             resource_kind, resource_key, data) \
+             SELECT 'override-expired:' || o.id, 'override.expired', 'info', o.expires_at, \
+             'valhalla-ops', o.reason, o.resource_kind, o.resource_key, ",
+            $json,
+            " FROM overrides o WHERE o.expires_at <= $1 AND o.expires_at > $2 \
+             AND (o.cleared_at IS NULL OR o.cleared_at >= o.expires_at) \
+             AND NOT EXISTS (SELECT 1 FROM notification_events e \
+                             WHERE e.id = 'override-expired:' || o.id) \
+             ORDER BY o.expires_at, o.id ON CONFLICT (id) DO NOTHING"
+        )
+    };
+}
 
 /// The open overrides that expire after `$1` and by `$2`, reminded of once each.
+macro_rules! expiring {
+    ($json:literal) => {
+        concat!(
+            "INSERT INTO notification_events (id, type, severity, occurred_at, actor, reason, \
+             resource_kind, resource_key, data) \
+             SELECT 'override-expiring:' || o.id, 'override.expiring', 'warning', $1, \
+             'valhalla-ops', o.reason, o.resource_kind, o.resource_key, ",
+            $json,
+            " FROM overrides o WHERE o.cleared_at IS NULL AND o.expires_at > $1 AND o.expires_at <= $2 \
+             AND NOT EXISTS (SELECT 1 FROM notification_events e \
+                             WHERE e.id = 'override-expiring:' || o.id) \
+             ORDER BY o.expires_at, o.id ON CONFLICT (id) DO NOTHING"
+        )
+    };
+}
+
+/// Each statement on Postgres, then on SQLite: only the JSON object is written differently.
+const EXPIRED: [&str; 2] = [
+    expired!("json_build_object('override_id', o.id, 'set_by', o.actor)::text"),
+    expired!("json_object('override_id', o.id, 'set_by', o.actor)"),
+];
 const EXPIRING: [&str; 2] = [
-    "INSERT INTO notification_events (id, type, severity, occurred_at, actor, reason, \
-     resource_kind, resource_key, data) \
-     SELECT 'override-expiring:' || o.id, 'override.expiring', 'warning', $1, 'valhalla-ops', \
-     o.reason, o.resource_kind, o.resource_key, \
-     json_build_object('override_id', o.id, 'set_by', o.actor, 'expires_at', o.expires_at)::text \
-     FROM overrides o WHERE o.cleared_at IS NULL AND o.expires_at > $1 AND o.expires_at <= $2 \
-     AND NOT EXISTS (SELECT 1 FROM notification_events e WHERE e.id = 'override-expiring:' || o.id) \
-     ORDER BY o.expires_at, o.id ON CONFLICT (id) DO NOTHING",
-    "INSERT INTO notification_events (id, type, severity, occurred_at, actor, reason, \
-     resource_kind, resource_key, data) \
-     SELECT 'override-expiring:' || o.id, 'override.expiring', 'warning', $1, 'valhalla-ops', \
-     o.reason, o.resource_kind, o.resource_key, \
-     json_object('override_id', o.id, 'set_by', o.actor, 'expires_at', o.expires_at) \
-     FROM overrides o WHERE o.cleared_at IS NULL AND o.expires_at > $1 AND o.expires_at <= $2 \
-     AND NOT EXISTS (SELECT 1 FROM notification_events e WHERE e.id = 'override-expiring:' || o.id) \
-     ORDER BY o.expires_at, o.id ON CONFLICT (id) DO NOTHING",
+    expiring!("json_build_object('override_id', o.id, 'set_by', o.actor, 'expires_at', o.expires_at)::text"),
+    expiring!("json_object('override_id', o.id, 'set_by', o.actor, 'expires_at', o.expires_at)"),
 ];
 
 impl Db {

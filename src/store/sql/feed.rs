@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use crate::model::{Client, FeatureFlag, Override, Profile, Stored, Window};
 use crate::store::backend::{Backend, Tx, on};
-use crate::store::rows::{ClientRow, FlagRow, ProfileRow, RuleRecordRow, WindowRow, columns};
+use crate::store::rows::{ClientRow, FlagRow, ProfileRow, RuleRecordRow, WindowRow, columns, lenient};
 use crate::store::{Db, ModeRecord, RuleRecord, StoreError};
 
 /// The most log rows read to follow a change; past it, the caches read everything again (it is
@@ -126,27 +126,6 @@ pub struct Followed {
     pub change: Change,
 }
 
-/// `rows` decoded; each row that does not decode ([`StoreError::Corrupt`]) is left out with a
-/// warning naming it, and its id added to `unreadable`.
-fn lenient<R, T>(
-    rows: Vec<R>,
-    decode: impl Fn(R) -> Result<T, StoreError>,
-    unreadable: &mut Vec<i64>,
-) -> Result<Vec<T>, StoreError> {
-    let mut values = Vec::with_capacity(rows.len());
-    for row in rows {
-        match decode(row) {
-            Ok(value) => values.push(value),
-            Err(e @ StoreError::Corrupt { id, .. }) => {
-                tracing::warn!("{e}; the server leaves it out of what it serves");
-                unreadable.push(id);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(values)
-}
-
 /// `id IN (…)` over a JSON array of ids bound as text: one statement and one bound value
 /// whatever the count, on either backend.
 fn ids_in(backend: &Tx<'_>) -> &'static str {
@@ -166,7 +145,7 @@ impl Db {
         let mut tx = self.begin_read().await?;
         // The revision first: the rows read afterwards are at least that new.
         let revision = tx.revision().await?;
-        let rows = tx.rows().await?;
+        let rows = tx.read_rows(None).await?;
         tx.commit().await?;
         Ok((revision, rows))
     }
@@ -178,7 +157,7 @@ impl Db {
         let named = tx.named_since(since).await?;
         let revision = named.revision;
         let change = if named.unknown {
-            Change::Whole(tx.rows().await?)
+            Change::Whole(tx.read_rows(None).await?)
         } else if named.is_empty() {
             Change::None
         } else {
@@ -280,8 +259,9 @@ impl Tx<'_> {
             .await)?)
     }
 
-    /// Every row the caches hold, in the transaction's snapshot.
-    async fn rows(&mut self) -> Result<Rows, StoreError> {
+    /// The rows `named` names, or (`None`) every row the caches hold, in the transaction's
+    /// snapshot; one statement a table.
+    async fn read_rows(&mut self, named: Option<&Named>) -> Result<Rows, StoreError> {
         macro_rules! every {
             ($columns:ident, $table:literal) => {
                 concat!(
@@ -293,58 +273,54 @@ impl Tx<'_> {
                 )
             };
         }
-        let rules: Vec<RuleRecordRow> = self.all(every!(rule_records, "rate_limit_rules")).await?;
-        let clients: Vec<ClientRow> = self.all(every!(clients, "api_clients")).await?;
-        let windows: Vec<WindowRow> = self.all(every!(windows, "maintenance_windows")).await?;
-        let flags: Vec<FlagRow> = self.all(every!(flags, "feature_flags")).await?;
+        let (rules, clients, windows, flags): (
+            Vec<RuleRecordRow>,
+            Vec<ClientRow>,
+            Vec<WindowRow>,
+            Vec<FlagRow>,
+        ) = match named {
+            None => (
+                self.all(every!(rule_records, "rate_limit_rules")).await?,
+                self.all(every!(clients, "api_clients")).await?,
+                self.all(every!(windows, "maintenance_windows")).await?,
+                self.all(every!(flags, "feature_flags")).await?,
+            ),
+            Some(n) => (
+                self.by_id("rate_limit_rules", columns!(rule_records), &n.rules)
+                    .await?,
+                self.by_id("api_clients", columns!(clients), &n.clients).await?,
+                self.by_id("maintenance_windows", columns!(windows), &n.windows)
+                    .await?,
+                self.by_id("feature_flags", columns!(flags), &n.flags).await?,
+            ),
+        };
+        // The small tables are read whole: always in a whole read, when named in a followed one.
+        let read = |flag: fn(&Named) -> bool| named.is_none_or(flag);
         let mut unreadable = RowIds::default();
         Ok(Rows {
             rules: lenient(rules, RuleRecordRow::record, &mut unreadable.rules)?,
             clients: lenient(clients, ClientRow::stored, &mut unreadable.clients)?,
             windows: lenient(windows, WindowRow::stored, &mut unreadable.windows)?,
             flags: lenient(flags, FlagRow::stored, &mut unreadable.flags)?,
-            mode: Some(self.mode_record().await?),
-            profile: Some(self.profile_record().await?),
-            overrides: Some(self.open_overrides().await?),
+            mode: match read(|n| n.mode) {
+                true => Some(self.mode_record().await?),
+                false => None,
+            },
+            profile: match read(|n| n.settings) {
+                true => Some(self.profile_record().await?),
+                false => None,
+            },
+            overrides: match read(|n| n.overrides) {
+                true => Some(self.open_overrides().await?),
+                false => None,
+            },
             unreadable,
         })
     }
 
     /// The rows `named` names, read again.
     async fn named_rows(&mut self, named: Named) -> Result<Change, StoreError> {
-        let rules: Vec<RuleRecordRow> = self
-            .by_id("rate_limit_rules", columns!(rule_records), &named.rules)
-            .await?;
-        let clients: Vec<ClientRow> = self
-            .by_id("api_clients", columns!(clients), &named.clients)
-            .await?;
-        let windows: Vec<WindowRow> = self
-            .by_id("maintenance_windows", columns!(windows), &named.windows)
-            .await?;
-        let flags: Vec<FlagRow> = self.by_id("feature_flags", columns!(flags), &named.flags).await?;
-        let mut unreadable = RowIds::default();
-        let rows = Rows {
-            rules: lenient(rules, RuleRecordRow::record, &mut unreadable.rules)?,
-            clients: lenient(clients, ClientRow::stored, &mut unreadable.clients)?,
-            windows: lenient(windows, WindowRow::stored, &mut unreadable.windows)?,
-            flags: lenient(flags, FlagRow::stored, &mut unreadable.flags)?,
-            mode: if named.mode {
-                Some(self.mode_record().await?)
-            } else {
-                None
-            },
-            profile: if named.settings {
-                Some(self.profile_record().await?)
-            } else {
-                None
-            },
-            overrides: if named.overrides {
-                Some(self.open_overrides().await?)
-            } else {
-                None
-            },
-            unreadable,
-        };
+        let rows = self.read_rows(Some(&named)).await?;
         let ids = RowIds {
             rules: named.rules.into_iter().collect(),
             clients: named.clients.into_iter().collect(),
