@@ -301,7 +301,10 @@ fn a_whole_pass_finds_a_copy_the_log_left_behind_and_reads_it_again() {
         let Backend::Sqlite(pool) = db.pool() else {
             unreachable!()
         };
-        // An API-owned rule git does not declare: a plan lists it, and never writes it.
+        // An API-owned rule git does not declare: a plan lists it, and never writes it. One
+        // transaction on one connection: another pooled connection could still see the old
+        // schema and its trigger.
+        let mut tx = pool.begin().await.unwrap();
         for sql in [
             "DROP TRIGGER rate_limit_rules_inserted",
             "INSERT INTO rate_limit_rules (scope, key, window_seconds, max_requests, owner) \
@@ -309,8 +312,9 @@ fn a_whole_pass_finds_a_copy_the_log_left_behind_and_reads_it_again() {
             "CREATE TRIGGER rate_limit_rules_inserted AFTER INSERT ON rate_limit_rules BEGIN \
              INSERT INTO store_changes (table_name, row_id) VALUES ('rate_limit_rules', NEW.id); END",
         ] {
-            sqlx::query(sql).execute(pool).await.unwrap();
+            sqlx::query(sql).execute(&mut *tx).await.unwrap();
         }
+        tx.commit().await.unwrap();
         passes.pass(Trigger::Interval).await.unwrap();
         model.max[1] += 1;
         model.write(dir.path());
