@@ -110,34 +110,6 @@ impl Event {
         }
     }
 
-    /// The shared counters became unreachable (`reachable` false: each rule's `on_outage`
-    /// policy decides meanwhile) or reachable again; `outage` numbers the outage, `replica`
-    /// names the replica that told it first.
-    pub fn counters(reachable: bool, outage: i64, replica: &str, at: DateTime<Utc>) -> Event {
-        let (kind, severity, id) = match reachable {
-            false => (
-                EventType::CountersUnreachable,
-                Severity::Critical,
-                format!("counters-unreachable:{outage}"),
-            ),
-            true => (
-                EventType::CountersReachable,
-                Severity::Info,
-                format!("counters-reachable:{outage}"),
-            ),
-        };
-        Event {
-            id,
-            kind,
-            severity,
-            at,
-            actor: "valhalla-ops".into(),
-            reason: String::new(),
-            resource: None,
-            data: serde_json::json!({ "outage": outage, "replica": replica }),
-        }
-    }
-
     /// A lockdown: every client but the admins' held inactive, as one event.
     pub fn lockdown_started(group: &str, held: usize, actor: &str, reason: &str, at: DateTime<Utc>) -> Event {
         Event {

@@ -1,6 +1,6 @@
 //! A server's part in the notifications outbox: noticing what time tells (an override expired
-//! or about to, a window opening or closing) and the shared counters going down or coming
-//! back, once a second, each written once whichever replica notices first.
+//! or about to, a window opening or closing), once a second, each written once whichever
+//! replica notices first.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,16 +29,15 @@ const FORGET_EVERY: Duration = Duration::from_secs(10 * 60);
 const LOOK_BACK: TimeDelta = TimeDelta::seconds(5);
 
 /// Notices what time tells until the guard is dropped: `reminder` before an override expires
-/// (zero: no reminders), as it expires, each change of the effective mode a window's opening
-/// or closing (or an override's expiry) makes, and each outage of the shared counters; and
-/// forgets events past [`EVENT_RETENTION`].
+/// (zero: no reminders), as it expires, and each change of the effective mode a window's
+/// opening or closing (or an override's expiry) makes; and forgets events past
+/// [`EVENT_RETENTION`].
 pub fn spawn(replica: Arc<Replica>, reminder: Duration) -> TaskGuard {
     let lead = TimeDelta::from_std(reminder).unwrap_or(TimeDelta::zero());
     let task = tokio::spawn(async move {
         let mut ticks = tokio::time::interval(NOTICE_EVERY);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut since = (replica.clock)() - LOOK_BACK;
-        let mut counters = CountersSeen::default();
         let mut failing = false;
         let mut forgot: Option<std::time::Instant> = None;
         loop {
@@ -50,8 +49,7 @@ pub fn spawn(replica: Arc<Replica>, reminder: Duration) -> TaskGuard {
                     tracing::warn!(error = %e, "cannot forget old events");
                 }
             }
-            let told = counters.tell(&replica).await;
-            match told.and(notice(&replica, since, now, lead).await) {
+            match notice(&replica, since, now, lead).await {
                 Ok(()) => {
                     since = now;
                     failing = false;
@@ -66,40 +64,6 @@ pub fn spawn(replica: Arc<Replica>, reminder: Duration) -> TaskGuard {
         }
     });
     TaskGuard::new(vec![task])
-}
-
-/// What a replica last told of the shared counters' outages.
-#[derive(Debug, Default)]
-struct CountersSeen {
-    /// When the latest outage it told (or found told) began.
-    began: Option<DateTime<Utc>>,
-    /// Whether they stand told as unreachable.
-    down: bool,
-}
-
-impl CountersSeen {
-    /// Tells the latest outage the replica saw, when it is new, and its end, when it has one:
-    /// an outage over before the replica looked (shorter than a second) is told too.
-    async fn tell(&mut self, replica: &Replica) -> Result<(), StoreError> {
-        let Some(outage) = replica.counting.last_outage() else {
-            return Ok(());
-        };
-        let (db, name) = (replica.db(), &replica.options.name);
-        if self.began != Some(outage.began) {
-            // A new outage while the last one stands told: that one ended before this began
-            // (both within one look), and its end is told first.
-            if self.down {
-                let ended = outage.began - TimeDelta::milliseconds(1);
-                self.down = db.tell_counters(true, name, ended).await?;
-            }
-            self.down = db.tell_counters(false, name, outage.began).await?;
-            self.began = Some(outage.began);
-        }
-        if let (Some(ended), true) = (outage.ended, self.down) {
-            self.down = db.tell_counters(true, name, ended).await?;
-        }
-        Ok(())
-    }
 }
 
 /// One look at what time did in `(since, now]`.

@@ -5,8 +5,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
-
 /// Failed calls in a row that open the circuit: one slow answer is not an outage, three are.
 const FAILURES_TO_OPEN: u32 = 3;
 
@@ -19,15 +17,6 @@ pub struct Circuit {
     open: AtomicBool,
     /// When the circuit opened, for the log line that closes it.
     opened_at: Mutex<Option<Instant>>,
-    /// The latest outage, by the wall clock: when it began, and when it ended if it has.
-    last_outage: Mutex<Option<Outage>>,
-}
-
-/// One outage, by the wall clock, as the replicas compare theirs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Outage {
-    pub began: DateTime<Utc>,
-    pub ended: Option<DateTime<Utc>>,
 }
 
 impl Circuit {
@@ -55,10 +44,6 @@ impl Circuit {
             return false;
         }
         *opened_at = Some(Instant::now());
-        *self.last_outage.lock().unwrap_or_else(|e| e.into_inner()) = Some(Outage {
-            began: crate::clock::now(),
-            ended: None,
-        });
         true
     }
 
@@ -70,20 +55,7 @@ impl Circuit {
         if !self.open.swap(false, Ordering::AcqRel) {
             return None;
         }
-        if let Some(outage) = self
-            .last_outage
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_mut()
-        {
-            outage.ended = Some(crate::clock::now());
-        }
         opened_at.take().map(|at| at.elapsed())
-    }
-
-    /// The latest outage, if there was one.
-    pub fn last_outage(&self) -> Option<Outage> {
-        *self.last_outage.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// How long the circuit has been open, if it is.

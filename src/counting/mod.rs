@@ -14,7 +14,6 @@ pub use self::metrics::CountingMetrics;
 pub use self::redis::{RedisCounters, RedisOptions, UrlError, WindowClock};
 
 use self::circuit::Circuit;
-pub use self::circuit::Outage;
 use self::metrics::CallOutcome;
 use self::refusals::Refusals;
 use crate::domain::{CounterStore, OnOutage};
@@ -114,11 +113,6 @@ impl Counting {
             reachable: open_for.is_none(),
             unreachable_seconds: open_for.map(|d| d.as_secs()),
         }
-    }
-
-    /// The latest outage of the shared counters this replica saw, if any.
-    pub fn last_outage(&self) -> Option<Outage> {
-        self.shared.as_ref().and_then(|s| s.circuit.last_outage())
     }
 
     /// The counters when they are this replica's memory alone: then a decision needs no

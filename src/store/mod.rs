@@ -19,8 +19,7 @@
 //! - `sql/usage.rs`: record_usage, snapshots
 //! - `sql/admin.rs`: security_counts, lockdown, batch
 //! - `sql/events.rs`: events (the notifications outbox, read back), tell (events time made),
-//!   notice_expiries (overrides expired and expiring), tell_counters (an outage of the shared
-//!   counters, once per transition), forget_events
+//!   notice_expiries (overrides expired and expiring), forget_events
 
 mod backend;
 mod changes;

@@ -402,45 +402,6 @@ fn outage(db: TestDb) {
         );
         assert_eq!(log.matches("counting is shared again").count(), 2, "{log}");
     }
-    // Told once per outage and once per recovery, whichever replica saw it first: not once per
-    // replica.
-    let told = || -> Vec<(String, String)> {
-        let body: serde_json::Value = crate::support::agent()
-            .get(format!("{}/system/notifications", bases[0]))
-            .header("Authorization", format!("Bearer {READER}"))
-            .call()
-            .unwrap()
-            .body_mut()
-            .read_json()
-            .unwrap();
-        let mut told: Vec<(String, String)> = body
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["type"].as_str().is_some_and(|t| t.starts_with("counters.")))
-            .map(|e| {
-                (
-                    e["type"].as_str().unwrap().to_owned(),
-                    e["id"].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect();
-        told.reverse();
-        told
-    };
-    let want = [
-        ("counters.unreachable", "counters-unreachable:1"),
-        ("counters.reachable", "counters-reachable:1"),
-        ("counters.unreachable", "counters-unreachable:2"),
-        ("counters.reachable", "counters-reachable:2"),
-    ]
-    .map(|(t, i)| (t.to_owned(), i.to_owned()));
-    // The outbox looks once a second.
-    let start = Instant::now();
-    while told() != want && start.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(told(), want, "{b}");
 }
 
 /// Waits until `/readyz` on `base` says `status`.

@@ -2,7 +2,6 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::EventType;
 use crate::event::Event;
 use crate::store::backend::{Backend, Tx, on};
 use crate::store::rows::{EventRow, columns};
@@ -19,43 +18,6 @@ impl Db {
         tx.record_events(events).await?;
         tx.commit().await?;
         Ok(())
-    }
-
-    /// Tells an outage of the shared counters as `replica` saw it: begun at `at`
-    /// (`reachable` false) or ended at `at`. Every replica sees an outage of the one Redis; the
-    /// first to tell each transition writes the event, and an outage that began before the last
-    /// told recovery is the one already told (a short one another replica told both ways first).
-    /// The ids number the outages (`counters-unreachable:3`, `counters-reachable:3`). Returns
-    /// whether the counters now stand told as unreachable.
-    pub async fn tell_counters(
-        &self,
-        reachable: bool,
-        replica: &str,
-        at: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        let mut tx = self.begin().await?;
-        let sql = "SELECT COUNT(*) FROM notification_events WHERE type = 'counters.unreachable'";
-        let outages: i64 = on!(&mut tx, |c| sqlx::query_scalar(sql).fetch_one(&mut **c).await)?;
-        let sql = "SELECT type, occurred_at FROM notification_events \
-                   WHERE type IN ('counters.unreachable', 'counters.reachable') ORDER BY seq DESC LIMIT 1";
-        let last: Option<(String, DateTime<Utc>)> =
-            on!(&mut tx, |c| sqlx::query_as(sql).fetch_optional(&mut **c).await)?;
-        let down = last
-            .as_ref()
-            .is_some_and(|(kind, _)| kind == EventType::CountersUnreachable.as_str());
-        let recovered_after = last.as_ref().is_some_and(|(_, told)| !down && *told >= at);
-        let (event, now_down) = match (reachable, down) {
-            (false, false) if recovered_after => (None, false),
-            (false, false) => (Some(Event::counters(false, outages + 1, replica, at)), true),
-            (true, true) => (Some(Event::counters(true, outages, replica, at)), false),
-            // Already told, by this replica or another.
-            (_, down) => (None, down),
-        };
-        if let Some(event) = event {
-            tx.record_events(&[event]).await?;
-        }
-        tx.commit().await?;
-        Ok(now_down)
     }
 
     /// Forgets the events that happened before `before`; returns how many.
