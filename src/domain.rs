@@ -209,6 +209,149 @@ string_enum!(
     Severity, "severity" { Info => "info", Warning => "warning", Critical => "critical" }
 );
 
+string_enum!(
+    /// What a notification sink speaks: CloudEvents to a webhook, a Slack incoming webhook's
+    /// message, or a PagerDuty Events v2 alert.
+    SinkType, "sink type" { Webhook => "webhook", Slack => "slack", Pagerduty => "pagerduty" }
+);
+
+/// Which events a sink takes: every one (`*`), a family (`override.*`) or one type.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EventPattern {
+    All,
+    /// The family's name, without the `.*`.
+    Family(String),
+    One(EventType),
+}
+
+impl EventPattern {
+    /// Parses a pattern, refusing one that matches no event type (a typo would silence a sink).
+    pub fn parse(s: &str) -> Result<EventPattern, ParseError> {
+        let pattern = match s {
+            "*" => EventPattern::All,
+            _ => match s.strip_suffix(".*") {
+                Some(family) => EventPattern::Family(family.to_owned()),
+                None => match s.parse::<EventType>() {
+                    Ok(one) => EventPattern::One(one),
+                    Err(_) => EventPattern::Family(String::new()),
+                },
+            },
+        };
+        if EventType::ALL.iter().any(|t| pattern.matches(*t)) {
+            return Ok(pattern);
+        }
+        let families: std::collections::BTreeSet<&str> = EventType::ALL
+            .iter()
+            .filter_map(|t| t.as_str().split_once('.').map(|(f, _)| f))
+            .collect();
+        Err(ParseError(format!(
+            "event pattern `{}` matches no event: write `*`, a family ({}) or a type such as `mode.changed`",
+            crate::text::shown(s),
+            families.iter().map(|f| format!("{f}.*")).collect::<Vec<_>>().join(", ")
+        )))
+    }
+
+    /// Whether events of type `t` match.
+    pub fn matches(&self, t: EventType) -> bool {
+        match self {
+            EventPattern::All => true,
+            EventPattern::Family(family) => t
+                .as_str()
+                .split_once('.')
+                .is_some_and(|(f, _)| !family.is_empty() && f == family),
+            EventPattern::One(one) => *one == t,
+        }
+    }
+}
+
+impl fmt::Display for EventPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EventPattern::All => f.write_str("*"),
+            EventPattern::Family(family) => write!(f, "{family}.*"),
+            EventPattern::One(one) => f.write_str(one.as_str()),
+        }
+    }
+}
+
+impl Serialize for EventPattern {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for EventPattern {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        EventPattern::parse(&text(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+impl schemars::JsonSchema for EventPattern {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "EventPattern".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^(\\*|[a-z_]+\\.\\*|[a-z_]+\\.[a-z_]+)$",
+            "description": "An event type (mode.changed), a family (override.*) or every event (*)."
+        })
+    }
+}
+
+/// The name of an environment variable a sink reads its URL or secret from: the value never
+/// is in git. `[A-Z_][A-Z0-9_]*`, at most 128 characters.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct EnvName(String);
+
+impl EnvName {
+    /// Parses a variable's name.
+    pub fn parse(s: impl Into<String>) -> Result<EnvName, ParseError> {
+        let s = s.into();
+        let mut chars = s.chars();
+        let first = chars.next().is_some_and(|c| c.is_ascii_uppercase() || c == '_');
+        let rest = chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        if first && rest && s.len() <= 128 {
+            Ok(EnvName(s))
+        } else {
+            Err(ParseError(format!(
+                "invalid environment variable name `{}`: use A-Z, 0-9 and `_`, not starting with a digit (the value itself never belongs in git)",
+                crate::text::shown(&s)
+            )))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EnvName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for EnvName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        EnvName::parse(text(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+impl schemars::JsonSchema for EnvName {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "EnvName".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^[A-Z_][A-Z0-9_]{0,127}$",
+            "description": "The name of an environment variable that holds the value."
+        })
+    }
+}
+
 impl From<WindowMode> for Mode {
     fn from(m: WindowMode) -> Mode {
         match m {
@@ -310,6 +453,10 @@ name_type!(
 name_type!(
     /// A feature flag's unique name.
     FlagName, "feature flag name"
+);
+name_type!(
+    /// A notification sink's unique name.
+    SinkName, "sink name"
 );
 name_type!(
     /// The deployment profile, a free-form name such as `production`.

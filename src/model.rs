@@ -6,8 +6,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    ClientName, ClientType, FlagName, KeySha256, MaxRequests, Mode, OnOutage, Owner, ProfileName, Role,
-    RuleKey, Scope, WindowMode, WindowName, WindowSeconds,
+    ClientName, ClientType, EnvName, EventPattern, EventType, FlagName, KeySha256, MaxRequests, Mode,
+    OnOutage, Owner, ProfileName, Role, RuleKey, Scope, Severity, SinkName, SinkType, WindowMode,
+    WindowName, WindowSeconds,
 };
 
 /// The kinds of resource, in the order plans list them.
@@ -22,17 +23,19 @@ pub enum Kind {
     FeatureFlag,
     MaintenanceMode,
     DeploymentProfile,
+    Notifications,
 }
 
 impl Kind {
     /// Every kind, in plan order.
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::RateLimitRule,
         Kind::Client,
         Kind::MaintenanceWindow,
         Kind::FeatureFlag,
         Kind::MaintenanceMode,
         Kind::DeploymentProfile,
+        Kind::Notifications,
     ];
 
     /// The stable identifier used in JSON plans, the overrides table and the audit log.
@@ -44,6 +47,7 @@ impl Kind {
             Kind::FeatureFlag => "feature_flag",
             Kind::MaintenanceMode => "maintenance_mode",
             Kind::DeploymentProfile => "deployment_profile",
+            Kind::Notifications => "notifications",
         }
     }
 
@@ -56,6 +60,7 @@ impl Kind {
             Kind::FeatureFlag => "Feature flags",
             Kind::MaintenanceMode => "Maintenance mode",
             Kind::DeploymentProfile => "Deployment profile",
+            Kind::Notifications => "Notification sinks",
         }
     }
 
@@ -118,8 +123,8 @@ pub fn shown_json(stored: &str) -> Option<serde_json::Value> {
 /// One field of a resource as people read it; `secret` fields never show their value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Field {
-    /// The field as YAML spells it.
-    pub name: &'static str,
+    /// The field as YAML spells it; a notification sink's is the sink's name.
+    pub name: std::borrow::Cow<'static, str>,
     /// The value as plans print it (a secret's is the hash, which they never show).
     pub value: String,
     /// Key material ([`is_secret`]): plans say that it changes, never what it is.
@@ -129,7 +134,7 @@ pub struct Field {
 impl Field {
     fn new(name: &'static str, value: impl ToString) -> Field {
         Field {
-            name,
+            name: name.into(),
             value: value.to_string(),
             secret: is_secret(name),
         }
@@ -304,6 +309,111 @@ impl Resource for Profile {
     }
 }
 
+/// One place the people on call are told: where its URL and secret come from (environment
+/// variables, never git) and which events it takes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Sink {
+    pub name: SinkName,
+    /// `webhook` (a signed CloudEvent), `slack` (an incoming webhook) or `pagerduty` (Events
+    /// API v2, critical events only).
+    #[serde(rename = "type")]
+    pub sink_type: SinkType,
+    /// The environment variable that holds the URL (for `pagerduty`, where to send the events
+    /// API's calls, e.g. https://events.pagerduty.com/v2/enqueue).
+    #[schema(value_type = String)]
+    pub url_env: EnvName,
+    /// The environment variable that holds the secret: a `webhook`'s HMAC-SHA256 key, a
+    /// `pagerduty` integration's routing key; `slack` takes none (its URL is the secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub secret_env: Option<EnvName>,
+    /// The events it takes: types (`mode.changed`), families (`override.*`) or `*`; every
+    /// event when omitted.
+    #[serde(default = "every_event")]
+    #[schema(value_type = Vec<String>)]
+    pub events: Vec<EventPattern>,
+    /// The least severe events it takes.
+    #[serde(default = "info")]
+    pub min_severity: Severity,
+    /// Whether it may send to a link-local address (169.254.0.0/16, fe80::/10), where the
+    /// cloud metadata service answers; refused unless set.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_link_local: bool,
+}
+
+fn every_event() -> Vec<EventPattern> {
+    vec![EventPattern::All]
+}
+
+fn info() -> Severity {
+    Severity::Info
+}
+
+impl Sink {
+    /// Whether the sink takes events of type `t` at severity `severity`.
+    pub fn takes(&self, t: EventType, severity: Severity) -> bool {
+        severity >= self.min_severity && self.events.iter().any(|p| p.matches(t))
+    }
+
+    /// What the fields cannot say alone: the secret each type needs, PagerDuty's severity.
+    pub fn check(&self) -> Result<(), String> {
+        match (self.sink_type, &self.secret_env) {
+            (SinkType::Webhook, None) => Err(format!(
+                "sink {} is a webhook and needs secret_env: the variable that holds the key its events are signed with",
+                self.name
+            )),
+            (SinkType::Pagerduty, None) => Err(format!(
+                "sink {} is a pagerduty sink and needs secret_env: the variable that holds the integration's routing key",
+                self.name
+            )),
+            (SinkType::Slack, Some(_)) => Err(format!(
+                "sink {} is a slack sink and takes no secret_env: its URL is the secret",
+                self.name
+            )),
+            (SinkType::Pagerduty, _) if self.min_severity != Severity::Critical => Err(format!(
+                "sink {} is a pagerduty sink, which pages for critical events only: write min_severity: critical",
+                self.name
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The notification sinks, a setting declared as a whole (`notifications:`), by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Sinks(pub Vec<Sink>);
+
+impl Resource for Sinks {
+    const KIND: Kind = Kind::Notifications;
+    fn key(&self) -> String {
+        "notifications".into()
+    }
+    /// One field per sink, its whole declaration on one line (a plan shows which sink changes).
+    fn fields(&self) -> Vec<Field> {
+        self.0
+            .iter()
+            .map(|sink| {
+                let events: Vec<String> = sink.events.iter().map(ToString::to_string).collect();
+                let mut line = format!("{} url_env={}", sink.sink_type, sink.url_env);
+                if let Some(secret) = &sink.secret_env {
+                    line.push_str(&format!(" secret_env={secret}"));
+                }
+                line.push_str(&format!(" events={} min_severity={}", events.join(","), sink.min_severity));
+                if sink.allow_link_local {
+                    line.push_str(" allow_link_local");
+                }
+                Field {
+                    name: format!("sink {}", sink.name).into(),
+                    value: line,
+                    secret: false,
+                }
+            })
+            .collect()
+    }
+}
+
 /// A resource as stored: its row id and owner around the value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Stored<T> {
@@ -373,6 +483,7 @@ pub struct Actual {
     /// The single maintenance_state row (the migration creates it).
     pub maintenance: Option<Stored<Maintenance>>,
     pub profile: Option<Stored<Profile>>,
+    pub notifications: Option<Stored<Sinks>>,
     /// Overrides not cleared yet; whether each still holds depends on the time of the plan.
     pub overrides: Vec<Override>,
 }
@@ -394,6 +505,7 @@ impl Actual {
         sum.add_all(self.flags.iter());
         sum.add_all(self.maintenance.iter());
         sum.add_all(self.profile.iter());
+        sum.add_all(self.notifications.iter());
         sum.add_all(self.overrides.iter());
         sum
     }

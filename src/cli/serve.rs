@@ -62,6 +62,11 @@ pub struct Args {
     #[arg(long, env = "VALHALLA_EXPIRY_REMINDER", hide_env_values = true, default_value = "10m", value_parser = humantime::parse_duration, value_name = "DURATION")]
     expiry_reminder: std::time::Duration,
 
+    /// Where people reach this deployment (`https://ops.example.com`): each notification links
+    /// to its status page there [default: http://<bind>].
+    #[arg(long, env = "VALHALLA_PUBLIC_URL", hide_env_values = true, value_name = "URL", value_parser = parse_public_url)]
+    public_url: Option<url::Url>,
+
     /// A request's body must arrive within this, or the answer is 408.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     body_timeout: std::time::Duration,
@@ -112,6 +117,18 @@ pub struct Args {
 
     #[command(flatten)]
     watch: super::WatchArgs,
+}
+
+/// An http or https address without credentials, path or query.
+fn parse_public_url(raw: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(raw).map_err(|e| e.to_string())?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err("use http:// or https:// and a host".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() || url.query().is_some() {
+        return Err("write only the scheme, host, port and path".into());
+    }
+    Ok(url)
 }
 
 /// An address (a one-address network) or a network.
@@ -238,7 +255,15 @@ impl Args {
             .await
             .context("cannot load the state to serve")?;
         let tasks = state.replica.spawn();
-        let notices = crate::outbox::spawn(Arc::clone(&state.replica), self.expiry_reminder);
+        let public = match &self.public_url {
+            Some(url) => url.as_str().trim_end_matches('/').to_owned(),
+            None => format!("http://{}", listener.local_addr()?),
+        };
+        let delivering = crate::outbox::Delivering {
+            status_url: format!("{public}/status"),
+            metrics: state.metrics.notify.clone(),
+        };
+        let notices = crate::outbox::spawn(Arc::clone(&state.replica), self.expiry_reminder, delivering);
         // One signal stops both the server and the watch loop.
         let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {

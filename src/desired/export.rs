@@ -44,6 +44,7 @@ struct ExportFile {
     maintenance: Option<(Option<String>, ExportMaintenance)>,
     feature_flags: Vec<Item<RawFlag>>,
     deployment_profile: Option<(Option<String>, ProfileName)>,
+    notifications: Option<Vec<crate::model::Sink>>,
 }
 
 #[derive(Serialize)]
@@ -64,6 +65,7 @@ impl ExportFile {
             maintenance: None,
             feature_flags: Vec::new(),
             deployment_profile: None,
+            notifications: None,
         }
     }
 }
@@ -285,6 +287,7 @@ fn build(source: Source<'_>) -> (ExportFile, Vec<String>) {
         maintenance: Some((mode_comment, maintenance)),
         feature_flags,
         deployment_profile,
+        notifications: actual.notifications.as_ref().map(|n| n.value.0.clone()),
     };
     (file, notes)
 }
@@ -347,6 +350,12 @@ fn to_yaml(file: &ExportFile) -> Result<String, serde_yaml::Error> {
             profile,
         )]))?);
     }
+    if let Some(sinks) = &file.notifications {
+        out.push_str(&serde_yaml::to_string(&std::collections::BTreeMap::from([(
+            "notifications",
+            sinks,
+        )]))?);
+    }
     Ok(out)
 }
 
@@ -372,6 +381,7 @@ pub fn render(source: Source<'_>) -> Result<(Files, Vec<String>), serde_yaml::Er
     let mut settings = ExportFile::empty();
     settings.feature_flags = all.feature_flags;
     settings.deployment_profile = all.deployment_profile;
+    settings.notifications = all.notifications;
     let files = [
         ("rate_limits.yaml", rules),
         ("clients.yaml", clients),

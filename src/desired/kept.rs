@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::{DesiredState, Loader, Origin, StateDir, files};
 use crate::domain::Scope;
-use crate::model::{Client, FeatureFlag, Maintenance, Profile, RateLimitRule, Resource, SetDigest, Window};
+use crate::model::{Client, FeatureFlag, Maintenance, Profile, RateLimitRule, Resource, SetDigest, Sinks, Window};
 
 /// Keys of each kind of collection.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -120,6 +120,7 @@ pub struct KeptDir {
     flags: Index<FeatureFlag>,
     maintenance: Option<(Maintenance, u32)>,
     profile: Option<(Profile, u32)>,
+    notifications: Option<(Sinks, u32)>,
     /// Which client holds each key hash: every client needs its own key.
     hashes: HashMap<String, String>,
     digest: SetDigest,
@@ -174,6 +175,7 @@ impl KeptDir {
             flags: Index::new(state.flags, &origin.flags),
             maintenance: state.maintenance.zip(origin.maintenance.map(no)),
             profile: state.profile.zip(origin.profile.map(no)),
+            notifications: state.notifications.zip(origin.notifications.map(no)),
             hashes,
             digest,
             files,
@@ -255,6 +257,7 @@ impl KeptDir {
             self.flags.replace(no, &none, state.flags, no, d);
             replace_setting(&mut self.maintenance, no, state.maintenance, no, d);
             replace_setting(&mut self.profile, no, state.profile, no, d);
+            replace_setting(&mut self.notifications, no, state.notifications, no, d);
             self.files.insert(path, KeptFile { no, text, keys });
         }
         Some(Followed {
@@ -277,6 +280,7 @@ impl KeptDir {
         self.flags.replace(no, &keys.flags, Vec::new(), no, d);
         replace_setting(&mut self.maintenance, no, None, no, d);
         replace_setting(&mut self.profile, no, None, no, d);
+        replace_setting(&mut self.notifications, no, None, no, d);
     }
 
     /// Whether the directory with `parsed` in place of the files they name passes the checks
@@ -323,7 +327,9 @@ impl KeptDir {
             + states.iter().filter(|s| s.maintenance.is_some()).count();
         let profiles = kept_setting(self.profile.as_ref().map(|(_, n)| *n))
             + states.iter().filter(|s| s.profile.is_some()).count();
-        if modes > 1 || profiles > 1 {
+        let sinks = kept_setting(self.notifications.as_ref().map(|(_, n)| *n))
+            + states.iter().filter(|s| s.notifications.is_some()).count();
+        if modes > 1 || profiles > 1 || sinks > 1 {
             return false;
         }
         // Clients after the change: the new ones, and the kept ones of unchanged files.
@@ -365,6 +371,7 @@ impl KeptDir {
             flags: self.flags.subset(&keys.flags),
             maintenance: self.maintenance.as_ref().map(|(m, _)| m.clone()),
             profile: self.profile.as_ref().map(|(p, _)| p.clone()),
+            notifications: self.notifications.as_ref().map(|(n, _)| n.clone()),
         }
     }
 
@@ -377,6 +384,7 @@ impl KeptDir {
             flags: self.flags.all(),
             maintenance: self.maintenance.as_ref().map(|(m, _)| m.clone()),
             profile: self.profile.as_ref().map(|(p, _)| p.clone()),
+            notifications: self.notifications.as_ref().map(|(n, _)| n.clone()),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! its position (a file is read straight into its types first, and item by item through the
 //! YAML tree only when that fails).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -14,7 +14,7 @@ use super::position::{self, Pos, PositionIndex, join};
 use super::raw::{RawClient, RawFile, RawFlag, RawProfile, RawRule, RawWindow, SchemaFile};
 use super::{DesiredState, Diagnostic, LoadError, Loaded, Origin, files};
 use crate::domain::{MaxRequests, RuleKey, Scope, WindowSeconds, parse_time};
-use crate::model::{Client, FeatureFlag, Maintenance, Profile, RateLimitRule, Resource, Window};
+use crate::model::{Client, FeatureFlag, Maintenance, Profile, RateLimitRule, Resource, Sink, Sinks, Window};
 
 /// Where something is in a file: a node by its YAML path, a field of an item (its path written
 /// out only when reported: a place is kept for every item), or a position the parser reported.
@@ -201,6 +201,7 @@ pub struct Loader {
     flags: Vec<(FeatureFlag, Place)>,
     modes: Vec<(Maintenance, Place)>,
     profiles: Vec<(Profile, Place)>,
+    sinks: Vec<(Sinks, Place)>,
     /// Items with an error of their own, by their identity as written: checked for a twin too,
     /// so that a resource declared twice is reported with its other errors, not after they are
     /// fixed.
@@ -306,6 +307,7 @@ impl Loader {
             flags: Vec::new(),
             modes: Vec::new(),
             profiles: Vec::new(),
+            sinks: Vec::new(),
             broken: Vec::new(),
             check_references: true,
             typed_first: true,
@@ -453,6 +455,9 @@ impl Loader {
             profile: raw
                 .deployment_profile
                 .and_then(|item| self.parse::<RawProfile>(cx, item, "deployment_profile")),
+            notifications: raw
+                .notifications
+                .and_then(|item| self.parse::<Vec<Sink>>(cx, item, "notifications")),
         }
     }
 
@@ -524,6 +529,9 @@ impl Loader {
         if let Some(name) = items.profile {
             self.profiles
                 .push((Profile { name }, cx.at("deployment_profile")));
+        }
+        if let Some(sinks) = items.notifications {
+            self.add_sinks(cx, sinks);
         }
     }
 
@@ -661,6 +669,23 @@ impl Loader {
         self.windows.push((window, cx.field(entry, "name")));
     }
 
+    /// Takes the `notifications:` section: each sink's own checks, each name once.
+    fn add_sinks(&mut self, cx: &FileCx, mut sinks: Vec<Sink>) {
+        let mut seen = HashSet::new();
+        for (i, sink) in sinks.iter().enumerate() {
+            let at = format!("notifications[{i}]");
+            if let Err(message) = sink.check() {
+                self.errors.push(cx.diag(&at, message));
+            }
+            if !seen.insert(sink.name.clone()) {
+                let message = format!("sink {} is declared twice", sink.name);
+                self.errors.push(cx.diag(&format!("{at}.name"), message));
+            }
+        }
+        sinks.sort_by(|a, b| a.name.cmp(&b.name));
+        self.sinks.push((Sinks(sinks), cx.at("notifications")));
+    }
+
     /// Validates across files and returns the state, or every error found.
     pub fn finish(mut self) -> Result<Loaded, LoadError> {
         let sources = Sources(std::mem::take(&mut self.sources));
@@ -683,6 +708,7 @@ impl Loader {
         let flags = unique(&mut self.errors, &sources, &broken, Section::Flags, self.flags);
         let maintenance = single(&mut self.errors, &sources, "maintenance mode", self.modes);
         let profile = single(&mut self.errors, &sources, "deployment_profile", self.profiles);
+        let notifications = single(&mut self.errors, &sources, "notifications", self.sinks);
 
         let names: HashMap<String, &Place> = clients.iter().map(|(c, p)| (c.key(), p)).collect();
         for (rule, place) in rules.iter().filter(|_| self.check_references) {
@@ -748,6 +774,7 @@ impl Loader {
             flags: file_indexes(&flags),
             maintenance: maintenance.as_ref().map(|(_, p)| p.file),
             profile: profile.as_ref().map(|(_, p)| p.file),
+            notifications: notifications.as_ref().map(|(_, p)| p.file),
             files,
         });
         Ok(Loaded {
@@ -758,6 +785,7 @@ impl Loader {
                 flags: strip(flags),
                 maintenance: maintenance.map(|(m, _)| m),
                 profile: profile.map(|(p, _)| p),
+                notifications: notifications.map(|(n, _)| n),
             },
             warnings,
             files: count,
@@ -776,6 +804,7 @@ struct Items {
     windows: Vec<(usize, RawWindow)>,
     flags: Vec<(usize, RawFlag)>,
     profile: Option<RawProfile>,
+    notifications: Option<Vec<Sink>>,
 }
 
 /// The maintenance setting a file declares: its mode and reason, when either is written.
@@ -803,6 +832,7 @@ impl From<SchemaFile> for Items {
             windows: indexed(windows),
             flags: indexed(file.feature_flags),
             profile: file.deployment_profile,
+            notifications: file.notifications,
         }
     }
 }
@@ -822,7 +852,8 @@ fn read_typed(text: &str) -> Option<SchemaFile> {
         || file.clients.is_some()
         || file.maintenance.is_some()
         || file.feature_flags.is_some()
-        || file.deployment_profile.is_some();
+        || file.deployment_profile.is_some()
+        || file.notifications.is_some();
     declares.then_some(file)
 }
 

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::model::{Actual, Client, FeatureFlag, Maintenance, Profile, RateLimitRule, Stored, Window};
+use crate::model::{Actual, Client, FeatureFlag, Maintenance, Profile, RateLimitRule, Sinks, Stored, Window};
 use position::Pos;
 
 /// The validated desired state of a whole directory; collections sorted by key.
@@ -29,6 +29,9 @@ pub struct DesiredState {
     pub maintenance: Option<Maintenance>,
     /// `None` when no file declares it: the stored profile is left as it is.
     pub profile: Option<Profile>,
+    /// `None` when no file declares `notifications:`: the stored sinks are left as they are
+    /// (`notifications: []` removes them).
+    pub notifications: Option<Sinks>,
 }
 
 impl DesiredState {
@@ -58,6 +61,10 @@ impl DesiredState {
                 .profile
                 .as_ref()
                 .map(|p| stored(std::slice::from_ref(p)).remove(0)),
+            notifications: self
+                .notifications
+                .as_ref()
+                .map(|n| stored(std::slice::from_ref(n)).remove(0)),
             overrides: Vec::new(),
         }
     }
@@ -77,6 +84,7 @@ impl DesiredState {
         sum.add_all(self.flags.iter());
         sum.add_all(self.maintenance.iter());
         sum.add_all(self.profile.iter());
+        sum.add_all(self.notifications.iter());
         sum
     }
 }
@@ -132,6 +140,7 @@ pub struct Origin {
     pub flags: Vec<usize>,
     pub maintenance: Option<usize>,
     pub profile: Option<usize>,
+    pub notifications: Option<usize>,
 }
 
 /// Why a state directory could not be loaded.

@@ -19,6 +19,7 @@ pub struct RawFile {
     pub maintenance: Option<RawMaintenance>,
     pub feature_flags: Option<Vec<Value>>,
     pub deployment_profile: Option<Value>,
+    pub notifications: Option<Value>,
 }
 
 /// The `maintenance:` section: the steady mode and the scheduled windows.
@@ -184,6 +185,9 @@ pub struct SchemaFile {
     pub feature_flags: Option<Vec<RawFlag>>,
     /// The deployment profile, e.g. production.
     pub deployment_profile: Option<ProfileName>,
+    /// Where the people on call are told, by name; every sink's URL and secret come from
+    /// environment variables. Declared in one file; `[]` removes every sink.
+    pub notifications: Option<Vec<crate::model::Sink>>,
 }
 
 /// The `maintenance:` section.

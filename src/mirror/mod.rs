@@ -7,7 +7,7 @@ mod tests;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::model::{Client, FeatureFlag, Kind, MaintenanceInputs, Override, Profile, Stored, Window};
+use crate::model::{Client, FeatureFlag, Kind, MaintenanceInputs, Override, Profile, Sinks, Stored, Window};
 use crate::store::{Change, Db, ModeRecord, RowIds, Rows, RuleRecord, StoreError};
 
 /// The store's rules, clients, windows, flags, mode, profile and open overrides, as of
@@ -22,6 +22,7 @@ pub struct Mirror {
     flags: imbl::HashMap<i64, Stored<FeatureFlag>>,
     mode: ModeRecord,
     profile: Option<Stored<Profile>>,
+    notifications: Option<Stored<Sinks>>,
     overrides: Arc<[Override]>,
     /// Rows that did not decode, left out of the maps above, by table.
     unreadable: Unreadable,
@@ -54,6 +55,7 @@ pub struct Delta {
     pub flags: Vec<Swap<Stored<FeatureFlag>>>,
     pub mode: Option<Swap<ModeRecord>>,
     pub profile: Option<Swap<Stored<Profile>>>,
+    pub notifications: Option<Swap<Stored<Sinks>>>,
     pub overrides: Option<Swap<Arc<[Override]>>>,
 }
 
@@ -156,6 +158,7 @@ impl Mirror {
             flags: by_id(rows.flags),
             mode,
             profile: rows.profile.flatten(),
+            notifications: rows.notifications.flatten(),
             overrides: rows.overrides.unwrap_or_default().into(),
             unreadable: Unreadable {
                 rules: unreadable(rows.unreadable.rules),
@@ -221,6 +224,13 @@ impl Mirror {
                 after: profile,
             });
         }
+        if let Some(sinks) = rows.notifications {
+            let before = std::mem::replace(&mut self.notifications, sinks.clone());
+            delta.notifications = Some(Swap {
+                before,
+                after: sinks,
+            });
+        }
         if let Some(overrides) = rows.overrides {
             let after: Arc<[Override]> = overrides.into();
             let before = std::mem::replace(&mut self.overrides, Arc::clone(&after));
@@ -272,6 +282,11 @@ impl Mirror {
 
     pub fn profile(&self) -> Option<&Stored<Profile>> {
         self.profile.as_ref()
+    }
+
+    /// The notification sinks git declared.
+    pub fn notifications(&self) -> Option<&Stored<Sinks>> {
+        self.notifications.as_ref()
     }
 
     /// The overrides not cleared yet, by id; whether each still holds depends on the time.

@@ -4,12 +4,14 @@
 
 mod cloudevent;
 mod pagerduty;
+mod send;
 mod signature;
 mod slack;
 mod target;
 
 pub use cloudevent::{CONTENT_TYPE, cloudevent};
 pub use pagerduty::pagerduty;
+pub use send::{Answer, CALL_TIMEOUT, Sender, SinkError, retry_after};
 pub use signature::{SIGNATURE_HEADER, signature};
 pub use slack::slack;
 pub use target::{Target, TargetError};

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::desired::DesiredState;
 use crate::domain::Owner;
 use crate::model::{
-    Actual, Client, FeatureFlag, Kind, Maintenance, Override, Profile, RateLimitRule, Resource, Stored,
+    Actual, Client, FeatureFlag, Kind, Maintenance, Override, Profile, RateLimitRule, Resource, Sinks, Stored,
     Window,
 };
 
@@ -146,6 +146,7 @@ pub struct Plan {
     pub flags: Vec<Op<FeatureFlag>>,
     pub maintenance: Vec<Op<Maintenance>>,
     pub profile: Vec<Op<Profile>>,
+    pub notifications: Vec<Op<Sinks>>,
     /// Kinds the mass-removal guard refuses unless explicitly allowed.
     pub mass_removals: Vec<MassRemoval>,
     /// The fingerprint of the snapshot the plan was computed against.
@@ -257,6 +258,11 @@ pub fn plan_part(
         flags: diff(&desired.flags, &actual.flags, &holds, options),
         maintenance: diff_setting(desired.maintenance.as_ref(), actual.maintenance.as_ref(), &holds),
         profile: diff_setting(desired.profile.as_ref(), actual.profile.as_ref(), &holds),
+        notifications: diff_setting(
+            desired.notifications.as_ref(),
+            actual.notifications.as_ref(),
+            &holds,
+        ),
         mass_removals: Vec::new(),
         store_fingerprint,
         options,
@@ -424,25 +430,34 @@ impl<T: Resource> Op<T> {
                     secret: false,
                 });
             }
-            let old: HashMap<&str, crate::model::Field> = current
+            let mut old: HashMap<String, crate::model::Field> = current
                 .map(|c| c.value.fields())
                 .unwrap_or_default()
                 .into_iter()
-                .map(|f| (f.name, f))
+                .map(|f| (f.name.to_string(), f))
                 .collect();
             for f in target.fields() {
-                let before = old.get(f.name);
-                if before.is_some_and(|b| b.value == f.value) {
+                let before = old.remove(f.name.as_ref());
+                if before.as_ref().is_some_and(|b| b.value == f.value) {
                     continue;
                 }
                 let shown = |v: &str| (!f.secret).then(|| v.to_owned());
                 fields.push(FieldChange {
-                    field: f.name.into(),
+                    field: f.name.to_string(),
                     old: before.and_then(|b| shown(&b.value)),
                     new: shown(&f.value),
                     secret: f.secret,
                 });
             }
+            // Fields that go away (a notification sink taken out), in their order.
+            let mut gone: Vec<crate::model::Field> = old.into_values().collect();
+            gone.sort_by(|a, b| a.name.cmp(&b.name));
+            fields.extend(gone.into_iter().map(|f| FieldChange {
+                field: f.name.to_string(),
+                old: (!f.secret).then_some(f.value),
+                new: None,
+                secret: f.secret,
+            }));
         }
         Change {
             kind: T::KIND,
@@ -472,6 +487,7 @@ impl Plan {
             .chain(all(&self.flags))
             .chain(all(&self.maintenance))
             .chain(all(&self.profile))
+            .chain(all(&self.notifications))
             .collect()
     }
 
@@ -486,7 +502,8 @@ impl Plan {
             .chain(self.windows.iter().map(|o| o.action))
             .chain(self.flags.iter().map(|o| o.action))
             .chain(self.maintenance.iter().map(|o| o.action))
-            .chain(self.profile.iter().map(|o| o.action));
+            .chain(self.profile.iter().map(|o| o.action))
+            .chain(self.notifications.iter().map(|o| o.action));
         for a in actions {
             s.add(a);
         }

@@ -113,6 +113,8 @@ pub struct Metrics {
     pub watch: crate::watch::WatchMetrics,
     /// The gateways' rate limit service of `serve --grpc` (zero without it).
     pub grpc: crate::grpc::GrpcMetrics,
+    /// Notifications delivered, failed and given up by this replica; the backlog of all.
+    pub notify: crate::outbox::NotifyMetrics,
 }
 
 impl Metrics {
@@ -193,9 +195,12 @@ impl Metrics {
         watch.register(&mut registry);
         let grpc = crate::grpc::GrpcMetrics::default();
         grpc.register(&mut registry);
+        let notify = crate::outbox::NotifyMetrics::default();
+        notify.register(&mut registry);
         Metrics {
             watch,
             grpc,
+            notify,
             registry,
             requests,
             latency,
@@ -272,11 +277,18 @@ pub async fn scrape(
     let now = state.now();
     // Monitoring must see an outage, not be blinded by it: the store's figures are read within
     // a bound, and a store that does not answer is a figure too.
-    let reads = async { tokio::try_join!(state.db.open_overrides(), state.db.run_count()) };
+    let reads = async {
+        tokio::try_join!(
+            state.db.open_overrides(),
+            state.db.run_count(),
+            state.db.delivery_backlog()
+        )
+    };
     match tokio::time::timeout(STORE_READS, reads).await {
-        Ok(Ok((overrides, runs))) => {
+        Ok(Ok((overrides, runs, backlog))) => {
             let active = overrides.iter().filter(|o| o.is_active(now)).count();
             let metrics = &state.metrics;
+            metrics.notify.backlog(backlog, now);
             metrics
                 .active_overrides
                 .set(i64::try_from(active).unwrap_or(i64::MAX));

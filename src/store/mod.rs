@@ -20,6 +20,8 @@
 //! - `sql/admin.rs`: security_counts, lockdown, batch
 //! - `sql/events.rs`: events (the notifications outbox, read back), tell (events time made),
 //!   notice_expiries (overrides expired and expiring), forget_events
+//! - `sql/deliveries.rs`: fan_out, claim_deliveries, settle_delivery (sending the outbox),
+//!   delivery_backlog, deliveries_of, sink_health
 
 mod backend;
 mod changes;
@@ -47,8 +49,9 @@ pub use inputs::{
     UsageBatch, WindowFilter, WriteOp,
 };
 pub use records::{
-    Applied, AuditRecord, ClientRecord, EventRecord, FlagRecord, Held, Lockdown, ModeRecord, RuleRecord,
-    RuleWritten, RunRecord, SecurityCounts, SnapshotRecord, WindowRecord, WriteDone,
+    Applied, AuditRecord, Backlog, ClientRecord, Delivery, DeliveryRecord, EventRecord, FlagRecord, Held,
+    Lockdown, ModeRecord, Outcome, RuleRecord, RuleWritten, RunRecord, SecurityCounts, SinkHealth,
+    SnapshotRecord, WindowRecord, WriteDone,
 };
 pub use sql::{Change, Followed, RowIds, Rows};
 

@@ -222,3 +222,69 @@ pub struct Held {
     /// Git's entry for the resource as JSON, when git owned it as the override took it over.
     pub git_value: Option<String>,
 }
+
+/// A delivery claimed for sending: the event, the sink to tell, and how many tries this one
+/// makes (the first is 1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub id: i64,
+    pub sink: String,
+    pub attempt: i64,
+    pub event: EventRecord,
+}
+
+/// How a delivery ended, or when it is tried again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The receiver took it (a 2xx).
+    Sent { status: u16 },
+    /// Tried again at `due_at`.
+    Retry {
+        status: Option<u16>,
+        error: String,
+        due_at: DateTime<Utc>,
+    },
+    /// Given up: kept with its last error.
+    Dead { status: Option<u16>, error: String },
+}
+
+/// One delivery of an event, as `GET /system/notifications` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct DeliveryRecord {
+    /// The sink's name.
+    pub sink: String,
+    /// `pending` (due at `due_at`), `sent` or `dead` (given up).
+    pub state: String,
+    /// How many calls were made.
+    pub attempts: i64,
+    /// When it is tried next, while pending.
+    pub due_at: DateTime<Utc>,
+    /// The receiver's last HTTP status, if it answered.
+    pub last_status: Option<i64>,
+    /// Why the last call failed, on one line; never the URL's path or a secret.
+    pub last_error: Option<String>,
+    /// When it was sent or given up.
+    pub done_at: Option<DateTime<Utc>>,
+}
+
+/// The deliveries not done yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Backlog {
+    pub pending: i64,
+    /// When the oldest event still to be delivered happened.
+    pub oldest: Option<DateTime<Utc>>,
+}
+
+/// A sink's deliveries by state, and its last failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct SinkHealth {
+    pub sink: String,
+    /// Deliveries not sent yet.
+    pub pending: i64,
+    /// Of those, how many failed at least once.
+    pub retrying: i64,
+    /// Deliveries given up, within the events kept.
+    pub dead: i64,
+    /// The error of its newest delivery that failed and is not sent, on one line.
+    pub last_error: Option<String>,
+}

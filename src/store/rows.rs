@@ -15,7 +15,7 @@ use crate::domain::{
 };
 use crate::event::{Event, Subject};
 use crate::model::{
-    Client, FeatureFlag, Kind, Maintenance, Override, Profile, RateLimitRule, Stored, Window,
+    Client, FeatureFlag, Kind, Maintenance, Override, Profile, RateLimitRule, Sinks, Stored, Window,
 };
 
 /// The columns of a table's row struct, as a literal for `concat!`: the one place a query's
@@ -419,6 +419,26 @@ impl ProfileRow {
             value: Profile {
                 name: ProfileName::parse(self.value).map_err(&bad)?,
             },
+        })
+    }
+}
+
+/// The notification sinks' row of `settings`: their declarations as a JSON array.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct SinksRow {
+    id: i64,
+    value: String,
+    owner: String,
+}
+
+impl SinksRow {
+    pub(super) fn stored(self) -> Result<Stored<Sinks>, StoreError> {
+        let bad = corrupt("settings", self.id);
+        let sinks = serde_json::from_str(&self.value).map_err(|e| bad(ParseError(e.to_string())))?;
+        Ok(Stored {
+            id: self.id,
+            owner: self.owner.parse().map_err(&bad)?,
+            value: Sinks(sinks),
         })
     }
 }

@@ -6,10 +6,12 @@ use super::inputs::{Lift, RunMeta, Usage};
 
 /// The setting that holds the deployment profile.
 const PROFILE_SETTING: &str = "deployment_profile";
+/// The setting that holds the notification sinks, as a JSON array.
+pub(super) const NOTIFICATIONS_SETTING: &str = "notifications";
 use crate::domain::{CounterStore, Owner};
 use crate::model::{
     Client, FeatureFlag, Field, Maintenance, Profile, RateLimitRule, Resource, SECRET_CHANGED, SECRET_HIDDEN,
-    SECRET_SET, Stored, Window,
+    SECRET_SET, Sinks, Stored, Window,
 };
 use crate::plan::{Action, Op, Plan};
 
@@ -213,6 +215,17 @@ impl Row for Profile {
     }
 }
 
+impl Row for Sinks {
+    const TABLE: &'static str = "settings";
+    const COLUMNS: &'static [Column] = &[("name", ColType::Text), ("value", ColType::Text)];
+    const CREATED_AT: bool = false;
+    fn values(&self) -> Vec<Value> {
+        // A list of plain fields serializes.
+        let json = serde_json::to_string(&self.0).unwrap_or_default();
+        vec![text(NOTIFICATIONS_SETTING), text(&json)]
+    }
+}
+
 /// The columns of an audit row, `run_id` aside (set for reconcile runs only).
 const AUDIT_COLUMNS: &[Column] = &[
     ("at", ColType::Time),
@@ -308,6 +321,7 @@ pub fn plan_steps(plan: &Plan, now: DateTime<Utc>) -> Vec<Step> {
     steps.add(&plan.flags, now);
     steps.add(&plan.maintenance, now);
     steps.add(&plan.profile, now);
+    steps.add(&plan.notifications, now);
     steps
         .removals
         .into_iter()
@@ -324,7 +338,7 @@ fn audit_json<T: Resource>(value: &T, secret: impl Fn(&Field) -> &'static str) -
         .into_iter()
         .map(|f| {
             let v = if f.secret { secret(&f).to_owned() } else { f.value };
-            (f.name.to_owned(), serde_json::Value::String(v))
+            (f.name.into_owned(), serde_json::Value::String(v))
         })
         .collect();
     serde_json::Value::Object(map).to_string()
@@ -384,6 +398,7 @@ pub fn audit_step(plan: &Plan, run_id: i64, meta: &RunMeta, now: DateTime<Utc>) 
     audit_rows(&plan.flags, run_id, meta, now, &mut rows);
     audit_rows(&plan.maintenance, run_id, meta, now, &mut rows);
     audit_rows(&plan.profile, run_id, meta, now, &mut rows);
+    audit_rows(&plan.notifications, run_id, meta, now, &mut rows);
     let mut columns = vec![("run_id", ColType::Int)];
     columns.extend_from_slice(AUDIT_COLUMNS);
     (!rows.is_empty()).then_some(Step::Insert {

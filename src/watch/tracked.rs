@@ -145,6 +145,7 @@ impl Tracked {
         let flags = Keyed::new(mirror.flag_map().values(), &mut digest, &mut totals.flags);
         digest.add_all(std::iter::once(&mirror.mode().stored));
         digest.add_all(mirror.profile().into_iter());
+        digest.add_all(mirror.notifications().into_iter());
         digest.add_all(mirror.overrides().iter());
         Tracked {
             mirror,
@@ -195,6 +196,10 @@ impl Tracked {
             d.sub_all(profile.before.iter());
             d.add_all(profile.after.iter());
         }
+        if let Some(sinks) = &delta.notifications {
+            d.sub_all(sinks.before.iter());
+            d.add_all(sinks.after.iter());
+        }
         if let Some(overrides) = &delta.overrides {
             d.sub_all(overrides.before.iter().flat_map(|o| o.iter()));
             d.add_all(overrides.after.iter().flat_map(|o| o.iter()));
@@ -231,7 +236,7 @@ impl Tracked {
                 Kind::Client => &mut keys.clients,
                 Kind::MaintenanceWindow => &mut keys.windows,
                 Kind::FeatureFlag => &mut keys.flags,
-                Kind::MaintenanceMode | Kind::DeploymentProfile => continue,
+                Kind::MaintenanceMode | Kind::DeploymentProfile | Kind::Notifications => continue,
             };
             set.insert(o.key.clone());
         }
@@ -249,6 +254,7 @@ impl Tracked {
             flags: self.flags.part(&keys.flags, m.flag_map()),
             maintenance: Some(m.mode().stored.clone()),
             profile: m.profile().cloned(),
+            notifications: m.notifications().cloned(),
             overrides: m.overrides().to_vec(),
         }
     }

@@ -4,9 +4,9 @@
 
 use std::collections::BTreeSet;
 
-use crate::model::{Client, FeatureFlag, Override, Profile, Stored, Window};
+use crate::model::{Client, FeatureFlag, Override, Profile, Sinks, Stored, Window};
 use crate::store::backend::{Backend, Tx, on};
-use crate::store::rows::{ClientRow, FlagRow, ProfileRow, RuleRecordRow, WindowRow, columns, lenient};
+use crate::store::rows::{ClientRow, FlagRow, ProfileRow, RuleRecordRow, SinksRow, WindowRow, columns, lenient};
 use crate::store::{Db, ModeRecord, RuleRecord, StoreError};
 
 /// The most log rows read to follow a change; past it, the caches read everything again (it is
@@ -91,6 +91,8 @@ pub struct Rows {
     pub mode: Option<ModeRecord>,
     /// The deployment profile, when read (as `mode`; the inner `None`: none is set).
     pub profile: Option<Option<Stored<Profile>>>,
+    /// The notification sinks, when read (as `profile`).
+    pub notifications: Option<Option<Stored<Sinks>>>,
     /// Every open override, when read: always in a whole read, in a followed change when any
     /// override changed (the table is small; its rows are read whole).
     pub overrides: Option<Vec<Override>>,
@@ -308,6 +310,10 @@ impl Tx<'_> {
             },
             profile: match read(|n| n.settings) {
                 true => Some(self.profile_record().await?),
+                false => None,
+            },
+            notifications: match read(|n| n.settings) {
+                true => Some(self.sinks_row().await?.map(SinksRow::stored).transpose()?),
                 false => None,
             },
             overrides: match read(|n| n.overrides) {

@@ -3,6 +3,7 @@
 
 mod admin;
 mod clients;
+mod deliveries;
 mod events;
 mod feed;
 mod migrate;

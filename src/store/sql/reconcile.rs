@@ -7,7 +7,7 @@ use crate::event::Event;
 use crate::model::Actual;
 use crate::plan::{Action, Plan};
 use crate::store::backend::{Tx, on};
-use crate::store::rows::{AuditRow, ClientRow, FlagRow, ProfileRow, RuleRow, RunRow, WindowRow, columns};
+use crate::store::rows::{AuditRow, ClientRow, FlagRow, ProfileRow, RuleRow, RunRow, SinksRow, WindowRow, columns};
 use crate::store::writes;
 use crate::store::{Applied, ApplyError, AuditFilter, AuditRecord, Db, RunMeta, RunRecord, StoreError};
 
@@ -215,6 +215,7 @@ impl Tx<'_> {
         .await)?;
         let mode = self.mode_row().await?;
         let profile = self.profile_row().await?;
+        let notifications = self.sinks_row().await?;
         let overrides = self.open_overrides().await?;
         Ok(Actual {
             rules: rules.into_iter().map(RuleRow::stored).collect::<Result<_, _>>()?,
@@ -229,6 +230,7 @@ impl Tx<'_> {
             flags: flags.into_iter().map(FlagRow::stored).collect::<Result<_, _>>()?,
             maintenance: mode.map(|m| m.stored()).transpose()?,
             profile: profile.map(ProfileRow::stored).transpose()?,
+            notifications: notifications.map(SinksRow::stored).transpose()?,
             overrides,
         })
     }

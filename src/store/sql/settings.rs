@@ -7,7 +7,7 @@ use crate::domain::{FlagName, Mode, ProfileName};
 use crate::event::Event;
 use crate::model::{FeatureFlag, Maintenance, MaintenanceInputs, Override, Profile, Resource};
 use crate::store::backend::{Tx, on};
-use crate::store::rows::{FlagRecordRow, FlagRow, ModeRow, OverrideRow, ProfileRow, columns};
+use crate::store::rows::{FlagRecordRow, FlagRow, ModeRow, OverrideRow, ProfileRow, SinksRow, columns};
 use crate::store::sql::overrides::always_hold;
 use crate::store::{ApiChange, Db, FlagRecord, StoreError};
 
@@ -66,6 +66,18 @@ impl Tx<'_> {
             " FROM settings WHERE name = 'deployment_profile'"
         );
         Ok(on!(self, |c| sqlx::query_as::<_, ProfileRow>(sql)
+            .fetch_optional(&mut **c)
+            .await)?)
+    }
+
+    /// The notification sinks' row, once git has declared them.
+    pub(in crate::store) async fn sinks_row(&mut self) -> Result<Option<SinksRow>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            columns!(profile),
+            " FROM settings WHERE name = 'notifications'"
+        );
+        Ok(on!(self, |c| sqlx::query_as::<_, SinksRow>(sql)
             .fetch_optional(&mut **c)
             .await)?)
     }

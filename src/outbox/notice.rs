@@ -1,6 +1,5 @@
-//! A server's part in the notifications outbox: noticing what time tells (an override expired
-//! or about to, a window opening or closing), once a second, each written once whichever
-//! replica notices first.
+//! Noticing what time tells (an override expired or about to, a window opening or closing),
+//! once a second, each event written once whichever replica notices first.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +9,6 @@ use chrono::{DateTime, TimeDelta, Utc};
 use crate::event::Event;
 use crate::model::{Kind, MaintenanceInputs};
 use crate::replica::Replica;
-use crate::shutdown::TaskGuard;
 use crate::store::StoreError;
 
 /// How often the store is asked what time has told.
@@ -28,13 +26,13 @@ const FORGET_EVERY: Duration = Duration::from_secs(10 * 60);
 /// instant look like a change).
 const LOOK_BACK: TimeDelta = TimeDelta::seconds(5);
 
-/// Notices what time tells until the guard is dropped: `reminder` before an override expires
+/// Notices what time tells until the task is aborted: `reminder` before an override expires
 /// (zero: no reminders), as it expires, and each change of the effective mode a window's
 /// opening or closing (or an override's expiry) makes; and forgets events past
 /// [`EVENT_RETENTION`].
-pub fn spawn(replica: Arc<Replica>, reminder: Duration) -> TaskGuard {
+pub(super) fn spawn(replica: Arc<Replica>, reminder: Duration) -> tokio::task::JoinHandle<()> {
     let lead = TimeDelta::from_std(reminder).unwrap_or(TimeDelta::zero());
-    let task = tokio::spawn(async move {
+    tokio::spawn(async move {
         let mut ticks = tokio::time::interval(NOTICE_EVERY);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut since = (replica.clock)() - LOOK_BACK;
@@ -62,8 +60,7 @@ pub fn spawn(replica: Arc<Replica>, reminder: Duration) -> TaskGuard {
                 Err(_) => {}
             }
         }
-    });
-    TaskGuard::new(vec![task])
+    })
 }
 
 /// One look at what time did in `(since, now]`.

@@ -1,0 +1,26 @@
+-- Delivery of the outbox's events, one row per event and sink. The server fans each event out
+-- to the sinks that take it (`fanned_out`), then claims due rows with a lease, sends, and marks
+-- them sent, or due again after a backoff, or dead with their last error. `resource` orders a
+-- sink's deliveries: one about a resource waits for the earlier ones about it.
+ALTER TABLE notification_events ADD COLUMN fanned_out BOOLEAN NOT NULL DEFAULT false;
+-- The events written before there were sinks are told to nobody.
+UPDATE notification_events SET fanned_out = true;
+CREATE INDEX notification_events_unfanned ON notification_events (seq) WHERE NOT fanned_out;
+
+CREATE TABLE notification_deliveries (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_seq    INTEGER NOT NULL REFERENCES notification_events (seq) ON DELETE CASCADE,
+    sink         TEXT NOT NULL,
+    resource     TEXT NOT NULL,
+    state        TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'sent', 'dead')),
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    due_at       TEXT NOT NULL,
+    leased_until TEXT,
+    last_status  INTEGER,
+    last_error   TEXT,
+    done_at      TEXT,
+    UNIQUE (event_seq, sink)
+);
+CREATE INDEX notification_deliveries_due ON notification_deliveries (due_at) WHERE state = 'pending';
+CREATE INDEX notification_deliveries_order ON notification_deliveries (sink, resource, event_seq)
+    WHERE state = 'pending';
