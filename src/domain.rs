@@ -201,6 +201,7 @@ string_enum!(
         CountersReachable => "counters.reachable",
         ClientDeactivated => "client.deactivated",
         ClientKeyChanged => "client.key_changed",
+        NotifyTest => "notify.test",
     }
 );
 string_enum!(

@@ -241,6 +241,21 @@ impl Event {
         }
     }
 
+    /// A test of a sink, sent by `valhalla-ops notify test` to that sink alone (whatever it
+    /// filters) and never stored; `nonce` makes its id new each time.
+    pub fn test(sink: &str, actor: &str, nonce: u64, at: DateTime<Utc>) -> Event {
+        Event {
+            id: format!("notify-test:{sink}:{nonce:016x}"),
+            kind: EventType::NotifyTest,
+            severity: Severity::Info,
+            at,
+            actor: actor.to_owned(),
+            reason: format!("a test of sink {sink}"),
+            resource: None,
+            data: serde_json::json!({ "sink": sink }),
+        }
+    }
+
     /// The state in git does not load: the watch loop applies the last state that did, and
     /// tells each distinct error once (its id is the error's digest), not every pass.
     pub fn state_invalid(error: &str, actor: &str, at: DateTime<Utc>) -> Event {

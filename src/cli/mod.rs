@@ -6,6 +6,7 @@ mod export;
 mod health;
 mod keys;
 mod migrate;
+mod notify;
 mod overrides;
 mod progress;
 mod reconcile;
@@ -112,6 +113,9 @@ pub enum Command {
     /// Generate API keys.
     #[command(subcommand)]
     Keys(keys::Command),
+    /// Test the notification sinks the state declares.
+    #[command(subcommand)]
+    Notify(notify::Command),
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     Completions(completions::Args),
     /// Print the man page (roff), or write every page (one per subcommand) into a directory.
@@ -216,6 +220,8 @@ const UNUSED_GLOBALS: &[(&[&str], &[&[&str]])] = &[
     (&["overrides", "list"], &[STATE, &["lock_timeout"]]),
     (&["overrides", "clear"], &[STATE]),
     (&["keys"], &[DATABASE, STATE]),
+    (&["notify"], &[DATABASE]),
+    (&["notify", "test"], &[DATABASE]),
     (&["keys", "generate"], &[DATABASE, STATE]),
     (&["completions"], &[DATABASE, STATE]),
     (&["man"], &[DATABASE, STATE]),
@@ -269,6 +275,7 @@ impl Cli {
             Command::Health(args) => args.run().await,
             Command::Overrides(cmd) => cmd.run(&store).await,
             Command::Keys(cmd) => cmd.run(),
+            Command::Notify(cmd) => cmd.run(&state).await,
             Command::Completions(args) => args.run(),
             Command::Man(args) => args.run(),
             Command::Schema => schema::run(),

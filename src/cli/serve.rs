@@ -120,7 +120,7 @@ pub struct Args {
 }
 
 /// An http or https address without credentials, path or query.
-fn parse_public_url(raw: &str) -> Result<url::Url, String> {
+pub(super) fn parse_public_url(raw: &str) -> Result<url::Url, String> {
     let url = url::Url::parse(raw).map_err(|e| e.to_string())?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
         return Err("use http:// or https:// and a host".into());

@@ -129,7 +129,11 @@ impl Sender {
             .and_then(|v| retry_after(v, now));
         let bytes = response.bytes().await.unwrap_or_default();
         let end = bytes.len().min(ANSWER_MAX);
-        let body = crate::text::one_line(&String::from_utf8_lossy(&bytes[..end]));
+        let mut body = crate::text::one_line(&String::from_utf8_lossy(&bytes[..end]));
+        // A receiver that echoes what it was sent must not show the routing key to readers.
+        if let Some(secret) = self.secret.as_deref().filter(|s| !s.is_empty()) {
+            body = body.replace(secret, crate::model::SECRET_HIDDEN);
+        }
         Ok(Answer {
             status,
             retry_after,
