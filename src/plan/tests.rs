@@ -5,9 +5,10 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::domain::{
-    ClientName, ClientType, FlagName, KeySha256, Mode, OnOutage, ProfileName, Role, RuleKey, Scope,
-    WindowMode, WindowName, WindowSeconds,
+    ClientName, ClientType, EnvName, EventPattern, FlagName, KeySha256, Mode, OnOutage, ProfileName, Role,
+    RuleKey, Scope, Severity, SinkName, SinkType, WindowMode, WindowName, WindowSeconds,
 };
+use crate::model::Sink;
 
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap()
@@ -557,6 +558,14 @@ fn apply(actual: &Actual, p: &Plan) -> Actual {
             }),
             _ => actual.profile.clone(),
         },
+        notifications: match p.notifications.first() {
+            Some(op) if op.action.writes() => Some(Stored {
+                id: 1,
+                owner: Owner::Git,
+                value: op.target.clone().unwrap(),
+            }),
+            _ => actual.notifications.clone(),
+        },
         overrides: actual.overrides.clone(),
     }
 }
@@ -610,6 +619,26 @@ fn any_flag() -> impl Strategy<Value = FeatureFlag> {
     (0..3u8, any::<bool>()).prop_map(|(n, e)| flag(&format!("f{n}"), e))
 }
 
+/// No sinks, or one or two with a varying minimum severity.
+fn any_sinks() -> impl Strategy<Value = Sinks> {
+    prop::collection::vec(0..3u8, 0..3).prop_map(|levels| {
+        let sinks = levels
+            .into_iter()
+            .enumerate()
+            .map(|(i, level)| Sink {
+                name: SinkName::parse(format!("s{i}")).unwrap(),
+                sink_type: SinkType::Webhook,
+                url_env: EnvName::parse("HOOK_URL").unwrap(),
+                secret_env: Some(EnvName::parse("HOOK_SECRET").unwrap()),
+                events: vec![EventPattern::All],
+                min_severity: Severity::ALL[usize::from(level)],
+                allow_link_local: false,
+            })
+            .collect();
+        Sinks(sinks)
+    })
+}
+
 fn any_mode() -> impl Strategy<Value = Maintenance> {
     prop_oneof![Just(Mode::Normal), Just(Mode::ReadOnly)].prop_map(|mode| Maintenance {
         mode,
@@ -648,8 +677,9 @@ prop_compose! {
         windows in prop::collection::vec(any_window().prop_map(|w| Window { active: true, ..w }), 0..3),
         flags in prop::collection::vec(any_flag(), 0..3),
         maintenance in prop::option::of(any_mode()),
+        notifications in prop::option::of(any_sinks()),
     ) -> DesiredState {
-        DesiredState { rules: unique(rules), clients: unique(clients), windows: unique(windows), flags: unique(flags), maintenance, profile: None }
+        DesiredState { rules: unique(rules), clients: unique(clients), windows: unique(windows), flags: unique(flags), maintenance, profile: None, notifications }
     }
 }
 
@@ -660,6 +690,7 @@ prop_compose! {
         windows in prop::collection::vec((any_window(), owner()), 0..3),
         flags in prop::collection::vec((any_flag(), owner()), 0..3),
         maintenance in any_mode(),
+        notifications in prop::option::of(any_sinks()),
         holds in prop::collection::vec((0..4u8, prop::option::of(-10..10i64)), 0..3),
     ) -> Actual {
         let overrides = holds.into_iter().enumerate().map(|(i, (k, expires))| {
@@ -678,6 +709,7 @@ prop_compose! {
             flags: stored_all(flags),
             maintenance: Some(Stored { id: 1, owner: Owner::Git, value: maintenance }),
             profile: None,
+            notifications: notifications.map(|value| Stored { id: 1, owner: Owner::Git, value }),
             overrides,
         }
     }
