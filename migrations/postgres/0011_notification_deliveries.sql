@@ -15,10 +15,10 @@ CREATE TABLE notification_deliveries (
     sink         TEXT NOT NULL,
     resource     TEXT NOT NULL,
     state        TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'sent', 'dead')),
-    attempts     INTEGER NOT NULL DEFAULT 0,
+    attempts     BIGINT NOT NULL DEFAULT 0,
     due_at       TIMESTAMPTZ NOT NULL,
     leased_until TIMESTAMPTZ,
-    last_status  INTEGER,
+    last_status  BIGINT,
     last_error   TEXT,
     done_at      TIMESTAMPTZ,
     UNIQUE (event_seq, sink)

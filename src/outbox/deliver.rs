@@ -32,7 +32,7 @@ pub const RETRY: Backoff = Backoff {
 
 /// How long a claimed delivery is this replica's: longer than a call can take, so that only a
 /// replica that died (or hung) lets another send it again.
-const LEASE: TimeDelta = TimeDelta::seconds(60);
+const LEASE: TimeDelta = TimeDelta::seconds(30);
 
 /// How often the outbox is looked at when nothing wakes the task sooner (this process's own
 /// writes do, as does a commit elsewhere that this replica hears of).

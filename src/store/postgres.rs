@@ -208,6 +208,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "notification events",
         include_str!("../../migrations/postgres/0010_notification_events.sql"),
     ),
+    (
+        11,
+        "notification deliveries",
+        include_str!("../../migrations/postgres/0011_notification_deliveries.sql"),
+    ),
 ];
 
 /// The channel that migration 4's triggers notify on every change to a table replicas cache.

@@ -149,6 +149,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "notification events",
         include_str!("../../migrations/sqlite/0010_notification_events.sql"),
     ),
+    (
+        11,
+        "notification deliveries",
+        include_str!("../../migrations/sqlite/0011_notification_deliveries.sql"),
+    ),
 ];
 
 /// A transaction holding the write lock (`BEGIN IMMEDIATE`), waiting up to the busy timeout for

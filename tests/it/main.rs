@@ -9,6 +9,7 @@ mod enforce;
 mod grpc;
 mod hostile;
 mod hostile_http;
+mod notify;
 mod secrets;
 mod status;
 mod store;

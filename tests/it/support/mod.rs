@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use sqlx::Connection as _;
 
 pub mod app;
+pub mod receiver;
 
 /// The admin URL of the Postgres server tests create their databases on.
 const POSTGRES_ENV: &str = "VALHALLA_TEST_POSTGRES_URL";
@@ -270,8 +271,14 @@ pub struct Process {
 
 impl Process {
     pub fn start(db: &TestDb, state: &StateDir, args: &[&str]) -> Process {
+        Process::start_with(db, state, args, &[])
+    }
+
+    /// [`Process::start`] with `env` set besides the settings.
+    pub fn start_with(db: &TestDb, state: &StateDir, args: &[&str], env: &[(&str, &str)]) -> Process {
         let mut child = command(db, state.path())
             .args(args)
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -340,6 +347,12 @@ impl Process {
             );
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// Kills the process at once (SIGKILL: nothing it holds is finished or released).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM and waits up to `within` for the exit status.
