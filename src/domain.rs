@@ -248,7 +248,11 @@ impl EventPattern {
         Err(ParseError(format!(
             "event pattern `{}` matches no event: write `*`, a family ({}) or a type such as `mode.changed`",
             crate::text::shown(s),
-            families.iter().map(|f| format!("{f}.*")).collect::<Vec<_>>().join(", ")
+            families
+                .iter()
+                .map(|f| format!("{f}.*"))
+                .collect::<Vec<_>>()
+                .join(", ")
         )))
     }
 

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{
     ClientName, ClientType, EnvName, EventPattern, EventType, FlagName, KeySha256, MaxRequests, Mode,
-    OnOutage, Owner, ProfileName, Role, RuleKey, Scope, Severity, SinkName, SinkType, WindowMode,
-    WindowName, WindowSeconds,
+    OnOutage, Owner, ProfileName, Role, RuleKey, Scope, Severity, SinkName, SinkType, WindowMode, WindowName,
+    WindowSeconds,
 };
 
 /// The kinds of resource, in the order plans list them.
@@ -400,7 +400,11 @@ impl Resource for Sinks {
                 if let Some(secret) = &sink.secret_env {
                     line.push_str(&format!(" secret_env={secret}"));
                 }
-                line.push_str(&format!(" events={} min_severity={}", events.join(","), sink.min_severity));
+                line.push_str(&format!(
+                    " events={} min_severity={}",
+                    events.join(","),
+                    sink.min_severity
+                ));
                 if sink.allow_link_local {
                     line.push_str(" allow_link_local");
                 }

@@ -50,7 +50,11 @@ impl Command {
             );
         };
         let sender = Sender::new(sink, |var| std::env::var(var).ok())?;
-        let profile = loaded.state.profile.as_ref().map_or("default", |p| p.name.as_str());
+        let profile = loaded
+            .state
+            .profile
+            .as_ref()
+            .map_or("default", |p| p.name.as_str());
         let public = args.public_url.as_ref().map_or_else(
             || format!("http://{}", super::serve::DEFAULT_BIND),
             |u| u.as_str().trim_end_matches('/').to_owned(),
@@ -61,7 +65,12 @@ impl Command {
         };
         let mut nonce = [0u8; 8];
         getrandom::fill(&mut nonce).context("cannot read random bytes")?;
-        let event = Event::test(sink.name.as_str(), &super::default_actor(), u64::from_le_bytes(nonce), now);
+        let event = Event::test(
+            sink.name.as_str(),
+            &super::default_actor(),
+            u64::from_le_bytes(nonce),
+            now,
+        );
         let to = format!("sink {} ({}, {})", sink.name, sink.sink_type, sender.shown());
         let answer = sender
             .send(&event, &origin, now)

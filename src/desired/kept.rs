@@ -9,7 +9,9 @@ use serde::Serialize;
 
 use super::{DesiredState, Loader, Origin, StateDir, files};
 use crate::domain::Scope;
-use crate::model::{Client, FeatureFlag, Maintenance, Profile, RateLimitRule, Resource, SetDigest, Sinks, Window};
+use crate::model::{
+    Client, FeatureFlag, Maintenance, Profile, RateLimitRule, Resource, SetDigest, Sinks, Window,
+};
 
 /// Keys of each kind of collection.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

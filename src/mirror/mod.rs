@@ -226,10 +226,7 @@ impl Mirror {
         }
         if let Some(sinks) = rows.notifications {
             let before = std::mem::replace(&mut self.notifications, sinks.clone());
-            delta.notifications = Some(Swap {
-                before,
-                after: sinks,
-            });
+            delta.notifications = Some(Swap { before, after: sinks });
         }
         if let Some(overrides) = rows.overrides {
             let after: Arc<[Override]> = overrides.into();

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{CONTENT_TYPE, Origin, SIGNATURE_HEADER, Target, TargetError, cloudevent, pagerduty, signature, slack};
+use super::{
+    CONTENT_TYPE, Origin, SIGNATURE_HEADER, Target, TargetError, cloudevent, pagerduty, signature, slack,
+};
 use crate::domain::SinkType;
 use crate::event::Event;
 use crate::model::Sink;
@@ -71,10 +73,12 @@ impl Sender {
     pub fn new(sink: &Sink, env: impl Fn(&str) -> Option<String>) -> Result<Sender, SinkError> {
         let name = sink.name.to_string();
         let read = |var: &str| {
-            env(var).filter(|v| !v.trim().is_empty()).ok_or_else(|| SinkError::Unset {
-                sink: name.clone(),
-                var: var.to_owned(),
-            })
+            env(var)
+                .filter(|v| !v.trim().is_empty())
+                .ok_or_else(|| SinkError::Unset {
+                    sink: name.clone(),
+                    var: var.to_owned(),
+                })
         };
         let url = read(sink.url_env.as_str())?;
         let secret = sink.secret_env.as_ref().map(|v| read(v.as_str())).transpose()?;
@@ -116,9 +120,15 @@ impl Sender {
             .client
             .post(self.target.url().clone())
             .header(reqwest::header::CONTENT_TYPE, content_type)
-            .header(reqwest::header::USER_AGENT, concat!("valhalla-ops/", env!("CARGO_PKG_VERSION")));
+            .header(
+                reqwest::header::USER_AGENT,
+                concat!("valhalla-ops/", env!("CARGO_PKG_VERSION")),
+            );
         if let (SinkType::Webhook, Some(secret)) = (self.sink.sink_type, &self.secret) {
-            request = request.header(SIGNATURE_HEADER, signature(secret.as_bytes(), now.timestamp(), &body));
+            request = request.header(
+                SIGNATURE_HEADER,
+                signature(secret.as_bytes(), now.timestamp(), &body),
+            );
         }
         let response = request.body(body).send().await.map_err(|e| self.failure(&e))?;
         let status = response.status().as_u16();
@@ -247,7 +257,10 @@ mod tests {
             retry_after("Sat, 05 Dec 2026 03:00:30 GMT", now),
             Some(Duration::from_secs(30))
         );
-        assert_eq!(retry_after("Sat, 05 Dec 2026 02:00:00 GMT", now), Some(Duration::ZERO));
+        assert_eq!(
+            retry_after("Sat, 05 Dec 2026 02:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
         assert_eq!(retry_after("999999", now), Some(RETRY_AFTER_MAX));
         assert_eq!(retry_after("soon", now), None);
     }
@@ -256,15 +269,27 @@ mod tests {
     fn a_sink_needs_its_variables_and_a_url_it_may_send_to() {
         let none = |_: &str| None;
         let err = Sender::new(&sink(SinkType::Webhook, true), none).unwrap_err();
-        assert_eq!(err.to_string(), "sink oncall: environment variable HOOK_URL is not set");
+        assert_eq!(
+            err.to_string(),
+            "sink oncall: environment variable HOOK_URL is not set"
+        );
         let url_only = |v: &str| (v == "HOOK_URL").then(|| "http://127.0.0.1:9/hook".to_owned());
         let err = Sender::new(&sink(SinkType::Webhook, true), url_only).unwrap_err();
-        assert_eq!(err.to_string(), "sink oncall: environment variable HOOK_SECRET is not set");
+        assert_eq!(
+            err.to_string(),
+            "sink oncall: environment variable HOOK_SECRET is not set"
+        );
         let metadata = |_: &str| Some("http://169.254.169.254/latest/meta-data/".to_owned());
         let err = Sender::new(&sink(SinkType::Slack, false), metadata).unwrap_err();
         assert!(err.to_string().contains("link-local"), "{err}");
         assert!(!err.to_string().contains("meta-data"), "{err}");
-        let ok = Sender::new(&sink(SinkType::Slack, false), |_| Some("http://127.0.0.1:9/x/y".into())).unwrap();
-        assert_eq!(format!("{ok:?}"), "Sender { sink: SinkName(\"oncall\"), target: \"http://127.0.0.1:9/…\", .. }");
+        let ok = Sender::new(&sink(SinkType::Slack, false), |_| {
+            Some("http://127.0.0.1:9/x/y".into())
+        })
+        .unwrap();
+        assert_eq!(
+            format!("{ok:?}"),
+            "Sender { sink: SinkName(\"oncall\"), target: \"http://127.0.0.1:9/…\", .. }"
+        );
     }
 }

@@ -103,7 +103,9 @@ impl NotifyMetrics {
     }
 
     fn count(&self, sink: &str, outcome: &Outcome) {
-        let label = SinkLabel { sink: sink.to_owned() };
+        let label = SinkLabel {
+            sink: sink.to_owned(),
+        };
         match outcome {
             Outcome::Sent { .. } => self.sent.get_or_create(&label).inc(),
             Outcome::Retry { .. } => self.failed.get_or_create(&label).inc(),
@@ -174,9 +176,7 @@ impl Courier {
         let origin = Origin {
             source: format!(
                 "/valhalla-ops/{}",
-                view.mirror
-                    .profile()
-                    .map_or("default", |p| p.value.name.as_str())
+                view.mirror.profile().map_or("default", |p| p.value.name.as_str())
             ),
             link: self.delivering.status_url.clone(),
         };
@@ -219,10 +219,15 @@ impl Courier {
     /// Makes a sender for each sink whose declaration is new or changed; says once why one
     /// cannot send (its deliveries fail with the same reason).
     fn refresh(&mut self, sinks: &[Sink]) {
-        self.senders.retain(|name, _| sinks.iter().any(|s| s.name.as_str() == name));
+        self.senders
+            .retain(|name, _| sinks.iter().any(|s| s.name.as_str() == name));
         for sink in sinks {
             let name = sink.name.as_str();
-            if self.senders.get(name).is_some_and(|(declared, _)| declared == sink) {
+            if self
+                .senders
+                .get(name)
+                .is_some_and(|(declared, _)| declared == sink)
+            {
                 continue;
             }
             let made = Sender::new(sink, |var| std::env::var(var).ok())
@@ -272,7 +277,11 @@ pub fn judge(
     jitter: f64,
 ) -> Outcome {
     let (status, error, asked) = match result {
-        Ok(answer) if answer.accepted() => return Outcome::Sent { status: answer.status },
+        Ok(answer) if answer.accepted() => {
+            return Outcome::Sent {
+                status: answer.status,
+            };
+        }
         Ok(answer) => {
             let mut error = format!("the receiver answered {}", answer.status);
             if !answer.body.is_empty() {
@@ -289,7 +298,11 @@ pub fn judge(
     if due_at > at + GIVE_UP_AFTER {
         Outcome::Dead { status, error }
     } else {
-        Outcome::Retry { status, error, due_at }
+        Outcome::Retry {
+            status,
+            error,
+            due_at,
+        }
     }
 }
 
@@ -321,7 +334,10 @@ mod tests {
     #[test]
     fn a_2xx_is_sent_and_anything_else_is_tried_again_later_and_later() {
         let at = Utc.with_ymd_and_hms(2026, 12, 5, 3, 0, 0).unwrap();
-        assert_eq!(judge(answer(202, None), 1, at, at, 0.5), Outcome::Sent { status: 202 });
+        assert_eq!(
+            judge(answer(202, None), 1, at, at, 0.5),
+            Outcome::Sent { status: 202 }
+        );
         let due = |attempt, jitter| match judge(answer(503, None), attempt, at, at, jitter) {
             Outcome::Retry { due_at, .. } => (due_at - at).num_milliseconds(),
             other => panic!("{other:?}"),
@@ -331,7 +347,9 @@ mod tests {
         assert_eq!(due(3, 0.0), 4000);
         assert_eq!(due(30, 0.0), 600_000);
         match judge(Err("cannot connect".into()), 1, at, at, 0.0) {
-            Outcome::Retry { status, error, .. } => assert_eq!((status, error.as_str()), (None, "cannot connect")),
+            Outcome::Retry { status, error, .. } => {
+                assert_eq!((status, error.as_str()), (None, "cannot connect"))
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -340,7 +358,11 @@ mod tests {
     fn retry_after_is_honoured_when_longer_than_the_backoff() {
         let at = Utc.with_ymd_and_hms(2026, 12, 5, 3, 0, 0).unwrap();
         match judge(answer(429, Some(30)), 1, at, at, 0.0) {
-            Outcome::Retry { status, due_at, error } => {
+            Outcome::Retry {
+                status,
+                due_at,
+                error,
+            } => {
                 assert_eq!(status, Some(429));
                 assert_eq!((due_at - at).num_seconds(), 30);
                 assert_eq!(error, "the receiver answered 429");

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::desired::DesiredState;
 use crate::domain::Owner;
 use crate::model::{
-    Actual, Client, FeatureFlag, Kind, Maintenance, Override, Profile, RateLimitRule, Resource, Sinks, Stored,
-    Window,
+    Actual, Client, FeatureFlag, Kind, Maintenance, Override, Profile, RateLimitRule, Resource, Sinks,
+    Stored, Window,
 };
 
 /// What a plan does to one resource.

@@ -72,7 +72,12 @@ fn override_rule(base: &str, user: &str, max: u32, ttl: Option<u32>) -> i64 {
     if let Some(ttl) = ttl {
         body["ttl_seconds"] = ttl.into();
     }
-    let (status, written) = call("POST", &format!("{base}/system/ratelimits/rules"), OPERATOR, Some(body));
+    let (status, written) = call(
+        "POST",
+        &format!("{base}/system/ratelimits/rules"),
+        OPERATOR,
+        Some(body),
+    );
     assert_eq!(status, 200, "{written}");
     written["override"]["id"].as_i64().unwrap()
 }
@@ -84,7 +89,12 @@ fn kind(call: &Call) -> String {
 
 /// Every event the store holds, oldest first, with its deliveries.
 fn stored_events(base: &str) -> Vec<Value> {
-    let (status, body) = call("GET", &format!("{base}/system/notifications?limit=1000"), READER, None);
+    let (status, body) = call(
+        "GET",
+        &format!("{base}/system/notifications?limit=1000"),
+        READER,
+        None,
+    );
     assert_eq!(status, 200, "{body}");
     let mut events = body.as_array().cloned().unwrap();
     events.reverse();
@@ -104,7 +114,8 @@ fn checked_by_the_sdk(calls: &[Call]) -> Option<Vec<Value>> {
     let deliveries: Vec<Value> = calls
         .iter()
         .map(|c| {
-            let headers: BTreeMap<&str, &str> = c.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+            let headers: BTreeMap<&str, &str> =
+                c.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
             serde_json::json!({"secret": SECRET, "headers": headers, "body": c.body})
         })
         .collect();
@@ -164,12 +175,19 @@ fn a_freeze_reaches_the_receiver_signed_within_a_second_and_shows_as_sent() {
         );
         let event = freeze_call.json();
         assert_eq!(
-            (&event["data"]["actor"], &event["data"]["reason"], &event["data"]["details"]["to"]),
+            (
+                &event["data"]["actor"],
+                &event["data"]["reason"],
+                &event["data"]["details"]["to"]
+            ),
             (&"operator".into(), &"incident 4711".into(), &"maintenance".into()),
             "{b}: {event}"
         );
         assert_eq!(event["data"]["link"], "https://ops.example.com/status", "{b}");
-        assert_eq!(freeze_call.header("content-type"), Some("application/cloudevents+json"));
+        assert_eq!(
+            freeze_call.header("content-type"),
+            Some("application/cloudevents+json")
+        );
 
         if let Some(read) = checked_by_the_sdk(&calls) {
             let types: Vec<&str> = read.iter().map(|e| e["type"].as_str().unwrap()).collect();
@@ -192,7 +210,12 @@ fn a_freeze_reaches_the_receiver_signed_within_a_second_and_shows_as_sent() {
             delivery = events.iter().find(|e| e["type"] == "mode.changed").unwrap()["deliveries"][0].clone();
         }
         assert_eq!(
-            (&delivery["sink"], &delivery["state"], &delivery["attempts"], &delivery["last_status"]),
+            (
+                &delivery["sink"],
+                &delivery["state"],
+                &delivery["attempts"],
+                &delivery["last_status"]
+            ),
             (&"oncall".into(), &"sent".into(), &1.into(), &200.into()),
             "{b}: {told}"
         );
@@ -246,6 +269,19 @@ fn a_receiver_down_for_a_minute_gets_every_event_once_and_each_resource_in_order
                         override_rule(&base, user, round, None);
                     }
                 }
+                // The status page shows the sink failing, and why, without the URL's secrets.
+                std::thread::sleep(Duration::from_secs(3));
+                let (status, page) = call("GET", &format!("{base}/status/snapshot"), READER, None);
+                assert_eq!(status, 200, "{b}: {page}");
+                let sink = &page["sinks"][0];
+                assert_eq!(sink["sink"], "oncall", "{b}: {page}");
+                assert!(sink["retrying"].as_i64().unwrap() >= 3, "{b}: {page}");
+                let error = sink["last_error"].as_str().unwrap();
+                assert!(
+                    error.starts_with(&format!("cannot connect (http://127.0.0.1:{}/…)", receiver.port)),
+                    "{b}: {error}"
+                );
+                assert!(!page.to_string().contains("t0ps3cret"), "{b}: {page}");
                 std::thread::sleep(Duration::from_secs(60).saturating_sub(down_at.elapsed()));
                 receiver.up();
                 let expected: Vec<Value> = stored_events(&base);
@@ -254,8 +290,10 @@ fn a_receiver_down_for_a_minute_gets_every_event_once_and_each_resource_in_order
                     .map(|e| e["id"].as_str().unwrap().to_owned())
                     .collect();
                 let calls = receiver.wait_for(Duration::from_secs(120), "every event", |calls| {
-                    let got: std::collections::HashSet<String> =
-                        calls.iter().map(|c| c.json()["id"].as_str().unwrap().to_owned()).collect();
+                    let got: std::collections::HashSet<String> = calls
+                        .iter()
+                        .map(|c| c.json()["id"].as_str().unwrap().to_owned())
+                        .collect();
                     ids.iter().all(|id| got.contains(id))
                 });
                 // Refused connections deliver nothing: no event came twice.
@@ -279,6 +317,16 @@ fn a_receiver_down_for_a_minute_gets_every_event_once_and_each_resource_in_order
                     .map(|(_, v)| v.len())
                     .sum();
                 assert!(overrides >= 9, "{b}: {by_subject:?}");
+                // Once everything is sent, no sink is listed.
+                let began = std::time::Instant::now();
+                loop {
+                    let (_, page) = call("GET", &format!("{base}/status/snapshot"), READER, None);
+                    if page["sinks"] == serde_json::json!([]) {
+                        break;
+                    }
+                    assert!(began.elapsed() < Duration::from_secs(5), "{b}: {page}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
             });
         }
     });
@@ -291,11 +339,17 @@ fn a_receiver_that_answers_429_is_left_alone_as_long_as_retry_after_says() {
         let receiver = Receiver::start();
         let (_state, server) = serving(&db, &receiver, &[]);
         let base = server.base();
-        receiver.wait_for(Duration::from_secs(10), "the reconcile", |calls| !calls.is_empty());
+        receiver.wait_for(Duration::from_secs(10), "the reconcile", |calls| {
+            !calls.is_empty()
+        });
         receiver.script(&[Reply::TooMany(3)]);
         override_rule(&base, "u1", 1, None);
         let calls = receiver.wait_for(Duration::from_secs(15), "the retry", |calls| {
-            calls.iter().filter(|c| kind(c) == "valhalla.ops.override.set").count() >= 2
+            calls
+                .iter()
+                .filter(|c| kind(c) == "valhalla.ops.override.set")
+                .count()
+                >= 2
         });
         let tries: Vec<&Call> = calls
             .iter()
@@ -327,7 +381,9 @@ fn a_server_killed_while_delivering_loses_nothing() {
                 let receiver = Receiver::start();
                 let (state, mut server) = serving(&db, &receiver, &[]);
                 let base = server.base();
-                receiver.wait_for(Duration::from_secs(10), "the reconcile", |calls| !calls.is_empty());
+                receiver.wait_for(Duration::from_secs(10), "the reconcile", |calls| {
+                    !calls.is_empty()
+                });
                 receiver.script(&[Reply::Slow(Duration::from_secs(5))]);
                 override_rule(&base, "u1", 1, None);
                 let calls = receiver.wait_for(Duration::from_secs(5), "the call", |calls| {
@@ -386,7 +442,9 @@ fn two_replicas_on_one_postgres_send_each_event_once() {
     };
     let mut count: BTreeMap<String, usize> = BTreeMap::new();
     for c in &calls {
-        *count.entry(c.json()["id"].as_str().unwrap().to_owned()).or_default() += 1;
+        *count
+            .entry(c.json()["id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
     }
     assert!(count.values().all(|n| *n == 1), "{count:?}");
     assert_eq!(count.len(), expected.len(), "{count:?}");
@@ -429,9 +487,8 @@ fn notify_test_sends_to_a_sink_and_prints_its_answer() {
     let refused = test("oncall");
     assert_eq!(refused.code, 1, "{refused:?}");
     assert!(
-        refused
-            .stderr
-            .contains("sink oncall (webhook, http://127.0.0.1:") && refused.stderr.contains("did not take the test event (HTTP 500)"),
+        refused.stderr.contains("sink oncall (webhook, http://127.0.0.1:")
+            && refused.stderr.contains("did not take the test event (HTTP 500)"),
         "{refused:?}"
     );
     assert!(!format!("{refused:?}{sent:?}").contains("t0ps3cret"));
@@ -439,8 +496,9 @@ fn notify_test_sends_to_a_sink_and_prints_its_answer() {
     let unknown = test("pager");
     assert_ne!(unknown.code, 0, "{unknown:?}");
     assert!(
-        unknown.stderr.contains("declares no sink pager (it declares oncall)"),
+        unknown
+            .stderr
+            .contains("declares no sink pager (it declares oncall)"),
         "{unknown:?}"
     );
 }
-

@@ -387,7 +387,10 @@ async fn migrations_are_idempotent() {
         assert!(db.migrate().await.unwrap().is_empty(), "{}", test_db.backend);
         let other = crate::support::sqlite();
         let fresh = Db::connect(&other.url, Default::default()).await.unwrap();
-        assert_eq!(fresh.migrate().await.unwrap(), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+        assert_eq!(
+            fresh.migrate().await.unwrap(),
+            [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
+        );
     }
 }
 

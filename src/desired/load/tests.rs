@@ -238,35 +238,58 @@ fn notification_sinks_are_checked_where_they_are_written() {
     .unwrap();
     let declared = ok.state.notifications.unwrap().0;
     // Sorted by name; defaults filled in.
-    assert_eq!(declared.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["chat", "pager"]);
+    assert_eq!(
+        declared.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ["chat", "pager"]
+    );
     assert_eq!(declared[1].events, [crate::domain::EventPattern::All]);
     assert_eq!(declared[0].min_severity, crate::domain::Severity::Info);
-    assert!(declared[0].takes(crate::domain::EventType::OverrideExpired, crate::domain::Severity::Info));
-    assert!(!declared[0].takes(crate::domain::EventType::ReconcileApplied, crate::domain::Severity::Critical));
+    assert!(declared[0].takes(
+        crate::domain::EventType::OverrideExpired,
+        crate::domain::Severity::Info
+    ));
+    assert!(!declared[0].takes(
+        crate::domain::EventType::ReconcileApplied,
+        crate::domain::Severity::Critical
+    ));
 
     assert_eq!(
-        one_error(&sinks("  - name: hook\n    type: webhook\n    url_env: HOOK_URL\n")),
+        one_error(&sinks(
+            "  - name: hook\n    type: webhook\n    url_env: HOOK_URL\n"
+        )),
         "s.yaml:2:5: sink hook is a webhook and needs secret_env: the variable that holds the key its events are signed with"
     );
     assert_eq!(
-        one_error(&sinks("  - name: chat\n    type: slack\n    url_env: SLACK_URL\n    secret_env: SLACK_SECRET\n")),
+        one_error(&sinks(
+            "  - name: chat\n    type: slack\n    url_env: SLACK_URL\n    secret_env: SLACK_SECRET\n"
+        )),
         "s.yaml:2:5: sink chat is a slack sink and takes no secret_env: its URL is the secret"
     );
     assert_eq!(
-        one_error(&sinks("  - name: pager\n    type: pagerduty\n    url_env: PD_URL\n    secret_env: PD_KEY\n")),
+        one_error(&sinks(
+            "  - name: pager\n    type: pagerduty\n    url_env: PD_URL\n    secret_env: PD_KEY\n"
+        )),
         "s.yaml:2:5: sink pager is a pagerduty sink, which pages for critical events only: write min_severity: critical"
     );
     assert_eq!(
-        one_error(&sinks("  - name: chat\n    type: slack\n    url_env: https://hooks.slack.com/x\n")),
+        one_error(&sinks(
+            "  - name: chat\n    type: slack\n    url_env: https://hooks.slack.com/x\n"
+        )),
         "s.yaml:4:14: notifications[0].url_env: invalid environment variable name `https://hooks.slack.com/x`: use A-Z, 0-9 and `_`, not starting with a digit (the value itself never belongs in git)"
     );
-    let typo = one_error(&sinks("  - name: chat\n    type: slack\n    url_env: SLACK_URL\n    events: [overide.*]\n"));
+    let typo = one_error(&sinks(
+        "  - name: chat\n    type: slack\n    url_env: SLACK_URL\n    events: [overide.*]\n",
+    ));
     assert!(
         typo.starts_with("s.yaml:5:14: notifications[0].events[0]: event pattern `overide.*` matches no event: write `*`, a family (client.*, "),
         "{typo}"
     );
-    let twice = "  - name: chat\n    type: slack\n    url_env: A\n  - name: chat\n    type: slack\n    url_env: B\n";
-    assert_eq!(one_error(&sinks(twice)), "s.yaml:5:11: sink chat is declared twice");
+    let twice =
+        "  - name: chat\n    type: slack\n    url_env: A\n  - name: chat\n    type: slack\n    url_env: B\n";
+    assert_eq!(
+        one_error(&sinks(twice)),
+        "s.yaml:5:11: sink chat is declared twice"
+    );
     let one = sinks("  - name: chat\n    type: slack\n    url_env: A\n");
     assert_eq!(
         errors(&[("a.yaml", &one), ("b.yaml", &one)]),

@@ -123,7 +123,8 @@
     renderWindows(doc.windows || []);
     renderRuns(doc.runs || []);
     renderLimiter(doc.limiter);
-    for (const id of ["overrides", "runs", "refused", "shadow"]) label($(id));
+    renderSinks(doc.sinks || []);
+    for (const id of ["overrides", "runs", "refused", "shadow", "sinks"]) label($(id));
   }
 
   // Each cell carries its column's name, which a narrow screen shows beside it when the table's
@@ -306,6 +307,20 @@
     }
   }
 
+  // The sinks with deliveries not sent; a failing or given-up one is marked.
+  function renderSinks(sinks) {
+    const body = $("sinks").querySelector("tbody");
+    body.replaceChildren();
+    $("sinks-empty").hidden = sinks.length > 0;
+    $("sinks").hidden = sinks.length === 0;
+    for (const s of sinks) {
+      const row = el("tr", null, s.retrying > 0 || s.dead > 0 ? "refused" : "");
+      row.append(el("td", s.sink), el("td", s.pending, "count"), el("td", s.retrying, "count"),
+        el("td", s.dead, "count"), el("td", s.last_error || ""));
+      body.append(row);
+    }
+  }
+
   function renderLimiter(limiter) {
     if (!limiter) return;
     const c = limiter.counters;
@@ -402,7 +417,7 @@
     $("freeze-actions").hidden = true;
     $("lockdown").hidden = true;
     // Nothing the previous key could see stays in the page.
-    for (const id of ["overrides", "runs", "refused", "shadow"]) $(id).querySelector("tbody").replaceChildren();
+    for (const id of ["overrides", "runs", "refused", "shadow", "sinks"]) $(id).querySelector("tbody").replaceChildren();
     for (const id of ["windows", "axis"]) $(id).replaceChildren();
     $("counters").textContent = "";
     if (refollow !== false) say("");

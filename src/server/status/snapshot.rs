@@ -12,7 +12,7 @@ use crate::domain::{Role, WindowMode};
 use crate::mode::{EffectiveMode, Source};
 use crate::model::{Kind, Override};
 use crate::server::AppState;
-use crate::store::RunRecord;
+use crate::store::{RunRecord, SinkHealth};
 
 /// How many rows of recent reconciles the page lists.
 const RUNS: usize = 10;
@@ -40,6 +40,9 @@ pub struct StatusSnapshot {
     pub runs: Option<Vec<RecentRun>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limiter: Option<LimiterStatus>,
+    /// The notification sinks with deliveries not sent: waiting, failing or given up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sinks: Option<Vec<SinkHealth>>,
 }
 
 /// The mode in force, where it comes from, and when it ends by itself.
@@ -156,6 +159,7 @@ pub async fn snapshot(state: &AppState, viewer: Option<&Caller>) -> Result<Statu
             windows: None,
             runs: None,
             limiter: None,
+            sinks: None,
         });
     };
     let actor = (effective.source == Source::Override)
@@ -216,6 +220,7 @@ pub async fn snapshot(state: &AppState, viewer: Option<&Caller>) -> Result<Statu
             shadow,
             counters: state.replica.counting.health(),
         }),
+        sinks: Some(state.db.sink_health().await?),
     })
 }
 

@@ -150,7 +150,9 @@ impl Db {
                ORDER BY d.event_seq LIMIT $3{lock}) \
              RETURNING id, event_seq, sink, attempts"
         );
-        let claimed = on!(&mut tx, |c| sqlx::query_as::<_, ClaimedRow>(sqlx::AssertSqlSafe(sql))
+        let claimed = on!(&mut tx, |c| sqlx::query_as::<_, ClaimedRow>(sqlx::AssertSqlSafe(
+            sql
+        ))
         .bind(now)
         .bind(now + lease)
         .bind(limit.clamp(1, BATCH))
@@ -175,10 +177,19 @@ impl Db {
     }
 
     /// Records how delivery `id` went at `now`; it is released either way.
-    pub async fn settle_delivery(&self, id: i64, outcome: &Outcome, now: DateTime<Utc>) -> Result<(), StoreError> {
+    pub async fn settle_delivery(
+        &self,
+        id: i64,
+        outcome: &Outcome,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         let (state, status, error, due_at, done_at) = match outcome {
             Outcome::Sent { status } => ("sent", Some(*status), None, None, Some(now)),
-            Outcome::Retry { status, error, due_at } => ("pending", *status, Some(error.as_str()), Some(*due_at), None),
+            Outcome::Retry {
+                status,
+                error,
+                due_at,
+            } => ("pending", *status, Some(error.as_str()), Some(*due_at), None),
             Outcome::Dead { status, error } => ("dead", *status, Some(error.as_str()), None, Some(now)),
         };
         let sql = "UPDATE notification_deliveries SET state = $2, last_status = $3, \
@@ -225,7 +236,9 @@ impl Db {
              FROM notification_deliveries WHERE {within} ORDER BY event_seq, sink"
         );
         let ids = serde_json::to_string(seqs).unwrap_or_else(|_| "[]".into());
-        let rows = on!(&mut conn, |c| sqlx::query_as::<_, DeliveryRow>(sqlx::AssertSqlSafe(sql))
+        let rows = on!(&mut conn, |c| sqlx::query_as::<_, DeliveryRow>(
+            sqlx::AssertSqlSafe(sql)
+        )
         .bind(&ids)
         .fetch_all(&mut **c)
         .await)?;

@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 
 use crate::model::{Client, FeatureFlag, Override, Profile, Sinks, Stored, Window};
 use crate::store::backend::{Backend, Tx, on};
-use crate::store::rows::{ClientRow, FlagRow, ProfileRow, RuleRecordRow, SinksRow, WindowRow, columns, lenient};
+use crate::store::rows::{
+    ClientRow, FlagRow, ProfileRow, RuleRecordRow, SinksRow, WindowRow, columns, lenient,
+};
 use crate::store::{Db, ModeRecord, RuleRecord, StoreError};
 
 /// The most log rows read to follow a change; past it, the caches read everything again (it is

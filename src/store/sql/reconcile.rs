@@ -7,7 +7,9 @@ use crate::event::Event;
 use crate::model::Actual;
 use crate::plan::{Action, Plan};
 use crate::store::backend::{Tx, on};
-use crate::store::rows::{AuditRow, ClientRow, FlagRow, ProfileRow, RuleRow, RunRow, SinksRow, WindowRow, columns};
+use crate::store::rows::{
+    AuditRow, ClientRow, FlagRow, ProfileRow, RuleRow, RunRow, SinksRow, WindowRow, columns,
+};
 use crate::store::writes;
 use crate::store::{Applied, ApplyError, AuditFilter, AuditRecord, Db, RunMeta, RunRecord, StoreError};
 
