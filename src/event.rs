@@ -241,6 +241,34 @@ impl Event {
         }
     }
 
+    /// The shared counters became unreachable for the platform (`reachable` false: each rule's
+    /// `on_outage` policy decides meanwhile), or reachable again; `outage` numbers the outage,
+    /// `replica` names the replica that saw the transition first.
+    pub fn counters(reachable: bool, outage: i64, replica: &str, at: DateTime<Utc>) -> Event {
+        let (kind, severity, id) = match reachable {
+            false => (
+                EventType::CountersUnreachable,
+                Severity::Critical,
+                format!("counters-unreachable:{outage}"),
+            ),
+            true => (
+                EventType::CountersReachable,
+                Severity::Info,
+                format!("counters-reachable:{outage}"),
+            ),
+        };
+        Event {
+            id,
+            kind,
+            severity,
+            at,
+            actor: "valhalla-ops".into(),
+            reason: String::new(),
+            resource: None,
+            data: serde_json::json!({ "outage": outage, "replica": replica }),
+        }
+    }
+
     /// A test of a sink, sent by `valhalla-ops notify test` to that sink alone (whatever it
     /// filters) and never stored; `nonce` makes its id new each time.
     pub fn test(sink: &str, actor: &str, nonce: u64, at: DateTime<Utc>) -> Event {

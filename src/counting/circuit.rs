@@ -2,7 +2,7 @@
 //! opens, and no request waits on a dead Redis until a probe finds it answering again.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Failed calls in a row that open the circuit: one slow answer is not an outage, three are.
@@ -17,6 +17,10 @@ pub struct Circuit {
     open: AtomicBool,
     /// When the circuit opened, for the log line that closes it.
     opened_at: Mutex<Option<Instant>>,
+    /// How many times it opened: an outage that began and ended between two looks is seen.
+    openings: AtomicU64,
+    /// Told of each opening and closing (a permit is kept when nobody waits).
+    changed: tokio::sync::Notify,
 }
 
 impl Circuit {
@@ -44,7 +48,20 @@ impl Circuit {
             return false;
         }
         *opened_at = Some(Instant::now());
+        self.openings.fetch_add(1, Ordering::AcqRel);
+        self.changed.notify_one();
         true
+    }
+
+    /// Completes after the circuit next opens or closes (at once if it did since the last call
+    /// returned).
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    /// How many times the circuit has opened.
+    pub fn openings(&self) -> u64 {
+        self.openings.load(Ordering::Acquire)
     }
 
     /// A probe found the store answering: calls go through again. Returns how long the
@@ -55,6 +72,7 @@ impl Circuit {
         if !self.open.swap(false, Ordering::AcqRel) {
             return None;
         }
+        self.changed.notify_one();
         opened_at.take().map(|at| at.elapsed())
     }
 

@@ -115,6 +115,22 @@ impl Counting {
         }
     }
 
+    /// Whether the shared counters are unreachable now, and how many outages this replica has
+    /// seen begin; `None` without shared counters.
+    pub fn outages(&self) -> Option<(bool, u64)> {
+        self.shared
+            .as_ref()
+            .map(|s| (!s.circuit.is_closed(), s.circuit.openings()))
+    }
+
+    /// Completes after the shared counters next go down or come back; never without them.
+    pub async fn outage_changed(&self) {
+        match &self.shared {
+            Some(s) => s.circuit.changed().await,
+            None => std::future::pending().await,
+        }
+    }
+
     /// The counters when they are this replica's memory alone: then a decision needs no
     /// waiting.
     pub fn memory_only(&self) -> Option<&Limiter> {

@@ -14,9 +14,10 @@ use crate::replica::Replica;
 use crate::shutdown::TaskGuard;
 
 /// Notices what time tells (`reminder` before an override expires; zero: no reminders) and
-/// delivers, until the guard is dropped.
+/// the shared counters' outages, and delivers, until the guard is dropped.
 pub fn spawn(replica: Arc<Replica>, reminder: Duration, delivering: Delivering) -> TaskGuard {
     let notices = notice::spawn(Arc::clone(&replica), reminder);
+    let counters = notice::spawn_counters(Arc::clone(&replica));
     let deliveries = deliver::spawn(replica, delivering);
-    TaskGuard::new(vec![notices, deliveries])
+    TaskGuard::new(vec![notices, counters, deliveries])
 }

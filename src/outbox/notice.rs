@@ -63,6 +63,80 @@ pub(super) fn spawn(replica: Arc<Replica>, reminder: Duration) -> tokio::task::J
     })
 }
 
+/// Tells the store what this replica sees of the shared counters, at once when its circuit
+/// opens or closes and once a second besides, until the task is aborted; nothing without shared
+/// counters.
+pub(super) fn spawn_counters(replica: Arc<Replica>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if replica.counting.outages().is_none() {
+            return;
+        }
+        let mut seen = CountersSeen::default();
+        loop {
+            if let Err(e) = seen.look(&replica).await {
+                // The next look says it again: what the store was not told stays to tell.
+                tracing::debug!(error = %e, "cannot record what this replica sees of the counters");
+            }
+            tokio::select! {
+                () = replica.counting.outage_changed() => {}
+                () = tokio::time::sleep(NOTICE_EVERY) => {}
+            }
+        }
+    })
+}
+
+/// What a replica last told the store of the shared counters.
+#[derive(Debug, Default)]
+struct CountersSeen {
+    /// The circuit's openings when the store was last told.
+    openings: u64,
+    /// Whether it was last told they are down.
+    down: bool,
+}
+
+impl CountersSeen {
+    /// Tells the store each change since the last look, in order: an outage that ended, one
+    /// that began and ended in between (shorter than a look), and the state now.
+    async fn look(&mut self, replica: &Replica) -> Result<(), StoreError> {
+        let Some((open, openings)) = replica.counting.outages() else {
+            return Ok(());
+        };
+        let now = (replica.clock)();
+        let open_for = replica.counting.health().unreachable_seconds.unwrap_or(0);
+        let began = now - TimeDelta::seconds(i64::try_from(open_for).unwrap_or(0));
+        let looks = changes(self.down, self.openings, open, openings);
+        let db = replica.db();
+        for down in looks {
+            db.look_at_counters(&replica.options.name, down, if down { began } else { now }, now)
+                .await?;
+            self.down = down;
+        }
+        self.openings = openings;
+        Ok(())
+    }
+}
+
+/// What to tell, in order, of a circuit told `was_down` at `was_openings` openings that is
+/// `open` at `openings` now: each `true` a look that finds the counters down, each `false` one
+/// that finds them up.
+fn changes(was_down: bool, was_openings: u64, open: bool, openings: u64) -> Vec<bool> {
+    if openings == was_openings {
+        return vec![open];
+    }
+    let mut looks = Vec::new();
+    // The outage told ended before the new one began.
+    if was_down {
+        looks.push(false);
+    }
+    // Outages that began and ended since: told as one.
+    if openings - was_openings > u64::from(open) {
+        looks.extend([true, false]);
+    }
+    looks.push(open);
+    looks.dedup();
+    looks
+}
+
 /// One look at what time did in `(since, now]`.
 async fn notice(
     replica: &Replica,
@@ -119,6 +193,23 @@ pub fn mode_changes(inputs: &MaintenanceInputs, since: DateTime<Utc>, now: DateT
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
+
+    #[test]
+    fn each_outage_is_told_in_order_however_short() {
+        use super::changes;
+        // Nothing new: the state now.
+        assert_eq!(changes(false, 0, false, 0), [false]);
+        assert_eq!(changes(true, 1, true, 1), [true]);
+        // It opened; it closed.
+        assert_eq!(changes(false, 0, true, 1), [true]);
+        assert_eq!(changes(true, 1, false, 1), [false]);
+        // It closed and opened again between two looks: the end, then the new outage.
+        assert_eq!(changes(true, 1, true, 2), [false, true]);
+        // One began and ended between two looks: told as down, then up.
+        assert_eq!(changes(false, 0, false, 1), [true, false]);
+        // The told one ended, another began and ended, a third is open.
+        assert_eq!(changes(true, 1, true, 3), [false, true, false, true]);
+    }
 
     use super::*;
     use crate::domain::{Mode, WindowMode, WindowName};

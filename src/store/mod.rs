@@ -22,6 +22,7 @@
 //!   notice_expiries (overrides expired and expiring), forget_events
 //! - `sql/deliveries.rs`: fan_out, claim_deliveries, settle_delivery (sending the outbox),
 //!   delivery_backlog, deliveries_of, sink_health
+//! - `sql/outages.rs`: look_at_counters (the shared counters' outages, once for the platform)
 
 mod backend;
 mod changes;

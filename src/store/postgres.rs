@@ -213,6 +213,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "notification deliveries",
         include_str!("../../migrations/postgres/0011_notification_deliveries.sql"),
     ),
+    (
+        12,
+        "counter outages",
+        include_str!("../../migrations/postgres/0012_counter_outages.sql"),
+    ),
 ];
 
 /// The channel that migration 4's triggers notify on every change to a table replicas cache.

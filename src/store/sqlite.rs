@@ -154,6 +154,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "notification deliveries",
         include_str!("../../migrations/sqlite/0011_notification_deliveries.sql"),
     ),
+    (
+        12,
+        "counter outages",
+        include_str!("../../migrations/sqlite/0012_counter_outages.sql"),
+    ),
 ];
 
 /// A transaction holding the write lock (`BEGIN IMMEDIATE`), waiting up to the busy timeout for

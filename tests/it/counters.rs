@@ -402,6 +402,58 @@ fn outage(db: TestDb) {
         );
         assert_eq!(log.matches("counting is shared again").count(), 2, "{log}");
     }
+    // Told once per outage and once per recovery, whichever replica saw it first: not once per
+    // replica.
+    let told = || -> Vec<(String, String)> {
+        let body: serde_json::Value = crate::support::agent()
+            .get(format!("{}/system/notifications", bases[0]))
+            .header("Authorization", format!("Bearer {READER}"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_json()
+            .unwrap();
+        let mut told: Vec<(String, String)> = body
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"].as_str().is_some_and(|t| t.starts_with("counters.")))
+            .map(|e| {
+                (
+                    e["type"].as_str().unwrap().to_owned(),
+                    e["id"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        told.reverse();
+        told
+    };
+    // Each event's id is made from its outage's number: the two ends of one outage share it.
+    let shape = |told: &[(String, String)]| -> Vec<(String, String)> {
+        told.iter()
+            .map(|(t, id)| (t.clone(), id.rsplit(':').next().unwrap_or_default().to_owned()))
+            .collect()
+    };
+    let start = Instant::now();
+    while told().len() < 4 && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let told = shape(&told());
+    let types: Vec<&str> = told.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "counters.unreachable",
+            "counters.reachable",
+            "counters.unreachable",
+            "counters.reachable"
+        ],
+        "{b}: {told:?}"
+    );
+    assert!(
+        told[0].1 == told[1].1 && told[2].1 == told[3].1 && told[0].1 != told[2].1,
+        "{b}: {told:?}"
+    );
 }
 
 /// Waits until `/readyz` on `base` says `status`.

@@ -7,6 +7,7 @@ mod deliveries;
 mod events;
 mod feed;
 mod migrate;
+mod outages;
 mod overrides;
 mod reconcile;
 mod rules;
