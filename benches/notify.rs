@@ -23,11 +23,17 @@ use valhalla_ops::store::Db;
 const OPERATOR: &str = "vk_bench_operator_0000000000000000000000000000";
 const RECEIVER_DELAY: Duration = Duration::from_millis(50);
 
-fn state_yaml(sink: bool) -> String {
+/// The operator, `rules` user rules in git for the overrides to hold, and the sink.
+fn state_yaml(sink: bool, rules: usize) -> String {
     let mut yaml = format!(
-        "clients:\n  - name: tyr\n    type: tyr\n    role: operator\n    key_sha256: {}\n",
+        "clients:\n  - name: tyr\n    type: tyr\n    role: operator\n    key_sha256: {}\nrate_limits:\n",
         KeySha256::of_key(OPERATOR).as_str()
     );
+    for n in 0..rules {
+        yaml.push_str(&format!(
+            "  - scope: user\n    key: bench-{n}\n    max_requests: 100\n"
+        ));
+    }
     if sink {
         yaml.push_str(
             "notifications:\n  - name: oncall\n    type: webhook\n    url_env: BENCH_HOOK_URL\n    secret_env: BENCH_HOOK_SECRET\n",
@@ -94,7 +100,8 @@ struct Figures {
 async fn run(url: &str, sink: bool, rate: u32, seconds: u64) -> Figures {
     let db = Db::open(url).await.expect("the store");
     let mut loader = Loader::new(Utc::now());
-    loader.add_file(std::path::Path::new("bench.yaml"), &state_yaml(sink));
+    let total = rate as usize * seconds as usize;
+    loader.add_file(std::path::Path::new("bench.yaml"), &state_yaml(sink, total));
     let desired = loader.finish().expect("valid bench state").state;
     reconcile(&db, &desired, &Request::default(), Utc::now())
         .await
@@ -107,7 +114,6 @@ async fn run(url: &str, sink: bool, rate: u32, seconds: u64) -> Figures {
         .expect("a client");
     // Open loop: one override every 1/rate s, whatever the answers take.
     let every = Duration::from_secs_f64(1.0 / f64::from(rate));
-    let total = rate as usize * seconds as usize;
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let sampling = {
@@ -140,7 +146,8 @@ async fn run(url: &str, sink: bool, rate: u32, seconds: u64) -> Figures {
             let answer = client
                 .post(format!("{base}/system/ratelimits/rules"))
                 .bearer_auth(OPERATOR)
-                .json(&body)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_string())
                 .send()
                 .await;
             let ok = answer.is_ok_and(|a| a.status().is_success());
@@ -157,6 +164,7 @@ async fn run(url: &str, sink: bool, rate: u32, seconds: u64) -> Figures {
     let oldest = sampling.await.expect("sampled");
     // How long the receiver takes to have everything once the load stops.
     let stopped = Instant::now();
+    // An override.set for each call, and the seeding reconcile's event.
     let expected = if sink { total + 1 } else { 0 };
     while delivered.load(Ordering::Relaxed) < expected && stopped.elapsed() < Duration::from_secs(60) {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -186,6 +194,8 @@ fn arg(name: &str, default: u64) -> u64 {
 }
 
 fn main() {
+    // The benchmark's own client speaks plain HTTP, but reqwest wants a provider to be built.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let seconds = arg("--seconds", 30);
     let rate = u32::try_from(arg("--rate", 200)).unwrap_or(200);
     let runtime = tokio::runtime::Builder::new_multi_thread()

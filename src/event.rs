@@ -68,8 +68,16 @@ impl Event {
         }
     }
 
-    /// An override cleared by `actor` before it expired: git's value returns.
-    pub fn override_lifted(hold: &Override, actor: &str, reason: &str, at: DateTime<Utc>) -> Event {
+    /// An override cleared by `actor` before it expired: git's value returns (`restores`, as
+    /// it may be shown; `None` when git declares nothing for the resource, or for the mode,
+    /// whose git value the mode row keeps).
+    pub fn override_lifted(
+        hold: &Override,
+        restores: Option<serde_json::Value>,
+        actor: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Event {
         Event {
             id: format!("override-lifted:{}", hold.id),
             kind: EventType::OverrideLifted,
@@ -78,7 +86,7 @@ impl Event {
             actor: actor.to_owned(),
             reason: reason.to_owned(),
             resource: Some(Subject::of(hold.kind, &hold.key)),
-            data: serde_json::json!({ "override_id": hold.id, "set_by": hold.actor }),
+            data: serde_json::json!({ "override_id": hold.id, "set_by": hold.actor, "restores": restores }),
         }
     }
 

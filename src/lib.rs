@@ -33,8 +33,8 @@
 //! - [`replica`]: a server's cached view of the store and its counters, reloaded when the
 //!   store's change count moves, and usage snapshots.
 //! - [`outbox`]: a server's part in the notifications outbox: what time tells (overrides
-//!   expired and expiring, windows opening and closing), written once whichever replica
-//!   notices first.
+//!   expired and expiring, windows opening and closing) and the shared counters' outages,
+//!   written once whichever replica notices first; and delivery to the sinks, at least once.
 //! - [`enforce`]: tower layers any axum service can mount: the rate limiter and the freeze.
 //! - [`grpc`]: the gateways' door: Envoy's rate limit service over gRPC, decided as the
 //!   layers decide, with health checking and reflection.

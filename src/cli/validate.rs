@@ -13,7 +13,7 @@ impl Args {
         let loaded = super::load(state, super::now())?;
         let s = &loaded.state;
         super::print_out(&format!(
-            "{} is valid: {} file{}, {} rate-limit rules, {} clients, {} maintenance windows, {} feature flags{}{}\n",
+            "{} is valid: {} file{}, {} rate-limit rules, {} clients, {} maintenance windows, {} feature flags{}{}{}\n",
             crate::text::path(&state.path),
             loaded.files,
             if loaded.files == 1 { "" } else { "s" },
@@ -28,6 +28,14 @@ impl Args {
             s.profile
                 .as_ref()
                 .map(|p| format!(", profile {}", p.name))
+                .unwrap_or_default(),
+            s.notifications
+                .as_ref()
+                .map(|n| format!(
+                    ", {} notification sink{}",
+                    n.0.len(),
+                    if n.0.len() == 1 { "" } else { "s" }
+                ))
                 .unwrap_or_default(),
         ))?;
         Ok(Status::Ok)

@@ -5,7 +5,6 @@
 mod tests;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use crate::model::{Client, FeatureFlag, Kind, MaintenanceInputs, Override, Profile, Sinks, Stored, Window};
 use crate::store::{Change, Db, ModeRecord, RowIds, Rows, RuleRecord, StoreError};
@@ -23,7 +22,8 @@ pub struct Mirror {
     mode: ModeRecord,
     profile: Option<Stored<Profile>>,
     notifications: Option<Stored<Sinks>>,
-    overrides: Arc<[Override]>,
+    /// By id: iterated in the order they were set.
+    overrides: imbl::OrdMap<i64, Override>,
     /// Rows that did not decode, left out of the maps above, by table.
     unreadable: Unreadable,
 }
@@ -56,24 +56,21 @@ pub struct Delta {
     pub mode: Option<Swap<ModeRecord>>,
     pub profile: Option<Swap<Stored<Profile>>>,
     pub notifications: Option<Swap<Stored<Sinks>>>,
-    pub overrides: Option<Swap<Arc<[Override]>>>,
+    pub overrides: Vec<Swap<Override>>,
 }
 
 impl Delta {
     /// Whether the inputs of the effective mode changed: the mode row, a window, or a mode
     /// override.
     pub fn touches_maintenance(&self) -> bool {
-        let mode_override = |list: &Option<Arc<[Override]>>| {
-            list.iter()
-                .flat_map(|l| l.iter())
-                .any(|o| o.kind == Kind::MaintenanceMode)
-        };
+        let mode_override =
+            |o: &Option<Override>| o.as_ref().is_some_and(|o| o.kind == Kind::MaintenanceMode);
         self.mode.is_some()
             || !self.windows.is_empty()
             || self
                 .overrides
-                .as_ref()
-                .is_some_and(|o| mode_override(&o.before) || mode_override(&o.after))
+                .iter()
+                .any(|o| mode_override(&o.before) || mode_override(&o.after))
     }
 }
 
@@ -94,6 +91,12 @@ trait Row: Clone {
 }
 
 impl Row for RuleRecord {
+    fn id(&self) -> i64 {
+        self.id
+    }
+}
+
+impl Row for Override {
     fn id(&self) -> i64 {
         self.id
     }
@@ -159,7 +162,12 @@ impl Mirror {
             mode,
             profile: rows.profile.flatten(),
             notifications: rows.notifications.flatten(),
-            overrides: rows.overrides.unwrap_or_default().into(),
+            overrides: rows
+                .overrides
+                .unwrap_or_default()
+                .into_iter()
+                .map(|o| (o.id, o))
+                .collect(),
             unreadable: Unreadable {
                 rules: unreadable(rows.unreadable.rules),
                 clients: unreadable(rows.unreadable.clients),
@@ -228,14 +236,24 @@ impl Mirror {
             let before = std::mem::replace(&mut self.notifications, sinks.clone());
             delta.notifications = Some(Swap { before, after: sinks });
         }
-        if let Some(overrides) = rows.overrides {
-            let after: Arc<[Override]> = overrides.into();
-            let before = std::mem::replace(&mut self.overrides, Arc::clone(&after));
-            delta.overrides = Some(Swap {
-                before: Some(before),
-                after: Some(after),
-            });
-        }
+        let mut open: HashMap<i64, Override> = rows
+            .overrides
+            .unwrap_or_default()
+            .into_iter()
+            .map(|o| (o.id, o))
+            .collect();
+        delta.overrides = ids
+            .overrides
+            .into_iter()
+            .map(|id| {
+                let before = self.overrides.remove(&id);
+                let after = open.remove(&id);
+                if let Some(o) = &after {
+                    self.overrides.insert(id, o.clone());
+                }
+                Swap { before, after }
+            })
+            .collect();
         delta
     }
 
@@ -287,8 +305,8 @@ impl Mirror {
     }
 
     /// The overrides not cleared yet, by id; whether each still holds depends on the time.
-    pub fn overrides(&self) -> &[Override] {
-        &self.overrides
+    pub fn overrides(&self) -> impl Iterator<Item = &Override> {
+        self.overrides.values()
     }
 
     /// What the effective maintenance mode depends on: the mode row, the active windows (by
@@ -303,7 +321,7 @@ impl Mirror {
             windows: windows.into_iter().map(|w| w.value.clone()).collect(),
             overrides: self
                 .overrides
-                .iter()
+                .values()
                 .filter(|o| o.kind == Kind::MaintenanceMode)
                 .cloned()
                 .collect(),

@@ -146,7 +146,7 @@ impl Tracked {
         digest.add_all(std::iter::once(&mirror.mode().stored));
         digest.add_all(mirror.profile().into_iter());
         digest.add_all(mirror.notifications().into_iter());
-        digest.add_all(mirror.overrides().iter());
+        digest.add_all(mirror.overrides());
         Tracked {
             mirror,
             rules,
@@ -200,9 +200,9 @@ impl Tracked {
             d.sub_all(sinks.before.iter());
             d.add_all(sinks.after.iter());
         }
-        if let Some(overrides) = &delta.overrides {
-            d.sub_all(overrides.before.iter().flat_map(|o| o.iter()));
-            d.add_all(overrides.after.iter().flat_map(|o| o.iter()));
+        for o in &delta.overrides {
+            d.sub_all(o.before.iter());
+            d.add_all(o.after.iter());
         }
     }
 
@@ -255,7 +255,7 @@ impl Tracked {
             maintenance: Some(m.mode().stored.clone()),
             profile: m.profile().cloned(),
             notifications: m.notifications().cloned(),
-            overrides: m.overrides().to_vec(),
+            overrides: m.overrides().cloned().collect(),
         }
     }
 

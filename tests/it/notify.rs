@@ -502,3 +502,80 @@ fn notify_test_sends_to_a_sink_and_prints_its_answer() {
         "{unknown:?}"
     );
 }
+
+#[test]
+fn a_plan_shows_each_sink_added_changed_or_taken_out_and_validate_counts_them() {
+    let db = crate::support::sqlite();
+    let two = state_with(
+        "notifications:\n  - name: oncall\n    type: webhook\n    url_env: ONCALL_URL\n    secret_env: ONCALL_SECRET\n\
+         \x20 - name: chat\n    type: slack\n    url_env: SLACK_URL\n    events: [override.*]\n",
+    );
+    let state = StateDir::new(&[("state.yaml", &two)]);
+    let valid = run(&db, state.path(), &["validate"]);
+    assert!(valid.stdout.contains(", 2 notification sinks\n"), "{valid:?}");
+    let planned = run(&db, state.path(), &["reconcile", "--dry-run"]);
+    assert_eq!(planned.code, 0, "{planned:?}");
+    assert!(
+        planned
+            .stdout
+            .contains("sink chat=\"slack url_env=SLACK_URL events=override.* min_severity=info\""),
+        "{planned:?}"
+    );
+    assert_eq!(run(&db, state.path(), &["reconcile"]).code, 0);
+
+    // One sink changed, one taken out: each is a line of the one change to the setting.
+    let one = state_with(
+        "notifications:\n  - name: oncall\n    type: webhook\n    url_env: ONCALL_URL\n    secret_env: ONCALL_SECRET\n    min_severity: warning\n",
+    );
+    state.write("state.yaml", &one);
+    let planned = run(&db, state.path(), &["reconcile", "--dry-run", "--format", "json"]);
+    assert_eq!(planned.code, 0, "{planned:?}");
+    let plan: Value = serde_json::from_str(&planned.stdout).unwrap();
+    let change = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "notifications")
+        .unwrap_or_else(|| panic!("{plan}"));
+    assert_eq!(change["action"], "update", "{change}");
+    let fields: Vec<(String, Value, Value)> = change["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["field"].as_str().unwrap().to_owned(),
+                f["old"].clone(),
+                f["new"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            (
+                "sink oncall".to_owned(),
+                "webhook url_env=ONCALL_URL secret_env=ONCALL_SECRET events=* min_severity=info".into(),
+                "webhook url_env=ONCALL_URL secret_env=ONCALL_SECRET events=* min_severity=warning".into()
+            ),
+            (
+                "sink chat".to_owned(),
+                "slack url_env=SLACK_URL events=override.* min_severity=info".into(),
+                Value::Null
+            ),
+        ],
+        "{change}"
+    );
+    // Leaving the section out leaves them alone; `notifications: []` takes them all out.
+    state.write("state.yaml", &state_with(""));
+    let planned = run(&db, state.path(), &["reconcile", "--dry-run"]);
+    assert!(!planned.stdout.contains("sink "), "{planned:?}");
+    state.write("state.yaml", &state_with("notifications: []\n"));
+    let planned = run(&db, state.path(), &["reconcile", "--dry-run"]);
+    assert!(
+        planned
+            .stdout
+            .contains("sink chat: \"slack url_env=SLACK_URL events=override.* min_severity=info\" → (none)"),
+        "{planned:?}"
+    );
+}

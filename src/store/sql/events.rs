@@ -54,7 +54,7 @@ const EXPIRY_HORIZON: chrono::TimeDelta = chrono::TimeDelta::hours(1);
 /// The overrides that expired by `$1` (after `$2`) and were not lifted before, told once each;
 /// `$json` is the backend's JSON object, as text.
 macro_rules! expired {
-    ($json:literal) => {
+    ($json:expr) => {
         concat!(
             "INSERT INTO notification_events (id, type, severity, occurred_at, actor, reason, \
              resource_kind, resource_key, data) \
@@ -72,7 +72,7 @@ macro_rules! expired {
 
 /// The open overrides that expire after `$1` and by `$2`, reminded of once each.
 macro_rules! expiring {
-    ($json:literal) => {
+    ($json:expr) => {
         concat!(
             "INSERT INTO notification_events (id, type, severity, occurred_at, actor, reason, \
              resource_kind, resource_key, data) \
@@ -87,14 +87,43 @@ macro_rules! expiring {
     };
 }
 
+/// What git restores when an override ends, as it may be shown: its state-file entry with a
+/// key's hash replaced by `(hidden)` (`model::shown_json`, in SQL); Postgres, then SQLite.
+macro_rules! restores {
+    (postgres) => {
+        "(CASE WHEN o.git_value::jsonb ? 'key_sha256' \
+         THEN jsonb_set(o.git_value::jsonb, '{key_sha256}', '\"(hidden)\"') ELSE o.git_value::jsonb END)"
+    };
+    (sqlite) => {
+        "json(CASE WHEN json_extract(o.git_value, '$.key_sha256') IS NOT NULL \
+         THEN json_set(o.git_value, '$.key_sha256', '(hidden)') ELSE o.git_value END)"
+    };
+}
+
 /// Each statement on Postgres, then on SQLite: only the JSON object is written differently.
 const EXPIRED: [&str; 2] = [
-    expired!("json_build_object('override_id', o.id, 'set_by', o.actor)::text"),
-    expired!("json_object('override_id', o.id, 'set_by', o.actor)"),
+    expired!(concat!(
+        "json_build_object('override_id', o.id, 'set_by', o.actor, 'restores', ",
+        restores!(postgres),
+        ")::text"
+    )),
+    expired!(concat!(
+        "json_object('override_id', o.id, 'set_by', o.actor, 'restores', ",
+        restores!(sqlite),
+        ")"
+    )),
 ];
 const EXPIRING: [&str; 2] = [
-    expiring!("json_build_object('override_id', o.id, 'set_by', o.actor, 'expires_at', o.expires_at)::text"),
-    expiring!("json_object('override_id', o.id, 'set_by', o.actor, 'expires_at', o.expires_at)"),
+    expiring!(concat!(
+        "json_build_object('override_id', o.id, 'set_by', o.actor, 'expires_at', o.expires_at, 'restores', ",
+        restores!(postgres),
+        ")::text"
+    )),
+    expiring!(concat!(
+        "json_object('override_id', o.id, 'set_by', o.actor, 'expires_at', o.expires_at, 'restores', ",
+        restores!(sqlite),
+        ")"
+    )),
 ];
 
 impl Db {

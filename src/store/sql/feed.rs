@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use crate::model::{Client, FeatureFlag, Override, Profile, Sinks, Stored, Window};
 use crate::store::backend::{Backend, Tx, on};
 use crate::store::rows::{
-    ClientRow, FlagRow, ProfileRow, RuleRecordRow, SinksRow, WindowRow, columns, lenient,
+    ClientRow, FlagRow, OverrideRow, ProfileRow, RuleRecordRow, SinksRow, WindowRow, columns, lenient,
 };
 use crate::store::{Db, ModeRecord, RuleRecord, StoreError};
 
@@ -54,10 +54,11 @@ struct Named {
     clients: BTreeSet<i64>,
     windows: BTreeSet<i64>,
     flags: BTreeSet<i64>,
-    /// Tables read whole whatever the rows (they are small): the mode, settings, overrides.
+    /// Overrides changed (set, cleared): followed row by row, as thousands may be open.
+    overrides: BTreeSet<i64>,
+    /// Tables read whole whatever the rows (they are small): the mode, settings.
     mode: bool,
     settings: bool,
-    overrides: bool,
 }
 
 impl Named {
@@ -65,7 +66,7 @@ impl Named {
         !self.unknown
             && !self.mode
             && !self.settings
-            && !self.overrides
+            && self.overrides.is_empty()
             && self.rules.is_empty()
             && self.clients.is_empty()
             && self.windows.is_empty()
@@ -95,8 +96,8 @@ pub struct Rows {
     pub profile: Option<Option<Stored<Profile>>>,
     /// The notification sinks, when read (as `profile`).
     pub notifications: Option<Option<Stored<Sinks>>>,
-    /// Every open override, when read: always in a whole read, in a followed change when any
-    /// override changed (the table is small; its rows are read whole).
+    /// Open overrides: every one in a whole read; in a followed change, those of the named
+    /// rows still open (`None` when none was named).
     pub overrides: Option<Vec<Override>>,
     /// The rows read that did not decode, by table.
     pub unreadable: RowIds,
@@ -110,6 +111,8 @@ pub struct RowIds {
     pub clients: Vec<i64>,
     pub windows: Vec<i64>,
     pub flags: Vec<i64>,
+    /// Overrides: an id named whose row is not in [`Rows::overrides`] was cleared.
+    pub overrides: Vec<i64>,
 }
 
 /// What a cache at a revision must read to be at the store's revision.
@@ -223,10 +226,7 @@ impl Tx<'_> {
                     named.settings = true;
                     continue;
                 }
-                Logged::Overrides => {
-                    named.overrides = true;
-                    continue;
-                }
+                Logged::Overrides => &mut named.overrides,
             };
             match row {
                 Some(id) => {
@@ -318,9 +318,10 @@ impl Tx<'_> {
                 true => Some(self.sinks_row().await?.map(SinksRow::stored).transpose()?),
                 false => None,
             },
-            overrides: match read(|n| n.overrides) {
-                true => Some(self.open_overrides().await?),
-                false => None,
+            overrides: match named {
+                None => Some(self.open_overrides().await?),
+                Some(n) if n.overrides.is_empty() => None,
+                Some(n) => Some(self.open_overrides_by_id(&n.overrides).await?),
             },
             unreadable,
         })
@@ -334,6 +335,7 @@ impl Tx<'_> {
             clients: named.clients.into_iter().collect(),
             windows: named.windows.into_iter().collect(),
             flags: named.flags.into_iter().collect(),
+            overrides: named.overrides.into_iter().collect(),
         };
         Ok(Change::Named(ids, rows))
     }
@@ -354,6 +356,27 @@ impl Tx<'_> {
     /// The mode row, which the first migration writes.
     async fn mode_record(&mut self) -> Result<ModeRecord, StoreError> {
         self.the_mode_row().await?.record()
+    }
+
+    /// The overrides of `ids` not cleared yet.
+    async fn open_overrides_by_id(&mut self, ids: &BTreeSet<i64>) -> Result<Vec<Override>, StoreError> {
+        // A cleared one is gone, as far as the caches care.
+        let sql = format!(
+            concat!(
+                "SELECT ",
+                columns!(overrides),
+                " FROM overrides WHERE cleared_at IS NULL AND {}"
+            ),
+            ids_in(self)
+        );
+        let ids = json_ids(ids);
+        let rows = on!(self, |c| sqlx::query_as::<_, OverrideRow>(sqlx::AssertSqlSafe(
+            sql
+        ))
+        .bind(&ids)
+        .fetch_all(&mut **c)
+        .await)?;
+        rows.into_iter().map(OverrideRow::parse).collect()
     }
 
     /// The deployment profile, once one has been set.

@@ -49,7 +49,9 @@ impl Db {
     /// returns how many were cleared, or [`StoreError::NoSuchOverride`] when a named one is not
     /// open.
     pub async fn clear_overrides(&self, which: Lifting, lift: &Lift<'_>) -> Result<u64, StoreError> {
-        let mut tx = self.begin().await?;
+        // The write lock first: the clear reads the mode before it writes, and a SQLite
+        // transaction that read first cannot write once another has committed.
+        let mut tx = self.begin_apply().await?;
         let cleared = tx.clear(which.into(), lift).await?;
         if let (Lifting::One(id) | Lifting::WithItsGroup(id), 0) = (which, cleared) {
             return Err(StoreError::NoSuchOverride(id));
@@ -153,9 +155,9 @@ impl Tx<'_> {
              AND ($3 IS NULL OR id = $3 OR ($5 AND group_id = \
                  (SELECT g.group_id FROM overrides g WHERE g.id = $3 AND g.cleared_at IS NULL))) \
              AND ($4 IS NULL OR group_id = $4) RETURNING ",
-            columns!(overrides)
+            columns!(held)
         );
-        let rows = on!(self, |c| sqlx::query_as::<_, OverrideRow>(sql)
+        let rows = on!(self, |c| sqlx::query_as::<_, HeldRow>(sql)
             .bind(lift.now)
             .bind(lift.actor)
             .bind(id)
@@ -163,14 +165,12 @@ impl Tx<'_> {
             .bind(with_group)
             .fetch_all(&mut **c)
             .await)?;
-        let cleared: Vec<Override> = rows
-            .into_iter()
-            .map(OverrideRow::parse)
-            .collect::<Result<_, _>>()?;
+        let held: Vec<Held> = rows.into_iter().map(HeldRow::parse).collect::<Result<_, _>>()?;
+        let mut told = lifted_events(&held, lift);
+        let cleared: Vec<Override> = held.into_iter().map(|h| h.hold).collect();
         if let Some(step) = writes::clear_audit(&cleared, lift) {
             self.run_step(&step).await?;
         }
-        let mut told = lifted_events(&cleared, lift);
         // Lifting a mode override may give the mode back (a lockdown's end tells it already).
         if let Some(mode_hold) = cleared
             .iter()
@@ -227,14 +227,20 @@ impl Tx<'_> {
 
 /// What lifting `cleared` tells: each override lifted alone, and each lockdown (an override
 /// group) as one event.
-fn lifted_events(cleared: &[Override], lift: &Lift<'_>) -> Vec<Event> {
+fn lifted_events(cleared: &[Held], lift: &Lift<'_>) -> Vec<Event> {
     let reason = lift.reason.unwrap_or_default();
     let mut groups: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
     let mut events = Vec::new();
-    for hold in cleared {
+    for Held { hold, git_value } in cleared {
         match &hold.group_id {
             Some(group) => *groups.entry(group).or_default() += 1,
-            None => events.push(Event::override_lifted(hold, lift.actor, reason, lift.now)),
+            None => {
+                // What git restores, as the status page shows it: a key's hash hidden.
+                let restores = git_value.as_deref().and_then(crate::model::shown_json);
+                events.push(Event::override_lifted(
+                    hold, restores, lift.actor, reason, lift.now,
+                ))
+            }
         }
     }
     events.extend(

@@ -105,6 +105,15 @@ fn each_change_tells_one_event_with_who_why_and_what() {
             ),
             "{b}: {lifted}"
         );
+        // What git restores: the rule as git declares it.
+        assert_eq!(
+            (
+                &lifted["data"]["restores"]["key"],
+                &lifted["data"]["restores"]["max_requests"]
+            ),
+            (&"user-1".into(), &30.into()),
+            "{b}: {lifted}"
+        );
 
         // A lockdown is one event, not one per client it holds; so is its end.
         let ops = |body: &str| app.send_json("POST", "/admin/ops", Some(ADMIN), body);
@@ -228,27 +237,41 @@ fn expiries_are_told_once_by_whoever_notices_first() {
         let b = app.backend;
         let store = &app.state.db;
         let now = Utc::now();
-        let hold = |key: &str, expires_in: Duration| NewOverride {
+        // What git restores: a client's entry, whose key hash is never told, and a flag's.
+        let hash = valhalla_ops::domain::KeySha256::of_key("vk_secret_key_of_bot");
+        let git_values: [Option<String>; 4] = [
+            Some(format!(
+                r#"{{"name":"bot","type":"script","key_sha256":"{}"}}"#,
+                hash.as_str()
+            )),
+            None,
+            Some(r#"{"name":"soon","enabled":false}"#.into()),
+            None,
+        ];
+        let hold = |key: &str, expires_in: Duration, git_value: Option<String>| NewOverride {
             kind: Kind::FeatureFlag,
             key: key.into(),
             actor: "tyr".into(),
             reason: format!("hold {key}"),
             expires_at: Some(now + expires_in),
             group_id: None,
-            git_value: None,
+            git_value,
         };
         let started = now - Duration::minutes(30);
         let ids: Vec<i64> = app.runtime.block_on(async {
             let mut ids = Vec::new();
-            for (key, expires_in) in [
+            for ((key, expires_in), git_value) in [
                 ("expired", Duration::minutes(-1)),
                 ("lifted", Duration::minutes(-2)),
                 ("soon", Duration::minutes(5)),
                 ("later", Duration::minutes(30)),
-            ] {
+            ]
+            .into_iter()
+            .zip(git_values.clone())
+            {
                 ids.push(
                     store
-                        .add_override(hold(key, expires_in), started)
+                        .add_override(hold(key, expires_in, git_value), started)
                         .await
                         .unwrap()
                         .id,
@@ -310,6 +333,18 @@ fn expiries_are_told_once_by_whoever_notices_first() {
             (&"override.expiring".into(), &"warning".into(), &"soon".into()),
             "{b}: {told:?}"
         );
+        assert_eq!(
+            told[0]["data"]["restores"],
+            serde_json::json!({"name": "bot", "type": "script", "key_sha256": "(hidden)"}),
+            "{b}: {told:?}"
+        );
+        assert_eq!(
+            told[1]["data"]["restores"],
+            serde_json::json!({"name": "soon", "enabled": false}),
+            "{b}: {told:?}"
+        );
+        let all = serde_json::to_string(&events(&app)).unwrap();
+        assert!(!all.contains(hash.as_str()), "{b}: a key hash was told: {all}");
     }
 }
 
