@@ -184,6 +184,9 @@ async fn run(url: &str, sink: bool, rate: u32, seconds: u64) -> Figures {
     }
 }
 
+/// A store's URL for a database name.
+type UrlOf = Box<dyn Fn(&str) -> String>;
+
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
@@ -204,7 +207,7 @@ fn main() {
         .expect("a runtime");
     runtime.block_on(async {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let mut stores: Vec<(&str, Box<dyn Fn(&str) -> String>)> = vec![(
+        let mut stores: Vec<(&str, UrlOf)> = vec![(
             "sqlite",
             Box::new(move |name| format!("sqlite://{}", dir.path().join(format!("{name}.db")).display())),
         )];
