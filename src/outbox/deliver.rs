@@ -41,6 +41,13 @@ const LOOK_EVERY: Duration = Duration::from_millis(500);
 /// The most calls in flight from one replica.
 const IN_FLIGHT: usize = 64;
 
+/// The least time between two looks at the outbox: under a stream of changes (an override a
+/// few milliseconds apart) one look takes many events, not one look each.
+const BETWEEN_LOOKS: Duration = Duration::from_millis(100);
+
+/// The most outcomes recorded in one statement.
+const SETTLE_BATCH: usize = 256;
+
 /// What the status page links to and the CloudEvents `source` names.
 #[derive(Debug, Clone)]
 pub struct Delivering {
@@ -120,27 +127,73 @@ impl NotifyMetrics {
 /// Delivers until the task is aborted.
 pub(super) fn spawn(replica: Arc<Replica>, delivering: Delivering) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let settled = Arc::new(tokio::sync::Notify::new());
+        let (done, outcomes) = tokio::sync::mpsc::unbounded_channel();
+        let settler = tokio::spawn(settle(replica.clone(), outcomes, Arc::clone(&settled)));
         let mut courier = Courier {
             replica,
             delivering,
             senders: HashMap::new(),
             slots: Arc::new(Semaphore::new(IN_FLIGHT)),
-            settled: Arc::new(tokio::sync::Notify::new()),
+            done,
             failing: false,
         };
         let changes = Arc::clone(courier.replica.db().changes());
-        let settled = Arc::clone(&courier.settled);
+        // The settler goes with this task.
+        let _settler = AbortOnDrop(settler);
         loop {
             let (changed, freed) = (changes.changed(), settled.notified());
             courier.round().await;
+            let earliest = tokio::time::Instant::now() + BETWEEN_LOOKS;
             tokio::select! {
                 () = changed => {}
                 // A delivery done may let the next one about its resource go.
                 () = freed => {}
                 () = tokio::time::sleep(LOOK_EVERY) => {}
             }
+            tokio::time::sleep_until(earliest).await;
         }
     })
+}
+
+/// A call's outcome, with its place in flight (freed once the outcome is recorded).
+type Done = (i64, Outcome, tokio::sync::OwnedSemaphorePermit);
+
+/// Records outcomes as they come, those that came meanwhile in one statement, then frees their
+/// places and says so.
+async fn settle(
+    replica: Arc<Replica>,
+    mut outcomes: tokio::sync::mpsc::UnboundedReceiver<Done>,
+    settled: Arc<tokio::sync::Notify>,
+) {
+    while let Some(first) = outcomes.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < SETTLE_BATCH {
+            match outcomes.try_recv() {
+                Ok(more) => batch.push(more),
+                Err(_) => break,
+            }
+        }
+        let (done, slots): (Vec<(i64, Outcome)>, Vec<_>) = batch
+            .into_iter()
+            .map(|(id, outcome, slot)| ((id, outcome), slot))
+            .unzip();
+        if let Err(e) = replica.db().settle_deliveries(&done, (replica.clock)()).await {
+            // Their leases end and they are sent again: at least once.
+            tracing::warn!(error = %e, deliveries = done.len(), "cannot record deliveries");
+        }
+        drop(slots);
+        settled.notify_one();
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A sink's sender, or why it cannot send, as made from its declaration.
@@ -153,8 +206,8 @@ struct Courier {
     senders: HashMap<String, Made>,
     /// Free places for calls in flight.
     slots: Arc<Semaphore>,
-    /// Told when a delivery is recorded.
-    settled: Arc<tokio::sync::Notify>,
+    /// Where each call's outcome goes to be recorded, with its place in flight.
+    done: tokio::sync::mpsc::UnboundedSender<Done>,
     /// Whether the last round could not reach the store (said once per outage).
     failing: bool,
 }
@@ -200,18 +253,14 @@ impl Courier {
                 break;
             };
             let sender = self.senders.get(&delivery.sink).map(|(_, made)| made.clone());
-            let (db, origin, metrics) = (db.clone(), origin.clone(), self.delivering.metrics.clone());
+            let (origin, metrics) = (origin.clone(), self.delivering.metrics.clone());
             let clock = self.replica.clock.clone();
-            let settled = Arc::clone(&self.settled);
+            let done = self.done.clone();
             tokio::spawn(async move {
                 let outcome = deliver(&delivery, sender, &origin, clock()).await;
                 metrics.count(&delivery.sink, &outcome);
-                if let Err(e) = db.settle_delivery(delivery.id, &outcome, clock()).await {
-                    // The lease ends and another try is made: at least once.
-                    tracing::warn!(error = %e, delivery = delivery.id, "cannot record a delivery");
-                }
-                drop(slot);
-                settled.notify_one();
+                // The settler is gone only when this task is: the lease then ends.
+                let _ = done.send((delivery.id, outcome, slot));
             });
         }
     }

@@ -20,7 +20,7 @@
 //! - `sql/admin.rs`: security_counts, lockdown, batch
 //! - `sql/events.rs`: events (the notifications outbox, read back), tell (events time made),
 //!   notice_expiries (overrides expired and expiring), forget_events
-//! - `sql/deliveries.rs`: fan_out, claim_deliveries, settle_delivery (sending the outbox),
+//! - `sql/deliveries.rs`: fan_out, claim_deliveries, settle_deliveries (sending the outbox),
 //!   delivery_backlog, deliveries_of, sink_health
 //! - `sql/outages.rs`: look_at_counters (the shared counters' outages, once for the platform)
 

@@ -176,34 +176,60 @@ impl Db {
         Ok(deliveries)
     }
 
-    /// Records how delivery `id` went at `now`; it is released either way.
-    pub async fn settle_delivery(
+    /// Records how each delivery of `done` went, at `now`, in one statement; each is released
+    /// either way.
+    pub async fn settle_deliveries(
         &self,
-        id: i64,
-        outcome: &Outcome,
+        done: &[(i64, Outcome)],
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let (state, status, error, due_at, done_at) = match outcome {
-            Outcome::Sent { status } => ("sent", Some(*status), None, None, Some(now)),
-            Outcome::Retry {
-                status,
-                error,
-                due_at,
-            } => ("pending", *status, Some(error.as_str()), Some(*due_at), None),
-            Outcome::Dead { status, error } => ("dead", *status, Some(error.as_str()), None, Some(now)),
-        };
-        let sql = "UPDATE notification_deliveries SET state = $2, last_status = $3, \
-                   last_error = COALESCE($4, last_error), due_at = COALESCE($5, due_at), done_at = $6, \
-                   leased_until = NULL WHERE id = $1";
-        let status = status.map(i64::from);
+        if done.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<serde_json::Value> = done
+            .iter()
+            .map(|(id, outcome)| {
+                let (state, status, error, due_at, done_at) = match outcome {
+                    Outcome::Sent { status } => ("sent", Some(*status), None, None, Some(now)),
+                    Outcome::Retry {
+                        status,
+                        error,
+                        due_at,
+                    } => ("pending", *status, Some(error.as_str()), Some(*due_at), None),
+                    Outcome::Dead { status, error } => {
+                        ("dead", *status, Some(error.as_str()), None, Some(now))
+                    }
+                };
+                serde_json::json!({
+                    "id": id, "state": state, "last_status": status, "last_error": error,
+                    "due_at": due_at, "done_at": done_at,
+                })
+            })
+            .collect();
+        let json = serde_json::Value::Array(rows).to_string();
         let mut conn = self.conn().await?;
+        let sql = match &conn {
+            Backend::Postgres(_) => {
+                "UPDATE notification_deliveries AS d SET state = v.state, last_status = v.last_status, \
+                 last_error = COALESCE(v.last_error, d.last_error), due_at = COALESCE(v.due_at, d.due_at), \
+                 done_at = v.done_at, leased_until = NULL \
+                 FROM jsonb_to_recordset($1::jsonb) AS v(id bigint, state text, last_status bigint, \
+                 last_error text, due_at timestamptz, done_at timestamptz) WHERE d.id = v.id"
+            }
+            Backend::Sqlite(_) => {
+                "UPDATE notification_deliveries SET state = v.state, last_status = v.last_status, \
+                 last_error = COALESCE(v.last_error, notification_deliveries.last_error), \
+                 due_at = COALESCE(v.due_at, notification_deliveries.due_at), done_at = v.done_at, \
+                 leased_until = NULL \
+                 FROM (SELECT json_extract(value, '$.id') AS id, json_extract(value, '$.state') AS state, \
+                 json_extract(value, '$.last_status') AS last_status, \
+                 json_extract(value, '$.last_error') AS last_error, json_extract(value, '$.due_at') AS due_at, \
+                 json_extract(value, '$.done_at') AS done_at FROM json_each($1)) AS v \
+                 WHERE notification_deliveries.id = v.id"
+            }
+        };
         on!(&mut conn, |c| sqlx::query(sql)
-            .bind(id)
-            .bind(state)
-            .bind(status)
-            .bind(error)
-            .bind(due_at)
-            .bind(done_at)
+            .bind(&json)
             .execute(&mut **c)
             .await
             .map(drop))?;
