@@ -139,16 +139,30 @@ impl Sender {
             .and_then(|v| retry_after(v, now));
         let bytes = response.bytes().await.unwrap_or_default();
         let end = bytes.len().min(ANSWER_MAX);
-        let mut body = crate::text::one_line(&String::from_utf8_lossy(&bytes[..end]));
-        // A receiver that echoes what it was sent must not show the routing key to readers.
-        if let Some(secret) = self.secret.as_deref().filter(|s| !s.is_empty()) {
-            body = body.replace(secret, crate::model::SECRET_HIDDEN);
-        }
+        let body = crate::text::one_line(&String::from_utf8_lossy(&bytes[..end]));
+        let body = scrubbed(body, &self.secrets());
         Ok(Answer {
             status,
             retry_after,
             body,
         })
+    }
+
+    /// What must never be shown of the sink: its secret, and its URL's path and query (where a
+    /// Slack webhook's token is).
+    fn secrets(&self) -> Vec<&str> {
+        let url = self.target.url();
+        let path = url.path();
+        [
+            self.secret.as_deref(),
+            Some(url.as_str()),
+            Some(path),
+            url.query(),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|s| s.len() > 1)
+        .collect()
     }
 
     /// A failed call in one line: what failed, with the URL shown as [`Target::shown`] does.
@@ -214,6 +228,17 @@ impl reqwest::dns::Resolve for Checked {
     }
 }
 
+/// `text` with each of `secrets` in it replaced by `(hidden)`, longest first (a receiver that
+/// echoes what it was sent, or its own URL, must not show a routing key or a token to readers).
+fn scrubbed(mut text: String, secrets: &[&str]) -> String {
+    let mut secrets = secrets.to_vec();
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    for secret in secrets {
+        text = text.replace(secret, crate::model::SECRET_HIDDEN);
+    }
+    text
+}
+
 /// The most a receiver may ask to wait: a longer `Retry-After` is taken as this.
 const RETRY_AFTER_MAX: Duration = Duration::from_secs(3600);
 
@@ -247,6 +272,24 @@ mod tests {
             min_severity: Severity::Info,
             allow_link_local: false,
         }
+    }
+
+    #[test]
+    fn an_answer_never_shows_the_secret_or_the_url_s_path_and_query() {
+        let sender = Sender::new(&sink(SinkType::Webhook, true), |v| {
+            Some(match v {
+                "HOOK_URL" => "https://hooks.example.com/services/T0/B0/t0ken?sig=abc123".into(),
+                _ => "whsec_key".into(),
+            })
+        })
+        .unwrap();
+        let echoed = "bad signature whsec_key for https://hooks.example.com/services/T0/B0/t0ken?sig=abc123 \
+                      (path /services/T0/B0/t0ken, query sig=abc123)";
+        let shown = scrubbed(echoed.into(), &sender.secrets());
+        assert_eq!(
+            shown,
+            "bad signature (hidden) for (hidden) (path (hidden), query (hidden))"
+        );
     }
 
     #[test]
