@@ -119,21 +119,7 @@ fn checked_by_the_sdk(calls: &[Call]) -> Option<Vec<Value>> {
             serde_json::json!({"secret": SECRET, "headers": headers, "body": c.body})
         })
         .collect();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/notify/check.py");
-    let mut child = std::process::Command::new("python3")
-        .arg(script)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write as _;
-    let mut stdin = child.stdin.take().unwrap();
-    stdin
-        .write_all(Value::Array(deliveries).to_string().as_bytes())
-        .unwrap();
-    drop(stdin);
-    let out = child.wait_with_output().unwrap();
+    let out = crate::support::check_deliveries(&deliveries);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     Some(serde_json::from_slice(&out.stdout).unwrap())
 }

@@ -721,23 +721,7 @@ fn the_cloudevents_sdk_reads_our_events_and_a_plain_hmac_checks_their_signatures
             })
         })
         .collect();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/notify/check.py");
-    // The checker, fed `deliveries` on its stdin.
-    let check = |deliveries: &[serde_json::Value]| {
-        use std::io::Write;
-        let mut child = std::process::Command::new("python3")
-            .arg(script)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let input = serde_json::Value::Array(deliveries.to_vec()).to_string();
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(input.as_bytes()).unwrap();
-        drop(stdin);
-        child.wait_with_output().unwrap()
-    };
+    let check = crate::support::check_deliveries;
     let out = check(&deliveries);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let read: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -718,3 +718,22 @@ pub fn wait_until(within: Duration, mut done: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Runs `tests/notify/check.py` on `deliveries` (each `{"secret", "headers", "body"}`), as a
+/// webhook receiver would check them: Python's own HMAC over each signature, and the
+/// CloudEvents SDK reading each body. Its output: what the SDK read, or why it refused.
+pub fn check_deliveries(deliveries: &[serde_json::Value]) -> Output {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/notify/check.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run python3");
+    let input = serde_json::Value::Array(deliveries.to_vec()).to_string();
+    let mut stdin = child.stdin.take().expect("its stdin");
+    stdin.write_all(input.as_bytes()).expect("write the deliveries");
+    drop(stdin);
+    child.wait_with_output().expect("its output")
+}
