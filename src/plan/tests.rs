@@ -536,36 +536,25 @@ fn apply(actual: &Actual, p: &Plan) -> Actual {
         }
         rows
     }
-    let setting = |cur: &Option<Stored<Maintenance>>, ops: &[Op<Maintenance>]| match ops.first() {
-        Some(op) if op.action.writes() => Some(Stored {
-            id: 1,
-            owner: Owner::Git,
-            value: op.target.clone().unwrap(),
-        }),
-        _ => cur.clone(),
-    };
+    /// A setting after its plan: git's value when the plan writes it, else as it was.
+    fn setting<T: Resource>(cur: &Option<Stored<T>>, ops: &[Op<T>]) -> Option<Stored<T>> {
+        match ops.first() {
+            Some(op) if op.action.writes() => Some(Stored {
+                id: 1,
+                owner: Owner::Git,
+                value: op.target.clone().unwrap(),
+            }),
+            _ => cur.clone(),
+        }
+    }
     Actual {
         rules: one(&actual.rules, &p.rules),
         clients: one(&actual.clients, &p.clients),
         windows: one(&actual.windows, &p.windows),
         flags: one(&actual.flags, &p.flags),
         maintenance: setting(&actual.maintenance, &p.maintenance),
-        profile: match p.profile.first() {
-            Some(op) if op.action.writes() => Some(Stored {
-                id: 1,
-                owner: Owner::Git,
-                value: op.target.clone().unwrap(),
-            }),
-            _ => actual.profile.clone(),
-        },
-        notifications: match p.notifications.first() {
-            Some(op) if op.action.writes() => Some(Stored {
-                id: 1,
-                owner: Owner::Git,
-                value: op.target.clone().unwrap(),
-            }),
-            _ => actual.notifications.clone(),
-        },
+        profile: setting(&actual.profile, &p.profile),
+        notifications: setting(&actual.notifications, &p.notifications),
         overrides: actual.overrides.clone(),
     }
 }

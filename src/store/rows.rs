@@ -52,7 +52,7 @@ macro_rules! columns {
     (mode) => {
         "id, mode, reason, owner, updated_at, git_mode, git_reason"
     };
-    (profile) => {
+    (setting) => {
         "id, value, owner"
     };
     (overrides) => {
@@ -402,43 +402,39 @@ impl ModeRow {
     }
 }
 
-/// The deployment profile's row of `settings`.
+/// A row of `settings`: the deployment profile's name, or the notification sinks as a JSON
+/// array, by the row's name.
 #[derive(Debug, sqlx::FromRow)]
-pub(super) struct ProfileRow {
+pub(super) struct SettingRow {
     id: i64,
     value: String,
     owner: String,
 }
 
-impl ProfileRow {
-    pub(super) fn stored(self) -> Result<Stored<Profile>, StoreError> {
+impl SettingRow {
+    /// The row with its value read by `parse`.
+    fn stored<T>(self, parse: impl FnOnce(String) -> Result<T, ParseError>) -> Result<Stored<T>, StoreError> {
         let bad = corrupt("settings", self.id);
         Ok(Stored {
             id: self.id,
             owner: self.owner.parse().map_err(&bad)?,
-            value: Profile {
-                name: ProfileName::parse(self.value).map_err(&bad)?,
-            },
+            value: parse(self.value).map_err(&bad)?,
         })
     }
-}
 
-/// The notification sinks' row of `settings`: their declarations as a JSON array.
-#[derive(Debug, sqlx::FromRow)]
-pub(super) struct SinksRow {
-    id: i64,
-    value: String,
-    owner: String,
-}
+    pub(super) fn profile(self) -> Result<Stored<Profile>, StoreError> {
+        self.stored(|v| {
+            Ok(Profile {
+                name: ProfileName::parse(v)?,
+            })
+        })
+    }
 
-impl SinksRow {
-    pub(super) fn stored(self) -> Result<Stored<Sinks>, StoreError> {
-        let bad = corrupt("settings", self.id);
-        let sinks = serde_json::from_str(&self.value).map_err(|e| bad(ParseError(e.to_string())))?;
-        Ok(Stored {
-            id: self.id,
-            owner: self.owner.parse().map_err(&bad)?,
-            value: Sinks(sinks),
+    pub(super) fn sinks(self) -> Result<Stored<Sinks>, StoreError> {
+        self.stored(|v| {
+            serde_json::from_str(&v)
+                .map(Sinks)
+                .map_err(|e| ParseError(e.to_string()))
         })
     }
 }

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use super::inputs::{Lift, RunMeta, Usage};
 
 /// The setting that holds the deployment profile.
-const PROFILE_SETTING: &str = "deployment_profile";
+pub(super) const PROFILE_SETTING: &str = "deployment_profile";
 /// The setting that holds the notification sinks, as a JSON array.
 pub(super) const NOTIFICATIONS_SETTING: &str = "notifications";
 use crate::domain::{CounterStore, Owner};

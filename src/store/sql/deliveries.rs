@@ -48,6 +48,7 @@ struct HealthRow {
     pending: i64,
     retrying: i64,
     dead: i64,
+    last_error: Option<String>,
 }
 
 impl Db {
@@ -287,34 +288,29 @@ impl Db {
 
     /// Each sink's deliveries not sent, by sink: what the status page shows of failing sinks.
     pub async fn sink_health(&self) -> Result<Vec<SinkHealth>, StoreError> {
-        let sql = "SELECT sink, \
-                   SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END) AS pending, \
-                   SUM(CASE WHEN state = 'pending' AND last_error IS NOT NULL THEN 1 ELSE 0 END) AS retrying, \
-                   SUM(CASE WHEN state = 'dead' THEN 1 ELSE 0 END) AS dead \
-                   FROM notification_deliveries WHERE state <> 'sent' GROUP BY sink ORDER BY sink";
-        let last = "SELECT last_error FROM notification_deliveries \
-                    WHERE sink = $1 AND state <> 'sent' AND last_error IS NOT NULL \
-                    ORDER BY event_seq DESC LIMIT 1";
+        // The last error of each sink by a correlated subquery: one statement whatever the sinks.
+        let sql = "SELECT d.sink, \
+                   SUM(CASE WHEN d.state = 'pending' THEN 1 ELSE 0 END) AS pending, \
+                   SUM(CASE WHEN d.state = 'pending' AND d.last_error IS NOT NULL THEN 1 ELSE 0 END) AS retrying, \
+                   SUM(CASE WHEN d.state = 'dead' THEN 1 ELSE 0 END) AS dead, \
+                   (SELECT e.last_error FROM notification_deliveries e \
+                    WHERE e.sink = d.sink AND e.state <> 'sent' AND e.last_error IS NOT NULL \
+                    ORDER BY e.event_seq DESC LIMIT 1) AS last_error \
+                   FROM notification_deliveries d WHERE d.state <> 'sent' GROUP BY d.sink ORDER BY d.sink";
         let mut conn = self.conn().await?;
         let rows = on!(&mut conn, |c| sqlx::query_as::<_, HealthRow>(sql)
             .fetch_all(&mut **c)
             .await)?;
-        let mut health = Vec::with_capacity(rows.len());
-        // A handful of sinks: one small query each.
-        for row in rows {
-            let last_error: Option<String> = on!(&mut conn, |c| sqlx::query_scalar(last)
-                .bind(&row.sink)
-                .fetch_optional(&mut **c)
-                .await)?;
-            health.push(SinkHealth {
+        Ok(rows
+            .into_iter()
+            .map(|row| SinkHealth {
                 sink: row.sink,
                 pending: row.pending,
                 retrying: row.retrying,
                 dead: row.dead,
-                last_error,
-            });
-        }
-        Ok(health)
+                last_error: row.last_error,
+            })
+            .collect())
     }
 }
 

@@ -6,9 +6,7 @@ use std::collections::BTreeSet;
 
 use crate::model::{Client, FeatureFlag, Override, Profile, Sinks, Stored, Window};
 use crate::store::backend::{Backend, Tx, on};
-use crate::store::rows::{
-    ClientRow, FlagRow, OverrideRow, ProfileRow, RuleRecordRow, SinksRow, WindowRow, columns, lenient,
-};
+use crate::store::rows::{ClientRow, FlagRow, OverrideRow, RuleRecordRow, WindowRow, columns, lenient};
 use crate::store::{Db, ModeRecord, RuleRecord, StoreError};
 
 /// The most log rows read to follow a change; past it, the caches read everything again (it is
@@ -311,11 +309,11 @@ impl Tx<'_> {
                 false => None,
             },
             profile: match read(|n| n.settings) {
-                true => Some(self.profile_record().await?),
+                true => Some(self.profile().await?),
                 false => None,
             },
             notifications: match read(|n| n.settings) {
-                true => Some(self.sinks_row().await?.map(SinksRow::stored).transpose()?),
+                true => Some(self.sinks().await?),
                 false => None,
             },
             overrides: match named {
@@ -377,11 +375,6 @@ impl Tx<'_> {
         .fetch_all(&mut **c)
         .await)?;
         rows.into_iter().map(OverrideRow::parse).collect()
-    }
-
-    /// The deployment profile, once one has been set.
-    async fn profile_record(&mut self) -> Result<Option<Stored<Profile>>, StoreError> {
-        self.profile_row().await?.map(ProfileRow::stored).transpose()
     }
 
     /// Forgets change-log entries far behind the newest: a cache that far behind reads

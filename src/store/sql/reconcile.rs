@@ -7,9 +7,7 @@ use crate::event::Event;
 use crate::model::Actual;
 use crate::plan::{Action, Plan};
 use crate::store::backend::{Tx, on};
-use crate::store::rows::{
-    AuditRow, ClientRow, FlagRow, ProfileRow, RuleRow, RunRow, SinksRow, WindowRow, columns,
-};
+use crate::store::rows::{AuditRow, ClientRow, FlagRow, RuleRow, RunRow, WindowRow, columns};
 use crate::store::writes;
 use crate::store::{Applied, ApplyError, AuditFilter, AuditRecord, Db, RunMeta, RunRecord, StoreError};
 
@@ -216,8 +214,8 @@ impl Tx<'_> {
         .fetch_all(&mut **c)
         .await)?;
         let mode = self.mode_row().await?;
-        let profile = self.profile_row().await?;
-        let notifications = self.sinks_row().await?;
+        let profile = self.profile().await?;
+        let notifications = self.sinks().await?;
         let overrides = self.open_overrides().await?;
         Ok(Actual {
             rules: rules.into_iter().map(RuleRow::stored).collect::<Result<_, _>>()?,
@@ -231,8 +229,8 @@ impl Tx<'_> {
                 .collect::<Result<_, _>>()?,
             flags: flags.into_iter().map(FlagRow::stored).collect::<Result<_, _>>()?,
             maintenance: mode.map(|m| m.stored()).transpose()?,
-            profile: profile.map(ProfileRow::stored).transpose()?,
-            notifications: notifications.map(SinksRow::stored).transpose()?,
+            profile,
+            notifications,
             overrides,
         })
     }

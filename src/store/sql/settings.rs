@@ -5,10 +5,11 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{FlagName, Mode, ProfileName};
 use crate::event::Event;
-use crate::model::{FeatureFlag, Maintenance, MaintenanceInputs, Override, Profile, Resource};
+use crate::model::{FeatureFlag, Maintenance, MaintenanceInputs, Override, Profile, Resource, Sinks, Stored};
 use crate::store::backend::{Tx, on};
-use crate::store::rows::{FlagRecordRow, FlagRow, ModeRow, OverrideRow, ProfileRow, SinksRow, columns};
+use crate::store::rows::{FlagRecordRow, FlagRow, ModeRow, OverrideRow, SettingRow, columns};
 use crate::store::sql::overrides::always_hold;
+use crate::store::writes::{NOTIFICATIONS_SETTING, PROFILE_SETTING};
 use crate::store::{ApiChange, Db, FlagRecord, StoreError};
 
 impl Db {
@@ -58,28 +59,29 @@ impl Tx<'_> {
         Ok(self.mode_row().await?.ok_or(sqlx::Error::RowNotFound)?)
     }
 
-    /// The deployment profile's row, once one has been set.
-    pub(in crate::store) async fn profile_row(&mut self) -> Result<Option<ProfileRow>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            columns!(profile),
-            " FROM settings WHERE name = 'deployment_profile'"
-        );
-        Ok(on!(self, |c| sqlx::query_as::<_, ProfileRow>(sql)
+    /// The `settings` row named `name`, once one has been written.
+    async fn setting_row(&mut self, name: &str) -> Result<Option<SettingRow>, StoreError> {
+        let sql = concat!("SELECT ", columns!(setting), " FROM settings WHERE name = $1");
+        Ok(on!(self, |c| sqlx::query_as::<_, SettingRow>(sql)
+            .bind(name)
             .fetch_optional(&mut **c)
             .await)?)
     }
 
-    /// The notification sinks' row, once git has declared them.
-    pub(in crate::store) async fn sinks_row(&mut self) -> Result<Option<SinksRow>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            columns!(profile),
-            " FROM settings WHERE name = 'notifications'"
-        );
-        Ok(on!(self, |c| sqlx::query_as::<_, SinksRow>(sql)
-            .fetch_optional(&mut **c)
-            .await)?)
+    /// The deployment profile, once one has been set.
+    pub(in crate::store) async fn profile(&mut self) -> Result<Option<Stored<Profile>>, StoreError> {
+        self.setting_row(PROFILE_SETTING)
+            .await?
+            .map(SettingRow::profile)
+            .transpose()
+    }
+
+    /// The notification sinks, once git has declared them.
+    pub(in crate::store) async fn sinks(&mut self) -> Result<Option<Stored<Sinks>>, StoreError> {
+        self.setting_row(NOTIFICATIONS_SETTING)
+            .await?
+            .map(SettingRow::sinks)
+            .transpose()
     }
 
     /// What the effective maintenance mode depends on, without reading every resource.
@@ -194,7 +196,7 @@ impl Tx<'_> {
         name: &ProfileName,
         change: &ApiChange,
     ) -> Result<Override, StoreError> {
-        let current = self.profile_row().await?.map(ProfileRow::stored).transpose()?;
+        let current = self.profile().await?;
         let target = Profile { name: name.clone() };
         let hold = always_hold(current.as_ref(), target.key(), change)?;
         let hold = self
