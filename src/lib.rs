@@ -10,6 +10,8 @@
 //!
 //! - [`text`]: values and messages made safe to print (one line, escaped, cut).
 //! - [`domain`]: validated newtypes and enums (`ClientName`, `Scope`, `Mode`, …).
+//! - [`calendar`]: when windows are open: a cron rule's occurrences on the time line, the
+//!   daylight-saving rules, merging, and a cache of what is open around now.
 //! - [`model`]: the resources, as the desired state and the store both hold them.
 //! - [`clock`], [`backoff`], [`shutdown`]: the one clock, exponential backoff, and signals
 //!   (graceful on the first, forced on the second).
@@ -45,6 +47,7 @@
 pub mod api_error;
 pub mod auth;
 pub mod backoff;
+pub mod calendar;
 pub mod cli;
 pub mod clock;
 pub mod counting;
