@@ -178,7 +178,11 @@ string_enum!(
 );
 string_enum!(
     /// The mode a maintenance window puts the platform in while it is open.
-    WindowMode, "window mode" { Maintenance => "maintenance", ReadOnly => "read_only" }
+    WindowMode, "window mode" {
+        Maintenance => "maintenance",
+        ReadOnly => "read_only",
+        FreezeChanges => "freeze_changes",
+    }
 );
 string_enum!(
     /// Who owns a stored resource: the reconciler (declared in git) or the HTTP API.
@@ -357,11 +361,13 @@ impl schemars::JsonSchema for EnvName {
     }
 }
 
-impl From<WindowMode> for Mode {
-    fn from(m: WindowMode) -> Mode {
-        match m {
-            WindowMode::Maintenance => Mode::Maintenance,
-            WindowMode::ReadOnly => Mode::ReadOnly,
+impl WindowMode {
+    /// The platform's mode while such a window is open; a freeze of changes leaves it alone.
+    pub fn platform_mode(self) -> Option<Mode> {
+        match self {
+            WindowMode::Maintenance => Some(Mode::Maintenance),
+            WindowMode::ReadOnly => Some(Mode::ReadOnly),
+            WindowMode::FreezeChanges => None,
         }
     }
 }
@@ -838,7 +844,8 @@ mod tests {
             err,
             "unknown scope `ipp`, expected one of: ip, user, api_key, global"
         );
-        assert_eq!(Mode::from(WindowMode::ReadOnly), Mode::ReadOnly);
+        assert_eq!(WindowMode::ReadOnly.platform_mode(), Some(Mode::ReadOnly));
+        assert_eq!(WindowMode::FreezeChanges.platform_mode(), None);
     }
 
     #[test]

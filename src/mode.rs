@@ -1,10 +1,12 @@
-//! The effective maintenance mode: an active override, else an open window, else git's mode.
+//! The effective maintenance mode (an active override, else an open window, else git's mode) and
+//! the freeze of changes, both decided from the windows' occurrences here and nowhere else.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::domain::Mode;
-use crate::model::{MaintenanceInputs, Override};
+use crate::calendar::Interval;
+use crate::domain::{Mode, WindowMode};
+use crate::model::{MaintenanceInputs, Override, Window};
 
 /// Where the effective mode comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -29,6 +31,34 @@ pub struct EffectiveMode {
     pub source: Source,
     /// When this mode ends, where known: the override's expiry or the window's end.
     pub until: Option<DateTime<Utc>>,
+    /// A `freeze_changes` window open now: the reconciler refuses to apply git until it ends.
+    pub freeze: Option<ChangeFreeze>,
+}
+
+/// A freeze of changes in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ChangeFreeze {
+    /// The window that holds it (of several open, the one that ends last).
+    pub window: String,
+    /// When it ends: the end of the window's merged occurrence.
+    pub until: DateTime<Utc>,
+    pub description: String,
+}
+
+/// The freeze of changes in force at `now`, if any.
+pub fn freeze(inputs: &MaintenanceInputs, now: DateTime<Utc>) -> Option<ChangeFreeze> {
+    freeze_of(&inputs.open_windows(now))
+}
+
+fn freeze_of(open: &[(&Window, Interval)]) -> Option<ChangeFreeze> {
+    open.iter()
+        .filter(|(w, _)| w.mode == WindowMode::FreezeChanges)
+        .max_by_key(|(w, i)| (i.ends_at, std::cmp::Reverse(w.name.clone())))
+        .map(|(w, i)| ChangeFreeze {
+            window: w.name.to_string(),
+            until: i.ends_at,
+            description: w.description.clone(),
+        })
 }
 
 /// The mode override in force at `now`, if any: the newest active one.
@@ -42,6 +72,7 @@ pub fn holding_override(inputs: &MaintenanceInputs, now: DateTime<Utc>) -> Optio
 
 /// Computes the effective mode at `now`; no write is needed for a window to open or close.
 pub fn effective(inputs: &MaintenanceInputs, now: DateTime<Utc>) -> EffectiveMode {
+    let open = inputs.open_windows(now);
     // Without an override or an open window, git's own mode is in force, even if an override
     // that has just expired still sits in the stored row.
     let base = EffectiveMode {
@@ -50,6 +81,7 @@ pub fn effective(inputs: &MaintenanceInputs, now: DateTime<Utc>) -> EffectiveMod
         updated_at: inputs.updated_at,
         source: Source::Git,
         until: None,
+        freeze: freeze_of(&open),
     };
     // An override wrote its mode into the stored row; it holds until it expires or is cleared.
     if let Some(o) = holding_override(inputs, now) {
@@ -61,26 +93,26 @@ pub fn effective(inputs: &MaintenanceInputs, now: DateTime<Utc>) -> EffectiveMod
             ..base
         };
     }
-    let open = inputs
-        .windows
-        .iter()
-        .filter(|w| w.active && w.starts_at <= now && now < w.ends_at);
     // Of overlapping windows, the stricter mode wins, then the one that ends last.
     let strictness = |m: Mode| match m {
         Mode::Normal => 0,
         Mode::ReadOnly => 1,
         Mode::Maintenance => 2,
     };
-    match open.max_by_key(|w| (strictness(w.mode.into()), w.ends_at)) {
-        Some(w) => EffectiveMode {
-            mode: w.mode.into(),
+    let holding = open
+        .iter()
+        .filter_map(|(w, i)| w.mode.platform_mode().map(|m| (m, w, i)))
+        .max_by_key(|(m, w, i)| (strictness(*m), i.ends_at, std::cmp::Reverse(w.name.clone())));
+    match holding {
+        Some((mode, w, i)) => EffectiveMode {
+            mode,
             reason: if w.description.is_empty() {
                 format!("maintenance window {}", w.name)
             } else {
                 w.description.clone()
             },
             source: Source::Window,
-            until: Some(w.ends_at),
+            until: Some(i.ends_at),
             ..base
         },
         None => base,
@@ -92,8 +124,9 @@ mod tests {
     use chrono::{Duration, TimeZone};
 
     use super::*;
-    use crate::domain::{WindowMode, WindowName};
-    use crate::model::{Kind, Maintenance, Override, Window};
+    use crate::calendar::{Length, Recurrence, Schedule, When, Zone};
+    use crate::domain::WindowName;
+    use crate::model::{Kind, Maintenance};
 
     fn now() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 12, 1, 3, 0, 0).unwrap()
@@ -102,8 +135,10 @@ mod tests {
     fn window(name: &str, from_h: i64, to_h: i64, mode: WindowMode) -> Window {
         Window {
             name: WindowName::parse(name).unwrap(),
-            starts_at: now() + Duration::hours(from_h),
-            ends_at: now() + Duration::hours(to_h),
+            when: When::Once(Interval {
+                starts_at: now() + Duration::hours(from_h),
+                ends_at: now() + Duration::hours(to_h),
+            }),
             mode,
             active: true,
             description: String::new(),
@@ -124,19 +159,68 @@ mod tests {
     }
 
     fn inputs(mode: Mode, windows: Vec<Window>, overrides: Vec<Override>) -> MaintenanceInputs {
-        MaintenanceInputs {
-            state: Maintenance {
+        MaintenanceInputs::new(
+            Maintenance {
                 mode,
                 reason: "steady".into(),
             },
-            git: Maintenance {
+            Maintenance {
                 mode: Mode::Normal,
                 reason: "steady".into(),
             },
-            updated_at: now() - Duration::days(1),
+            now() - Duration::days(1),
             windows,
             overrides,
+        )
+    }
+
+    fn recurring(name: &str, schedule: &str, duration: &str, zone: &str, mode: WindowMode) -> Window {
+        Window {
+            name: WindowName::parse(name).unwrap(),
+            when: When::Every(Recurrence {
+                schedule: Schedule::parse(schedule).unwrap(),
+                duration: Length::parse(duration).unwrap(),
+                timezone: Zone::parse(zone).unwrap(),
+            }),
+            mode,
+            active: true,
+            description: String::new(),
         }
+    }
+
+    #[test]
+    fn a_freeze_leaves_the_mode_alone_and_holds_under_an_override() {
+        let frozen = window("black-friday", -1, 5, WindowMode::FreezeChanges);
+        let e = effective(&inputs(Mode::Normal, vec![frozen.clone()], vec![]), now());
+        assert_eq!((e.mode, e.source), (Mode::Normal, Source::Git));
+        let f = e.freeze.unwrap();
+        assert_eq!((f.window.as_str(), f.until), ("black-friday", now() + Duration::hours(5)));
+        // An override decides the mode; the freeze of changes still holds.
+        let input = inputs(Mode::Maintenance, vec![frozen.clone()], vec![freeze(Some(5))]);
+        let e = effective(&input, now());
+        assert_eq!(e.source, Source::Override);
+        assert_eq!(e.freeze, super::freeze(&input, now()));
+        assert!(e.freeze.is_some());
+        // With a read-only window open too, the window sets the mode and the freeze holds.
+        let ro = window("ro", -1, 1, WindowMode::ReadOnly);
+        let e = effective(&inputs(Mode::Normal, vec![frozen, ro], vec![]), now());
+        assert_eq!((e.mode, e.until), (Mode::ReadOnly, Some(now() + Duration::hours(1))));
+        assert!(e.freeze.is_some());
+        assert_eq!(super::freeze(&inputs(Mode::Normal, vec![], vec![]), now()), None);
+    }
+
+    #[test]
+    fn a_recurring_window_opens_each_time_its_rule_fires() {
+        // now() is Tuesday 2026-12-01 03:00Z, 04:00 in Berlin.
+        let w = recurring("nightly", "30 3 * * *", "1h", "Europe/Berlin", WindowMode::Maintenance);
+        let e = effective(&inputs(Mode::Normal, vec![w], vec![]), now());
+        assert_eq!((e.mode, e.source), (Mode::Maintenance, Source::Window));
+        assert_eq!(e.until, Some(now() + Duration::minutes(30)));
+        let w = recurring("nightly", "30 4 * * *", "1h", "Europe/Berlin", WindowMode::Maintenance);
+        let input = inputs(Mode::Normal, vec![w], vec![]);
+        assert_eq!(effective(&input, now()).source, Source::Git);
+        let later = effective(&input, now() + Duration::days(3) + Duration::minutes(45));
+        assert_eq!(later.source, Source::Window);
     }
 
     #[test]

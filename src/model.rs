@@ -5,6 +5,8 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::calendar::{Interval, Openings, When};
+
 use crate::domain::{
     ClientName, ClientType, EnvName, EventPattern, EventType, FlagName, KeySha256, MaxRequests, Mode,
     OnOutage, Owner, ProfileName, Role, RuleKey, Scope, Severity, SinkName, SinkType, WindowMode, WindowName,
@@ -221,15 +223,16 @@ impl Resource for Client {
     }
 }
 
-/// A scheduled maintenance window, identified by name. Invariant: `ends_at > starts_at`.
+/// A maintenance window, identified by name: once, or each time a rule fires.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Window {
     pub name: WindowName,
-    /// When the window opens.
-    pub starts_at: DateTime<Utc>,
-    /// When it closes: the first instant it no longer holds.
-    pub ends_at: DateTime<Utc>,
-    /// The mode in force while it is open.
+    /// When it holds: `starts_at` and `ends_at` (the first instant it no longer holds), or
+    /// `schedule`, `duration` and `timezone`.
+    #[serde(flatten)]
+    pub when: When,
+    /// The mode in force while it is open; `freeze_changes` leaves the mode alone and stops the
+    /// reconciler from applying git.
     pub mode: WindowMode,
     /// Windows removed from git are deactivated, not deleted, to keep their history.
     pub active: bool,
@@ -243,13 +246,23 @@ impl Resource for Window {
     }
     fn fields(&self) -> Vec<Field> {
         let time = |t: &DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
-        vec![
-            Field::new("starts_at", time(&self.starts_at)),
-            Field::new("ends_at", time(&self.ends_at)),
+        let mut fields = match &self.when {
+            When::Once(i) => vec![
+                Field::new("starts_at", time(&i.starts_at)),
+                Field::new("ends_at", time(&i.ends_at)),
+            ],
+            When::Every(r) => vec![
+                Field::new("schedule", r.schedule.as_str()),
+                Field::new("duration", r.duration.to_string()),
+                Field::new("timezone", r.timezone.name()),
+            ],
+        };
+        fields.extend([
             Field::new("mode", self.mode),
             Field::new("active", self.active),
             Field::new("description", &self.description),
-        ]
+        ]);
+        fields
     }
 }
 
@@ -598,8 +611,40 @@ pub struct MaintenanceInputs {
     pub git: Maintenance,
     /// When the stored mode last changed.
     pub updated_at: DateTime<Utc>,
-    /// Active windows (past, present and future).
-    pub windows: Vec<Window>,
+    /// Active windows (past, present and future), with what is open around now worked out once.
+    windows: Vec<Window>,
+    openings: Openings,
     /// Mode overrides not cleared yet (some may have expired).
     pub overrides: Vec<Override>,
+}
+
+impl MaintenanceInputs {
+    pub fn new(
+        state: Maintenance,
+        git: Maintenance,
+        updated_at: DateTime<Utc>,
+        windows: Vec<Window>,
+        overrides: Vec<Override>,
+    ) -> MaintenanceInputs {
+        MaintenanceInputs {
+            state,
+            git,
+            updated_at,
+            windows,
+            openings: Openings::default(),
+            overrides,
+        }
+    }
+
+    /// The active windows.
+    pub fn windows(&self) -> &[Window] {
+        &self.windows
+    }
+
+    /// The windows open at `now`, each with the merged interval that holds `now`.
+    pub fn open_windows(&self, now: DateTime<Utc>) -> Vec<(&Window, Interval)> {
+        let whens = self.windows.iter().map(|w| w.active.then_some(&w.when));
+        let open = self.openings.open_at(now, whens);
+        open.into_iter().map(|(i, iv)| (&self.windows[i], iv)).collect()
+    }
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::MODELINE;
+use crate::calendar::When;
 use super::raw::{RawClient, RawFlag, RawRule, RawWindow};
 use crate::domain::{Mode, ProfileName};
 use crate::model::{
@@ -252,10 +253,17 @@ fn build(source: Source<'_>) -> (ExportFile, Vec<String>) {
         .filter(|w| w.value.active)
         .map(|w| {
             let w = &w.value;
+            let (once, rule) = match &w.when {
+                When::Once(i) => (Some(i), None),
+                When::Every(r) => (None, Some(r)),
+            };
             RawWindow {
                 name: w.name.clone(),
-                starts_at: time(&w.starts_at),
-                ends_at: time(&w.ends_at),
+                starts_at: once.map(|i| time(&i.starts_at)),
+                ends_at: once.map(|i| time(&i.ends_at)),
+                schedule: rule.map(|r| r.schedule.clone()),
+                duration: rule.map(|r| r.duration),
+                timezone: rule.map(|r| r.timezone),
                 mode: w.mode,
                 description: w.description.clone(),
             }

@@ -13,6 +13,7 @@ use serde_yaml::Value;
 use super::position::{self, Pos, PositionIndex, join};
 use super::raw::{RawClient, RawFile, RawFlag, RawProfile, RawRule, RawWindow, SchemaFile};
 use super::{DesiredState, Diagnostic, LoadError, Loaded, Origin, files};
+use crate::calendar::{Interval, Recurrence, When};
 use crate::domain::{MaxRequests, RuleKey, Scope, WindowSeconds, parse_time};
 use crate::model::{Client, FeatureFlag, Maintenance, Profile, RateLimitRule, Resource, Sink, Sinks, Window};
 
@@ -636,37 +637,79 @@ impl Loader {
         self.clients.push((client, cx.field(entry, "name")));
     }
 
-    fn add_window(&mut self, cx: &FileCx, entry: Entry, w: RawWindow) {
-        let starts = parse_time(&w.starts_at).map_err(|e| cx.field_error(entry, "starts_at", e.0));
-        let ends = parse_time(&w.ends_at).map_err(|e| cx.field_error(entry, "ends_at", e.0));
-        let (starts_at, ends_at) = match (starts, ends) {
-            (Ok(s), Ok(e)) if e > s => (s, e),
-            failed => {
-                match failed {
-                    (Ok(_), Ok(_)) => {
-                        let message = format!("window {}: ends_at must be after starts_at", w.name);
-                        self.errors.push(cx.field_diag(entry, "ends_at", message));
-                    }
-                    (s, e) => self.errors.extend(s.err().into_iter().chain(e.err())),
-                }
-                self.broken
-                    .push((Section::Windows, w.name.to_string(), cx.field(entry, "name")));
-                return;
-            }
+    fn add_window(&mut self, cx: &FileCx, entry: Entry, mut w: RawWindow) {
+        let Some(when) = self.window_when(cx, entry, &mut w) else {
+            self.broken
+                .push((Section::Windows, w.name.to_string(), cx.field(entry, "name")));
+            return;
         };
-        if ends_at <= self.now {
-            let message = format!("window {} is wholly in the past", w.name);
-            self.warnings.push(cx.field_diag(entry, "ends_at", message));
-        }
         let window = Window {
             name: w.name,
-            starts_at,
-            ends_at,
+            when,
             mode: w.mode,
             active: true,
             description: w.description,
         };
         self.windows.push((window, cx.field(entry, "name")));
+    }
+
+    /// When a window holds, from either of its two forms, with the form's own checks; `None`
+    /// when it has errors (recorded).
+    fn window_when(&mut self, cx: &FileCx, entry: Entry, w: &mut RawWindow) -> Option<When> {
+        let name = &w.name;
+        let once = (w.starts_at.take(), w.ends_at.take());
+        let rule = (w.schedule.take(), w.duration.take(), w.timezone.take());
+        match (once, rule) {
+            ((Some(starts), Some(ends)), (None, None, None)) => {
+                let starts = parse_time(&starts).map_err(|e| cx.field_error(entry, "starts_at", e.0));
+                let ends = parse_time(&ends).map_err(|e| cx.field_error(entry, "ends_at", e.0));
+                match (starts, ends) {
+                    (Ok(starts_at), Ok(ends_at)) if ends_at > starts_at => {
+                        if ends_at <= self.now {
+                            let message = format!("window {name} is wholly in the past");
+                            self.warnings.push(cx.field_diag(entry, "ends_at", message));
+                        }
+                        Some(When::Once(Interval { starts_at, ends_at }))
+                    }
+                    (Ok(_), Ok(_)) => {
+                        let message = format!("window {name}: ends_at must be after starts_at");
+                        self.errors.push(cx.field_diag(entry, "ends_at", message));
+                        None
+                    }
+                    (s, e) => {
+                        self.errors.extend(s.err().into_iter().chain(e.err()));
+                        None
+                    }
+                }
+            }
+            ((None, None), (Some(schedule), Some(duration), timezone)) => {
+                let rule = Recurrence {
+                    schedule,
+                    duration,
+                    timezone: timezone.unwrap_or_default(),
+                };
+                if !rule.fires(self.now) {
+                    let message = format!("window {name}: schedule `{}` never fires", rule.schedule);
+                    self.errors.push(cx.field_diag(entry, "schedule", message));
+                    return None;
+                }
+                if rule.fires_more_than_hourly(self.now) {
+                    let message = format!(
+                        "window {name}: schedule `{}` fires more often than hourly",
+                        rule.schedule
+                    );
+                    self.warnings.push(cx.field_diag(entry, "schedule", message));
+                }
+                Some(When::Every(rule))
+            }
+            _ => {
+                let message = format!(
+                    "window {name}: give either starts_at and ends_at, or schedule and duration (and timezone, UTC by default)"
+                );
+                self.errors.push(cx.field_diag(entry, "name", message));
+                None
+            }
+        }
     }
 
     /// Takes the `notifications:` section: each sink's own checks, each name once.
@@ -735,16 +778,12 @@ impl Loader {
                 });
             }
         }
-        let mut by_start: Vec<&(Window, Place)> = windows.iter().collect();
-        by_start.sort_by_key(|(w, _)| (w.starts_at, w.ends_at));
-        for pair in by_start.windows(2) {
-            let ((a, _), (b, place)) = (pair[0], pair[1]);
-            if b.starts_at < a.ends_at {
-                self.warnings.push(Pending {
-                    place: place.clone(),
-                    message: format!("window {} overlaps window {}", b.name, a.name),
-                });
-            }
+        for (a, b) in overlaps(&windows, self.now) {
+            let ((a, _), (b, place)) = (&windows[a], &windows[b]);
+            self.warnings.push(Pending {
+                place: place.clone(),
+                message: format!("window {} overlaps window {}", b.name, a.name),
+            });
         }
 
         let warnings = sources.diagnostics(self.warnings);
@@ -956,6 +995,41 @@ fn quote_hint(message: String) -> String {
 }
 
 /// Says what a number field wants in words rather than as a Rust type (`expected u32`): the
+/// How far ahead recurring windows are checked for overlaps, and how many of each one's
+/// occurrences at most.
+const OVERLAP_DAYS: i64 = 366;
+const OVERLAP_OCCURRENCES: usize = 400;
+
+/// The pairs of windows (by index, the earlier first) that hold at the same time and govern the
+/// same thing (the mode, or the freeze of changes): one-off windows whenever they are, recurring
+/// ones within a year of `now`.
+fn overlaps(windows: &[(Window, Place)], now: DateTime<Utc>) -> Vec<(usize, usize)> {
+    let horizon = now + chrono::TimeDelta::days(OVERLAP_DAYS);
+    let mut spans: Vec<(Interval, usize)> = Vec::new();
+    for (i, (w, _)) in windows.iter().enumerate() {
+        match &w.when {
+            When::Once(iv) => spans.push((*iv, i)),
+            When::Every(r) => spans.extend(
+                r.merged(now)
+                    .take_while(|iv| iv.starts_at < horizon)
+                    .take(OVERLAP_OCCURRENCES)
+                    .map(|iv| (iv, i)),
+            ),
+        }
+    }
+    spans.sort();
+    let freezes = |i: usize| windows[i].0.mode == crate::domain::WindowMode::FreezeChanges;
+    let mut pairs = std::collections::BTreeSet::new();
+    for (k, (a, i)) in spans.iter().enumerate() {
+        for (_, j) in spans[k + 1..].iter().take_while(|(b, _)| b.starts_at < a.ends_at) {
+            if i != j && freezes(*i) == freezes(*j) {
+                pairs.insert(((*i).min(*j), (*i).max(*j)));
+            }
+        }
+    }
+    pairs.into_iter().collect()
+}
+
 /// field at `at` is a whole number, of seconds for a window.
 fn whole_number_hint(at: &str, message: String) -> String {
     let Some(start) = [

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
 
+use crate::calendar::{Length, Schedule, Zone};
 use crate::domain::{
     ClientName, ClientType, FlagName, KeySha256, Mode, OnOutage, ProfileName, Role, Scope, WindowMode,
     WindowName,
@@ -121,19 +122,44 @@ fn reader() -> Role {
     Role::Reader
 }
 
-/// A maintenance window as written; times stay text until checked for an offset.
+/// A maintenance window as written: once (`starts_at`, `ends_at`) or recurring (`schedule`,
+/// `duration`, `timezone`); times stay text until checked for an offset.
 #[derive(Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("oneOf" = [
+    {
+        "required": ["starts_at", "ends_at"],
+        "not": {"anyOf": [{"required": ["schedule"]}, {"required": ["duration"]}, {"required": ["timezone"]}]}
+    },
+    {
+        "required": ["schedule", "duration"],
+        "not": {"anyOf": [{"required": ["starts_at"]}, {"required": ["ends_at"]}]}
+    }
+]))]
 pub struct RawWindow {
     pub name: WindowName,
     /// RFC 3339 with an offset, e.g. 2031-01-10T02:00:00Z.
-    #[serde(deserialize_with = "crate::domain::text")]
+    #[serde(
+        default,
+        deserialize_with = "crate::domain::optional_text",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(extend("format" = "date-time"))]
-    pub starts_at: String,
+    pub starts_at: Option<String>,
     /// RFC 3339 with an offset; after starts_at.
-    #[serde(deserialize_with = "crate::domain::text")]
+    #[serde(
+        default,
+        deserialize_with = "crate::domain::optional_text",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(extend("format" = "date-time"))]
-    pub ends_at: String,
+    pub ends_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<Length>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<Zone>,
     #[serde(default = "default_window_mode")]
     pub mode: WindowMode,
     #[serde(

@@ -310,21 +310,20 @@ impl Mirror {
     }
 
     /// What the effective maintenance mode depends on: the mode row, the active windows (by
-    /// start), the mode overrides not cleared yet (by id).
+    /// id), the mode overrides not cleared yet (by id).
     pub fn maintenance(&self) -> MaintenanceInputs {
         let mut windows: Vec<&Stored<Window>> = self.windows.values().filter(|w| w.value.active).collect();
-        windows.sort_by_key(|w| (w.value.starts_at, w.id));
-        MaintenanceInputs {
-            state: self.mode.stored.value.clone(),
-            git: self.mode.git.clone(),
-            updated_at: self.mode.updated_at,
-            windows: windows.into_iter().map(|w| w.value.clone()).collect(),
-            overrides: self
-                .overrides
+        windows.sort_by_key(|w| w.id);
+        MaintenanceInputs::new(
+            self.mode.stored.value.clone(),
+            self.mode.git.clone(),
+            self.mode.updated_at,
+            windows.into_iter().map(|w| w.value.clone()).collect(),
+            self.overrides
                 .values()
                 .filter(|o| o.kind == Kind::MaintenanceMode)
                 .cloned()
                 .collect(),
-        }
+        )
     }
 }

@@ -5,6 +5,7 @@ use chrono::{Duration, Utc};
 use proptest::prelude::*;
 
 use super::{Mirror, Step};
+use crate::calendar::{Interval, When};
 use crate::domain::{ClientName, ClientType, KeySha256, Mode, Role, Scope, WindowMode, WindowName};
 use crate::model::{Client, Window};
 use crate::store::testing::{drop_postgres, postgres, runtime, sqlite};
@@ -98,8 +99,10 @@ async fn make(db: &Db, w: &Write) {
         Write::Window { n } => {
             let window = Window {
                 name: WindowName::parse(format!("window-{n}")).unwrap(),
-                starts_at: now + Duration::hours(i64::from(n)),
-                ends_at: now + Duration::hours(i64::from(n) + 1),
+                when: When::Once(Interval {
+                    starts_at: now + Duration::hours(i64::from(n)),
+                    ends_at: now + Duration::hours(i64::from(n) + 1),
+                }),
                 mode: WindowMode::Maintenance,
                 active: true,
                 description: String::new(),

@@ -154,11 +154,14 @@ async fn notice(
 /// window opens or closes or a mode override expires, the mode just before and at it; one event
 /// for each instant where they differ, its id made from the instant.
 pub fn mode_changes(inputs: &MaintenanceInputs, since: DateTime<Utc>, now: DateTime<Utc>) -> Vec<Event> {
+    // Each window's openings and closings from a little before `since`: an interval that began
+    // earlier may close within the span.
     let windows = inputs
-        .windows
+        .windows()
         .iter()
         .filter(|w| w.active)
-        .flat_map(|w| [(w.starts_at, "window"), (w.ends_at, "window")]);
+        .flat_map(|w| w.when.intervals(since).take_while(|i| i.starts_at <= now))
+        .flat_map(|i| [(i.starts_at, "window"), (i.ends_at, "window")]);
     let expiries = inputs
         .overrides
         .iter()
@@ -212,6 +215,7 @@ mod tests {
     }
 
     use super::*;
+    use crate::calendar::{Interval, Length, Recurrence, Schedule, When, Zone};
     use crate::domain::{Mode, WindowMode, WindowName};
     use crate::model::{Maintenance, Window};
 
@@ -224,20 +228,16 @@ mod tests {
             mode: Mode::Normal,
             reason: String::new(),
         };
-        MaintenanceInputs {
-            state: normal.clone(),
-            git: normal,
-            updated_at: at(0),
-            windows,
-            overrides: Vec::new(),
-        }
+        MaintenanceInputs::new(normal.clone(), normal, at(0), windows, Vec::new())
     }
 
     fn window(name: &str, from: u32, to: u32, mode: WindowMode) -> Window {
         Window {
             name: WindowName::parse(name).unwrap(),
-            starts_at: at(from),
-            ends_at: at(to),
+            when: When::Once(Interval {
+                starts_at: at(from),
+                ends_at: at(to),
+            }),
             mode,
             active: true,
             description: String::new(),
@@ -282,5 +282,31 @@ mod tests {
             .map(|e| e.data["to"].as_str().unwrap().to_owned())
             .collect();
         assert_eq!(told, ["maintenance", "normal"]);
+    }
+
+    #[test]
+    fn a_recurring_window_tells_each_occurrence_and_a_freeze_tells_nothing() {
+        // Every ten minutes for five, from 03:05: opens at :05, :15, :25; closes at :10, :20, :30.
+        let rule = |mode| Window {
+            when: When::Every(Recurrence {
+                schedule: Schedule::parse("5-59/10 3 * * *").unwrap(),
+                duration: Length::parse("5m").unwrap(),
+                timezone: Zone::default(),
+            }),
+            ..window("often", 0, 1, mode)
+        };
+        let i = inputs(vec![rule(WindowMode::Maintenance)]);
+        let told: Vec<(i64, String)> = mode_changes(&i, at(0), at(30))
+            .iter()
+            .map(|e| (e.at.timestamp(), e.data["to"].as_str().unwrap().to_owned()))
+            .collect();
+        let expected: Vec<(i64, String)> = [5, 10, 15, 20, 25, 30]
+            .iter()
+            .zip(["maintenance", "normal"].iter().cycle())
+            .map(|(m, to)| (at(*m).timestamp(), (*to).to_owned()))
+            .collect();
+        assert_eq!(told, expected);
+        let i = inputs(vec![rule(WindowMode::FreezeChanges)]);
+        assert!(mode_changes(&i, at(0), at(30)).is_empty());
     }
 }

@@ -4,6 +4,7 @@ use chrono::{Duration, TimeZone, Utc};
 use proptest::prelude::*;
 
 use super::*;
+use crate::calendar::{Interval, When};
 use crate::domain::{
     ClientName, ClientType, EnvName, EventPattern, FlagName, KeySha256, Mode, OnOutage, ProfileName, Role,
     RuleKey, Scope, Severity, SinkName, SinkType, WindowMode, WindowName, WindowSeconds,
@@ -41,8 +42,10 @@ fn client(name: &str, hash: char) -> Client {
 fn window(name: &str, hours: i64) -> Window {
     Window {
         name: WindowName::parse(name).unwrap(),
-        starts_at: now(),
-        ends_at: now() + Duration::hours(hours),
+        when: When::Once(Interval {
+            starts_at: now(),
+            ends_at: now() + Duration::hours(hours),
+        }),
         mode: WindowMode::Maintenance,
         active: true,
         description: String::new(),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::auth::{Operator, Reader};
@@ -12,6 +13,8 @@ use super::error::ErrorBody;
 use super::json::Object;
 use super::params::page;
 use super::{ApiError, AppState};
+
+use crate::calendar::{Interval, Length, Recurrence, Schedule, When, Zone};
 use crate::domain::{WindowMode, WindowName, parse_time};
 use crate::model::Window;
 use crate::store::WindowRecord;
@@ -36,27 +39,52 @@ pub struct WindowsQuery {
     offset: Option<i64>,
 }
 
-/// `GET /system/maintenance/windows` (reader): windows by start.
-#[utoipa::path(get, path = "/system/maintenance/windows", operation_id = "list_windows", tag = "maintenance", security(("api_key" = [])), params(WindowsQuery), responses((status = 200, description = "Windows by start", body = [WindowRecord])))]
+/// A window as the API shows it: the stored record and its next occurrences.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct WindowListed {
+    #[serde(flatten)]
+    record: WindowRecord,
+    /// The next three intervals it holds (the one open now first), merged where occurrences
+    /// overlap; none for an inactive window or one that is over.
+    next: Vec<Interval>,
+}
+
+/// How many occurrences a listed window shows.
+const NEXT: usize = 3;
+
+fn listed(record: WindowRecord, now: DateTime<Utc>) -> WindowListed {
+    let next = match record.window.active {
+        true => record.window.when.next(now, NEXT),
+        false => Vec::new(),
+    };
+    WindowListed { record, next }
+}
+
+/// `GET /system/maintenance/windows` (reader): one-off windows by start, then recurring ones by
+/// name, each with its next occurrences.
+#[utoipa::path(get, path = "/system/maintenance/windows", operation_id = "list_windows", tag = "maintenance", security(("api_key" = [])), params(WindowsQuery), responses((status = 200, description = "Windows: one-off ones by start, then recurring ones", body = [WindowListed])))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     Reader(_caller): Reader,
     Query(q): Query<WindowsQuery>,
-) -> Result<Json<Vec<WindowRecord>>, ApiError> {
-    let starts_after = q.upcoming.filter(|u| *u).map(|_| state.now());
+) -> Result<Json<Vec<WindowListed>>, ApiError> {
+    let now = state.now();
+    let starts_after = q.upcoming.filter(|u| *u).map(|_| now);
     let filter = WindowFilter {
         active: q.active,
         starts_after,
         page: page(q.limit, q.offset)?,
     };
-    Ok(Json(state.db.windows(&filter).await?))
+    let records = state.db.windows(&filter).await?;
+    Ok(Json(records.into_iter().map(|r| listed(r, now)).collect()))
 }
 
 fn maintenance() -> WindowMode {
     WindowMode::Maintenance
 }
 
-/// Body of `POST /system/maintenance/windows`.
+/// Body of `POST /system/maintenance/windows`: `starts_at` and `ends_at`, or `schedule` and
+/// `duration` (and `timezone`).
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WindowBody {
@@ -64,42 +92,76 @@ pub struct WindowBody {
     name: Option<WindowName>,
     /// RFC 3339 with an offset.
     #[schema(format = DateTime)]
-    starts_at: String,
+    starts_at: Option<String>,
     /// RFC 3339 with an offset; after `starts_at`.
     #[schema(format = DateTime)]
-    ends_at: String,
+    ends_at: Option<String>,
+    schedule: Option<Schedule>,
+    duration: Option<Length>,
+    /// UTC when absent.
+    timezone: Option<Zone>,
     #[serde(default = "maintenance")]
     mode: WindowMode,
     #[serde(default)]
     description: String,
 }
 
-/// `POST /system/maintenance/windows` (operator): schedule a window; 422 unless ends_at > starts_at.
-#[utoipa::path(post, path = "/system/maintenance/windows", operation_id = "create_window", tag = "maintenance", security(("api_key" = [])), request_body = WindowBody, responses((status = 201, description = "Scheduled", body = WindowRecord), (status = 409, description = "The name is taken", body = ErrorBody), (status = 422, description = "ends_at is not after starts_at, or a time has no offset", body = ErrorBody)))]
+/// `POST /system/maintenance/windows` (operator): schedule a window, once or recurring; 422
+/// unless exactly one form is given, ends_at > starts_at, and a schedule fires.
+#[utoipa::path(post, path = "/system/maintenance/windows", operation_id = "create_window", tag = "maintenance", security(("api_key" = [])), request_body = WindowBody, responses((status = 201, description = "Scheduled", body = WindowListed), (status = 409, description = "The name is taken", body = ErrorBody), (status = 422, description = "Not exactly one form, ends_at not after starts_at, a time without an offset, or a schedule that never fires", body = ErrorBody)))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     Operator(caller): Operator,
     Object(body): Object<WindowBody>,
-) -> Result<(StatusCode, Json<WindowRecord>), ApiError> {
+) -> Result<(StatusCode, Json<WindowListed>), ApiError> {
     let invalid = |e: crate::domain::ParseError| ApiError::Unprocessable(e.0);
-    let starts_at = parse_time(&body.starts_at).map_err(invalid)?;
-    let ends_at = parse_time(&body.ends_at).map_err(invalid)?;
-    if ends_at <= starts_at {
-        return Err(ApiError::Unprocessable("ends_at must be after starts_at".into()));
-    }
+    let now = state.now();
+    let once = (body.starts_at, body.ends_at);
+    let rule = (body.schedule, body.duration, body.timezone);
+    let when = match (once, rule) {
+        ((Some(starts_at), Some(ends_at)), (None, None, None)) => {
+            let starts_at = parse_time(&starts_at).map_err(invalid)?;
+            let ends_at = parse_time(&ends_at).map_err(invalid)?;
+            if ends_at <= starts_at {
+                return Err(ApiError::Unprocessable("ends_at must be after starts_at".into()));
+            }
+            When::Once(Interval { starts_at, ends_at })
+        }
+        ((None, None), (Some(schedule), Some(duration), timezone)) => {
+            let rule = Recurrence {
+                schedule,
+                duration,
+                timezone: timezone.unwrap_or_default(),
+            };
+            if !rule.fires(now) {
+                return Err(ApiError::Unprocessable(format!(
+                    "schedule `{}` never fires",
+                    rule.schedule
+                )));
+            }
+            When::Every(rule)
+        }
+        _ => {
+            return Err(ApiError::Unprocessable(
+                "give either starts_at and ends_at, or schedule and duration (and timezone)".into(),
+            ));
+        }
+    };
     let name = match body.name {
         Some(name) => name,
-        None => generated_name(starts_at).map_err(invalid)?,
+        None => generated_name(match &when {
+            When::Once(i) => i.starts_at,
+            When::Every(_) => now,
+        })
+        .map_err(invalid)?,
     };
     let window = Window {
         name,
-        starts_at,
-        ends_at,
+        when,
         mode: body.mode,
         active: true,
         description: body.description,
     };
-    let now = state.now();
     let change = ApiChange {
         actor: caller.name.to_string(),
         reason: None,
@@ -107,19 +169,18 @@ pub async fn create(
         now,
         group_id: None,
     };
-    Ok((
-        StatusCode::CREATED,
-        Json(state.db.create_window(&window, &change).await?),
-    ))
+    let record = state.db.create_window(&window, &change).await?;
+    Ok((StatusCode::CREATED, Json(listed(record, now))))
 }
 
-/// `api-20261201-0200-3f9a`: when it starts, and a random suffix so names never collide.
-fn generated_name(starts_at: chrono::DateTime<chrono::Utc>) -> Result<WindowName, crate::domain::ParseError> {
+/// `api-20261201-0200-3f9a`: when it starts (or, for a recurring window, when it was made), and
+/// a random suffix so names never collide.
+fn generated_name(at: DateTime<Utc>) -> Result<WindowName, crate::domain::ParseError> {
     let mut suffix = [0u8; 2];
     getrandom::fill(&mut suffix).map_err(|e| crate::domain::ParseError(e.to_string()))?;
     WindowName::parse(format!(
         "api-{}-{:02x}{:02x}",
-        starts_at.format("%Y%m%d-%H%M"),
+        at.format("%Y%m%d-%H%M"),
         suffix[0],
         suffix[1]
     ))

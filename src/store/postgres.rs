@@ -78,7 +78,7 @@ fn pg_type(ty: ColType) -> &'static str {
 /// Appends `value` in COPY's text format (tab-separated, `\N` for NULL, backslash escapes).
 fn copy_value(buf: &mut String, value: &Value) {
     match value {
-        Value::Text(None) => buf.push_str("\\N"),
+        Value::Null | Value::Text(None) => buf.push_str("\\N"),
         Value::Text(Some(s)) => {
             for c in s.chars() {
                 match c {
@@ -100,8 +100,8 @@ fn copy_value(buf: &mut String, value: &Value) {
 
 type PgQuery = sqlx::query::Query<'static, Postgres, sqlx::postgres::PgArguments>;
 
-/// Binds each column of `rows` as one array of the column's declared type; a value of another
-/// kind (`Value::Text(None)`) is NULL.
+/// Binds each column of `rows` as one array of the column's declared type; `Value::Null` (or a
+/// value of another kind) is NULL.
 fn bind_columns(mut query: PgQuery, columns: &[Column], rows: &[&[Value]]) -> PgQuery {
     fn column<T>(rows: &[&[Value]], col: usize, get: impl Fn(&Value) -> Option<T>) -> Vec<Option<T>> {
         rows.iter().map(|r| get(&r[col])).collect()
@@ -217,6 +217,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         12,
         "counter outages",
         include_str!("../../migrations/postgres/0012_counter_outages.sql"),
+    ),
+    (
+        13,
+        "recurring windows",
+        include_str!("../../migrations/postgres/0013_recurring_windows.sql"),
     ),
 ];
 

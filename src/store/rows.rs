@@ -9,6 +9,7 @@ use super::records::{
     AuditRecord, ClientRecord, EventRecord, FlagRecord, Held, ModeRecord, RuleRecord, RunRecord,
     SnapshotRecord, WindowRecord,
 };
+use crate::calendar::{Interval, Length, Recurrence, Schedule, When, Zone};
 use crate::domain::{
     ClientName, FlagName, KeySha256, MaxRequests, ParseError, ProfileName, RuleKey, WindowName,
     WindowSeconds, normalize_time,
@@ -38,7 +39,7 @@ macro_rules! columns {
         concat!(columns!(clients), ", key_prefix, created_at, updated_at")
     };
     (windows) => {
-        "id, name, starts_at, ends_at, mode, active, description, owner"
+        "id, name, starts_at, ends_at, schedule, duration_minutes, timezone, mode, active, description, owner"
     };
     (window_records) => {
         concat!(columns!(windows), ", created_at, updated_at")
@@ -262,8 +263,11 @@ impl ClientRecordRow {
 pub(super) struct WindowRow {
     id: i64,
     name: String,
-    starts_at: DateTime<Utc>,
-    ends_at: DateTime<Utc>,
+    starts_at: Option<DateTime<Utc>>,
+    ends_at: Option<DateTime<Utc>>,
+    schedule: Option<String>,
+    duration_minutes: Option<i64>,
+    timezone: Option<String>,
     mode: String,
     active: bool,
     description: String,
@@ -278,8 +282,21 @@ impl WindowRow {
             owner: self.owner.parse().map_err(&bad)?,
             value: Window {
                 name: WindowName::parse(self.name).map_err(&bad)?,
-                starts_at: normalize_time(self.starts_at),
-                ends_at: normalize_time(self.ends_at),
+                when: match (self.starts_at, self.ends_at, self.schedule, self.duration_minutes) {
+                    (Some(starts_at), Some(ends_at), None, None) => When::Once(Interval {
+                        starts_at: normalize_time(starts_at),
+                        ends_at: normalize_time(ends_at),
+                    }),
+                    (None, None, Some(schedule), Some(minutes)) => When::Every(Recurrence {
+                        schedule: Schedule::parse(&schedule).map_err(&bad)?,
+                        duration: u64::try_from(minutes)
+                            .ok()
+                            .and_then(Length::from_minutes)
+                            .ok_or_else(|| bad(ParseError(format!("duration of {minutes} minutes"))))?,
+                        timezone: Zone::parse(self.timezone.as_deref().unwrap_or("UTC")).map_err(&bad)?,
+                    }),
+                    _ => return Err(bad(ParseError("neither a one-off nor a recurring window".into()))),
+                },
                 mode: self.mode.parse().map_err(&bad)?,
                 active: self.active,
                 description: self.description,

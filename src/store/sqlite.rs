@@ -50,6 +50,7 @@ type SqliteQuery = sqlx::query::Query<'static, Sqlite, SqliteArguments>;
 
 fn bind_value(query: SqliteQuery, value: &Value) -> SqliteQuery {
     match value {
+        Value::Null => query.bind(None::<String>),
         Value::Text(s) => query.bind(s.clone()),
         Value::Int(i) => query.bind(*i),
         Value::Bool(b) => query.bind(*b),
@@ -158,6 +159,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         12,
         "counter outages",
         include_str!("../../migrations/sqlite/0012_counter_outages.sql"),
+    ),
+    (
+        13,
+        "recurring windows",
+        include_str!("../../migrations/sqlite/0013_recurring_windows.sql"),
     ),
 ];
 

@@ -9,6 +9,7 @@ pub(super) const PROFILE_SETTING: &str = "deployment_profile";
 /// The setting that holds the notification sinks, as a JSON array.
 pub(super) const NOTIFICATIONS_SETTING: &str = "notifications";
 use crate::domain::{CounterStore, Owner};
+use crate::calendar::When;
 use crate::model::{
     Client, FeatureFlag, Field, Maintenance, Profile, RateLimitRule, Resource, SECRET_CHANGED, SECRET_HIDDEN,
     SECRET_SET, Sinks, Stored, Window,
@@ -27,6 +28,8 @@ pub enum ColType {
 /// One value to write.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
+    /// NULL, in a column of any type.
+    Null,
     Text(Option<String>),
     Int(i64),
     Bool(bool),
@@ -153,15 +156,25 @@ impl Row for Window {
         ("name", ColType::Text),
         ("starts_at", ColType::Time),
         ("ends_at", ColType::Time),
+        ("schedule", ColType::Text),
+        ("duration_minutes", ColType::Int),
+        ("timezone", ColType::Text),
         ("mode", ColType::Text),
         ("active", ColType::Bool),
         ("description", ColType::Text),
     ];
     fn values(&self) -> Vec<Value> {
+        let (once, rule) = match &self.when {
+            When::Once(i) => (Some(i), None),
+            When::Every(r) => (None, Some(r)),
+        };
         vec![
             text(self.name.as_str()),
-            Value::Time(self.starts_at),
-            Value::Time(self.ends_at),
+            once.map_or(Value::Null, |i| Value::Time(i.starts_at)),
+            once.map_or(Value::Null, |i| Value::Time(i.ends_at)),
+            rule.map_or(Value::Null, |r| text(r.schedule.as_str())),
+            rule.map_or(Value::Null, |r| Value::Int(r.duration.minutes().into())),
+            rule.map_or(Value::Null, |r| text(r.timezone.name())),
             text(self.mode.as_str()),
             Value::Bool(self.active),
             text(&self.description),

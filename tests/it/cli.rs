@@ -578,7 +578,7 @@ fn migrate_says_which_version_and_a_missing_database_is_named_plainly() {
     let out = run(&db, state.path(), &["migrate"]);
     assert!(
         out.stdout
-            .contains("migrated to version 12 (12 migrations applied)"),
+            .contains("migrated to version 13 (13 migrations applied)"),
         "{out:?}"
     );
     let out = run(&db, state.path(), &["migrate"]);

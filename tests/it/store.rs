@@ -389,7 +389,7 @@ async fn migrations_are_idempotent() {
         let fresh = Db::connect(&other.url, Default::default()).await.unwrap();
         assert_eq!(
             fresh.migrate().await.unwrap(),
-            [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+            [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]
         );
     }
 }

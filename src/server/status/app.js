@@ -150,6 +150,11 @@
     const until = $("mode-until");
     if (mode.until) countdown(until, mode.until, "Ends by itself in");
     else { delete until.dataset.until; until.textContent = mode.source === "git" ? "" : "Until lifted"; }
+    $("freeze").hidden = !mode.freeze;
+    if (mode.freeze) {
+      $("freeze-window").textContent = mode.freeze.window;
+      countdown($("freeze-until"), mode.freeze.until, "Ends in");
+    }
     // The override that holds the mode, when the viewer may see it; a lockdown's is one of a
     // group, whose other members say what is locked.
     const held = mode.source === "override" ? overrides.find((o) => o.kind === "maintenance_mode") : undefined;
@@ -271,6 +276,8 @@
       day.style.left = at(d);
       axis.append(day);
     }
+    // Every occurrence is drawn on the axis; the list names each window once, at its next one.
+    const listed = new Set();
     for (const w of windows) {
       const from = Date.parse(w.starts_at);
       const to = Date.parse(w.ends_at);
@@ -279,9 +286,12 @@
       bar.style.width = `calc(${at(to)} - ${at(from)} + 3px)`;
       bar.title = `${w.name}: ${w.mode}`;
       axis.append(bar);
+      if (listed.has(w.name)) continue;
+      listed.add(w.name);
       const item = el("li");
       item.append(el("strong", w.name), ` (${w.mode}) ${when(w.starts_at)} → ${when(w.ends_at)} `);
       item.append(w.open ? countdown(el("span"), w.ends_at, "· open now, ends in") : countdown(el("span"), w.starts_at, "· opens in"));
+      if (w.rule) item.append(el("div", `every ${w.rule}`, "quiet rule"));
       if (w.description) item.append(el("div", w.description, "quiet"));
       list.append(item);
     }

@@ -8,6 +8,7 @@ use super::recent::RefusedCount;
 use crate::api_error::ApiError;
 use crate::auth::Caller;
 use crate::counting::Health;
+use crate::calendar::When;
 use crate::domain::{Role, WindowMode};
 use crate::mode::{EffectiveMode, Source};
 use crate::model::{Kind, Override};
@@ -117,7 +118,7 @@ fn collapse(runs: Vec<RunRecord>, rows: usize) -> Vec<RecentRun> {
     out
 }
 
-/// A maintenance window open now or opening within the week.
+/// One occurrence of a maintenance window, open now or opening within the week.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WindowItem {
     pub name: String,
@@ -126,7 +127,13 @@ pub struct WindowItem {
     pub ends_at: DateTime<Utc>,
     pub description: String,
     pub open: bool,
+    /// A recurring window's rule (`0 2 * * SUN for 2h, Europe/Berlin`); absent for a one-off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
 }
+
+/// How many occurrences of one recurring window the week shows at most.
+const OCCURRENCES: usize = 28;
 
 /// The limiter on this replica.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -188,16 +195,25 @@ pub async fn snapshot(state: &AppState, viewer: Option<&Caller>) -> Result<Statu
     let horizon = now + Duration::days(AHEAD_DAYS);
     let mut windows: Vec<WindowItem> = view
         .maintenance
-        .windows
+        .windows()
         .iter()
-        .filter(|w| w.active && w.ends_at > now && w.starts_at < horizon)
-        .map(|w| WindowItem {
-            name: w.name.to_string(),
-            mode: w.mode,
-            starts_at: w.starts_at,
-            ends_at: w.ends_at,
-            description: w.description.clone(),
-            open: w.starts_at <= now,
+        .filter(|w| w.active)
+        .flat_map(|w| {
+            let rule = match &w.when {
+                When::Once(_) => None,
+                When::Every(r) => Some(format!("{} for {}, {}", r.schedule, r.duration, r.timezone)),
+            };
+            (w.when.intervals(now).take_while(|i| i.starts_at < horizon))
+                .take(OCCURRENCES)
+                .map(move |i| WindowItem {
+                    name: w.name.to_string(),
+                    mode: w.mode,
+                    starts_at: i.starts_at,
+                    ends_at: i.ends_at,
+                    description: w.description.clone(),
+                    open: i.starts_at <= now,
+                    rule: rule.clone(),
+                })
         })
         .collect();
     windows.sort_by_key(|w| (w.starts_at, w.name.clone()));

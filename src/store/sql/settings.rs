@@ -95,16 +95,16 @@ impl Tx<'_> {
         let overrides = on!(self, |c| sqlx::query_as::<_, OverrideRow>(sql)
             .fetch_all(&mut **c)
             .await)?;
-        Ok(MaintenanceInputs {
-            state: row.stored()?.value,
-            git: row.git()?,
-            updated_at: row.updated_at,
-            windows: self.active_windows().await?,
-            overrides: overrides
+        Ok(MaintenanceInputs::new(
+            row.stored()?.value,
+            row.git()?,
+            row.updated_at,
+            self.active_windows().await?,
+            overrides
                 .into_iter()
                 .map(OverrideRow::parse)
                 .collect::<Result<_, _>>()?,
-        })
+        ))
     }
 
     /// [`Db::set_mode`] inside a locked transaction (a lockdown, a batch).

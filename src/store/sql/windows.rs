@@ -12,7 +12,8 @@ impl Db {
             "SELECT ",
             columns!(window_records),
             " FROM maintenance_windows WHERE ($1 IS NULL OR active = $1) \
-             AND ($2 IS NULL OR starts_at > $2) ORDER BY starts_at, name LIMIT $3 OFFSET $4"
+             AND ($2 IS NULL OR starts_at IS NULL OR starts_at > $2) \
+             ORDER BY starts_at IS NULL, starts_at, name LIMIT $3 OFFSET $4"
         );
         let mut conn = self.conn().await?;
         let rows = on!(&mut conn, |c| sqlx::query_as::<_, WindowRecordRow>(sql)
@@ -61,12 +62,12 @@ impl Tx<'_> {
             .await)?)
     }
 
-    /// The active windows, by start.
+    /// The active windows, by id.
     pub(in crate::store) async fn active_windows(&mut self) -> Result<Vec<Window>, StoreError> {
         let sql = concat!(
             "SELECT ",
             columns!(windows),
-            " FROM maintenance_windows WHERE active ORDER BY starts_at"
+            " FROM maintenance_windows WHERE active ORDER BY id"
         );
         let rows = on!(self, |c| sqlx::query_as::<_, WindowRow>(sql)
             .fetch_all(&mut **c)
