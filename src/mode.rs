@@ -36,7 +36,7 @@ pub struct EffectiveMode {
 }
 
 /// A freeze of changes in force.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ChangeFreeze {
     /// The window that holds it (of several open, the one that ends last).
     pub window: String,
@@ -48,6 +48,15 @@ pub struct ChangeFreeze {
 /// The freeze of changes in force at `now`, if any.
 pub fn freeze(inputs: &MaintenanceInputs, now: DateTime<Utc>) -> Option<ChangeFreeze> {
     freeze_of(&inputs.open_windows(now))
+}
+
+/// [`freeze`] among `windows` (the stored ones, as the reconciler reads them), uncached.
+pub fn freeze_among<'a>(windows: impl Iterator<Item = &'a Window>, now: DateTime<Utc>) -> Option<ChangeFreeze> {
+    let open: Vec<(&Window, Interval)> = windows
+        .filter(|w| w.active && w.mode == WindowMode::FreezeChanges)
+        .filter_map(|w| w.when.intervals(now).next().filter(|i| i.holds(now)).map(|i| (w, i)))
+        .collect();
+    freeze_of(&open)
 }
 
 fn freeze_of(open: &[(&Window, Interval)]) -> Option<ChangeFreeze> {

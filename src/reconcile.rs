@@ -3,7 +3,8 @@
 use chrono::{DateTime, Utc};
 
 use crate::desired::DesiredState;
-use crate::model::Actual;
+use crate::mode::ChangeFreeze;
+use crate::model::{Actual, Window};
 use crate::plan::render::PlanDocument;
 use crate::plan::{MassRemoval, Plan, PlanOptions, Totals, plan, plan_part};
 use crate::store::{ApplyError, Db, RunMeta, StoreError};
@@ -22,6 +23,9 @@ pub struct Request {
     pub actor: String,
     /// Recorded with the run: `cli`, `watch`, `api`.
     pub source: String,
+    /// Apply although a freeze of changes is open, for this reason (recorded in the run and
+    /// the audit).
+    pub during_freeze: Option<String>,
 }
 
 /// Why a plan was not applied although the store works.
@@ -35,6 +39,8 @@ pub enum Refusal {
     StaleStore,
     #[error("the saved plan was computed from another desired state; nothing was applied, make a new plan")]
     StaleState,
+    #[error("{}; nothing was applied", crate::plan::render::freeze_line(.0))]
+    Frozen(ChangeFreeze),
 }
 
 fn describe(removals: &[MassRemoval]) -> String {
@@ -98,6 +104,8 @@ pub struct Part {
     pub state_fingerprint: String,
     /// The store revision the snapshot is exact at.
     pub revision: i64,
+    /// Every stored window at that revision, for the freeze of changes.
+    pub windows: Vec<Window>,
 }
 
 /// Records a refused plan as a run (the status page and the runs list show it), and returns the
@@ -115,6 +123,16 @@ pub fn guard(plan: &Plan, allow_mass_removal: bool) -> Result<(), Refusal> {
         Ok(())
     } else {
         Err(Refusal::MassRemoval(plan.mass_removals.clone()))
+    }
+}
+
+/// [`guard`], then refuses a plan that an open freeze of changes holds back, unless the request
+/// gives a reason to apply during it.
+fn guard_all(plan: &Plan, request: &Request) -> Result<(), Refusal> {
+    guard(plan, request.allow_mass_removal)?;
+    match plan.frozen_by() {
+        Some(freeze) if request.during_freeze.is_none() => Err(Refusal::Frozen(freeze.clone())),
+        _ => Ok(()),
     }
 }
 
@@ -166,6 +184,7 @@ pub async fn reconcile(
         source: request.source.clone(),
         started_at: now,
         state_fingerprint: state_fingerprint.clone(),
+        during_freeze: request.during_freeze.clone(),
     };
     let options = match &request.saved {
         Some(saved) if saved.state_fingerprint != state_fingerprint => {
@@ -185,7 +204,7 @@ pub async fn reconcile(
                     return Err(Refusal::StaleStore);
                 }
             }
-            guard(&plan, request.allow_mass_removal)?;
+            guard_all(&plan, request)?;
             Ok(plan)
         })
         .await;
@@ -219,10 +238,11 @@ pub async fn reconcile_part(
         source: request.source.clone(),
         started_at: now,
         state_fingerprint: part.state_fingerprint.clone(),
+        during_freeze: request.during_freeze.clone(),
     };
     let applied = store
         .apply_at(meta.clone(), part.revision, || {
-            let plan = plan_part(
+            let mut plan = plan_part(
                 &part.desired,
                 &part.actual,
                 part.totals,
@@ -230,7 +250,9 @@ pub async fn reconcile_part(
                 now,
                 request.options,
             );
-            guard(&plan, request.allow_mass_removal)?;
+            // The part holds only the windows it touches: the freeze is the whole store's.
+            plan.freeze = crate::mode::freeze_among(part.windows.iter(), now);
+            guard_all(&plan, request)?;
             Ok(plan)
         })
         .await;

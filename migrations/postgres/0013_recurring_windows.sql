@@ -16,3 +16,7 @@ ALTER TABLE maintenance_windows
         OR (starts_at IS NULL AND ends_at IS NULL
             AND schedule IS NOT NULL AND duration_minutes > 0 AND timezone IS NOT NULL)
     );
+
+-- Why a run applied during a freeze of changes (`--during-freeze`), in the run and its audit.
+ALTER TABLE reconcile_runs ADD COLUMN during_freeze TEXT;
+ALTER TABLE audit_log ADD COLUMN reason TEXT;

@@ -36,3 +36,7 @@ CREATE TRIGGER maintenance_windows_updated AFTER UPDATE ON maintenance_windows
     BEGIN INSERT INTO store_changes (table_name, row_id) VALUES ('maintenance_windows', NEW.id); END;
 CREATE TRIGGER maintenance_windows_deleted AFTER DELETE ON maintenance_windows
     BEGIN INSERT INTO store_changes (table_name, row_id) VALUES ('maintenance_windows', OLD.id); END;
+
+-- Why a run applied during a freeze of changes (`--during-freeze`), in the run and its audit.
+ALTER TABLE reconcile_runs ADD COLUMN during_freeze TEXT;
+ALTER TABLE audit_log ADD COLUMN reason TEXT;

@@ -16,13 +16,15 @@ pub mod rule;
 
 use chrono::{DateTime, LocalResult, NaiveDateTime, Offset, TimeDelta, TimeZone, Utc};
 use croner::Direction;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use openings::Openings;
 pub use rule::{Length, Schedule, Zone};
 
 /// One stretch of time a window holds: from `starts_at` up to, not including, `ends_at`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 pub struct Interval {
     pub starts_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,

@@ -38,6 +38,10 @@ pub struct Args {
     /// Allow a plan that removes more than half (and more than 5) of the resources of a kind.
     #[arg(long)]
     allow_mass_removal: bool,
+    /// Apply although a `freeze_changes` window is open, for this reason (recorded in the run
+    /// and the audit log).
+    #[arg(long, value_name = "REASON", value_parser = reason)]
+    during_freeze: Option<String>,
     #[command(flatten)]
     watch: super::WatchArgs,
 }
@@ -101,6 +105,7 @@ impl Args {
             saved,
             actor: self.actor.unwrap_or_else(super::default_actor),
             source: "cli".into(),
+            during_freeze: self.during_freeze.clone(),
         };
         let outcome = match snapshot {
             Some((actual, store_fingerprint)) => {
@@ -137,6 +142,10 @@ impl Args {
         if self.dry_run {
             // Shown first, refused after: CI fails on a plan that apply would refuse.
             guard(&outcome.plan, self.allow_mass_removal)?;
+            // A freeze passes with time: said, not failed.
+            if let Some(f) = outcome.plan.frozen_by().filter(|_| self.during_freeze.is_none()) {
+                tracing::warn!("the apply would be refused now: {}", crate::plan::render::freeze_line(f));
+            }
         }
         Ok(if self.detailed_exitcode && doc.has_changes {
             Status::Changes
@@ -165,13 +174,23 @@ impl Args {
             () = &mut shutdown => return Ok(Status::Ok),
         };
         let actor = self.actor.unwrap_or_else(super::default_actor);
-        let options = self.watch.options(actor, self.prune, self.allow_mass_removal);
+        let mut options = self.watch.options(actor, self.prune, self.allow_mass_removal);
+        options.during_freeze = self.during_freeze;
         let metrics = crate::watch::WatchMetrics::default();
         crate::watch::run(db, state.clone(), options, metrics, super::clock(), shutdown)
             .await
             .with_context(|| format!("cannot watch {}", crate::text::path(&state.path)))?;
         Ok(Status::Ok)
     }
+}
+
+/// A reason given on the command line: not blank, one line, at most 500 characters.
+fn reason(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.is_empty() || s.contains(char::is_control) || s.chars().count() > 500 {
+        return Err("give a reason of one line, 1 to 500 characters".into());
+    }
+    Ok(s.to_owned())
 }
 
 /// Reads a plan saved by `reconcile --dry-run --out`.

@@ -7,8 +7,10 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::calendar::{Interval, When};
 use crate::desired::DesiredState;
-use crate::domain::Owner;
+use crate::domain::{Owner, WindowMode};
+use crate::mode::ChangeFreeze;
 use crate::model::{
     Actual, Client, FeatureFlag, Kind, Maintenance, Override, Profile, RateLimitRule, Resource, Sinks,
     Stored, Window,
@@ -153,6 +155,20 @@ pub struct Plan {
     pub store_fingerprint: String,
     /// The options it was planned with.
     pub options: PlanOptions,
+    /// The instant it was planned at.
+    pub now: DateTime<Utc>,
+    /// The freeze of changes the stored windows hold at `now`, if any.
+    pub freeze: Option<ChangeFreeze>,
+}
+
+/// How many occurrences of a recurring window a plan shows.
+const UPCOMING: usize = 3;
+
+/// The next occurrences of a recurring window a plan creates or changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upcoming {
+    pub window: String,
+    pub next: Vec<Interval>,
 }
 
 /// Counts of a plan's operations by action.
@@ -266,6 +282,8 @@ pub fn plan_part(
         mass_removals: Vec::new(),
         store_fingerprint,
         options,
+        now,
+        freeze: crate::mode::freeze_among(actual.windows.iter().map(|w| &w.value), now),
     };
     plan.mass_removals = [
         mass_removal(&plan.rules, totals.rules),
@@ -513,6 +531,52 @@ impl Plan {
     /// Whether applying the plan writes anything.
     pub fn has_changes(&self) -> bool {
         self.summary().changes() > 0
+    }
+
+    /// The next occurrences of each recurring window the plan creates or changes.
+    pub fn upcoming(&self) -> Vec<Upcoming> {
+        (self.windows.iter().filter(|op| op.action.writes()))
+            .filter_map(|op| op.target.as_ref().filter(|w| w.active))
+            .filter(|w| matches!(w.when, When::Every(_)))
+            .map(|w| Upcoming {
+                window: w.name.to_string(),
+                next: w.when.next(self.now, UPCOMING),
+            })
+            .collect()
+    }
+
+    /// The freeze that refuses this plan: the stored one open at `now`, unless the plan changes
+    /// nothing, or its only changes end or shorten open freezes (a freeze never locks itself in).
+    pub fn frozen_by(&self) -> Option<&ChangeFreeze> {
+        let freeze = self.freeze.as_ref().filter(|_| self.has_changes())?;
+        let only_windows = [
+            self.rules.iter().any(|o| o.action.writes()),
+            self.clients.iter().any(|o| o.action.writes()),
+            self.flags.iter().any(|o| o.action.writes()),
+            self.maintenance.iter().any(|o| o.action.writes()),
+            self.profile.iter().any(|o| o.action.writes()),
+            self.notifications.iter().any(|o| o.action.writes()),
+        ] == [false; 6];
+        // The end of the freeze `w` holds at `now`, if it holds one.
+        let open_end = |w: &Window| {
+            (w.active && w.mode == WindowMode::FreezeChanges)
+                .then(|| w.when.intervals(self.now).next())
+                .flatten()
+                .filter(|i| i.holds(self.now))
+                .map(|i| i.ends_at)
+        };
+        let ends_or_shortens = |op: &Op<Window>| {
+            let Some(before) = op.current.as_ref().and_then(|c| open_end(&c.value)) else {
+                return false;
+            };
+            match op.target.as_ref().filter(|t| t.active) {
+                None => true,
+                Some(t) => t.mode == WindowMode::FreezeChanges && open_end(t).is_none_or(|end| end <= before),
+            }
+        };
+        let exempt = only_windows
+            && (self.windows.iter().filter(|o| o.action.writes())).all(ends_or_shortens);
+        (!exempt).then_some(freeze)
     }
 }
 

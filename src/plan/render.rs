@@ -6,7 +6,10 @@ use anstyle::{AnsiColor, Style};
 use serde::{Deserialize, Serialize};
 use similar::{ChangeTag, TextDiff};
 
-use super::{Action, Change, FieldChange, MassRemoval, Plan, PlanOptions, Summary};
+use chrono::{DateTime, Utc};
+
+use super::{Action, Change, FieldChange, MassRemoval, Plan, PlanOptions, Summary, Upcoming};
+use crate::mode::ChangeFreeze;
 use crate::model::Kind;
 
 /// The output formats of `reconcile` and `diff`.
@@ -32,6 +35,12 @@ pub struct PlanDocument {
     pub options: PlanOptions,
     pub mass_removals: Vec<MassRemoval>,
     pub changes: Vec<Change>,
+    /// The freeze of changes that refuses this plan's apply now (unless `--during-freeze`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frozen_by: Option<ChangeFreeze>,
+    /// The next occurrences of the recurring windows the plan creates or changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upcoming: Vec<Upcoming>,
 }
 
 /// The `format` tag of [`PlanDocument`].
@@ -50,6 +59,8 @@ impl PlanDocument {
             options: plan.options,
             mass_removals: plan.mass_removals.clone(),
             changes: plan.changes(),
+            frozen_by: plan.frozen_by().cloned(),
+            upcoming: plan.upcoming(),
         }
     }
 }
@@ -171,6 +182,32 @@ fn change_lines(c: &Change, color: bool) -> (String, Vec<String>) {
     (head, details)
 }
 
+/// `next: 2026-12-06 01:00Z → 03:00Z, …` under a recurring window the plan creates or changes.
+fn upcoming_line(doc: &PlanDocument, c: &Change) -> Option<String> {
+    let up = (c.kind == Kind::MaintenanceWindow)
+        .then(|| doc.upcoming.iter().find(|u| u.window == c.key))
+        .flatten()?;
+    let time = |t: &DateTime<Utc>| t.format("%Y-%m-%d %H:%MZ").to_string();
+    let shown: Vec<String> = up
+        .next
+        .iter()
+        .map(|i| format!("{} → {}", time(&i.starts_at), time(&i.ends_at)))
+        .collect();
+    Some(match shown.is_empty() {
+        true => "next: none".into(),
+        false => format!("next: {}", shown.join(", ")),
+    })
+}
+
+/// Why the apply would be refused now, and the way through.
+pub fn freeze_line(f: &ChangeFreeze) -> String {
+    format!(
+        "changes are frozen by window {} until {}; to apply anyway, run again with --during-freeze \"reason\"",
+        f.window,
+        f.until.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+    )
+}
+
 fn summary_line(s: &Summary) -> String {
     let mut line = format!(
         "{} to create, {} to update, {} to delete, {} to deactivate",
@@ -204,12 +241,15 @@ pub fn text(doc: &PlanDocument, color: bool) -> String {
         let (sig, style) = sigil(c.action);
         let (head, details) = change_lines(c, color);
         let _ = writeln!(out, "  {style}{sig} {head}{style:#}");
-        for d in details {
+        for d in details.into_iter().chain(upcoming_line(doc, c)) {
             let _ = writeln!(out, "      {d}");
         }
     }
     for m in &doc.mass_removals {
         let _ = writeln!(out, "{DEL}refused: {}{DEL:#}", mass_removal_line(m));
+    }
+    if let Some(f) = &doc.frozen_by {
+        let _ = writeln!(out, "{DEL}refused now: {}{DEL:#}", freeze_line(f));
     }
     if !doc.changes.is_empty() {
         out.push('\n');
@@ -251,6 +291,9 @@ pub fn markdown(doc: &PlanDocument) -> String {
     for m in &doc.mass_removals {
         let _ = writeln!(out, "> [!CAUTION]\n> {}\n", mass_removal_line(m));
     }
+    if let Some(f) = &doc.frozen_by {
+        let _ = writeln!(out, "> [!CAUTION]\n> The apply would be refused now: {}\n", freeze_line(f));
+    }
     let held: Vec<&Change> = doc.changes.iter().filter(|c| c.action == Action::Held).collect();
     if !held.is_empty() {
         out.push_str("> [!WARNING]\n> Held by emergency overrides; the reconciler leaves these alone until they expire or are cleared:\n");
@@ -281,7 +324,10 @@ pub fn markdown(doc: &PlanDocument) -> String {
         let mut block = String::from("```diff\n");
         let mut full = true;
         for c in &changes {
-            let lines = markdown_lines(c);
+            let mut lines = markdown_lines(c);
+            if let Some(next) = upcoming_line(doc, c) {
+                let _ = writeln!(lines, "      {next}");
+            }
             // The block's own wrapping (summary, fences) is under 200 characters.
             if blocks.len() + block.len() + lines.len() + 200 > budget {
                 full = false;

@@ -15,6 +15,8 @@ pub struct RunMeta {
     pub started_at: DateTime<Utc>,
     /// The fingerprint of the desired state planned from.
     pub state_fingerprint: String,
+    /// Why it applies although a freeze of changes is open (`--during-freeze`).
+    pub during_freeze: Option<String>,
 }
 
 /// Who changes something over HTTP, and why: recorded in the audit log and in an override when

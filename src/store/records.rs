@@ -47,6 +47,8 @@ pub struct RunRecord {
     pub refusal: Option<String>,
     /// The run undid changes made behind git's back (a watch pass on unchanged files).
     pub drift: bool,
+    /// Why it applied although a freeze of changes was open (`--during-freeze`).
+    pub during_freeze: Option<String>,
 }
 
 /// One audited change.
@@ -67,6 +69,8 @@ pub struct AuditRecord {
     pub before: Option<String>,
     /// The resource as JSON after the change; `None` when it was deleted.
     pub after: Option<String>,
+    /// Why the change was made during a freeze of changes (`--during-freeze`).
+    pub reason: Option<String>,
 }
 
 /// A stored rule with its bookkeeping, as the API shows it.

@@ -67,10 +67,10 @@ macro_rules! columns {
     };
     (runs) => {
         "id, started_at, finished_at, actor, source, created, updated, deleted, deactivated, \
-         held, unmanaged, refusal, drift"
+         held, unmanaged, refusal, drift, during_freeze"
     };
     (audit) => {
-        "id, run_id, at, actor, source, resource_kind, resource_key, action, before, after"
+        "id, run_id, at, actor, source, resource_kind, resource_key, action, before, after, reason"
     };
     (snapshots) => {
         "id, scope, key, rule_key, shadow, replica, counter, window_seconds, max_requests, \
@@ -521,6 +521,7 @@ pub(super) struct RunRow {
     unmanaged: i32,
     refusal: Option<String>,
     drift: bool,
+    during_freeze: Option<String>,
 }
 
 impl From<RunRow> for RunRecord {
@@ -539,6 +540,7 @@ impl From<RunRow> for RunRecord {
             unmanaged: r.unmanaged.into(),
             refusal: r.refusal,
             drift: r.drift,
+            during_freeze: r.during_freeze,
         }
     }
 }
@@ -556,6 +558,7 @@ pub(super) struct AuditRow {
     action: String,
     before: Option<String>,
     after: Option<String>,
+    reason: Option<String>,
 }
 
 /// Stored audit JSON as it may be shown ([`crate::model::shown_json`]); text that is not JSON
@@ -578,6 +581,7 @@ impl From<AuditRow> for AuditRecord {
             // Rows written before the one rule for secrets kept a hash's first digits.
             before: r.before.as_deref().map(shown),
             after: r.after.as_deref().map(shown),
+            reason: r.reason,
         }
     }
 }

@@ -398,6 +398,7 @@ fn audit_rows<T: Resource>(
             text(op.action.as_str()),
             Value::Text(op.current.as_ref().map(|c| audit_before(&c.value))),
             Value::Text(after),
+            Value::Text(meta.during_freeze.clone()),
         ]);
     }
 }
@@ -414,6 +415,7 @@ pub fn audit_step(plan: &Plan, run_id: i64, meta: &RunMeta, now: DateTime<Utc>) 
     audit_rows(&plan.notifications, run_id, meta, now, &mut rows);
     let mut columns = vec![("run_id", ColType::Int)];
     columns.extend_from_slice(AUDIT_COLUMNS);
+    columns.push(("reason", ColType::Text));
     (!rows.is_empty()).then_some(Step::Insert {
         table: "audit_log",
         columns,

@@ -40,6 +40,8 @@ pub struct WatchOptions {
     pub allow_mass_removal: bool,
     /// Runs that changed nothing are forgotten after this long.
     pub idle_run_retention: chrono::Duration,
+    /// Apply although a freeze of changes is open, for this reason.
+    pub during_freeze: Option<String>,
 }
 
 impl Default for WatchOptions {
@@ -51,6 +53,7 @@ impl Default for WatchOptions {
             prune: false,
             allow_mass_removal: false,
             idle_run_retention: chrono::Duration::days(7),
+            during_freeze: None,
         }
     }
 }

@@ -166,6 +166,7 @@ impl Passes {
             allow_mass_removal: self.options.allow_mass_removal,
             actor: self.options.actor.clone(),
             source: SOURCE.into(),
+            during_freeze: self.options.during_freeze.clone(),
             ..Request::default()
         }
     }
@@ -209,6 +210,7 @@ impl Passes {
             store_fingerprint: store.fingerprint(),
             state_fingerprint: kept.fingerprint(),
             revision: store.revision(),
+            windows: store.windows(),
         };
         self.last_pass = now;
         let outcome = match reconcile_part(&self.db, &part, &self.request(), now).await {

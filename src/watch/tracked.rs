@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use crate::desired::kept::Keys;
 use crate::mirror::{Delta, Mirror, Step, Swap};
-use crate::model::{Actual, Kind, RateLimitRule, Resource, SetDigest, Stored};
+use crate::model::{Actual, Kind, RateLimitRule, Resource, SetDigest, Stored, Window};
 use crate::plan::{Removable, Totals, counts};
 use crate::store::{Db, RuleRecord, StoreError};
 
@@ -257,6 +257,11 @@ impl Tracked {
             notifications: m.notifications().cloned(),
             overrides: m.overrides().cloned().collect(),
         }
+    }
+
+    /// Every stored window.
+    pub(super) fn windows(&self) -> Vec<Window> {
+        self.mirror.window_map().values().map(|w| w.value.clone()).collect()
     }
 
     pub(super) fn totals(&self) -> Totals {

@@ -260,6 +260,7 @@ mod tests {
             unmanaged: 0,
             refusal: refusal.map(Into::into),
             drift: false,
+            during_freeze: None,
         }
     }
 

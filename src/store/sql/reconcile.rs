@@ -250,8 +250,9 @@ impl Tx<'_> {
         let s = plan.summary();
         let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         let sql = "INSERT INTO reconcile_runs (started_at, finished_at, actor, source, created, updated, \
-                   deleted, deactivated, held, unmanaged, store_fingerprint, state_fingerprint) \
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id";
+                   deleted, deactivated, held, unmanaged, store_fingerprint, state_fingerprint, \
+                   during_freeze) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id";
         let run_id: i64 = on!(self, |c| sqlx::query_scalar(sql)
             .bind(meta.started_at)
             .bind(crate::clock::now())
@@ -265,6 +266,7 @@ impl Tx<'_> {
             .bind(count(s.unmanaged))
             .bind(&plan.store_fingerprint)
             .bind(&meta.state_fingerprint)
+            .bind(&meta.during_freeze)
             .fetch_one(&mut **c)
             .await)?;
         if let Some(step) = writes::audit_step(plan, run_id, meta, meta.started_at) {
