@@ -51,10 +51,19 @@ pub fn freeze(inputs: &MaintenanceInputs, now: DateTime<Utc>) -> Option<ChangeFr
 }
 
 /// [`freeze`] among `windows` (the stored ones, as the reconciler reads them), uncached.
-pub fn freeze_among<'a>(windows: impl Iterator<Item = &'a Window>, now: DateTime<Utc>) -> Option<ChangeFreeze> {
+pub fn freeze_among<'a>(
+    windows: impl Iterator<Item = &'a Window>,
+    now: DateTime<Utc>,
+) -> Option<ChangeFreeze> {
     let open: Vec<(&Window, Interval)> = windows
         .filter(|w| w.active && w.mode == WindowMode::FreezeChanges)
-        .filter_map(|w| w.when.intervals(now).next().filter(|i| i.holds(now)).map(|i| (w, i)))
+        .filter_map(|w| {
+            w.when
+                .intervals(now)
+                .next()
+                .filter(|i| i.holds(now))
+                .map(|i| (w, i))
+        })
         .collect();
     freeze_of(&open)
 }
@@ -203,7 +212,10 @@ mod tests {
         let e = effective(&inputs(Mode::Normal, vec![frozen.clone()], vec![]), now());
         assert_eq!((e.mode, e.source), (Mode::Normal, Source::Git));
         let f = e.freeze.unwrap();
-        assert_eq!((f.window.as_str(), f.until), ("black-friday", now() + Duration::hours(5)));
+        assert_eq!(
+            (f.window.as_str(), f.until),
+            ("black-friday", now() + Duration::hours(5))
+        );
         // An override decides the mode; the freeze of changes still holds.
         let input = inputs(Mode::Maintenance, vec![frozen.clone()], vec![freeze(Some(5))]);
         let e = effective(&input, now());
@@ -213,7 +225,10 @@ mod tests {
         // With a read-only window open too, the window sets the mode and the freeze holds.
         let ro = window("ro", -1, 1, WindowMode::ReadOnly);
         let e = effective(&inputs(Mode::Normal, vec![frozen, ro], vec![]), now());
-        assert_eq!((e.mode, e.until), (Mode::ReadOnly, Some(now() + Duration::hours(1))));
+        assert_eq!(
+            (e.mode, e.until),
+            (Mode::ReadOnly, Some(now() + Duration::hours(1)))
+        );
         assert!(e.freeze.is_some());
         assert_eq!(super::freeze(&inputs(Mode::Normal, vec![], vec![]), now()), None);
     }
@@ -221,11 +236,23 @@ mod tests {
     #[test]
     fn a_recurring_window_opens_each_time_its_rule_fires() {
         // now() is Tuesday 2026-12-01 03:00Z, 04:00 in Berlin.
-        let w = recurring("nightly", "30 3 * * *", "1h", "Europe/Berlin", WindowMode::Maintenance);
+        let w = recurring(
+            "nightly",
+            "30 3 * * *",
+            "1h",
+            "Europe/Berlin",
+            WindowMode::Maintenance,
+        );
         let e = effective(&inputs(Mode::Normal, vec![w], vec![]), now());
         assert_eq!((e.mode, e.source), (Mode::Maintenance, Source::Window));
         assert_eq!(e.until, Some(now() + Duration::minutes(30)));
-        let w = recurring("nightly", "30 4 * * *", "1h", "Europe/Berlin", WindowMode::Maintenance);
+        let w = recurring(
+            "nightly",
+            "30 4 * * *",
+            "1h",
+            "Europe/Berlin",
+            WindowMode::Maintenance,
+        );
         let input = inputs(Mode::Normal, vec![w], vec![]);
         assert_eq!(effective(&input, now()).source, Source::Git);
         let later = effective(&input, now() + Duration::days(3) + Duration::minutes(45));

@@ -162,10 +162,12 @@ pub fn instant_of(local: NaiveDateTime, tz: chrono_tz::Tz) -> DateTime<Utc> {
 
 /// The first instant after the gap that swallowed `local`: the instant the clock jumped.
 fn gap_end(local: NaiveDateTime, tz: chrono_tz::Tz) -> DateTime<Utc> {
-    let offset = |t: NaiveDateTime| {
-        TimeDelta::seconds(tz.offset_from_utc_datetime(&t).fix().local_minus_utc().into())
-    };
-    let (before, after) = (offset(local - TimeDelta::days(1)), offset(local + TimeDelta::days(1)));
+    let offset =
+        |t: NaiveDateTime| TimeDelta::seconds(tz.offset_from_utc_datetime(&t).fix().local_minus_utc().into());
+    let (before, after) = (
+        offset(local - TimeDelta::days(1)),
+        offset(local + TimeDelta::days(1)),
+    );
     let shown = |u: DateTime<Utc>| u.with_timezone(&tz).naive_local();
     // Local time just before the jump is below `local`, at the jump above it: bisect between
     // `local` read with the offset after the gap and with the one before.

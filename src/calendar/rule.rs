@@ -77,8 +77,7 @@ impl Length {
 
     pub fn parse(s: &str) -> Result<Length, ParseError> {
         let refused = |why: &str| ParseError(format!("invalid duration `{}`: {why}", shown(s)));
-        let d = humantime::parse_duration(s.trim())
-            .map_err(|_| refused("write it like 90m, 2h or 1h30m"))?;
+        let d = humantime::parse_duration(s.trim()).map_err(|_| refused("write it like 90m, 2h or 1h30m"))?;
         if d.subsec_nanos() != 0 || d.as_secs() % 60 != 0 {
             return Err(refused("use whole minutes"));
         }
@@ -211,7 +210,15 @@ mod tests {
     #[test]
     fn a_schedule_has_five_fields() {
         assert_eq!(Schedule::parse(" 0  2 * * SUN ").unwrap().as_str(), "0 2 * * SUN");
-        for bad in ["", "0 2 * *", "0 0 2 * * SUN", "@daily", "61 * * * *", "0 25 * * *", "x y z a b"] {
+        for bad in [
+            "",
+            "0 2 * *",
+            "0 0 2 * * SUN",
+            "@daily",
+            "61 * * * *",
+            "0 25 * * *",
+            "x y z a b",
+        ] {
             let e = Schedule::parse(bad).unwrap_err().0;
             assert!(e.starts_with("invalid schedule"), "{bad}: {e}");
         }

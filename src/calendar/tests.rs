@@ -30,7 +30,11 @@ fn berlin_spring_forward_moves_a_skipped_start_to_the_end_of_the_gap() {
     let r = rule("30 2 * * *", "1h", "Europe/Berlin");
     assert_eq!(
         starts(&r, "2027-03-27T00:00:00Z", 3),
-        ["2027-03-27T01:30:00Z", "2027-03-28T01:00:00Z", "2027-03-29T00:30:00Z"]
+        [
+            "2027-03-27T01:30:00Z",
+            "2027-03-28T01:00:00Z",
+            "2027-03-29T00:30:00Z"
+        ]
     );
     // Every start in the skipped hour lands on its end, once.
     let r = rule("*/15 2 28 3 *", "10m", "Europe/Berlin");
@@ -45,7 +49,11 @@ fn berlin_fall_back_starts_once_at_the_first_occurrence_and_lasts_real_time() {
     let r = rule("30 2 * * *", "2h", "Europe/Berlin");
     assert_eq!(
         starts(&r, "2027-10-30T00:00:00Z", 3),
-        ["2027-10-30T00:30:00Z", "2027-10-31T00:30:00Z", "2027-11-01T01:30:00Z"]
+        [
+            "2027-10-30T00:30:00Z",
+            "2027-10-31T00:30:00Z",
+            "2027-11-01T01:30:00Z"
+        ]
     );
     // Two hours of real time, although the wall clock shows 02:30 to 03:30.
     let night = r.occurrences(at("2027-10-31T00:00:00Z")).next().unwrap();
@@ -59,13 +67,21 @@ fn new_york_both_nights() {
     let r = rule("30 2 * * *", "30m", "America/New_York");
     assert_eq!(
         starts(&r, "2027-03-13T00:00:00Z", 3),
-        ["2027-03-13T07:30:00Z", "2027-03-14T07:00:00Z", "2027-03-15T06:30:00Z"]
+        [
+            "2027-03-13T07:30:00Z",
+            "2027-03-14T07:00:00Z",
+            "2027-03-15T06:30:00Z"
+        ]
     );
     // 2027-11-07: 02:00 EDT becomes 01:00 EST at 06:00Z; 01:30 is shown at 05:30Z and 06:30Z.
     let r = rule("30 1 * * *", "30m", "America/New_York");
     assert_eq!(
         starts(&r, "2027-11-06T00:00:00Z", 3),
-        ["2027-11-06T05:30:00Z", "2027-11-07T05:30:00Z", "2027-11-08T06:30:00Z"]
+        [
+            "2027-11-06T05:30:00Z",
+            "2027-11-07T05:30:00Z",
+            "2027-11-08T06:30:00Z"
+        ]
     );
 }
 
@@ -75,13 +91,21 @@ fn lord_howe_shifts_by_half_an_hour() {
     let r = rule("45 1 * * *", "15m", "Australia/Lord_Howe");
     assert_eq!(
         starts(&r, "2027-04-02T00:00:00Z", 3),
-        ["2027-04-02T14:45:00Z", "2027-04-03T14:45:00Z", "2027-04-04T15:15:00Z"]
+        [
+            "2027-04-02T14:45:00Z",
+            "2027-04-03T14:45:00Z",
+            "2027-04-04T15:15:00Z"
+        ]
     );
     // 2027-10-03: 02:00 (+10:30) becomes 02:30 (+11) at 15:30Z on the 2nd; 02:15 is skipped.
     let r = rule("15 2 * * *", "15m", "Australia/Lord_Howe");
     assert_eq!(
         starts(&r, "2027-10-01T00:00:00Z", 3),
-        ["2027-10-01T15:45:00Z", "2027-10-02T15:30:00Z", "2027-10-03T15:15:00Z"]
+        [
+            "2027-10-01T15:45:00Z",
+            "2027-10-02T15:30:00Z",
+            "2027-10-03T15:15:00Z"
+        ]
     );
 }
 
@@ -116,7 +140,11 @@ fn overlapping_occurrences_merge_and_the_merge_is_found_from_inside() {
         starts_at: at("2027-05-01T01:00:00Z"),
         ends_at: at("2027-05-01T04:30:00Z"),
     };
-    for from in ["2027-04-30T12:00:00Z", "2027-05-01T01:00:00Z", "2027-05-01T03:59:00Z"] {
+    for from in [
+        "2027-04-30T12:00:00Z",
+        "2027-05-01T01:00:00Z",
+        "2027-05-01T03:59:00Z",
+    ] {
         assert_eq!(r.merged(at(from)).next(), Some(merged), "from {from}");
     }
     // Touching occurrences merge too.

@@ -144,7 +144,10 @@ impl Args {
             guard(&outcome.plan, self.allow_mass_removal)?;
             // A freeze passes with time: said, not failed.
             if let Some(f) = outcome.plan.frozen_by().filter(|_| self.during_freeze.is_none()) {
-                tracing::warn!("the apply would be refused now: {}", crate::plan::render::freeze_line(f));
+                tracing::warn!(
+                    "the apply would be refused now: {}",
+                    crate::plan::render::freeze_line(f)
+                );
             }
         }
         Ok(if self.detailed_exitcode && doc.has_changes {

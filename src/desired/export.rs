@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::MODELINE;
-use crate::calendar::When;
 use super::raw::{RawClient, RawFlag, RawRule, RawWindow};
+use crate::calendar::When;
 use crate::domain::{Mode, ProfileName};
 use crate::model::{
     Actual, Client, FeatureFlag, Kind, Maintenance, Override, Profile, RateLimitRule, Window,

@@ -574,8 +574,8 @@ impl Plan {
                 Some(t) => t.mode == WindowMode::FreezeChanges && open_end(t).is_none_or(|end| end <= before),
             }
         };
-        let exempt = only_windows
-            && (self.windows.iter().filter(|o| o.action.writes())).all(ends_or_shortens);
+        let exempt =
+            only_windows && (self.windows.iter().filter(|o| o.action.writes())).all(ends_or_shortens);
         (!exempt).then_some(freeze)
     }
 }

@@ -292,7 +292,11 @@ pub fn markdown(doc: &PlanDocument) -> String {
         let _ = writeln!(out, "> [!CAUTION]\n> {}\n", mass_removal_line(m));
     }
     if let Some(f) = &doc.frozen_by {
-        let _ = writeln!(out, "> [!CAUTION]\n> The apply would be refused now: {}\n", freeze_line(f));
+        let _ = writeln!(
+            out,
+            "> [!CAUTION]\n> The apply would be refused now: {}\n",
+            freeze_line(f)
+        );
     }
     let held: Vec<&Change> = doc.changes.iter().filter(|c| c.action == Action::Held).collect();
     if !held.is_empty() {

@@ -8,8 +8,8 @@ use super::inputs::{Lift, RunMeta, Usage};
 pub(super) const PROFILE_SETTING: &str = "deployment_profile";
 /// The setting that holds the notification sinks, as a JSON array.
 pub(super) const NOTIFICATIONS_SETTING: &str = "notifications";
-use crate::domain::{CounterStore, Owner};
 use crate::calendar::When;
+use crate::domain::{CounterStore, Owner};
 use crate::model::{
     Client, FeatureFlag, Field, Maintenance, Profile, RateLimitRule, Resource, SECRET_CHANGED, SECRET_HIDDEN,
     SECRET_SET, Sinks, Stored, Window,

@@ -261,7 +261,11 @@ impl Tracked {
 
     /// Every stored window.
     pub(super) fn windows(&self) -> Vec<Window> {
-        self.mirror.window_map().values().map(|w| w.value.clone()).collect()
+        self.mirror
+            .window_map()
+            .values()
+            .map(|w| w.value.clone())
+            .collect()
     }
 
     pub(super) fn totals(&self) -> Totals {

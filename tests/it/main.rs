@@ -6,6 +6,7 @@ mod api;
 mod cli;
 mod counters;
 mod enforce;
+mod freeze;
 mod grpc;
 mod hostile;
 mod hostile_http;
