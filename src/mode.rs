@@ -345,4 +345,97 @@ mod tests {
         assert_eq!(e.reason, "incident 7");
         assert_eq!(e.until, Some(now() + Duration::minutes(30)));
     }
+
+    mod brute_force {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        const SCHEDULES: &[&str] = &[
+            "30 2 * * *",
+            "0 * * * *",
+            "*/20 1-3 * * *",
+            "0 2 * * SUN",
+            "45 23 * * *",
+        ];
+        const ZONES: &[&str] = &["Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "UTC"];
+        const MODES: [WindowMode; 3] = [
+            WindowMode::Maintenance,
+            WindowMode::ReadOnly,
+            WindowMode::FreezeChanges,
+        ];
+
+        /// Around Berlin's spring-forward night of 2027.
+        fn base() -> DateTime<Utc> {
+            Utc.with_ymd_and_hms(2027, 3, 27, 12, 0, 0).unwrap()
+        }
+
+        fn a_window() -> impl Strategy<Value = Window> {
+            let once = (0i64..2880, 1i64..600).prop_map(|(start, length)| {
+                When::Once(Interval {
+                    starts_at: base() + Duration::minutes(start),
+                    ends_at: base() + Duration::minutes(start + length),
+                })
+            });
+            let every = (0..SCHEDULES.len(), 1u64..240, 0..ZONES.len()).prop_map(|(s, d, z)| {
+                When::Every(Recurrence {
+                    schedule: Schedule::parse(SCHEDULES[s]).unwrap(),
+                    duration: Length::from_minutes(d).unwrap(),
+                    timezone: Zone::parse(ZONES[z]).unwrap(),
+                })
+            });
+            (prop_oneof![once, every], 0..3usize, any::<bool>()).prop_map(|(when, m, active)| Window {
+                name: WindowName::parse("w").unwrap(),
+                when,
+                mode: MODES[m],
+                active,
+                description: String::new(),
+            })
+        }
+
+        /// Whether `w` holds `t`, from its occurrences one by one, never merged.
+        fn holds(w: &Window, t: DateTime<Utc>) -> bool {
+            w.active
+                && match &w.when {
+                    When::Once(i) => i.holds(t),
+                    When::Every(r) => r
+                        .occurrences(base() - Duration::days(1))
+                        .take_while(|i| i.starts_at <= t)
+                        .any(|i| i.holds(t)),
+                }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(48))]
+            /// The effective mode and the freeze, minute by minute over two days, equal what the
+            /// windows' occurrences say one by one.
+            #[test]
+            fn the_mode_at_every_minute_is_what_the_occurrences_say(
+                windows in proptest::collection::vec(a_window(), 1..4)
+            ) {
+                let input = inputs(Mode::Normal, windows.clone(), vec![]);
+                for minute in 0..2 * 1440 {
+                    let t = base() + Duration::minutes(minute);
+                    let open: Vec<&Window> = windows.iter().filter(|w| holds(w, t)).collect();
+                    let strictest = open
+                        .iter()
+                        .filter_map(|w| w.mode.platform_mode())
+                        .max_by_key(|m| match m {
+                            Mode::Normal => 0,
+                            Mode::ReadOnly => 1,
+                            Mode::Maintenance => 2,
+                        });
+                    let frozen = open.iter().any(|w| w.mode == WindowMode::FreezeChanges);
+                    let e = effective(&input, t);
+                    prop_assert_eq!(e.mode, strictest.unwrap_or(Mode::Normal), "at {}", t);
+                    let source = if strictest.is_some() { Source::Window } else { Source::Git };
+                    prop_assert_eq!(e.source, source, "at {}", t);
+                    prop_assert_eq!(e.freeze.is_some(), frozen, "at {}", t);
+                    if let Some(until) = e.until {
+                        prop_assert!(until > t);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -130,7 +130,7 @@ pub fn guard(plan: &Plan, allow_mass_removal: bool) -> Result<(), Refusal> {
 /// gives a reason to apply during it.
 fn guard_all(plan: &Plan, request: &Request) -> Result<(), Refusal> {
     guard(plan, request.allow_mass_removal)?;
-    match plan.frozen_by() {
+    match &plan.frozen_by {
         Some(freeze) if request.during_freeze.is_none() => Err(Refusal::Frozen(freeze.clone())),
         _ => Ok(()),
     }
@@ -251,7 +251,7 @@ pub async fn reconcile_part(
                 request.options,
             );
             // The part holds only the windows it touches: the freeze is the whole store's.
-            plan.freeze = crate::mode::freeze_among(part.windows.iter(), now);
+            plan.freeze_at(crate::mode::freeze_among(part.windows.iter(), now), now);
             guard_all(&plan, request)?;
             Ok(plan)
         })

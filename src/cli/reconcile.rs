@@ -143,7 +143,12 @@ impl Args {
             // Shown first, refused after: CI fails on a plan that apply would refuse.
             guard(&outcome.plan, self.allow_mass_removal)?;
             // A freeze passes with time: said, not failed.
-            if let Some(f) = outcome.plan.frozen_by().filter(|_| self.during_freeze.is_none()) {
+            if let Some(f) = outcome
+                .plan
+                .frozen_by
+                .as_ref()
+                .filter(|_| self.during_freeze.is_none())
+            {
                 tracing::warn!(
                     "the apply would be refused now: {}",
                     crate::plan::render::freeze_line(f)

@@ -155,10 +155,10 @@ pub struct Plan {
     pub store_fingerprint: String,
     /// The options it was planned with.
     pub options: PlanOptions,
-    /// The instant it was planned at.
-    pub now: DateTime<Utc>,
-    /// The freeze of changes the stored windows hold at `now`, if any.
-    pub freeze: Option<ChangeFreeze>,
+    /// The freeze of changes that refuses this plan: see [`Plan::freeze_at`].
+    pub frozen_by: Option<ChangeFreeze>,
+    /// The next occurrences of each recurring window the plan creates or changes.
+    pub upcoming: Vec<Upcoming>,
 }
 
 /// How many occurrences of a recurring window a plan shows.
@@ -282,9 +282,14 @@ pub fn plan_part(
         mass_removals: Vec::new(),
         store_fingerprint,
         options,
-        now,
-        freeze: crate::mode::freeze_among(actual.windows.iter().map(|w| &w.value), now),
+        frozen_by: None,
+        upcoming: Vec::new(),
     };
+    plan.upcoming = plan.upcoming_at(now);
+    plan.freeze_at(
+        crate::mode::freeze_among(actual.windows.iter().map(|w| &w.value), now),
+        now,
+    );
     plan.mass_removals = [
         mass_removal(&plan.rules, totals.rules),
         mass_removal(&plan.clients, totals.clients),
@@ -534,21 +539,25 @@ impl Plan {
     }
 
     /// The next occurrences of each recurring window the plan creates or changes.
-    pub fn upcoming(&self) -> Vec<Upcoming> {
+    fn upcoming_at(&self, now: DateTime<Utc>) -> Vec<Upcoming> {
         (self.windows.iter().filter(|op| op.action.writes()))
             .filter_map(|op| op.target.as_ref().filter(|w| w.active))
             .filter(|w| matches!(w.when, When::Every(_)))
             .map(|w| Upcoming {
                 window: w.name.to_string(),
-                next: w.when.next(self.now, UPCOMING),
+                next: w.when.next(now, UPCOMING),
             })
             .collect()
     }
 
-    /// The freeze that refuses this plan: the stored one open at `now`, unless the plan changes
-    /// nothing, or its only changes end or shorten open freezes (a freeze never locks itself in).
-    pub fn frozen_by(&self) -> Option<&ChangeFreeze> {
-        let freeze = self.freeze.as_ref().filter(|_| self.has_changes())?;
+    /// Sets what refuses this plan: `freeze` (the stored windows' at `now`), unless the plan
+    /// changes nothing, or its only changes end or shorten open freezes (a freeze never locks
+    /// itself in).
+    pub fn freeze_at(&mut self, freeze: Option<ChangeFreeze>, now: DateTime<Utc>) {
+        self.frozen_by = freeze.filter(|_| self.has_changes() && !self.only_ends_freezes(now));
+    }
+
+    fn only_ends_freezes(&self, now: DateTime<Utc>) -> bool {
         let only_windows = [
             self.rules.iter().any(|o| o.action.writes()),
             self.clients.iter().any(|o| o.action.writes()),
@@ -560,9 +569,9 @@ impl Plan {
         // The end of the freeze `w` holds at `now`, if it holds one.
         let open_end = |w: &Window| {
             (w.active && w.mode == WindowMode::FreezeChanges)
-                .then(|| w.when.intervals(self.now).next())
+                .then(|| w.when.intervals(now).next())
                 .flatten()
-                .filter(|i| i.holds(self.now))
+                .filter(|i| i.holds(now))
                 .map(|i| i.ends_at)
         };
         let ends_or_shortens = |op: &Op<Window>| {
@@ -574,9 +583,7 @@ impl Plan {
                 Some(t) => t.mode == WindowMode::FreezeChanges && open_end(t).is_none_or(|end| end <= before),
             }
         };
-        let exempt =
-            only_windows && (self.windows.iter().filter(|o| o.action.writes())).all(ends_or_shortens);
-        (!exempt).then_some(freeze)
+        only_windows && (self.windows.iter().filter(|o| o.action.writes())).all(ends_or_shortens)
     }
 }
 

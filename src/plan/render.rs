@@ -59,8 +59,8 @@ impl PlanDocument {
             options: plan.options,
             mass_removals: plan.mass_removals.clone(),
             changes: plan.changes(),
-            frozen_by: plan.frozen_by().cloned(),
-            upcoming: plan.upcoming(),
+            frozen_by: plan.frozen_by.clone(),
+            upcoming: plan.upcoming.clone(),
         }
     }
 }

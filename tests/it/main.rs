@@ -3,6 +3,7 @@
 //! `VALHALLA_TEST_REDIS_URL` is set, in Redis.
 
 mod api;
+mod calendar;
 mod cli;
 mod counters;
 mod enforce;

@@ -564,7 +564,7 @@ fn the_shipped_samples_do_not_age() {
     let lockdown = shipped("examples/lockdown");
     for offset in ["+5y", "+30y"] {
         for db in crate::support::all_backends() {
-            let state = StateDir::sample();
+            let state = StateDir::sample_as_shipped();
             let said = |what: &str, out: &crate::support::Run, codes: &[i32]| {
                 assert!(
                     codes.contains(&out.code) && !out.stderr.contains("warning"),
