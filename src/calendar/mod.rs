@@ -48,6 +48,9 @@ pub struct Recurrence {
 /// When a window holds: once, or by a rule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
+// Windows are few and each holds one `When`: boxing the rule would save little and add a pointer
+// to follow on the path that decides the mode.
+#[allow(clippy::large_enum_variant)]
 pub enum When {
     Once(Interval),
     Every(Recurrence),

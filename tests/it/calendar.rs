@@ -105,10 +105,14 @@ fn occurrences_agree_with_croniter_and_zoneinfo() {
         .arg(script)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    oracle.stdin.take().unwrap().write_all(lines.as_bytes()).unwrap();
+    // Written by a thread of its own: an oracle that stops early must still be heard.
+    let mut stdin = oracle.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(lines.as_bytes()));
     let out = oracle.wait_with_output().unwrap();
+    let _ = writer.join();
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{said}");
     assert!(
