@@ -499,7 +499,12 @@ fn the_ci_examples_post_one_plan_comment_even_when_the_plan_is_refused() {
 fn ajv_accepts_what_export_writes() {
     let Some(ajv) = tool("ajv") else { return };
     let db = sqlite();
-    let state = StateDir::sample();
+    let state = StateDir::sample_as_shipped();
+    // A one-off window too: its times are the ones JavaScript readers would take for dates.
+    state.write(
+        "once.yaml",
+        "version: 1\nmaintenance:\n  windows:\n    - name: once\n      starts_at: \"2099-01-10T02:00:00Z\"\n      ends_at: \"2099-01-10T04:00:00Z\"\n",
+    );
     assert_eq!(run(&db, state.path(), &["reconcile"]).code, 0);
     let (_dir, out) = crate::support::scratch("export-ajv");
     let export = run(&db, state.path(), &["export", "--out", out.to_str().unwrap()]);
