@@ -150,10 +150,11 @@
     const until = $("mode-until");
     if (mode.until) countdown(until, mode.until, "Ends by itself in");
     else { delete until.dataset.until; until.textContent = mode.source === "git" ? "" : "Until lifted"; }
-    $("freeze").hidden = !mode.freeze;
+    // The freeze of changes (a window), not the platform's freeze (the mode) that #freeze sets.
+    $("changes-frozen").hidden = !mode.freeze;
     if (mode.freeze) {
-      $("freeze-window").textContent = mode.freeze.window;
-      countdown($("freeze-until"), mode.freeze.until, "Ends in");
+      $("changes-frozen-by").textContent = mode.freeze.window;
+      countdown($("changes-frozen-until"), mode.freeze.until, "Ends in");
     }
     // The override that holds the mode, when the viewer may see it; a lockdown's is one of a
     // group, whose other members say what is locked.
