@@ -133,7 +133,7 @@ macro_rules! string_enum {
 }
 
 /// The OpenAPI schema of a string with a description.
-fn string_schema(description: &str) -> utoipa::openapi::schema::ObjectBuilder {
+pub(crate) fn string_schema(description: &str) -> utoipa::openapi::schema::ObjectBuilder {
     utoipa::openapi::schema::ObjectBuilder::new()
         .schema_type(utoipa::openapi::schema::Type::String)
         .description(Some(description))

@@ -57,21 +57,21 @@ pub fn freeze_among<'a>(
 ) -> Option<ChangeFreeze> {
     let open: Vec<(&Window, Interval)> = windows
         .filter(|w| w.active && w.mode == WindowMode::FreezeChanges)
-        .filter_map(|w| {
-            w.when
-                .intervals(now)
-                .next()
-                .filter(|i| i.holds(now))
-                .map(|i| (w, i))
-        })
+        .filter_map(|w| w.when.holding(now).map(|i| (w, i)))
         .collect();
     freeze_of(&open)
+}
+
+/// Of several open windows, the one that ends last, then (for a stable answer) the first by
+/// name; compared in place, as this runs on every request.
+fn later(a: &(&Window, Interval), b: &(&Window, Interval)) -> std::cmp::Ordering {
+    (a.1.ends_at.cmp(&b.1.ends_at)).then_with(|| b.0.name.cmp(&a.0.name))
 }
 
 fn freeze_of(open: &[(&Window, Interval)]) -> Option<ChangeFreeze> {
     open.iter()
         .filter(|(w, _)| w.mode == WindowMode::FreezeChanges)
-        .max_by_key(|(w, i)| (i.ends_at, std::cmp::Reverse(w.name.clone())))
+        .max_by(|a, b| later(a, b))
         .map(|(w, i)| ChangeFreeze {
             window: w.name.to_string(),
             until: i.ends_at,
@@ -119,10 +119,10 @@ pub fn effective(inputs: &MaintenanceInputs, now: DateTime<Utc>) -> EffectiveMod
     };
     let holding = open
         .iter()
-        .filter_map(|(w, i)| w.mode.platform_mode().map(|m| (m, w, i)))
-        .max_by_key(|(m, w, i)| (strictness(*m), i.ends_at, std::cmp::Reverse(w.name.clone())));
+        .filter_map(|open| open.0.mode.platform_mode().map(|m| (m, open)))
+        .max_by(|(m, a), (n, b)| strictness(*m).cmp(&strictness(*n)).then_with(|| later(a, b)));
     match holding {
-        Some((mode, w, i)) => EffectiveMode {
+        Some((mode, (w, i))) => EffectiveMode {
             mode,
             reason: if w.description.is_empty() {
                 format!("maintenance window {}", w.name)

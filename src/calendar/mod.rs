@@ -14,6 +14,8 @@
 pub mod openings;
 pub mod rule;
 
+use std::fmt;
+
 use chrono::{DateTime, LocalResult, NaiveDateTime, Offset, TimeDelta, TimeZone, Utc};
 use croner::Direction;
 use serde::{Deserialize, Serialize};
@@ -36,6 +38,14 @@ impl Interval {
     }
 }
 
+/// `2026-12-06 01:00Z → 2026-12-06 03:00Z`, as plans and `validate` list occurrences.
+impl fmt::Display for Interval {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const AT: &str = "%Y-%m-%d %H:%MZ";
+        write!(f, "{} → {}", self.starts_at.format(AT), self.ends_at.format(AT))
+    }
+}
+
 /// A recurring window's rule: each time `schedule` matches the wall clock of `timezone`, the
 /// window opens for `duration`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -45,12 +55,84 @@ pub struct Recurrence {
     pub timezone: Zone,
 }
 
+/// `0 2 * * SUN for 2h, Europe/Berlin`.
+impl fmt::Display for Recurrence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} for {}, {}", self.schedule, self.duration, self.timezone)
+    }
+}
+
+/// Why given fields make no window.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormError {
+    #[error("give either starts_at and ends_at, or schedule and duration (and timezone, UTC by default)")]
+    Neither,
+    #[error("ends_at must be after starts_at")]
+    EndsFirst,
+    #[error("schedule `{0}` never fires")]
+    NeverFires(Schedule),
+}
+
+/// The form a window's fields take, its times still as written (`T`): the one check of "exactly
+/// one of the two forms", for the state files and the API alike.
+pub enum Form<T> {
+    Once(T, T),
+    Every(Recurrence),
+}
+
+impl<T> Form<T> {
+    pub fn of(
+        (starts_at, ends_at): (Option<T>, Option<T>),
+        (schedule, duration, timezone): (Option<Schedule>, Option<Length>, Option<Zone>),
+    ) -> Result<Form<T>, FormError> {
+        match ((starts_at, ends_at), (schedule, duration, timezone)) {
+            ((Some(s), Some(e)), (None, None, None)) => Ok(Form::Once(s, e)),
+            ((None, None), (Some(schedule), Some(duration), timezone)) => Ok(Form::Every(Recurrence {
+                schedule,
+                duration,
+                timezone: timezone.unwrap_or_default(),
+            })),
+            _ => Err(FormError::Neither),
+        }
+    }
+}
+
+impl When {
+    /// A one-off window's interval, checked.
+    pub fn once(starts_at: DateTime<Utc>, ends_at: DateTime<Utc>) -> Result<When, FormError> {
+        (ends_at > starts_at)
+            .then_some(When::Once(Interval { starts_at, ends_at }))
+            .ok_or(FormError::EndsFirst)
+    }
+
+    /// A recurring window's rule, checked to fire (from `now`).
+    pub fn every(rule: Recurrence, now: DateTime<Utc>) -> Result<When, FormError> {
+        match rule.fires(now) {
+            true => Ok(When::Every(rule)),
+            false => Err(FormError::NeverFires(rule.schedule)),
+        }
+    }
+
+    /// The interval, for a one-off window.
+    pub fn interval(&self) -> Option<&Interval> {
+        match self {
+            When::Once(i) => Some(i),
+            When::Every(_) => None,
+        }
+    }
+
+    /// The rule, for a recurring window.
+    pub fn rule(&self) -> Option<&Recurrence> {
+        match self {
+            When::Once(_) => None,
+            When::Every(r) => Some(r),
+        }
+    }
+}
+
 /// When a window holds: once, or by a rule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
-// Windows are few and each holds one `When`: boxing the rule would save little and add a pointer
-// to follow on the path that decides the mode.
-#[allow(clippy::large_enum_variant)]
 pub enum When {
     Once(Interval),
     Every(Recurrence),
@@ -149,6 +231,11 @@ impl When {
     /// The next `n` intervals: the one open at `from`, if any, and those after it.
     pub fn next(&self, from: DateTime<Utc>, n: usize) -> Vec<Interval> {
         self.intervals(from).take(n).collect()
+    }
+
+    /// The merged interval that holds `at`, when the window is open then.
+    pub fn holding(&self, at: DateTime<Utc>) -> Option<Interval> {
+        self.intervals(at).next().filter(|i| i.holds(at))
     }
 }
 

@@ -34,19 +34,22 @@ impl Openings {
         now: DateTime<Utc>,
         whens: impl Iterator<Item = Option<&'a When>>,
     ) -> Vec<(usize, Interval)> {
-        let span = match self.span.load_full() {
-            Some(span) if span.from <= now && now < span.to => span,
-            _ => {
-                let span = Arc::new(Span::new(now, whens));
-                self.span.store(Some(Arc::clone(&span)));
-                span
-            }
+        let open = |span: &Span| -> Vec<(usize, Interval)> {
+            (span.intervals.iter())
+                .filter(|(_, i)| i.holds(now))
+                .copied()
+                .collect()
         };
-        span.intervals
-            .iter()
-            .filter(|(_, i)| i.holds(now))
-            .copied()
-            .collect()
+        // The usual case borrows the span without touching its count (many requests at once).
+        if let Some(span) = self.span.load().as_deref()
+            && span.from <= now
+            && now < span.to
+        {
+            return open(span);
+        }
+        let span = Arc::new(Span::new(now, whens));
+        self.span.store(Some(Arc::clone(&span)));
+        open(&span)
     }
 }
 

@@ -16,7 +16,8 @@ use crate::text::shown;
 #[derive(Clone)]
 pub struct Schedule {
     text: String,
-    cron: Cron,
+    // Boxed: a parsed pattern is several hundred bytes, and windows and errors carry schedules.
+    cron: Box<Cron>,
 }
 
 impl Schedule {
@@ -35,7 +36,10 @@ impl Schedule {
             .year(Year::Disallowed)
             .build();
         let cron = parser.parse(&text).map_err(|e| refused(shown(&e.to_string())))?;
-        Ok(Schedule { text, cron })
+        Ok(Schedule {
+            text,
+            cron: Box::new(cron),
+        })
     }
 
     pub fn as_str(&self) -> &str {
@@ -161,9 +165,7 @@ macro_rules! as_text {
         }
         impl utoipa::PartialSchema for $name {
             fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-                utoipa::openapi::ObjectBuilder::new()
-                    .schema_type(utoipa::openapi::schema::Type::String)
-                    .description(Some($what))
+                crate::domain::string_schema($what)
                     .examples([serde_json::json!($example)])
                     .into()
             }

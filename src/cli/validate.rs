@@ -1,17 +1,10 @@
 //! `validate`: check the state directory offline.
 
-use chrono::{DateTime, Utc};
-
 use super::Status;
-use crate::calendar::When;
 use crate::desired::StateDir;
 
 /// How many occurrences of a recurring window `validate` shows.
 const NEXT: usize = 3;
-
-fn time(t: &DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d %H:%MZ").to_string()
-}
 
 /// Options of `validate`.
 #[derive(Debug, clap::Args)]
@@ -51,17 +44,12 @@ impl Args {
         ))?;
         // Each recurring window's next occurrences, so a reviewer sees when it really holds.
         for w in &s.windows {
-            if let When::Every(r) = &w.when {
-                let next: Vec<String> = (w.when.next(now, NEXT).iter())
-                    .map(|i| format!("{} → {}", time(&i.starts_at), time(&i.ends_at)))
-                    .collect();
+            if let Some(rule) = w.when.rule() {
+                let next: Vec<String> = w.when.next(now, NEXT).iter().map(ToString::to_string).collect();
                 super::print_out(&format!(
-                    "  window {} ({}, every `{}` for {}, {}): next {}\n",
+                    "  window {} ({}, every {rule}): next {}\n",
                     w.name,
                     w.mode,
-                    r.schedule,
-                    r.duration,
-                    r.timezone,
                     next.join(", ")
                 ))?;
             }

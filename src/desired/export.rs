@@ -9,7 +9,6 @@ use serde::Serialize;
 
 use super::MODELINE;
 use super::raw::{RawClient, RawFlag, RawRule, RawWindow};
-use crate::calendar::When;
 use crate::domain::{Mode, ProfileName};
 use crate::model::{
     Actual, Client, FeatureFlag, Kind, Maintenance, Override, Profile, RateLimitRule, Window,
@@ -253,10 +252,7 @@ fn build(source: Source<'_>) -> (ExportFile, Vec<String>) {
         .filter(|w| w.value.active)
         .map(|w| {
             let w = &w.value;
-            let (once, rule) = match &w.when {
-                When::Once(i) => (Some(i), None),
-                When::Every(r) => (None, Some(r)),
-            };
+            let (once, rule) = (w.when.interval(), w.when.rule());
             RawWindow {
                 name: w.name.clone(),
                 starts_at: once.map(|i| time(&i.starts_at)),

@@ -13,7 +13,7 @@ use serde_yaml::Value;
 use super::position::{self, Pos, PositionIndex, join};
 use super::raw::{RawClient, RawFile, RawFlag, RawProfile, RawRule, RawWindow, SchemaFile};
 use super::{DesiredState, Diagnostic, LoadError, Loaded, Origin, files};
-use crate::calendar::{Interval, Recurrence, When};
+use crate::calendar::{Form, Interval, When};
 use crate::domain::{MaxRequests, RuleKey, Scope, WindowSeconds, parse_time};
 use crate::model::{Client, FeatureFlag, Maintenance, Profile, RateLimitRule, Resource, Sink, Sinks, Window};
 
@@ -657,42 +657,29 @@ impl Loader {
     /// when it has errors (recorded).
     fn window_when(&mut self, cx: &FileCx, entry: Entry, w: &mut RawWindow) -> Option<When> {
         let name = &w.name;
-        let once = (w.starts_at.take(), w.ends_at.take());
-        let rule = (w.schedule.take(), w.duration.take(), w.timezone.take());
-        match (once, rule) {
-            ((Some(starts), Some(ends)), (None, None, None)) => {
+        let form = Form::of(
+            (w.starts_at.take(), w.ends_at.take()),
+            (w.schedule.take(), w.duration.take(), w.timezone.take()),
+        );
+        let (when, field) = match form {
+            Err(e) => (Err(e), "name"),
+            Ok(Form::Once(starts, ends)) => {
                 let starts = parse_time(&starts).map_err(|e| cx.field_error(entry, "starts_at", e.0));
                 let ends = parse_time(&ends).map_err(|e| cx.field_error(entry, "ends_at", e.0));
-                match (starts, ends) {
-                    (Ok(starts_at), Ok(ends_at)) if ends_at > starts_at => {
-                        if ends_at <= self.now {
-                            let message = format!("window {name} is wholly in the past");
-                            self.warnings.push(cx.field_diag(entry, "ends_at", message));
-                        }
-                        Some(When::Once(Interval { starts_at, ends_at }))
-                    }
-                    (Ok(_), Ok(_)) => {
-                        let message = format!("window {name}: ends_at must be after starts_at");
-                        self.errors.push(cx.field_diag(entry, "ends_at", message));
-                        None
-                    }
+                let (starts_at, ends_at) = match (starts, ends) {
+                    (Ok(s), Ok(e)) => (s, e),
                     (s, e) => {
                         self.errors.extend(s.err().into_iter().chain(e.err()));
-                        None
+                        return None;
                     }
-                }
-            }
-            ((None, None), (Some(schedule), Some(duration), timezone)) => {
-                let rule = Recurrence {
-                    schedule,
-                    duration,
-                    timezone: timezone.unwrap_or_default(),
                 };
-                if !rule.fires(self.now) {
-                    let message = format!("window {name}: schedule `{}` never fires", rule.schedule);
-                    self.errors.push(cx.field_diag(entry, "schedule", message));
-                    return None;
+                if ends_at > starts_at && ends_at <= self.now {
+                    let message = format!("window {name} is wholly in the past");
+                    self.warnings.push(cx.field_diag(entry, "ends_at", message));
                 }
+                (When::once(starts_at, ends_at), "ends_at")
+            }
+            Ok(Form::Every(rule)) => {
                 if rule.fires_more_than_hourly(self.now) {
                     let message = format!(
                         "window {name}: schedule `{}` fires more often than hourly",
@@ -700,16 +687,14 @@ impl Loader {
                     );
                     self.warnings.push(cx.field_diag(entry, "schedule", message));
                 }
-                Some(When::Every(rule))
+                (When::every(rule, self.now), "schedule")
             }
-            _ => {
-                let message = format!(
-                    "window {name}: give either starts_at and ends_at, or schedule and duration (and timezone, UTC by default)"
-                );
-                self.errors.push(cx.field_diag(entry, "name", message));
-                None
-            }
-        }
+        };
+        when.map_err(|e| {
+            self.errors
+                .push(cx.field_diag(entry, field, format!("window {name}: {e}")))
+        })
+        .ok()
     }
 
     /// Takes the `notifications:` section: each sink's own checks, each name once.

@@ -569,9 +569,8 @@ impl Plan {
         // The end of the freeze `w` holds at `now`, if it holds one.
         let open_end = |w: &Window| {
             (w.active && w.mode == WindowMode::FreezeChanges)
-                .then(|| w.when.intervals(now).next())
+                .then(|| w.when.holding(now))
                 .flatten()
-                .filter(|i| i.holds(now))
                 .map(|i| i.ends_at)
         };
         let ends_or_shortens = |op: &Op<Window>| {

@@ -6,8 +6,6 @@ use anstyle::{AnsiColor, Style};
 use serde::{Deserialize, Serialize};
 use similar::{ChangeTag, TextDiff};
 
-use chrono::{DateTime, Utc};
-
 use super::{Action, Change, FieldChange, MassRemoval, Plan, PlanOptions, Summary, Upcoming};
 use crate::mode::ChangeFreeze;
 use crate::model::Kind;
@@ -187,12 +185,7 @@ fn upcoming_line(doc: &PlanDocument, c: &Change) -> Option<String> {
     let up = (c.kind == Kind::MaintenanceWindow)
         .then(|| doc.upcoming.iter().find(|u| u.window == c.key))
         .flatten()?;
-    let time = |t: &DateTime<Utc>| t.format("%Y-%m-%d %H:%MZ").to_string();
-    let shown: Vec<String> = up
-        .next
-        .iter()
-        .map(|i| format!("{} → {}", time(&i.starts_at), time(&i.ends_at)))
-        .collect();
+    let shown: Vec<String> = up.next.iter().map(ToString::to_string).collect();
     Some(match shown.is_empty() {
         true => "next: none".into(),
         false => format!("next: {}", shown.join(", ")),

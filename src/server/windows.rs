@@ -14,7 +14,7 @@ use super::json::Object;
 use super::params::page;
 use super::{ApiError, AppState};
 
-use crate::calendar::{Interval, Length, Recurrence, Schedule, When, Zone};
+use crate::calendar::{Form, FormError, Interval, Length, Schedule, When, Zone};
 use crate::domain::{WindowMode, WindowName, parse_time};
 use crate::model::Window;
 use crate::store::WindowRecord;
@@ -116,44 +116,22 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<WindowListed>), ApiError> {
     let invalid = |e: crate::domain::ParseError| ApiError::Unprocessable(e.0);
     let now = state.now();
-    let once = (body.starts_at, body.ends_at);
-    let rule = (body.schedule, body.duration, body.timezone);
-    let when = match (once, rule) {
-        ((Some(starts_at), Some(ends_at)), (None, None, None)) => {
+    let unfit = |e: FormError| ApiError::Unprocessable(e.to_string());
+    let form = Form::of(
+        (body.starts_at, body.ends_at),
+        (body.schedule, body.duration, body.timezone),
+    );
+    let when = match form.map_err(unfit)? {
+        Form::Once(starts_at, ends_at) => {
             let starts_at = parse_time(&starts_at).map_err(invalid)?;
-            let ends_at = parse_time(&ends_at).map_err(invalid)?;
-            if ends_at <= starts_at {
-                return Err(ApiError::Unprocessable("ends_at must be after starts_at".into()));
-            }
-            When::Once(Interval { starts_at, ends_at })
+            When::once(starts_at, parse_time(&ends_at).map_err(invalid)?)
         }
-        ((None, None), (Some(schedule), Some(duration), timezone)) => {
-            let rule = Recurrence {
-                schedule,
-                duration,
-                timezone: timezone.unwrap_or_default(),
-            };
-            if !rule.fires(now) {
-                return Err(ApiError::Unprocessable(format!(
-                    "schedule `{}` never fires",
-                    rule.schedule
-                )));
-            }
-            When::Every(rule)
-        }
-        _ => {
-            return Err(ApiError::Unprocessable(
-                "give either starts_at and ends_at, or schedule and duration (and timezone)".into(),
-            ));
-        }
-    };
+        Form::Every(rule) => When::every(rule, now),
+    }
+    .map_err(unfit)?;
     let name = match body.name {
         Some(name) => name,
-        None => generated_name(match &when {
-            When::Once(i) => i.starts_at,
-            When::Every(_) => now,
-        })
-        .map_err(invalid)?,
+        None => generated_name(when.interval().map_or(now, |i| i.starts_at)).map_err(invalid)?,
     };
     let window = Window {
         name,

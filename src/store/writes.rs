@@ -8,7 +8,6 @@ use super::inputs::{Lift, RunMeta, Usage};
 pub(super) const PROFILE_SETTING: &str = "deployment_profile";
 /// The setting that holds the notification sinks, as a JSON array.
 pub(super) const NOTIFICATIONS_SETTING: &str = "notifications";
-use crate::calendar::When;
 use crate::domain::{CounterStore, Owner};
 use crate::model::{
     Client, FeatureFlag, Field, Maintenance, Profile, RateLimitRule, Resource, SECRET_CHANGED, SECRET_HIDDEN,
@@ -164,10 +163,7 @@ impl Row for Window {
         ("description", ColType::Text),
     ];
     fn values(&self) -> Vec<Value> {
-        let (once, rule) = match &self.when {
-            When::Once(i) => (Some(i), None),
-            When::Every(r) => (None, Some(r)),
-        };
+        let (once, rule) = (self.when.interval(), self.when.rule());
         vec![
             text(self.name.as_str()),
             once.map_or(Value::Null, |i| Value::Time(i.starts_at)),

@@ -1,6 +1,6 @@
 //! The binary end to end on every backend: exit codes, what is written, what is never printed.
 
-use crate::support::{StateDir, TestDb, all_backends, command, finish, run, scratch};
+use crate::support::{StateDir, TestDb, all_backends, command, finish, run, runs, scratch};
 
 /// The key behind the test client's hash; it must never appear in any output.
 const SECRET_KEY: &str = "vk_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -16,13 +16,6 @@ fn count_rules(db: &TestDb) -> usize {
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let store = valhalla_ops::store::Db::open(&db.url).await.unwrap();
         store.snapshot().await.unwrap().rules.len()
-    })
-}
-
-fn runs(db: &TestDb) -> Vec<valhalla_ops::store::RunRecord> {
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let store = valhalla_ops::store::Db::open(&db.url).await.unwrap();
-        store.runs(100).await.unwrap()
     })
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration as StdDuration;
 use chrono::{Duration, SecondsFormat, Utc};
 
 use crate::support::app::{OPERATOR, READER, TestApp, state_with};
-use crate::support::{Process, StateDir, TestDb, all_backends, run};
+use crate::support::{Process, StateDir, all_backends, audit, run, runs};
 
 /// A one-off freeze open from an hour ago for `hours` more hours: times relative to the clock,
 /// never a date written down.
@@ -23,20 +23,6 @@ fn freeze_file(hours: i64) -> String {
 
 const EXTRA_RULE: &str =
     "version: 1\nrate_limits:\n  - scope: ip\n    key: 198.51.100.7\n    max_requests: 5\n";
-
-fn runs(db: &TestDb) -> Vec<valhalla_ops::store::RunRecord> {
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let store = valhalla_ops::store::Db::open(&db.url).await.unwrap();
-        store.runs(100).await.unwrap()
-    })
-}
-
-fn audit(db: &TestDb) -> Vec<valhalla_ops::store::AuditRecord> {
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let store = valhalla_ops::store::Db::open(&db.url).await.unwrap();
-        store.audit(1000).await.unwrap()
-    })
-}
 
 #[test]
 fn a_freeze_refuses_reconcile_and_saved_plans_until_a_reason_is_given() {

@@ -7,7 +7,6 @@ use serde::Serialize;
 use super::recent::RefusedCount;
 use crate::api_error::ApiError;
 use crate::auth::Caller;
-use crate::calendar::When;
 use crate::counting::Health;
 use crate::domain::{Role, WindowMode};
 use crate::mode::{EffectiveMode, Source};
@@ -199,10 +198,7 @@ pub async fn snapshot(state: &AppState, viewer: Option<&Caller>) -> Result<Statu
         .iter()
         .filter(|w| w.active)
         .flat_map(|w| {
-            let rule = match &w.when {
-                When::Once(_) => None,
-                When::Every(r) => Some(format!("{} for {}, {}", r.schedule, r.duration, r.timezone)),
-            };
+            let rule = w.when.rule().map(ToString::to_string);
             (w.when.intervals(now).take_while(|i| i.starts_at < horizon))
                 .take(OCCURRENCES)
                 .map(move |i| WindowItem {

@@ -745,3 +745,19 @@ pub fn check_deliveries(deliveries: &[serde_json::Value]) -> Output {
     drop(stdin);
     child.wait_with_output().expect("its output")
 }
+
+/// The store's recorded runs, newest first, read through a handle of the test's own.
+pub fn runs(db: &TestDb) -> Vec<valhalla_ops::store::RunRecord> {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = valhalla_ops::store::Db::open(&db.url).await.unwrap();
+        store.runs(100).await.unwrap()
+    })
+}
+
+/// The store's audit rows, newest first.
+pub fn audit(db: &TestDb) -> Vec<valhalla_ops::store::AuditRecord> {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = valhalla_ops::store::Db::open(&db.url).await.unwrap();
+        store.audit(1000).await.unwrap()
+    })
+}
