@@ -26,6 +26,9 @@ pub struct Request {
     /// Apply although a freeze of changes is open, for this reason (recorded in the run and
     /// the audit).
     pub during_freeze: Option<String>,
+    /// A refusal already recorded (a watch loop's last): the same refusal again is returned
+    /// but not recorded, nor told, a second time.
+    pub recorded_refusal: Option<String>,
 }
 
 /// Why a plan was not applied although the store works.
@@ -108,10 +111,14 @@ pub struct Part {
     pub windows: Vec<Window>,
 }
 
-/// Records a refused plan as a run (the status page and the runs list show it), and returns the
-/// refusal as the reconcile's error. A failure to record it is logged: the refusal still stands.
-async fn refused(store: &Db, meta: &RunMeta, refusal: Refusal) -> ReconcileError {
-    if let Err(e) = store.record_refusal(meta, &refusal.to_string()).await {
+/// Records a refused plan as a run (the status page and the runs list show it), unless `request`
+/// says it is recorded already, and returns the refusal as the reconcile's error. A failure to
+/// record it is logged: the refusal still stands.
+async fn refused(store: &Db, meta: &RunMeta, request: &Request, refusal: Refusal) -> ReconcileError {
+    let said = refusal.to_string();
+    if request.recorded_refusal.as_ref() != Some(&said)
+        && let Err(e) = store.record_refusal(meta, &said).await
+    {
         tracing::warn!(error = %e, "cannot record the refused run");
     }
     refusal.into()
@@ -188,7 +195,7 @@ pub async fn reconcile(
     };
     let options = match &request.saved {
         Some(saved) if saved.state_fingerprint != state_fingerprint => {
-            return Err(refused(store, &meta, Refusal::StaleState).await);
+            return Err(refused(store, &meta, request, Refusal::StaleState).await);
         }
         Some(saved) => saved.options,
         None => request.options,
@@ -210,7 +217,7 @@ pub async fn reconcile(
         .await;
     let applied = match applied {
         Ok(applied) => applied,
-        Err(ApplyError::Refused(refusal)) => return Err(refused(store, &meta, refusal).await),
+        Err(ApplyError::Refused(refusal)) => return Err(refused(store, &meta, request, refusal).await),
         Err(e) => return Err(e.into()),
     };
     Ok(Outcome {
@@ -264,7 +271,7 @@ pub async fn reconcile_part(
             snapshot: None,
         })),
         Ok(None) => Ok(None),
-        Err(ApplyError::Refused(refusal)) => Err(refused(store, &meta, refusal).await),
+        Err(ApplyError::Refused(refusal)) => Err(refused(store, &meta, request, refusal).await),
         Err(e) => Err(e.into()),
     }
 }

@@ -106,6 +106,7 @@ impl Args {
             actor: self.actor.unwrap_or_else(super::default_actor),
             source: "cli".into(),
             during_freeze: self.during_freeze.clone(),
+            recorded_refusal: None,
         };
         let outcome = match snapshot {
             Some((actual, store_fingerprint)) => {

@@ -114,6 +114,9 @@ pub(super) struct Passes {
     last_applied: Option<String>,
     /// When the last pass started: overrides that expired before it were acted on by it.
     pub(super) last_pass: DateTime<Utc>,
+    /// Why the last pass was refused, if it was: the same refusal on the next passes (a freeze
+    /// of changes lasts days, a pass comes every minute) is not recorded and told again.
+    last_refusal: Option<String>,
 }
 
 impl Passes {
@@ -134,6 +137,7 @@ impl Passes {
             store: None,
             last_applied: None,
             last_pass: DateTime::<Utc>::MIN_UTC,
+            last_refusal: None,
         }
     }
 
@@ -154,6 +158,10 @@ impl Passes {
             None => self.reconcile().await,
         };
         self.report(trigger, &result, started.elapsed().as_millis());
+        self.last_refusal = match &result {
+            Err(PassError::Refused(refusal)) => Some(refusal.to_string()),
+            _ => None,
+        };
         result
     }
 
@@ -167,6 +175,7 @@ impl Passes {
             actor: self.options.actor.clone(),
             source: SOURCE.into(),
             during_freeze: self.options.during_freeze.clone(),
+            recorded_refusal: self.last_refusal.clone(),
             ..Request::default()
         }
     }

@@ -358,3 +358,50 @@ fn an_invalid_state_is_told_once_per_distinct_error() {
         assert_eq!(refused(db.clone()).await.len(), 2);
     });
 }
+
+/// A freeze of changes refuses every pass while it lasts; the refusal is recorded and told once,
+/// not once a pass (a freeze lasts days, a pass comes every minute).
+#[test]
+fn a_freeze_is_recorded_and_told_once_however_many_passes_it_refuses() {
+    runtime().block_on(async {
+        let (db, _db_dir) = sqlite().await;
+        let (mut passes, mut model, dir) = watching(&db).await;
+        let now = crate::clock::now();
+        let freeze = crate::model::Window {
+            name: crate::domain::WindowName::parse("freeze").unwrap(),
+            when: crate::calendar::When::once(now - Duration::hours(1), now + Duration::hours(2)).unwrap(),
+            mode: crate::domain::WindowMode::FreezeChanges,
+            active: true,
+            description: String::new(),
+        };
+        let change = ApiChange {
+            actor: "tyr".into(),
+            reason: None,
+            expires_at: None,
+            now,
+            group_id: None,
+        };
+        db.create_window(&freeze, &change).await.unwrap();
+        model.max[1] += 1;
+        model.write(dir.path());
+        for trigger in [Trigger::Files, Trigger::Interval, Trigger::Interval] {
+            let refused = passes.pass(trigger).await;
+            assert!(
+                matches!(refused, Err(super::pass::PassError::Refused(_))),
+                "{refused:?}"
+            );
+        }
+        let refusals: Vec<_> = (db.runs(100).await.unwrap().into_iter())
+            .filter_map(|r| r.refusal)
+            .collect();
+        assert_eq!(refusals.len(), 1, "{refusals:?}");
+        assert!(
+            refusals[0].contains("changes are frozen by window freeze"),
+            "{refusals:?}"
+        );
+        let told = (db.events(100).await.unwrap().into_iter())
+            .filter(|e| e.event.kind == crate::domain::EventType::ReconcileRefused)
+            .count();
+        assert_eq!(told, 1);
+    });
+}
