@@ -197,10 +197,15 @@ fn the_status_page_shows_a_freeze_from_another_replica_and_lifts_it() {
 fn status_page(db: &TestDb, chromedriver: PathBuf, chromium: PathBuf) {
     let b = db.backend;
     let opens = chrono::Utc::now() + chrono::Duration::days(2);
+    // A one-off window, a recurring one and a freeze of changes open now (it refuses no run
+    // here: nothing below changes the state after the first apply, but for a stale plan).
+    let now = chrono::Utc::now();
     let window = format!(
-        "maintenance:\n  mode: normal\n  windows:\n    - name: db-upgrade\n      starts_at: \"{}\"\n      ends_at: \"{}\"\n      description: Postgres upgrade\nrate_limits:\n  - scope: user\n    key: noisy\n    max_requests: 1\n",
+        "maintenance:\n  mode: normal\n  windows:\n    - name: db-upgrade\n      starts_at: \"{}\"\n      ends_at: \"{}\"\n      description: Postgres upgrade\n    - name: nightly\n      schedule: \"0 3 * * *\"\n      duration: 1h\n      mode: read_only\n    - name: year-end\n      starts_at: \"{}\"\n      ends_at: \"{}\"\n      mode: freeze_changes\nrate_limits:\n  - scope: user\n    key: noisy\n    max_requests: 1\n",
         opens.to_rfc3339(),
-        (opens + chrono::Duration::hours(2)).to_rfc3339()
+        (opens + chrono::Duration::hours(2)).to_rfc3339(),
+        (now - chrono::Duration::hours(1)).to_rfc3339(),
+        (now + chrono::Duration::days(3)).to_rfc3339(),
     );
     let state = StateDir::new(&[("state.yaml", &state_with(&window))]);
     // A saved plan, then an edit: applying the plan is refused, and the refusal is a run too.
@@ -249,6 +254,9 @@ fn status_page(db: &TestDb, chromedriver: PathBuf, chromium: PathBuf) {
         browser.wait_text("mode", "normal", Duration::from_secs(5)).await;
         assert!(!browser.displayed("private").await, "{b}");
         assert_eq!(browser.action_buttons().await, 0, "{b}");
+        // The freeze of changes is public, beside the mode; the platform's Freeze button is not.
+        browser.wait_text("changes-frozen", "year-end", Duration::from_secs(2)).await;
+        assert!(browser.text("changes-frozen").await.contains("Ends in"), "{b}");
         browser.screenshot(&format!("{b}-public.png")).await;
 
         // A reader sees overrides, windows and runs, and no buttons.
@@ -257,8 +265,19 @@ fn status_page(db: &TestDb, chromedriver: PathBuf, chromium: PathBuf) {
         assert!(browser.displayed("private").await, "{b}");
         browser.wait_text("windows", "db-upgrade", Duration::from_secs(2)).await;
         assert!(browser.text("windows").await.contains("opens in"), "{b}");
+        // A recurring window is listed once, with its rule, and drawn at each occurrence.
+        let listed = browser.text("windows").await;
+        assert_eq!(listed.matches("nightly").count(), 1, "{b}: {listed}");
+        assert!(listed.contains("every 0 3 * * * for 1h, UTC"), "{b}: {listed}");
+        let nightly = browser
+            .client
+            .find_all(Locator::Css("#axis .span.read_only"))
+            .await
+            .unwrap()
+            .len();
+        assert!((7..=8).contains(&nightly), "{b}: {nightly} nights drawn in a week");
         let runs = browser.text("runs").await;
-        assert!(runs.contains("cli") && runs.contains("6 created"), "{b}: {runs}");
+        assert!(runs.contains("cli") && runs.contains("8 created"), "{b}: {runs}");
         assert!(runs.contains("3 passes, no change, since"), "{b}: {runs}");
         assert!(runs.contains("refused: the saved plan was computed from another desired state"), "{b}: {runs}");
         assert!(browser.text("overrides-empty").await.contains("None"), "{b}");
