@@ -1,27 +1,53 @@
--- One request's rate-limit decision over every rule that applies to it, atomically.
+-- The rate-limit decisions of several requests, in the order they arrived, atomically: each as
+-- if it had been a call of its own, one after the other.
 --
 -- The same algorithm as src/limit (window.rs and Limiter::check_matched), line for line, so a
 -- Redis-backed replica decides exactly as an in-process one would: a sliding window over two
 -- fixed windows, counted in integers. Each counter is a hash {s = window start, p = previous
 -- window's count, c = current window's count} that expires when it can no longer weigh.
 --
--- KEYS[i]: counter i (one per matching rule, global, ip, api_key, user in that order).
--- ARGV[1]: the time in milliseconds, or "" for Redis's own clock (what production uses, so
---          replicas whose clocks disagree still share one window).
--- ARGV[2]: how many requests to count (a gateway's hits_addend: all of them fit, or none is
---          counted), or 0 to decide about one without counting (a caller who may only ask).
--- ARGV[3 + 3(i-1) ..]: counter i's window in milliseconds, its limit, and 1 for a shadow rule.
+-- ARGV holds the requests one after another, each as:
+--   the time in milliseconds, or "" for Redis's own clock (what production uses, so replicas
+--     whose clocks disagree still share one window; read once per call);
+--   how many requests to count (a gateway's hits_addend: all of them fit, or none is counted),
+--     or 0 to decide about one without counting (a caller who may only ask);
+--   n, the number of counters (one per matching rule: global, ip, api_key, user in that order);
+--   then per counter its window in milliseconds, its limit, and 1 for a shadow rule.
+-- KEYS holds the requests' counters in the same order, n per request.
 --
--- Returns {allowed, then per counter: allowed, remaining, reset_ms, count, window start}.
--- Lua numbers are doubles: the products below are exact while limit × window_ms < 2^53.
+-- Returns, per request in order: allowed, then per counter: allowed, remaining, reset_ms,
+-- count, window start. Lua numbers are doubles: the products below are exact while
+-- limit × window_ms < 2^53.
+--
+-- A counter is read from Redis once per call and written once at its end; in between, each
+-- request sees what the requests before it stored, as separate calls would have.
 
-local now = tonumber(ARGV[1])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local redis_now
+local function clock(arg)
+  local t = tonumber(arg)
+  if t then return t end
+  if not redis_now then
+    local r = redis.call('TIME')
+    redis_now = tonumber(r[1]) * 1000 + math.floor(tonumber(r[2]) / 1000)
+  end
+  return redis_now
 end
 
-local function outcome(max, w, s, p, c)
+-- What each counter holds as stored so far: what Redis had, then what the requests counted.
+local stored = {}
+-- The counters to write at the end, in the order first counted, and their windows.
+local written, window_of = {}, {}
+local function load(key)
+  local k = stored[key]
+  if not k then
+    local h = redis.call('HMGET', key, 's', 'p', 'c')
+    k = {s = tonumber(h[1]) or 0, p = tonumber(h[2]) or 0, c = tonumber(h[3]) or 0}
+    stored[key] = k
+  end
+  return k
+end
+
+local function outcome(now, max, w, s, p, c)
   local elapsed = now - s
   local used = p * (w - elapsed) + c * w
   local budget = max * w
@@ -39,50 +65,66 @@ local function outcome(max, w, s, p, c)
   return 0, (w - elapsed) + needed
 end
 
-local hits = tonumber(ARGV[2])
-local counting = hits > 0
-local need = math.max(hits, 1)
-local allowed = true
-local state = {}
-local reply = {0}
-for i = 1, #KEYS do
-  local w = tonumber(ARGV[3 * i])
-  local max = tonumber(ARGV[3 * i + 1])
-  local shadow = ARGV[3 * i + 2] == '1'
-  local h = redis.call('HMGET', KEYS[i], 's', 'p', 'c')
-  local s, p, c = tonumber(h[1]) or 0, tonumber(h[2]) or 0, tonumber(h[3]) or 0
-  -- Roll to the window that holds `now`.
-  local start = now - now % w
-  if start ~= s then
-    if start == s + w then p = c else p = 0 end
-    c = 0
-    s = start
+local reply = {}
+local a, key_at = 1, 0
+while a <= #ARGV do
+  local now = clock(ARGV[a])
+  local hits = tonumber(ARGV[a + 1])
+  local n = tonumber(ARGV[a + 2])
+  local counting = hits > 0
+  local need = math.max(hits, 1)
+  local allowed = true
+  local state = {}
+  local first = #reply + 1
+  reply[first] = 0
+  for i = 1, n do
+    local key = KEYS[key_at + i]
+    local w = tonumber(ARGV[a + 3 * i])
+    local max = tonumber(ARGV[a + 3 * i + 1])
+    local shadow = ARGV[a + 3 * i + 2] == '1'
+    local k = load(key)
+    local s, p, c = k.s, k.p, k.c
+    -- Roll to the window that holds `now`.
+    local start = now - now % w
+    if start ~= s then
+      if start == s + w then p = c else p = 0 end
+      c = 0
+      s = start
+    end
+    local count = counting and (shadow or allowed)
+    local admits = max > 0 and p * (w - (now - s)) + (c + need) * w <= max * w
+    local counted = count and admits
+    if counted then c = c + hits end
+    local remaining, reset = outcome(now, max, w, s, p, c)
+    if not shadow and not admits then allowed = false end
+    state[i] = {key = key, w = w, s = s, p = p, c = c, counted = counted, shadow = shadow}
+    reply[#reply + 1] = admits and 1 or 0
+    reply[#reply + 1] = remaining
+    reply[#reply + 1] = reset
+    reply[#reply + 1] = 0
+    reply[#reply + 1] = s
   end
-  local count = counting and (shadow or allowed)
-  local admits = max > 0 and p * (w - (now - s)) + (c + need) * w <= max * w
-  local counted = count and admits
-  if counted then c = c + hits end
-  local remaining, reset = outcome(max, w, s, p, c)
-  if not shadow and not admits then allowed = false end
-  state[i] = {w = w, s = s, p = p, c = c, counted = counted, shadow = shadow}
-  reply[#reply + 1] = admits and 1 or 0
-  reply[#reply + 1] = remaining
-  reply[#reply + 1] = reset
-  reply[#reply + 1] = 0
-  reply[#reply + 1] = s
+  -- A refused request is counted by no enforced rule; shadow rules keep their own count.
+  for i, k in ipairs(state) do
+    if k.counted and not k.shadow and not allowed then
+      k.c = k.c - hits
+      k.counted = false
+    end
+    if k.counted then
+      stored[k.key] = {s = k.s, p = k.p, c = k.c}
+      if not window_of[k.key] then written[#written + 1] = k.key end
+      window_of[k.key] = k.w
+    end
+    reply[first + 5 * (i - 1) + 4] = k.c
+  end
+  reply[first] = allowed and 1 or 0
+  a = a + 3 + 3 * n
+  key_at = key_at + n
 end
 
--- A refused request is counted by no enforced rule; shadow rules keep their own count.
-for i, k in ipairs(state) do
-  if k.counted and not k.shadow and not allowed then
-    k.c = k.c - hits
-    k.counted = false
-  end
-  if k.counted then
-    redis.call('HSET', KEYS[i], 's', k.s, 'p', k.p, 'c', k.c)
-    redis.call('PEXPIREAT', KEYS[i], k.s + 2 * k.w)
-  end
-  reply[1 + 5 * (i - 1) + 4] = k.c
+for _, key in ipairs(written) do
+  local k = stored[key]
+  redis.call('HSET', key, 's', k.s, 'p', k.p, 'c', k.c)
+  redis.call('PEXPIREAT', key, k.s + 2 * window_of[key])
 end
-reply[1] = allowed and 1 or 0
 return reply

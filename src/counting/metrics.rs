@@ -37,6 +37,9 @@ pub struct CountingMetrics {
     pub up: Gauge,
     pub outages: Counter,
     pub local_refusals: Counter,
+    /// Script calls sent to Redis for decisions: fewer than the decisions when several wait
+    /// for one call.
+    pub script_calls: Counter,
     outage_verdicts: [Counter; 3],
     calls_family: Family<CallLabels, Counter>,
     policy_family: Family<PolicyLabels, Counter>,
@@ -62,6 +65,7 @@ impl Default for CountingMetrics {
             up,
             outages: Counter::default(),
             local_refusals: Counter::default(),
+            script_calls: Counter::default(),
             outage_verdicts,
             calls_family,
             policy_family,
@@ -76,7 +80,7 @@ impl CountingMetrics {
         self.call_seconds.observe(seconds);
     }
 
-    /// Calls made so far, whatever their outcome.
+    /// Decisions asked of the shared counters so far, whatever their outcome.
     pub fn calls(&self) -> u64 {
         self.calls.iter().map(Counter::get).sum()
     }
@@ -95,8 +99,13 @@ impl CountingMetrics {
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "shared_counters_calls",
-            "Calls to the shared rate-limit counters (Redis) by outcome: ok, error, timeout",
+            "Decisions asked of the shared rate-limit counters (Redis) by outcome: ok, error, timeout",
             self.calls_family.clone(),
+        );
+        registry.register(
+            "shared_counters_script_calls",
+            "Script calls sent to the shared rate-limit counters; each carries every decision that arrived while the one before was in flight",
+            self.script_calls.clone(),
         );
         registry.register(
             "shared_counters_call_duration_seconds",

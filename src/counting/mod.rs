@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use self::metrics::CountingMetrics;
-pub use self::redis::{RedisCounters, RedisOptions, UrlError, WindowClock};
+pub use self::redis::{Ask, CallError, RedisCounters, RedisOptions, SharedDecision, UrlError, WindowClock};
 
 use self::circuit::Circuit;
 use self::metrics::CallOutcome;
@@ -85,7 +85,10 @@ impl Counting {
 
     /// Counting in `redis`, shared by every replica that uses it.
     pub fn shared(capacity: usize, redis: RedisCounters) -> Counting {
+        let mut metrics = CountingMetrics::default();
+        metrics.script_calls = redis.script_calls.clone();
         Counting {
+            metrics,
             shared: Some(Arc::new(SharedCounters {
                 redis,
                 circuit: Circuit::default(),
@@ -184,10 +187,12 @@ impl Counting {
             return self.outage(matched, now_ms, hits);
         }
         let started = Instant::now();
-        // Boxed: a call's future is most of a request future's size, which every request
-        // would carry (and copy when moved) in memory-only counting too.
-        let call = Box::pin(shared.redis.decide(matched, now_ms, hits));
-        let outcome = tokio::time::timeout(shared.redis.timeout, call).await;
+        let ask = redis::Ask {
+            matched,
+            now_ms,
+            hits,
+        };
+        let outcome = tokio::time::timeout(shared.redis.timeout, shared.redis.decide(ask)).await;
         let seconds = started.elapsed().as_secs_f64();
         let failure = match outcome {
             Ok(Ok(answer)) => {
@@ -198,6 +203,10 @@ impl Counting {
                     shared.refusals.remember(matched, &answer.decision, now_ms);
                 }
                 return answer.decision;
+            }
+            Ok(Err(e @ redis::CallError::NoAnswer(_))) => {
+                self.metrics.call(CallOutcome::Timeout, seconds);
+                redis::failure(&e)
             }
             Ok(Err(e)) => {
                 self.metrics.call(CallOutcome::Error, seconds);

@@ -1,16 +1,23 @@
-//! The shared counters in Redis: one script call decides a request over every rule that applies
-//! to it, atomically, on one multiplexed connection that every request of the replica shares.
+//! The shared counters in Redis: the decisions that arrive while a script call is in flight go
+//! together in the next one, in arrival order, on one multiplexed connection that every request
+//! of the replica shares.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::limit::{CounterKey, Decision, Reading, Rule, Verdict};
 
 /// The decision script (see its header for the arguments and the reply).
 const SCRIPT: &str = include_str!("decide.lua");
+
+/// The most decisions one script call carries: a call holds Redis for its whole length, so a
+/// burst is cut into calls that other clients' commands can run between.
+const MOST_PER_CALL: usize = 128;
 
 /// Whose clock decides the window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -42,6 +49,21 @@ pub struct UrlError {
     reason: String,
 }
 
+/// Why a decision got no answer from the shared counters.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+    /// The script call that carried it got no answer within the timeout.
+    #[error("no answer within {} ms", .0.as_millis())]
+    NoAnswer(Duration),
+    #[error("the decision script answered in an unexpected shape")]
+    Shape,
+    /// The task that sends the calls is gone (its runtime shut down).
+    #[error("the shared counters' sender has stopped")]
+    Stopped,
+}
+
 /// A connection to the shared counters.
 pub struct RedisCounters {
     connection: ConnectionManager,
@@ -51,6 +73,11 @@ pub struct RedisCounters {
     clock: WindowClock,
     /// The URL without its password, for logs.
     pub shown: String,
+    /// Decisions waiting for the next script call; the task that sends them starts with the
+    /// first decision (it needs the runtime).
+    queue: OnceLock<mpsc::UnboundedSender<Pending>>,
+    /// Script calls sent for decisions (one carries all that waited for the one before).
+    pub script_calls: Counter,
 }
 
 impl std::fmt::Debug for RedisCounters {
@@ -62,12 +89,42 @@ impl std::fmt::Debug for RedisCounters {
     }
 }
 
-/// What one call decided, with the counts it left for the snapshots.
+/// What one decision decided, with the counts it left for the snapshots.
 #[derive(Debug)]
 pub struct SharedDecision {
     pub decision: Decision,
     /// The counters this request was counted in, with their counts after it.
     pub counted: Vec<Reading>,
+}
+
+/// One request's question to the shared counters: the rules it matched, each with its counter,
+/// the caller's time, and how many requests to count (0: only asking).
+#[derive(Debug, Clone, Copy)]
+pub struct Ask<'a> {
+    pub matched: &'a [(&'a Arc<Rule>, CounterKey)],
+    pub now_ms: u64,
+    pub hits: u32,
+}
+
+/// A question as the script takes it: the clock (`None`: Redis's), hits, and per counter its
+/// key, window in milliseconds, limit, and whether it is a shadow rule's.
+struct Question {
+    now_ms: Option<u64>,
+    hits: u32,
+    counters: Vec<(String, u64, u32, bool)>,
+}
+
+impl Question {
+    /// How many numbers the script answers for this question.
+    fn reply_len(&self) -> usize {
+        1 + 5 * self.counters.len()
+    }
+}
+
+/// A decision waiting for the next script call.
+struct Pending {
+    question: Question,
+    answer: oneshot::Sender<Result<Vec<i64>, CallError>>,
 }
 
 impl RedisCounters {
@@ -97,70 +154,93 @@ impl RedisCounters {
             timeout: options.timeout,
             clock: options.clock,
             shown,
+            queue: OnceLock::new(),
+            script_calls: Counter::default(),
         })
     }
 
-    /// Decides about `hits` requests at once in one script call, counting them if they fit
-    /// (0: decides about one, only asking); `now_ms` is used only with the caller's clock.
-    pub async fn decide(
-        &self,
-        matched: &[(&Arc<Rule>, CounterKey)],
-        now_ms: u64,
-        hits: u32,
-    ) -> Result<SharedDecision, redis::RedisError> {
-        let clock = match self.clock {
-            WindowClock::Redis => None,
-            WindowClock::Caller => Some(now_ms),
+    /// Decides about `hits` requests at once, counting them if they fit (0: decides about one,
+    /// only asking); `now_ms` is used only with the caller's clock. The decision goes in the
+    /// next script call, with every other that arrives while the current one is in flight.
+    pub async fn decide(&self, ask: Ask<'_>) -> Result<SharedDecision, CallError> {
+        let (answer, reply) = oneshot::channel();
+        let pending = Pending {
+            question: self.question(ask),
+            answer,
         };
-        let counters = matched
-            .iter()
-            .map(|(rule, key)| (self.key(key), rule.quota.window_ms, rule.quota.max, rule.shadow));
-        let reply = self.run(clock, hits, counters).await?;
-        parse(matched, &reply, hits > 0).ok_or_else(|| {
-            redis::RedisError::from((
-                redis::ErrorKind::UnexpectedReturnType,
-                "the decision script answered in an unexpected shape",
-            ))
-        })
+        self.queue().send(pending).map_err(|_| CallError::Stopped)?;
+        let reply = reply.await.map_err(|_| CallError::Stopped)??;
+        parse(ask, &reply).ok_or(CallError::Shape)
+    }
+
+    /// Decides `asks` in one script call, in their order, exactly as separate calls one after
+    /// the other would (at the same instants).
+    pub async fn decide_together(&self, asks: &[Ask<'_>]) -> Result<Vec<SharedDecision>, CallError> {
+        let questions: Vec<Question> = asks.iter().map(|ask| self.question(*ask)).collect();
+        let reply = invoke(&self.connection, &self.script, questions.iter()).await?;
+        let replies = split(questions.iter(), &reply).ok_or(CallError::Shape)?;
+        asks.iter()
+            .zip(replies)
+            .map(|(ask, reply)| parse(*ask, reply).ok_or(CallError::Shape))
+            .collect()
     }
 
     /// Whether Redis does what a request needs: the decision script, counting (a write) in a
     /// probe counter of its own. A PING would answer where requests fail: a replica that became
-    /// read-only after a failover answers PING and refuses every count with READONLY.
-    pub async fn probe(&self) -> Result<(), redis::RedisError> {
-        let counter = (
-            format!("{}:probe", self.prefix),
-            1_000,
-            crate::domain::MaxRequests::MAX,
-            false,
-        );
-        self.run(None, 1, [counter]).await.map(drop)
+    /// read-only after a failover answers PING and refuses every count with READONLY. Sent on
+    /// its own, so that a call stuck in the queue's way does not hide a Redis that is back.
+    pub async fn probe(&self) -> Result<(), CallError> {
+        let question = Question {
+            now_ms: None,
+            hits: 1,
+            counters: vec![(
+                format!("{}:probe", self.prefix),
+                1_000,
+                crate::domain::MaxRequests::MAX,
+                false,
+            )],
+        };
+        invoke(&self.connection, &self.script, [&question]).await?;
+        Ok(())
     }
 
-    /// Runs the decision script (its header lists the arguments) at `now_ms` (`None`: Redis's
-    /// own clock), counting `hits` requests (0: only asking), over `counters`: each its key, window in
-    /// milliseconds, limit, and whether it is a shadow rule's.
-    async fn run(
-        &self,
-        now_ms: Option<u64>,
-        hits: u32,
-        counters: impl IntoIterator<Item = (String, u64, u32, bool)>,
-    ) -> Result<Vec<i64>, redis::RedisError> {
-        let mut invocation = self.script.prepare_invoke();
-        match now_ms {
-            None => invocation.arg(""),
-            Some(now_ms) => invocation.arg(now_ms),
-        };
-        invocation.arg(hits);
-        for (key, window_ms, max, shadow) in counters {
-            invocation
-                .key(key)
-                .arg(window_ms.max(1))
-                .arg(max)
-                .arg(u8::from(shadow));
+    /// The queue of decisions for the next script call, and the task that sends them, started
+    /// on first use. The task ends when these counters are dropped.
+    fn queue(&self) -> &mpsc::UnboundedSender<Pending> {
+        self.queue.get_or_init(|| {
+            let (sender, receiver) = mpsc::unbounded_channel();
+            tokio::spawn(send_calls(
+                receiver,
+                self.connection.clone(),
+                self.script.clone(),
+                self.timeout,
+                self.script_calls.clone(),
+            ));
+            sender
+        })
+    }
+
+    /// `ask` as the script takes it.
+    fn question(&self, ask: Ask<'_>) -> Question {
+        Question {
+            now_ms: match self.clock {
+                WindowClock::Redis => None,
+                WindowClock::Caller => Some(ask.now_ms),
+            },
+            hits: ask.hits,
+            counters: ask
+                .matched
+                .iter()
+                .map(|(rule, key)| {
+                    (
+                        self.key(key),
+                        rule.quota.window_ms.max(1),
+                        rule.quota.max,
+                        rule.shadow,
+                    )
+                })
+                .collect(),
         }
-        let mut connection = self.connection.clone();
-        invocation.invoke_async(&mut connection).await
     }
 
     /// The Redis key of a counter: `prefix:rule:window_ms`, and the address for a network rule.
@@ -172,10 +252,92 @@ impl RedisCounters {
     }
 }
 
+/// Sends the queued decisions, all that waited (up to [`MOST_PER_CALL`]) in one script call,
+/// one call at a time: while a call is in flight the next one fills. A decision whose asker
+/// stopped waiting (its timeout) is left out, so it is not counted after the asker was told
+/// the outage policy's verdict.
+async fn send_calls(
+    mut queue: mpsc::UnboundedReceiver<Pending>,
+    connection: ConnectionManager,
+    script: redis::Script,
+    timeout: Duration,
+    calls: Counter,
+) {
+    let mut batch = Vec::with_capacity(MOST_PER_CALL);
+    while queue.recv_many(&mut batch, MOST_PER_CALL).await > 0 {
+        batch.retain(|p: &Pending| !p.answer.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        calls.inc();
+        let call = invoke(&connection, &script, batch.iter().map(|p| &p.question));
+        let reply = match tokio::time::timeout(timeout, call).await {
+            Ok(reply) => reply.map_err(CallError::from),
+            Err(_) => Err(CallError::NoAnswer(timeout)),
+        };
+        let replies = match &reply {
+            Ok(reply) => split(batch.iter().map(|p| &p.question), reply).ok_or(CallError::Shape),
+            Err(e) => Err(e.clone()),
+        };
+        match replies {
+            Ok(replies) => {
+                for (pending, reply) in batch.drain(..).zip(replies) {
+                    // An asker that stopped waiting meanwhile has nobody to tell.
+                    let _ = pending.answer.send(Ok(reply.to_vec()));
+                }
+            }
+            Err(e) => {
+                for pending in batch.drain(..) {
+                    let _ = pending.answer.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Runs the decision script (its header lists the arguments) over `questions`, in order.
+async fn invoke<'q>(
+    connection: &ConnectionManager,
+    script: &redis::Script,
+    questions: impl IntoIterator<Item = &'q Question>,
+) -> Result<Vec<i64>, redis::RedisError> {
+    let mut invocation = script.prepare_invoke();
+    for question in questions {
+        match question.now_ms {
+            None => invocation.arg(""),
+            Some(now_ms) => invocation.arg(now_ms),
+        };
+        invocation.arg(question.hits).arg(question.counters.len());
+        for (key, window_ms, max, shadow) in &question.counters {
+            invocation.key(key).arg(window_ms).arg(max).arg(u8::from(*shadow));
+        }
+    }
+    let mut connection = connection.clone();
+    invocation.invoke_async(&mut connection).await
+}
+
+/// The script's reply cut into each question's part; `None` if its length is not theirs.
+fn split<'q, 'r>(
+    questions: impl IntoIterator<Item = &'q Question>,
+    reply: &'r [i64],
+) -> Option<Vec<&'r [i64]>> {
+    let mut rest = reply;
+    let mut parts = Vec::new();
+    for question in questions {
+        let (part, after) = rest.split_at_checked(question.reply_len())?;
+        parts.push(part);
+        rest = after;
+    }
+    rest.is_empty().then_some(parts)
+}
+
 /// What a failed call says about the shared counters, for the log: down, or up but refusing
 /// what requests need (which a PING would not show).
-pub fn failure(e: &redis::RedisError) -> String {
+pub fn failure(e: &CallError) -> String {
     let said = crate::text::one_line(&e.to_string());
+    let CallError::Redis(e) = e else {
+        return said;
+    };
     match e.code() {
         Some("READONLY") => {
             format!("it answers but refuses writes, as a read-only replica does after a failover: {said}")
@@ -200,9 +362,11 @@ impl std::fmt::Display for Address {
     }
 }
 
-/// The script's reply as a decision: `{allowed, then per counter: allowed, remaining, reset_ms,
-/// count, window start}`; a call that was not `counting` counted nothing.
-fn parse(matched: &[(&Arc<Rule>, CounterKey)], reply: &[i64], counting: bool) -> Option<SharedDecision> {
+/// One question's part of the script's reply as a decision: `{allowed, then per counter:
+/// allowed, remaining, reset_ms, count, window start}`; a question that was only asking
+/// counted nothing.
+fn parse(ask: Ask<'_>, reply: &[i64]) -> Option<SharedDecision> {
+    let (matched, counting) = (ask.matched, ask.hits > 0);
     let (&allowed, per_counter) = reply.split_first()?;
     if per_counter.len() != matched.len() * 5 {
         return None;

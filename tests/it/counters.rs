@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use serde_json::Value;
-use valhalla_ops::counting::{Counting, RedisCounters, RedisOptions, WindowClock};
+use valhalla_ops::counting::{Ask, Counting, RedisCounters, RedisOptions, WindowClock};
 use valhalla_ops::domain::{OnOutage, RuleKey, Scope, WindowSeconds};
 use valhalla_ops::limit::{Decision, RuleTable, Subject};
 use valhalla_ops::model::RateLimitRule;
@@ -115,6 +115,108 @@ proptest! {
             agree(&got, &expected, format!("step {i} at {now} for subject {who}, {hits} hits"))?;
         }
         drop(test_redis);
+    }
+}
+
+/// Every counter under `prefix` on `redis` with what it holds and when it expires, the prefix
+/// cut off.
+fn stored_counters(url: &str, prefix: &str) -> BTreeMap<String, (Vec<Option<String>>, i64)> {
+    let mut conn = ::redis::Client::open(url).unwrap().get_connection().unwrap();
+    let keys: Vec<String> = ::redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query(&mut conn)
+        .unwrap();
+    keys.into_iter()
+        .map(|key| {
+            let fields: Vec<Option<String>> = ::redis::cmd("HMGET")
+                .arg(&key)
+                .arg(&["s", "p", "c"][..])
+                .query(&mut conn)
+                .unwrap();
+            let expires: i64 = ::redis::cmd("PEXPIRETIME").arg(&key).query(&mut conn).unwrap();
+            (key[prefix.len()..].to_owned(), (fields, expires))
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Decisions sent together in one script call (as the queue sends what waited for the call
+    /// before) decide, count and leave the counters exactly as the same calls sent one by one:
+    /// the same verdicts, figures and counts reported, and the same hashes and expiry in Redis.
+    #[test]
+    fn a_batch_decides_as_the_same_calls_one_by_one(
+        windows in proptest::collection::vec(prop_oneof![Just(1i64), Just(2), Just(60)], 3),
+        limits in proptest::collection::vec(0u32..8, 3),
+        steps in proptest::collection::vec(
+            (0u64..700, 0usize..5, prop_oneof![4 => Just(1u32), 1 => Just(0u32), 1 => 2u32..5]),
+            1..120,
+        ),
+        cuts in proptest::collection::vec(1usize..40, 1..12),
+        start in 0u64..10_000_000,
+    ) {
+        let Some(test_redis) = redis() else {
+            return Ok(());
+        };
+        let rules = [
+            rule(Scope::Global, "*", windows[0], 10 + limits[0] * 3, false),
+            rule(Scope::Ip, "10.0.0.0/24", windows[1], limits[1], false),
+            rule(Scope::User, "ada", windows[2], limits[2], false),
+            rule(Scope::User, "bob", windows[2], limits[2], true),
+        ];
+        let table = RuleTable::new(rules.iter().enumerate().map(|(i, r)| (i as i64 + 1, r)));
+        let subjects = [
+            Subject { global: true, ip: Some("10.0.0.7".parse().unwrap()), user: Some("ada"), client: None },
+            Subject { global: true, ip: Some("10.0.0.8".parse().unwrap()), user: Some("bob"), client: None },
+            Subject { global: true, ip: Some("192.0.2.1".parse().unwrap()), user: Some("ada"), client: None },
+            Subject { global: false, ip: None, user: Some("bob"), client: None },
+            Subject { global: true, ip: Some("10.0.0.7".parse().unwrap()), user: None, client: None },
+        ];
+        let matched: Vec<_> = subjects.iter().map(|s| table.matching(s)).collect();
+        let mut now = 1_800_000_000_000 + start;
+        let asks: Vec<Ask<'_>> = steps
+            .iter()
+            .map(|&(gap, who, hits)| {
+                now += gap;
+                Ask { matched: &matched[who], now_ms: now, hits }
+            })
+            .collect();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let counters = |part: &str| {
+            RedisCounters::new(&RedisOptions {
+                url: test_redis.url.clone(),
+                prefix: format!("{}:{part}", test_redis.prefix),
+                timeout: Duration::from_secs(5),
+                clock: WindowClock::Caller,
+            })
+            .unwrap()
+        };
+        // The connection is made in the runtime that uses it.
+        let (together, alone) = runtime.block_on(async { (counters("together"), counters("alone")) });
+        let mut batched = Vec::new();
+        let mut rest = &asks[..];
+        for cut in cuts.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (batch, after) = rest.split_at((*cut).min(rest.len()));
+            batched.extend(runtime.block_on(together.decide_together(batch)).unwrap());
+            rest = after;
+        }
+        let mut one_by_one = Vec::new();
+        for ask in &asks {
+            one_by_one.extend(runtime.block_on(alone.decide_together(std::slice::from_ref(ask))).unwrap());
+        }
+        prop_assert_eq!(batched.len(), asks.len());
+        for (i, (got, expected)) in batched.iter().zip(&one_by_one).enumerate() {
+            prop_assert_eq!(shape(&got.decision), shape(&expected.decision), "decision {}", i);
+            prop_assert_eq!(&got.counted, &expected.counted, "counts reported by decision {}", i);
+        }
+        prop_assert_eq!(
+            stored_counters(&test_redis.url, &format!("{}:together", test_redis.prefix)),
+            stored_counters(&test_redis.url, &format!("{}:alone", test_redis.prefix))
+        );
     }
 }
 
