@@ -177,13 +177,15 @@ impl Conn {
     }
 }
 
+/// What one load generator measured in one run of one scenario.
 struct Figures {
-    /// Requests sent, the warm-up included.
-    sent: usize,
+    /// Requests answered (the warm-up included, for the own generator).
+    sent: u64,
     rps: f64,
     p50: Duration,
     p99: Duration,
-    statuses: Vec<u16>,
+    /// Answers that were not 2xx, and socket errors.
+    failed: u64,
     /// The server threads' CPU time per request (user, system), in µs: steadier than the
     /// rates, which move with whatever else the two cores run.
     cpu_us: (f64, f64),
@@ -223,10 +225,43 @@ fn server_cpu() -> (u64, u64) {
 /// Clock ticks per second, as /proc counts them.
 const TICKS: f64 = 100.0;
 
+/// Who sends the load.
+#[derive(Clone, Copy, PartialEq)]
+enum Generator {
+    /// wrk, in a process of its own: one thread, 64 connections (Debian's `wrk`).
+    Wrk,
+    /// This benchmark's own client, in the server's process: two threads of its own.
+    Own,
+}
+
+impl Generator {
+    fn name(self) -> &'static str {
+        match self {
+            Generator::Wrk => "wrk (-t1 -c64, its own process)",
+            Generator::Own => "the benchmark's own client (2 threads in the server's process)",
+        }
+    }
+}
+
+/// `request` sent by `generator` to `addr` for `seconds`, with the server threads' CPU time.
+fn measure(generator: Generator, client: &tokio::runtime::Runtime, addr: SocketAddr, request: &[u8], seconds: u64, scripts: &std::path::Path) -> Figures {
+    let cpu_before = server_cpu();
+    let mut figures = match generator {
+        Generator::Wrk => wrk(addr, request, seconds, scripts),
+        Generator::Own => client.block_on(load(addr, request.to_vec(), seconds)),
+    };
+    let cpu_after = server_cpu();
+    let per_request = |ticks: u64| ticks as f64 / TICKS * 1e6 / figures.sent.max(1) as f64;
+    figures.cpu_us = (
+        per_request(cpu_after.0 - cpu_before.0),
+        per_request(cpu_after.1 - cpu_before.1),
+    );
+    figures
+}
+
 /// Runs `request` on 64 connections for `seconds` after a one-second warm-up.
 async fn load(addr: SocketAddr, request: Vec<u8>, seconds: u64) -> Figures {
     let request = Arc::new(request);
-    let cpu_before = server_cpu();
     let warm = Instant::now() + Duration::from_secs(1);
     let end = warm + Duration::from_secs(seconds);
     let tasks: Vec<_> = (0..CONNECTIONS)
@@ -235,7 +270,7 @@ async fn load(addr: SocketAddr, request: Vec<u8>, seconds: u64) -> Figures {
             tokio::spawn(async move {
                 let mut conn = Conn::open(addr).await;
                 let mut latencies = Vec::with_capacity(100_000);
-                let mut statuses = Vec::new();
+                let mut failed = 0;
                 let mut sent = 0;
                 loop {
                     let start = Instant::now();
@@ -247,32 +282,22 @@ async fn load(addr: SocketAddr, request: Vec<u8>, seconds: u64) -> Figures {
                     }
                     if start >= warm {
                         latencies.push(now - start);
-                        if !statuses.contains(&status) {
-                            statuses.push(status);
-                        }
+                        failed += u64::from(!(200..300).contains(&status));
                     }
                 }
-                (latencies, statuses, sent)
+                (latencies, failed, sent)
             })
         })
         .collect();
     let mut all = Vec::new();
-    let mut statuses = Vec::new();
+    let mut failed = 0;
     let mut sent = 0;
     for task in tasks {
-        let (latencies, s, n) = task.await.unwrap();
+        let (latencies, f, n) = task.await.unwrap();
         all.extend(latencies);
-        statuses.extend(s);
+        failed += f;
         sent += n;
     }
-    let cpu_after = server_cpu();
-    let per_request = |ticks: u64| ticks as f64 / TICKS * 1e6 / sent.max(1) as f64;
-    let cpu_us = (
-        per_request(cpu_after.0 - cpu_before.0),
-        per_request(cpu_after.1 - cpu_before.1),
-    );
-    statuses.sort_unstable();
-    statuses.dedup();
     all.sort_unstable();
     let at = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
     Figures {
@@ -280,9 +305,83 @@ async fn load(addr: SocketAddr, request: Vec<u8>, seconds: u64) -> Figures {
         rps: all.len() as f64 / seconds as f64,
         p50: at(0.50),
         p99: at(0.99),
-        statuses,
-        cpu_us,
+        failed,
+        cpu_us: (0.0, 0.0),
     }
+}
+
+/// wrk's Lua script that sends `request` (its method, headers but Host, and body).
+fn wrk_script(request: &[u8]) -> (String, String) {
+    let text = std::str::from_utf8(request).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next().unwrap().split(' ');
+    let method = first.next().unwrap();
+    let path = first.next().unwrap().to_owned();
+    let mut script = format!("wrk.method = \"{method}\"\n");
+    for line in lines {
+        let (name, value) = line.split_once(": ").unwrap();
+        if !name.eq_ignore_ascii_case("host") && !name.eq_ignore_ascii_case("content-length") {
+            script.push_str(&format!("wrk.headers[\"{name}\"] = \"{value}\"\n"));
+        }
+    }
+    if !body.is_empty() {
+        script.push_str(&format!("wrk.body = [==[{body}]==]\n"));
+    }
+    (path, script)
+}
+
+/// wrk against `addr` for `seconds`: the rate, percentiles and errors it reports.
+fn wrk(addr: SocketAddr, request: &[u8], seconds: u64, scripts: &std::path::Path) -> Figures {
+    let (path, script) = wrk_script(request);
+    let file = scripts.join("request.lua");
+    std::fs::write(&file, script).unwrap();
+    let out = std::process::Command::new("wrk")
+        .args(["-t1", &format!("-c{CONNECTIONS}"), &format!("-d{seconds}s"), "--latency", "-s"])
+        .arg(&file)
+        .arg(format!("http://{addr}{path}"))
+        .output()
+        .expect("wrk runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let after = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim_start().strip_prefix(prefix).map(str::trim))
+    };
+    let fail = || -> ! { panic!("wrk's output is not as expected:\n{text}{}", String::from_utf8_lossy(&out.stderr)) };
+    let rps: f64 = after("Requests/sec:").and_then(|r| r.parse().ok()).unwrap_or_else(|| fail());
+    let sent: u64 = text
+        .lines()
+        .find_map(|l| l.trim_start().split_once(" requests in ").and_then(|(n, _)| n.parse().ok()))
+        .unwrap_or_else(|| fail());
+    let latency = |q: &str| after(q).and_then(wrk_time).unwrap_or_else(|| fail());
+    let non_2xx: u64 = after("Non-2xx or 3xx responses:").and_then(|n| n.parse().ok()).unwrap_or(0);
+    // `Socket errors: connect 0, read 0, write 0, timeout 0`
+    let socket_errors: u64 = after("Socket errors:")
+        .map(|e| e.split(", ").filter_map(|p| p.rsplit(' ').next()?.parse::<u64>().ok()).sum())
+        .unwrap_or(0);
+    Figures {
+        sent,
+        rps,
+        p50: latency("50%"),
+        p99: latency("99%"),
+        failed: non_2xx + socket_errors,
+        cpu_us: (0.0, 0.0),
+    }
+}
+
+/// One of wrk's times: `538.00us`, `1.23ms`, `2.00s`.
+fn wrk_time(text: &str) -> Option<Duration> {
+    let split = text.find(|c: char| c.is_ascii_alphabetic())?;
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let seconds = match unit {
+        "us" => number / 1e6,
+        "ms" => number / 1e3,
+        "s" => number,
+        "m" => number * 60.0,
+        _ => return None,
+    };
+    Some(Duration::from_secs_f64(seconds))
 }
 
 fn get(path: &str, key: Option<&str>) -> Vec<u8> {
@@ -431,6 +530,20 @@ async fn save_to_visible(edits: usize) -> (Duration, Duration) {
     (times[times.len() / 2], times[times.len() * 95 / 100])
 }
 
+/// The reference: a bare axum route served by `axum::serve`, no layers, no state.
+async fn bare() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new().route("/", axum::routing::get(|| async { "ok" }));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 fn main() {
     let arg = |name: &str| {
         let mut args = std::env::args().skip_while(|a| a != name);
@@ -452,12 +565,17 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let mut generators = vec![Generator::Wrk, Generator::Own];
+    if std::process::Command::new("wrk").arg("--version").output().is_err() {
+        println!("wrk is not installed (Debian's wrk; scripts/bench installs it): measuring with the benchmark's own client only");
+        generators.retain(|g| *g != Generator::Wrk);
+    }
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
     let redis_url =
         std::env::var("VALHALLA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
     let prefix = format!("vops-bench-{}", std::process::id());
-    let (addr, rule_id, shared, app) = server.block_on(async {
+    let (bare_addr, addr, rule_id, shared, app) = server.block_on(async {
         let db = Db::open(&url).await.unwrap();
         seed(&db).await;
         let rule_id = *Mirror::load(&db).await.unwrap().rule_map().keys().min().unwrap();
@@ -477,10 +595,11 @@ fn main() {
         } else {
             None
         };
-        (addr, rule_id, shared, app)
+        (bare().await, addr, rule_id, shared, app)
     });
     println!(
-        "valhalla-ops serving benchmark: {CONNECTIONS} connections, {ROUNDS} rounds of {seconds} s per scenario, SQLite store, 2 server threads"
+        "valhalla-ops serving benchmark: {CONNECTIONS} connections, {ROUNDS} interleaved rounds of {seconds} s per scenario and load generator, medians; SQLite store, 2 server threads, on {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     let rule = get(&format!("/system/ratelimits/rules/{rule_id}"), Some(KEY));
     // An operator's checks count (a reader's only ask): the path a gateway's question takes.
@@ -490,7 +609,7 @@ fn main() {
         r#"{"ip": "192.0.2.7", "client": "bench", "user": "user-2"}"#,
     );
     let mut scenarios = vec![
-        ("(d) bare route, no layers", addr, get("/bare", None)),
+        ("(d) bare axum route (axum::serve)", bare_addr, get("/", None)),
         (
             "(a) GET /system/maintenance/state",
             addr,
@@ -508,52 +627,95 @@ fn main() {
     if let Some(only) = &only {
         scenarios.retain(|(name, _, _)| name.starts_with("(d)") || name.contains(only.as_str()));
     }
+    // (decisions, script calls) the shared counters have had so far.
     let redis_calls = || {
-        shared
-            .as_ref()
-            .map_or(0, |(_, state)| state.replica.counting.metrics.calls())
+        shared.as_ref().map_or((0, 0), |(_, state)| {
+            let metrics = &state.replica.counting.metrics;
+            (metrics.calls(), metrics.script_calls.get())
+        })
     };
-    // Rounds interleave the scenarios, so a slow moment of the machine hits them all alike; each
-    // figure is the median over the rounds, each ratio the median of the per-round ratios.
-    let mut results: Vec<Vec<Figures>> = scenarios.iter().map(|_| Vec::new()).collect();
-    let mut calls: Vec<(u64, usize)> = scenarios.iter().map(|_| (0, 0)).collect();
-    for _ in 0..ROUNDS {
-        for (i, (_, addr, request)) in scenarios.iter().enumerate() {
-            let before = redis_calls();
-            let figures = client.block_on(load(*addr, request.clone(), seconds));
-            calls[i].0 += redis_calls() - before;
-            calls[i].1 += figures.sent;
-            results[i].push(figures);
+    for generator in generators {
+        // A first pass warms every server (connections, the view, the counters) before timing.
+        if generator == Generator::Wrk {
+            for (_, addr, request) in &scenarios {
+                wrk(*addr, request, 1, dir.path());
+            }
+        }
+        // Rounds interleave the scenarios, so a slow moment of the machine hits them all alike;
+        // each figure is the median over the rounds, each ratio the median of the per-round ratios.
+        let mut results: Vec<Vec<Figures>> = scenarios.iter().map(|_| Vec::new()).collect();
+        let mut calls: Vec<(u64, u64, u64)> = scenarios.iter().map(|_| (0, 0, 0)).collect();
+        for _ in 0..ROUNDS {
+            for (i, (_, addr, request)) in scenarios.iter().enumerate() {
+                let before = redis_calls();
+                let figures = measure(generator, &client, *addr, request, seconds, dir.path());
+                let after = redis_calls();
+                calls[i].0 += after.0 - before.0;
+                calls[i].1 += after.1 - before.1;
+                calls[i].2 += figures.sent;
+                results[i].push(figures);
+            }
+        }
+        println!();
+        println!("Load from {}:", generator.name());
+        for (i, (name, _, _)) in scenarios.iter().enumerate() {
+            let runs = &results[i];
+            let ratio = median((0..ROUNDS).map(|r| runs[r].rps / results[0][r].rps).collect());
+            let rps = median(runs.iter().map(|f| f.rps).collect());
+            let p50 = median(runs.iter().map(|f| f.p50.as_secs_f64()).collect());
+            let p99 = median(runs.iter().map(|f| f.p99.as_secs_f64()).collect());
+            let failed: u64 = runs.iter().map(|f| f.failed).sum();
+            let user = median(runs.iter().map(|f| f.cpu_us.0).collect());
+            let system = median(runs.iter().map(|f| f.cpu_us.1).collect());
+            let rounds = runs.iter().map(|f| format!("{:.0}", f.rps)).collect::<Vec<_>>().join(", ");
+            let redis = if name.contains("Redis") {
+                let requests = calls[i].2.max(1) as f64;
+                format!(
+                    "  Redis: {:.2} decisions and {:.3} script calls per request",
+                    calls[i].0 as f64 / requests,
+                    calls[i].1 as f64 / requests
+                )
+            } else {
+                String::new()
+            };
+            println!(
+                "{name:<40} {rps:>9.0} req/s  {:>5.0}% of bare  p50 {:>8}  p99 {:>8}  server CPU {:>5.1} µs/request ({user:.1} user)  not 2xx {failed}  rounds {rounds}{redis}",
+                ratio * 100.0,
+                ms(Duration::from_secs_f64(p50)),
+                ms(Duration::from_secs_f64(p99)),
+                user + system,
+            );
+        }
+        if shared.is_some() && only.is_none() {
+            // Redis-backed against in-process, round by round.
+            for (redis, memory) in [(4, 2), (5, 3)] {
+                let ratio = median(
+                    (0..ROUNDS)
+                        .map(|r| results[redis][r].rps / results[memory][r].rps)
+                        .collect(),
+                );
+                println!(
+                    "{:<40} {:>5.0}% of in-process counters",
+                    scenarios[redis].0,
+                    ratio * 100.0
+                );
+            }
         }
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    for (i, (name, _, _)) in scenarios.iter().enumerate() {
-        let runs = &results[i];
-        let ratio = median((0..ROUNDS).map(|r| runs[r].rps / results[0][r].rps).collect());
-        let rps = median(runs.iter().map(|f| f.rps).collect());
-        let p50 = median(runs.iter().map(|f| f.p50.as_secs_f64()).collect());
-        let p99 = median(runs.iter().map(|f| f.p99.as_secs_f64()).collect());
-        let mut statuses: Vec<u16> = runs.iter().flat_map(|f| f.statuses.clone()).collect();
-        statuses.sort_unstable();
-        statuses.dedup();
-        let per_request = calls[i].0 as f64 / calls[i].1.max(1) as f64;
-        let user = median(runs.iter().map(|f| f.cpu_us.0).collect());
-        let system = median(runs.iter().map(|f| f.cpu_us.1).collect());
-        println!(
-            "{name:<40} {rps:>9.0} req/s  {:>5.0}% of bare  p50 {:>8}  p99 {:>8}  server CPU {:>5.1} µs/request ({user:.1} user)  Redis calls/request {per_request:.2}  statuses {statuses:?}",
-            ratio * 100.0,
-            ms(Duration::from_secs_f64(p50)),
-            ms(Duration::from_secs_f64(p99)),
-            user + system,
-        );
-    }
     // The same requests without the network, one at a time on one thread: the layers' and
-    // the handlers' own cost, steadier than the rates.
+    // the handlers' own cost, steadier than the rates. The reference is the bare route inside
+    // the same router.
+    println!();
+    let in_router: Vec<(&str, Vec<u8>)> = std::iter::once(("(d) bare route in the router", get("/bare", None)))
+        .chain(
+            scenarios
+                .iter()
+                .filter(|(name, ..)| !name.contains("Redis") && !name.starts_with("(d)"))
+                .map(|(name, _, request)| (*name, request.clone())),
+        )
+        .collect();
     let mut bare_cost = None;
-    for (name, _, request) in scenarios.iter().filter(|(name, ..)| !name.contains("Redis")) {
+    for (name, request) in &in_router {
         let cost = server.block_on(async {
             in_process(&app, request, 20_000).await;
             in_process(&app, request, 200_000).await
@@ -569,19 +731,6 @@ fn main() {
         return;
     }
     if shared.is_some() {
-        // Redis-backed against in-process, round by round.
-        for (redis, memory) in [(4, 2), (5, 3)] {
-            let ratio = median(
-                (0..ROUNDS)
-                    .map(|r| results[redis][r].rps / results[memory][r].rps)
-                    .collect(),
-            );
-            println!(
-                "{:<40} {:>5.0}% of in-process counters",
-                scenarios[redis].0,
-                ratio * 100.0
-            );
-        }
         server.block_on(async {
             let client = ::redis::Client::open(redis_url.as_str()).unwrap();
             let mut conn = client.get_multiplexed_async_connection().await.unwrap();

@@ -158,19 +158,119 @@ pub fn planned_with(
     request: &Request,
     now: DateTime<Utc>,
 ) -> Outcome {
+    let (plan, state_fingerprint) = plan_with(desired, actual, store_fingerprint, request.options, now);
+    Outcome {
+        plan,
+        state_fingerprint,
+        run_id: None,
+        snapshot: None,
+    }
+}
+
+/// The whole plan of `desired` against `actual`, whose fingerprint is given, and the desired
+/// state's fingerprint, made on a thread of its own beside the plan.
+fn plan_with(
+    desired: &DesiredState,
+    actual: &Actual,
+    store_fingerprint: String,
+    options: PlanOptions,
+    now: DateTime<Utc>,
+) -> (Plan, String) {
     std::thread::scope(|scope| {
         let state_fingerprint = scope.spawn(|| desired.fingerprint());
         let totals = crate::plan::Totals::of(actual);
-        let plan = crate::plan::plan_part(desired, actual, totals, store_fingerprint, now, request.options);
-        Outcome {
-            plan,
-            state_fingerprint: state_fingerprint
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            run_id: None,
-            snapshot: None,
-        }
+        let plan = crate::plan::plan_part(desired, actual, totals, store_fingerprint, now, options);
+        let state_fingerprint = state_fingerprint
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (plan, state_fingerprint)
     })
+}
+
+/// A snapshot read before the lock (while the files load): the store as a plan sees it, its
+/// fingerprint, and the revision it is exact at.
+#[derive(Debug)]
+pub struct Read {
+    pub actual: Actual,
+    pub store_fingerprint: String,
+    pub revision: i64,
+}
+
+/// [`reconcile`] on a snapshot read before the lock: the plan is made from `read` before the
+/// lock is taken, and applied if the store is still at `read`'s revision once it is held (the
+/// check the watch loop trusts). If anyone wrote in between, nothing of that plan is written:
+/// the store is read again under the lock, as [`reconcile`] does.
+pub async fn reconcile_read(
+    store: &Db,
+    desired: &DesiredState,
+    read: Read,
+    request: &Request,
+    now: DateTime<Utc>,
+) -> Result<Outcome, ReconcileError> {
+    if request.dry_run {
+        return Ok(planned_with(desired, &read.actual, read.store_fingerprint, request, now));
+    }
+    let options = request.saved.as_ref().map_or(request.options, |s| s.options);
+    let (plan, state_fingerprint) = plan_with(desired, &read.actual, read.store_fingerprint, options, now);
+    drop(read.actual);
+    let meta = run_meta(request, now, &state_fingerprint);
+    if let Err(refusal) = check_saved_state(request, &state_fingerprint) {
+        return Err(refused(store, &meta, request, refusal).await);
+    }
+    let applied = store
+        .apply_at(meta.clone(), read.revision, || decided(plan, request, &state_fingerprint))
+        .await;
+    match applied {
+        Ok(Some(applied)) => Ok(Outcome {
+            plan: applied.plan,
+            state_fingerprint,
+            run_id: Some(applied.run_id),
+            snapshot: Some(Snapshot {
+                read_at: applied.revision,
+                written_at: applied.written,
+            }),
+        }),
+        Ok(None) => {
+            tracing::debug!("the store changed since it was read; planning again under the lock");
+            reconcile(store, desired, request, now).await
+        }
+        Err(ApplyError::Refused(refusal)) => Err(refused(store, &meta, request, refusal).await),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What a run of `request` records about itself.
+fn run_meta(request: &Request, now: DateTime<Utc>, state_fingerprint: &str) -> RunMeta {
+    RunMeta {
+        actor: request.actor.clone(),
+        source: request.source.clone(),
+        started_at: now,
+        state_fingerprint: state_fingerprint.to_owned(),
+        during_freeze: request.during_freeze.clone(),
+    }
+}
+
+/// Refuses a saved plan computed from another desired state.
+fn check_saved_state(request: &Request, state_fingerprint: &str) -> Result<(), Refusal> {
+    match &request.saved {
+        Some(saved) if saved.state_fingerprint != state_fingerprint => Err(Refusal::StaleState),
+        _ => Ok(()),
+    }
+}
+
+/// `plan`, made under the lock or checked to be still the store's, if `request` may apply it:
+/// a saved plan must be this plan, and the guards must pass.
+fn decided(plan: Plan, request: &Request, state_fingerprint: &str) -> Result<Plan, Refusal> {
+    if let Some(saved) = &request.saved {
+        // The same store and the same state give the same plan, unless an override
+        // expired in between: compare the changes too.
+        let fresh = PlanDocument::new(&plan, state_fingerprint.to_owned());
+        if fresh.store_fingerprint != saved.store_fingerprint || fresh.changes != saved.changes {
+            return Err(Refusal::StaleStore);
+        }
+    }
+    guard_all(&plan, request)?;
+    Ok(plan)
 }
 
 /// Plans `desired` against the store and, unless a dry run, applies it in one transaction.
@@ -186,33 +286,14 @@ pub async fn reconcile(
         return Ok(planned(desired, &store.snapshot().await?, request, now));
     }
     let state_fingerprint = desired.fingerprint();
-    let meta = RunMeta {
-        actor: request.actor.clone(),
-        source: request.source.clone(),
-        started_at: now,
-        state_fingerprint: state_fingerprint.clone(),
-        during_freeze: request.during_freeze.clone(),
-    };
-    let options = match &request.saved {
-        Some(saved) if saved.state_fingerprint != state_fingerprint => {
-            return Err(refused(store, &meta, request, Refusal::StaleState).await);
-        }
-        Some(saved) => saved.options,
-        None => request.options,
-    };
+    let meta = run_meta(request, now, &state_fingerprint);
+    if let Err(refusal) = check_saved_state(request, &state_fingerprint) {
+        return Err(refused(store, &meta, request, refusal).await);
+    }
+    let options = request.saved.as_ref().map_or(request.options, |s| s.options);
     let applied = store
         .apply(meta.clone(), |actual| {
-            let plan = plan(desired, actual, now, options);
-            if let Some(saved) = &request.saved {
-                // The same store and the same state give the same plan, unless an override
-                // expired in between: compare the changes too.
-                let fresh = PlanDocument::new(&plan, state_fingerprint.clone());
-                if fresh.store_fingerprint != saved.store_fingerprint || fresh.changes != saved.changes {
-                    return Err(Refusal::StaleStore);
-                }
-            }
-            guard_all(&plan, request)?;
-            Ok(plan)
+            decided(plan(desired, actual, now, options), request, &state_fingerprint)
         })
         .await;
     let applied = match applied {
@@ -240,13 +321,7 @@ pub async fn reconcile_part(
     request: &Request,
     now: DateTime<Utc>,
 ) -> Result<Option<Outcome>, ReconcileError> {
-    let meta = RunMeta {
-        actor: request.actor.clone(),
-        source: request.source.clone(),
-        started_at: now,
-        state_fingerprint: part.state_fingerprint.clone(),
-        during_freeze: request.during_freeze.clone(),
-    };
+    let meta = run_meta(request, now, &part.state_fingerprint);
     let applied = store
         .apply_at(meta.clone(), part.revision, || {
             let mut plan = plan_part(

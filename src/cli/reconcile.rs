@@ -9,7 +9,7 @@ use crate::desired::StateDir;
 use crate::plan::PlanOptions;
 use crate::plan::render::PLAN_FORMAT;
 use crate::plan::render::{Format, PlanDocument, render};
-use crate::reconcile::{Request, guard, planned_with, reconcile};
+use crate::reconcile::{Read, Request, guard, reconcile_read};
 
 /// Options of `reconcile`.
 #[derive(Debug, clap::Args)]
@@ -61,27 +61,26 @@ impl Args {
         let saved = self.plan.as_deref().map(read_saved).transpose()?;
         let progress = super::progress::Progress::start("loading the state", quiet);
         // The files are read and checked on a thread of their own while the store is opened
-        // (and, for a dry run, its snapshot read and digested for the plan's fingerprint): a
-        // dry run then costs about its slower half, and the state's digest is made beside the
-        // plan.
-        let dry_run = self.dry_run;
+        // and its snapshot read and digested for the plan's fingerprint: a dry run then costs
+        // about its slower half, and the state's digest is made beside the plan. An apply plans
+        // on that snapshot too, and writes if the store is still at its revision under the lock.
         let loading = {
             let state = state.clone();
             tokio::task::spawn_blocking(move || super::load(&state, now))
         };
         let opening = async {
             let db = super::open(store).await?;
-            let snapshot = if dry_run {
-                let actual = db.snapshot().await?;
-                let digested = tokio::task::spawn_blocking(move || {
-                    let fingerprint = actual.fingerprint();
-                    (actual, fingerprint)
-                });
-                Some(digested.await.context("the digesting task failed")?)
-            } else {
-                None
-            };
-            Ok::<_, anyhow::Error>((db, snapshot))
+            let (actual, revision) = db.snapshot_at_revision().await?;
+            let digested = tokio::task::spawn_blocking(move || {
+                let store_fingerprint = actual.fingerprint();
+                Read {
+                    actual,
+                    store_fingerprint,
+                    revision,
+                }
+            });
+            let read = digested.await.context("the digesting task failed")?;
+            Ok::<_, anyhow::Error>((db, read))
         };
         // A store that opening would create waits for the state to prove valid: a first try
         // with a broken state leaves no database file behind.
@@ -92,7 +91,7 @@ impl Args {
             let (loaded, opened) = tokio::join!(loading, opening);
             (loaded.context("the loading task failed")??, opened)
         };
-        let (store, snapshot) = opened?;
+        let (store, read) = opened?;
         progress.phase(if self.dry_run {
             "planning"
         } else {
@@ -108,12 +107,7 @@ impl Args {
             during_freeze: self.during_freeze.clone(),
             recorded_refusal: None,
         };
-        let outcome = match snapshot {
-            Some((actual, store_fingerprint)) => {
-                planned_with(&loaded.state, &actual, store_fingerprint, &request, now)
-            }
-            None => reconcile(&store, &loaded.state, &request, now).await?,
-        };
+        let outcome = reconcile_read(&store, &loaded.state, read, &request, now).await?;
         drop(progress);
         let doc = PlanDocument::new(&outcome.plan, outcome.state_fingerprint.clone());
         super::print_out(&render(&doc, self.format, super::stdout_color()))?;

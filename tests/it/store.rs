@@ -7,7 +7,7 @@ use valhalla_ops::desired::{DesiredState, Loader};
 use valhalla_ops::domain::{Mode, Owner};
 use valhalla_ops::model::{Kind, NewOverride, Resource};
 use valhalla_ops::plan::{Action, PlanOptions};
-use valhalla_ops::reconcile::{ReconcileError, Refusal, Request, reconcile};
+use valhalla_ops::reconcile::{Read, ReconcileError, Refusal, Request, reconcile, reconcile_read};
 use valhalla_ops::store::Db;
 
 use crate::support::{all_backends, exec};
@@ -377,6 +377,53 @@ async fn store_story_on_every_backend() {
             .await
             .unwrap_or_else(|e| panic!("{}: {e}", test_db.backend));
         story(db).await;
+    }
+}
+
+/// An apply plans on a snapshot read while the files loaded, before it takes the lock. If the
+/// store is still at that snapshot's revision under the lock, that plan is written; if anyone
+/// wrote in between, that plan is dropped and the store read again under the lock, so what was
+/// written meanwhile is planned against, not overwritten blind.
+#[tokio::test]
+async fn an_apply_planned_before_the_lock_plans_again_if_the_store_moved() {
+    let read = |db: &Db| {
+        let db = db.clone();
+        async move {
+            let (actual, revision) = db.snapshot_at_revision().await.unwrap();
+            let store_fingerprint = actual.fingerprint();
+            Read {
+                actual,
+                store_fingerprint,
+                revision,
+            }
+        }
+    };
+    let v2 = v1().replace("key: user-0\n    max_requests: 10", "key: user-0\n    max_requests: 99");
+    assert_ne!(v2, v1());
+    for test_db in all_backends() {
+        let b = test_db.backend;
+        let db = Db::open(&test_db.url).await.unwrap();
+        reconcile(&db, &state(&v1()), &request("first"), now()).await.unwrap();
+
+        // Nobody writes in between: the plan made before the lock is applied.
+        let before = read(&db).await;
+        let revision = before.revision;
+        let applied = reconcile_read(&db, &state(&v2), before, &request("git"), now()).await.unwrap();
+        assert_eq!(applied.plan.summary().update, 1, "{b}");
+        assert_eq!(applied.snapshot.map(|s| s.read_at), Some(revision), "{b}");
+        assert!(applied.snapshot.unwrap().written_at > revision, "{b}");
+
+        // Someone applies v1 again after the snapshot was read: against that snapshot, v2 has
+        // nothing to change; against the store, user-0's rule must be changed back.
+        let stale = read(&db).await;
+        reconcile(&db, &state(&v1()), &request("someone"), now()).await.unwrap();
+        let again = reconcile_read(&db, &state(&v2), stale, &request("git"), now()).await.unwrap();
+        assert_eq!(again.plan.summary().update, 1, "{b}: {:?}", again.plan.summary());
+        assert_eq!(
+            values(&db.snapshot().await.unwrap().rules),
+            git_values(&state(&v2).rules),
+            "{b}"
+        );
     }
 }
 

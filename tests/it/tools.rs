@@ -667,7 +667,13 @@ fn shellcheck_finds_nothing_wrong_in_the_shipped_scripts() {
         return;
     };
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let scripts = ["scripts/build-image", "scripts/release", ".ci/run", ".ci/image"];
+    let scripts = [
+        "scripts/build-image",
+        "scripts/release",
+        "scripts/bench",
+        ".ci/run",
+        ".ci/image",
+    ];
     let (ok, said) = accepts(
         &shellcheck,
         &["--shell=bash", "--severity=warning"],

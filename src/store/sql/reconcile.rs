@@ -20,6 +20,17 @@ impl Db {
         Ok(actual)
     }
 
+    /// [`Db::snapshot`] with the store's revision read first in the same transaction: the
+    /// snapshot is at least that new, so a store still at that revision under the lock holds
+    /// exactly what was read (see [`Db::apply_at`]).
+    pub async fn snapshot_at_revision(&self) -> Result<(Actual, i64), StoreError> {
+        let mut tx = self.begin_read().await?;
+        let revision = tx.revision().await?;
+        let actual = tx.actual().await?;
+        tx.commit().await?;
+        Ok((actual, revision))
+    }
+
     /// The only writer of managed resources: takes the single-writer lock, reads a snapshot,
     /// lets `decide` turn it into a plan (pure, and free to refuse), writes the plan in bulk with
     /// its run and audit rows, and commits. Any failure rolls the whole transaction back.
