@@ -9,7 +9,8 @@
 //! Prints figures; asserts nothing.
 //!
 //! `cargo bench --bench serve` (`-- --seconds N` per scenario and round; `-- --only '(c)'` for
-//! that scenario beside the bare route and nothing else; Postgres from
+//! that scenario beside the bare route and nothing else, `-- --only propagation` for the
+//! override's propagation alone; Postgres from
 //! `VALHALLA_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`).
 
 use std::net::SocketAddr;
@@ -30,7 +31,7 @@ use valhalla_ops::mirror::Mirror;
 use valhalla_ops::reconcile::{Request, reconcile};
 use valhalla_ops::replica::{Replica, ReplicaOptions};
 use valhalla_ops::server::{self, AppState};
-use valhalla_ops::store::Db;
+use valhalla_ops::store::{Db, StoreOptions};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -244,7 +245,14 @@ impl Generator {
 }
 
 /// `request` sent by `generator` to `addr` for `seconds`, with the server threads' CPU time.
-fn measure(generator: Generator, client: &tokio::runtime::Runtime, addr: SocketAddr, request: &[u8], seconds: u64, scripts: &std::path::Path) -> Figures {
+fn measure(
+    generator: Generator,
+    client: &tokio::runtime::Runtime,
+    addr: SocketAddr,
+    request: &[u8],
+    seconds: u64,
+    scripts: &std::path::Path,
+) -> Figures {
     let cpu_before = server_cpu();
     let mut figures = match generator {
         Generator::Wrk => wrk(addr, request, seconds, scripts),
@@ -337,7 +345,13 @@ fn wrk(addr: SocketAddr, request: &[u8], seconds: u64, scripts: &std::path::Path
     let file = scripts.join("request.lua");
     std::fs::write(&file, script).unwrap();
     let out = std::process::Command::new("wrk")
-        .args(["-t1", &format!("-c{CONNECTIONS}"), &format!("-d{seconds}s"), "--latency", "-s"])
+        .args([
+            "-t1",
+            &format!("-c{CONNECTIONS}"),
+            &format!("-d{seconds}s"),
+            "--latency",
+            "-s",
+        ])
         .arg(&file)
         .arg(format!("http://{addr}{path}"))
         .output()
@@ -347,17 +361,34 @@ fn wrk(addr: SocketAddr, request: &[u8], seconds: u64, scripts: &std::path::Path
         text.lines()
             .find_map(|l| l.trim_start().strip_prefix(prefix).map(str::trim))
     };
-    let fail = || -> ! { panic!("wrk's output is not as expected:\n{text}{}", String::from_utf8_lossy(&out.stderr)) };
-    let rps: f64 = after("Requests/sec:").and_then(|r| r.parse().ok()).unwrap_or_else(|| fail());
+    let fail = || -> ! {
+        panic!(
+            "wrk's output is not as expected:\n{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let rps: f64 = after("Requests/sec:")
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| fail());
     let sent: u64 = text
         .lines()
-        .find_map(|l| l.trim_start().split_once(" requests in ").and_then(|(n, _)| n.parse().ok()))
+        .find_map(|l| {
+            l.trim_start()
+                .split_once(" requests in ")
+                .and_then(|(n, _)| n.parse().ok())
+        })
         .unwrap_or_else(|| fail());
     let latency = |q: &str| after(q).and_then(wrk_time).unwrap_or_else(|| fail());
-    let non_2xx: u64 = after("Non-2xx or 3xx responses:").and_then(|n| n.parse().ok()).unwrap_or(0);
+    let non_2xx: u64 = after("Non-2xx or 3xx responses:")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
     // `Socket errors: connect 0, read 0, write 0, timeout 0`
     let socket_errors: u64 = after("Socket errors:")
-        .map(|e| e.split(", ").filter_map(|p| p.rsplit(' ').next()?.parse::<u64>().ok()).sum())
+        .map(|e| {
+            e.split(", ")
+                .filter_map(|p| p.rsplit(' ').next()?.parse::<u64>().ok())
+                .sum()
+        })
         .unwrap_or(0);
     Figures {
         sent,
@@ -433,9 +464,10 @@ async fn drop_db(admin: &str, url: &str) {
 
 /// Median and p95 of the time from an override written through replica A to replica B refusing.
 async fn propagation(url: &str) -> (Duration, Duration, usize) {
-    let db_a = Db::open(url).await.unwrap();
+    // As `serve` opens its store: with its warm connections.
+    let db_a = Db::open_with(url, StoreOptions::serving()).await.unwrap();
     seed(&db_a).await;
-    let db_b = Db::open(url).await.unwrap();
+    let db_b = Db::open_with(url, StoreOptions::serving()).await.unwrap();
     let (a, _, _a_tasks, _) = start(db_a, Counting::memory(DEFAULT_CAPACITY)).await;
     let (b, _, _b_tasks, _) = start(db_b, Counting::memory(DEFAULT_CAPACITY)).await;
     let mut on_a = Conn::open(a).await;
@@ -443,7 +475,8 @@ async fn propagation(url: &str) -> (Duration, Duration, usize) {
     // A route the freeze refuses (the overrides routes are the way out, always served).
     let probe = get("/system/maintenance/windows", Some(KEY));
     let mut times = Vec::new();
-    for i in 0..40 {
+    // Two changes first, untimed: the servers' first requests and writes, as after any start.
+    for i in 0..42 {
         let (mode, want) = if i % 2 == 0 {
             ("maintenance", 503)
         } else {
@@ -453,6 +486,7 @@ async fn propagation(url: &str) -> (Duration, Duration, usize) {
         let request = post(&format!("/system/maintenance/state/{mode}"), OPERATOR, &body);
         let start = Instant::now();
         assert_eq!(on_a.send(&request).await, 200);
+        let written = start.elapsed();
         while on_b.send(&probe).await != want {
             assert!(
                 start.elapsed() < Duration::from_secs(10),
@@ -460,7 +494,12 @@ async fn propagation(url: &str) -> (Duration, Duration, usize) {
             );
             tokio::time::sleep(Duration::from_micros(500)).await;
         }
-        times.push(start.elapsed());
+        if std::env::var_os("DEBUG_PROPAGATION").is_some() {
+            eprintln!("{i}: written {written:?}, enforced {:?}", start.elapsed());
+        }
+        if i >= 2 {
+            times.push(start.elapsed());
+        }
     }
     times.sort_unstable();
     (times[times.len() / 2], times[times.len() * 95 / 100], times.len())
@@ -565,9 +604,25 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    if only.as_deref() == Some("propagation") {
+        if std::env::var_os("DEBUG_PROPAGATION").is_some() {
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_writer(std::io::stderr)
+                .init();
+        }
+        propagate(&server);
+        return;
+    }
     let mut generators = vec![Generator::Wrk, Generator::Own];
-    if std::process::Command::new("wrk").arg("--version").output().is_err() {
-        println!("wrk is not installed (Debian's wrk; scripts/bench installs it): measuring with the benchmark's own client only");
+    if std::process::Command::new("wrk")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!(
+            "wrk is not installed (Debian's wrk; scripts/bench installs it): measuring with the benchmark's own client only"
+        );
         generators.retain(|g| *g != Generator::Wrk);
     }
     let dir = tempfile::tempdir().unwrap();
@@ -667,7 +722,11 @@ fn main() {
             let failed: u64 = runs.iter().map(|f| f.failed).sum();
             let user = median(runs.iter().map(|f| f.cpu_us.0).collect());
             let system = median(runs.iter().map(|f| f.cpu_us.1).collect());
-            let rounds = runs.iter().map(|f| format!("{:.0}", f.rps)).collect::<Vec<_>>().join(", ");
+            let rounds = runs
+                .iter()
+                .map(|f| format!("{:.0}", f.rps))
+                .collect::<Vec<_>>()
+                .join(", ");
             let redis = if name.contains("Redis") {
                 let requests = calls[i].2.max(1) as f64;
                 format!(
@@ -706,14 +765,15 @@ fn main() {
     // the handlers' own cost, steadier than the rates. The reference is the bare route inside
     // the same router.
     println!();
-    let in_router: Vec<(&str, Vec<u8>)> = std::iter::once(("(d) bare route in the router", get("/bare", None)))
-        .chain(
-            scenarios
-                .iter()
-                .filter(|(name, ..)| !name.contains("Redis") && !name.starts_with("(d)"))
-                .map(|(name, _, request)| (*name, request.clone())),
-        )
-        .collect();
+    let in_router: Vec<(&str, Vec<u8>)> =
+        std::iter::once(("(d) bare route in the router", get("/bare", None)))
+            .chain(
+                scenarios
+                    .iter()
+                    .filter(|(name, ..)| !name.contains("Redis") && !name.starts_with("(d)"))
+                    .map(|(name, _, request)| (*name, request.clone())),
+            )
+            .collect();
     let mut bare_cost = None;
     for (name, request) in &in_router {
         let cost = server.block_on(async {
@@ -755,6 +815,11 @@ fn main() {
         ms(p95),
         valhalla_ops::watch::WatchOptions::default().debounce.as_millis()
     );
+    propagate(&server);
+}
+
+/// How long an override written through one replica takes to be enforced by another.
+fn propagate(server: &tokio::runtime::Runtime) {
     let pg = server.block_on(postgres_db());
     match pg {
         Some((admin, url)) => {

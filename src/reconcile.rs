@@ -208,7 +208,13 @@ pub async fn reconcile_read(
     now: DateTime<Utc>,
 ) -> Result<Outcome, ReconcileError> {
     if request.dry_run {
-        return Ok(planned_with(desired, &read.actual, read.store_fingerprint, request, now));
+        return Ok(planned_with(
+            desired,
+            &read.actual,
+            read.store_fingerprint,
+            request,
+            now,
+        ));
     }
     let options = request.saved.as_ref().map_or(request.options, |s| s.options);
     let (plan, state_fingerprint) = plan_with(desired, &read.actual, read.store_fingerprint, options, now);
@@ -218,7 +224,9 @@ pub async fn reconcile_read(
         return Err(refused(store, &meta, request, refusal).await);
     }
     let applied = store
-        .apply_at(meta.clone(), read.revision, || decided(plan, request, &state_fingerprint))
+        .apply_at(meta.clone(), read.revision, || {
+            decided(plan, request, &state_fingerprint)
+        })
         .await;
     match applied {
         Ok(Some(applied)) => Ok(Outcome {

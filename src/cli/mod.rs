@@ -199,6 +199,11 @@ impl Cli {
             url: self.database_url.clone(),
             options: StoreOptions {
                 lock_timeout: std::time::Duration::from_secs(self.lock_timeout),
+                warm_connections: if self.is_service() {
+                    StoreOptions::SERVING_CONNECTIONS
+                } else {
+                    0
+                },
             },
         }
     }

@@ -64,6 +64,7 @@ impl Db {
     /// Postgres: LISTEN on [`postgres::CHANNEL`]. After a lost connection the listener
     /// reconnects and counts a change, since notifications sent meanwhile are gone.
     async fn listen(&self, pool: &sqlx::PgPool) {
+        postgres::warm_up(pool).await;
         let mut failures = 0;
         loop {
             let listener = async {

@@ -37,9 +37,10 @@ const COPY_CHUNK: usize = 1 << 20;
 /// pays off from about 20,000 rows.
 const COPY_MIN_ROWS: usize = 20_000;
 
-/// Connects (failing fast, with the server's reason, when it is unreachable): the pool, and the
-/// first connection, made directly, for the caller's first statements; [`close`] it after.
-pub(super) async fn connect(url: &str) -> Result<(PgPool, PgConnection), StoreError> {
+/// Connects (failing fast, with the server's reason, when it is unreachable): the pool, keeping
+/// `warm` connections once [`warm_up`] opened them, and the first connection, made directly, for
+/// the caller's first statements; [`close`] it after.
+pub(super) async fn connect(url: &str, warm: u32) -> Result<(PgPool, PgConnection), StoreError> {
     let connect_err = |error| StoreError::Connect {
         url: crate::text::url(url),
         error,
@@ -53,9 +54,20 @@ pub(super) async fn connect(url: &str) -> Result<(PgPool, PgConnection), StoreEr
         .map_err(connect_err)?;
     let pool = PgPoolOptions::new()
         .max_connections(8)
+        .min_connections(warm)
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect_lazy_with(options);
     Ok((pool, first))
+}
+
+/// Opens the pool's warm connections, all at once, and leaves them idle in it. The pool keeps
+/// that many from then on: one closed for idleness is replaced at once.
+pub(super) async fn warm_up(pool: &PgPool) {
+    let warm = pool.options().get_min_connections();
+    let opened = futures_util::future::join_all((0..warm).map(|_| pool.acquire())).await;
+    if let Some(Err(e)) = opened.iter().find(|c| c.is_err()) {
+        tracing::debug!(error = %e, "cannot open the warm connections yet");
+    }
 }
 
 /// Closes the first connection [`connect`] made.

@@ -398,17 +398,24 @@ async fn an_apply_planned_before_the_lock_plans_again_if_the_store_moved() {
             }
         }
     };
-    let v2 = v1().replace("key: user-0\n    max_requests: 10", "key: user-0\n    max_requests: 99");
+    let v2 = v1().replace(
+        "key: user-0\n    max_requests: 10",
+        "key: user-0\n    max_requests: 99",
+    );
     assert_ne!(v2, v1());
     for test_db in all_backends() {
         let b = test_db.backend;
         let db = Db::open(&test_db.url).await.unwrap();
-        reconcile(&db, &state(&v1()), &request("first"), now()).await.unwrap();
+        reconcile(&db, &state(&v1()), &request("first"), now())
+            .await
+            .unwrap();
 
         // Nobody writes in between: the plan made before the lock is applied.
         let before = read(&db).await;
         let revision = before.revision;
-        let applied = reconcile_read(&db, &state(&v2), before, &request("git"), now()).await.unwrap();
+        let applied = reconcile_read(&db, &state(&v2), before, &request("git"), now())
+            .await
+            .unwrap();
         assert_eq!(applied.plan.summary().update, 1, "{b}");
         assert_eq!(applied.snapshot.map(|s| s.read_at), Some(revision), "{b}");
         assert!(applied.snapshot.unwrap().written_at > revision, "{b}");
@@ -416,8 +423,12 @@ async fn an_apply_planned_before_the_lock_plans_again_if_the_store_moved() {
         // Someone applies v1 again after the snapshot was read: against that snapshot, v2 has
         // nothing to change; against the store, user-0's rule must be changed back.
         let stale = read(&db).await;
-        reconcile(&db, &state(&v1()), &request("someone"), now()).await.unwrap();
-        let again = reconcile_read(&db, &state(&v2), stale, &request("git"), now()).await.unwrap();
+        reconcile(&db, &state(&v1()), &request("someone"), now())
+            .await
+            .unwrap();
+        let again = reconcile_read(&db, &state(&v2), stale, &request("git"), now())
+            .await
+            .unwrap();
         assert_eq!(again.plan.summary().update, 1, "{b}: {:?}", again.plan.summary());
         assert_eq!(
             values(&db.snapshot().await.unwrap().rules),
