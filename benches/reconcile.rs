@@ -162,6 +162,10 @@ struct Figures {
     /// `reconcile --dry-run` and `validate`, each as a process.
     dry_binary: Samples,
     validate: Samples,
+    /// `reconcile` applying one changed rule, and `reconcile --dry-run` in sync after it, each
+    /// as a process.
+    apply_binary: Samples,
+    in_sync_binary: Samples,
 }
 
 /// Loads the state directory and reconciles it, as `valhalla-ops reconcile` does.
@@ -225,6 +229,24 @@ async fn measure(
         assert_eq!(summary.update, 1);
         one_change.push(timing);
     }
+    // The same as commands, whole processes, in turn: `reconcile` applying one changed rule,
+    // then `reconcile --dry-run` of the state it leaves, in sync.
+    let command = |extra: &[&str]| {
+        let mut args: Vec<&std::ffi::OsStr> = ["reconcile", "--quiet", "--database-url", urls[0].as_str()]
+            .iter()
+            .chain(extra)
+            .map(|a| a.as_ref())
+            .collect();
+        args.extend(["--state".as_ref(), state.as_os_str()]);
+        Duration::from_secs_f64(binary(&args).0)
+    };
+    let mut apply_binary = Vec::new();
+    let mut in_sync_binary = Vec::new();
+    for run in 0..7 {
+        std::fs::write(&file, if run % 2 == 0 { &edited } else { &original }).unwrap();
+        apply_binary.push(command(&[]));
+        in_sync_binary.push(command(&["--dry-run"]));
+    }
     std::fs::write(&file, original).unwrap();
     let (reference, reference_name) = reference(&db).await;
     Figures {
@@ -235,6 +257,8 @@ async fn measure(
         reference_name,
         dry_binary: Samples(dry_binary),
         validate: Samples(validate),
+        apply_binary: Samples(apply_binary),
+        in_sync_binary: Samples(in_sync_binary),
     }
 }
 
@@ -258,6 +282,12 @@ fn report(backend: &str, f: &Figures, library: Duration) {
         f.dry_binary.median().as_secs_f64() / f.validate.median().as_secs_f64()
     );
     let ratio = |a: &Samples, b: &Samples| a.median().as_secs_f64() / b.median().as_secs_f64();
+    println!(
+        "  the binary: reconcile applying 1 changed rule {} against reconcile --dry-run in sync {}: {:.2}x (target ≤ 1.2)",
+        f.apply_binary.show(),
+        f.in_sync_binary.show(),
+        ratio(&f.apply_binary, &f.in_sync_binary)
+    );
     let floor = f.reference.median() + library;
     println!(
         "  whole initial reconcile {} against {} {} + the YAML library's parse {} = {}: {:.2}x (target ≤ 3)",
@@ -267,6 +297,13 @@ fn report(backend: &str, f: &Figures, library: Duration) {
         secs(library),
         secs(floor),
         f.initial.total.median().as_secs_f64() / floor.as_secs_f64()
+    );
+    println!(
+        "  whole initial reconcile {} against {} {} alone: {:.2}x (target ≤ 3)",
+        secs(f.initial.total.median()),
+        f.reference_name,
+        secs(f.reference.median()),
+        f.initial.total.median().as_secs_f64() / f.reference.median().as_secs_f64()
     );
     println!(
         "  initial apply / reference = {:.2} (target ≤ 3); 1 change / dry run = {:.2} (target ≤ 1.2, \

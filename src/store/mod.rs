@@ -6,8 +6,8 @@
 //! - `mod.rs`: open, open_with, connect, would_create, backend, changes, ping; pool (tests)
 //! - `changes.rs`: follow_changes (other processes' commits, as [`Changes`])
 //! - `sql/migrate.rs`: migrate
-//! - `sql/reconcile.rs`: snapshot, apply, apply_at (the reconciler's read and its one
-//!   transaction), runs, run_count, record_refusal, mark_drift, forget_idle_runs,
+//! - `sql/reconcile.rs`: snapshot, snapshot_at_revision, apply, apply_at (the reconciler's
+//!   reads and its one transaction), runs, run_count, record_refusal, mark_drift, forget_idle_runs,
 //!   audit_filtered; audit (tests)
 //! - `sql/feed.rs`: rows, follow (every row, or the change log read back, for the cache:
 //!   [`crate::mirror`])
