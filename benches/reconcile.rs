@@ -233,8 +233,8 @@ async fn measure(
     // then `reconcile --dry-run` of the state it leaves, in sync.
     let command = |extra: &[&str]| {
         let mut args: Vec<&std::ffi::OsStr> = ["reconcile", "--quiet", "--database-url", urls[0].as_str()]
-            .iter()
-            .chain(extra)
+            .into_iter()
+            .chain(extra.iter().copied())
             .map(|a| a.as_ref())
             .collect();
         args.extend(["--state".as_ref(), state.as_os_str()]);
