@@ -69,9 +69,9 @@ pub struct StoreOptions {
     pub lock_timeout: Duration,
     /// Connections to Postgres kept open while idle (none on SQLite): a process that serves
     /// keeps a few, opened when it starts to follow the store, so that a change it must follow
-    /// never waits for a new connection. A new one costs a TLS handshake (sqlx's default
-    /// `sslmode=prefer`), two of whose writes wait for the server's delayed ACK, since sqlx
-    /// leaves Nagle's algorithm on: about 90 ms, measured on loopback.
+    /// does not wait for a new connection: its TCP and TLS handshakes (sqlx's default
+    /// `sslmode=prefer`) and its startup, 6 to 8 ms on loopback (90 ms before sqlx 0.9.1 set
+    /// TCP_NODELAY, when two of the handshake's writes waited for delayed ACKs).
     pub warm_connections: u32,
 }
 
@@ -118,9 +118,8 @@ impl Db {
     pub async fn open_with(url: &str, options: StoreOptions) -> Result<Db, StoreError> {
         let (db, first) = Db::connecting(url, options).await?;
         match first {
-            // On the connection that showed the server answers: a new one costs a TLS
-            // handshake, about 90 ms on a local Postgres (sqlx leaves Nagle's algorithm on, and
-            // two of the handshake's writes each wait for a delayed ACK).
+            // On the connection that showed the server answers: a new one costs its TCP and
+            // TLS handshakes and its startup again.
             Some(mut first) => {
                 sql::migrate_on(Backend::Postgres(&mut first)).await?;
                 postgres::close(url, first).await?;
