@@ -65,7 +65,12 @@ local function outcome(now, max, w, s, p, c)
   return 0, (w - elapsed) + needed
 end
 
+-- One request's counters as it decides them, in arrays reused from request to request (a table
+-- per counter per request would be most of the script's allocations).
+local c_key, c_w, c_s, c_p, c_c, c_counted, c_shadow = {}, {}, {}, {}, {}, {}, {}
+
 local reply = {}
+local r = 0
 local a, key_at = 1, 0
 while a <= #ARGV do
   local now = clock(ARGV[a])
@@ -74,15 +79,16 @@ while a <= #ARGV do
   local counting = hits > 0
   local need = math.max(hits, 1)
   local allowed = true
-  local state = {}
-  local first = #reply + 1
+  local first = r + 1
+  r = first
   reply[first] = 0
   for i = 1, n do
     local key = KEYS[key_at + i]
-    local w = tonumber(ARGV[a + 3 * i])
-    local max = tonumber(ARGV[a + 3 * i + 1])
-    local shadow = ARGV[a + 3 * i + 2] == '1'
-    local k = load(key)
+    local at = a + 3 * i
+    local w = tonumber(ARGV[at])
+    local max = tonumber(ARGV[at + 1])
+    local shadow = ARGV[at + 2] == '1'
+    local k = stored[key] or load(key)
     local s, p, c = k.s, k.p, k.c
     -- Roll to the window that holds `now`.
     local start = now - now % w
@@ -97,25 +103,29 @@ while a <= #ARGV do
     if counted then c = c + hits end
     local remaining, reset = outcome(now, max, w, s, p, c)
     if not shadow and not admits then allowed = false end
-    state[i] = {key = key, w = w, s = s, p = p, c = c, counted = counted, shadow = shadow}
-    reply[#reply + 1] = admits and 1 or 0
-    reply[#reply + 1] = remaining
-    reply[#reply + 1] = reset
-    reply[#reply + 1] = 0
-    reply[#reply + 1] = s
+    c_key[i], c_w[i], c_s[i], c_p[i], c_c[i], c_counted[i], c_shadow[i] = key, w, s, p, c, counted, shadow
+    reply[r + 1] = admits and 1 or 0
+    reply[r + 2] = remaining
+    reply[r + 3] = reset
+    reply[r + 4] = 0
+    reply[r + 5] = s
+    r = r + 5
   end
   -- A refused request is counted by no enforced rule; shadow rules keep their own count.
-  for i, k in ipairs(state) do
-    if k.counted and not k.shadow and not allowed then
-      k.c = k.c - hits
-      k.counted = false
+  for i = 1, n do
+    local key, c, counted = c_key[i], c_c[i], c_counted[i]
+    if counted and not c_shadow[i] and not allowed then
+      c = c - hits
+      counted = false
     end
-    if k.counted then
-      stored[k.key] = {s = k.s, p = k.p, c = k.c}
-      if not window_of[k.key] then written[#written + 1] = k.key end
-      window_of[k.key] = k.w
+    if counted then
+      -- What a call of its own would have stored, for the requests after it.
+      local k = stored[key]
+      k.s, k.p, k.c = c_s[i], c_p[i], c
+      if not window_of[key] then written[#written + 1] = key end
+      window_of[key] = c_w[i]
     end
-    reply[first + 5 * (i - 1) + 4] = k.c
+    reply[first + 5 * (i - 1) + 4] = c
   end
   reply[first] = allowed and 1 or 0
   a = a + 3 + 3 * n
