@@ -369,13 +369,7 @@ fn audit_after<T: Resource>(value: &T, before: Option<&T>) -> String {
     })
 }
 
-fn audit_rows<T: Resource>(
-    ops: &[Op<T>],
-    run_id: i64,
-    meta: &RunMeta,
-    now: DateTime<Utc>,
-    out: &mut Vec<Vec<Value>>,
-) {
+fn audit_rows<T: Resource>(ops: &[Op<T>], meta: &RunMeta, now: DateTime<Utc>, out: &mut Vec<Vec<Value>>) {
     for op in ops.iter().filter(|op| op.action.writes()) {
         let after = match op.action {
             Action::Delete => None,
@@ -384,8 +378,9 @@ fn audit_rows<T: Resource>(
                 .as_ref()
                 .map(|t| audit_after(t, op.current.as_ref().map(|c| &c.value))),
         };
-        out.push(vec![
-            Value::Int(run_id),
+        // Room for the run's id, added last by `AuditRows::step`.
+        let mut row = Vec::with_capacity(AUDIT_COLUMNS.len() + 2);
+        row.extend([
             Value::Time(now),
             text(&meta.actor),
             text(&meta.source),
@@ -396,27 +391,42 @@ fn audit_rows<T: Resource>(
             Value::Text(after),
             Value::Text(meta.during_freeze.clone()),
         ]);
+        out.push(row);
     }
 }
 
-/// One audit row per written change of `plan`, as a single insert (none when nothing changed).
-pub fn audit_step(plan: &Plan, run_id: i64, meta: &RunMeta, now: DateTime<Utc>) -> Option<Step> {
-    let mut rows = Vec::new();
-    audit_rows(&plan.rules, run_id, meta, now, &mut rows);
-    audit_rows(&plan.clients, run_id, meta, now, &mut rows);
-    audit_rows(&plan.windows, run_id, meta, now, &mut rows);
-    audit_rows(&plan.flags, run_id, meta, now, &mut rows);
-    audit_rows(&plan.maintenance, run_id, meta, now, &mut rows);
-    audit_rows(&plan.profile, run_id, meta, now, &mut rows);
-    audit_rows(&plan.notifications, run_id, meta, now, &mut rows);
-    let mut columns = vec![("run_id", ColType::Int)];
-    columns.extend_from_slice(AUDIT_COLUMNS);
-    columns.push(("reason", ColType::Text));
-    (!rows.is_empty()).then_some(Step::Insert {
-        table: "audit_log",
-        columns,
-        rows,
-    })
+/// One audit row per written change of a plan, made before its run is recorded (so that they
+/// can be made beside the plan's own rows); [`AuditRows::step`] adds the run's id.
+pub struct AuditRows(Vec<Vec<Value>>);
+
+impl AuditRows {
+    /// The audit rows of `plan`'s written changes.
+    pub fn of(plan: &Plan, meta: &RunMeta, now: DateTime<Utc>) -> AuditRows {
+        let mut rows = Vec::new();
+        audit_rows(&plan.rules, meta, now, &mut rows);
+        audit_rows(&plan.clients, meta, now, &mut rows);
+        audit_rows(&plan.windows, meta, now, &mut rows);
+        audit_rows(&plan.flags, meta, now, &mut rows);
+        audit_rows(&plan.maintenance, meta, now, &mut rows);
+        audit_rows(&plan.profile, meta, now, &mut rows);
+        audit_rows(&plan.notifications, meta, now, &mut rows);
+        AuditRows(rows)
+    }
+
+    /// The rows of run `run_id` as a single insert (none when nothing changed).
+    pub fn step(self, run_id: i64) -> Option<Step> {
+        let mut rows = self.0;
+        for row in &mut rows {
+            row.push(Value::Int(run_id));
+        }
+        let mut columns = AUDIT_COLUMNS.to_vec();
+        columns.extend([("reason", ColType::Text), ("run_id", ColType::Int)]);
+        (!rows.is_empty()).then_some(Step::Insert {
+            table: "audit_log",
+            columns,
+            rows,
+        })
+    }
 }
 
 /// The row write of one change made over HTTP: an insert owned by the API, an update that keeps
