@@ -7,7 +7,7 @@ use crate::mode::ChangeFreeze;
 use crate::model::{Actual, Window};
 use crate::plan::render::PlanDocument;
 use crate::plan::{MassRemoval, Plan, PlanOptions, Totals, plan, plan_part};
-use crate::store::{ApplyError, Db, RunMeta, StoreError};
+use crate::store::{Applied, ApplyError, Db, RunMeta, StoreError};
 
 /// What a reconcile is asked to do.
 #[derive(Debug, Clone, Default)]
@@ -82,6 +82,21 @@ pub struct Outcome {
     pub run_id: Option<i64>,
     /// Where the whole plan applied stands in the change log (`None` for a dry run or a part).
     pub snapshot: Option<Snapshot>,
+}
+
+impl Outcome {
+    /// A whole plan applied, from the desired state of `state_fingerprint`.
+    fn applied(applied: Applied, state_fingerprint: String) -> Outcome {
+        Outcome {
+            plan: applied.plan,
+            state_fingerprint,
+            run_id: Some(applied.run_id),
+            snapshot: Some(Snapshot {
+                read_at: applied.revision,
+                written_at: applied.written,
+            }),
+        }
+    }
 }
 
 /// Where in the change log an applied plan stands, for a caller that follows the store.
@@ -229,15 +244,7 @@ pub async fn reconcile_read(
         })
         .await;
     match applied {
-        Ok(Some(applied)) => Ok(Outcome {
-            plan: applied.plan,
-            state_fingerprint,
-            run_id: Some(applied.run_id),
-            snapshot: Some(Snapshot {
-                read_at: applied.revision,
-                written_at: applied.written,
-            }),
-        }),
+        Ok(Some(applied)) => Ok(Outcome::applied(applied, state_fingerprint)),
         Ok(None) => {
             tracing::debug!("the store changed since it was read; planning again under the lock");
             reconcile(store, desired, request, now).await
@@ -309,15 +316,7 @@ pub async fn reconcile(
         Err(ApplyError::Refused(refusal)) => return Err(refused(store, &meta, request, refusal).await),
         Err(e) => return Err(e.into()),
     };
-    Ok(Outcome {
-        plan: applied.plan,
-        state_fingerprint,
-        run_id: Some(applied.run_id),
-        snapshot: Some(Snapshot {
-            read_at: applied.revision,
-            written_at: applied.written,
-        }),
-    })
+    Ok(Outcome::applied(applied, state_fingerprint))
 }
 
 /// Plans `part` and applies it in one transaction, provided the store is still at the part's
