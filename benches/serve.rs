@@ -106,20 +106,41 @@ async fn in_process(app: &App, raw: &[u8], n: u32) -> Duration {
     start.elapsed() / n
 }
 
+/// One of this benchmark's raw requests, in its parts.
+struct Parts<'a> {
+    method: &'a str,
+    path: &'a str,
+    headers: Vec<(&'a str, &'a str)>,
+    body: &'a str,
+}
+
+impl Parts<'_> {
+    fn of(raw: &[u8]) -> Parts<'_> {
+        let text = std::str::from_utf8(raw).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let mut lines = head.split("\r\n");
+        let mut first = lines.next().unwrap().split(' ');
+        Parts {
+            method: first.next().unwrap(),
+            path: first.next().unwrap(),
+            headers: lines.map(|line| line.split_once(": ").unwrap()).collect(),
+            body,
+        }
+    }
+}
+
 /// One of this benchmark's raw requests as a request value.
 fn request_of(raw: &[u8]) -> axum::http::Request<axum::body::Body> {
-    let text = std::str::from_utf8(raw).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next().unwrap().split(' ');
+    let parts = Parts::of(raw);
     let mut builder = axum::http::Request::builder()
-        .method(first.next().unwrap())
-        .uri(first.next().unwrap());
-    for line in lines {
-        let (name, value) = line.split_once(": ").unwrap();
+        .method(parts.method)
+        .uri(parts.path);
+    for (name, value) in parts.headers {
         builder = builder.header(name, value);
     }
-    builder.body(axum::body::Body::from(body.to_owned())).unwrap()
+    builder
+        .body(axum::body::Body::from(parts.body.to_owned()))
+        .unwrap()
 }
 
 /// One keep-alive HTTP/1.1 connection that sends a request and reads its whole response.
@@ -320,23 +341,17 @@ async fn load(addr: SocketAddr, request: Vec<u8>, seconds: u64) -> Figures {
 
 /// wrk's Lua script that sends `request` (its method, headers but Host, and body).
 fn wrk_script(request: &[u8]) -> (String, String) {
-    let text = std::str::from_utf8(request).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next().unwrap().split(' ');
-    let method = first.next().unwrap();
-    let path = first.next().unwrap().to_owned();
-    let mut script = format!("wrk.method = \"{method}\"\n");
-    for line in lines {
-        let (name, value) = line.split_once(": ").unwrap();
+    let parts = Parts::of(request);
+    let mut script = format!("wrk.method = \"{}\"\n", parts.method);
+    for (name, value) in parts.headers {
         if !name.eq_ignore_ascii_case("host") && !name.eq_ignore_ascii_case("content-length") {
             script.push_str(&format!("wrk.headers[\"{name}\"] = \"{value}\"\n"));
         }
     }
-    if !body.is_empty() {
-        script.push_str(&format!("wrk.body = [==[{body}]==]\n"));
+    if !parts.body.is_empty() {
+        script.push_str(&format!("wrk.body = [==[{}]==]\n", parts.body));
     }
-    (path, script)
+    (parts.path.to_owned(), script)
 }
 
 /// wrk against `addr` for `seconds`: the rate, percentiles and errors it reports.
@@ -486,16 +501,12 @@ async fn propagation(url: &str) -> (Duration, Duration, usize) {
         let request = post(&format!("/system/maintenance/state/{mode}"), OPERATOR, &body);
         let start = Instant::now();
         assert_eq!(on_a.send(&request).await, 200);
-        let written = start.elapsed();
         while on_b.send(&probe).await != want {
             assert!(
                 start.elapsed() < Duration::from_secs(10),
                 "B never answered {want}"
             );
             tokio::time::sleep(Duration::from_micros(500)).await;
-        }
-        if std::env::var_os("DEBUG_PROPAGATION").is_some() {
-            eprintln!("{i}: written {written:?}, enforced {:?}", start.elapsed());
         }
         if i >= 2 {
             times.push(start.elapsed());
@@ -605,12 +616,6 @@ fn main() {
         .build()
         .unwrap();
     if only.as_deref() == Some("propagation") {
-        if std::env::var_os("DEBUG_PROPAGATION").is_some() {
-            tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-                .with_writer(std::io::stderr)
-                .init();
-        }
         propagate(&server);
         return;
     }

@@ -31,6 +31,13 @@ pub struct Request {
     pub recorded_refusal: Option<String>,
 }
 
+impl Request {
+    /// The options the plan is made with: a saved plan's own, else the request's.
+    fn plan_options(&self) -> PlanOptions {
+        self.saved.as_ref().map_or(self.options, |saved| saved.options)
+    }
+}
+
 /// Why a plan was not applied although the store works.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Refusal {
@@ -231,8 +238,13 @@ pub async fn reconcile_read(
             now,
         ));
     }
-    let options = request.saved.as_ref().map_or(request.options, |s| s.options);
-    let (plan, state_fingerprint) = plan_with(desired, &read.actual, read.store_fingerprint, options, now);
+    let (plan, state_fingerprint) = plan_with(
+        desired,
+        &read.actual,
+        read.store_fingerprint,
+        request.plan_options(),
+        now,
+    );
     drop(read.actual);
     let meta = run_meta(request, now, &state_fingerprint);
     if let Err(refusal) = check_saved_state(request, &state_fingerprint) {
@@ -305,7 +317,7 @@ pub async fn reconcile(
     if let Err(refusal) = check_saved_state(request, &state_fingerprint) {
         return Err(refused(store, &meta, request, refusal).await);
     }
-    let options = request.saved.as_ref().map_or(request.options, |s| s.options);
+    let options = request.plan_options();
     let applied = store
         .apply(meta.clone(), |actual| {
             decided(plan(desired, actual, now, options), request, &state_fingerprint)

@@ -199,11 +199,11 @@ impl Cli {
             url: self.database_url.clone(),
             options: StoreOptions {
                 lock_timeout: std::time::Duration::from_secs(self.lock_timeout),
-                warm_connections: if self.is_service() {
-                    StoreOptions::SERVING_CONNECTIONS
+                ..if self.is_service() {
+                    StoreOptions::serving()
                 } else {
-                    0
-                },
+                    StoreOptions::default()
+                }
             },
         }
     }

@@ -88,7 +88,7 @@ while a <= #ARGV do
     local w = tonumber(ARGV[at])
     local max = tonumber(ARGV[at + 1])
     local shadow = ARGV[at + 2] == '1'
-    local k = stored[key] or load(key)
+    local k = load(key)
     local s, p, c = k.s, k.p, k.c
     -- Roll to the window that holds `now`.
     local start = now - now % w

@@ -177,11 +177,15 @@ impl RedisCounters {
     /// the other would (at the same instants).
     pub async fn decide_together(&self, asks: &[Ask<'_>]) -> Result<Vec<SharedDecision>, CallError> {
         let questions: Vec<Question> = asks.iter().map(|ask| self.question(*ask)).collect();
-        let reply = invoke(&self.connection, &self.script, questions.iter()).await?;
-        let replies = split(questions.iter(), &reply).ok_or(CallError::Shape)?;
+        let replies = call(
+            &self.connection,
+            &self.script,
+            &questions.iter().collect::<Vec<_>>(),
+        )
+        .await?;
         asks.iter()
             .zip(replies)
-            .map(|(ask, reply)| parse(*ask, reply).ok_or(CallError::Shape))
+            .map(|(ask, reply)| parse(*ask, &reply).ok_or(CallError::Shape))
             .collect()
     }
 
@@ -270,20 +274,16 @@ async fn send_calls(
             continue;
         }
         calls.inc();
-        let call = invoke(&connection, &script, batch.iter().map(|p| &p.question));
-        let reply = match tokio::time::timeout(timeout, call).await {
-            Ok(reply) => reply.map_err(CallError::from),
-            Err(_) => Err(CallError::NoAnswer(timeout)),
-        };
-        let replies = match &reply {
-            Ok(reply) => split(batch.iter().map(|p| &p.question), reply).ok_or(CallError::Shape),
-            Err(e) => Err(e.clone()),
-        };
+        let questions: Vec<&Question> = batch.iter().map(|p| &p.question).collect();
+        let replies = tokio::time::timeout(timeout, call(&connection, &script, &questions))
+            .await
+            .unwrap_or(Err(CallError::NoAnswer(timeout)));
+        drop(questions);
+        // An asker that stopped waiting meanwhile has nobody to tell.
         match replies {
             Ok(replies) => {
                 for (pending, reply) in batch.drain(..).zip(replies) {
-                    // An asker that stopped waiting meanwhile has nobody to tell.
-                    let _ = pending.answer.send(Ok(reply.to_vec()));
+                    let _ = pending.answer.send(Ok(reply));
                 }
             }
             Err(e) => {
@@ -293,6 +293,16 @@ async fn send_calls(
             }
         }
     }
+}
+
+/// Runs the decision script over `questions`, in order, and cuts its reply into each one's part.
+async fn call(
+    connection: &ConnectionManager,
+    script: &redis::Script,
+    questions: &[&Question],
+) -> Result<Vec<Vec<i64>>, CallError> {
+    let reply = invoke(connection, script, questions.iter().copied()).await?;
+    split(questions.iter().copied(), &reply).ok_or(CallError::Shape)
 }
 
 /// Runs the decision script (its header lists the arguments) over `questions`, in order.
@@ -317,15 +327,12 @@ async fn invoke<'q>(
 }
 
 /// The script's reply cut into each question's part; `None` if its length is not theirs.
-fn split<'q, 'r>(
-    questions: impl IntoIterator<Item = &'q Question>,
-    reply: &'r [i64],
-) -> Option<Vec<&'r [i64]>> {
+fn split<'q>(questions: impl IntoIterator<Item = &'q Question>, reply: &[i64]) -> Option<Vec<Vec<i64>>> {
     let mut rest = reply;
     let mut parts = Vec::new();
     for question in questions {
         let (part, after) = rest.split_at_checked(question.reply_len())?;
-        parts.push(part);
+        parts.push(part.to_vec());
         rest = after;
     }
     rest.is_empty().then_some(parts)

@@ -78,7 +78,7 @@ pub struct StoreOptions {
 impl StoreOptions {
     /// Connections a serving process keeps warm: its view's reload, a request's read, the
     /// snapshot writer and the outbox can all hold one at once.
-    pub const SERVING_CONNECTIONS: u32 = 4;
+    const SERVING_CONNECTIONS: u32 = 4;
 
     /// The options of a process that serves (`serve`, `reconcile --watch`).
     pub fn serving() -> StoreOptions {
