@@ -136,6 +136,15 @@ enum Text {
 }
 
 impl Text {
+    /// The text let go: what is kept to know it again on disk.
+    fn let_go(text: &str, max_bytes: u64) -> Text {
+        Text::OnDisk {
+            len: text.len(),
+            hash: Text::hash(text),
+            max_bytes,
+        }
+    }
+
     fn hash(text: &str) -> u64 {
         use std::hash::{BuildHasher as _, BuildHasherDefault, DefaultHasher};
         BuildHasherDefault::<DefaultHasher>::default().hash_one(text)
@@ -342,7 +351,7 @@ impl Loader {
 
     /// Records a file that could not be read as text (its kind, size or encoding).
     pub fn add_refusal(&mut self, file: &Path, refusal: files::Refusal) {
-        let cx = self.source(file, String::new());
+        let cx = self.source(file, Text::Held(String::new()));
         self.errors.push(Pending {
             place: Place {
                 file: cx.file,
@@ -352,10 +361,10 @@ impl Loader {
         });
     }
 
-    fn source(&mut self, file: &Path, text: String) -> FileCx {
+    fn source(&mut self, file: &Path, text: Text) -> FileCx {
         self.sources.push(Source {
             path: file.to_owned(),
-            text: Text::Held(text),
+            text,
             index: OnceLock::new(),
         });
         FileCx {
@@ -366,21 +375,56 @@ impl Loader {
     /// Reads one file's text, which the loader keeps for error positions (or lets go, see
     /// [`Loader::letting_texts_go`]).
     pub fn add_text(&mut self, file: &Path, text: String) {
+        let parsed = Parsed::of(text, self.typed_first, self.let_go);
+        self.add_parsed(file, parsed);
+    }
+
+    /// Reads the files found in a directory, in their order: each is read from disk and parsed
+    /// on one of the machine's cores (the parse is most of a load's time), and added here one
+    /// after the other, so the outcome is the one [`Loader::add_text`] in turn would give.
+    pub fn add_found(&mut self, found: Vec<files::Found>, max_bytes: u64) {
+        let (typed_first, let_go) = (self.typed_first, self.let_go);
+        let parse = |found: files::Found| {
+            let file = found.read(max_bytes);
+            let text = file.text.map(|text| Parsed::of(text, typed_first, let_go));
+            (file.path, text)
+        };
+        in_order_on_every_core(found, parse, |(path, text)| match text {
+            Ok(parsed) => self.add_parsed(&path, parsed),
+            Err(refusal) => self.add_refusal(&path, refusal),
+        });
+    }
+
+    fn add_parsed(&mut self, file: &Path, parsed: Parsed) {
+        let Parsed { text, read } = parsed;
         let cx = self.source(file, text);
-        self.read(&cx);
+        match read {
+            Read::TooDeep(pos) => {
+                let message = format!(
+                    "collections are nested more than {} levels deep; a state file needs four",
+                    position::MAX_DEPTH
+                );
+                self.errors.push(Pending {
+                    place: Place {
+                        file: cx.file,
+                        at: At::Pos(pos),
+                    },
+                    message,
+                });
+            }
+            Read::Typed(typed) => self.add_items(&cx, Items::from(*typed)),
+            Read::Tree => self.read_tree(&cx),
+        }
         if let Some(max_bytes) = self.let_go {
             let source = &mut self.sources[cx.file];
             if let Text::Held(text) = &source.text {
-                source.text = Text::OnDisk {
-                    len: text.len(),
-                    hash: Text::hash(text),
-                    max_bytes,
-                };
+                source.text = Text::let_go(text, max_bytes);
             }
         }
     }
 
-    fn read(&mut self, cx: &FileCx) {
+    /// Reads a file through the library's tree, item by item, reporting every bad one.
+    fn read_tree(&mut self, cx: &FileCx) {
         let Text::Held(text) = &self.sources[cx.file].text else {
             return;
         };
@@ -388,21 +432,6 @@ impl Loader {
             file: cx.file,
             at: At::Pos(pos),
         };
-        if let Some(pos) = position::too_deep(text) {
-            let message = format!(
-                "collections are nested more than {} levels deep; a state file needs four",
-                position::MAX_DEPTH
-            );
-            self.errors.push(Pending {
-                place: at(pos),
-                message,
-            });
-            return;
-        }
-        if let Some(typed) = read_typed(text).filter(|_| self.typed_first) {
-            self.add_items(cx, Items::from(typed));
-            return;
-        }
         let value: Value = match serde_yaml::from_str(text) {
             Ok(v) => v,
             Err(e) => {
@@ -816,6 +845,91 @@ impl Loader {
             origin,
         })
     }
+}
+
+/// A file's text and what parsing it alone found, the part of a load that needs no other file
+/// (and so runs on any thread).
+struct Parsed {
+    text: Text,
+    read: Read,
+}
+
+/// How far a file got when parsed alone.
+enum Read {
+    /// Nested too deep to parse: the error's position.
+    TooDeep(Pos),
+    /// Read straight into its types.
+    Typed(Box<SchemaFile>),
+    /// To be read through the library's tree, which reports every bad item.
+    Tree,
+}
+
+impl Parsed {
+    /// Parses `text` (straight into its types when `typed_first`); when `let_go` holds the
+    /// size cap and the text is not needed to read the file again, it is let go at once.
+    fn of(text: String, typed_first: bool, let_go: Option<u64>) -> Parsed {
+        let read = if let Some(pos) = position::too_deep(&text) {
+            Read::TooDeep(pos)
+        } else if let Some(typed) = read_typed(&text).filter(|_| typed_first) {
+            Read::Typed(Box::new(typed))
+        } else {
+            Read::Tree
+        };
+        let text = match (&read, let_go) {
+            (Read::Typed(_), Some(max_bytes)) => Text::let_go(&text, max_bytes),
+            _ => Text::Held(text),
+        };
+        Parsed { text, read }
+    }
+}
+
+/// Works `f` out for each item on as many threads as the machine has cores (each taking the
+/// next item left, so one large file does not hold up the rest), and hands each result to
+/// `take` on the calling thread in the items' order, as soon as it and those before it are done:
+/// no more results are held than the threads are ahead.
+fn in_order_on_every_core<T: Send, U: Send>(
+    items: Vec<T>,
+    f: impl Fn(T) -> U + Sync,
+    mut take: impl FnMut(U),
+) {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(items.len());
+    if threads <= 1 {
+        return items.into_iter().map(f).for_each(take);
+    }
+    let queue = std::sync::Mutex::new(items.into_iter().enumerate());
+    let (done, results) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            let (queue, f, done) = (&queue, &f, done.clone());
+            scope.spawn(move || {
+                loop {
+                    // The lock is held while the next item is taken, not while it is worked on.
+                    let next = queue
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .next();
+                    let Some((i, item)) = next else { break };
+                    if done.send((i, f(item))).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(done);
+        let mut early = std::collections::BTreeMap::new();
+        let mut next = 0;
+        // Ends once every thread is done; a thread that panicked ends it early, and the scope
+        // then carries the panic on.
+        for (i, result) in results {
+            early.insert(i, result);
+            while let Some(result) = early.remove(&next) {
+                take(result);
+                next += 1;
+            }
+        }
+    });
 }
 
 /// What one file declares, each item typed and with its index in its section.

@@ -182,8 +182,9 @@ impl StateDir {
     }
 
     /// Reads and validates every `*.yaml`/`*.yml` file under the directory, in sorted path
-    /// order. Each file is read just before it is parsed and its text let go after (see
-    /// [`Loader::letting_texts_go`]): the peak memory is the state's, not its files' too.
+    /// order, parsed on every core (see [`Loader::add_found`]). Each file is read just before it
+    /// is parsed and its text let go after (see [`Loader::letting_texts_go`]): the peak memory is
+    /// the state's, not its files' too.
     pub fn load(&self, now: DateTime<Utc>) -> Result<Loaded, LoadError> {
         self.load_with(Loader::letting_texts_go(now, self.max_file_bytes))
     }
@@ -203,13 +204,7 @@ impl StateDir {
         if found.is_empty() {
             return Err(LoadError::Empty(dir.clone()));
         }
-        for found in found {
-            let file = found.read(self.max_file_bytes);
-            match file.text {
-                Ok(text) => loader.add_text(&file.path, text),
-                Err(refusal) => loader.add_refusal(&file.path, refusal),
-            }
-        }
+        loader.add_found(found, self.max_file_bytes);
         loader.finish()
     }
 }

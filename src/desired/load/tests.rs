@@ -824,7 +824,7 @@ mod typed_and_tree {
         prop::collection::vec(item(fields), 0..5)
     }
 
-    fn file() -> impl Strategy<Value = String> {
+    pub(super) fn file() -> impl Strategy<Value = String> {
         (
             items(RULE.len()),
             items(CLIENT.len()),
@@ -915,6 +915,82 @@ mod typed_and_tree {
                 .as_str(),
             "staging"
         );
+    }
+}
+
+mod on_every_core {
+    //! A directory's files parsed on every core must load exactly as the same files added to a
+    //! loader one after the other.
+
+    use proptest::prelude::*;
+
+    use super::typed_and_tree::file;
+    use super::*;
+
+    /// The whole outcome of a load, as comparable text.
+    fn shown(loaded: Result<Loaded, LoadError>) -> String {
+        match loaded {
+            Ok(loaded) => format!("{:?}\n{:?}\n{}", loaded.state, loaded.warnings, loaded.files),
+            Err(e) => format!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn a_directory_parsed_on_every_core_loads_as_its_files_added_one_by_one() {
+        use proptest::test_runner::{Config, TestRunner};
+        let mut runner = TestRunner::new(Config {
+            cases: 200,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        // Up to a dozen files, so that the threads take them in turns and finish out of order;
+        // one in eight is not a state file's text at all (refused before it is parsed).
+        let texts = prop::collection::vec(prop::option::weighted(0.875, file()), 1..12);
+        let result = runner.run(&texts, |texts| {
+            let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
+            for (i, text) in texts.iter().enumerate() {
+                let bytes = text.as_deref().map_or(&b"\xff\xfe not text"[..], str::as_bytes);
+                std::fs::write(dir.path().join(format!("f{i:02}.yaml")), bytes)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            }
+            let state = StateDir::new(dir.path());
+            let mut one_by_one = Loader::letting_texts_go(now(), state.max_file_bytes);
+            for found in
+                files::find_state_files(dir.path()).map_err(|e| TestCaseError::fail(e.to_string()))?
+            {
+                let file = found.read(state.max_file_bytes);
+                match file.text {
+                    Ok(text) => one_by_one.add_text(&file.path, text),
+                    Err(refusal) => one_by_one.add_refusal(&file.path, refusal),
+                }
+            }
+            prop_assert_eq!(
+                shown(state.load(now())),
+                shown(one_by_one.finish()),
+                "{:?}",
+                texts
+            );
+            Ok(())
+        });
+        if let Err(e) = result {
+            panic!("{e}");
+        }
+    }
+
+    #[test]
+    fn results_are_taken_in_order_however_the_threads_finish() {
+        let mut taken = Vec::new();
+        // Early items take longest, so later ones are done first.
+        let items: Vec<u64> = (0..40).collect();
+        in_order_on_every_core(
+            items,
+            |i| {
+                std::thread::sleep(std::time::Duration::from_micros((40 - i) * 200));
+                i * 2
+            },
+            |doubled| taken.push(doubled),
+        );
+        assert_eq!(taken, (0..40).map(|i| i * 2).collect::<Vec<u64>>());
     }
 }
 
