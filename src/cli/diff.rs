@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use super::Status;
-use crate::desired::StateDir;
+use crate::desired::{Cores, StateDir};
 use crate::plan::render::{Format, PlanDocument, render};
 use crate::plan::{PlanOptions, plan};
 use crate::reconcile::guard;
@@ -30,8 +30,8 @@ impl Args {
     /// Plans `new` against a store that holds exactly `old`.
     pub fn run(self, old: &StateDir, new: &StateDir) -> anyhow::Result<Status> {
         let now = super::now();
-        let old = super::load(old, now)?;
-        let new = super::load(new, now)?;
+        let old = super::load(old, now, Cores::All)?;
+        let new = super::load(new, now, Cores::All)?;
         let plan = plan(&new.state, &old.state.as_store(), now, PlanOptions::default());
         let doc = PlanDocument::new(&plan, new.state.fingerprint());
         super::print_out(&render(&doc, self.format, super::stdout_color()))?;

@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use crate::desired::{LoadError, Loaded, StateDir};
+use crate::desired::{Cores, LoadError, Loaded, StateDir};
 use crate::store::{DEFAULT_DATABASE_URL, Db, StoreOptions};
 
 /// What `--version` says: the version, the commit built, how it was built, and what is compiled
@@ -364,7 +364,7 @@ async fn open(config: &StoreConfig) -> anyhow::Result<Db> {
 }
 
 /// Loads the state directory, printing warnings, and every error when it is invalid.
-fn load(state: &StateDir, now: chrono::DateTime<chrono::Utc>) -> anyhow::Result<Loaded> {
+fn load(state: &StateDir, now: chrono::DateTime<chrono::Utc>, cores: Cores) -> anyhow::Result<Loaded> {
     let print = |kind: &str, diags: &[crate::desired::Diagnostic]| {
         // Warnings follow the log level: `-q` (errors only) hides them.
         if kind == "warning" && !tracing::enabled!(tracing::Level::WARN) {
@@ -376,7 +376,7 @@ fn load(state: &StateDir, now: chrono::DateTime<chrono::Utc>) -> anyhow::Result<
         }
     };
     let shown = crate::text::path(&state.path);
-    match state.load(now) {
+    match state.load_on(now, cores) {
         Ok(loaded) => {
             print("warning", &loaded.warnings);
             tracing::info!("loaded {} state files from {shown}", loaded.files);

@@ -4,7 +4,7 @@
 use anyhow::Context as _;
 
 use super::Status;
-use crate::desired::StateDir;
+use crate::desired::{Cores, StateDir};
 use crate::domain::SinkName;
 use crate::event::Event;
 use crate::notify::{Origin, Sender};
@@ -34,7 +34,7 @@ impl Command {
     pub async fn run(self, state: &StateDir) -> anyhow::Result<Status> {
         let Command::Test(args) = self;
         let now = super::now();
-        let loaded = super::load(state, now)?;
+        let loaded = super::load(state, now, Cores::All)?;
         let declared = loaded.state.notifications.map(|n| n.0).unwrap_or_default();
         let Some(sink) = declared.iter().find(|s| s.name == args.sink) else {
             let names: Vec<&str> = declared.iter().map(|s| s.name.as_str()).collect();

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 
 use super::Status;
-use crate::desired::StateDir;
+use crate::desired::{Cores, StateDir};
 use crate::plan::PlanOptions;
 use crate::plan::render::PLAN_FORMAT;
 use crate::plan::render::{Format, PlanDocument, render};
@@ -64,9 +64,13 @@ impl Args {
         // and its snapshot read and digested for the plan's fingerprint: a dry run then costs
         // about its slower half, and the state's digest is made beside the plan. An apply plans
         // on that snapshot too, and writes if the store is still at its revision under the lock.
+        // A store that opening would create waits for the state to prove valid: a first try
+        // with a broken state leaves no database file behind. The load then has every core.
+        let creates = crate::store::Db::would_create(&store.url);
         let loading = {
             let state = state.clone();
-            tokio::task::spawn_blocking(move || super::load(&state, now))
+            let cores = if creates { Cores::All } else { Cores::One };
+            tokio::task::spawn_blocking(move || super::load(&state, now, cores))
         };
         let opening = async {
             let db = super::open(store).await?;
@@ -82,9 +86,7 @@ impl Args {
             let read = digested.await.context("the digesting task failed")?;
             Ok::<_, anyhow::Error>((db, read))
         };
-        // A store that opening would create waits for the state to prove valid: a first try
-        // with a broken state leaves no database file behind.
-        let (loaded, opened) = if crate::store::Db::would_create(&store.url) {
+        let (loaded, opened) = if creates {
             let loaded = loading.await.context("the loading task failed")??;
             (loaded, opening.await)
         } else {

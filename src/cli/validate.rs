@@ -1,7 +1,7 @@
 //! `validate`: check the state directory offline.
 
 use super::Status;
-use crate::desired::StateDir;
+use crate::desired::{Cores, StateDir};
 
 /// How many occurrences of a recurring window `validate` shows.
 const NEXT: usize = 3;
@@ -14,7 +14,7 @@ impl Args {
     /// Loads the state and prints what it declares.
     pub fn run(self, state: &StateDir) -> anyhow::Result<Status> {
         let now = super::now();
-        let loaded = super::load(state, now)?;
+        let loaded = super::load(state, now, Cores::All)?;
         let s = &loaded.state;
         super::print_out(&format!(
             "{} is valid: {} file{}, {} rate-limit rules, {} clients, {} maintenance windows, {} feature flags{}{}{}\n",

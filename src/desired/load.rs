@@ -380,16 +380,16 @@ impl Loader {
     }
 
     /// Reads the files found in a directory, in their order: each is read from disk and parsed
-    /// on one of the machine's cores (the parse is most of a load's time), and added here one
-    /// after the other, so the outcome is the one [`Loader::add_text`] in turn would give.
-    pub fn add_found(&mut self, found: Vec<files::Found>, max_bytes: u64) {
+    /// on one of the `cores` (the parse is most of a load's time), and added here one after the
+    /// other, so the outcome is the one [`Loader::add_text`] in turn would give.
+    pub fn add_found(&mut self, found: Vec<files::Found>, max_bytes: u64, cores: Cores) {
         let (typed_first, let_go) = (self.typed_first, self.let_go);
         let parse = |found: files::Found| {
             let file = found.read(max_bytes);
             let text = file.text.map(|text| Parsed::of(text, typed_first, let_go));
             (file.path, text)
         };
-        in_order_on_every_core(found, parse, |(path, text)| match text {
+        in_order(found, cores, parse, |(path, text)| match text {
             Ok(parsed) => self.add_parsed(&path, parsed),
             Err(refusal) => self.add_refusal(&path, refusal),
         });
@@ -883,18 +883,31 @@ impl Parsed {
     }
 }
 
-/// Works `f` out for each item on as many threads as the machine has cores (each taking the
-/// next item left, so one large file does not hold up the rest), and hands each result to
-/// `take` on the calling thread in the items' order, as soon as it and those before it are done:
-/// no more results are held than the threads are ahead.
-fn in_order_on_every_core<T: Send, U: Send>(
+/// The cores a directory's files are parsed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cores {
+    /// Every core the process may run on: nothing else is working meanwhile.
+    All,
+    /// The calling thread's: the rest of the command works beside the load (a dry run reads the
+    /// store meanwhile, and on SQLite that read takes a core of its own).
+    One,
+}
+
+/// Works `f` out for each item on `cores` (each thread taking the next item left, so one large
+/// file does not hold up the rest), and hands each result to `take` on the calling thread in
+/// the items' order, as soon as it and those before it are done: no more results are held than
+/// the threads are ahead.
+fn in_order<T: Send, U: Send>(
     items: Vec<T>,
+    cores: Cores,
     f: impl Fn(T) -> U + Sync,
     mut take: impl FnMut(U),
 ) {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .min(items.len());
+    let threads = match cores {
+        Cores::All => std::thread::available_parallelism().map_or(1, usize::from),
+        Cores::One => 1,
+    }
+    .min(items.len());
     if threads <= 1 {
         return items.into_iter().map(f).for_each(take);
     }

@@ -7,7 +7,7 @@ mod load;
 pub mod position;
 pub mod raw;
 
-pub use load::{Loader, MAX_ERRORS, MODELINE};
+pub use load::{Cores, Loader, MAX_ERRORS, MODELINE};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -186,16 +186,21 @@ impl StateDir {
     /// is parsed and its text let go after (see [`Loader::letting_texts_go`]): the peak memory is
     /// the state's, not its files' too.
     pub fn load(&self, now: DateTime<Utc>) -> Result<Loaded, LoadError> {
-        self.load_with(Loader::letting_texts_go(now, self.max_file_bytes))
+        self.load_on(now, Cores::All)
+    }
+
+    /// [`StateDir::load`] on the given cores.
+    pub fn load_on(&self, now: DateTime<Utc>, cores: Cores) -> Result<Loaded, LoadError> {
+        self.load_with(Loader::letting_texts_go(now, self.max_file_bytes), cores)
     }
 
     /// [`StateDir::load`] keeping the files' texts, for the [`Origin`] of a directory followed
     /// between loads.
     pub fn load_to_follow(&self, now: DateTime<Utc>) -> Result<Loaded, LoadError> {
-        self.load_with(Loader::new(now))
+        self.load_with(Loader::new(now), Cores::All)
     }
 
-    fn load_with(&self, mut loader: Loader) -> Result<Loaded, LoadError> {
+    fn load_with(&self, mut loader: Loader, cores: Cores) -> Result<Loaded, LoadError> {
         let dir = &self.path;
         let found = files::find_state_files(dir).map_err(|source| LoadError::Io {
             path: dir.clone(),
@@ -204,7 +209,7 @@ impl StateDir {
         if found.is_empty() {
             return Err(LoadError::Empty(dir.clone()));
         }
-        loader.add_found(found, self.max_file_bytes);
+        loader.add_found(found, self.max_file_bytes, cores);
         loader.finish()
     }
 }

@@ -982,8 +982,9 @@ mod on_every_core {
         let mut taken = Vec::new();
         // Early items take longest, so later ones are done first.
         let items: Vec<u64> = (0..40).collect();
-        in_order_on_every_core(
+        in_order(
             items,
+            Cores::All,
             |i| {
                 std::thread::sleep(std::time::Duration::from_micros((40 - i) * 200));
                 i * 2
