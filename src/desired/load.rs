@@ -888,8 +888,8 @@ impl Parsed {
 pub enum Cores {
     /// Every core the process may run on: nothing else is working meanwhile.
     All,
-    /// The calling thread's: the rest of the command works beside the load (a dry run reads the
-    /// store meanwhile, and on SQLite that read takes a core of its own).
+    /// The calling thread's: the rest of the command works beside the load (a dry run reads a
+    /// SQLite store meanwhile, and that read takes a core of its own).
     One,
 }
 

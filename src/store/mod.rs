@@ -148,6 +148,12 @@ impl Db {
         url.starts_with("sqlite:") && sqlite::file_missing(url)
     }
 
+    /// Whether the store at `url` runs in this process (SQLite), so that reading it takes one of
+    /// this machine's cores, where a server's work is done in its own processes.
+    pub fn in_process(url: &str) -> bool {
+        url.starts_with("sqlite:")
+    }
+
     /// The store at `url`, and on Postgres the first connection, made outside the pool.
     async fn connecting(url: &str, options: StoreOptions) -> Result<(Db, Option<PgConnection>), StoreError> {
         let (pool, first) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
