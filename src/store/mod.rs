@@ -3,7 +3,7 @@
 //! writes; each query is written once and runs on either backend.
 //!
 //! What [`Db`] offers, by the file of its `impl Db` (a test holds this list to the code):
-//! - `mod.rs`: open, open_with, connect, would_create, backend, changes, ping; pool (tests)
+//! - `mod.rs`: open, open_with, connect, would_create, in_process, backend, changes, ping; pool (tests)
 //! - `changes.rs`: follow_changes (other processes' commits, as [`Changes`])
 //! - `sql/migrate.rs`: migrate
 //! - `sql/reconcile.rs`: snapshot, snapshot_at_revision, apply, apply_at (the reconciler's
