@@ -933,8 +933,8 @@ fn in_order<T: Send, U: Send>(
         drop(done);
         let mut early = std::collections::BTreeMap::new();
         let mut next = 0;
-        // Ends once every thread is done; a thread that panicked ends it early, and the scope
-        // then carries the panic on.
+        // Ends once every thread is done. A thread that panicked leaves a gap: nothing after
+        // it is taken, and the scope carries the panic on.
         for (i, result) in results {
             early.insert(i, result);
             while let Some(result) = early.remove(&next) {
