@@ -145,7 +145,7 @@ impl Db {
     /// that may fail before it needs the store (an invalid state) opens such a store only once it
     /// knows it will use it, so that a failed first try leaves no database file behind.
     pub fn would_create(url: &str) -> bool {
-        url.starts_with("sqlite:") && sqlite::file_missing(url)
+        Db::in_process(url) && sqlite::file_missing(url)
     }
 
     /// Whether the store at `url` runs in this process (SQLite), so that reading it takes one of
@@ -159,7 +159,7 @@ impl Db {
         let (pool, first) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let (pool, first) = postgres::connect(url, options.warm_connections).await?;
             (Backend::Postgres(pool), Some(first))
-        } else if url.starts_with("sqlite:") {
+        } else if Db::in_process(url) {
             (
                 Backend::Sqlite(sqlite::connect(url, options.lock_timeout).await?),
                 None,
