@@ -732,3 +732,41 @@ async fn clearing_overrides_while_others_write_never_fails() {
         writer.await.unwrap();
     }
 }
+
+/// Replicas that find the shared counters back at the same moment close the outage: each once
+/// counted the other's last look, still "down" until its own transaction committed, so neither
+/// closed it, and a new outage a moment later was told as the old one going on (CI saw the
+/// second of two outages never told on Postgres).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_that_see_the_counters_back_at_once_close_the_outage() {
+    for test_db in all_backends() {
+        let db = Db::open(&test_db.url).await.unwrap();
+        let b = test_db.backend;
+        let look = |replica: &'static str, down: bool| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                let now = Utc::now();
+                db.look_at_counters(replica, down, now, now).await
+            })
+        };
+        let both = |down: bool| async move {
+            let (a, b) = tokio::join!(look("replica-a", down), look("replica-b", down));
+            a.unwrap().unwrap();
+            b.unwrap().unwrap();
+        };
+        for outage in 1..=20 {
+            both(true).await;
+            both(false).await;
+            let told: Vec<String> = db
+                .events(1000)
+                .await
+                .unwrap()
+                .into_iter()
+                .rev()
+                .map(|e| e.event.id.rsplit_once(':').unwrap().0.to_owned())
+                .collect();
+            let expected: Vec<&str> = ["counters-unreachable", "counters-reachable"].repeat(outage);
+            assert_eq!(told, expected, "{b}: outage {outage}");
+        }
+    }
+}

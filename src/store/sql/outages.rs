@@ -5,7 +5,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::event::Event;
-use crate::store::backend::on;
+use crate::store::backend::{Backend, on};
 use crate::store::{Db, StoreError};
 
 /// How long a replica's look counts: one that stopped looking (it died while it saw the
@@ -25,7 +25,16 @@ impl Db {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        // The write first: on SQLite it takes the write lock before anything is read.
+        // Looks are taken one at a time: two replicas finding the counters back at once would
+        // each count the other's last look, still "down" until it commits, and neither would
+        // close the outage. SQLite's write lock, taken by the write below before anything is
+        // read, already does this; Postgres locks the table against other looks (reads of it
+        // go on).
+        if let Backend::Postgres(c) = &mut tx {
+            sqlx::query("LOCK TABLE counter_health IN EXCLUSIVE MODE")
+                .execute(&mut **c)
+                .await?;
+        }
         let sql = "INSERT INTO counter_health (replica, down, seen_at) VALUES ($1, $2, $3) \
                    ON CONFLICT (replica) DO UPDATE SET down = excluded.down, seen_at = excluded.seen_at";
         on!(&mut tx, |c| sqlx::query(sql)
